@@ -1,0 +1,49 @@
+// Package dataset supplies the data side of tally: labelled tables in the
+// model.Examples form, loaded from CSV files or from small sample datasets
+// compiled into the binary, and the tools an experiment needs to turn one
+// table into a federation of clients.
+//
+// # Loading
+//
+// ReadCSV and LoadCSV read a numeric table with one label column. Errors
+// locate the problem (file, line, 0-based column and its name) and wrap
+// ErrCSV; see CSVError. WriteCSV writes a table ReadCSV reads back exactly.
+// Embedded returns one of the sample datasets listed by EmbeddedNames
+// (breast-cancer, digits, wsn); data/README.md gives their sources and
+// licences.
+//
+// # Splitting and partitioning
+//
+// Split makes a stratified train/validation/test split. Partition divides
+// rows among n clients: iid, Dirichlet label skew (Hsu, Qi & Brown 2019,
+// "Measuring the effects of non-identical data distribution for federated
+// visual classification"; Gamma draws by Marsaglia & Tsang 2000) or size
+// skew (the quantity skew of Li, Diao, Chen & He 2022, "Federated learning
+// on non-IID data silos: an experimental study"). LabelSkew measures the
+// result. Every row goes to exactly one client and every client gets at
+// least MinClientRows rows.
+//
+// # Corruptions
+//
+// Corruption names a misbehaving client for valuation experiments: label
+// flipping, feature noise, duplicated data and free riders. CorruptData and
+// FreeRiderUpdate apply them; the caller applies duplicates by handing out
+// the same partition twice.
+//
+// # Scaling without pooling
+//
+// ComputeMoments, Moments.Add and Moments.Scaler standardise features from
+// per-client sums only, and Flatten/MomentsFromFlat let those sums travel
+// as one vector through secure aggregation, so the pooled mean and variance
+// are learned without any client revealing its own.
+//
+// # Guarantees
+//
+// Nothing in the package keeps state between calls, and every function is
+// safe for concurrent use on distinct arguments. Functions never modify the
+// Examples they receive; those documented to return a copy never alias it.
+// Randomness comes only from the caller: a seed (Split, Partition, mixed
+// with a per-purpose PCG stream so that equal seeds do not give correlated
+// draws) or a *rand.Rand (CorruptData, FreeRiderUpdate). The same inputs
+// give the same bits.
+package dataset
