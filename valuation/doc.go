@@ -1,0 +1,105 @@
+// Package valuation values the participants of a federated-learning round:
+// games over coalitions, exact and sampled estimators of the Shapley and
+// Banzhaf values, leave-one-out, gradient-based signals, and accumulation of
+// per-round values across rounds. It is pure: no network, no disk, no clock
+// except the wall time it reports, and no randomness but seeded streams. It
+// imports nothing of tally's; models reach it through ParamScorer.
+//
+// # Games
+//
+// A Game has n ≤ MaxPlayers (63) players, coalitions are bitsets (Coalition),
+// and Utility(S) is a number, higher is better. The federated game
+// (NewFederatedGame) is one round: players are the round's clients (or groups
+// of clients) and U(S) is the validation score of the global model plus the
+// weighted FedAvg of S's updates; U(∅) is the current model. The surrogate
+// game (NewSurrogateGame) is its first-order approximation from one scalar per
+// client, U(S) = −Σ_S a_i / Σ_S n_i.
+//
+// An Evaluator memoises a game, runs utility calls on a bounded worker pool,
+// computes each coalition once even under concurrent requests, and counts
+// calls. Estimators accept an *Evaluator to share its cache within a round.
+//
+// # Methods (NewEstimator names)
+//
+//   - "exact-shapley": the Shapley value (L. S. Shapley, "A value for n-person
+//     games", 1953) from all 2^n utilities. Exact up to floating-point
+//     rounding; the only method that satisfies efficiency, symmetry, null
+//     player and additivity exactly. Refused above MaxExactPlayers (20) with
+//     ErrTooManyPlayers. For weighted majority games it is the Shapley–Shubik
+//     index (Shapley & Shubik 1954).
+//   - "exact-banzhaf": the Banzhaf value (J. F. Banzhaf III, "Weighted voting
+//     doesn't work", 1965), β_i = 2^{1−n} Σ_{S∌i} U(S∪i) − U(S), from all 2^n
+//     utilities; same bound. Not efficient: the values need not sum to U(N)−U(∅).
+//   - "loo": leave-one-out, U(N) − U(N∖i), n+1 evaluations. Known failure: a
+//     player whose data is duplicated by another gets ≈ 0 (removing one copy
+//     changes nothing), and so do players that are individually redundant but
+//     jointly essential; LOO is also not efficient. Under encryption it is
+//     forbidden on decrypted coalition sums (the difference reveals an update).
+//   - "monte-carlo": permutation sampling (Castro, Gómez & Tejada, "Polynomial
+//     calculation of the Shapley value based on sampling", Computers &
+//     Operations Research 36(5), 2009). Unbiased; each value is a mean of
+//     independent marginal contributions, so its standard error (reported)
+//     falls as 1/√m in the number of permutations m and the central limit
+//     theorem gives ≈95% coverage at ±2 SE. The variance is that of the
+//     marginals, which is large in games with a few pivotal coalitions
+//     (majority games): expect many permutations there.
+//   - "tmc": truncated Monte Carlo (Ghorbani & Zou, "Data Shapley: Equitable
+//     Valuation of Data for Machine Learning", ICML 2019). Along a permutation,
+//     once |U(N) − U(prefix)| < Truncation·|U(N)| the remaining marginals are
+//     set to 0 without evaluation. Known failure: this is biased whenever later
+//     players still move the utility (non-monotone games, noisy scores, a
+//     harmful player arriving late): the bias of each value is bounded by the
+//     tolerance times |U(N)| per truncated marginal, and the reported standard
+//     error does not include it.
+//   - "gtg": GTG-Shapley (Liu, Chen, Yu, Liu & Cui, "GTG-Shapley: Efficient and
+//     Accurate Participant Contribution Evaluation in Federated Learning", ACM
+//     TIST 13(4), 2022): between-round truncation (if |U(N) − U(∅)| ≤
+//     RoundTolerance·|U(N)| the round is valued 0 for all, after 2
+//     evaluations), within-round truncation as in tmc, and guided permutations
+//     (permutation t is led by player t mod n, so each player's stand-alone
+//     marginal, the one truncation never skips, is sampled equally). Same bias
+//     as tmc; the standard error treats the guided permutations as independent,
+//     which overstates it slightly (stratification lowers the variance).
+//   - "banzhaf": the Banzhaf value by maximum sample reuse (Wang & Jia, "Data
+//     Banzhaf: A Robust Data Valuation Framework for Machine Learning", AISTATS
+//     2023): uniform coalitions, each used for every player as a sample of
+//     E[U(S) | i∈S] or E[U(S) | i∉S]. Unbiased (given both sides sampled);
+//     Wang & Jia show it has the largest safety margin against utility noise
+//     among semivalues, which is why it suits noisy validation scores.
+//
+// Vector methods, not games (NewEstimator refuses them with ErrVectorMethod):
+//
+//   - "cgsv": CosineToAggregate, the cosine between each update and the
+//     aggregate (Xu, Lyu, Ma, Miao, Foo & Low, "Gradient Driven Rewards to
+//     Guarantee Fairness in Collaborative Machine Learning", NeurIPS 2021). Xu
+//     et al. show the cosine approximates a Shapley value of a gradient game to
+//     first order; it is scale-free, so it cannot see that a small update
+//     pointing the right way is worth less than a large one.
+//   - "influence": Influence, φ_i = −⟨∇L_val, n_i Δ_i⟩/Σn (in the spirit of
+//     DIG-FL: Wang, Zhang, Li, You & Cheng, "Efficient Participant Contribution
+//     Evaluation for Horizontal and Vertical Federated Learning", ICDE 2022).
+//     Needs one gradient and one inner product per client.
+//
+// First-order surrogate accuracy: with g = ∇L_val(w) and the aggregate step
+// δ_S, L(w+δ_S) = L(w) + ⟨g, δ_S⟩ + O(‖δ_S‖²·λ_max(H)); the surrogate game
+// drops the second-order term, so it ranks clients well when local steps are
+// small relative to the loss curvature (late rounds, small learning rates) and
+// can misrank when an update overshoots (early rounds, large steps), where it
+// rewards a large step along the gradient that in fact increases the loss.
+//
+// # Stopping rules
+//
+// Sampled methods stop at the first of: Samples drawn; Budget distinct
+// evaluations (never exceeded: batches shrink so the worst case fits);
+// every standard error ≤ SETarget; ranking unchanged for RankStable batches;
+// all 2^n coalitions seen ("exhausted"). The SE and rank rules wait for
+// MinSamples. Batches have a fixed size, independent of the worker count, so
+// a seed gives the same bits on any machine.
+//
+// # Across rounds
+//
+// Accumulator sums per-round values per client (FedSV: Wang, Rausch, Zhang,
+// Jia & Song, "A Principled Approach to Data Valuation for Federated
+// Learning", 2020), with an optional freshness decay; SplitByWeight shares a
+// group's value among its members. Spearman compares rankings.
+package valuation
