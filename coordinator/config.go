@@ -1,0 +1,318 @@
+package coordinator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tallyfl/tally/model"
+)
+
+// ErrConfig is wrapped by every job-file problem.
+var ErrConfig = errors.New("coordinator: invalid job config")
+
+// Duration is a time.Duration that reads "30s" or "2m" from YAML.
+type Duration time.Duration
+
+// UnmarshalYAML accepts a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: expected a duration such as \"30s\", got %q", n.Line, n.Value)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: expected a duration such as \"30s\", got %q", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// JobConfig is the job file as written by the ML team. It is a literal:
+// NewJob fills the defaults and validates it.
+type JobConfig struct {
+	// ID names the job in logs, receipts and the store.
+	ID string `yaml:"id"`
+	// Seed fixes client sampling, partitions, Monte Carlo permutations and initial weights.
+	Seed uint64 `yaml:"seed"`
+	// Rounds is the number of rounds that must complete.
+	Rounds int               `yaml:"rounds"`
+	Model  model.Spec        `yaml:"model"`
+	Train  model.TrainConfig `yaml:"train"`
+	Data   DataConfig        `yaml:"data"`
+	// Clients says who may join and how many take part in a round.
+	Clients ClientsConfig `yaml:"clients"`
+	// RoundTimeout closes a round with the updates received so far.
+	RoundTimeout Duration `yaml:"round_timeout"`
+	// Tick is the driver's clock step; deadlines are counted in ticks.
+	Tick Duration `yaml:"tick"`
+	// OnRoundFailure is "retry" (start the round again, up to
+	// MaxFailedRounds consecutive failures) or "stop".
+	OnRoundFailure  string        `yaml:"on_round_failure"`
+	MaxFailedRounds int           `yaml:"max_failed_rounds"`
+	Scaling         ScalingConfig `yaml:"scaling"`
+	// Listen is the coordinator's gRPC address.
+	Listen string `yaml:"listen"`
+}
+
+// DataConfig is the data schema every client must match, and the
+// coordinator's own held-out data.
+type DataConfig struct {
+	Features int `yaml:"features"`
+	Classes  int `yaml:"classes"`
+	// Validation is evaluated after every round; Test once at the end.
+	Validation SourceConfig `yaml:"validation"`
+	Test       SourceConfig `yaml:"test"`
+}
+
+// SourceConfig names a CSV file, resolved relative to the job file.
+type SourceConfig struct {
+	CSV   string `yaml:"csv"`
+	Label string `yaml:"label"`
+}
+
+// ClientsConfig controls enrolment and selection.
+type ClientsConfig struct {
+	// Enrolment lists who may join: each entry binds a token to a client id.
+	Enrolment []EnrolmentConfig `yaml:"enrolment"`
+	// Min is the minimum number of updates a round needs to complete.
+	Min int `yaml:"min"`
+	// WaitFor is how many clients must have joined before the first round;
+	// after EnrolTimeout the job starts with at least Min.
+	WaitFor      int      `yaml:"wait_for"`
+	EnrolTimeout Duration `yaml:"enrol_timeout"`
+	// Fraction of the available clients selected each round (at least Min).
+	Fraction float64 `yaml:"fraction"`
+	// Liveness: a client that has not polled for this long is unavailable.
+	Liveness Duration `yaml:"liveness"`
+}
+
+// EnrolmentConfig binds an enrolment token to a client identity.
+type EnrolmentConfig struct {
+	ID    string `yaml:"id"`
+	Token string `yaml:"token"`
+}
+
+// ScalingConfig chooses feature standardisation.
+type ScalingConfig struct {
+	// Mode is "none", "fixed" (Mean and Std given here) or "federated"
+	// (computed in a set-up step from the clients' counts, sums and sums of squares).
+	Mode string    `yaml:"mode"`
+	Mean []float64 `yaml:"mean"`
+	Std  []float64 `yaml:"std"`
+}
+
+// Job is a validated, defaulted job configuration. Treat it as immutable.
+type Job struct {
+	JobConfig
+	// Dir is the directory relative paths in the config resolve against.
+	Dir string
+}
+
+// Ticks converts a duration to a whole number of ticks, at least 1.
+func (j Job) Ticks(d Duration) int {
+	n := int(time.Duration(d) / time.Duration(j.Tick))
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+// LoadJob reads and validates a job file. Unknown fields are errors.
+func LoadJob(path string) (Job, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Job{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	var cfg JobConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Job{}, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	dir := "."
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir = path[:i]
+	}
+	job, err := NewJob(cfg, dir)
+	if err != nil {
+		return Job{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return job, nil
+}
+
+// NewJob fills defaults and validates cfg, reporting every problem at once.
+func NewJob(cfg JobConfig, dir string) (Job, error) {
+	c := cfg
+	if c.ID == "" {
+		c.ID = "job"
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 10
+	}
+	if c.Model.Kind == "" {
+		c.Model.Kind = "logreg"
+	}
+	c.Model = c.Model.WithDefaults()
+	if c.Train.Epochs == 0 {
+		c.Train.Epochs = 1
+	}
+	if c.Train.BatchSize == 0 {
+		c.Train.BatchSize = 32
+	}
+	if c.Train.LearningRate == 0 {
+		c.Train.LearningRate = 0.05
+	}
+	if c.RoundTimeout == 0 {
+		c.RoundTimeout = Duration(60 * time.Second)
+	}
+	if c.Tick == 0 {
+		c.Tick = Duration(100 * time.Millisecond)
+	}
+	if c.OnRoundFailure == "" {
+		c.OnRoundFailure = "retry"
+	}
+	if c.MaxFailedRounds == 0 {
+		c.MaxFailedRounds = 3
+	}
+	if c.Scaling.Mode == "" {
+		c.Scaling.Mode = "federated"
+	}
+	if c.Clients.Min == 0 {
+		c.Clients.Min = 1
+	}
+	if c.Clients.WaitFor == 0 {
+		c.Clients.WaitFor = max(c.Clients.Min, len(c.Clients.Enrolment))
+	}
+	if c.Clients.EnrolTimeout == 0 {
+		c.Clients.EnrolTimeout = Duration(5 * time.Minute)
+	}
+	if c.Clients.Fraction == 0 {
+		c.Clients.Fraction = 1
+	}
+	if c.Clients.Liveness == 0 {
+		c.Clients.Liveness = Duration(30 * time.Second)
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7070"
+	}
+
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrConfig, field, fmt.Sprintf(format, args...)))
+	}
+	if c.Rounds < 0 {
+		bad("rounds", "must be ≥ 1, got %d", c.Rounds)
+	}
+	if err := c.Model.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %v", ErrConfig, err))
+	}
+	if c.Train.Epochs < 0 {
+		bad("train.epochs", "must be ≥ 1, got %d", c.Train.Epochs)
+	}
+	if c.Train.BatchSize < 0 {
+		bad("train.batch_size", "must be ≥ 1, got %d", c.Train.BatchSize)
+	}
+	if !(c.Train.LearningRate > 0) {
+		bad("train.learning_rate", "must be > 0, got %g", c.Train.LearningRate)
+	}
+	if c.Train.Momentum < 0 || c.Train.Momentum >= 1 {
+		bad("train.momentum", "must be in [0, 1), got %g", c.Train.Momentum)
+	}
+	if c.Train.WeightDecay < 0 {
+		bad("train.weight_decay", "must be ≥ 0, got %g", c.Train.WeightDecay)
+	}
+	if c.Data.Features < 1 {
+		bad("data.features", "must be ≥ 1, got %d", c.Data.Features)
+	}
+	if c.Data.Classes < 2 {
+		bad("data.classes", "must be ≥ 2, got %d", c.Data.Classes)
+	}
+	if c.Data.Validation.CSV == "" {
+		bad("data.validation.csv", "is required: the coordinator evaluates every round on it")
+	}
+	if c.Clients.Min < 1 {
+		bad("clients.min", "must be ≥ 1, got %d", c.Clients.Min)
+	}
+	if c.Clients.WaitFor < c.Clients.Min {
+		bad("clients.wait_for", "must be ≥ clients.min (%d), got %d", c.Clients.Min, c.Clients.WaitFor)
+	}
+	if len(c.Clients.Enrolment) == 0 {
+		bad("clients.enrolment", "lists no client: nobody could join")
+	}
+	if n := len(c.Clients.Enrolment); n > 0 && c.Clients.Min > n {
+		bad("clients.min", "is %d but only %d clients may enrol", c.Clients.Min, n)
+	}
+	ids, tokens := map[string]int{}, map[string]int{}
+	for i, e := range c.Clients.Enrolment {
+		f := fmt.Sprintf("clients.enrolment[%d]", i)
+		if e.ID == "" {
+			bad(f+".id", "is empty")
+		} else if j, ok := ids[e.ID]; ok {
+			bad(f+".id", "%q repeats clients.enrolment[%d]", e.ID, j)
+		}
+		if len(e.Token) < 8 {
+			bad(f+".token", "must be at least 8 characters")
+		} else if j, ok := tokens[e.Token]; ok {
+			bad(f+".token", "repeats the token of clients.enrolment[%d]", j)
+		}
+		ids[e.ID], tokens[e.Token] = i, i
+	}
+	if !(c.Clients.Fraction > 0 && c.Clients.Fraction <= 1) {
+		bad("clients.fraction", "must be in (0, 1], got %g", c.Clients.Fraction)
+	}
+	if c.RoundTimeout < 0 || c.Tick < 0 || (c.Tick > 0 && c.RoundTimeout < c.Tick) {
+		bad("round_timeout", "must be at least one tick (%s), got %s", time.Duration(c.Tick), time.Duration(c.RoundTimeout))
+	}
+	switch c.OnRoundFailure {
+	case "retry", "stop":
+	default:
+		bad("on_round_failure", "must be \"retry\" or \"stop\", got %q", c.OnRoundFailure)
+	}
+	if c.MaxFailedRounds < 0 {
+		bad("max_failed_rounds", "must be ≥ 1, got %d", c.MaxFailedRounds)
+	}
+	switch c.Scaling.Mode {
+	case "none", "federated":
+		if len(c.Scaling.Mean)+len(c.Scaling.Std) > 0 {
+			bad("scaling", "mean and std are only read with mode \"fixed\"")
+		}
+	case "fixed":
+		if len(c.Scaling.Mean) != c.Data.Features {
+			bad("scaling.mean", "needs %d values (data.features), got %d", c.Data.Features, len(c.Scaling.Mean))
+		}
+		if len(c.Scaling.Std) != c.Data.Features {
+			bad("scaling.std", "needs %d values (data.features), got %d", c.Data.Features, len(c.Scaling.Std))
+		}
+		for i, s := range c.Scaling.Std {
+			if !(s > 0) {
+				bad(fmt.Sprintf("scaling.std[%d]", i), "must be > 0, got %g", s)
+			}
+		}
+	default:
+		bad("scaling.mode", "must be \"none\", \"fixed\" or \"federated\", got %q", c.Scaling.Mode)
+	}
+	if len(errs) > 0 {
+		return Job{}, errors.Join(errs...)
+	}
+	return Job{JobConfig: c, Dir: dir}, nil
+}
+
+// ClientIDs lists the enrolled identities in sorted order.
+func (j Job) ClientIDs() []string {
+	ids := make([]string, len(j.Clients.Enrolment))
+	for i, e := range j.Clients.Enrolment {
+		ids[i] = e.ID
+	}
+	sort.Strings(ids)
+	return ids
+}

@@ -1,0 +1,539 @@
+package coordinator
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+
+	"github.com/tallyfl/tally/model"
+)
+
+// Errors a submission can be refused with. The driver maps them to gRPC codes.
+var (
+	ErrNoTask        = errors.New("coordinator: no open task with that id")
+	ErrNotSelected   = errors.New("coordinator: client is not selected for this task")
+	ErrWrongLength   = errors.New("coordinator: update has the wrong length")
+	ErrConflict      = errors.New("coordinator: a different submission for this task was already accepted")
+	ErrBadUpdate     = errors.New("coordinator: update is not finite")
+	ErrUnknownClient = errors.New("coordinator: unknown client")
+)
+
+// Phase is where the job stands.
+type Phase int
+
+// The phases of a job, in order.
+const (
+	PhaseEnrolling Phase = iota
+	PhaseScaling
+	PhaseTraining
+	PhaseDone
+)
+
+func (p Phase) String() string {
+	return [...]string{"enrolling", "scaling", "training", "done"}[p]
+}
+
+// TaskKind says what a task asks of a client.
+type TaskKind int
+
+// Task kinds.
+const (
+	TaskTrain TaskKind = iota
+	TaskMoments
+)
+
+func (k TaskKind) String() string { return [...]string{"train", "moments"}[k] }
+
+// Task is one unit of work sent to the selected clients of a round.
+type Task struct {
+	ID       string
+	Kind     TaskKind
+	Round    int
+	Attempt  int
+	Params   []float64 // the global model (train) — shared, read-only
+	Length   int       // expected update length
+	Deadline int       // tick at which the task closes
+	Selected []string
+}
+
+// Evaluator scores a parameter vector on the coordinator's validation data.
+// It is pure computation: the engine calls it synchronously.
+type Evaluator interface {
+	Evaluate(params []float64) (model.Metrics, error)
+}
+
+// Event is an input to the engine.
+type Event interface{ event() }
+
+// EvJoin: a client enrolled, or came back after a disconnect.
+type EvJoin struct {
+	Client  string
+	Samples int64
+}
+
+// EvPoll: a client asked for work; it is alive.
+type EvPoll struct{ Client string }
+
+// EvTick: one tick of the driver's clock passed.
+type EvTick struct{}
+
+// EvSubmit: a complete submission arrived. Digest is the SHA-256 of its payload.
+type EvSubmit struct {
+	Client  string
+	TaskID  string
+	Samples int64
+	Update  []float64
+	Digest  [32]byte
+}
+
+func (EvJoin) event()   {}
+func (EvPoll) event()   {}
+func (EvTick) event()   {}
+func (EvSubmit) event() {}
+
+// Action is an output of the engine for the driver to perform, in order.
+type Action interface{ action() }
+
+// ActPersist asks the driver to write records to the store before any later action.
+type ActPersist struct {
+	Client *ClientRecord
+	Round  *RoundRecord
+	// Global is the model after Round (set with Round when it completed).
+	Global []float64
+	Scaler *ScalerRecord
+}
+
+// ActPublish makes Task the current task of each of its selected clients.
+type ActPublish struct{ Task *Task }
+
+// ActReply answers the submission of Client for TaskID.
+type ActReply struct {
+	Client    string
+	TaskID    string
+	Duplicate bool
+	Err       error // nil when accepted
+}
+
+// ActRoundDone reports a completed or failed round attempt.
+type ActRoundDone struct{ Record RoundRecord }
+
+// ActJobDone ends the job.
+type ActJobDone struct {
+	Reason     string
+	FinalRound int
+}
+
+// ActLog is a notable event for the job log.
+type ActLog struct {
+	Msg   string
+	Attrs []any
+}
+
+func (ActPersist) action()   {}
+func (ActPublish) action()   {}
+func (ActReply) action()     {}
+func (ActRoundDone) action() {}
+func (ActJobDone) action()   {}
+func (ActLog) action()       {}
+
+// ClientRecord is a client as the store keeps it.
+type ClientRecord struct {
+	ID      string `json:"id"`
+	Samples int64  `json:"samples"`
+}
+
+// ScalerRecord is the feature standardisation the job settled on.
+type ScalerRecord struct {
+	Mean []float64 `json:"mean"`
+	Std  []float64 `json:"std"`
+}
+
+// RoundRecord is the outcome of one round attempt.
+type RoundRecord struct {
+	Round        int      `json:"round"`
+	Attempt      int      `json:"attempt"`
+	Failed       bool     `json:"failed,omitempty"`
+	Reason       string   `json:"reason,omitempty"`
+	Selected     []string `json:"selected"`
+	Contributors []string `json:"contributors"`
+	// Samples maps each contributor to its weight n_i.
+	Samples     map[string]int64 `json:"samples"`
+	ValLoss     float64          `json:"val_loss"`
+	ValAccuracy float64          `json:"val_accuracy"`
+	// Digests maps each contributor to the SHA-256 of its submission.
+	Digests map[string][32]byte `json:"-"`
+}
+
+// Strategy chooses a round's participants and combines their results.
+type Strategy interface {
+	// Select returns the participants of a round from the available
+	// clients (sorted), using only rng for randomness.
+	Select(available []string, rng *rand.Rand) []string
+	// Aggregate returns the next global model from the current one and
+	// the accepted results, given in client-id order.
+	Aggregate(global []float64, results []Result) ([]float64, error)
+}
+
+// Result is one accepted update.
+type Result struct {
+	Client  string
+	Samples int64
+	Update  []float64 // Δ_i = local − global
+}
+
+type clientState struct {
+	samples  int64
+	lastSeen int
+	joined   bool
+}
+
+type received struct {
+	samples int64
+	update  []float64
+	digest  [32]byte
+}
+
+// Engine is the coordinator's round engine: a pure state machine. Step
+// takes one event and returns the actions the driver must perform, in order.
+// It does no I/O, reads no clock and draws randomness only from the job seed.
+// It is not safe for concurrent use: one driver goroutine owns it.
+type Engine struct {
+	job      Job
+	strategy Strategy
+	eval     Evaluator
+
+	phase        Phase
+	now          int
+	enrolStart   int
+	clients      map[string]*clientState
+	round        int // the round being run; rounds are numbered from 1
+	attempt      int
+	failedInARow int
+	global       []float64
+	scaler       *ScalerRecord
+	task         *Task
+	got          map[string]received
+	history      []RoundRecord
+}
+
+// NewEngine starts a job from initial parameters. A resumed job passes the
+// state it recovered through Restore before the first Step.
+func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *Engine {
+	e := &Engine{
+		job: job, strategy: strategy, eval: eval,
+		clients: map[string]*clientState{},
+		round:   1, attempt: 1,
+		global: slices.Clone(initial),
+	}
+	if job.Scaling.Mode == "fixed" {
+		e.scaler = &ScalerRecord{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
+	}
+	return e
+}
+
+// Phase returns the current phase.
+func (e *Engine) Phase() Phase { return e.phase }
+
+// Round returns the round being run (or the last one, when done).
+func (e *Engine) Round() int { return e.round }
+
+// Global returns the current global model. Callers must not modify it.
+func (e *Engine) Global() []float64 { return e.global }
+
+// Scaler returns the feature scaling in force, or nil.
+func (e *Engine) Scaler() *ScalerRecord { return e.scaler }
+
+// History returns the records of every round attempt so far.
+func (e *Engine) History() []RoundRecord { return e.history }
+
+// Task returns the open task, or nil.
+func (e *Engine) Task() *Task { return e.task }
+
+// Step applies one event.
+func (e *Engine) Step(ev Event) []Action {
+	var out []Action
+	switch ev := ev.(type) {
+	case EvJoin:
+		out = e.join(ev)
+	case EvPoll:
+		if c, ok := e.clients[ev.Client]; ok {
+			c.lastSeen = e.now
+		}
+	case EvTick:
+		e.now++
+		out = e.tick()
+	case EvSubmit:
+		out = e.submit(ev)
+	}
+	return out
+}
+
+func (e *Engine) join(ev EvJoin) []Action {
+	if e.phase == PhaseDone {
+		return nil
+	}
+	c, known := e.clients[ev.Client]
+	if !known {
+		c = &clientState{}
+		e.clients[ev.Client] = c
+		if len(e.clients) == 1 {
+			e.enrolStart = e.now
+		}
+	}
+	c.lastSeen = e.now
+	var out []Action
+	if !known || c.samples != ev.Samples {
+		c.samples = ev.Samples
+		out = append(out, ActPersist{Client: &ClientRecord{ID: ev.Client, Samples: ev.Samples}})
+	}
+	c.joined = true
+	return append(out, e.maybeStart()...)
+}
+
+func (e *Engine) available() []string {
+	liveness := e.job.Ticks(e.job.Clients.Liveness)
+	var ids []string
+	for id, c := range e.clients {
+		if c.joined && e.now-c.lastSeen <= liveness {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// maybeStart opens the next task when none is open and enough clients are live.
+func (e *Engine) maybeStart() []Action {
+	if e.task != nil || e.phase == PhaseDone {
+		return nil
+	}
+	avail := e.available()
+	if e.phase == PhaseEnrolling {
+		waited := e.now - e.enrolStart
+		ready := len(avail) >= e.job.Clients.WaitFor ||
+			(len(avail) >= e.job.Clients.Min && waited >= e.job.Ticks(e.job.Clients.EnrolTimeout))
+		if !ready {
+			return nil
+		}
+		e.phase = PhaseTraining
+		if e.scaler == nil && e.job.Scaling.Mode == "federated" {
+			e.phase = PhaseScaling
+		}
+	}
+	if len(avail) < e.job.Clients.Min {
+		return nil
+	}
+	t := &Task{Round: e.round, Attempt: e.attempt, Deadline: e.now + e.job.Ticks(e.job.RoundTimeout)}
+	if e.phase == PhaseScaling {
+		// Every live client contributes to the moments: scaling should
+		// describe the whole federation, not a sample of it.
+		t.Kind, t.Round, t.Selected = TaskMoments, 0, avail
+		t.Length = 1 + 2*e.job.Data.Features
+	} else {
+		t.Kind = TaskTrain
+		t.Selected = e.strategy.Select(avail, e.rng("select"))
+		t.Params = e.global
+		t.Length = len(e.global)
+	}
+	t.ID = fmt.Sprintf("%s/%s/r%d/a%d", e.job.ID, t.Kind, t.Round, t.Attempt)
+	e.task = t
+	e.got = map[string]received{}
+	return []Action{ActPublish{Task: t}}
+}
+
+// rng derives a generator from (job seed, round, attempt, purpose), so that
+// the same seed makes the same choices whatever happened before.
+func (e *Engine) rng(purpose string) *rand.Rand {
+	h := sha256.New()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], e.job.Seed)
+	h.Write(b[:])
+	fmt.Fprintf(h, "|%s|%d|%d", purpose, e.round, e.attempt)
+	s := h.Sum(nil)
+	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:16])))
+}
+
+func (e *Engine) tick() []Action {
+	if e.phase == PhaseDone {
+		return nil
+	}
+	if e.task != nil {
+		if e.now >= e.task.Deadline {
+			return e.close("deadline")
+		}
+		return nil
+	}
+	return e.maybeStart()
+}
+
+func (e *Engine) submit(ev EvSubmit) []Action {
+	reply := func(dup bool, err error) []Action {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: dup, Err: err}}
+	}
+	c, ok := e.clients[ev.Client]
+	if !ok {
+		return reply(false, ErrUnknownClient)
+	}
+	c.lastSeen = e.now
+	t := e.task
+	if t == nil || t.ID != ev.TaskID {
+		return reply(false, fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))
+	}
+	if !slices.Contains(t.Selected, ev.Client) {
+		return reply(false, ErrNotSelected)
+	}
+	if prev, ok := e.got[ev.Client]; ok {
+		if prev.digest == ev.Digest {
+			return reply(true, nil)
+		}
+		return reply(false, ErrConflict)
+	}
+	if len(ev.Update) != t.Length {
+		return reply(false, fmt.Errorf("%w: expected %d values, got %d", ErrWrongLength, t.Length, len(ev.Update)))
+	}
+	for i, v := range ev.Update {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return reply(false, fmt.Errorf("%w: value %d is %v", ErrBadUpdate, i, v))
+		}
+	}
+	if ev.Samples < 1 {
+		return reply(false, fmt.Errorf("%w: weight must be ≥ 1, got %d", ErrBadUpdate, ev.Samples))
+	}
+	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest}
+	out := reply(false, nil)
+	if len(e.got) == len(t.Selected) {
+		out = append(out, e.close("all submitted")...)
+	}
+	return out
+}
+
+// close ends the open task, successfully when at least clients.min
+// contributed, and opens the next one if the job goes on.
+func (e *Engine) close(why string) []Action {
+	t := e.task
+	e.task = nil
+	contributors := make([]string, 0, len(e.got))
+	for id := range e.got {
+		contributors = append(contributors, id)
+	}
+	sort.Strings(contributors)
+	rec := RoundRecord{
+		Round: t.Round, Attempt: t.Attempt, Selected: t.Selected, Contributors: contributors,
+		Samples: map[string]int64{}, Digests: map[string][32]byte{},
+	}
+	for _, id := range contributors {
+		rec.Samples[id] = e.got[id].samples
+		rec.Digests[id] = e.got[id].digest
+	}
+	var out []Action
+	var err error
+	if len(contributors) < e.job.Clients.Min {
+		err = fmt.Errorf("%d of %d selected clients submitted (%s), %d needed", len(contributors), len(t.Selected), why, e.job.Clients.Min)
+	} else if t.Kind == TaskMoments {
+		err = e.finishScaling(contributors)
+		if err == nil {
+			out = append(out, ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(contributors)}})
+		}
+	} else {
+		err = e.finishRound(&rec, contributors)
+	}
+	e.got = nil
+	if err != nil {
+		rec.Failed, rec.Reason = true, err.Error()
+		e.history = append(e.history, rec)
+		e.failedInARow++
+		out = append(out, ActPersist{Round: &rec}, ActRoundDone{Record: rec})
+		if e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds {
+			return append(out, e.done(fmt.Sprintf("round %d failed: %s", t.Round, rec.Reason)))
+		}
+		e.attempt++
+		return append(out, e.maybeStart()...)
+	}
+	e.failedInARow = 0
+	e.attempt = 1
+	if t.Kind == TaskMoments {
+		e.phase = PhaseTraining
+		return append(out, e.maybeStart()...)
+	}
+	e.history = append(e.history, rec)
+	out = append(out, ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec})
+	if e.round >= e.job.Rounds {
+		return append(out, e.done("all rounds completed"))
+	}
+	e.round++
+	return append(out, e.maybeStart()...)
+}
+
+func (e *Engine) done(reason string) Action {
+	e.phase = PhaseDone
+	final := e.round
+	if n := len(e.history); n == 0 || e.history[n-1].Failed {
+		final = e.lastCompleted()
+	}
+	return ActJobDone{Reason: reason, FinalRound: final}
+}
+
+func (e *Engine) lastCompleted() int {
+	for i := len(e.history) - 1; i >= 0; i-- {
+		if !e.history[i].Failed {
+			return e.history[i].Round
+		}
+	}
+	return 0
+}
+
+func (e *Engine) finishRound(rec *RoundRecord, contributors []string) error {
+	results := make([]Result, len(contributors))
+	for i, id := range contributors {
+		g := e.got[id]
+		results[i] = Result{Client: id, Samples: g.samples, Update: g.update}
+	}
+	next, err := e.strategy.Aggregate(e.global, results)
+	if err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
+	m, err := e.eval.Evaluate(next)
+	if err != nil {
+		return fmt.Errorf("evaluate: %w", err)
+	}
+	e.global = next
+	rec.ValLoss, rec.ValAccuracy = m.Loss, m.Accuracy
+	return nil
+}
+
+// finishScaling sums the clients' moment vectors [count, sums…, sums of
+// squares…] into a standardisation. Only the sum is used, so the same step
+// works unchanged once the vectors travel under secure aggregation.
+func (e *Engine) finishScaling(contributors []string) error {
+	d := e.job.Data.Features
+	sum := make([]float64, 1+2*d)
+	for _, id := range contributors {
+		for i, v := range e.got[id].update {
+			sum[i] += v
+		}
+	}
+	n := sum[0]
+	if n < 2 {
+		return fmt.Errorf("scaling needs at least 2 rows in all, got %g", n)
+	}
+	s := &ScalerRecord{Mean: make([]float64, d), Std: make([]float64, d)}
+	for j := 0; j < d; j++ {
+		mean := sum[1+j] / n
+		v := sum[1+d+j]/n - mean*mean
+		s.Mean[j] = mean
+		// A constant column gets std 1 so that it maps to zero rather
+		// than dividing by (almost) zero.
+		if v <= 1e-12 {
+			s.Std[j] = 1
+		} else {
+			s.Std[j] = math.Sqrt(v)
+		}
+	}
+	e.scaler = s
+	return nil
+}
