@@ -85,7 +85,7 @@ type Config struct {
 	// guided round is one batch, 8·DefaultBatch coalitions for banzhaf).
 	Batch int `yaml:"batch" json:"batch"`
 	// Truncation is the within-permutation truncation tolerance of tmc and gtg
-	// relative to |U(N)|: once |U(N) − U(prefix)| ≤ Truncation·|U(N)| the
+	// relative to |U(N)|: once |U(N) − U(prefix)| < Truncation·|U(N)| the
 	// remaining marginals are taken as zero (0: DefaultTruncation).
 	Truncation float64 `yaml:"truncation" json:"truncation"`
 	// RoundTolerance is gtg's between-round truncation relative to |U(N)|: if

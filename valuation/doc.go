@@ -92,7 +92,7 @@
 // Sampled methods stop at the first of: Samples drawn; Budget distinct
 // evaluations (never exceeded: batches shrink so the worst case fits);
 // every standard error ≤ SETarget; ranking unchanged for RankStable batches;
-// all 2^n coalitions seen ("exhausted"). The SE and rank rules wait for
+// all 2^n coalitions seen when the budget is the only rule ("exhausted"). The SE and rank rules wait for
 // MinSamples. Batches have a fixed size, independent of the worker count, so
 // a seed gives the same bits on any machine.
 //

@@ -98,6 +98,14 @@ func ranking(values []float64) []int {
 	return idx
 }
 
+// budgetOnly reports whether the budget is the only stopping rule. Then a
+// budget above 2^n could never be spent, so the run stops ("exhausted") once
+// every coalition has been used; with any other rule, sampling goes on (more
+// samples still lower the variance, at no further evaluation cost).
+func budgetOnly(cfg Config) bool {
+	return cfg.Budget > 0 && cfg.Samples == 0 && cfg.SETarget == 0 && cfg.RankStable == 0
+}
+
 // permEstimator is permutation sampling of the Shapley value (Castro, Gómez
 // & Tejada 2009), with truncation (TMC, Ghorbani & Zou 2019) and with
 // GTG-Shapley's between-round truncation and guided permutations (Liu et
@@ -172,7 +180,7 @@ func (p permEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 	stats := make([]welford, n)
 	st := stopper{cfg: cfg}
 	drawn := 0
-	exhaustible := n < MaxPlayers
+	exhaustible := budgetOnly(cfg) && n < MaxPlayers
 	for {
 		if cfg.Samples > 0 && drawn >= cfg.Samples {
 			return finish("samples")
@@ -298,7 +306,7 @@ func (m msrEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 		res.Wall = time.Since(start)
 		return res, nil
 	}
-	exhaustible := n < MaxPlayers
+	exhaustible := budgetOnly(cfg) && n < MaxPlayers
 	for {
 		if cfg.Samples > 0 && res.Samples >= cfg.Samples {
 			return finish("samples")
