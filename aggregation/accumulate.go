@@ -1,0 +1,208 @@
+package aggregation
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// Accumulator sums the ciphertexts of one aggregate as they arrive. It
+// keeps one running ciphertext per block whatever the number of clients
+// (plus a few bits of bookkeeping per client), so the coordinator's memory
+// depends on the number of accumulators, not of clients.
+//
+// Add is safe for concurrent use (different blocks are summed in
+// parallel); Finalize must not race with Add.
+type Accumulator struct {
+	params    Parameters
+	key       [32]byte
+	numParams int
+	blocks    int
+
+	blockMu []sync.Mutex
+	sums    []*rlwe.Ciphertext
+
+	mu        sync.Mutex
+	clients   map[string][]bool
+	received  map[string]int
+	counts    []int
+	finalized bool
+}
+
+// NewAccumulator prepares the sum of updates of numParams parameters
+// encrypted under the key of key-generation instance key.
+func NewAccumulator(params Parameters, key [32]byte, numParams int) (*Accumulator, error) {
+	if numParams <= 0 {
+		return nil, fmt.Errorf("%w: %d parameters", ErrInvalidInput, numParams)
+	}
+	blocks := params.Blocks(numParams)
+	a := &Accumulator{
+		params:    params,
+		key:       key,
+		numParams: numParams,
+		blocks:    blocks,
+		blockMu:   make([]sync.Mutex, blocks),
+		sums:      make([]*rlwe.Ciphertext, blocks),
+		clients:   map[string][]bool{},
+		received:  map[string]int{},
+		counts:    make([]int, blocks),
+	}
+	for b := range a.sums {
+		a.sums[b] = ckks.NewCiphertext(params.ckks, 1, params.ckks.MaxLevel())
+	}
+	return a, nil
+}
+
+// Blocks is the number of ciphertexts each client sends.
+func (a *Accumulator) Blocks() int { return a.blocks }
+
+// Add validates one marshalled ciphertext from client (parameters, key
+// instance, level, degree, size, reduction of every coefficient, block
+// index and block count) and adds it to the running sum of its block. A
+// second ciphertext for the same (client, block) is rejected with
+// [ErrDuplicate] and the sum is unchanged, so a client may resume an
+// interrupted stream by sending every block again.
+func (a *Accumulator) Add(client string, ct []byte) error {
+	if client == "" {
+		return fmt.Errorf("%w: empty client id", ErrInvalidInput)
+	}
+	info, err := checkCiphertext(a.params, ct)
+	if err != nil {
+		return fmt.Errorf("ciphertext from %q: %w", client, err)
+	}
+	if info.key != a.key {
+		return fmt.Errorf("%w: ciphertext from %q under key instance %x, expected %x", ErrKeyMismatch, client, info.key[:8], a.key[:8])
+	}
+	if info.blocks != a.blocks {
+		return fmt.Errorf("%w: ciphertext from %q says %d blocks, the aggregate has %d", ErrBlockMismatch, client, info.blocks, a.blocks)
+	}
+
+	a.mu.Lock()
+	if a.finalized {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: accumulator already finalised", ErrState)
+	}
+	got := a.clients[client]
+	if got == nil {
+		got = make([]bool, a.blocks)
+		a.clients[client] = got
+	}
+	if got[info.block] {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: client %q block %d", ErrDuplicate, client, info.block)
+	}
+	got[info.block] = true
+	a.received[client]++
+	a.counts[info.block]++
+	a.mu.Unlock()
+
+	l := a.params.ctLayout()
+	moduli := a.params.moduliRows(l)
+	sum := a.sums[info.block]
+	a.blockMu[info.block].Lock()
+	data := ct[ciphertextHeaderSize:]
+	half := len(data) / 2
+	addRowsMod(sum.Value[0].Coeffs, moduli, data[:half])
+	addRowsMod(sum.Value[1].Coeffs, moduli, data[half:])
+	a.blockMu[info.block].Unlock()
+	return nil
+}
+
+// Contributors returns, sorted, the clients that delivered every block.
+func (a *Accumulator) Contributors() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for c, n := range a.received {
+		if n == a.blocks {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Incomplete returns, sorted, the clients that delivered some blocks but
+// not all. While it is non-empty the aggregate cannot be finalised: their
+// partial contribution is already inside the sums.
+func (a *Accumulator) Incomplete() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for c, n := range a.received {
+		if n != a.blocks {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Aggregate is a finalised encrypted sum, ready for a decryption request.
+type Aggregate struct {
+	// Key is the key-generation instance of the ciphertexts.
+	Key [32]byte
+	// NumParams is the update length.
+	NumParams int
+	// Contributors are the clients summed, sorted.
+	Contributors []string
+	// Ciphertexts are the marshalled block sums, in block order.
+	Ciphertexts [][]byte
+	// Digests are the SHA-256 digests of Ciphertexts.
+	Digests [][32]byte
+}
+
+// Finalize marshals the block sums and their digests. It fails with
+// [ErrIncomplete] if no client contributed or some client is incomplete.
+// After Finalize, Add fails.
+func (a *Accumulator) Finalize() (*Aggregate, error) {
+	contributors := a.Contributors()
+	if inc := a.Incomplete(); len(inc) > 0 {
+		return nil, fmt.Errorf("%w: clients %q delivered only part of their blocks", ErrIncomplete, inc)
+	}
+	if len(contributors) == 0 {
+		return nil, fmt.Errorf("%w: no contributions", ErrIncomplete)
+	}
+	a.mu.Lock()
+	a.finalized = true
+	a.mu.Unlock()
+	agg := &Aggregate{
+		Key:          a.key,
+		NumParams:    a.numParams,
+		Contributors: contributors,
+		Ciphertexts:  make([][]byte, a.blocks),
+		Digests:      make([][32]byte, a.blocks),
+	}
+	for b, sum := range a.sums {
+		agg.Ciphertexts[b] = marshalCiphertext(a.params, a.key, b, a.blocks, sum, nil)
+		agg.Digests[b] = sha256.Sum256(agg.Ciphertexts[b])
+	}
+	return agg, nil
+}
+
+// Rerandomize returns a fresh ciphertext of the same plaintext, adding an
+// encryption of zero under the collective key. A decryption retry after a
+// committee member dropped needs it: members never serve a second share
+// for a digest, and the fresh ciphertext has a new one.
+func (e *Encryptor) Rerandomize(ct []byte) ([]byte, error) {
+	c, info, err := parseCiphertext(e.params, ct)
+	if err != nil {
+		return nil, err
+	}
+	if info.key != e.key {
+		return nil, fmt.Errorf("%w: ciphertext under key instance %x, encryptor has %x", ErrKeyMismatch, info.key[:8], e.key[:8])
+	}
+	w := <-e.workers
+	defer func() { e.workers <- w }()
+	if err := w.enc.EncryptZero(w.ct); err != nil {
+		return nil, fmt.Errorf("aggregation: encrypt zero: %w", err)
+	}
+	r := e.params.ckks.RingQ()
+	r.Add(c.Value[0], w.ct.Value[0], c.Value[0])
+	r.Add(c.Value[1], w.ct.Value[1], c.Value[1])
+	return marshalCiphertext(e.params, e.key, info.block, info.blocks, c, nil), nil
+}

@@ -1,0 +1,157 @@
+package aggregation
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// Decryptor is the coordinator's side of decryption: it combines the t
+// shares of a request with the aggregate and decodes the slots. Safe for
+// concurrent use.
+type Decryptor struct {
+	params Parameters
+	inst   *KeyGenInstance
+	mu     sync.Mutex
+	ecd    *ckks.Encoder
+}
+
+// NewDecryptor prepares decryption of aggregates under inst's key.
+func NewDecryptor(params Parameters, inst *KeyGenInstance) (*Decryptor, error) {
+	if inst == nil || inst.params != params.ID() {
+		return nil, fmt.Errorf("%w: instance missing or made with other parameters", ErrParametersMismatch)
+	}
+	return &Decryptor{params: params, inst: inst, ecd: ckks.NewEncoder(params.ckks, uint(params.cfg.EncoderPrecision))}, nil
+}
+
+// CombineBlock validates block `block` of the aggregate (its digest must be
+// the request's) and the shares, one from each of req.Participants (map
+// from member ID, all bound to this request and block), sums them into
+// the ciphertext and decodes the Slots() values of the block.
+func (d *Decryptor) CombineBlock(req DecryptRequest, block int, ct []byte, shares map[string][]byte) ([]float64, error) {
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	if req.Key != d.inst.id {
+		return nil, fmt.Errorf("%w: request for key instance %x, decryptor has %x", ErrKeyMismatch, req.Key[:8], d.inst.id[:8])
+	}
+	if len(req.Participants) != d.inst.t {
+		return nil, fmt.Errorf("%w: %d participants, the threshold is %d", ErrInvalidInput, len(req.Participants), d.inst.t)
+	}
+	for _, p := range req.Participants {
+		if _, ok := d.inst.points[p]; !ok {
+			return nil, fmt.Errorf("%w: participant %q", ErrNotMember, p)
+		}
+	}
+	if block < 0 || block >= len(req.Digests) {
+		return nil, fmt.Errorf("%w: block %d of %d", ErrInvalidInput, block, len(req.Digests))
+	}
+	if h := sha256.Sum256(ct); h != req.Digests[block] {
+		return nil, fmt.Errorf("%w: block %d hashes to %x, request names %x", ErrDigestMismatch, block, h[:8], req.Digests[block][:8])
+	}
+	c, info, err := parseCiphertext(d.params, ct)
+	if err != nil {
+		return nil, err
+	}
+	if info.key != d.inst.id || info.block != block || info.blocks != len(req.Digests) {
+		return nil, fmt.Errorf("%w: ciphertext is block %d of %d under %x", ErrBlockMismatch, info.block, info.blocks, info.key[:8])
+	}
+	if len(shares) != len(req.Participants) {
+		return nil, fmt.Errorf("%w: %d shares for %d participants", ErrIncomplete, len(shares), len(req.Participants))
+	}
+	id := req.ID()
+	ordered := make([][]byte, 0, len(shares))
+	for _, p := range req.Participants {
+		b, ok := shares[p]
+		if !ok {
+			return nil, fmt.Errorf("%w: no share from participant %q", ErrIncomplete, p)
+		}
+		if err := d.checkShare(b, id, block, len(req.Digests)); err != nil {
+			return nil, fmt.Errorf("share from %q: %w", p, err)
+		}
+		ordered = append(ordered, b)
+	}
+	return d.combine(c, ordered)
+}
+
+func (d *Decryptor) checkShare(b []byte, req [32]byte, block, blocks int) error {
+	l := d.params.shareLayout()
+	h, err := checkHeader(b, d.params, l)
+	if err != nil {
+		return err
+	}
+	if h.key != d.inst.id {
+		return fmt.Errorf("%w: share under key instance %x", ErrKeyMismatch, h.key[:8])
+	}
+	var got [32]byte
+	copy(got[:], b[baseHeaderSize:])
+	if got != req {
+		return fmt.Errorf("%w: share for request %x, expected %x", ErrInvalidInput, got[:8], req[:8])
+	}
+	gb := int(binary.BigEndian.Uint32(b[baseHeaderSize+32:]))
+	gn := int(binary.BigEndian.Uint32(b[baseHeaderSize+36:]))
+	if gb != block || gn != blocks {
+		return fmt.Errorf("%w: share for block %d of %d, expected %d of %d", ErrBlockMismatch, gb, gn, block, blocks)
+	}
+	return checkCoeffs(b[baseHeaderSize+decryptShareExtra:], d.params.moduliRows(l), d.params.ckks.N(), 1, kindDecryptShare)
+}
+
+// combine adds validated shares to c0 and decodes. It does not check how
+// many shares there are; tests use it to show that t−1 shares decrypt to
+// garbage.
+func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, error) {
+	moduli := d.params.moduliRows(d.params.shareLayout())
+	for _, b := range shares {
+		addRowsMod(c.Value[0].Coeffs, moduli, b[baseHeaderSize+decryptShareExtra:])
+	}
+	pt := ckks.NewPlaintext(d.params.ckks, c.Level())
+	pt.Value = c.Value[0]
+	vals := make([]float64, d.params.Slots())
+	d.mu.Lock()
+	err := d.ecd.Decode(pt, vals)
+	d.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: decode: %w", err)
+	}
+	// An honest aggregate of fewer than 2^16 clients stays below
+	// 2^16·MaxAbsValue; a wrong key leaves values spread over ±Q/(2·scale).
+	limit := d.params.MaxAbsValue() * (1 << 16)
+	for i, v := range vals {
+		if !(math.Abs(v) <= limit) {
+			return nil, fmt.Errorf("%w: slot %d decodes to %g, beyond any aggregate", ErrDecryption, i, v)
+		}
+	}
+	return vals, nil
+}
+
+// Assemble turns the decoded blocks of an aggregate of numParams
+// parameters into the FedAvg update Σ nᵢ·Δᵢ / Σ nᵢ and the total weight
+// Σ nᵢ (read from the slot after the last parameter).
+func Assemble(numParams int, blocks [][]float64) (avg []float64, weight float64, err error) {
+	if numParams <= 0 || len(blocks) == 0 {
+		return nil, 0, fmt.Errorf("%w: %d parameters in %d blocks", ErrInvalidInput, numParams, len(blocks))
+	}
+	slots := len(blocks[0])
+	if want := (numParams + slots) / slots; len(blocks) != want {
+		return nil, 0, fmt.Errorf("%w: %d blocks of %d slots for %d parameters, expected %d", ErrInvalidInput, len(blocks), slots, numParams, want)
+	}
+	for i, b := range blocks {
+		if len(b) != slots {
+			return nil, 0, fmt.Errorf("%w: block %d has %d slots, block 0 has %d", ErrInvalidInput, i, len(b), slots)
+		}
+	}
+	weight = blocks[numParams/slots][numParams%slots]
+	if !(weight > 0) || math.IsInf(weight, 0) {
+		return nil, 0, fmt.Errorf("%w: total weight decodes to %v", ErrDecryption, weight)
+	}
+	avg = make([]float64, numParams)
+	for j := range avg {
+		avg[j] = blocks[j/slots][j%slots] / weight
+	}
+	return avg, weight, nil
+}

@@ -1,0 +1,238 @@
+package aggregation
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// A marshalled ciphertext is the base header (key = key-generation
+// instance ID) followed by the block index and the block count, both
+// big-endian uint32, then c0 and c1 over Q at the top level.
+const ciphertextHeaderSize = baseHeaderSize + 8
+
+func (p Parameters) ctLayout() layout {
+	return layout{kind: kindCiphertext, levelQ: p.ckks.MaxLevel(), polys: 2, extra: 8}
+}
+
+// ctInfo is what a ciphertext header says about itself.
+type ctInfo struct {
+	key           [32]byte
+	block, blocks int
+}
+
+// checkCiphertext validates the whole of b (header, size and reduction of
+// every coefficient) and returns its header fields.
+func checkCiphertext(p Parameters, b []byte) (ctInfo, error) {
+	l := p.ctLayout()
+	h, err := checkHeader(b, p, l)
+	if err != nil {
+		return ctInfo{}, err
+	}
+	info := ctInfo{
+		key:    h.key,
+		block:  int(binary.BigEndian.Uint32(b[baseHeaderSize:])),
+		blocks: int(binary.BigEndian.Uint32(b[baseHeaderSize+4:])),
+	}
+	if info.blocks == 0 || info.block >= info.blocks {
+		return info, fmt.Errorf("%w: ciphertext block %d of %d", ErrBlockMismatch, info.block, info.blocks)
+	}
+	if err := checkCoeffs(b[ciphertextHeaderSize:], p.moduliRows(l), p.ckks.N(), 2, kindCiphertext); err != nil {
+		return info, err
+	}
+	return info, nil
+}
+
+// parseCiphertext validates b and decodes it into a lattigo ciphertext
+// carrying the metadata every ciphertext of this package has: default
+// scale, full slots, NTT domain.
+func parseCiphertext(p Parameters, b []byte) (*rlwe.Ciphertext, ctInfo, error) {
+	info, err := checkCiphertext(p, b)
+	if err != nil {
+		return nil, info, err
+	}
+	ct := ckks.NewCiphertext(p.ckks, 1, p.ckks.MaxLevel())
+	off := ciphertextHeaderSize
+	off += readRows(b[off:], ct.Value[0].Coeffs)
+	readRows(b[off:], ct.Value[1].Coeffs)
+	return ct, info, nil
+}
+
+func marshalCiphertext(p Parameters, key [32]byte, block, blocks int, ct *rlwe.Ciphertext, out []byte) []byte {
+	l := p.ctLayout()
+	size := l.size(p.ckks.N())
+	if cap(out) < size {
+		out = make([]byte, size)
+	}
+	out = out[:size]
+	putHeader(out, p, l, key)
+	binary.BigEndian.PutUint32(out[baseHeaderSize:], uint32(block))
+	binary.BigEndian.PutUint32(out[baseHeaderSize+4:], uint32(blocks))
+	off := ciphertextHeaderSize
+	off += putRows(out[off:], ct.Value[0].Coeffs)
+	putRows(out[off:], ct.Value[1].Coeffs)
+	return out
+}
+
+// Encryptor turns a client's update into ciphertexts under the collective
+// public key. It is safe for concurrent use; each worker owns its lattigo
+// encoder, encryptor and buffers, which are reused across calls.
+type Encryptor struct {
+	params  Parameters
+	key     [32]byte
+	pk      *rlwe.PublicKey
+	workers chan *encWorker
+	n       int
+}
+
+type encWorker struct {
+	ecd  *ckks.Encoder
+	enc  *rlwe.Encryptor
+	pt   *rlwe.Plaintext
+	ct   *rlwe.Ciphertext
+	vals []float64
+}
+
+// NewEncryptor validates the marshalled collective public key (from
+// [AggregatePublicKey]) and prepares workers encryptors (≤ 0: GOMAXPROCS).
+func NewEncryptor(params Parameters, publicKey []byte, workers int) (*Encryptor, error) {
+	pk, key, err := parsePublicKey(params, publicKey)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	e := &Encryptor{params: params, key: key, pk: pk, workers: make(chan *encWorker, workers), n: workers}
+	for i := 0; i < workers; i++ {
+		e.workers <- e.newWorker()
+	}
+	return e, nil
+}
+
+func (e *Encryptor) newWorker() *encWorker {
+	cp := e.params.ckks
+	return &encWorker{
+		ecd:  ckks.NewEncoder(cp, uint(e.params.cfg.EncoderPrecision)),
+		enc:  ckks.NewEncryptor(cp, e.pk),
+		pt:   ckks.NewPlaintext(cp, cp.MaxLevel()),
+		ct:   ckks.NewCiphertext(cp, 1, cp.MaxLevel()),
+		vals: make([]float64, e.params.Slots()),
+	}
+}
+
+// KeyID is the key-generation instance the public key belongs to.
+func (e *Encryptor) KeyID() [32]byte { return e.key }
+
+// validateUpdate checks the caller's update before any work is done.
+func (e *Encryptor) validateUpdate(delta []float64, weight float64) error {
+	if len(delta) == 0 {
+		return fmt.Errorf("%w: empty update", ErrInvalidInput)
+	}
+	limit := e.params.MaxAbsValue()
+	if !(weight > 0) || weight > limit {
+		return fmt.Errorf("%w: weight %v outside (0, %g]", ErrInvalidInput, weight, limit)
+	}
+	for j, v := range delta {
+		w := math.Abs(v * weight)
+		// NaN fails the comparison, ±Inf exceeds the limit.
+		if !(w <= limit) {
+			return fmt.Errorf("%w: weight × value %d = %v outside [−%g, %g]", ErrInvalidInput, j, v*weight, limit, limit)
+		}
+	}
+	return nil
+}
+
+// fill writes the slots of block b: weight·delta for parameter slots, the
+// weight itself in the slot after the last parameter, zeros after it.
+func fill(vals, delta []float64, weight float64, b int) {
+	slots := len(vals)
+	start := b * slots
+	n := 0
+	if start < len(delta) {
+		n = copy(vals, delta[start:])
+		for i := range vals[:n] {
+			vals[i] *= weight
+		}
+	}
+	for i := n; i < slots; i++ {
+		vals[i] = 0
+	}
+	if w := len(delta) - start; w >= 0 && w < slots {
+		vals[w] = weight
+	}
+}
+
+func (e *Encryptor) encryptBlock(w *encWorker, delta []float64, weight float64, b, blocks int, out []byte) ([]byte, error) {
+	fill(w.vals, delta, weight, b)
+	if err := w.ecd.Encode(w.vals, w.pt); err != nil {
+		return nil, fmt.Errorf("aggregation: encode block %d: %w", b, err)
+	}
+	if err := w.enc.Encrypt(w.pt, w.ct); err != nil {
+		return nil, fmt.Errorf("aggregation: encrypt block %d: %w", b, err)
+	}
+	return marshalCiphertext(e.params, e.key, b, blocks, w.ct, out), nil
+}
+
+// EncryptBlock encrypts block b of weight·delta (plus the weight slot) and
+// returns its marshalled ciphertext; callers that stream can encrypt and
+// send one block at a time with it.
+func (e *Encryptor) EncryptBlock(delta []float64, weight float64, b int) ([]byte, error) {
+	if err := e.validateUpdate(delta, weight); err != nil {
+		return nil, err
+	}
+	blocks := e.params.Blocks(len(delta))
+	if b < 0 || b >= blocks {
+		return nil, fmt.Errorf("%w: block %d of %d", ErrInvalidInput, b, blocks)
+	}
+	w := <-e.workers
+	defer func() { e.workers <- w }()
+	return e.encryptBlock(w, delta, weight, b, blocks, nil)
+}
+
+// EncryptUpdate encodes weight·delta and the weight into
+// params.Blocks(len(delta)) ciphertexts, encrypted in parallel, and returns
+// one marshalled ciphertext per block, in block order. The caller owns the
+// returned slices. delta is not modified.
+func (e *Encryptor) EncryptUpdate(delta []float64, weight float64) ([][]byte, error) {
+	if err := e.validateUpdate(delta, weight); err != nil {
+		return nil, err
+	}
+	blocks := e.params.Blocks(len(delta))
+	out := make([][]byte, blocks)
+	// One contiguous allocation for all blocks: the caller gets
+	// sub-slices, and the allocator is hit once instead of per block.
+	size := e.params.CiphertextSize()
+	arena := make([]byte, size*blocks)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, blocks)
+	for g := 0; g < min(e.n, blocks); g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := <-e.workers
+			defer func() { e.workers <- w }()
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= blocks {
+					return
+				}
+				out[b], errs[b] = e.encryptBlock(w, delta, weight, b, blocks, arena[b*size:(b+1)*size:(b+1)*size])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,55 @@
+package aggregation
+
+import "errors"
+
+// Sentinel errors. Every error returned by this package wraps one of them,
+// so callers (the gRPC adapters in particular) map them to status codes
+// with errors.Is in one place.
+var (
+	// ErrInvalidConfig reports a parameter or policy configuration that
+	// fails validation.
+	ErrInvalidConfig = errors.New("aggregation: invalid configuration")
+	// ErrInvalidInput reports a malformed argument passed by the caller
+	// (lengths, weights, indices).
+	ErrInvalidInput = errors.New("aggregation: invalid input")
+	// ErrMalformed reports bytes received from another party that do not
+	// decode: wrong magic, version, sizes or out-of-range coefficients.
+	ErrMalformed = errors.New("aggregation: malformed message")
+	// ErrParametersMismatch reports a message produced under other
+	// cryptographic parameters.
+	ErrParametersMismatch = errors.New("aggregation: parameters mismatch")
+	// ErrKeyMismatch reports a message bound to another key-generation
+	// instance (for example a ciphertext under a key from before a re-key).
+	ErrKeyMismatch = errors.New("aggregation: key instance mismatch")
+	// ErrBlockMismatch reports a ciphertext or share whose block index or
+	// block count does not match what the receiver expects.
+	ErrBlockMismatch = errors.New("aggregation: block mismatch")
+	// ErrDuplicate reports a second ciphertext for the same client and
+	// block; the first one was kept.
+	ErrDuplicate = errors.New("aggregation: duplicate contribution")
+	// ErrIncomplete reports an aggregate that cannot be finalised because a
+	// contributor has not delivered every block, or because shares are
+	// missing.
+	ErrIncomplete = errors.New("aggregation: incomplete")
+	// ErrNotMember reports an identity that is not part of the committee
+	// or of the request's participants.
+	ErrNotMember = errors.New("aggregation: not a committee member")
+	// ErrState reports a call made in the wrong protocol state, such as a
+	// decryption request before the threshold share was assembled.
+	ErrState = errors.New("aggregation: wrong protocol state")
+	// ErrSealed reports a sealed message that fails to open: tampered,
+	// addressed to someone else or bound to other associated data.
+	ErrSealed = errors.New("aggregation: sealed message rejected")
+	// ErrPolicy reports a decryption request refused by a member's policy.
+	ErrPolicy = errors.New("aggregation: decryption refused by policy")
+	// ErrAlreadyServed reports a request for a second decryption share of a
+	// ciphertext digest; it also wraps ErrPolicy.
+	ErrAlreadyServed = errors.New("aggregation: digest already served")
+	// ErrDigestMismatch reports a ciphertext that does not hash to the
+	// digest named in the request.
+	ErrDigestMismatch = errors.New("aggregation: ciphertext digest mismatch")
+	// ErrDecryption reports a combination that produced values outside the
+	// range any honest aggregate can have: shares from the wrong
+	// participants, too few shares, or a corrupted ciphertext.
+	ErrDecryption = errors.New("aggregation: decryption failed")
+)

@@ -1,0 +1,320 @@
+package aggregation
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/multiparty"
+	"github.com/tuneinsight/lattigo/v6/ring"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// Member is one committee client's side of the protocol: its secret share
+// of the collective key, its long-term X25519 identity, its t-of-c
+// threshold share, and its decryption policy with the record of what it
+// served. Methods are safe for concurrent use (they are serialised).
+//
+// Lifecycle per key-generation instance:
+//
+//	GenKeyGenShares(inst)            → public-key share for the coordinator,
+//	                                   sealed threshold shares for each other member
+//	ReceiveThresholdShares(inst, …)  ← the sealed shares addressed to this member
+//	DecryptShare(req, block, ct)     → a decryption share, as often as the policy allows
+//
+// A new instance (re-key) replaces the previous key state; the record is
+// kept across instances.
+type Member struct {
+	mu       sync.Mutex
+	params   Parameters
+	id       string
+	identity *Identity
+	policy   Policy
+	record   *Record
+	rand     io.Reader
+
+	inst     *KeyGenInstance
+	out      *KeyGenShares
+	ownShare multiparty.ShamirSecretShare
+	tsk      *multiparty.ShamirSecretShare
+	combiner multiparty.Combiner
+	ks       multiparty.KeySwitchProtocol
+	zero     *rlwe.SecretKey
+}
+
+// NewMember creates the member id with its long-term identity. rand
+// supplies the nonces of sealed messages (crypto/rand.Reader); lattigo
+// draws the secret key and Shamir polynomials from its own
+// cryptographically secure PRNG. record may be nil (a fresh record) or one
+// restored with [Record.UnmarshalJSON].
+func NewMember(params Parameters, id string, identity *Identity, policy Policy, record *Record, rand io.Reader) (*Member, error) {
+	if id == "" || len(id) > maxIDLength {
+		return nil, fmt.Errorf("%w: member id must have 1 to %d bytes", ErrInvalidInput, maxIDLength)
+	}
+	if identity == nil || rand == nil {
+		return nil, fmt.Errorf("%w: member %q needs an identity and a randomness source", ErrInvalidInput, id)
+	}
+	if policy.minContributors == 0 {
+		return nil, fmt.Errorf("%w: policy not built with NewPolicy", ErrInvalidInput)
+	}
+	if record == nil {
+		record = NewRecord()
+	}
+	sigma := params.NoiseFloodingSigma()
+	ks, err := multiparty.NewKeySwitchProtocol(params.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: 6 * sigma})
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: key-switch protocol: %w", err)
+	}
+	return &Member{
+		params: params, id: id, identity: identity, policy: policy, record: record, rand: rand,
+		ks: ks, zero: rlwe.NewSecretKey(params.ckks),
+	}, nil
+}
+
+// ID is the member's identity.
+func (m *Member) ID() string { return m.id }
+
+// Info is the public description to register with the coordinator.
+func (m *Member) Info() MemberInfo { return MemberInfo{ID: m.id, PublicKey: m.identity.PublicKey()} }
+
+// Record returns the member's record; persist it with MarshalJSON after
+// every DecryptShare. The caller must not use it concurrently with the
+// member.
+func (m *Member) Record() *Record { return m.record }
+
+// Ready reports whether the member holds a threshold share for inst.
+func (m *Member) Ready(inst [32]byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inst != nil && m.inst.id == inst && m.tsk != nil
+}
+
+// KeyGenShares is a member's output of the first key-generation step.
+type KeyGenShares struct {
+	// PublicKeyShare goes to the coordinator, for [AggregatePublicKey].
+	PublicKeyShare []byte
+	// Sealed maps each other member's ID to its sealed threshold share;
+	// the coordinator relays each to its recipient unopened.
+	Sealed map[string][]byte
+}
+
+// GenKeyGenShares starts key generation for inst: it draws a fresh secret
+// share, its public-key share on the common reference polynomial, and a
+// Shamir polynomial of degree t−1 whose evaluation at every other member's
+// point is sealed for that member. Calling it again for the same instance
+// returns the same messages (for retransmission); a new instance discards
+// the previous key state.
+func (m *Member) GenKeyGenShares(inst *KeyGenInstance) (*KeyGenShares, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst == nil {
+		return nil, fmt.Errorf("%w: nil instance", ErrInvalidInput)
+	}
+	if inst.params != m.params.ID() {
+		return nil, fmt.Errorf("%w: instance made with parameters %x", ErrParametersMismatch, inst.params)
+	}
+	self, ok := inst.member(m.id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q not in instance %x", ErrNotMember, m.id, inst.id[:8])
+	}
+	if string(self.PublicKey) != string(m.identity.PublicKey()) {
+		return nil, fmt.Errorf("%w: instance lists another public key for %q", ErrNotMember, m.id)
+	}
+	if m.inst != nil && m.inst.id == inst.id && m.out != nil {
+		return m.out, nil
+	}
+
+	cp := m.params.ckks
+	sk := ckks.NewKeyGenerator(cp).GenSecretKeyNew()
+
+	ckg := multiparty.NewPublicKeyGenProtocol(cp)
+	pkShare := ckg.AllocateShare()
+	ckg.GenShare(sk, inst.crp(m.params, ckg), &pkShare)
+
+	thr := multiparty.NewThresholdizer(cp)
+	poly, err := thr.GenShamirPolynomial(inst.t, sk)
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: shamir polynomial: %w", err)
+	}
+	out := &KeyGenShares{
+		PublicKeyShare: marshalQP(m.params, kindPKShare, inst.id, pkShare.Value),
+		Sealed:         make(map[string][]byte, len(inst.members)-1),
+	}
+	share := thr.AllocateThresholdSecretShare()
+	for _, peer := range inst.members {
+		thr.GenShamirSecretShare(inst.points[peer.ID], poly, &share)
+		if peer.ID == m.id {
+			m.ownShare = multiparty.ShamirSecretShare{Poly: *share.Poly.CopyNew()}
+			continue
+		}
+		plain := marshalQP(m.params, kindShamirShare, inst.id, share.Poly)
+		sealed, err := seal(m.identity, peer.PublicKey, sealContext{instance: inst.id, sender: m.id, recipient: peer.ID}, plain, m.rand)
+		clear(plain)
+		if err != nil {
+			return nil, err
+		}
+		out.Sealed[peer.ID] = sealed
+	}
+	m.inst, m.out, m.tsk = inst, out, nil
+	return out, nil
+}
+
+// ReceiveThresholdShares opens the threshold shares sealed for this member
+// by every other member of inst (map from sender ID) and sums them with
+// its own into its t-of-c threshold share. Every share must be present and
+// open; on error the state is unchanged and the call may be repeated.
+// Calling it again once the share is assembled is a no-op.
+func (m *Member) ReceiveThresholdShares(inst *KeyGenInstance, sealed map[string][]byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst == nil || m.inst == nil || m.inst.id != inst.id {
+		return fmt.Errorf("%w: threshold shares for an instance this member has not started", ErrState)
+	}
+	if m.tsk != nil {
+		return nil
+	}
+	if len(sealed) != len(inst.members)-1 {
+		return fmt.Errorf("%w: %d threshold shares, expected %d", ErrIncomplete, len(sealed), len(inst.members)-1)
+	}
+	thr := multiparty.NewThresholdizer(m.params.ckks)
+	sum := multiparty.ShamirSecretShare{Poly: *m.ownShare.Poly.CopyNew()}
+	for _, peer := range inst.members {
+		if peer.ID == m.id {
+			continue
+		}
+		b, ok := sealed[peer.ID]
+		if !ok {
+			return fmt.Errorf("%w: no threshold share from %q", ErrIncomplete, peer.ID)
+		}
+		plain, err := open(m.identity, peer.PublicKey, sealContext{instance: inst.id, sender: peer.ID, recipient: m.id}, b)
+		if err != nil {
+			return fmt.Errorf("threshold share from %q: %w", peer.ID, err)
+		}
+		polys, err := unmarshalQP(m.params, kindShamirShare, 1, inst.id, plain)
+		clear(plain)
+		if err != nil {
+			return fmt.Errorf("threshold share from %q: %w", peer.ID, err)
+		}
+		if err := thr.AggregateShares(sum, multiparty.ShamirSecretShare{Poly: polys[0]}, &sum); err != nil {
+			return fmt.Errorf("aggregation: threshold share from %q: %w", peer.ID, err)
+		}
+	}
+	points := make([]multiparty.ShamirPublicPoint, 0, len(inst.members))
+	for _, p := range inst.members {
+		points = append(points, inst.points[p.ID])
+	}
+	m.combiner = multiparty.NewCombiner(m.params.ckks, inst.points[m.id], points, inst.t)
+	m.tsk = &sum
+	return nil
+}
+
+// checkRequest applies the request-level policy: shape, key instance,
+// contributors ≥ k, and participants = exactly t members including self.
+func (m *Member) checkRequest(req DecryptRequest) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	if m.inst == nil || m.tsk == nil {
+		return fmt.Errorf("%w: member %q has no threshold share yet", ErrState, m.id)
+	}
+	if req.Key != m.inst.id {
+		return fmt.Errorf("%w: request for key instance %x, member holds %x", ErrKeyMismatch, req.Key[:8], m.inst.id[:8])
+	}
+	if k := m.policy.minContributors; len(req.Contributors) < k {
+		return fmt.Errorf("%w: %d contributors, at least %d required", ErrPolicy, len(req.Contributors), k)
+	}
+	if len(req.Participants) != m.inst.t {
+		return fmt.Errorf("%w: %d participants, the threshold is %d", ErrInvalidInput, len(req.Participants), m.inst.t)
+	}
+	self := false
+	for _, p := range req.Participants {
+		if _, ok := m.inst.points[p]; !ok {
+			return fmt.Errorf("%w: participant %q", ErrNotMember, p)
+		}
+		self = self || p == m.id
+	}
+	if !self {
+		return fmt.Errorf("%w: %q is not among the request's participants", ErrNotMember, m.id)
+	}
+	return nil
+}
+
+// DecryptShare returns this member's decryption share of block `block` of
+// the aggregate named by req, given that block's marshalled ciphertext.
+// It refuses (errors wrapping [ErrPolicy]) when the request has fewer than
+// k contributors, when a share was ever produced for the digest (retries
+// included), or when the contributor set differs from one already
+// decrypted this round by fewer than k clients; it fails with
+// [ErrDigestMismatch] when ct does not hash to req.Digests[block]. The
+// share is c1·λᵢ·sᵢ + e with λᵢ the Lagrange coefficient of this member
+// for the participant set and e flooding noise of σ = 2^LogNoiseFlooding
+// (Mouchet et al., ePrint 2022/780). The digest is recorded before the
+// share is returned.
+func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkRequest(req); err != nil {
+		return nil, err
+	}
+	if block < 0 || block >= len(req.Digests) {
+		return nil, fmt.Errorf("%w: block %d of %d", ErrInvalidInput, block, len(req.Digests))
+	}
+	if d := sha256.Sum256(ct); d != req.Digests[block] {
+		return nil, fmt.Errorf("%w: block %d hashes to %x, request names %x", ErrDigestMismatch, block, d[:8], req.Digests[block][:8])
+	}
+	if err := m.record.check(req, req.Digests[block], m.policy.minContributors); err != nil {
+		return nil, err
+	}
+	c, info, err := parseCiphertext(m.params, ct)
+	if err != nil {
+		return nil, err
+	}
+	if info.key != m.inst.id {
+		return nil, fmt.Errorf("%w: ciphertext under key instance %x", ErrKeyMismatch, info.key[:8])
+	}
+	if info.block != block || info.blocks != len(req.Digests) {
+		return nil, fmt.Errorf("%w: ciphertext is block %d of %d, request asks block %d of %d", ErrBlockMismatch, info.block, info.blocks, block, len(req.Digests))
+	}
+
+	active := make([]multiparty.ShamirPublicPoint, len(req.Participants))
+	for i, p := range req.Participants {
+		active[i] = m.inst.points[p]
+	}
+	additive := rlwe.NewSecretKey(m.params.ckks)
+	if err := m.combiner.GenAdditiveShare(active, m.inst.points[m.id], *m.tsk, additive); err != nil {
+		return nil, fmt.Errorf("aggregation: additive share: %w", err)
+	}
+	share := m.ks.AllocateShare(c.Level())
+	m.ks.GenShare(additive, m.zero, c, &share)
+	// The additive share is the secret scaled by a public constant:
+	// wipe it rather than leave it to the garbage collector.
+	for _, row := range append(additive.Value.Q.Coeffs, additive.Value.P.Coeffs...) {
+		clear(row)
+	}
+
+	id := req.ID()
+	m.record.mark(req, id, block)
+	return marshalDecryptShare(m.params, m.inst.id, id, block, len(req.Digests), share.Value), nil
+}
+
+// A decryption share is the base header (key = key instance) followed by
+// the request ID, the block index and count, then one polynomial over Q.
+const decryptShareExtra = 32 + 8
+
+func (p Parameters) shareLayout() layout {
+	return layout{kind: kindDecryptShare, levelQ: p.ckks.MaxLevel(), polys: 1, extra: decryptShareExtra}
+}
+
+func marshalDecryptShare(p Parameters, key, req [32]byte, block, blocks int, poly ring.Poly) []byte {
+	l := p.shareLayout()
+	out := make([]byte, l.size(p.ckks.N()))
+	putHeader(out, p, l, key)
+	copy(out[baseHeaderSize:], req[:])
+	binary.BigEndian.PutUint32(out[baseHeaderSize+32:], uint32(block))
+	binary.BigEndian.PutUint32(out[baseHeaderSize+36:], uint32(blocks))
+	putRows(out[baseHeaderSize+decryptShareExtra:], poly.Coeffs)
+	return out
+}

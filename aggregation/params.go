@@ -1,0 +1,254 @@
+package aggregation
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/tuneinsight/lattigo/v6/ring"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// ParametersConfig is the literal, YAML-tagged form of the CKKS parameters.
+// Zero fields take the defaults of DESIGN §6 when passed to [NewParameters].
+type ParametersConfig struct {
+	// LogN is log2 of the ring degree; the conjugate-invariant ring gives
+	// 2^LogN real slots per ciphertext.
+	LogN int `yaml:"log_n"`
+	// LogQ are the bit sizes of the ciphertext moduli.
+	LogQ []int `yaml:"log_q"`
+	// LogP are the bit sizes of the auxiliary moduli used by public-key
+	// encryption and collective key generation.
+	LogP []int `yaml:"log_p"`
+	// LogDefaultScale is log2 of the encoding scale.
+	LogDefaultScale int `yaml:"log_default_scale"`
+	// EncoderPrecision is the float precision of the encoder in bits, at
+	// most 53: above that lattigo switches to big.Float and is ~17× slower
+	// (DESIGN §6 measurement).
+	EncoderPrecision int `yaml:"encoder_precision"`
+	// LogNoiseFlooding is log2 of the standard deviation of the noise each
+	// member adds to its decryption share.
+	LogNoiseFlooding int `yaml:"log_noise_flooding"`
+	// Insecure must be set to accept a set below 128-bit security (see
+	// [MaxLogQP]). Only tests should ever set it.
+	Insecure bool `yaml:"insecure"`
+}
+
+// DefaultConfig returns the parameter literal of DESIGN §6: LogN 14, two
+// 60-bit Q primes, one 61-bit P prime, scale 2^60, a 53-bit encoder and
+// decryption noise flooding with σ = 2^30.
+func DefaultConfig() ParametersConfig {
+	return ParametersConfig{
+		LogN:             14,
+		LogQ:             []int{60, 60},
+		LogP:             []int{61},
+		LogDefaultScale:  60,
+		EncoderPrecision: 53,
+		LogNoiseFlooding: 30,
+	}
+}
+
+// heStandard128 is the largest log2(QP) giving 128-bit classical security
+// for a uniform ternary secret and σ = 3.2, from Table 1 of the Homomorphic
+// Encryption Standard (Albrecht et al., 2018), indexed by LogN.
+var heStandard128 = map[int]int{10: 27, 11: 54, 12: 109, 13: 218, 14: 438, 15: 881}
+
+// MaxLogQP returns the largest modulus size (bits) that the Homomorphic
+// Encryption Standard rates at 128-bit classical security for ring degree
+// 2^logN, and false when the table has no entry for logN.
+func MaxLogQP(logN int) (int, bool) {
+	v, ok := heStandard128[logN]
+	return v, ok
+}
+
+// Parameters is a validated, immutable parameter set. The zero value is not
+// usable; obtain one from [NewParameters] or [DefaultParameters].
+type Parameters struct {
+	ckks ckks.Parameters
+	cfg  ParametersConfig
+	id   [8]byte
+}
+
+// DefaultParameters returns the parameters of [DefaultConfig].
+func DefaultParameters() Parameters {
+	p, err := NewParameters(DefaultConfig())
+	if err != nil {
+		// The default literal is a constant of this package; failing to
+		// build it is a broken invariant, not a user error.
+		panic(err)
+	}
+	return p
+}
+
+// NewParameters fills the zero fields of cfg with the defaults, validates
+// the result and returns every problem at once, joined, each wrapping
+// [ErrInvalidConfig].
+//
+// Small LogN (10–13 with the default moduli) is insecure and rejected
+// unless cfg.Insecure is set; tests use it for speed.
+func NewParameters(cfg ParametersConfig) (Parameters, error) {
+	def := DefaultConfig()
+	if cfg.LogN == 0 {
+		cfg.LogN = def.LogN
+	}
+	if len(cfg.LogQ) == 0 {
+		cfg.LogQ = def.LogQ
+	}
+	if len(cfg.LogP) == 0 {
+		cfg.LogP = def.LogP
+	}
+	if cfg.LogDefaultScale == 0 {
+		cfg.LogDefaultScale = def.LogDefaultScale
+	}
+	if cfg.EncoderPrecision == 0 {
+		cfg.EncoderPrecision = def.EncoderPrecision
+	}
+	if cfg.LogNoiseFlooding == 0 {
+		cfg.LogNoiseFlooding = def.LogNoiseFlooding
+	}
+	cfg.LogQ = append([]int(nil), cfg.LogQ...)
+	cfg.LogP = append([]int(nil), cfg.LogP...)
+
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	if cfg.LogN < 10 || cfg.LogN > 15 {
+		bad("log_n %d outside [10, 15]", cfg.LogN)
+	}
+	sumQ, sumP := 0, 0
+	for i, q := range cfg.LogQ {
+		if q < 30 || q > 61 {
+			bad("log_q[%d] = %d outside [30, 61]", i, q)
+		}
+		sumQ += q
+	}
+	if len(cfg.LogQ) > 8 {
+		bad("log_q has %d primes, at most 8", len(cfg.LogQ))
+	}
+	for i, p := range cfg.LogP {
+		if p < 30 || p > 61 {
+			bad("log_p[%d] = %d outside [30, 61]", i, p)
+		}
+		sumP += p
+	}
+	if len(cfg.LogP) > 4 {
+		bad("log_p has %d primes, at most 4", len(cfg.LogP))
+	}
+	// The aggregate must fit below Q/2 once scaled; 20 bits of headroom
+	// leave room for |Σ nᵢ·Δᵢ| up to 2^19 at the smallest allowed Q.
+	if cfg.LogDefaultScale < 20 || cfg.LogDefaultScale > sumQ-20 {
+		bad("log_default_scale %d outside [20, Σlog_q−20 = %d]", cfg.LogDefaultScale, sumQ-20)
+	}
+	if cfg.EncoderPrecision < 24 || cfg.EncoderPrecision > 53 {
+		bad("encoder_precision %d outside [24, 53]", cfg.EncoderPrecision)
+	}
+	// Flooding noise above scale/2^20 would cost more than 20 bits of
+	// precision; below 2^10 it no longer hides the fresh encryption noise.
+	if cfg.LogNoiseFlooding < 10 || cfg.LogNoiseFlooding > cfg.LogDefaultScale-20 {
+		bad("log_noise_flooding %d outside [10, log_default_scale−20 = %d]", cfg.LogNoiseFlooding, cfg.LogDefaultScale-20)
+	}
+	if maxQP, ok := MaxLogQP(cfg.LogN); ok && sumQ+sumP > maxQP && !cfg.Insecure {
+		bad("log(QP) = %d bits exceeds the 128-bit bound %d for log_n %d (set insecure: true for tests only)", sumQ+sumP, maxQP, cfg.LogN)
+	}
+	if len(errs) > 0 {
+		return Parameters{}, errors.Join(errs...)
+	}
+
+	cp, err := ckks.NewParametersFromLiteral(ckks.ParametersLiteral{
+		LogN:            cfg.LogN,
+		LogQ:            cfg.LogQ,
+		LogP:            cfg.LogP,
+		RingType:        ring.ConjugateInvariant,
+		LogDefaultScale: cfg.LogDefaultScale,
+	})
+	if err != nil {
+		return Parameters{}, fmt.Errorf("%w: lattigo: %v", ErrInvalidConfig, err)
+	}
+	p := Parameters{ckks: cp, cfg: cfg}
+	p.id = p.computeID()
+	return p, nil
+}
+
+// computeID fingerprints everything that changes the meaning of a message:
+// the moduli themselves (not only their sizes), the ring, scale and noise.
+func (p Parameters) computeID() [8]byte {
+	h := sha256.New()
+	h.Write([]byte("tally/aggregation/params/v1"))
+	var b [8]byte
+	put := func(v uint64) {
+		binary.LittleEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	put(uint64(p.cfg.LogN))
+	put(uint64(p.ckks.RingType()))
+	for _, q := range p.ckks.Q() {
+		put(q)
+	}
+	put(0)
+	for _, q := range p.ckks.P() {
+		put(q)
+	}
+	put(uint64(p.cfg.LogDefaultScale))
+	put(uint64(p.cfg.EncoderPrecision))
+	put(uint64(p.cfg.LogNoiseFlooding))
+	var id [8]byte
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// Config returns the validated literal, defaults filled in.
+func (p Parameters) Config() ParametersConfig {
+	c := p.cfg
+	c.LogQ = append([]int(nil), c.LogQ...)
+	c.LogP = append([]int(nil), c.LogP...)
+	return c
+}
+
+// CKKS returns the underlying lattigo parameters.
+func (p Parameters) CKKS() ckks.Parameters { return p.ckks }
+
+// ID is a fingerprint of the parameters carried in every message header.
+func (p Parameters) ID() [8]byte { return p.id }
+
+// Slots is the number of real values one ciphertext carries.
+func (p Parameters) Slots() int { return p.ckks.MaxSlots() }
+
+// Blocks returns the number of ciphertexts that carry an update of
+// numParams values plus the weight slot: ceil((numParams+1)/Slots).
+func (p Parameters) Blocks(numParams int) int {
+	return (numParams + 1 + p.Slots() - 1) / p.Slots()
+}
+
+// CiphertextSize is the size in bytes of one marshalled ciphertext.
+func (p Parameters) CiphertextSize() int {
+	return ciphertextHeaderSize + 2*(p.ckks.MaxLevel()+1)*p.ckks.N()*8
+}
+
+// LogQP is the total modulus size in bits.
+func (p Parameters) LogQP() float64 { return p.ckks.LogQP() }
+
+// Insecure reports whether the set exceeds the 128-bit bound of [MaxLogQP].
+func (p Parameters) Insecure() bool {
+	maxQP, ok := MaxLogQP(p.cfg.LogN)
+	return !ok || p.ckks.LogQP() > float64(maxQP)
+}
+
+// NoiseFloodingSigma is the standard deviation of the noise a member adds
+// to each decryption share.
+func (p Parameters) NoiseFloodingSigma() float64 {
+	return math.Exp2(float64(p.cfg.LogNoiseFlooding))
+}
+
+// MaxAbsValue bounds |nᵢ·Δᵢ| accepted by the encryptor. It keeps a sum of
+// up to 2^16 such values below 2^(log Q − scale − 4), far from the Q/2
+// wrap-around that would silently corrupt the aggregate.
+func (p Parameters) MaxAbsValue() float64 {
+	sumQ := 0
+	for _, q := range p.cfg.LogQ {
+		sumQ += q
+	}
+	return math.Exp2(float64(sumQ - p.cfg.LogDefaultScale - 20))
+}
