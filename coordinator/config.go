@@ -144,6 +144,11 @@ func LoadJob(path string) (Job, error) {
 		dir = path[:i]
 	}
 	job, err := NewJob(cfg, dir)
+	if cfg.Data.Validation.CSV == "" {
+		// A job run from a file has no other source of validation data;
+		// simulations hand theirs over in memory.
+		err = errors.Join(err, fmt.Errorf("%w: data.validation.csv: is required: the coordinator evaluates every round on it", ErrConfig))
+	}
 	if err != nil {
 		return Job{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -236,9 +241,6 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	}
 	if c.Data.Classes < 2 {
 		bad("data.classes", "must be ≥ 2, got %d", c.Data.Classes)
-	}
-	if c.Data.Validation.CSV == "" {
-		bad("data.validation.csv", "is required: the coordinator evaluates every round on it")
 	}
 	if c.Clients.Min < 1 {
 		bad("clients.min", "must be ≥ 1, got %d", c.Clients.Min)

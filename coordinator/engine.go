@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -61,10 +62,11 @@ type Task struct {
 	Selected []string
 }
 
-// Evaluator scores a parameter vector on the coordinator's validation data.
-// It is pure computation: the engine calls it synchronously.
+// Evaluator scores a parameter vector on the coordinator's validation data,
+// standardised with scaler when it is not nil. It is pure computation: the
+// engine calls it synchronously.
 type Evaluator interface {
-	Evaluate(params []float64) (model.Metrics, error)
+	Evaluate(params []float64, scaler *dataset.Scaler) (model.Metrics, error)
 }
 
 // Event is an input to the engine.
@@ -105,7 +107,7 @@ type ActPersist struct {
 	Round  *RoundRecord
 	// Global is the model after Round (set with Round when it completed).
 	Global []float64
-	Scaler *ScalerRecord
+	Scaler *dataset.Scaler
 }
 
 // ActPublish makes Task the current task of each of its selected clients.
@@ -145,12 +147,6 @@ func (ActLog) action()       {}
 type ClientRecord struct {
 	ID      string `json:"id"`
 	Samples int64  `json:"samples"`
-}
-
-// ScalerRecord is the feature standardisation the job settled on.
-type ScalerRecord struct {
-	Mean []float64 `json:"mean"`
-	Std  []float64 `json:"std"`
 }
 
 // RoundRecord is the outcome of one round attempt.
@@ -215,7 +211,7 @@ type Engine struct {
 	attempt      int
 	failedInARow int
 	global       []float64
-	scaler       *ScalerRecord
+	scaler       *dataset.Scaler
 	task         *Task
 	got          map[string]received
 	history      []RoundRecord
@@ -231,7 +227,7 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 		global: slices.Clone(initial),
 	}
 	if job.Scaling.Mode == "fixed" {
-		e.scaler = &ScalerRecord{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
+		e.scaler = &dataset.Scaler{Mean: slices.Clone(job.Scaling.Mean), Std: slices.Clone(job.Scaling.Std)}
 	}
 	return e
 }
@@ -246,7 +242,7 @@ func (e *Engine) Round() int { return e.round }
 func (e *Engine) Global() []float64 { return e.global }
 
 // Scaler returns the feature scaling in force, or nil.
-func (e *Engine) Scaler() *ScalerRecord { return e.scaler }
+func (e *Engine) Scaler() *dataset.Scaler { return e.scaler }
 
 // History returns the records of every round attempt so far.
 func (e *Engine) History() []RoundRecord { return e.history }
@@ -497,7 +493,7 @@ func (e *Engine) finishRound(rec *RoundRecord, contributors []string) error {
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	m, err := e.eval.Evaluate(next)
+	m, err := e.eval.Evaluate(next, e.scaler)
 	if err != nil {
 		return fmt.Errorf("evaluate: %w", err)
 	}
@@ -506,34 +502,24 @@ func (e *Engine) finishRound(rec *RoundRecord, contributors []string) error {
 	return nil
 }
 
-// finishScaling sums the clients' moment vectors [count, sums…, sums of
-// squares…] into a standardisation. Only the sum is used, so the same step
-// works unchanged once the vectors travel under secure aggregation.
+// finishScaling sums the clients' flattened moments into a
+// standardisation. Only the sum is used, so the same step works unchanged
+// once the vectors travel under secure aggregation.
 func (e *Engine) finishScaling(contributors []string) error {
-	d := e.job.Data.Features
-	sum := make([]float64, 1+2*d)
+	sum := make([]float64, 1+2*e.job.Data.Features)
 	for _, id := range contributors {
 		for i, v := range e.got[id].update {
 			sum[i] += v
 		}
 	}
-	n := sum[0]
-	if n < 2 {
-		return fmt.Errorf("scaling needs at least 2 rows in all, got %g", n)
+	m, err := dataset.MomentsFromFlat(sum, e.job.Data.Features)
+	if err != nil {
+		return err
 	}
-	s := &ScalerRecord{Mean: make([]float64, d), Std: make([]float64, d)}
-	for j := 0; j < d; j++ {
-		mean := sum[1+j] / n
-		v := sum[1+d+j]/n - mean*mean
-		s.Mean[j] = mean
-		// A constant column gets std 1 so that it maps to zero rather
-		// than dividing by (almost) zero.
-		if v <= 1e-12 {
-			s.Std[j] = 1
-		} else {
-			s.Std[j] = math.Sqrt(v)
-		}
+	if m.Count < 2 {
+		return fmt.Errorf("scaling needs at least 2 rows in all, got %g", m.Count)
 	}
-	e.scaler = s
+	s := m.Scaler()
+	e.scaler = &s
 	return nil
 }

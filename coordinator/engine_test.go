@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"github.com/tallyfl/tally/dataset"
+
 	"bufio"
 	"crypto/sha256"
 	"errors"
@@ -23,7 +25,7 @@ var update = flag.Bool("update", false, "rewrite the golden files of the trace t
 // parameters, so every aggregate shows in the trace as a distinct number.
 type sumSquares struct{}
 
-func (sumSquares) Evaluate(p []float64) (model.Metrics, error) {
+func (sumSquares) Evaluate(p []float64, _ *dataset.Scaler) (model.Metrics, error) {
 	var s float64
 	for _, v := range p {
 		s += v * v

@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"github.com/tallyfl/tally/dataset"
+
 	"slices"
 	"sync"
 )
@@ -25,7 +27,7 @@ type Snapshot struct {
 	Rounds  []RoundRecord
 	// Global is the model after the last completed round, nil if none.
 	Global []float64
-	Scaler *ScalerRecord
+	Scaler *dataset.Scaler
 }
 
 // MemoryStore is a Store in memory, for tests and simulations.
@@ -59,7 +61,7 @@ func (m *MemoryStore) Apply(p ActPersist) error {
 		m.snap.Global = slices.Clone(p.Global)
 	}
 	if p.Scaler != nil {
-		s := ScalerRecord{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std)}
+		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std)}
 		m.snap.Scaler = &s
 	}
 	return nil

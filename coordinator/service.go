@@ -1,0 +1,304 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// Wire limits, stated once. gRPC caps a message at 4 MiB by default; chunks
+// stay well below it so headers and framing never push a message over.
+const (
+	// ChunkBytes is the payload size of one SubmitUpdate or DownloadModel message.
+	ChunkBytes = 1 << 20
+	// InlineModelBytes is the largest model sent inside a NextTask response.
+	InlineModelBytes = 2 << 20
+	// MaxUpdateValues bounds the length a submission header may announce.
+	MaxUpdateValues = 1 << 27
+	// DefaultPollWait is how long NextTask holds a request with nothing to do.
+	DefaultPollWait = 10 * time.Second
+)
+
+// Errors of the service layer.
+var (
+	ErrBadToken    = errors.New("coordinator: unknown enrolment token")
+	ErrBadSession  = errors.New("coordinator: unknown client or session")
+	ErrBadSchema   = errors.New("coordinator: client data does not match the job's schema")
+	ErrBadEncoding = errors.New("coordinator: malformed submission")
+)
+
+// Service implements the CoordinatorService gRPC API on top of a Driver.
+type Service struct {
+	tallyv1.UnimplementedCoordinatorServiceServer
+
+	job    Job
+	driver *Driver
+	log    *slog.Logger
+	spec   *tallyv1.JobSpec
+
+	mu       sync.Mutex
+	sessions map[string][32]byte // client id → SHA-256 of its session secret
+}
+
+// NewService returns the gRPC service of a job. numParams is the model's size.
+func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	spec := &tallyv1.JobSpec{
+		JobId: job.ID, Seed: job.Seed, Features: int32(job.Data.Features), Classes: int32(job.Data.Classes),
+		Model: &tallyv1.ModelSpec{Kind: job.Model.Kind, Activation: job.Model.Activation},
+		Train: &tallyv1.TrainConfig{
+			Epochs: int32(job.Train.Epochs), BatchSize: int32(job.Train.BatchSize),
+			LearningRate: job.Train.LearningRate, Momentum: job.Train.Momentum, WeightDecay: job.Train.WeightDecay,
+		},
+		Rounds: int32(job.Rounds), Scaling: job.Scaling.Mode, NumParams: int32(numParams),
+	}
+	for _, h := range job.Model.Hidden {
+		spec.Model.Hidden = append(spec.Model.Hidden, int32(h))
+	}
+	if job.Scaling.Mode == "fixed" {
+		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
+	}
+	return &Service{job: job, driver: driver, log: log, spec: spec, sessions: map[string][32]byte{}}
+}
+
+// toStatus maps package errors to gRPC status codes, in one place.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, ErrUnknownClient):
+		code = codes.Unauthenticated
+	case errors.Is(err, ErrNotSelected):
+		code = codes.PermissionDenied
+	case errors.Is(err, ErrWrongLength), errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrConflict):
+		code = codes.AlreadyExists
+	case errors.Is(err, ErrNoTask):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ErrStopped):
+		code = codes.Unavailable
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// Enroll implements CoordinatorService. A token always maps to the same
+// client id, so a client that restarts enrols again and gets a new session.
+func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tallyv1.EnrollResponse, error) {
+	var id string
+	for _, e := range s.job.Clients.Enrolment {
+		if subtle.ConstantTimeCompare([]byte(e.Token), []byte(req.GetToken())) == 1 {
+			id = e.ID
+		}
+	}
+	if id == "" {
+		s.log.Warn("enrolment refused: unknown token")
+		return nil, toStatus(ErrBadToken)
+	}
+	if int(req.GetFeatures()) != s.job.Data.Features {
+		return nil, toStatus(fmt.Errorf("%w: client %s has %d features, the job expects %d", ErrBadSchema, id, req.GetFeatures(), s.job.Data.Features))
+	}
+	if req.GetSamples() < 1 {
+		return nil, toStatus(fmt.Errorf("%w: client %s has no training rows", ErrBadSchema, id))
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, toStatus(err)
+	}
+	s.mu.Lock()
+	s.sessions[id] = sha256.Sum256(secret)
+	s.mu.Unlock()
+	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples()}); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("client enrolled", "client", id, "samples", req.GetSamples(), "name", req.GetName())
+	return &tallyv1.EnrollResponse{Credential: &tallyv1.Credential{ClientId: id, Session: secret}, Job: s.spec}, nil
+}
+
+func (s *Service) authenticate(c *tallyv1.Credential) (string, error) {
+	if c == nil {
+		return "", ErrBadSession
+	}
+	sum := sha256.Sum256(c.GetSession())
+	s.mu.Lock()
+	want, ok := s.sessions[c.GetClientId()]
+	s.mu.Unlock()
+	if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+		return "", ErrBadSession
+	}
+	return c.GetClientId(), nil
+}
+
+// NextTask implements CoordinatorService as a long poll.
+func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*tallyv1.NextTaskResponse, error) {
+	id, err := s.authenticate(req.GetCredential())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.driver.Step(ctx, EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) {
+		return nil, toStatus(err)
+	}
+	wait := DefaultPollWait
+	if w := req.GetWaitMs(); w > 0 && time.Duration(w)*time.Millisecond < wait {
+		wait = time.Duration(w) * time.Millisecond
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		task, done, changed := s.driver.pending(id)
+		switch {
+		case done != nil:
+			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: done.Reason, FinalRound: int32(done.FinalRound)}}}, nil
+		case task != nil:
+			return s.taskMessage(task), nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Wait{Wait: &tallyv1.WaitTask{Reason: "no task for this client yet"}}}, nil
+		case <-ctx.Done():
+			return nil, toStatus(ctx.Err())
+		}
+	}
+}
+
+func (s *Service) taskMessage(t *Task) *tallyv1.NextTaskResponse {
+	if t.Kind == TaskMoments {
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID}}}
+	}
+	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID}
+	if len(t.Params)*8 <= InlineModelBytes {
+		tt.Params = t.Params
+	}
+	if sc := s.driver.engineScaler(); sc != nil {
+		tt.Scaler = &tallyv1.Scaler{Mean: sc.Mean, Std: sc.Std}
+	}
+	return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Train{Train: tt}}
+}
+
+// SubmitUpdate implements CoordinatorService: it reassembles the chunks,
+// checks the digest, and hands the update to the engine.
+func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(err)
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return toStatus(fmt.Errorf("%w: the first chunk carries no header", ErrBadEncoding))
+	}
+	id, err := s.authenticate(h.GetCredential())
+	if err != nil {
+		return toStatus(err)
+	}
+	if h.GetEncoding() != "f64le" {
+		return toStatus(fmt.Errorf("%w: encoding %q, want \"f64le\"", ErrBadEncoding, h.GetEncoding()))
+	}
+	if h.GetLength() < 0 || h.GetLength() > MaxUpdateValues {
+		return toStatus(fmt.Errorf("%w: length %d outside [0, %d]", ErrBadEncoding, h.GetLength(), MaxUpdateValues))
+	}
+	want := int(h.GetLength()) * 8
+	buf := make([]byte, 0, want)
+	buf = append(buf, first.GetData()...)
+	for {
+		if len(buf) > want {
+			return toStatus(fmt.Errorf("%w: more than the %d bytes the header announced", ErrBadEncoding, want))
+		}
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return toStatus(err)
+		}
+		buf = append(buf, msg.GetData()...)
+	}
+	if len(buf) != want {
+		return toStatus(fmt.Errorf("%w: %d bytes received, the header announced %d", ErrBadEncoding, len(buf), want))
+	}
+	digest := sha256.Sum256(buf)
+	if subtle.ConstantTimeCompare(digest[:], h.GetDigest()) != 1 {
+		return toStatus(fmt.Errorf("%w: payload digest does not match the header", ErrBadEncoding))
+	}
+	update := make([]float64, h.GetLength())
+	for i := range update {
+		update[i] = math.Float64frombits(binary.LittleEndian.Uint64(buf[8*i:]))
+	}
+	acts, err := s.driver.Step(stream.Context(), EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Update: update, Digest: digest})
+	if err != nil {
+		return toStatus(err)
+	}
+	for _, a := range acts {
+		if r, ok := a.(ActReply); ok && r.Client == id {
+			if r.Err != nil {
+				return toStatus(r.Err)
+			}
+			return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
+		}
+	}
+	return toStatus(errors.New("coordinator: the engine did not answer the submission"))
+}
+
+// DownloadModel implements CoordinatorService for models too large to inline.
+func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv1.CoordinatorService_DownloadModelServer) error {
+	id, err := s.authenticate(req.GetCredential())
+	if err != nil {
+		return toStatus(err)
+	}
+	t, _, _ := s.driver.pending(id)
+	if t == nil || t.ID != req.GetTaskId() || t.Kind != TaskTrain {
+		return toStatus(fmt.Errorf("%w: %q", ErrNoTask, req.GetTaskId()))
+	}
+	const per = ChunkBytes / 8
+	for off := 0; off < len(t.Params); off += per {
+		end := min(off+per, len(t.Params))
+		if err := stream.Send(&tallyv1.DownloadModelResponse{Offset: int64(off), Values: t.Params[off:end], Total: int64(len(t.Params))}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// JobStatus implements CoordinatorService.
+func (s *Service) JobStatus(ctx context.Context, _ *tallyv1.JobStatusRequest) (*tallyv1.JobStatusResponse, error) {
+	st := s.driver.Status()
+	resp := &tallyv1.JobStatusResponse{JobId: s.job.ID, Phase: st.Phase.String(), Round: int32(st.Round), Rounds: int32(s.job.Rounds)}
+	contributed := map[string]int32{}
+	for _, r := range st.History {
+		if r.Failed {
+			continue
+		}
+		for _, c := range r.Contributors {
+			contributed[c]++
+		}
+		resp.History = append(resp.History, &tallyv1.RoundMetrics{Round: int32(r.Round), ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: int32(len(r.Contributors))})
+	}
+	for _, id := range s.job.ClientIDs() {
+		if n, ok := st.Clients[id]; ok {
+			resp.Clients = append(resp.Clients, &tallyv1.ClientStatus{ClientId: id, Samples: n, RoundsContributed: contributed[id]})
+		}
+	}
+	return resp, nil
+}
