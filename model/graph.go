@@ -38,7 +38,7 @@ type graph struct {
 	key graphKey
 	vm  G.VM
 
-	x      []float64 // rows × features, backing of the input node
+	x      []float64 // rows × (features+1): each row then a 1, backing of the input node
 	y      []float64 // rows × classes one-hot, backing of the label node
 	params []float64 // the parameter vector in the package layout, backing every W and b node
 	grad   []float64 // same layout; filled by Read nodes (backward graphs only)
@@ -70,38 +70,60 @@ func buildGraph(key graphKey, widths []int, layers []layer, act string, nparams 
 	n := key.rows
 	gr = &graph{
 		key:    key,
-		x:      make([]float64, n*features),
+		x:      make([]float64, n*(features+1)),
 		y:      make([]float64, n*classes),
 		params: make([]float64, nparams),
 	}
 	g := G.NewGraph()
-	x := G.NewMatrix(g, tensor.Float64, G.WithShape(n, features), G.WithName("x"),
-		G.WithValue(tensor.New(tensor.WithShape(n, features), tensor.WithBacking(gr.x))))
+	// The input carries a trailing column of ones so that the first layer's
+	// bias rides in its matrix product: W0 (features×out, row-major)
+	// followed by b0 (out) is, in the package layout, exactly one
+	// (features+1)×out row-major matrix. That saves the bias broadcast,
+	// the largest of the elementwise passes, and for logistic regression
+	// leaves one product and the loss.
+	for r := 0; r < n; r++ {
+		gr.x[r*(features+1)+features] = 1
+	}
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(n, features+1), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(n, features+1), tensor.WithBacking(gr.x))))
 	y := G.NewMatrix(g, tensor.Float64, G.WithShape(n, classes), G.WithName("y"),
 		G.WithValue(tensor.New(tensor.WithShape(n, classes), tensor.WithBacking(gr.y))))
 
+	// wrt holds the parameter nodes; spans their place in the flat vector.
 	var wrt G.Nodes
+	var spans [][2]int
+	param := func(name string, off, rows, cols int) *G.Node {
+		v := tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(gr.params[off:off+rows*cols]))
+		node := G.NewMatrix(g, tensor.Float64, G.WithShape(rows, cols), G.WithName(name), G.WithValue(v))
+		wrt = append(wrt, node)
+		spans = append(spans, [2]int{off, rows * cols})
+		return node
+	}
 	h := x
 	for l, lay := range layers {
-		w := G.NewMatrix(g, tensor.Float64, G.WithShape(lay.in, lay.out), G.WithName(fmt.Sprintf("W%d", l)),
-			G.WithValue(tensor.New(tensor.WithShape(lay.in, lay.out), tensor.WithBacking(gr.params[lay.w:lay.b]))))
-		b := G.NewMatrix(g, tensor.Float64, G.WithShape(1, lay.out), G.WithName(fmt.Sprintf("b%d", l)),
-			G.WithValue(tensor.New(tensor.WithShape(1, lay.out), tensor.WithBacking(gr.params[lay.b:lay.b+lay.out]))))
-		wrt = append(wrt, w, b)
 		var z *G.Node
-		if z, err = G.Mul(h, w); err != nil {
-			return nil, fmt.Errorf("model: build layer %d: %w", l, err)
-		}
-		// b is 1×out: repeat it along the rows (axis 0).
-		if z, err = G.BroadcastAdd(z, b, nil, []byte{0}); err != nil {
-			return nil, fmt.Errorf("model: build layer %d bias: %w", l, err)
+		if l == 0 {
+			wb := param("Wb0", lay.w, lay.in+1, lay.out)
+			if z, err = G.Mul(h, wb); err != nil {
+				return nil, fmt.Errorf("model: build layer %d: %w", l, err)
+			}
+		} else {
+			w := param(fmt.Sprintf("W%d", l), lay.w, lay.in, lay.out)
+			b := param(fmt.Sprintf("b%d", l), lay.b, 1, lay.out)
+			if z, err = G.Mul(h, w); err != nil {
+				return nil, fmt.Errorf("model: build layer %d: %w", l, err)
+			}
+			// b is 1×out: repeat it along the rows (axis 0).
+			if z, err = G.BroadcastAdd(z, b, nil, []byte{0}); err != nil {
+				return nil, fmt.Errorf("model: build layer %d bias: %w", l, err)
+			}
 		}
 		if l+1 < len(layers) {
 			switch act {
 			case ActTanh:
 				z, err = G.Tanh(z)
 			default:
-				z, err = G.Rectify(z)
+				z, err = G.ApplyOp(reluOp{}, z)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("model: build layer %d activation: %w", l, err)
@@ -120,16 +142,13 @@ func buildGraph(key graphKey, widths []int, layers []layer, act string, nparams 
 			return nil, fmt.Errorf("model: differentiate: %w", err)
 		}
 		gr.grad = make([]float64, nparams)
-		for i, lay := range layers {
+		for i, sp := range spans {
 			// Read copies each gradient into a tensor backed by gr.grad
 			// while it is still in its register, so the flat gradient is
 			// complete after RunAll whatever registers gorgonia reuses.
-			var dw, db G.Value = tensor.New(tensor.WithShape(lay.in, lay.out), tensor.WithBacking(gr.grad[lay.w:lay.b])),
-				tensor.New(tensor.WithShape(1, lay.out), tensor.WithBacking(gr.grad[lay.b:lay.b+lay.out]))
-			pw, pb := new(G.Value), new(G.Value)
-			*pw, *pb = dw, db
-			G.Read(grads[2*i], pw)
-			G.Read(grads[2*i+1], pb)
+			into := new(G.Value)
+			*into = tensor.New(tensor.WithShape(wrt[i].Shape().Clone()...), tensor.WithBacking(gr.grad[sp[0]:sp[0]+sp[1]]))
+			G.Read(grads[i], into)
 		}
 	}
 	gr.vm = G.NewTapeMachine(g)
@@ -148,7 +167,7 @@ func (gr *graph) run(params []float64, data Examples, start int, idx []int) erro
 		if idx != nil {
 			i = idx[start+r]
 		}
-		copy(gr.x[r*f:(r+1)*f], data.X[i*f:(i+1)*f])
+		copy(gr.x[r*(f+1):r*(f+1)+f], data.X[i*f:(i+1)*f])
 		gr.y[r*classes+data.Y[i]] = 1
 	}
 	gr.vm.Reset()
