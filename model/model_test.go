@@ -626,3 +626,51 @@ func TestTrainConfigValidate(t *testing.T) {
 		t.Errorf("Train with a bad config = %v, want ErrConfig", err)
 	}
 }
+
+// A cached graph must reflect the parameters and rows of each call, not
+// those of the call that built it.
+func TestCachedGraphsTrackParamsAndData(t *testing.T) {
+	for _, tc := range testSpecs {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(10, 10))
+			d1, d2 := randomData(rng, 30, 4, 3), randomData(rng, 30, 4, 3)
+			m := mustNew(t, tc.spec, 4, 3, 4)
+			g1 := make([]float64, m.NumParams())
+			if err := m.Gradient(d1, g1); err != nil {
+				t.Fatal(err)
+			}
+			e1, _ := m.Evaluate(d1)
+			p := m.Params()
+			for i := range p {
+				p[i] += 0.1 * rng.NormFloat64()
+			}
+			if err := m.SetParams(p); err != nil {
+				t.Fatal(err)
+			}
+			fresh := mustNew(t, tc.spec, 4, 3, 99)
+			if err := fresh.SetParams(p); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range []Examples{d2, d1} {
+				got, want := make([]float64, len(p)), make([]float64, len(p))
+				if err := m.Gradient(d, got); err != nil {
+					t.Fatal(err)
+				}
+				if err := fresh.Gradient(d, want); err != nil {
+					t.Fatal(err)
+				}
+				if !equalBits(got, want) {
+					t.Fatal("cached backward graph disagrees with a fresh one")
+				}
+				if equalBits(got, g1) {
+					t.Fatal("gradient did not change with parameters and data")
+				}
+				em, _ := m.Evaluate(d)
+				ef, _ := fresh.Evaluate(d)
+				if em != ef || em == e1 {
+					t.Fatalf("cached forward graph: %+v, fresh %+v, first call %+v", em, ef, e1)
+				}
+			}
+		})
+	}
+}
