@@ -80,7 +80,11 @@ func BenchmarkTrain(b *testing.B) {
 }
 
 func BenchmarkEvaluate(b *testing.B) {
-	for _, bc := range benchCases {
+	// The one-row case measures the fixed cost of a graph run (gorgonia's
+	// RunAll locks the OS thread and hops to a goroutine), which bounds
+	// evals/s however small the model.
+	floor := benchCase{name: "model=logreg/features=2", spec: Spec{Kind: KindLogReg}, features: 2, classes: 2, valRows: 1}
+	for _, bc := range append(benchCases, floor) {
 		b.Run(fmt.Sprintf("%s/rows=%d", bc.name, bc.valRows), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(2, 2))
 			data := synthetic(rng, bc.valRows, bc.features, bc.classes)
