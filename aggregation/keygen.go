@@ -251,6 +251,10 @@ func marshalQP(p Parameters, kind msgKind, key [32]byte, polys ...ringqp.Poly) [
 	putHeader(out, p, l, key)
 	off := baseHeaderSize
 	for _, poly := range polys {
+		// Lattigo may leave residues lazily reduced; the wire form is
+		// canonical so that receivers can reject anything else.
+		p.ckks.RingQ().Reduce(poly.Q, poly.Q)
+		p.ckks.RingP().Reduce(poly.P, poly.P)
 		off += putRows(out[off:], polyRows(poly.Q, &poly.P))
 	}
 	return out

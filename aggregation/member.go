@@ -289,6 +289,9 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	}
 	share := m.ks.AllocateShare(c.Level())
 	m.ks.GenShare(additive, m.zero, c, &share)
+	// GenShare leaves coefficients lazily reduced (below 2q); the wire
+	// form requires canonical residues.
+	m.params.ckks.RingQ().AtLevel(c.Level()).Reduce(share.Value, share.Value)
 	// The additive share is the secret scaled by a public constant:
 	// wipe it rather than leave it to the garbage collector.
 	for _, row := range append(additive.Value.Q.Coeffs, additive.Value.P.Coeffs...) {

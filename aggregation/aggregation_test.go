@@ -1,0 +1,263 @@
+package aggregation
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+// precisionBound is the largest error tolerated on an averaged parameter.
+// Measured with LogN 10 and 14: max error ≈ 1e-9 to 1e-8 on averages of
+// values in [-1, 1] (see doc.go); the bound leaves two orders of
+// magnitude, and the acceptance criterion of the project is 1e-4 on
+// accuracy and loss.
+const precisionBound = 1e-6
+
+func TestRoundTrip(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	numParams := 2*params.Slots() + 17 // three blocks, the weight in the last
+	weights := []float64{10, 250, 3, 41}
+	agg, want := encryptedRound(t, cm, numParams, weights, 1)
+	if len(agg.Ciphertexts) != 3 || len(agg.Contributors) != 4 {
+		t.Fatalf("aggregate has %d blocks and %d contributors, want 3 and 4", len(agg.Ciphertexts), len(agg.Contributors))
+	}
+	got, weight, err := decrypt(t, cm, agg, 1, cm.ids[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(weight-304) > 1e-6 {
+		t.Errorf("total weight %v, want 304", weight)
+	}
+	e := maxAbsDiff(got, want)
+	t.Logf("max error of the average over %d parameters: %.3g", numParams, e)
+	if e > precisionBound {
+		t.Errorf("max error %g exceeds %g", e, precisionBound)
+	}
+}
+
+func TestAnyTOfCDecrypt(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 5, 3)
+	numParams := 100
+	// Every 3-subset of 5 members, each on a fresh aggregate (a member
+	// never serves a digest twice).
+	var round uint64
+	for a := 0; a < 5; a++ {
+		for b := a + 1; b < 5; b++ {
+			for c := b + 1; c < 5; c++ {
+				round++
+				parts := []string{cm.ids[a], cm.ids[b], cm.ids[c]}
+				t.Run(parts[0]+parts[1]+parts[2], func(t *testing.T) {
+					agg, want := encryptedRound(t, cm, numParams, []float64{1, 2, 3}, round)
+					got, _, err := decrypt(t, cm, agg, round, parts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e := maxAbsDiff(got, want); e > precisionBound {
+						t.Errorf("max error %g", e)
+					}
+				})
+			}
+		}
+	}
+}
+
+// With c = 5, t = 3 and two members gone (they never answer), the three
+// others still decrypt.
+func TestTwoMembersAbsent(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 5, 3)
+	delete(cm.members, cm.ids[0])
+	delete(cm.members, cm.ids[3])
+	agg, want := encryptedRound(t, cm, 50, []float64{5, 5, 5}, 9)
+	got, _, err := decrypt(t, cm, agg, 1, []string{cm.ids[1], cm.ids[2], cm.ids[4]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := maxAbsDiff(got, want); e > precisionBound {
+		t.Errorf("max error %g", e)
+	}
+}
+
+// t−1 shares do not decrypt: the combination is refused by the API, and
+// combining the t−1 shares anyway yields values nowhere near the truth.
+func TestThresholdMinusOneFails(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 5, 3)
+	agg, want := encryptedRound(t, cm, 50, []float64{1, 1, 1}, 3)
+	req := NewDecryptRequest(agg, "total", 1, cm.ids[:3])
+	dec, err := NewDecryptor(params, cm.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := agg.Ciphertexts[0]
+	shares := map[string][]byte{}
+	for _, p := range req.Participants[:2] {
+		if shares[p], err = cm.members[p].DecryptShare(req, 0, ct); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := dec.CombineBlock(req, 0, ct, shares); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("combining 2 of 3 shares: err = %v, want ErrIncomplete", err)
+	}
+
+	c, _, err := parseCiphertext(params, ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := dec.combine(c, [][]byte{shares[req.Participants[0]], shares[req.Participants[1]]})
+	if err == nil {
+		// The range check may in principle miss; then the values must
+		// still be far from the truth.
+		if d := maxAbsDiff(vals[:50], want); d < 1e3 {
+			t.Fatalf("t−1 shares decrypted to within %g of the truth", d)
+		}
+	} else if !errors.Is(err, ErrDecryption) {
+		t.Fatalf("err = %v, want ErrDecryption", err)
+	}
+	// And t shares from another participant set do not combine either: a
+	// member's share is bound to the set through its Lagrange coefficient.
+	other := NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[1], cm.ids[4]})
+	s4, err := cm.members[cm.ids[4]].DecryptShare(other, 0, ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := map[string][]byte{cm.ids[0]: shares[cm.ids[0]], cm.ids[1]: shares[cm.ids[1]], cm.ids[2]: s4}
+	if _, err := dec.CombineBlock(req, 0, ct, mixed); err == nil {
+		t.Fatal("a share for another request and block was accepted")
+	}
+}
+
+func TestMemberPolicy(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	agg, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3, 4}, 5)
+	m := cm.members[cm.ids[0]]
+	parts := cm.ids[:2]
+	ct := agg.Ciphertexts[0]
+	base := NewDecryptRequest(agg, "total", 1, parts)
+
+	few := base
+	few.Contributors = base.Contributors[:2]
+	otherKey := base
+	otherKey.Key[0] ^= 1
+	notMe := NewDecryptRequest(agg, "total", 1, cm.ids[1:3])
+	tooMany := NewDecryptRequest(agg, "total", 1, cm.ids)
+	wrongDigest := base
+	wrongDigest.Digests = [][32]byte{{1}}
+
+	for _, tc := range []struct {
+		name string
+		req  DecryptRequest
+		ct   []byte
+		want error
+	}{
+		{"fewer-than-k-contributors", few, ct, ErrPolicy},
+		{"digest-mismatch", wrongDigest, ct, ErrDigestMismatch},
+		{"other-key-instance", otherKey, ct, ErrKeyMismatch},
+		{"member-not-participant", notMe, ct, ErrNotMember},
+		{"participants-not-t", tooMany, ct, ErrInvalidInput},
+		{"truncated-ciphertext", base, ct[:100], ErrDigestMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := m.DecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if m.Record().Len() != 0 {
+		t.Fatalf("refused requests were recorded: %d digests", m.Record().Len())
+	}
+
+	t.Run("second-share-same-digest", func(t *testing.T) {
+		if _, err := m.DecryptShare(base, 0, ct); err != nil {
+			t.Fatal(err)
+		}
+		// The identical retry, and a request with other participants or
+		// purpose for the same digest, are all refused.
+		retries := []DecryptRequest{base, NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[2]}), NewDecryptRequest(agg, "other", 2, parts)}
+		for i, r := range retries {
+			if _, err := m.DecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
+				t.Fatalf("retry %d: err = %v, want ErrAlreadyServed", i, err)
+			}
+		}
+		// The record survives export and import.
+		b, err := m.Record().MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Record
+		if err := r.UnmarshalJSON(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := r.Served(base.Digests[0]); !ok || r.Len() != 1 {
+			t.Fatalf("imported record lost the served digest: %s", b)
+		}
+		b2, _ := r.MarshalJSON()
+		if string(b) != string(b2) {
+			t.Fatalf("record export not stable:\n%s\n%s", b, b2)
+		}
+		policy, _ := NewPolicy(PolicyConfig{})
+		restarted, err := NewMember(params, m.ID(), m.identity, policy, &r, m.rand)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restarted.inst, restarted.tsk, restarted.combiner = m.inst, m.tsk, m.combiner
+		if _, err := restarted.DecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
+			t.Fatalf("after restart: err = %v, want ErrAlreadyServed", err)
+		}
+	})
+
+	t.Run("leave-one-out-in-same-round", func(t *testing.T) {
+		// A fresh aggregate over the same round whose contributors differ
+		// from the one just served by a single client would reveal that
+		// client's update by subtraction.
+		agg2, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3}, 6)
+		req := NewDecryptRequest(agg2, "total", 1, parts)
+		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
+			t.Fatalf("err = %v, want ErrPolicy", err)
+		}
+		// The same set in another round is fine.
+		req.Round = 2
+		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A retry after a dropout needs a fresh aggregate: Rerandomize gives a new
+// digest with the same plaintext.
+func TestRerandomizedRetry(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	agg, want := encryptedRound(t, cm, 30, []float64{1, 2, 3}, 11)
+	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
+	if _, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Member 1 dropped before answering; retry with members 0 and 2.
+	enc, err := NewEncryptor(params, cm.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := &Aggregate{Key: agg.Key, NumParams: agg.NumParams, Contributors: agg.Contributors}
+	for _, ct := range agg.Ciphertexts {
+		r, err := enc.Rerandomize(ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh.Ciphertexts = append(fresh.Ciphertexts, r)
+		fresh.Digests = append(fresh.Digests, sha256Sum(r))
+	}
+	if fresh.Digests[0] == agg.Digests[0] {
+		t.Fatal("rerandomised ciphertext has the same digest")
+	}
+	got, _, err := decrypt(t, cm, fresh, 1, []string{cm.ids[0], cm.ids[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := maxAbsDiff(got, want); e > precisionBound {
+		t.Errorf("max error %g", e)
+	}
+}
