@@ -45,9 +45,10 @@ const (
 	// same seed stops at the same place everywhere.
 	DefaultBatch = 8
 	// DefaultTruncation is the within-permutation truncation tolerance of
-	// tmc and gtg, relative to |U(N)|. Ghorbani & Zou (2019) truncate once
-	// the prefix is within the noise of the full model's performance; 1% is
-	// below the run-to-run noise of validation accuracy on a few hundred rows.
+	// tmc and gtg, relative to the round's gain |U(N) − U(∅)|. Ghorbani & Zou
+	// (2019) truncate once the prefix is within the noise of the full
+	// model's performance; 1% of the gain keeps the truncated marginals
+	// of each permutation below a hundredth of what there is to share.
 	DefaultTruncation = 0.01
 	// DefaultRoundTolerance is gtg's between-round truncation, relative to
 	// |U(N)|: a round whose aggregate moved the utility by less is valued 0.
@@ -85,8 +86,12 @@ type Config struct {
 	// guided round is one batch, 8·DefaultBatch coalitions for banzhaf).
 	Batch int `yaml:"batch" json:"batch"`
 	// Truncation is the within-permutation truncation tolerance of tmc and gtg
-	// relative to |U(N)|: once |U(N) − U(prefix)| < Truncation·|U(N)| the
-	// remaining marginals are taken as zero (0: DefaultTruncation).
+	// relative to the round's gain: once |U(N) − U(prefix)| <
+	// Truncation·|U(N) − U(∅)| the remaining marginals are taken as zero
+	// (0: DefaultTruncation). Ghorbani & Zou scale by |U(N)|, natural for
+	// accuracy; the gain is used here because it does not change when a
+	// constant is added to the utility (negative loss has an arbitrary
+	// level), just as the Shapley value does not.
 	Truncation float64 `yaml:"truncation" json:"truncation"`
 	// RoundTolerance is gtg's between-round truncation relative to |U(N)|: if
 	// |U(N) − U(∅)| ≤ RoundTolerance·|U(N)| every value is 0

@@ -45,12 +45,15 @@
 //     (majority games): expect many permutations there.
 //   - "tmc": truncated Monte Carlo (Ghorbani & Zou, "Data Shapley: Equitable
 //     Valuation of Data for Machine Learning", ICML 2019). Along a permutation,
-//     once |U(N) − U(prefix)| < Truncation·|U(N)| the remaining marginals are
-//     set to 0 without evaluation. Known failure: this is biased whenever later
-//     players still move the utility (non-monotone games, noisy scores, a
-//     harmful player arriving late): the bias of each value is bounded by the
-//     tolerance times |U(N)| per truncated marginal, and the reported standard
-//     error does not include it.
+//     once |U(N) − U(prefix)| < Truncation·|U(N) − U(∅)| the remaining
+//     marginals are set to 0 without evaluation (the tolerance is relative to
+//     the round's gain rather than to |U(N)| as in the paper, so that adding a
+//     constant to the utility changes nothing). Known failure: truncation is
+//     biased whenever later players still move the utility (non-monotone
+//     games, noisy scores, a harmful and a helpful player arriving late and
+//     cancelling). Only the sum of a permutation's truncated marginals is
+//     bounded (by the tolerance times the gain); single values can be biased
+//     by more, and the reported standard error does not include the bias.
 //   - "gtg": GTG-Shapley (Liu, Chen, Yu, Liu & Cui, "GTG-Shapley: Efficient and
 //     Accurate Participant Contribution Evaluation in Federated Learning", ACM
 //     TIST 13(4), 2022): between-round truncation (if |U(N) − U(∅)| ≤

@@ -49,6 +49,12 @@ type round struct {
 }
 
 func syntheticRound(seed uint64, n, dim int, bad map[int]string) round {
+	return noisyRound(seed, n, dim, bad, 0.5)
+}
+
+// noisyRound is syntheticRound with honest noise growing linearly from 0.1
+// to 0.1 + spread (relative to the step's norm) across the clients.
+func noisyRound(seed uint64, n, dim int, bad map[int]string, spread float64) round {
 	rng := rand.New(rand.NewPCG(seed, 77))
 	gauss := func(scale float64) []float64 {
 		v := make([]float64, dim)
@@ -59,7 +65,7 @@ func syntheticRound(seed uint64, n, dim int, bad map[int]string) round {
 	}
 	r := round{base: gauss(1), target: gauss(1)}
 	for i := range n {
-		noise := gauss(0.1 + 0.5*float64(i)/float64(n))
+		noise := gauss(0.1 + spread*float64(i)/float64(n))
 		u := make([]float64, dim)
 		for k := range u {
 			u[k] = 0.5*(r.target[k]-r.base[k]) + noise[k]

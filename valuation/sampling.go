@@ -160,7 +160,7 @@ func (p permEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 	}
 	thr := -1.0 // no truncation: |U(N) − U(prefix)| < −1 never holds
 	if p.truncate {
-		thr = cfg.Truncation * math.Abs(uN)
+		thr = cfg.Truncation * math.Abs(uN-u0)
 	}
 
 	batch := cfg.Batch
