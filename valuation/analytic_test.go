@@ -171,3 +171,28 @@ func TestExactRefusesLargeGames(t *testing.T) {
 		}
 	}
 }
+
+// TestBanzhafMSRAnalytic: maximum-sample-reuse estimates of the analytic
+// games' Banzhaf values fall within 3 standard errors of the closed forms,
+// and the standard errors are small enough for that to mean something.
+func TestBanzhafMSRAnalytic(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		game GameFunc
+		want []float64
+	}{
+		{"glove", gloveGame(3, Of(0, 1)), []float64{0.25, 0.25, 0.75}},
+		{"majority/eec1958", majorityGame(12, []float64{4, 4, 4, 2, 2, 1}), []float64{10.0 / 32, 10.0 / 32, 10.0 / 32, 6.0 / 32, 6.0 / 32, 0}},
+		{"unanimity/n=6", unanimityGame(6, Of(1, 3, 4)), []float64{0, 0.25, 0, 0.25, 0.25, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := mustEstimate(t, MethodBanzhaf, Config{Seed: 5, Samples: 4000}, tc.game)
+			for i, w := range tc.want {
+				se := res.StdErr[i]
+				if se > 0.03 || math.Abs(res.Values[i]-w) > 3*se+1e-12 {
+					t.Errorf("player %d: %.4f ± %.4f, closed form %.4f", i, res.Values[i], se, w)
+				}
+			}
+		})
+	}
+}
