@@ -52,6 +52,16 @@ type Service struct {
 
 	mu       sync.Mutex
 	sessions map[string][32]byte // client id → SHA-256 of its session secret
+	told     map[string]bool     // clients that have been told the job ended
+	tellCh   chan struct{}       // closed and replaced when told grows
+}
+
+// toldDone returns how many clients know the job ended, and a channel
+// closed when that number next changes.
+func (s *Service) toldDone() (int, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.told), s.tellCh
 }
 
 // NewService returns the gRPC service of a job. numParams is the model's size.
@@ -74,7 +84,7 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 	if job.Scaling.Mode == "fixed" {
 		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
 	}
-	return &Service{job: job, driver: driver, log: log, spec: spec, sessions: map[string][32]byte{}}
+	return &Service{job: job, driver: driver, log: log, spec: spec, sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{})}
 }
 
 // toStatus maps package errors to gRPC status codes, in one place.
@@ -170,6 +180,13 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 		task, done, changed := s.driver.pending(id)
 		switch {
 		case done != nil:
+			s.mu.Lock()
+			if !s.told[id] {
+				s.told[id] = true
+				close(s.tellCh)
+				s.tellCh = make(chan struct{})
+			}
+			s.mu.Unlock()
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: done.Reason, FinalRound: int32(done.FinalRound)}}}, nil
 		case task != nil:
 			return s.taskMessage(task), nil

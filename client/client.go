@@ -1,0 +1,329 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// chunkBytes is the payload of one SubmitUpdate message, well under gRPC's
+// 4 MiB default message cap.
+const chunkBytes = 1 << 20
+
+// Errors of the client.
+var (
+	ErrRefused = errors.New("client: the coordinator refused this client")
+	ErrJob     = errors.New("client: the job does not fit this client")
+)
+
+// UpdateHook may replace the update a client is about to submit. The
+// simulator uses it to model free riders; a real client has none.
+// round is the task's round, global the model it trained from, update the
+// honest Δ. It returns the Δ to submit.
+type UpdateHook func(round int, global, update []float64) []float64
+
+// Config describes one participant.
+type Config struct {
+	// Conn is a connection to the coordinator; the client does not close it.
+	Conn grpc.ClientConnInterface
+	// Token is the enrolment token the ML team issued to this data holder.
+	Token string
+	// Name is an optional label for the coordinator's logs.
+	Name string
+	// Data is the local training data; it never leaves the client.
+	Data model.Examples
+	// Hook, if set, replaces updates before submission (simulation only).
+	Hook UpdateHook
+	// Log receives progress; nil discards it.
+	Log *slog.Logger
+	// Backoff bounds the wait between reconnection attempts.
+	MinBackoff, MaxBackoff time.Duration
+	// PollWait is the long-poll duration requested from the coordinator.
+	PollWait time.Duration
+}
+
+// Client is a participant's loop: enrol, wait for tasks, train, submit.
+type Client struct {
+	cfg  Config
+	api  tallyv1.CoordinatorServiceClient
+	log  *slog.Logger
+	cred *tallyv1.Credential
+	job  *tallyv1.JobSpec
+	mdl  model.Model
+	// Submitted counts accepted submissions (for tests and reports).
+	Submitted int
+}
+
+// New checks cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("client: no connection")
+	}
+	if cfg.Data.Len() == 0 {
+		return nil, errors.New("client: no local training data")
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.PollWait == 0 {
+		cfg.PollWait = 5 * time.Second
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log}, nil
+}
+
+// retryable reports whether err is a transport failure worth retrying:
+// the coordinator may be restarting.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// Run works until the job is done (nil), ctx is cancelled, or the
+// coordinator refuses the client for good. Transport failures are retried
+// with exponential backoff; a lost session (coordinator restarted) leads
+// to a new enrolment with the same token.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.MinBackoff
+	sleep := func() error {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		if c.cred == nil {
+			if err := c.enroll(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if retryable(err) {
+					c.log.Warn("coordinator unreachable, retrying", "err", err, "in", backoff)
+					if err := sleep(); err != nil {
+						return err
+					}
+					continue
+				}
+				return err
+			}
+		}
+		done, err := c.step(ctx)
+		if done {
+			return nil
+		}
+		if err == nil {
+			backoff = c.cfg.MinBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch {
+		case status.Code(err) == codes.Unauthenticated:
+			c.log.Warn("session lost, enrolling again", "err", err)
+			c.cred = nil
+		case retryable(err):
+			c.log.Warn("coordinator unreachable, retrying", "err", err, "in", backoff)
+		default:
+			// A refused submission (stale task, wrong round) is not fatal:
+			// the next poll brings the current task.
+			c.log.Warn("task failed", "err", err)
+		}
+		if err := sleep(); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) enroll(ctx context.Context) error {
+	resp, err := c.api.Enroll(ctx, &tallyv1.EnrollRequest{
+		Token: c.cfg.Token, Samples: int64(c.cfg.Data.Len()), Features: int32(c.cfg.Data.Features), Name: c.cfg.Name,
+	})
+	if err != nil {
+		if retryable(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	job := resp.GetJob()
+	if int(job.GetFeatures()) != c.cfg.Data.Features {
+		return fmt.Errorf("%w: job has %d features, local data %d", ErrJob, job.GetFeatures(), c.cfg.Data.Features)
+	}
+	for i, y := range c.cfg.Data.Y {
+		if y < 0 || y >= int(job.GetClasses()) {
+			return fmt.Errorf("%w: row %d has label %d, the job has %d classes", ErrJob, i, y, job.GetClasses())
+		}
+	}
+	spec := model.Spec{Kind: job.GetModel().GetKind(), Activation: job.GetModel().GetActivation()}
+	for _, h := range job.GetModel().GetHidden() {
+		spec.Hidden = append(spec.Hidden, int(h))
+	}
+	m, err := model.New(spec, int(job.GetFeatures()), int(job.GetClasses()), job.GetSeed())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrJob, err)
+	}
+	if m.NumParams() != int(job.GetNumParams()) {
+		return fmt.Errorf("%w: model has %d parameters here, %d at the coordinator", ErrJob, m.NumParams(), job.GetNumParams())
+	}
+	c.cred, c.job, c.mdl = resp.GetCredential(), job, m
+	c.log.Info("enrolled", "client", c.cred.GetClientId(), "job", job.GetJobId())
+	return nil
+}
+
+// step polls once and performs the task it gets. done is true when the
+// job has ended.
+func (c *Client) step(ctx context.Context) (done bool, err error) {
+	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: c.cred, WaitMs: int32(c.cfg.PollWait / time.Millisecond)})
+	if err != nil {
+		return false, err
+	}
+	switch t := resp.GetTask().(type) {
+	case *tallyv1.NextTaskResponse_Done:
+		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
+		return true, nil
+	case *tallyv1.NextTaskResponse_Wait:
+		return false, nil
+	case *tallyv1.NextTaskResponse_Moments:
+		m := dataset.ComputeMoments(c.cfg.Data)
+		return false, c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
+	case *tallyv1.NextTaskResponse_Train:
+		return false, c.train(ctx, t.Train)
+	}
+	return false, fmt.Errorf("client: unknown task %T", resp.GetTask())
+}
+
+func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
+	global := t.GetParams()
+	if len(global) == 0 && t.GetNumParams() > 0 {
+		var err error
+		if global, err = c.download(ctx, t.GetTaskId(), int(t.GetNumParams())); err != nil {
+			return err
+		}
+	}
+	if err := c.mdl.SetParams(global); err != nil {
+		return fmt.Errorf("client: task %s: %w", t.GetTaskId(), err)
+	}
+	data := c.cfg.Data
+	if sc := t.GetScaler(); sc != nil {
+		s := dataset.Scaler{Mean: sc.GetMean(), Std: sc.GetStd()}
+		if err := s.Validate(data.Features); err != nil {
+			return fmt.Errorf("client: task %s: %w", t.GetTaskId(), err)
+		}
+		data = s.Apply(data)
+	}
+	tc := c.job.GetTrain()
+	cfg := model.TrainConfig{
+		Epochs: int(tc.GetEpochs()), BatchSize: int(tc.GetBatchSize()), LearningRate: tc.GetLearningRate(),
+		Momentum: tc.GetMomentum(), WeightDecay: tc.GetWeightDecay(),
+	}
+	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound()), int(t.GetAttempt())))
+	if err != nil {
+		return fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
+	}
+	local := c.mdl.Params()
+	update := make([]float64, len(local))
+	for i := range local {
+		update[i] = local[i] - global[i]
+	}
+	if c.cfg.Hook != nil {
+		update = c.cfg.Hook(int(t.GetRound()), global, update)
+	}
+	c.log.Debug("trained", "round", t.GetRound(), "loss", stats.Loss, "samples", stats.Samples)
+	return c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
+}
+
+// rng derives the local training randomness from (job seed, client, round,
+// attempt): the same job seed gives the same local shuffles.
+func (c *Client) rng(round, attempt int) *rand.Rand {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d|train|%s|%d|%d", c.job.GetSeed(), c.cred.GetClientId(), round, attempt)
+	s := h.Sum(nil)
+	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:16])))
+}
+
+func (c *Client) download(ctx context.Context, taskID string, n int) ([]float64, error) {
+	stream, err := c.api.DownloadModel(ctx, &tallyv1.DownloadModelRequest{Credential: c.cred, TaskId: taskID})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, 0, n)
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if int(msg.GetOffset()) != len(out) {
+			return nil, fmt.Errorf("client: model chunk at offset %d, expected %d", msg.GetOffset(), len(out))
+		}
+		out = append(out, msg.GetValues()...)
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("client: downloaded %d parameters, expected %d", len(out), n)
+	}
+	return out, nil
+}
+
+// submit streams a vector in chunks with its SHA-256 in the header.
+func (c *Client) submit(ctx context.Context, taskID string, round int, samples int64, v []float64) error {
+	buf := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(x))
+	}
+	digest := sha256.Sum256(buf)
+	stream, err := c.api.SubmitUpdate(ctx)
+	if err != nil {
+		return err
+	}
+	header := &tallyv1.SubmitHeader{
+		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: samples,
+		Encoding: "f64le", Length: int64(len(v)), Digest: digest[:],
+	}
+	for off := 0; off == 0 || off < len(buf); off += chunkBytes {
+		msg := &tallyv1.SubmitUpdateRequest{Data: buf[off:min(off+chunkBytes, len(buf))]}
+		if off == 0 {
+			msg.Header = header
+		}
+		if err := stream.Send(msg); err != nil {
+			break // the real error comes from CloseAndRecv
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	c.Submitted++
+	c.log.Info("submitted", "task", taskID, "duplicate", resp.GetDuplicate())
+	return nil
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"gopkg.in/yaml.v3"
+
+	"github.com/tallyfl/tally/client"
+	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+)
+
+// newLogger logs text on a terminal and JSON otherwise.
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "job file (YAML); see the README's job-file reference")
+	listen := fs.String("listen", "", "gRPC listen address (default: the job file's listen, else 127.0.0.1:7070)")
+	report := fs.String("report", "", "write a JSON report to this file when the job ends")
+	verbose := fs.Bool("verbose", false, "debug logging")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
+
+Runs a job's coordinator: it admits the clients listed in the job file,
+sends them training tasks round after round, aggregates their updates,
+evaluates the global model on its validation set after every round and
+logs the progress (text on a terminal, JSON otherwise) to stderr.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *config == "" {
+		fmt.Fprintln(stderr, "--config is required")
+		fs.Usage()
+		return errUsage
+	}
+	job, err := coordinator.LoadJob(*config)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		job.Listen = *listen
+	}
+	val, err := loadSource(job, job.Data.Validation, "data.validation")
+	if err != nil {
+		return err
+	}
+	var test *model.Examples
+	if job.Data.Test.CSV != "" {
+		t, err := loadSource(job, job.Data.Test, "data.test")
+		if err != nil {
+			return err
+		}
+		test = &t
+	}
+	log := newLogger(stderr, *verbose)
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", job.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", job.Listen, err)
+	}
+	log.Info("coordinator listening", "addr", lis.Addr().String(), "job", job.ID, "clients", len(job.Clients.Enrolment), "rounds", job.Rounds)
+	out, err := srv.Run(ctx, lis)
+	if err != nil {
+		return err
+	}
+	rep := map[string]any{"job": job.ID, "seed": job.Seed, "rounds": out.History}
+	if test != nil {
+		m := srv.Model()
+		data := *test
+		if out.Scaler != nil {
+			data = out.Scaler.Apply(data)
+		}
+		if err := m.SetParams(out.Global); err != nil {
+			return err
+		}
+		met, err := m.Evaluate(data)
+		if err != nil {
+			return err
+		}
+		rep["test_accuracy"], rep["test_loss"] = met.Accuracy, met.Loss
+		fmt.Fprintf(stdout, "job %s done after round %d: test accuracy %.4f (loss %.4f)\n", job.ID, out.Done.FinalRound, met.Accuracy, met.Loss)
+	} else {
+		fmt.Fprintf(stdout, "job %s done after round %d\n", job.ID, out.Done.FinalRound)
+	}
+	if *report != "" {
+		return writeJSON(*report, rep)
+	}
+	return nil
+}
+
+func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string) (model.Examples, error) {
+	path := src.CSV
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(job.Dir, path)
+	}
+	ds, err := dataset.LoadCSV(path, dataset.CSVOptions{Label: src.Label})
+	if err != nil {
+		return model.Examples{}, fmt.Errorf("%s: %w", field, err)
+	}
+	if ds.Examples.Features != job.Data.Features {
+		return model.Examples{}, fmt.Errorf("%s: %s has %d feature columns, data.features is %d", field, path, ds.Examples.Features, job.Data.Features)
+	}
+	for i, y := range ds.Examples.Y {
+		if y >= job.Data.Classes {
+			return model.Examples{}, fmt.Errorf("%s: %s: row %d has label %d, data.classes is %d", field, path, i+1, y, job.Data.Classes)
+		}
+	}
+	return ds.Examples, nil
+}
+
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	join := fs.String("join", "", "coordinator address, host:port")
+	token := fs.String("token", "", "enrolment token issued by the ML team")
+	data := fs.String("data", "", "local training data (CSV); it never leaves this process")
+	label := fs.String("label", "", "label column, by name or index (default: last)")
+	name := fs.String("name", "", "a name for the coordinator's logs (optional)")
+	verbose := fs.Bool("verbose", false, "debug logging")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally client --join ADDR --token T --data FILE.csv [flags]
+
+Joins a job as a data holder: enrols with the token, waits for tasks,
+trains on the local CSV file and submits model updates (never rows). If the
+coordinator goes away the client reconnects with backoff; it exits when the
+job ends.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var missing []string
+	for n, v := range map[string]string{"--join": *join, "--token": *token, "--data": *data} {
+		if v == "" {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "missing required flags: %v\n", missing)
+		fs.Usage()
+		return errUsage
+	}
+	ds, err := dataset.LoadCSV(*data, dataset.CSVOptions{Label: *label})
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*join, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "job finished; %d updates submitted\n", c.Submitted)
+	return nil
+}
+
+func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("data", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("dataset", "breast-cancer", "embedded dataset to split")
+	clients := fs.Int("clients", 3, "number of client shards")
+	out := fs.String("out", "", "directory to write into (created if missing)")
+	seed := fs.Uint64("seed", 1, "seed of the split and partition")
+	partition := fs.String("partition", "iid", "iid, dirichlet or size-skew")
+	rounds := fs.Int("rounds", 10, "rounds in the generated job file")
+	listen := fs.String("listen", "127.0.0.1:7070", "listen address in the generated job file")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
+
+Writes an embedded dataset as separate CSV files, for running a coordinator
+and clients as separate processes: client-0.csv … client-N.csv (one shard
+each), validation.csv and test.csv (the coordinator's), and job.yaml, a
+job file with one fresh enrolment token per client (tokens.txt lists them).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "--out is required")
+		fs.Usage()
+		return errUsage
+	}
+	ds, err := dataset.Embedded(*name)
+	if err != nil {
+		return err
+	}
+	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: *clients, Partition: dataset.PartitionSpec{Kind: *partition}, ValFrac: 0.2, TestFrac: 0.2, Seed: *seed})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	write := func(file string, e model.Examples) error {
+		f, err := os.Create(filepath.Join(*out, file))
+		if err != nil {
+			return err
+		}
+		d := &dataset.Dataset{Name: file, FeatureNames: ds.FeatureNames, ClassNames: ds.ClassNames, Examples: e}
+		if err := dataset.WriteCSV(f, d); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		return f.Close()
+	}
+	cfg := coordinator.JobConfig{
+		ID: *name + "-job", Seed: *seed, Rounds: *rounds,
+		Model: model.Spec{Kind: "logreg"},
+		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: 0.05, Momentum: 0.9},
+		Data: coordinator.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes(),
+			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
+		Clients:      coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
+		RoundTimeout: coordinator.Duration(30 * time.Second),
+		Scaling:      coordinator.ScalingConfig{Mode: "federated"},
+		Listen:       *listen,
+	}
+	var tokens string
+	for i, c := range fed.Clients {
+		file := fmt.Sprintf("client-%d.csv", i)
+		if err := write(file, c); err != nil {
+			return err
+		}
+		tok := make([]byte, 16)
+		if _, err := rand.Read(tok); err != nil {
+			return err
+		}
+		id := fmt.Sprintf("client-%d", i)
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: id, Token: hex.EncodeToString(tok)})
+		tokens += fmt.Sprintf("%s %s %s\n", id, hex.EncodeToString(tok), file)
+	}
+	if err := write("validation.csv", fed.Validation); err != nil {
+		return err
+	}
+	if err := write("test.csv", fed.Test); err != nil {
+		return err
+	}
+	if _, err := coordinator.NewJob(cfg, *out); err != nil {
+		return fmt.Errorf("generated job file is invalid (a bug): %w", err)
+	}
+	y, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "job.yaml"), y, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "tokens.txt"), []byte(tokens), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml and tokens.txt to %s\n", len(fed.Clients), *out)
+	return nil
+}

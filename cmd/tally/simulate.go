@@ -1,0 +1,429 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tallyfl/tally/client"
+	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+)
+
+// corruptFlag collects repeated --corrupt i=spec flags.
+type corruptFlag map[int]dataset.Corruption
+
+func (c corruptFlag) String() string {
+	keys := make([]int, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d=%s", k, c[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (c corruptFlag) Set(s string) error {
+	i, spec, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want CLIENT=KIND[:ARG], e.g. 6=label-flip:0.5, got %q", s)
+	}
+	n, err := strconv.Atoi(i)
+	if err != nil || n < 0 {
+		return fmt.Errorf("client index %q is not a number ≥ 0", i)
+	}
+	cor, err := dataset.ParseCorruption(spec)
+	if err != nil {
+		return err
+	}
+	c[n] = cor
+	return nil
+}
+
+// simOptions are the simulate command's settings.
+type simOptions struct {
+	Dataset, CSV, Label  string
+	Clients, Rounds      int
+	Model                string
+	Hidden               string
+	Partition            string
+	Alpha                float64
+	Seed                 uint64
+	Corrupt              corruptFlag
+	Epochs, Batch        int
+	LR, Momentum         float64
+	MinClients           int
+	Fraction             float64
+	ValFrac, TestFrac    float64
+	Scaling              string
+	Report               string
+	Quiet, Verbose       bool
+	RoundTimeout         time.Duration
+	CentralisedBaseline  bool
+}
+
+// simReport is the JSON report of a simulation. Field names are a stable
+// interface: later features add fields, they do not rename these.
+type simReport struct {
+	Seed                    uint64        `json:"seed"`
+	Dataset                 string        `json:"dataset"`
+	Model                   model.Spec    `json:"model"`
+	Partition               string        `json:"partition"`
+	Rounds                  []roundReport `json:"rounds"`
+	TestAccuracy            float64       `json:"test_accuracy"`
+	TestLoss                float64       `json:"test_loss"`
+	CentralisedTestAccuracy *float64      `json:"centralised_test_accuracy,omitempty"`
+	Clients                 []clientInfo  `json:"clients"`
+	WallSeconds             float64       `json:"wall_seconds"`
+}
+
+type roundReport struct {
+	Round        int     `json:"round"`
+	ValLoss      float64 `json:"val_loss"`
+	ValAccuracy  float64 `json:"val_accuracy"`
+	Contributors int     `json:"contributors"`
+}
+
+type clientInfo struct {
+	ID         string `json:"id"`
+	Samples    int    `json:"samples"`
+	Corruption string `json:"corruption"`
+}
+
+func simFlags(fs *flag.FlagSet) *simOptions {
+	o := &simOptions{Corrupt: corruptFlag{}}
+	fs.StringVar(&o.Dataset, "dataset", "breast-cancer", "embedded dataset: "+strings.Join(dataset.EmbeddedNames(), ", ")+" (ignored with --csv)")
+	fs.StringVar(&o.CSV, "csv", "", "CSV file to use instead of an embedded dataset")
+	fs.StringVar(&o.Label, "label", "", "label column of --csv, by name or index (default: last)")
+	fs.IntVar(&o.Clients, "clients", 8, "number of simulated clients")
+	fs.IntVar(&o.Rounds, "rounds", 20, "rounds to run")
+	fs.StringVar(&o.Model, "model", "logreg", "model kind: logreg or mlp")
+	fs.StringVar(&o.Hidden, "hidden", "32", "mlp hidden layer widths, comma-separated")
+	fs.StringVar(&o.Partition, "partition", "iid", "how training rows are dealt to clients: iid, dirichlet (see --alpha) or size-skew")
+	fs.Float64Var(&o.Alpha, "alpha", 0.5, "Dirichlet concentration for --partition dirichlet (smaller: more label skew)")
+	fs.Uint64Var(&o.Seed, "seed", 1, "job seed: fixes splits, partitions, corruptions, sampling and initial weights")
+	fs.Var(o.Corrupt, "corrupt", "make a client misbehave, repeatable: CLIENT=label-flip:RATE, feature-noise:SIGMA, duplicate:OTHER, free-rider:zero|random|echo (clients are numbered from 0)")
+	fs.IntVar(&o.Epochs, "epochs", 2, "local epochs per round")
+	fs.IntVar(&o.Batch, "batch-size", 16, "local mini-batch size")
+	fs.Float64Var(&o.LR, "lr", 0.1, "local learning rate")
+	fs.Float64Var(&o.Momentum, "momentum", 0.9, "local SGD momentum")
+	fs.IntVar(&o.MinClients, "min-clients", 0, "updates a round needs (default: half the clients, at least 1)")
+	fs.Float64Var(&o.Fraction, "fraction", 1, "fraction of clients selected per round")
+	fs.Float64Var(&o.ValFrac, "val-frac", 0.2, "share of rows held out for the coordinator's validation set")
+	fs.Float64Var(&o.TestFrac, "test-frac", 0.2, "share of rows held out for the final test")
+	fs.StringVar(&o.Scaling, "scaling", "federated", "feature scaling: none or federated (computed from client aggregates)")
+	fs.StringVar(&o.Report, "report", "", "write a JSON report to this file")
+	fs.BoolVar(&o.Quiet, "quiet", false, "print only the summary")
+	fs.BoolVar(&o.Verbose, "verbose", false, "log every coordinator and client event to stderr")
+	fs.DurationVar(&o.RoundTimeout, "round-timeout", time.Minute, "close a round after this long with the updates received")
+	fs.BoolVar(&o.CentralisedBaseline, "centralised", true, "also train the same model centrally on the union of the clients' data, for comparison")
+	return o
+}
+
+func parseHidden(s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("--hidden: %q is not a whole number", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := simFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally simulate [flags]
+
+Runs a coordinator and --clients clients in one process; they talk real
+gRPC over loopback, exactly as separate processes would. The dataset is split
+into the coordinator's validation and test sets and the clients' training
+shards. Prints per-round validation loss and accuracy, the final test
+accuracy and, for comparison, the test accuracy of the same model trained
+centrally on the union of the clients' data.
+
+Example:
+  tally simulate --dataset breast-cancer --clients 8 --rounds 20 \
+      --corrupt 6=label-flip:0.5 --corrupt 7=free-rider:random --report out/report.json
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	rep, err := simulate(ctx, o, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	if o.Report != "" {
+		if err := writeJSON(o.Report, rep); err != nil {
+			return err
+		}
+		if !o.Quiet {
+			fmt.Fprintf(stdout, "report written to %s\n", o.Report)
+		}
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Write then rename, so a crash never leaves half a report.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func loadDataset(name, csvPath, label string) (*dataset.Dataset, error) {
+	if csvPath != "" {
+		return dataset.LoadCSV(csvPath, dataset.CSVOptions{Label: label})
+	}
+	return dataset.Embedded(name)
+}
+
+func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*simReport, error) {
+	start := time.Now()
+	ds, err := loadDataset(o.Dataset, o.CSV, o.Label)
+	if err != nil {
+		return nil, err
+	}
+	hidden, err := parseHidden(o.Hidden)
+	if err != nil {
+		return nil, err
+	}
+	spec := model.Spec{Kind: o.Model}
+	if o.Model == "mlp" {
+		spec.Hidden = hidden
+	}
+	part := dataset.PartitionSpec{Kind: o.Partition}
+	if o.Partition == dataset.PartitionDirichlet {
+		part.Alpha = o.Alpha
+	}
+	fed, err := dataset.Federate(ds, dataset.FederationSpec{
+		Clients: o.Clients, Partition: part, ValFrac: o.ValFrac, TestFrac: o.TestFrac, Seed: o.Seed, Corruptions: o.Corrupt,
+	})
+	if err != nil {
+		return nil, err
+	}
+	minClients := o.MinClients
+	if minClients == 0 {
+		minClients = max(1, o.Clients/2)
+	}
+	ids := make([]string, o.Clients)
+	width := len(strconv.Itoa(max(o.Clients-1, 1)))
+	cfg := coordinator.JobConfig{
+		ID: "simulation", Seed: o.Seed, Rounds: o.Rounds, Model: spec,
+		Train: model.TrainConfig{Epochs: o.Epochs, BatchSize: o.Batch, LearningRate: o.LR, Momentum: o.Momentum},
+		Data:  coordinator.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes()},
+		Clients: coordinator.ClientsConfig{
+			Min: minClients, WaitFor: o.Clients, Fraction: o.Fraction,
+		},
+		RoundTimeout: coordinator.Duration(o.RoundTimeout),
+		Tick:         coordinator.Duration(50 * time.Millisecond),
+		Scaling:      coordinator.ScalingConfig{Mode: o.Scaling},
+	}
+	for i := range ids {
+		ids[i] = fmt.Sprintf("client-%0*d", width, i)
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: ids[i], Token: fmt.Sprintf("sim-token-%d-%d", o.Seed, i)})
+	}
+	job, err := coordinator.NewJob(cfg, ".")
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.DiscardHandler)
+	if o.Verbose {
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	rep := &simReport{Seed: o.Seed, Dataset: ds.Name, Model: job.Model, Partition: o.Partition}
+	for i, id := range ids {
+		rep.Clients = append(rep.Clients, clientInfo{ID: id, Samples: fed.Clients[i].Len(), Corruption: fed.Corruptions[i].String()})
+	}
+	if !o.Quiet {
+		fmt.Fprintf(stdout, "tally simulate: %s (%d rows, %d features, %d classes), %d clients, %d rounds, model %s, seed %d\n",
+			ds.Name, ds.Examples.Len(), ds.Examples.Features, ds.Classes(), o.Clients, o.Rounds, spec.Kind, o.Seed)
+	}
+	progress := func(r coordinator.RoundRecord) {
+		if r.Failed {
+			if !o.Quiet {
+				fmt.Fprintf(stdout, "round %3d/%d  attempt %d failed: %s\n", r.Round, o.Rounds, r.Attempt, r.Reason)
+			}
+			return
+		}
+		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors)})
+		if !o.Quiet {
+			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  %5.1fs\n",
+				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), time.Since(start).Seconds())
+		}
+	}
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	clientErrs := make([]error, o.Clients)
+	for i := range ids {
+		c, err := client.New(client.Config{
+			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
+			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
+			PollWait: time.Second,
+		})
+		if err != nil {
+			return nil, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clientErrs[i] = c.Run(ctx)
+		}()
+	}
+	out, runErr := srv.Run(ctx, lis)
+	if runErr != nil {
+		cancel()
+	}
+	wg.Wait()
+	if runErr != nil {
+		return nil, runErr
+	}
+	for i, err := range clientErrs {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ids[i], err)
+		}
+	}
+	if out.Done != nil && out.Done.FinalRound < o.Rounds {
+		return nil, fmt.Errorf("the job stopped early: %s", out.Done.Reason)
+	}
+
+	// Final test accuracy of the federated model.
+	m := srv.Model()
+	test := fed.Test
+	if out.Scaler != nil {
+		test = out.Scaler.Apply(test)
+	}
+	if err := m.SetParams(out.Global); err != nil {
+		return nil, err
+	}
+	tm, err := m.Evaluate(test)
+	if err != nil {
+		return nil, err
+	}
+	rep.TestAccuracy, rep.TestLoss = tm.Accuracy, tm.Loss
+	if !o.Quiet {
+		fmt.Fprintf(stdout, "final test accuracy %.4f (loss %.4f)\n", tm.Accuracy, tm.Loss)
+	}
+	if o.CentralisedBaseline {
+		acc, err := centralised(job, fed, out.Scaler)
+		if err != nil {
+			return nil, fmt.Errorf("centralised baseline: %w", err)
+		}
+		rep.CentralisedTestAccuracy = &acc
+		if !o.Quiet {
+			fmt.Fprintf(stdout, "centralised test accuracy %.4f (same model, union of the clients' data, %d epochs)\n", acc, job.Rounds*job.Train.Epochs)
+		}
+	}
+	rep.WallSeconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// centralised trains the job's model on the union of the clients' training
+// data for as many epochs as the federation ran in all, and returns its
+// test accuracy: the yardstick the federated model is compared with.
+func centralised(job coordinator.Job, fed *dataset.Federation, scaler *dataset.Scaler) (float64, error) {
+	union := model.Examples{Features: fed.Test.Features}
+	for _, c := range fed.Clients {
+		union.X = append(union.X, c.X...)
+		union.Y = append(union.Y, c.Y...)
+	}
+	test := fed.Test
+	if scaler != nil {
+		union, test = scaler.Apply(union), scaler.Apply(test)
+	}
+	m, err := model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed)
+	if err != nil {
+		return 0, err
+	}
+	cfg := job.Train
+	cfg.Epochs = job.Rounds * job.Train.Epochs
+	if _, err := m.Train(union, cfg, rand.New(rand.NewPCG(job.Seed, 0x63656e74))); err != nil {
+		return 0, err
+	}
+	met, err := m.Evaluate(test)
+	return met.Accuracy, err
+}
+
+// freeRiderHook turns a client into the free rider its corruption names.
+func freeRiderHook(c dataset.Corruption, seed uint64, i int) client.UpdateHook {
+	if !c.IsFreeRider() {
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(seed, uint64(i)<<32|0x6672))
+	var prevGlobal, lastDelta []float64
+	var mu sync.Mutex
+	return func(round int, global, update []float64) []float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if prevGlobal != nil && len(prevGlobal) == len(global) {
+			lastDelta = make([]float64, len(global))
+			for j := range global {
+				lastDelta[j] = global[j] - prevGlobal[j]
+			}
+		}
+		prevGlobal = append(prevGlobal[:0], global...)
+		var norm float64
+		for _, v := range update {
+			norm += v * v
+		}
+		return dataset.FreeRiderUpdate(c, math.Sqrt(norm), lastDelta, len(update), rng)
+	}
+}
+
