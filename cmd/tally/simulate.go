@@ -62,24 +62,24 @@ func (c corruptFlag) Set(s string) error {
 
 // simOptions are the simulate command's settings.
 type simOptions struct {
-	Dataset, CSV, Label  string
-	Clients, Rounds      int
-	Model                string
-	Hidden               string
-	Partition            string
-	Alpha                float64
-	Seed                 uint64
-	Corrupt              corruptFlag
-	Epochs, Batch        int
-	LR, Momentum         float64
-	MinClients           int
-	Fraction             float64
-	ValFrac, TestFrac    float64
-	Scaling              string
-	Report               string
-	Quiet, Verbose       bool
-	RoundTimeout         time.Duration
-	CentralisedBaseline  bool
+	Dataset, CSV, Label string
+	Clients, Rounds     int
+	Model               string
+	Hidden              string
+	Partition           string
+	Alpha               float64
+	Seed                uint64
+	Corrupt             corruptFlag
+	Epochs, Batch       int
+	LR, Momentum        float64
+	MinClients          int
+	Fraction            float64
+	ValFrac, TestFrac   float64
+	Scaling             string
+	Report              string
+	Quiet, Verbose      bool
+	RoundTimeout        time.Duration
+	CentralisedBaseline bool
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -426,4 +426,3 @@ func freeRiderHook(c dataset.Corruption, seed uint64, i int) client.UpdateHook {
 		return dataset.FreeRiderUpdate(c, math.Sqrt(norm), lastDelta, len(update), rng)
 	}
 }
-
