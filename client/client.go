@@ -65,7 +65,7 @@ type Client struct {
 	cred *tallyv1.Credential
 	job  *tallyv1.JobSpec
 	mdl  model.Model
-	// Submitted counts accepted submissions (for tests and reports).
+	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
 
@@ -258,7 +258,11 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 		update = c.cfg.Hook(int(t.GetRound()), global, update)
 	}
 	c.log.Debug("trained", "round", t.GetRound(), "loss", stats.Loss, "samples", stats.Samples)
-	return c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
+	if err := c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update); err != nil {
+		return err
+	}
+	c.Submitted++
+	return nil
 }
 
 // rng derives the local training randomness from (job seed, client, round,
@@ -323,7 +327,6 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 	if err != nil {
 		return err
 	}
-	c.Submitted++
 	c.log.Info("submitted", "task", taskID, "duplicate", resp.GetDuplicate())
 	return nil
 }

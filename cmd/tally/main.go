@@ -102,3 +102,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	return nil
 }
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}

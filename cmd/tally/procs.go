@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,7 +37,7 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs := newFlagSet("coordinator")
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "job file (YAML); see the README's job-file reference")
 	listen := fs.String("listen", "", "gRPC listen address (default: the job file's listen, else 127.0.0.1:7070)")
@@ -143,7 +142,7 @@ func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string)
 }
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs := newFlagSet("client")
 	fs.SetOutput(stderr)
 	join := fs.String("join", "", "coordinator address, host:port")
 	token := fs.String("token", "", "enrolment token issued by the ML team")
@@ -193,12 +192,12 @@ Flags:
 	if err := c.Run(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "job finished; %d updates submitted\n", c.Submitted)
+	fmt.Fprintf(stdout, "job finished; %d model updates submitted\n", c.Submitted)
 	return nil
 }
 
 func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("data", flag.ContinueOnError)
+	fs := newFlagSet("data")
 	fs.SetOutput(stderr)
 	name := fs.String("dataset", "breast-cancer", "embedded dataset to split")
 	clients := fs.Int("clients", 3, "number of client shards")

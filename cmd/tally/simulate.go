@@ -156,7 +156,7 @@ func parseHidden(s string) ([]int, error) {
 }
 
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs := newFlagSet("simulate")
 	fs.SetOutput(stderr)
 	o := simFlags(fs)
 	fs.Usage = func() {
