@@ -146,6 +146,23 @@ func TestSimulateBadFlags(t *testing.T) {
 	}
 }
 
+// TestClientMalformedCSV: a bad data file is reported with its name, line
+// and column before the client contacts anyone.
+func TestClientMalformedCSV(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "local.csv")
+	if err := os.WriteFile(path, []byte("a,b,label\n1,2,0\n3,oops,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"client", "--join", "127.0.0.1:1", "--token", "whatever", "--data", path}, &out, &out); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out.String())
+	}
+	want := path + `:3: column "b" (1): expected a number, got "oops"`
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("output lacks %q:\n%s", want, out.String())
+	}
+}
+
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, c := range commands() {
 		var out bytes.Buffer
