@@ -1,0 +1,36 @@
+// Package coordinator runs a federated-learning job: it admits enrolled
+// clients, sends them training tasks round after round, aggregates their
+// updates into the global model and evaluates it on the coordinator's own
+// validation data.
+//
+// The design follows etcd-io/raft's split of a pure core from its I/O:
+//
+//   - Engine is a deterministic state machine. Step takes one Event (a
+//     client joined, polled or submitted; a tick passed) and returns the
+//     Actions to perform (persist, publish a task, reply, report a round,
+//     end the job). It reads no clock, does no I/O and draws randomness only
+//     from a PRNG keyed by (job seed, purpose, round, attempt), so the same
+//     events give the same actions, byte for byte. Trace tests under
+//     testdata/trace drive it with scripts and compare golden files.
+//   - Driver owns an Engine, feeds it ticks from a clock and events from the
+//     gRPC Service, and performs the actions in order. Every ActPersist is
+//     written to the Store before any later action, so nobody is told of a
+//     state change that a crash could lose.
+//   - Service is the gRPC API (proto/tally/v1): enrolment with a token,
+//     long-polled tasks, chunked digest-checked submissions, and job status.
+//     Errors map to status codes in one place (toStatus).
+//
+// Time is counted in ticks: a round's deadline is a number of ticks, so a
+// client that never answers is handled by feeding ticks, and tests never
+// sleep. Rounds that close with fewer than clients.min updates fail cleanly
+// and are retried or stop the job, as the job file says.
+//
+// Threat model as built so far: clients authenticate with a per-client
+// enrolment token, then a per-session secret. Updates travel in the clear
+// to the coordinator, which sees every individual update: secure
+// aggregation (multiparty CKKS, package aggregation) is not yet wired into
+// the round. Until it is, run the coordinator only where it is trusted.
+//
+// FedAvg follows McMahan et al., "Communication-Efficient Learning of Deep
+// Networks from Decentralized Data", AISTATS 2017.
+package coordinator
