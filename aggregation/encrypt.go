@@ -201,15 +201,33 @@ func (e *Encryptor) EncryptBlock(delta []float64, weight float64, b int) ([]byte
 // one marshalled ciphertext per block, in block order. The caller owns the
 // returned slices. delta is not modified.
 func (e *Encryptor) EncryptUpdate(delta []float64, weight float64) ([][]byte, error) {
+	return e.EncryptUpdateInto(nil, delta, weight)
+}
+
+// EncryptUpdateInto is EncryptUpdate writing into the buffers of dst when
+// they are large enough (typically the result of the previous round, once
+// sent): 32 MB of fresh memory per 1M parameters otherwise costs page
+// faults comparable to a tenth of the encryption time.
+func (e *Encryptor) EncryptUpdateInto(dst [][]byte, delta []float64, weight float64) ([][]byte, error) {
 	if err := e.validateUpdate(delta, weight); err != nil {
 		return nil, err
 	}
 	blocks := e.params.Blocks(len(delta))
-	out := make([][]byte, blocks)
-	// One contiguous allocation for all blocks: the caller gets
-	// sub-slices, and the allocator is hit once instead of per block.
 	size := e.params.CiphertextSize()
-	arena := make([]byte, size*blocks)
+	out := make([][]byte, blocks)
+	var arena []byte
+	for b := range out {
+		if b < len(dst) && cap(dst[b]) >= size {
+			out[b] = dst[b][:size]
+			continue
+		}
+		if arena == nil {
+			// One contiguous allocation for the missing blocks: the
+			// allocator is hit once instead of per block.
+			arena = make([]byte, size*(blocks-b))
+		}
+		out[b], arena = arena[:size:size], arena[size:]
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, blocks)
@@ -224,7 +242,7 @@ func (e *Encryptor) EncryptUpdate(delta []float64, weight float64) ([][]byte, er
 				if b >= blocks {
 					return
 				}
-				out[b], errs[b] = e.encryptBlock(w, delta, weight, b, blocks, arena[b*size:(b+1)*size:(b+1)*size])
+				out[b], errs[b] = e.encryptBlock(w, delta, weight, b, blocks, out[b])
 			}
 		}()
 	}

@@ -111,10 +111,13 @@ func encryptedRound(t testing.TB, cm *committee, numParams int, weights []float6
 		t.Fatal(err)
 	}
 	var updates [][]float64
+	// The accumulator keeps nothing of what it is given, so each client
+	// reuses the previous one's buffers, exercising EncryptUpdateInto.
+	var cts [][]byte
 	for i, w := range weights {
 		u := update(seed+uint64(i), numParams)
 		updates = append(updates, u)
-		cts, err := enc.EncryptUpdate(u, w)
+		cts, err = enc.EncryptUpdateInto(cts, u, w)
 		if err != nil {
 			t.Fatal(err)
 		}

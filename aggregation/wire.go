@@ -3,6 +3,7 @@ package aggregation
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/tuneinsight/lattigo/v6/ring"
 )
@@ -150,10 +151,20 @@ func checkCoeffs(data []byte, moduli []uint64, n, polys int, kind msgKind) error
 	return nil
 }
 
-// appendRows writes the rows of a polynomial (already reduced).
+// littleEndian is true on hosts whose native byte order is the wire's,
+// where rows are copied as raw memory instead of word by word: marshalling
+// is on the client's hot path (62 ciphertexts of 512 KiB per 1M
+// parameters) and the copy is several times faster than the loop.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// putRows writes the rows of a polynomial (already reduced).
 func putRows(dst []byte, rows [][]uint64) int {
 	off := 0
 	for _, row := range rows {
+		if littleEndian && len(row) > 0 {
+			off += copy(dst[off:off+8*len(row)], unsafe.Slice((*byte)(unsafe.Pointer(&row[0])), 8*len(row)))
+			continue
+		}
 		for _, c := range row {
 			binary.LittleEndian.PutUint64(dst[off:], c)
 			off += 8

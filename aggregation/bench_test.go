@@ -1,0 +1,194 @@
+package aggregation
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// Benchmarks use the default (secure) parameters and 1M parameters, the
+// sizes of the acceptance criteria.
+const benchParams = 1_000_000
+
+// TestDefaultParametersPrecision measures the error of the whole path
+// with the default parameters: 8 clients with sample-count weights, 2-of-3
+// threshold decryption with σ = 2^30 flooding, two blocks.
+func TestDefaultParametersPrecision(t *testing.T) {
+	params := DefaultParameters()
+	cm := newCommittee(t, params, 3, 2)
+	n := params.Slots() + 100
+	agg, want := encryptedRound(t, cm, n, []float64{120, 3000, 45, 800, 5, 60000, 700, 9}, 21)
+	got, weight, err := decrypt(t, cm, agg, 1, cm.ids[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := maxAbsDiff(got, want)
+	t.Logf("default parameters, %d parameters: max error %.3g on the average, %.3g on the sum Σ nᵢ·Δᵢ", n, e, e*weight)
+	if e > precisionBound {
+		t.Fatalf("max error %g exceeds %g", e, precisionBound)
+	}
+}
+
+func benchCommittee(b *testing.B, c, t int) *committee {
+	b.Helper()
+	return newCommittee(b, DefaultParameters(), c, t)
+}
+
+func BenchmarkClientEncrypt(b *testing.B) {
+	params := DefaultParameters()
+	cm := benchCommittee(b, 2, 2)
+	delta := update(1, benchParams)
+	const weight = 37
+	cp := params.CKKS()
+
+	// The bare lattigo path: the same vector (already weighted, weight in
+	// the slot after the last parameter), encoded and encrypted block by
+	// block on one goroutine, buffers reused, no marshalling.
+	flat := make([]float64, params.Blocks(benchParams)*params.Slots())
+	for i, v := range delta {
+		flat[i] = weight * v
+	}
+	flat[benchParams] = weight
+	pk, _, err := parsePublicKey(params, cm.pk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ecd := ckks.NewEncoder(cp, 53)
+	lenc := ckks.NewEncryptor(cp, pk)
+	pt := ckks.NewPlaintext(cp, cp.MaxLevel())
+	ct := ckks.NewCiphertext(cp, 1, cp.MaxLevel())
+	bare := func() time.Duration {
+		start := time.Now()
+		for s := 0; s < len(flat); s += params.Slots() {
+			if err := ecd.Encode(flat[s:s+params.Slots()], pt); err != nil {
+				b.Fatal(err)
+			}
+			if err := lenc.Encrypt(pt, ct); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("logN=14/params=1e6/workers=%d", workers), func(b *testing.B) {
+			enc, err := NewEncryptor(params, cm.pk, workers)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var ours, lattigo time.Duration
+			var size int
+			var cts [][]byte
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				// A client reuses last round's buffers once they are sent.
+				cts, err = enc.EncryptUpdateInto(cts, delta, weight)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ours += time.Since(start)
+				b.StopTimer()
+				size = 0
+				for _, c := range cts {
+					size += len(c)
+				}
+				lattigo += bare()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(benchParams)*float64(b.N)/ours.Seconds(), "params/s")
+			b.ReportMetric(float64(size)/benchParams, "bytes/param")
+			b.ReportMetric(lattigo.Seconds()/ours.Seconds(), "ratio_vs_lattigo")
+		})
+	}
+}
+
+func BenchmarkAggregate(b *testing.B) {
+	params := DefaultParameters()
+	cm := benchCommittee(b, 2, 2)
+	enc, _ := NewEncryptor(params, cm.pk, 0)
+	cts, err := enc.EncryptUpdate(update(2, benchParams), 5)
+	if err != nil {
+		b.Fatal(err)
+	}
+	perClient := 0
+	for _, c := range cts {
+		perClient += len(c)
+	}
+	const clients = 10
+	b.Run("logN=14/params=1e6/clients=10", func(b *testing.B) {
+		b.SetBytes(int64(perClient * clients))
+		for i := 0; i < b.N; i++ {
+			acc, err := NewAccumulator(params, cm.inst.ID(), benchParams)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for c := 0; c < clients; c++ {
+				id := fmt.Sprintf("c%d", c)
+				for _, ct := range cts {
+					if err := acc.Add(id, ct); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			if _, err := acc.Finalize(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(clients*b.N)/b.Elapsed().Seconds(), "clients/s")
+	})
+}
+
+func BenchmarkDecrypt(b *testing.B) {
+	params := DefaultParameters()
+	cm := benchCommittee(b, 5, 3)
+	agg, want := encryptedRound(b, cm, benchParams, []float64{100, 200, 300}, 3)
+	dec, _ := NewDecryptor(params, cm.inst)
+	b.Run("logN=14/params=1e6/c=5/t=3", func(b *testing.B) {
+		var shareTime, combineTime time.Duration
+		var maxErr float64
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			// Members never serve a digest twice: forget between
+			// iterations so the same aggregate can be timed again.
+			for _, m := range cm.members {
+				m.record = NewRecord()
+			}
+			b.StartTimer()
+			req := NewDecryptRequest(agg, "total", 1, cm.ids[1:4])
+			blocks := make([][]float64, len(agg.Ciphertexts))
+			for blk, ct := range agg.Ciphertexts {
+				shares := map[string][]byte{}
+				start := time.Now()
+				for _, p := range req.Participants {
+					s, err := cm.members[p].DecryptShare(req, blk, ct)
+					if err != nil {
+						b.Fatal(err)
+					}
+					shares[p] = s
+				}
+				shareTime += time.Since(start)
+				start = time.Now()
+				vals, err := dec.CombineBlock(req, blk, ct, shares)
+				if err != nil {
+					b.Fatal(err)
+				}
+				combineTime += time.Since(start)
+				blocks[blk] = vals
+			}
+			start := time.Now()
+			got, _, err := Assemble(benchParams, blocks)
+			if err != nil {
+				b.Fatal(err)
+			}
+			combineTime += time.Since(start)
+			maxErr = max(maxErr, maxAbsDiff(got, want))
+		}
+		n := float64(b.N)
+		b.ReportMetric(shareTime.Seconds()/n/3, "share_s/member")
+		b.ReportMetric(combineTime.Seconds()/n, "combine_s")
+		b.ReportMetric(maxErr*1e9, "max_error_1e-9")
+	})
+}
