@@ -392,3 +392,57 @@ func TestEncryptBlockLayout(t *testing.T) {
 		t.Fatalf("error %g, weight %v", d, weight)
 	}
 }
+
+// Concurrent streams add into the same sums; the result equals the
+// sequential sum (run under -race).
+func TestAccumulatorConcurrent(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 2, 2)
+	enc, _ := NewEncryptor(params, cm.pk, 2)
+	n := 2*params.Slots() + 1
+	var all [][][]byte
+	for c := 0; c < 4; c++ {
+		cts, err := enc.EncryptUpdate(update(uint64(c), n), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, cts)
+	}
+	seq, _ := NewAccumulator(params, cm.inst.ID(), n)
+	par, _ := NewAccumulator(params, cm.inst.ID(), n)
+	done := make(chan error, len(all))
+	for c, cts := range all {
+		for _, ct := range cts {
+			if err := seq.Add(memberID(c), ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+		go func() {
+			for _, ct := range cts {
+				if err := par.Add(memberID(c), ct); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range all {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := seq.Finalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := par.Finalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Digests {
+		if a.Digests[i] != b.Digests[i] {
+			t.Fatalf("block %d: concurrent sum differs from sequential sum", i)
+		}
+	}
+}
