@@ -1,0 +1,69 @@
+// Package ledger is the coordinator's durable state: one bbolt file holding
+// the coordinator's own records, its Ed25519 signing key and a hash-chained,
+// signed ledger of receipts, one per (job, round, client); plus the pure
+// arithmetic of payouts and usage quotas.
+//
+// # Storage and durability
+//
+// A DB is one bbolt file (go.etcd.io/bbolt, a copy-on-write B+tree after
+// LMDB) locked by one process at a time; a second Open fails with
+// ErrLocked after Options.LockTimeout. The coordinator keeps its state in
+// named buckets of JSON or raw records through Tx.Put, Get, ForEach and
+// Delete, and does one step of its round engine in one DB.Update: bbolt
+// writes the new pages, fdatasyncs, then writes and fdatasyncs the meta
+// page that makes them current, so a kill or power loss at any moment
+// leaves the file at the last committed step, never between two. An Update
+// whose function fails writes nothing. Receipts are appended inside that
+// same transaction (Tx.AppendReceipts), so a round's receipts exist if and
+// only if the round's state that produced them was committed.
+//
+// # Receipts: hash chain and signatures
+//
+// Each Receipt states, for one client and one round: the job, the digest
+// of the client's submission as received, every decryption of the round
+// (purpose and number of contributors), the valuation method and privacy
+// mode, the value and its standard error, the payout and the quota credit.
+// Receipts are numbered Seq = 1, 2, 3, ... across all jobs, rounds and
+// clients. Receipt.Canonical is a length-prefixed binary encoding of every
+// field but Hash and Signature, PrevHash included; Hash is its SHA-256,
+// and Signature is the Ed25519 signature (RFC 8032) of those 32 bytes.
+// PrevHash is the Hash of the receipt before, so changing any stored
+// receipt breaks either its own hash or the link from the next one: the
+// construction of Haber and Stornetta, "How to time-stamp a digital
+// document" (J. Cryptology 3(2), 1991), with a signature per record
+// instead of a trusted time-stamping service.
+//
+// # What it guarantees, and to whom
+//
+// The ledger gives tamper evidence, not secrecy: receipts are plaintext
+// and the file also holds the private key (see DB.SigningKey for why, and
+// the risk), so protect it like a key. With only the coordinator's public
+// key, offline:
+//
+//   - an auditor holding the database checks every record and the chain
+//     (DB.VerifyWithKey; DB.Verify uses the key stored in the file, which
+//     catches any edit made without the key but trusts the file's key);
+//     the first bad record is named by seq, round and client, with what is
+//     wrong with it;
+//   - a client holding its own receipts file (JSON lines) checks that each
+//     receipt was signed by the coordinator, is about itself, carries the
+//     digest of what it submitted, and lists what was decrypted in that
+//     round, so it can see that its update was never decrypted alone
+//     (VerifyClientFile);
+//   - anyone with both checks that the ledger still holds the client's
+//     receipts unchanged (DB.VerifyIncluded).
+//
+// What it cannot show: a key holder can rewrite and re-sign the whole
+// chain, and a chain cut short at its end still verifies. Both are exposed
+// by receipts that clients already hold, which is why clients keep them.
+//
+// # Payouts and quotas
+//
+// Payouts splits a round's budget in proportion to max(φ_i, 0) with an
+// optional baseline share for every valid submission (DESIGN §4); Quotas
+// issues credits the same way into per-client Baskets of fixed capacity
+// whose overflow is lost, so that value earns usage but cannot be hoarded.
+//
+// The package imports nothing of tally; the coordinator's Store
+// implementation is built on it.
+package ledger
