@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -65,6 +67,19 @@ type Client struct {
 	cred *tallyv1.Credential
 	job  *tallyv1.JobSpec
 	mdl  model.Model
+
+	// Secure aggregation. identity is the long-term X25519 key committee
+	// shares are sealed to; member holds this client's key share when it
+	// sits on the committee of instance inst; record lists every digest it
+	// served a decryption share for, across committees.
+	identity *aggregation.Identity
+	params   aggregation.Parameters
+	policy   aggregation.Policy
+	member   *aggregation.Member
+	inst     *aggregation.KeyGenInstance
+	record   *aggregation.Record
+	enc      *aggregation.Encryptor
+	encBuf   [][]byte
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -90,7 +105,11 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log}, nil
+	id, err := aggregation.NewIdentity(crand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log, identity: id, record: aggregation.NewRecord()}, nil
 }
 
 // retryable reports whether err is a transport failure worth retrying:
@@ -167,6 +186,7 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) enroll(ctx context.Context) error {
 	resp, err := c.api.Enroll(ctx, &tallyv1.EnrollRequest{
 		Token: c.cfg.Token, Samples: int64(c.cfg.Data.Len()), Features: int32(c.cfg.Data.Features), Name: c.cfg.Name,
+		IdentityKey: c.identity.PublicKey(),
 	})
 	if err != nil {
 		if retryable(err) {
@@ -194,6 +214,25 @@ func (c *Client) enroll(ctx context.Context) error {
 	if m.NumParams() != int(job.GetNumParams()) {
 		return fmt.Errorf("%w: model has %d parameters here, %d at the coordinator", ErrJob, m.NumParams(), job.GetNumParams())
 	}
+	if job.GetSecureAggregation() == "he" {
+		hp := job.GetHeParams()
+		cfg := aggregation.ParametersConfig{
+			LogN: int(hp.GetLogN()), LogDefaultScale: int(hp.GetLogDefaultScale()), EncoderPrecision: int(hp.GetEncoderPrecision()),
+			LogNoiseFlooding: int(hp.GetLogNoiseFlooding()), Insecure: hp.GetInsecure(),
+		}
+		for _, q := range hp.GetLogQ() {
+			cfg.LogQ = append(cfg.LogQ, int(q))
+		}
+		for _, q := range hp.GetLogP() {
+			cfg.LogP = append(cfg.LogP, int(q))
+		}
+		if c.params, err = aggregation.NewParameters(cfg); err != nil {
+			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
+		}
+		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
+			return fmt.Errorf("%w: %v", ErrJob, err)
+		}
+	}
 	c.cred, c.job, c.mdl = resp.GetCredential(), job, m
 	c.log.Info("enrolled", "client", c.cred.GetClientId(), "job", job.GetJobId())
 	return nil
@@ -214,9 +253,20 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		return false, nil
 	case *tallyv1.NextTaskResponse_Moments:
 		m := dataset.ComputeMoments(c.cfg.Data)
+		if key := t.Moments.GetKeyId(); len(key) > 0 {
+			// Weight 1: the coordinator learns the sum of the moments, and
+			// from the total weight only the number of clients.
+			return false, c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, 0, 1, m.Flatten())
+		}
 		return false, c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
 	case *tallyv1.NextTaskResponse_Train:
 		return false, c.train(ctx, t.Train)
+	case *tallyv1.NextTaskResponse_Keygen:
+		return false, c.keyGen(ctx, t.Keygen)
+	case *tallyv1.NextTaskResponse_Threshold:
+		return false, c.threshold(ctx, t.Threshold)
+	case *tallyv1.NextTaskResponse_Decrypt:
+		return false, c.decrypt(ctx, t.Decrypt)
 	}
 	return false, fmt.Errorf("client: unknown task %T", resp.GetTask())
 }
@@ -258,8 +308,14 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 		update = c.cfg.Hook(int(t.GetRound()), global, update)
 	}
 	c.log.Debug("trained", "round", t.GetRound(), "loss", stats.Loss, "samples", stats.Samples)
-	if err := c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update); err != nil {
-		return err
+	var err2 error
+	if key := t.GetKeyId(); len(key) > 0 {
+		err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), float64(data.Len()), update)
+	} else {
+		err2 = c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
+	}
+	if err2 != nil {
+		return err2
 	}
 	c.Submitted++
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -62,6 +63,23 @@ type JobConfig struct {
 	Scaling         ScalingConfig `yaml:"scaling"`
 	// Listen is the coordinator's gRPC address.
 	Listen string `yaml:"listen"`
+	// SecureAggregation is "he" (multiparty CKKS: the coordinator sees
+	// only aggregates, the default) or "none" (updates in the clear).
+	SecureAggregation string `yaml:"secure_aggregation"`
+	// Committee is the decryption committee under "he".
+	Committee CommitteeConfig `yaml:"committee"`
+	// MinGroupSize is k: no aggregate of fewer than k updates is decrypted.
+	MinGroupSize int `yaml:"min_group_size"`
+	// HEParams are the CKKS parameters; the default is aggregation.DefaultConfig.
+	HEParams *aggregation.ParametersConfig `yaml:"he_params"`
+}
+
+// CommitteeConfig sizes the decryption committee.
+type CommitteeConfig struct {
+	// Size c: members drawn from the enrolled clients with the job seed.
+	Size int `yaml:"size"`
+	// Threshold t: any t members decrypt; up to c − t may drop out.
+	Threshold int `yaml:"threshold"`
 }
 
 // DataConfig is the data schema every client must match, and the
@@ -116,7 +134,12 @@ type Job struct {
 	JobConfig
 	// Dir is the directory relative paths in the config resolve against.
 	Dir string
+	// Params are the validated CKKS parameters (with secure_aggregation: he).
+	Params aggregation.Parameters
 }
+
+// Secure reports whether updates travel under multiparty CKKS.
+func (j Job) Secure() bool { return j.SecureAggregation == "he" }
 
 // Ticks converts a duration to a whole number of ticks, at least 1.
 func (j Job) Ticks(d Duration) int {
@@ -209,6 +232,24 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:7070"
+	}
+	if c.SecureAggregation == "" {
+		c.SecureAggregation = "he"
+	}
+	if c.MinGroupSize == 0 {
+		c.MinGroupSize = 3
+	}
+	if c.Committee.Size == 0 {
+		c.Committee.Size = min(5, len(c.Clients.Enrolment))
+	}
+	if c.Committee.Threshold == 0 {
+		// A majority: up to c − t = ⌈c/2⌉ − 1 members may drop out, and
+		// more than half of the committee must collude to decrypt alone.
+		c.Committee.Threshold = c.Committee.Size/2 + 1
+	}
+	if c.HEParams == nil {
+		d := aggregation.DefaultConfig()
+		c.HEParams = &d
 	}
 
 	var errs []error
@@ -303,10 +344,34 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	default:
 		bad("scaling.mode", "must be \"none\", \"fixed\" or \"federated\", got %q", c.Scaling.Mode)
 	}
+	var params aggregation.Parameters
+	switch c.SecureAggregation {
+	case "none":
+	case "he":
+		n := len(c.Clients.Enrolment)
+		if c.Committee.Threshold < 2 || c.Committee.Threshold > c.Committee.Size {
+			bad("committee.threshold", "must be in [2, committee.size = %d], got %d", c.Committee.Size, c.Committee.Threshold)
+		}
+		if n > 0 && c.Committee.Size > n {
+			bad("committee.size", "is %d but only %d clients may enrol", c.Committee.Size, n)
+		}
+		if c.MinGroupSize < 2 {
+			bad("min_group_size", "must be ≥ 2, got %d", c.MinGroupSize)
+		}
+		if n > 0 && c.MinGroupSize > n {
+			bad("min_group_size", "is %d but only %d clients may enrol: no aggregate could be decrypted", c.MinGroupSize, n)
+		}
+		var err error
+		if params, err = aggregation.NewParameters(*c.HEParams); err != nil {
+			errs = append(errs, fmt.Errorf("%w: he_params: %v", ErrConfig, err))
+		}
+	default:
+		bad("secure_aggregation", "must be \"he\" or \"none\", got %q", c.SecureAggregation)
+	}
 	if len(errs) > 0 {
 		return Job{}, errors.Join(errs...)
 	}
-	return Job{JobConfig: c, Dir: dir}, nil
+	return Job{JobConfig: c, Dir: dir, Params: params}, nil
 }
 
 // ClientIDs lists the enrolled identities in sorted order.

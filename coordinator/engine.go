@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
 )
@@ -46,9 +47,14 @@ type TaskKind int
 const (
 	TaskTrain TaskKind = iota
 	TaskMoments
+	TaskKeyGen
+	TaskThreshold
+	TaskDecrypt
 )
 
-func (k TaskKind) String() string { return [...]string{"train", "moments"}[k] }
+func (k TaskKind) String() string {
+	return [...]string{"train", "moments", "keygen", "threshold", "decrypt"}[k]
+}
 
 // Task is one unit of work sent to the selected clients of a round.
 type Task struct {
@@ -60,6 +66,24 @@ type Task struct {
 	Length   int       // expected update length
 	Deadline int       // tick at which the task closes
 	Selected []string
+
+	// Under secure aggregation:
+	// KeyID names the collective key updates are encrypted under, and
+	// PublicKey is that key (train and moments tasks).
+	KeyID     [32]byte
+	PublicKey []byte
+	// Acc accumulates the encrypted submissions of a train or moments
+	// task. It is safe for concurrent use: the service adds ciphertexts
+	// to it as they arrive, the engine finalises it when the task closes.
+	Acc *aggregation.Accumulator
+	// Blob is the key-generation instance (keygen) or the decryption
+	// request (decrypt), in binary form.
+	Blob []byte
+	// Sealed maps recipient → sender → the Shamir share sender sealed for
+	// recipient (threshold).
+	Sealed map[string]map[string][]byte
+	// Ciphertexts are the aggregate's blocks (decrypt).
+	Ciphertexts [][]byte
 }
 
 // Evaluator scores a parameter vector on the coordinator's validation data,
@@ -73,9 +97,11 @@ type Evaluator interface {
 type Event interface{ event() }
 
 // EvJoin: a client enrolled, or came back after a disconnect.
+// IdentityKey is its X25519 public key, for committee duty.
 type EvJoin struct {
-	Client  string
-	Samples int64
+	Client      string
+	Samples     int64
+	IdentityKey []byte
 }
 
 // EvPoll: a client asked for work; it is alive.
@@ -85,18 +111,31 @@ type EvPoll struct{ Client string }
 type EvTick struct{}
 
 // EvSubmit: a complete submission arrived. Digest is the SHA-256 of its payload.
+// Under secure aggregation Encrypted is set, Update is nil and the
+// ciphertexts are already in the task's accumulator.
 type EvSubmit struct {
-	Client  string
-	TaskID  string
-	Samples int64
-	Update  []float64
-	Digest  [32]byte
+	Client    string
+	TaskID    string
+	Samples   int64
+	Update    []float64
+	Digest    [32]byte
+	Encrypted bool
+	Bytes     int64 // payload size, for the round's accounting
+}
+
+// EvShares: a committee member's protocol messages for a task, by part
+// name ("public-key-share", "sealed/<recipient>", "ack", "share/<block>").
+type EvShares struct {
+	Client string
+	TaskID string
+	Parts  map[string][]byte
 }
 
 func (EvJoin) event()   {}
 func (EvPoll) event()   {}
 func (EvTick) event()   {}
 func (EvSubmit) event() {}
+func (EvShares) event() {}
 
 // Action is an output of the engine for the driver to perform, in order.
 type Action interface{ action() }
@@ -163,6 +202,18 @@ type RoundRecord struct {
 	ValAccuracy float64          `json:"val_accuracy"`
 	// Digests maps each contributor to the SHA-256 of its submission.
 	Digests map[string][32]byte `json:"-"`
+	// BytesReceived counts the payload bytes of the accepted submissions.
+	BytesReceived int64 `json:"bytes_received"`
+	// Decryptions lists what the committee decrypted for this round.
+	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
+}
+
+// DecryptionRecord is one aggregate the committee decrypted: what for, and
+// how many client updates it summed.
+type DecryptionRecord struct {
+	Purpose      string   `json:"purpose"`
+	Contributors int      `json:"contributors"`
+	Participants []string `json:"participants"`
 }
 
 // Strategy chooses a round's participants and combines their results.
@@ -186,12 +237,14 @@ type clientState struct {
 	samples  int64
 	lastSeen int
 	joined   bool
+	identity []byte
 }
 
 type received struct {
 	samples int64
 	update  []float64
 	digest  [32]byte
+	bytes   int64
 }
 
 // Engine is the coordinator's round engine: a pure state machine. Step
@@ -215,6 +268,7 @@ type Engine struct {
 	task         *Task
 	got          map[string]received
 	history      []RoundRecord
+	he           *heState // nil without secure aggregation
 }
 
 // NewEngine starts a job from initial parameters. A resumed job passes the
@@ -228,6 +282,9 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 	}
 	if job.Scaling.Mode == "fixed" {
 		e.scaler = &dataset.Scaler{Mean: slices.Clone(job.Scaling.Mean), Std: slices.Clone(job.Scaling.Std)}
+	}
+	if job.Secure() {
+		e.he = &heState{params: job.Params}
 	}
 	return e
 }
@@ -265,6 +322,8 @@ func (e *Engine) Step(ev Event) []Action {
 		out = e.tick()
 	case EvSubmit:
 		out = e.submit(ev)
+	case EvShares:
+		out = e.shares(ev)
 	}
 	return out
 }
@@ -282,6 +341,9 @@ func (e *Engine) join(ev EvJoin) []Action {
 		}
 	}
 	c.lastSeen = e.now
+	if ev.IdentityKey != nil {
+		c.identity = slices.Clone(ev.IdentityKey)
+	}
 	var out []Action
 	if !known || c.samples != ev.Samples {
 		c.samples = ev.Samples
@@ -324,6 +386,9 @@ func (e *Engine) maybeStart() []Action {
 	if len(avail) < e.job.Clients.Min {
 		return nil
 	}
+	if e.he != nil && !e.keyUsable() {
+		return e.startKeyGen()
+	}
 	t := &Task{Round: e.round, Attempt: e.attempt, Deadline: e.now + e.job.Ticks(e.job.RoundTimeout)}
 	if e.phase == PhaseScaling {
 		// Every live client contributes to the moments: scaling should
@@ -337,6 +402,13 @@ func (e *Engine) maybeStart() []Action {
 		t.Length = len(e.global)
 	}
 	t.ID = fmt.Sprintf("%s/%s/r%d/a%d", e.job.ID, t.Kind, t.Round, t.Attempt)
+	if e.he != nil {
+		if err := e.attachAccumulator(t); err != nil {
+			// The parameters and key were validated when they were made: an
+			// error here is a broken invariant, not bad input.
+			panic(fmt.Sprintf("coordinator: accumulator for %s: %v", t.ID, err))
+		}
+	}
 	e.task = t
 	e.got = map[string]received{}
 	return []Action{ActPublish{Task: t}}
@@ -360,6 +432,12 @@ func (e *Engine) tick() []Action {
 	}
 	if e.task != nil {
 		if e.now >= e.task.Deadline {
+			switch e.task.Kind {
+			case TaskKeyGen, TaskThreshold:
+				return e.keyGenTimeout()
+			case TaskDecrypt:
+				return e.decryptTimeout()
+			}
 			return e.close("deadline")
 		}
 		return nil
@@ -383,13 +461,23 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if !slices.Contains(t.Selected, ev.Client) {
 		return reply(false, ErrNotSelected)
 	}
+	if t.Kind != TaskTrain && t.Kind != TaskMoments {
+		return reply(false, fmt.Errorf("%w: task %s takes protocol shares, not updates", ErrNoTask, t.ID))
+	}
+	if ev.Encrypted != (t.Acc != nil) {
+		return reply(false, fmt.Errorf("%w: this job expects %s updates", ErrBadUpdate, map[bool]string{true: "encrypted", false: "plaintext"}[t.Acc != nil]))
+	}
 	if prev, ok := e.got[ev.Client]; ok {
 		if prev.digest == ev.Digest {
 			return reply(true, nil)
 		}
 		return reply(false, ErrConflict)
 	}
-	if len(ev.Update) != t.Length {
+	if ev.Encrypted {
+		if !slices.Contains(t.Acc.Contributors(), ev.Client) {
+			return reply(false, fmt.Errorf("%w: not every ciphertext block of client %s arrived", ErrBadUpdate, ev.Client))
+		}
+	} else if len(ev.Update) != t.Length {
 		return reply(false, fmt.Errorf("%w: expected %d values, got %d", ErrWrongLength, t.Length, len(ev.Update)))
 	}
 	for i, v := range ev.Update {
@@ -400,7 +488,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if ev.Samples < 1 {
 		return reply(false, fmt.Errorf("%w: weight must be ≥ 1, got %d", ErrBadUpdate, ev.Samples))
 	}
-	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest}
+	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest, bytes: ev.Bytes}
 	out := reply(false, nil)
 	if len(e.got) == len(t.Selected) {
 		out = append(out, e.close("all submitted")...)
@@ -408,8 +496,9 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	return out
 }
 
-// close ends the open task, successfully when at least clients.min
-// contributed, and opens the next one if the job goes on.
+// close ends the open train or moments task. With at least clients.min
+// contributions it aggregates them (under secure aggregation: asks the
+// committee to decrypt the encrypted sum first); otherwise the attempt fails.
 func (e *Engine) close(why string) []Action {
 	t := e.task
 	e.task = nil
@@ -425,39 +514,71 @@ func (e *Engine) close(why string) []Action {
 	for _, id := range contributors {
 		rec.Samples[id] = e.got[id].samples
 		rec.Digests[id] = e.got[id].digest
+		rec.BytesReceived += e.got[id].bytes
 	}
-	var out []Action
+	need := e.job.Clients.Min
+	if e.he != nil {
+		need = max(need, e.job.MinGroupSize)
+	}
+	if len(contributors) < need {
+		e.got = nil
+		return e.fail(t, rec, fmt.Errorf("%d of %d selected clients submitted (%s), %d needed", len(contributors), len(t.Selected), why, need))
+	}
+	if e.he != nil {
+		e.got = nil
+		return e.startDecrypt(t, rec)
+	}
 	var err error
-	if len(contributors) < e.job.Clients.Min {
-		err = fmt.Errorf("%d of %d selected clients submitted (%s), %d needed", len(contributors), len(t.Selected), why, e.job.Clients.Min)
-	} else if t.Kind == TaskMoments {
-		err = e.finishScaling(contributors)
-		if err == nil {
-			out = append(out, ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(contributors)}})
+	if t.Kind == TaskMoments {
+		sum := make([]float64, t.Length)
+		for _, id := range contributors {
+			for i, v := range e.got[id].update {
+				sum[i] += v
+			}
 		}
+		err = e.setScaler(sum, len(contributors))
 	} else {
-		err = e.finishRound(&rec, contributors)
+		results := make([]Result, len(contributors))
+		for i, id := range contributors {
+			g := e.got[id]
+			results[i] = Result{Client: id, Samples: g.samples, Update: g.update}
+		}
+		var next []float64
+		if next, err = e.strategy.Aggregate(e.global, results); err == nil {
+			err = e.advance(&rec, next)
+		}
 	}
 	e.got = nil
 	if err != nil {
-		rec.Failed, rec.Reason = true, err.Error()
-		e.history = append(e.history, rec)
-		e.failedInARow++
-		out = append(out, ActPersist{Round: &rec}, ActRoundDone{Record: rec})
-		if e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds {
-			return append(out, e.done(fmt.Sprintf("round %d failed: %s", t.Round, rec.Reason)))
-		}
-		e.attempt++
-		return append(out, e.maybeStart()...)
+		return e.fail(t, rec, err)
 	}
+	return e.succeed(t, rec)
+}
+
+// fail records a failed attempt and retries or stops, as configured.
+func (e *Engine) fail(t *Task, rec RoundRecord, err error) []Action {
+	rec.Failed, rec.Reason = true, err.Error()
+	e.history = append(e.history, rec)
+	e.failedInARow++
+	out := []Action{ActPersist{Round: &rec}, ActRoundDone{Record: rec}}
+	if e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds {
+		return append(out, e.done(fmt.Sprintf("round %d failed: %s", t.Round, rec.Reason)))
+	}
+	e.attempt++
+	return append(out, e.maybeStart()...)
+}
+
+// succeed records a completed task and opens the next one.
+func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 	e.failedInARow = 0
 	e.attempt = 1
 	if t.Kind == TaskMoments {
 		e.phase = PhaseTraining
+		out := []Action{ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(rec.Contributors)}}}
 		return append(out, e.maybeStart()...)
 	}
 	e.history = append(e.history, rec)
-	out = append(out, ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec})
+	out := []Action{ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec}}
 	if e.round >= e.job.Rounds {
 		return append(out, e.done("all rounds completed"))
 	}
@@ -483,16 +604,8 @@ func (e *Engine) lastCompleted() int {
 	return 0
 }
 
-func (e *Engine) finishRound(rec *RoundRecord, contributors []string) error {
-	results := make([]Result, len(contributors))
-	for i, id := range contributors {
-		g := e.got[id]
-		results[i] = Result{Client: id, Samples: g.samples, Update: g.update}
-	}
-	next, err := e.strategy.Aggregate(e.global, results)
-	if err != nil {
-		return fmt.Errorf("aggregate: %w", err)
-	}
+// advance evaluates the next global model and adopts it.
+func (e *Engine) advance(rec *RoundRecord, next []float64) error {
 	m, err := e.eval.Evaluate(next, e.scaler)
 	if err != nil {
 		return fmt.Errorf("evaluate: %w", err)
@@ -502,16 +615,10 @@ func (e *Engine) finishRound(rec *RoundRecord, contributors []string) error {
 	return nil
 }
 
-// finishScaling sums the clients' flattened moments into a
-// standardisation. Only the sum is used, so the same step works unchanged
-// once the vectors travel under secure aggregation.
-func (e *Engine) finishScaling(contributors []string) error {
-	sum := make([]float64, 1+2*e.job.Data.Features)
-	for _, id := range contributors {
-		for i, v := range e.got[id].update {
-			sum[i] += v
-		}
-	}
+// setScaler turns the sum of the clients' flattened moments into a
+// standardisation. Only the sum is used, so the step is the same in the
+// clear and under secure aggregation.
+func (e *Engine) setScaler(sum []float64, clients int) error {
 	m, err := dataset.MomentsFromFlat(sum, e.job.Data.Features)
 	if err != nil {
 		return err

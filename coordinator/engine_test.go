@@ -55,7 +55,7 @@ func traceJob(t *testing.T, sets map[string]string) Job {
 		ID: "t", Seed: 7, Rounds: 2,
 		Data:         DataConfig{Features: 2, Classes: 2, Validation: SourceConfig{CSV: "val.csv"}},
 		RoundTimeout: Duration(5 * time.Second), Tick: Duration(time.Second),
-		Scaling: ScalingConfig{Mode: "none"},
+		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "none",
 		Clients: ClientsConfig{Min: 2, WaitFor: 3, Liveness: Duration(100 * time.Second)},
 	}
 	for _, id := range []string{"c1", "c2", "c3", "c4"} {

@@ -11,12 +11,15 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/aggregation"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -77,6 +80,20 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 			LearningRate: job.Train.LearningRate, Momentum: job.Train.Momentum, WeightDecay: job.Train.WeightDecay,
 		},
 		Rounds: int32(job.Rounds), Scaling: job.Scaling.Mode, NumParams: int32(numParams),
+		SecureAggregation: job.SecureAggregation, MinGroupSize: int32(job.MinGroupSize),
+	}
+	if job.Secure() {
+		hp := job.Params.Config()
+		spec.HeParams = &tallyv1.HEParameters{
+			LogN: int32(hp.LogN), LogDefaultScale: int32(hp.LogDefaultScale), EncoderPrecision: int32(hp.EncoderPrecision),
+			LogNoiseFlooding: int32(hp.LogNoiseFlooding), Insecure: hp.Insecure,
+		}
+		for _, q := range hp.LogQ {
+			spec.HeParams.LogQ = append(spec.HeParams.LogQ, int32(q))
+		}
+		for _, q := range hp.LogP {
+			spec.HeParams.LogP = append(spec.HeParams.LogP, int32(q))
+		}
 	}
 	for _, h := range job.Model.Hidden {
 		spec.Model.Hidden = append(spec.Model.Hidden, int32(h))
@@ -133,6 +150,9 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 	if req.GetSamples() < 1 {
 		return nil, toStatus(fmt.Errorf("%w: client %s has no training rows", ErrBadSchema, id))
 	}
+	if s.job.Secure() && len(req.GetIdentityKey()) != 32 {
+		return nil, toStatus(fmt.Errorf("%w: client %s sent a %d-byte identity key, secure aggregation needs its 32-byte X25519 public key", ErrBadSchema, id, len(req.GetIdentityKey())))
+	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, toStatus(err)
@@ -140,7 +160,7 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 	s.mu.Lock()
 	s.sessions[id] = sha256.Sum256(secret)
 	s.mu.Unlock()
-	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples()}); err != nil {
+	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples(), IdentityKey: req.GetIdentityKey()}); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("client enrolled", "client", id, "samples", req.GetSamples(), "name", req.GetName())
@@ -189,7 +209,7 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 			s.mu.Unlock()
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: done.Reason, FinalRound: int32(done.FinalRound)}}}, nil
 		case task != nil:
-			return s.taskMessage(task), nil
+			return s.taskMessage(task, id), nil
 		}
 		select {
 		case <-changed:
@@ -201,11 +221,22 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 	}
 }
 
-func (s *Service) taskMessage(t *Task) *tallyv1.NextTaskResponse {
-	if t.Kind == TaskMoments {
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID}}}
+func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse {
+	var keyID []byte
+	if t.Acc != nil {
+		keyID = t.KeyID[:]
 	}
-	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID}
+	switch t.Kind {
+	case TaskMoments:
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID, KeyId: keyID}}}
+	case TaskKeyGen:
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Keygen{Keygen: &tallyv1.KeyGenTask{TaskId: t.ID, Instance: t.Blob}}}
+	case TaskThreshold:
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: t.ID, Sealed: t.Sealed[client]}}}
+	case TaskDecrypt:
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts))}}}
+	}
+	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
 	if len(t.Params)*8 <= InlineModelBytes {
 		tt.Params = t.Params
 	}
@@ -230,8 +261,11 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	if err != nil {
 		return toStatus(err)
 	}
+	if h.GetEncoding() == "ckks" {
+		return s.submitEncrypted(stream, id, h, first.GetData())
+	}
 	if h.GetEncoding() != "f64le" {
-		return toStatus(fmt.Errorf("%w: encoding %q, want \"f64le\"", ErrBadEncoding, h.GetEncoding()))
+		return toStatus(fmt.Errorf("%w: encoding %q, want \"f64le\" or \"ckks\"", ErrBadEncoding, h.GetEncoding()))
 	}
 	if h.GetLength() < 0 || h.GetLength() > MaxUpdateValues {
 		return toStatus(fmt.Errorf("%w: length %d outside [0, %d]", ErrBadEncoding, h.GetLength(), MaxUpdateValues))
@@ -267,15 +301,183 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	if err != nil {
 		return toStatus(err)
 	}
+	return replyFor(acts, id, func(r ActReply) error {
+		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
+	})
+}
+
+// replyFor finds the engine's answer to client among acts.
+func replyFor(acts []Action, client string, ok func(ActReply) error) error {
 	for _, a := range acts {
-		if r, ok := a.(ActReply); ok && r.Client == id {
+		if r, isReply := a.(ActReply); isReply && r.Client == client {
 			if r.Err != nil {
 				return toStatus(r.Err)
 			}
-			return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
+			return ok(r)
 		}
 	}
 	return toStatus(errors.New("coordinator: the engine did not answer the submission"))
+}
+
+// submitEncrypted streams ciphertexts into the task's accumulator as they
+// arrive: each block is added and dropped, so the coordinator's memory does
+// not grow with the number of clients. A client may resend a whole stream
+// after an interruption; blocks already added are skipped.
+func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, first []byte) error {
+	task, _, _ := s.driver.pending(id)
+	if task == nil || task.ID != h.GetTaskId() || task.Acc == nil {
+		if task != nil && task.ID == h.GetTaskId() {
+			return toStatus(fmt.Errorf("%w: this job takes plaintext updates", ErrBadEncoding))
+		}
+		return toStatus(fmt.Errorf("%w: %q is not an open task of client %s", ErrNoTask, h.GetTaskId(), id))
+	}
+	blocks := task.Acc.Blocks()
+	if h.GetLength() != int64(blocks) {
+		return toStatus(fmt.Errorf("%w: %d ciphertexts announced, the task takes %d", ErrWrongLength, h.GetLength(), blocks))
+	}
+	size := s.job.Params.CiphertextSize()
+	digest := sha256.New()
+	buf := make([]byte, 0, size)
+	var total int64
+	added := 0
+	feed := func(data []byte) error {
+		digest.Write(data)
+		total += int64(len(data))
+		for len(data) > 0 {
+			n := min(size-len(buf), len(data))
+			buf = append(buf, data[:n]...)
+			data = data[n:]
+			if len(buf) < size {
+				continue
+			}
+			if added == blocks {
+				return fmt.Errorf("%w: more ciphertexts than the %d announced", ErrBadEncoding, blocks)
+			}
+			if err := task.Acc.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
+				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+			}
+			added++
+			buf = buf[:0]
+		}
+		return nil
+	}
+	if err := feed(first); err != nil {
+		return toStatus(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return toStatus(err)
+		}
+		if err := feed(msg.GetData()); err != nil {
+			return toStatus(err)
+		}
+	}
+	if added != blocks || len(buf) != 0 {
+		return toStatus(fmt.Errorf("%w: %d whole ciphertexts and %d stray bytes received, %d announced", ErrBadEncoding, added, len(buf), blocks))
+	}
+	var sum [32]byte
+	copy(sum[:], digest.Sum(nil))
+	if subtle.ConstantTimeCompare(sum[:], h.GetDigest()) != 1 {
+		return toStatus(fmt.Errorf("%w: payload digest does not match the header", ErrBadEncoding))
+	}
+	acts, err := s.driver.Step(stream.Context(), EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Digest: sum, Encrypted: true, Bytes: total})
+	if err != nil {
+		return toStatus(err)
+	}
+	return replyFor(acts, id, func(r ActReply) error {
+		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
+	})
+}
+
+// maxSharesBytes bounds one SubmitShares stream: a committee of 64 members
+// at LogN 16 stays well below it.
+const maxSharesBytes = 256 << 20
+
+// SubmitShares implements CoordinatorService for committee members.
+func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(err)
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return toStatus(fmt.Errorf("%w: the first message carries no header", ErrBadEncoding))
+	}
+	id, err := s.authenticate(h.GetCredential())
+	if err != nil {
+		return toStatus(err)
+	}
+	parts := map[string][]byte{}
+	var total int
+	add := func(m *tallyv1.SubmitSharesRequest) error {
+		if m.GetPart() == "" {
+			return fmt.Errorf("%w: a chunk without a part name", ErrBadEncoding)
+		}
+		total += len(m.GetData())
+		if total > maxSharesBytes {
+			return fmt.Errorf("%w: more than %d bytes of shares", ErrBadEncoding, maxSharesBytes)
+		}
+		parts[m.GetPart()] = append(parts[m.GetPart()], m.GetData()...)
+		return nil
+	}
+	if err := add(first); err != nil {
+		return toStatus(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return toStatus(err)
+		}
+		if err := add(msg); err != nil {
+			return toStatus(err)
+		}
+	}
+	acts, err := s.driver.Step(stream.Context(), EvShares{Client: id, TaskID: h.GetTaskId(), Parts: parts})
+	if err != nil {
+		return toStatus(err)
+	}
+	return replyFor(acts, id, func(ActReply) error {
+		return stream.SendAndClose(&tallyv1.SubmitSharesResponse{Accepted: true})
+	})
+}
+
+// Download implements CoordinatorService: the collective public key, or a
+// block of the aggregate a decryption task names.
+func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.CoordinatorService_DownloadServer) error {
+	id, err := s.authenticate(req.GetCredential())
+	if err != nil {
+		return toStatus(err)
+	}
+	t, _, _ := s.driver.pending(id)
+	if t == nil || t.ID != req.GetTaskId() {
+		return toStatus(fmt.Errorf("%w: %q", ErrNoTask, req.GetTaskId()))
+	}
+	var data []byte
+	switch name := req.GetName(); {
+	case name == "public-key" && t.PublicKey != nil:
+		data = t.PublicKey
+	case strings.HasPrefix(name, "ciphertext/") && t.Kind == TaskDecrypt:
+		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
+		if err != nil || b < 0 || b >= len(t.Ciphertexts) {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", ErrNoTask, t.ID, name))
+		}
+		data = t.Ciphertexts[b]
+	default:
+		return toStatus(fmt.Errorf("%w: task %s has no %q", ErrNoTask, t.ID, name))
+	}
+	for off := 0; off < len(data); off += ChunkBytes {
+		if err := stream.Send(&tallyv1.DownloadResponse{Data: data[off:min(off+ChunkBytes, len(data))]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DownloadModel implements CoordinatorService for models too large to inline.

@@ -47,7 +47,7 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 		ID: "svc", Seed: 1, Rounds: 1,
 		Data:         DataConfig{Features: 2, Classes: 2},
 		RoundTimeout: Duration(time.Minute), Tick: Duration(10 * time.Millisecond),
-		Scaling: ScalingConfig{Mode: "none"},
+		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "none",
 		Clients: ClientsConfig{Min: 2, Enrolment: []EnrolmentConfig{{ID: "a", Token: "token-aaaa"}, {ID: "b", Token: "token-bbbb"}}},
 	}
 	job, err := NewJob(cfg, ".")

@@ -80,6 +80,10 @@ type simOptions struct {
 	Quiet, Verbose      bool
 	RoundTimeout        time.Duration
 	CentralisedBaseline bool
+	Secure              string
+	CommitteeSize       int
+	Threshold           int
+	MinGroupSize        int
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -95,6 +99,13 @@ type simReport struct {
 	CentralisedTestAccuracy *float64      `json:"centralised_test_accuracy,omitempty"`
 	Clients                 []clientInfo  `json:"clients"`
 	WallSeconds             float64       `json:"wall_seconds"`
+	SecureAggregation       string        `json:"secure_aggregation"`
+	Committee               *committeeRep `json:"committee,omitempty"`
+}
+
+type committeeRep struct {
+	Size      int `json:"size"`
+	Threshold int `json:"threshold"`
 }
 
 type roundReport struct {
@@ -102,6 +113,10 @@ type roundReport struct {
 	ValLoss      float64 `json:"val_loss"`
 	ValAccuracy  float64 `json:"val_accuracy"`
 	Contributors int     `json:"contributors"`
+	// BytesReceived is the payload the coordinator received for the
+	// round's accepted updates (ciphertexts under "he").
+	BytesReceived int64                          `json:"bytes_received"`
+	Decryptions   []coordinator.DecryptionRecord `json:"decryptions,omitempty"`
 }
 
 type clientInfo struct {
@@ -137,6 +152,10 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.BoolVar(&o.Verbose, "verbose", false, "log every coordinator and client event to stderr")
 	fs.DurationVar(&o.RoundTimeout, "round-timeout", time.Minute, "close a round after this long with the updates received")
 	fs.BoolVar(&o.CentralisedBaseline, "centralised", true, "also train the same model centrally on the union of the clients' data, for comparison")
+	fs.StringVar(&o.Secure, "secure-aggregation", "he", "he (updates encrypted under a multiparty CKKS key; the coordinator decrypts only aggregates with a committee) or none (updates in the clear)")
+	fs.IntVar(&o.CommitteeSize, "committee-size", 0, "decryption committee size c (default: min(5, clients))")
+	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
+	fs.IntVar(&o.MinGroupSize, "min-group-size", 3, "k: no aggregate of fewer than k updates is ever decrypted")
 	return o
 }
 
@@ -257,9 +276,11 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Clients: coordinator.ClientsConfig{
 			Min: minClients, WaitFor: o.Clients, Fraction: o.Fraction,
 		},
-		RoundTimeout: coordinator.Duration(o.RoundTimeout),
-		Tick:         coordinator.Duration(50 * time.Millisecond),
-		Scaling:      coordinator.ScalingConfig{Mode: o.Scaling},
+		RoundTimeout:      coordinator.Duration(o.RoundTimeout),
+		Tick:              coordinator.Duration(50 * time.Millisecond),
+		Scaling:           coordinator.ScalingConfig{Mode: o.Scaling},
+		SecureAggregation: o.Secure, MinGroupSize: o.MinGroupSize,
+		Committee: coordinator.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
 	}
 	for i := range ids {
 		ids[i] = fmt.Sprintf("client-%0*d", width, i)
@@ -273,13 +294,22 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if o.Verbose {
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
-	rep := &simReport{Seed: o.Seed, Dataset: ds.Name, Model: job.Model, Partition: o.Partition}
+	rep := &simReport{Seed: o.Seed, Dataset: ds.Name, Model: job.Model, Partition: o.Partition, SecureAggregation: job.SecureAggregation}
+	if job.Secure() {
+		rep.Committee = &committeeRep{Size: job.Committee.Size, Threshold: job.Committee.Threshold}
+	}
 	for i, id := range ids {
 		rep.Clients = append(rep.Clients, clientInfo{ID: id, Samples: fed.Clients[i].Len(), Corruption: fed.Corruptions[i].String()})
 	}
 	if !o.Quiet {
 		fmt.Fprintf(stdout, "tally simulate: %s (%d rows, %d features, %d classes), %d clients, %d rounds, model %s, seed %d\n",
 			ds.Name, ds.Examples.Len(), ds.Examples.Features, ds.Classes(), o.Clients, o.Rounds, spec.Kind, o.Seed)
+		if job.Secure() {
+			fmt.Fprintf(stdout, "secure aggregation: multiparty CKKS (LogN %d), committee of %d with threshold %d, aggregates of ≥ %d clients only\n",
+				job.Params.Config().LogN, job.Committee.Size, job.Committee.Threshold, job.MinGroupSize)
+		} else {
+			fmt.Fprintln(stdout, "secure aggregation: none (the coordinator sees every update)")
+		}
 	}
 	progress := func(r coordinator.RoundRecord) {
 		if r.Failed {
@@ -288,10 +318,10 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			}
 			return
 		}
-		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors)})
+		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions})
 		if !o.Quiet {
-			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  %5.1fs\n",
-				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), time.Since(start).Seconds())
+			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  received %s  %5.1fs\n",
+				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())
 		}
 	}
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress})
@@ -425,4 +455,14 @@ func freeRiderHook(c dataset.Corruption, seed uint64, i int) client.UpdateHook {
 		}
 		return dataset.FreeRiderUpdate(c, math.Sqrt(norm), lastDelta, len(update), rng)
 	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

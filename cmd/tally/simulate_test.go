@@ -24,10 +24,12 @@ func simOpts(t *testing.T, args ...string) *simOptions {
 }
 
 // TestSimulateSameSeedSameMetrics runs the same simulation twice: the
-// per-round metrics must be identical to the bit.
+// per-round metrics must be identical to the bit. (Under secure
+// aggregation the decryption's flooding noise is fresh randomness, so only
+// plaintext runs can be bit-identical; TestSecureMatchesPlain bounds the rest.)
 func TestSimulateSameSeedSameMetrics(t *testing.T) {
 	run := func() []byte {
-		rep, err := simulate(context.Background(), simOpts(t, "--clients", "5", "--rounds", "4", "--seed", "11", "--corrupt", "4=free-rider:random"), io.Discard, io.Discard)
+		rep, err := simulate(context.Background(), simOpts(t, "--clients", "5", "--rounds", "4", "--seed", "11", "--corrupt", "4=free-rider:random", "--secure-aggregation", "none"), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,7 +43,7 @@ func TestSimulateSameSeedSameMetrics(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("same seed, different metrics:\n%s\n%s", a, b)
 	}
-	rep, err := simulate(context.Background(), simOpts(t, "--clients", "5", "--rounds", "4", "--seed", "12"), io.Discard, io.Discard)
+	rep, err := simulate(context.Background(), simOpts(t, "--clients", "5", "--rounds", "4", "--seed", "12", "--secure-aggregation", "none"), io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +77,7 @@ func TestDemoAcceptance(t *testing.T) {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"rounds", "test_accuracy", "centralised_test_accuracy", "clients", "seed"} {
+	for _, k := range []string{"rounds", "test_accuracy", "centralised_test_accuracy", "clients", "seed", "secure_aggregation", "committee"} {
 		if _, ok := rep[k]; !ok {
 			t.Errorf("report lacks %q", k)
 		}
@@ -84,10 +86,16 @@ func TestDemoAcceptance(t *testing.T) {
 	if len(rounds) != 20 {
 		t.Fatalf("%d rounds in the report, want 20", len(rounds))
 	}
-	for _, k := range []string{"round", "val_loss", "val_accuracy"} {
+	for _, k := range []string{"round", "val_loss", "val_accuracy", "bytes_received"} {
 		if _, ok := rounds[0].(map[string]any)[k]; !ok {
 			t.Errorf("round entry lacks %q", k)
 		}
+	}
+	if rep["secure_aggregation"] != "he" {
+		t.Errorf("the demo runs with secure_aggregation %v, want he", rep["secure_aggregation"])
+	}
+	if c := rep["committee"].(map[string]any); c["size"].(float64) != 5 || c["threshold"].(float64) != 3 {
+		t.Errorf("committee = %v, want size 5, threshold 3", c)
 	}
 	clients := rep["clients"].([]any)
 	if len(clients) != 8 {
@@ -105,6 +113,43 @@ func TestDemoAcceptance(t *testing.T) {
 	}
 	if math.Abs(acc-central) > 0.02 {
 		t.Errorf("test accuracy %.4f is not within 0.02 of the centralised %.4f", acc, central)
+	}
+}
+
+// TestSecureMatchesPlain: the demo under multiparty CKKS and in the clear,
+// with the same seed, agree on every round's validation loss and accuracy
+// within 1e-4; encryption changes who can see the updates, not the model.
+func TestSecureMatchesPlain(t *testing.T) {
+	reps := map[string]*simReport{}
+	for _, mode := range []string{"he", "none"} {
+		rep, err := simulate(context.Background(), simOpts(t, "--clients", "8", "--rounds", "20", "--seed", "1", "--secure-aggregation", mode, "--centralised=false"), io.Discard, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		reps[mode] = rep
+	}
+	he, plain := reps["he"], reps["none"]
+	if len(he.Rounds) != 20 || len(plain.Rounds) != 20 {
+		t.Fatalf("rounds: he %d, none %d", len(he.Rounds), len(plain.Rounds))
+	}
+	var worst float64
+	for i := range he.Rounds {
+		dl := math.Abs(he.Rounds[i].ValLoss - plain.Rounds[i].ValLoss)
+		da := math.Abs(he.Rounds[i].ValAccuracy - plain.Rounds[i].ValAccuracy)
+		worst = max(worst, dl, da)
+		if dl > 1e-4 || da > 1e-4 {
+			t.Errorf("round %d: he loss %.8f acc %.6f, none loss %.8f acc %.6f", i+1, he.Rounds[i].ValLoss, he.Rounds[i].ValAccuracy, plain.Rounds[i].ValLoss, plain.Rounds[i].ValAccuracy)
+		}
+		if len(he.Rounds[i].Decryptions) != 1 || he.Rounds[i].Decryptions[0].Contributors < 3 {
+			t.Errorf("round %d decryptions = %+v, want one aggregate of ≥ 3 clients", i+1, he.Rounds[i].Decryptions)
+		}
+		if he.Rounds[i].BytesReceived <= plain.Rounds[i].BytesReceived {
+			t.Errorf("round %d: %d bytes under he, %d in the clear", i+1, he.Rounds[i].BytesReceived, plain.Rounds[i].BytesReceived)
+		}
+	}
+	t.Logf("largest difference between he and none: %.3g; test accuracy he %.4f none %.4f", worst, he.TestAccuracy, plain.TestAccuracy)
+	if he.TestAccuracy < 0.95 {
+		t.Errorf("test accuracy under he %.4f < 0.95", he.TestAccuracy)
 	}
 }
 

@@ -88,7 +88,11 @@ type EnrollRequest struct {
 	// coordinator refuses a client whose schema does not match the job.
 	Features int32 `protobuf:"varint,3,opt,name=features,proto3" json:"features,omitempty"`
 	// name is an optional human-readable label for logs.
-	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// identity_key is the client's X25519 public key: committee members seal
+	// their Shamir shares to it, so that the coordinator relaying them cannot
+	// read them.
+	IdentityKey   []byte `protobuf:"bytes,5,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +153,13 @@ func (x *EnrollRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *EnrollRequest) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
 }
 
 type EnrollResponse struct {
@@ -215,11 +226,16 @@ type JobSpec struct {
 	Rounds   int32                  `protobuf:"varint,7,opt,name=rounds,proto3" json:"rounds,omitempty"`
 	// scaling is "none", "fixed" or "federated". With "fixed" the scaler is
 	// given here; with "federated" it arrives in a later ScalerTask.
-	Scaling       string  `protobuf:"bytes,8,opt,name=scaling,proto3" json:"scaling,omitempty"`
-	Scaler        *Scaler `protobuf:"bytes,9,opt,name=scaler,proto3" json:"scaler,omitempty"`
-	NumParams     int32   `protobuf:"varint,10,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scaling   string  `protobuf:"bytes,8,opt,name=scaling,proto3" json:"scaling,omitempty"`
+	Scaler    *Scaler `protobuf:"bytes,9,opt,name=scaler,proto3" json:"scaler,omitempty"`
+	NumParams int32   `protobuf:"varint,10,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	// secure_aggregation is "none" or "he"; with "he", he_params are the
+	// CKKS parameters every party must use.
+	SecureAggregation string        `protobuf:"bytes,11,opt,name=secure_aggregation,json=secureAggregation,proto3" json:"secure_aggregation,omitempty"`
+	HeParams          *HEParameters `protobuf:"bytes,12,opt,name=he_params,json=heParams,proto3" json:"he_params,omitempty"`
+	MinGroupSize      int32         `protobuf:"varint,13,opt,name=min_group_size,json=minGroupSize,proto3" json:"min_group_size,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -322,6 +338,120 @@ func (x *JobSpec) GetNumParams() int32 {
 	return 0
 }
 
+func (x *JobSpec) GetSecureAggregation() string {
+	if x != nil {
+		return x.SecureAggregation
+	}
+	return ""
+}
+
+func (x *JobSpec) GetHeParams() *HEParameters {
+	if x != nil {
+		return x.HeParams
+	}
+	return nil
+}
+
+func (x *JobSpec) GetMinGroupSize() int32 {
+	if x != nil {
+		return x.MinGroupSize
+	}
+	return 0
+}
+
+// HEParameters mirror aggregation.ParametersConfig.
+type HEParameters struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	LogN             int32                  `protobuf:"varint,1,opt,name=log_n,json=logN,proto3" json:"log_n,omitempty"`
+	LogQ             []int32                `protobuf:"varint,2,rep,packed,name=log_q,json=logQ,proto3" json:"log_q,omitempty"`
+	LogP             []int32                `protobuf:"varint,3,rep,packed,name=log_p,json=logP,proto3" json:"log_p,omitempty"`
+	LogDefaultScale  int32                  `protobuf:"varint,4,opt,name=log_default_scale,json=logDefaultScale,proto3" json:"log_default_scale,omitempty"`
+	EncoderPrecision int32                  `protobuf:"varint,5,opt,name=encoder_precision,json=encoderPrecision,proto3" json:"encoder_precision,omitempty"`
+	LogNoiseFlooding int32                  `protobuf:"varint,6,opt,name=log_noise_flooding,json=logNoiseFlooding,proto3" json:"log_noise_flooding,omitempty"`
+	Insecure         bool                   `protobuf:"varint,7,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *HEParameters) Reset() {
+	*x = HEParameters{}
+	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HEParameters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HEParameters) ProtoMessage() {}
+
+func (x *HEParameters) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HEParameters.ProtoReflect.Descriptor instead.
+func (*HEParameters) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HEParameters) GetLogN() int32 {
+	if x != nil {
+		return x.LogN
+	}
+	return 0
+}
+
+func (x *HEParameters) GetLogQ() []int32 {
+	if x != nil {
+		return x.LogQ
+	}
+	return nil
+}
+
+func (x *HEParameters) GetLogP() []int32 {
+	if x != nil {
+		return x.LogP
+	}
+	return nil
+}
+
+func (x *HEParameters) GetLogDefaultScale() int32 {
+	if x != nil {
+		return x.LogDefaultScale
+	}
+	return 0
+}
+
+func (x *HEParameters) GetEncoderPrecision() int32 {
+	if x != nil {
+		return x.EncoderPrecision
+	}
+	return 0
+}
+
+func (x *HEParameters) GetLogNoiseFlooding() int32 {
+	if x != nil {
+		return x.LogNoiseFlooding
+	}
+	return 0
+}
+
+func (x *HEParameters) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
 type ModelSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -333,7 +463,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +475,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +488,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{4}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -395,7 +525,7 @@ type TrainConfig struct {
 
 func (x *TrainConfig) Reset() {
 	*x = TrainConfig{}
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +537,7 @@ func (x *TrainConfig) String() string {
 func (*TrainConfig) ProtoMessage() {}
 
 func (x *TrainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +550,7 @@ func (x *TrainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
 func (*TrainConfig) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TrainConfig) GetEpochs() int32 {
@@ -468,7 +598,7 @@ type Scaler struct {
 
 func (x *Scaler) Reset() {
 	*x = Scaler{}
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +610,7 @@ func (x *Scaler) String() string {
 func (*Scaler) ProtoMessage() {}
 
 func (x *Scaler) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +623,7 @@ func (x *Scaler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scaler.ProtoReflect.Descriptor instead.
 func (*Scaler) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Scaler) GetMean() []float64 {
@@ -521,7 +651,7 @@ type NextTaskRequest struct {
 
 func (x *NextTaskRequest) Reset() {
 	*x = NextTaskRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +663,7 @@ func (x *NextTaskRequest) String() string {
 func (*NextTaskRequest) ProtoMessage() {}
 
 func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +676,7 @@ func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskRequest.ProtoReflect.Descriptor instead.
 func (*NextTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NextTaskRequest) GetCredential() *Credential {
@@ -571,6 +701,9 @@ type NextTaskResponse struct {
 	//	*NextTaskResponse_Train
 	//	*NextTaskResponse_Moments
 	//	*NextTaskResponse_Done
+	//	*NextTaskResponse_Keygen
+	//	*NextTaskResponse_Threshold
+	//	*NextTaskResponse_Decrypt
 	Task          isNextTaskResponse_Task `protobuf_oneof:"task"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -578,7 +711,7 @@ type NextTaskResponse struct {
 
 func (x *NextTaskResponse) Reset() {
 	*x = NextTaskResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +723,7 @@ func (x *NextTaskResponse) String() string {
 func (*NextTaskResponse) ProtoMessage() {}
 
 func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +736,7 @@ func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskResponse.ProtoReflect.Descriptor instead.
 func (*NextTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NextTaskResponse) GetTask() isNextTaskResponse_Task {
@@ -649,6 +782,33 @@ func (x *NextTaskResponse) GetDone() *DoneTask {
 	return nil
 }
 
+func (x *NextTaskResponse) GetKeygen() *KeyGenTask {
+	if x != nil {
+		if x, ok := x.Task.(*NextTaskResponse_Keygen); ok {
+			return x.Keygen
+		}
+	}
+	return nil
+}
+
+func (x *NextTaskResponse) GetThreshold() *ThresholdTask {
+	if x != nil {
+		if x, ok := x.Task.(*NextTaskResponse_Threshold); ok {
+			return x.Threshold
+		}
+	}
+	return nil
+}
+
+func (x *NextTaskResponse) GetDecrypt() *DecryptTask {
+	if x != nil {
+		if x, ok := x.Task.(*NextTaskResponse_Decrypt); ok {
+			return x.Decrypt
+		}
+	}
+	return nil
+}
+
 type isNextTaskResponse_Task interface {
 	isNextTaskResponse_Task()
 }
@@ -669,6 +829,18 @@ type NextTaskResponse_Done struct {
 	Done *DoneTask `protobuf:"bytes,4,opt,name=done,proto3,oneof"`
 }
 
+type NextTaskResponse_Keygen struct {
+	Keygen *KeyGenTask `protobuf:"bytes,5,opt,name=keygen,proto3,oneof"`
+}
+
+type NextTaskResponse_Threshold struct {
+	Threshold *ThresholdTask `protobuf:"bytes,6,opt,name=threshold,proto3,oneof"`
+}
+
+type NextTaskResponse_Decrypt struct {
+	Decrypt *DecryptTask `protobuf:"bytes,7,opt,name=decrypt,proto3,oneof"`
+}
+
 func (*NextTaskResponse_Wait) isNextTaskResponse_Task() {}
 
 func (*NextTaskResponse_Train) isNextTaskResponse_Task() {}
@@ -676,6 +848,192 @@ func (*NextTaskResponse_Train) isNextTaskResponse_Task() {}
 func (*NextTaskResponse_Moments) isNextTaskResponse_Task() {}
 
 func (*NextTaskResponse_Done) isNextTaskResponse_Task() {}
+
+func (*NextTaskResponse_Keygen) isNextTaskResponse_Task() {}
+
+func (*NextTaskResponse_Threshold) isNextTaskResponse_Task() {}
+
+func (*NextTaskResponse_Decrypt) isNextTaskResponse_Task() {}
+
+// KeyGenTask asks a committee member for its public-key share and its
+// sealed Shamir shares for every other member.
+type KeyGenTask struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// instance is aggregation.KeyGenInstance in its binary form.
+	Instance      []byte `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyGenTask) Reset() {
+	*x = KeyGenTask{}
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyGenTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyGenTask) ProtoMessage() {}
+
+func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyGenTask.ProtoReflect.Descriptor instead.
+func (*KeyGenTask) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *KeyGenTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *KeyGenTask) GetInstance() []byte {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+// ThresholdTask hands a member the sealed Shamir shares addressed to it.
+type ThresholdTask struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	InstanceId []byte                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// sealed maps the sender's id to the share it sealed for this member.
+	Sealed        map[string][]byte `protobuf:"bytes,3,rep,name=sealed,proto3" json:"sealed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ThresholdTask) Reset() {
+	*x = ThresholdTask{}
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ThresholdTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ThresholdTask) ProtoMessage() {}
+
+func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ThresholdTask.ProtoReflect.Descriptor instead.
+func (*ThresholdTask) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ThresholdTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ThresholdTask) GetInstanceId() []byte {
+	if x != nil {
+		return x.InstanceId
+	}
+	return nil
+}
+
+func (x *ThresholdTask) GetSealed() map[string][]byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+// DecryptTask asks a member for decryption shares of an aggregate; the
+// member fetches the blocks with Download("ciphertext/<block>").
+type DecryptTask struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// request is aggregation.DecryptRequest in its binary form.
+	Request       []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Blocks        int32  `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecryptTask) Reset() {
+	*x = DecryptTask{}
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecryptTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecryptTask) ProtoMessage() {}
+
+func (x *DecryptTask) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
+func (*DecryptTask) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DecryptTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *DecryptTask) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetBlocks() int32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
 
 // WaitTask says: nothing to do yet, poll again.
 type WaitTask struct {
@@ -687,7 +1045,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1057,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1070,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -735,14 +1093,17 @@ type TrainTask struct {
 	DeadlineUnixMs int64   `protobuf:"varint,5,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
 	Scaler         *Scaler `protobuf:"bytes,6,opt,name=scaler,proto3" json:"scaler,omitempty"`
 	// task_id names this (round, attempt) so a submission can be matched.
-	TaskId        string `protobuf:"bytes,7,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	TaskId string `protobuf:"bytes,7,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// key_id names the collective public key to encrypt under (encoding
+	// "ckks"); empty when updates are sent in the clear.
+	KeyId         []byte `protobuf:"bytes,8,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1115,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1128,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -819,18 +1180,26 @@ func (x *TrainTask) GetTaskId() string {
 	return ""
 }
 
+func (x *TrainTask) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
 // MomentsTask asks for per-feature count, sum and sum of squares of the
 // client's data, for federated feature scaling.
 type MomentsTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	KeyId         []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1211,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1224,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -863,6 +1232,13 @@ func (x *MomentsTask) GetTaskId() string {
 		return x.TaskId
 	}
 	return ""
+}
+
+func (x *MomentsTask) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
 }
 
 type DoneTask struct {
@@ -876,7 +1252,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1264,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1277,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -929,7 +1305,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1317,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1330,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -978,9 +1354,10 @@ type SubmitHeader struct {
 	Round      int32                  `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
 	// samples is the weight n_i of this update.
 	Samples int64 `protobuf:"varint,4,opt,name=samples,proto3" json:"samples,omitempty"`
-	// encoding of the payload: "f64le" (plain little-endian float64 vector).
+	// encoding of the payload: "f64le" (plain little-endian float64 vector)
+	// or "ckks" (marshalled ciphertexts, one per block, back to back).
 	Encoding string `protobuf:"bytes,5,opt,name=encoding,proto3" json:"encoding,omitempty"`
-	// length is the number of values in the payload.
+	// length is the number of values (f64le) or of ciphertexts (ckks).
 	Length int64 `protobuf:"varint,6,opt,name=length,proto3" json:"length,omitempty"`
 	// sha256 of the whole payload, checked on arrival.
 	Digest        []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
@@ -990,7 +1367,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1379,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1392,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitHeader) GetCredential() *Credential {
@@ -1079,7 +1456,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1468,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1481,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1138,7 +1515,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1527,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1540,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DownloadModelRequest) GetCredential() *Credential {
@@ -1192,7 +1569,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1581,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1594,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -1249,7 +1626,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1638,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1651,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 type JobStatusResponse struct {
@@ -1291,7 +1668,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1680,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1693,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -1373,7 +1750,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1762,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1775,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -1441,7 +1818,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1830,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1843,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -1497,6 +1874,270 @@ func (x *RoundMetrics) GetContributors() int32 {
 	return 0
 }
 
+type DownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DownloadRequest) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *DownloadRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *DownloadRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DownloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadResponse) Reset() {
+	*x = DownloadResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadResponse) ProtoMessage() {}
+
+func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
+func (*DownloadResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DownloadResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SubmitSharesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header is set on the first message only.
+	Header *SharesHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// part names the message this chunk belongs to: "public-key-share",
+	// "sealed/<recipient>", "ack", "share/<block>". Chunks of one part are
+	// consecutive.
+	Part          string `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitSharesRequest) Reset() {
+	*x = SubmitSharesRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitSharesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitSharesRequest) ProtoMessage() {}
+
+func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
+func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SubmitSharesRequest) GetPart() string {
+	if x != nil {
+		return x.Part
+	}
+	return ""
+}
+
+func (x *SubmitSharesRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SharesHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharesHeader) Reset() {
+	*x = SharesHeader{}
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharesHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharesHeader) ProtoMessage() {}
+
+func (x *SharesHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
+func (*SharesHeader) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SharesHeader) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *SharesHeader) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type SubmitSharesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitSharesResponse) Reset() {
+	*x = SubmitSharesResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitSharesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitSharesResponse) ProtoMessage() {}
+
+func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
+func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SubmitSharesResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
 var File_tally_v1_tally_proto protoreflect.FileDescriptor
 
 const file_tally_v1_tally_proto_rawDesc = "" +
@@ -1505,17 +2146,18 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\n" +
 	"Credential\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x18\n" +
-	"\asession\x18\x02 \x01(\fR\asession\"o\n" +
+	"\asession\x18\x02 \x01(\fR\asession\"\x92\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x18\n" +
 	"\asamples\x18\x02 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bfeatures\x18\x03 \x01(\x05R\bfeatures\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"k\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12!\n" +
+	"\fidentity_key\x18\x05 \x01(\fR\videntityKey\"k\n" +
 	"\x0eEnrollResponse\x124\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
 	"credential\x12#\n" +
-	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\"\xbd\x02\n" +
+	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\"\xc7\x03\n" +
 	"\aJobSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x1a\n" +
@@ -1528,7 +2170,18 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06scaler\x18\t \x01(\v2\x10.tally.v1.ScalerR\x06scaler\x12\x1d\n" +
 	"\n" +
 	"num_params\x18\n" +
-	" \x01(\x05R\tnumParams\"W\n" +
+	" \x01(\x05R\tnumParams\x12-\n" +
+	"\x12secure_aggregation\x18\v \x01(\tR\x11secureAggregation\x123\n" +
+	"\the_params\x18\f \x01(\v2\x16.tally.v1.HEParametersR\bheParams\x12$\n" +
+	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\"\xf0\x01\n" +
+	"\fHEParameters\x12\x13\n" +
+	"\x05log_n\x18\x01 \x01(\x05R\x04logN\x12\x13\n" +
+	"\x05log_q\x18\x02 \x03(\x05R\x04logQ\x12\x13\n" +
+	"\x05log_p\x18\x03 \x03(\x05R\x04logP\x12*\n" +
+	"\x11log_default_scale\x18\x04 \x01(\x05R\x0flogDefaultScale\x12+\n" +
+	"\x11encoder_precision\x18\x05 \x01(\x05R\x10encoderPrecision\x12,\n" +
+	"\x12log_noise_flooding\x18\x06 \x01(\x05R\x10logNoiseFlooding\x12\x1a\n" +
+	"\binsecure\x18\a \x01(\bR\binsecure\"W\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06hidden\x18\x02 \x03(\x05R\x06hidden\x12\x1e\n" +
@@ -1549,15 +2202,34 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
 	"credential\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\"\xce\x01\n" +
+	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\"\xea\x02\n" +
 	"\x10NextTaskResponse\x12(\n" +
 	"\x04wait\x18\x01 \x01(\v2\x12.tally.v1.WaitTaskH\x00R\x04wait\x12+\n" +
 	"\x05train\x18\x02 \x01(\v2\x13.tally.v1.TrainTaskH\x00R\x05train\x121\n" +
 	"\amoments\x18\x03 \x01(\v2\x15.tally.v1.MomentsTaskH\x00R\amoments\x12(\n" +
-	"\x04done\x18\x04 \x01(\v2\x12.tally.v1.DoneTaskH\x00R\x04doneB\x06\n" +
-	"\x04task\"\"\n" +
+	"\x04done\x18\x04 \x01(\v2\x12.tally.v1.DoneTaskH\x00R\x04done\x12.\n" +
+	"\x06keygen\x18\x05 \x01(\v2\x14.tally.v1.KeyGenTaskH\x00R\x06keygen\x127\n" +
+	"\tthreshold\x18\x06 \x01(\v2\x17.tally.v1.ThresholdTaskH\x00R\tthreshold\x121\n" +
+	"\adecrypt\x18\a \x01(\v2\x15.tally.v1.DecryptTaskH\x00R\adecryptB\x06\n" +
+	"\x04task\"A\n" +
+	"\n" +
+	"KeyGenTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
+	"\binstance\x18\x02 \x01(\fR\binstance\"\xc1\x01\n" +
+	"\rThresholdTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\fR\n" +
+	"instanceId\x12;\n" +
+	"\x06sealed\x18\x03 \x03(\v2#.tally.v1.ThresholdTask.SealedEntryR\x06sealed\x1a9\n" +
+	"\vSealedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"X\n" +
+	"\vDecryptTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\arequest\x18\x02 \x01(\fR\arequest\x12\x16\n" +
+	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\"\"\n" +
 	"\bWaitTask\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xdf\x01\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf6\x01\n" +
 	"\tTrainTask\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x05R\x05round\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
@@ -1566,9 +2238,11 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"num_params\x18\x04 \x01(\x05R\tnumParams\x12(\n" +
 	"\x10deadline_unix_ms\x18\x05 \x01(\x03R\x0edeadlineUnixMs\x12(\n" +
 	"\x06scaler\x18\x06 \x01(\v2\x10.tally.v1.ScalerR\x06scaler\x12\x17\n" +
-	"\atask_id\x18\a \x01(\tR\x06taskId\"&\n" +
+	"\atask_id\x18\a \x01(\tR\x06taskId\x12\x15\n" +
+	"\x06key_id\x18\b \x01(\fR\x05keyId\"=\n" +
 	"\vMomentsTask\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"C\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\fR\x05keyId\"C\n" +
 	"\bDoneTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vfinal_round\x18\x02 \x01(\x05R\n" +
@@ -1616,13 +2290,34 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x05round\x18\x01 \x01(\x05R\x05round\x12\x19\n" +
 	"\bval_loss\x18\x02 \x01(\x01R\avalLoss\x12!\n" +
 	"\fval_accuracy\x18\x03 \x01(\x01R\vvalAccuracy\x12\"\n" +
-	"\fcontributors\x18\x04 \x01(\x05R\fcontributors2\xff\x02\n" +
+	"\fcontributors\x18\x04 \x01(\x05R\fcontributors\"t\n" +
+	"\x0fDownloadRequest\x124\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
+	"credential\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"&\n" +
+	"\x10DownloadResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"m\n" +
+	"\x13SubmitSharesRequest\x12.\n" +
+	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SharesHeaderR\x06header\x12\x12\n" +
+	"\x04part\x18\x02 \x01(\tR\x04part\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"]\n" +
+	"\fSharesHeader\x124\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
+	"credential\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\"2\n" +
+	"\x14SubmitSharesResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted2\x95\x04\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12A\n" +
 	"\bNextTask\x12\x19.tally.v1.NextTaskRequest\x1a\x1a.tally.v1.NextTaskResponse\x12O\n" +
 	"\fSubmitUpdate\x12\x1d.tally.v1.SubmitUpdateRequest\x1a\x1e.tally.v1.SubmitUpdateResponse(\x01\x12R\n" +
 	"\rDownloadModel\x12\x1e.tally.v1.DownloadModelRequest\x1a\x1f.tally.v1.DownloadModelResponse0\x01\x12D\n" +
-	"\tJobStatus\x12\x1a.tally.v1.JobStatusRequest\x1a\x1b.tally.v1.JobStatusResponseB1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
+	"\tJobStatus\x12\x1a.tally.v1.JobStatusRequest\x1a\x1b.tally.v1.JobStatusResponse\x12C\n" +
+	"\bDownload\x12\x19.tally.v1.DownloadRequest\x1a\x1a.tally.v1.DownloadResponse0\x01\x12O\n" +
+	"\fSubmitShares\x12\x1d.tally.v1.SubmitSharesRequest\x1a\x1e.tally.v1.SubmitSharesResponse(\x01B1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
 
 var (
 	file_tally_v1_tally_proto_rawDescOnce sync.Once
@@ -1636,63 +2331,85 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*Credential)(nil),            // 0: tally.v1.Credential
 	(*EnrollRequest)(nil),         // 1: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 2: tally.v1.EnrollResponse
 	(*JobSpec)(nil),               // 3: tally.v1.JobSpec
-	(*ModelSpec)(nil),             // 4: tally.v1.ModelSpec
-	(*TrainConfig)(nil),           // 5: tally.v1.TrainConfig
-	(*Scaler)(nil),                // 6: tally.v1.Scaler
-	(*NextTaskRequest)(nil),       // 7: tally.v1.NextTaskRequest
-	(*NextTaskResponse)(nil),      // 8: tally.v1.NextTaskResponse
-	(*WaitTask)(nil),              // 9: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 10: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 11: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 12: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 13: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 14: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 15: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 16: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 17: tally.v1.DownloadModelResponse
-	(*JobStatusRequest)(nil),      // 18: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 19: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 20: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 21: tally.v1.RoundMetrics
+	(*HEParameters)(nil),          // 4: tally.v1.HEParameters
+	(*ModelSpec)(nil),             // 5: tally.v1.ModelSpec
+	(*TrainConfig)(nil),           // 6: tally.v1.TrainConfig
+	(*Scaler)(nil),                // 7: tally.v1.Scaler
+	(*NextTaskRequest)(nil),       // 8: tally.v1.NextTaskRequest
+	(*NextTaskResponse)(nil),      // 9: tally.v1.NextTaskResponse
+	(*KeyGenTask)(nil),            // 10: tally.v1.KeyGenTask
+	(*ThresholdTask)(nil),         // 11: tally.v1.ThresholdTask
+	(*DecryptTask)(nil),           // 12: tally.v1.DecryptTask
+	(*WaitTask)(nil),              // 13: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 14: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 15: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 16: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 17: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 18: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 19: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 20: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 21: tally.v1.DownloadModelResponse
+	(*JobStatusRequest)(nil),      // 22: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 23: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 24: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 25: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 26: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 27: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 28: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 29: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 30: tally.v1.SubmitSharesResponse
+	nil,                           // 31: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	0,  // 0: tally.v1.EnrollResponse.credential:type_name -> tally.v1.Credential
 	3,  // 1: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
-	4,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
-	5,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
-	6,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
-	0,  // 5: tally.v1.NextTaskRequest.credential:type_name -> tally.v1.Credential
-	9,  // 6: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	10, // 7: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	11, // 8: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	12, // 9: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
-	6,  // 10: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	14, // 11: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	0,  // 12: tally.v1.SubmitHeader.credential:type_name -> tally.v1.Credential
-	0,  // 13: tally.v1.DownloadModelRequest.credential:type_name -> tally.v1.Credential
-	20, // 14: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	21, // 15: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	1,  // 16: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	7,  // 17: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	13, // 18: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	16, // 19: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	18, // 20: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	2,  // 21: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	8,  // 22: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	15, // 23: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	17, // 24: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	19, // 25: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
+	6,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
+	7,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
+	4,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
+	0,  // 6: tally.v1.NextTaskRequest.credential:type_name -> tally.v1.Credential
+	13, // 7: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	14, // 8: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	15, // 9: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	16, // 10: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	10, // 11: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
+	11, // 12: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
+	12, // 13: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
+	31, // 14: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	7,  // 15: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	18, // 16: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	0,  // 17: tally.v1.SubmitHeader.credential:type_name -> tally.v1.Credential
+	0,  // 18: tally.v1.DownloadModelRequest.credential:type_name -> tally.v1.Credential
+	24, // 19: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	25, // 20: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	0,  // 21: tally.v1.DownloadRequest.credential:type_name -> tally.v1.Credential
+	29, // 22: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 23: tally.v1.SharesHeader.credential:type_name -> tally.v1.Credential
+	1,  // 24: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	8,  // 25: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	17, // 26: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	20, // 27: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	22, // 28: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	26, // 29: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	28, // 30: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	2,  // 31: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	9,  // 32: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	19, // 33: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	21, // 34: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	23, // 35: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	27, // 36: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	30, // 37: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -1700,11 +2417,14 @@ func file_tally_v1_tally_proto_init() {
 	if File_tally_v1_tally_proto != nil {
 		return
 	}
-	file_tally_v1_tally_proto_msgTypes[8].OneofWrappers = []any{
+	file_tally_v1_tally_proto_msgTypes[9].OneofWrappers = []any{
 		(*NextTaskResponse_Wait)(nil),
 		(*NextTaskResponse_Train)(nil),
 		(*NextTaskResponse_Moments)(nil),
 		(*NextTaskResponse_Done)(nil),
+		(*NextTaskResponse_Keygen)(nil),
+		(*NextTaskResponse_Threshold)(nil),
+		(*NextTaskResponse_Decrypt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1712,7 +2432,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

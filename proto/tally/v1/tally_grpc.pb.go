@@ -28,6 +28,8 @@ const (
 	CoordinatorService_SubmitUpdate_FullMethodName  = "/tally.v1.CoordinatorService/SubmitUpdate"
 	CoordinatorService_DownloadModel_FullMethodName = "/tally.v1.CoordinatorService/DownloadModel"
 	CoordinatorService_JobStatus_FullMethodName     = "/tally.v1.CoordinatorService/JobStatus"
+	CoordinatorService_Download_FullMethodName      = "/tally.v1.CoordinatorService/Download"
+	CoordinatorService_SubmitShares_FullMethodName  = "/tally.v1.CoordinatorService/SubmitShares"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -50,6 +52,14 @@ type CoordinatorServiceClient interface {
 	DownloadModel(ctx context.Context, in *DownloadModelRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadModelResponse], error)
 	// JobStatus is for operators: progress, clients and per-round metrics.
 	JobStatus(ctx context.Context, in *JobStatusRequest, opts ...grpc.CallOption) (*JobStatusResponse, error)
+	// Download streams a named object of a task: "public-key" (the
+	// committee's collective key) or "ciphertext/<block>" (a block of the
+	// aggregate a decryption task names).
+	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
+	// SubmitShares streams a committee member's protocol messages for a task
+	// (key-generation shares, sealed Shamir shares, acknowledgements,
+	// decryption shares), each a named part, split over as many chunks as it needs.
+	SubmitShares(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitSharesRequest, SubmitSharesResponse], error)
 }
 
 type coordinatorServiceClient struct {
@@ -122,6 +132,38 @@ func (c *coordinatorServiceClient) JobStatus(ctx context.Context, in *JobStatusR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_Download_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRequest, DownloadResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_DownloadClient = grpc.ServerStreamingClient[DownloadResponse]
+
+func (c *coordinatorServiceClient) SubmitShares(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitSharesRequest, SubmitSharesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[3], CoordinatorService_SubmitShares_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitSharesRequest, SubmitSharesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_SubmitSharesClient = grpc.ClientStreamingClient[SubmitSharesRequest, SubmitSharesResponse]
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -142,6 +184,14 @@ type CoordinatorServiceServer interface {
 	DownloadModel(*DownloadModelRequest, grpc.ServerStreamingServer[DownloadModelResponse]) error
 	// JobStatus is for operators: progress, clients and per-round metrics.
 	JobStatus(context.Context, *JobStatusRequest) (*JobStatusResponse, error)
+	// Download streams a named object of a task: "public-key" (the
+	// committee's collective key) or "ciphertext/<block>" (a block of the
+	// aggregate a decryption task names).
+	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
+	// SubmitShares streams a committee member's protocol messages for a task
+	// (key-generation shares, sealed Shamir shares, acknowledgements,
+	// decryption shares), each a named part, split over as many chunks as it needs.
+	SubmitShares(grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -166,6 +216,12 @@ func (UnimplementedCoordinatorServiceServer) DownloadModel(*DownloadModelRequest
 }
 func (UnimplementedCoordinatorServiceServer) JobStatus(context.Context, *JobStatusRequest) (*JobStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method JobStatus not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Download not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SubmitShares(grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method SubmitShares not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -260,6 +316,24 @@ func _CoordinatorService_JobStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).Download(m, &grpc.GenericServerStream[DownloadRequest, DownloadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_DownloadServer = grpc.ServerStreamingServer[DownloadResponse]
+
+func _CoordinatorService_SubmitShares_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServiceServer).SubmitShares(&grpc.GenericServerStream[SubmitSharesRequest, SubmitSharesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_SubmitSharesServer = grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +364,16 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "DownloadModel",
 			Handler:       _CoordinatorService_DownloadModel_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Download",
+			Handler:       _CoordinatorService_Download_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubmitShares",
+			Handler:       _CoordinatorService_SubmitShares_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "tally/v1/tally.proto",

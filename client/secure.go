@@ -1,0 +1,197 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+
+	"github.com/tallyfl/tally/aggregation"
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// fetch downloads a named object of a task.
+func (c *Client) fetch(ctx context.Context, taskID, name string) ([]byte, error) {
+	stream, err := c.api.Download(ctx, &tallyv1.DownloadRequest{Credential: c.cred, TaskId: taskID, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msg.GetData()...)
+	}
+}
+
+// encryptor returns an encryptor for the key keyID, fetching the key once.
+func (c *Client) encryptor(ctx context.Context, taskID string, keyID []byte) (*aggregation.Encryptor, error) {
+	if c.enc != nil {
+		id := c.enc.KeyID()
+		if bytes.Equal(id[:], keyID) {
+			return c.enc, nil
+		}
+	}
+	pk, err := c.fetch(ctx, taskID, "public-key")
+	if err != nil {
+		return nil, err
+	}
+	enc, err := aggregation.NewEncryptor(c.params, pk, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, fmt.Errorf("client: collective public key: %w", err)
+	}
+	id := enc.KeyID()
+	if !bytes.Equal(id[:], keyID) {
+		return nil, fmt.Errorf("client: the coordinator served key %x for task %s, which names key %x", id[:8], taskID, keyID[:min(8, len(keyID))])
+	}
+	c.enc, c.encBuf = enc, nil
+	return enc, nil
+}
+
+// submitEncrypted encrypts weight·v and weight under the collective key
+// and streams the ciphertexts back to back. Nobody without t committee
+// members' help can read them, the coordinator included.
+func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byte, round int, weight float64, v []float64) error {
+	enc, err := c.encryptor(ctx, taskID, keyID)
+	if err != nil {
+		return err
+	}
+	cts, err := enc.EncryptUpdateInto(c.encBuf, v, weight)
+	if err != nil {
+		return fmt.Errorf("client: encrypt: %w", err)
+	}
+	c.encBuf = cts
+	h := sha256.New()
+	for _, ct := range cts {
+		h.Write(ct)
+	}
+	stream, err := c.api.SubmitUpdate(ctx)
+	if err != nil {
+		return err
+	}
+	header := &tallyv1.SubmitHeader{
+		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: int64(weight),
+		Encoding: "ckks", Length: int64(len(cts)), Digest: h.Sum(nil),
+	}
+	first := true
+	for _, ct := range cts {
+		for off := 0; off < len(ct); off += chunkBytes {
+			msg := &tallyv1.SubmitUpdateRequest{Data: ct[off:min(off+chunkBytes, len(ct))]}
+			if first {
+				msg.Header, first = header, false
+			}
+			if err := stream.Send(msg); err != nil {
+				goto done // the real error comes from CloseAndRecv
+			}
+		}
+	}
+done:
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return err
+	}
+	c.log.Info("submitted encrypted update", "task", taskID, "ciphertexts", len(cts))
+	return nil
+}
+
+// sendShares streams named parts to the coordinator.
+func (c *Client) sendShares(ctx context.Context, taskID string, parts map[string][]byte) error {
+	stream, err := c.api.SubmitShares(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(parts))
+	for n := range parts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	first := true
+	for _, n := range names {
+		data := parts[n]
+		for off := 0; off == 0 || off < len(data); off += chunkBytes {
+			msg := &tallyv1.SubmitSharesRequest{Part: n, Data: data[off:min(off+chunkBytes, len(data))]}
+			if first {
+				msg.Header, first = &tallyv1.SharesHeader{Credential: c.cred, TaskId: taskID}, false
+			}
+			if err := stream.Send(msg); err != nil {
+				_, err = stream.CloseAndRecv()
+				return err
+			}
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// keyGen joins a committee: a fresh secret share, its public-key share and
+// a sealed Shamir share for every other member.
+func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
+	inst, err := aggregation.UnmarshalKeyGenInstance(c.params, t.GetInstance())
+	if err != nil {
+		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
+	}
+	if c.inst == nil || c.inst.ID() != inst.ID() {
+		m, err := aggregation.NewMember(c.params, c.cred.GetClientId(), c.identity, c.policy, c.record, rand.Reader)
+		if err != nil {
+			return err
+		}
+		c.member, c.inst = m, inst
+	}
+	shares, err := c.member.GenKeyGenShares(inst)
+	if err != nil {
+		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
+	}
+	parts := map[string][]byte{"public-key-share": shares.PublicKeyShare}
+	for to, s := range shares.Sealed {
+		parts["sealed/"+to] = s
+	}
+	c.log.Info("committee key generation", "task", t.GetTaskId(), "members", len(inst.Members()), "threshold", inst.Threshold())
+	return c.sendShares(ctx, t.GetTaskId(), parts)
+}
+
+// threshold opens the Shamir shares sealed to this member.
+func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error {
+	if c.member == nil || c.inst == nil {
+		return fmt.Errorf("client: threshold task %s for a committee this client holds no share of", t.GetTaskId())
+	}
+	if err := c.member.ReceiveThresholdShares(c.inst, t.GetSealed()); err != nil {
+		return fmt.Errorf("client: threshold task %s: %w", t.GetTaskId(), err)
+	}
+	return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"ack": {1}})
+}
+
+// decrypt produces this member's decryption share of each block of an
+// aggregate, after the member's policy checked the request: enough
+// contributors, a digest never served before, ciphertexts that match it.
+func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
+	if c.member == nil {
+		return fmt.Errorf("client: decryption task %s for a committee this client holds no share of", t.GetTaskId())
+	}
+	var req aggregation.DecryptRequest
+	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
+		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
+	parts := map[string][]byte{}
+	for b := 0; b < int(t.GetBlocks()); b++ {
+		ct, err := c.fetch(ctx, t.GetTaskId(), fmt.Sprintf("ciphertext/%d", b))
+		if err != nil {
+			return err
+		}
+		share, err := c.member.DecryptShare(req, b, ct)
+		if err != nil {
+			c.log.Warn("decryption refused", "task", t.GetTaskId(), "purpose", req.Purpose, "err", err)
+			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+		}
+		parts[fmt.Sprintf("share/%d", b)] = share
+	}
+	c.log.Info("decryption shares sent", "task", t.GetTaskId(), "purpose", req.Purpose, "contributors", len(req.Contributors))
+	return c.sendShares(ctx, t.GetTaskId(), parts)
+}

@@ -1,0 +1,428 @@
+package coordinator
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tallyfl/tally/aggregation"
+)
+
+// Limits of the secure-aggregation protocol steps.
+const (
+	// maxKeyGenAttempts bounds consecutive failed key generations before
+	// the job stops: each one needs every committee member to answer.
+	maxKeyGenAttempts = 5
+	// maxDecryptAttempts bounds the decryptions of one aggregate; each
+	// retry re-randomises the ciphertexts (members never serve a digest
+	// twice) and asks the members that are live now.
+	maxDecryptAttempts = 3
+)
+
+// heState is the engine's part of multiparty CKKS: the committee, its key,
+// and the decryption in progress.
+type heState struct {
+	params aggregation.Parameters
+
+	epoch     uint64
+	failedKGs int
+	inst      *aggregation.KeyGenInstance
+	pkShares  map[string][]byte
+	sealed    map[string]map[string][]byte // recipient → sender → sealed
+	acks      map[string]bool
+	pk        []byte
+	keyID     [32]byte
+	ready     bool
+	enc       *aggregation.Encryptor // for re-randomising aggregates on retry
+	decryptor *aggregation.Decryptor
+	// unresponsive members of the current committee, not asked again.
+	unresponsive map[string]bool
+
+	// The decryption in progress.
+	collect  *Task // the train or moments task whose aggregate is decrypted
+	rec      RoundRecord
+	agg      *aggregation.Aggregate
+	req      aggregation.DecryptRequest
+	shares   map[string]map[int][]byte // member → block → share
+	attempts int
+}
+
+// members returns the current committee's ids.
+func (h *heState) members() []string {
+	if h.inst == nil {
+		return nil
+	}
+	var ids []string
+	for _, m := range h.inst.Members() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// liveMembers are the committee members that polled recently and have not
+// failed to answer a protocol step.
+func (e *Engine) liveMembers() []string {
+	avail := e.available()
+	var out []string
+	for _, id := range e.he.members() {
+		if slices.Contains(avail, id) && !e.he.unresponsive[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// keyUsable: a collective key exists and at least t of its committee are live.
+func (e *Engine) keyUsable() bool {
+	return e.he.ready && len(e.liveMembers()) >= e.he.inst.Threshold()
+}
+
+// seedBytes derives the committee seed from the job seed and a purpose.
+func (e *Engine) seedBytes(purpose string) []byte {
+	h := sha256.New()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], e.job.Seed)
+	h.Write(b[:])
+	h.Write([]byte(purpose))
+	return h.Sum(nil)
+}
+
+// startKeyGen draws a committee from the live clients with the job seed
+// and asks its members for their key-generation shares.
+func (e *Engine) startKeyGen() []Action {
+	h := e.he
+	if h.failedKGs >= maxKeyGenAttempts {
+		return []Action{e.done(fmt.Sprintf("key generation failed %d times in a row", h.failedKGs))}
+	}
+	var candidates []string
+	for _, id := range e.available() {
+		if len(e.clients[id].identity) > 0 && !h.unresponsive[id] {
+			candidates = append(candidates, id)
+		}
+	}
+	size := min(e.job.Committee.Size, len(candidates))
+	t := min(e.job.Committee.Threshold, size)
+	if size < 2 || t < 2 {
+		return []Action{ActLog{Msg: "waiting for clients to form a decryption committee", Attrs: []any{"live", len(candidates)}}}
+	}
+	h.epoch++
+	rng := e.rng(fmt.Sprintf("committee/%d", h.epoch))
+	perm := rng.Perm(len(candidates))[:size]
+	sort.Ints(perm)
+	c := aggregation.Committee{Job: e.job.ID, Seed: e.seedBytes("crp"), Epoch: h.epoch, Threshold: t}
+	for _, p := range perm {
+		id := candidates[p]
+		c.Members = append(c.Members, aggregation.MemberInfo{ID: id, PublicKey: e.clients[id].identity})
+	}
+	inst, err := aggregation.NewKeyGenInstance(h.params, c)
+	if err != nil {
+		// A client's identity key is checked at enrolment; anything else
+		// wrong here is a bug in how the committee was assembled.
+		h.failedKGs++
+		return []Action{ActLog{Msg: "committee rejected", Attrs: []any{"epoch", h.epoch, "err", err.Error()}}}
+	}
+	blob, err := inst.MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: marshal key-generation instance: %v", err))
+	}
+	h.inst, h.ready, h.pk, h.enc, h.decryptor = inst, false, nil, nil, nil
+	h.pkShares, h.sealed, h.acks = map[string][]byte{}, map[string]map[string][]byte{}, map[string]bool{}
+	h.unresponsive = map[string]bool{}
+	members := h.members()
+	e.task = &Task{
+		ID: fmt.Sprintf("%s/keygen/e%d", e.job.ID, h.epoch), Kind: TaskKeyGen, Round: e.round, Attempt: int(h.epoch),
+		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: members, Blob: blob,
+	}
+	return []Action{
+		ActLog{Msg: "decryption committee drawn", Attrs: []any{"epoch", h.epoch, "size", size, "threshold", t, "members", strings.Join(members, ",")}},
+		ActPublish{Task: e.task},
+	}
+}
+
+// keyGenTimeout: a member did not answer. Key generation needs all of
+// them, so the committee is drawn again without the silent ones.
+func (e *Engine) keyGenTimeout() []Action {
+	h := e.he
+	t := e.task
+	e.task = nil
+	var silent []string
+	for _, id := range t.Selected {
+		if (t.Kind == TaskKeyGen && h.pkShares[id] == nil) || (t.Kind == TaskThreshold && !h.acks[id]) {
+			silent = append(silent, id)
+		}
+	}
+	h.failedKGs++
+	// The silent clients are left out of the next draw only: startKeyGen
+	// resets the exclusions once it has drawn, since they may come back.
+	for _, id := range silent {
+		h.unresponsive[id] = true
+	}
+	out := []Action{ActLog{Msg: "key generation timed out; drawing a new committee", Attrs: []any{"epoch", h.epoch, "silent", strings.Join(silent, ",")}}}
+	return append(out, e.startKeyGen()...)
+}
+
+// shares handles a member's protocol messages.
+func (e *Engine) shares(ev EvShares) []Action {
+	reply := func(err error) []Action {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
+	}
+	if c, ok := e.clients[ev.Client]; ok {
+		c.lastSeen = e.now
+	}
+	t := e.task
+	if e.he == nil || t == nil || t.ID != ev.TaskID {
+		return reply(fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))
+	}
+	if !slices.Contains(t.Selected, ev.Client) {
+		return reply(ErrNotSelected)
+	}
+	h := e.he
+	switch t.Kind {
+	case TaskKeyGen:
+		pks := ev.Parts["public-key-share"]
+		if len(pks) == 0 {
+			return reply(fmt.Errorf("%w: no public-key-share part", ErrBadEncoding))
+		}
+		sealed := map[string][]byte{}
+		for name, v := range ev.Parts {
+			if to, ok := strings.CutPrefix(name, "sealed/"); ok {
+				if !slices.Contains(t.Selected, to) || to == ev.Client {
+					return reply(fmt.Errorf("%w: sealed share for %q, who is not another committee member", ErrBadEncoding, to))
+				}
+				sealed[to] = v
+			}
+		}
+		if len(sealed) != len(t.Selected)-1 {
+			return reply(fmt.Errorf("%w: %d sealed shares, want one for each of the %d other members", ErrBadEncoding, len(sealed), len(t.Selected)-1))
+		}
+		if _, dup := h.pkShares[ev.Client]; dup {
+			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+		}
+		h.pkShares[ev.Client] = pks
+		for to, v := range sealed {
+			if h.sealed[to] == nil {
+				h.sealed[to] = map[string][]byte{}
+			}
+			h.sealed[to][ev.Client] = v
+		}
+		out := reply(nil)
+		if len(h.pkShares) < len(t.Selected) {
+			return out
+		}
+		pk, err := aggregation.AggregatePublicKey(h.params, h.inst, h.pkShares)
+		if err != nil {
+			// A bad share cannot be attributed without more protocol; start over.
+			e.task = nil
+			h.failedKGs++
+			out = append(out, ActLog{Msg: "public key aggregation failed; drawing a new committee", Attrs: []any{"err", err.Error()}})
+			return append(out, e.startKeyGen()...)
+		}
+		h.pk = pk
+		e.task = &Task{
+			ID: fmt.Sprintf("%s/threshold/e%d", e.job.ID, h.epoch), Kind: TaskThreshold, Round: e.round, Attempt: int(h.epoch),
+			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Sealed: h.sealed,
+		}
+		return append(out, ActPublish{Task: e.task})
+	case TaskThreshold:
+		if _, ok := ev.Parts["ack"]; !ok {
+			return reply(fmt.Errorf("%w: no ack part", ErrBadEncoding))
+		}
+		if h.acks[ev.Client] {
+			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+		}
+		h.acks[ev.Client] = true
+		out := reply(nil)
+		if len(h.acks) < len(t.Selected) {
+			return out
+		}
+		keyID, err := aggregation.PublicKeyInstance(h.params, h.pk)
+		if err == nil {
+			h.enc, err = aggregation.NewEncryptor(h.params, h.pk, 1)
+		}
+		if err == nil {
+			h.decryptor, err = aggregation.NewDecryptor(h.params, h.inst)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("coordinator: collective key unusable after a complete key generation: %v", err))
+		}
+		h.keyID, h.ready, h.failedKGs = keyID, true, 0
+		e.task = nil
+		out = append(out, ActLog{Msg: "collective public key ready", Attrs: []any{"epoch", h.epoch, "key", fmt.Sprintf("%x", keyID[:8])}})
+		return append(out, e.maybeStart()...)
+	case TaskDecrypt:
+		return e.decryptShares(ev)
+	}
+	return reply(fmt.Errorf("%w: task %s takes updates, not shares", ErrNoTask, t.ID))
+}
+
+// attachAccumulator makes a train or moments task collect ciphertexts.
+func (e *Engine) attachAccumulator(t *Task) error {
+	acc, err := aggregation.NewAccumulator(e.he.params, e.he.keyID, t.Length)
+	if err != nil {
+		return err
+	}
+	t.Acc, t.KeyID, t.PublicKey = acc, e.he.keyID, e.he.pk
+	return nil
+}
+
+// startDecrypt finalises the encrypted sum of a closed task and asks t live
+// committee members to decrypt it.
+func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
+	agg, err := t.Acc.Finalize()
+	if err != nil {
+		// A client whose upload broke off left part of its blocks in the
+		// sum: the aggregate is unusable and the attempt starts over.
+		return e.fail(t, rec, fmt.Errorf("encrypted sum: %w", err))
+	}
+	h := e.he
+	h.collect, h.rec, h.agg, h.attempts = t, rec, agg, 0
+	// The record names what the ciphertext really sums.
+	h.rec.Contributors = agg.Contributors
+	return e.requestDecryption()
+}
+
+func (e *Engine) purpose(t *Task) string {
+	if t.Kind == TaskMoments {
+		return "moments"
+	}
+	return "round"
+}
+
+// requestDecryption publishes a decryption task to t live members.
+func (e *Engine) requestDecryption() []Action {
+	h := e.he
+	live := e.liveMembers()
+	t := h.inst.Threshold()
+	if len(live) < t || h.attempts >= maxDecryptAttempts {
+		collect, rec := h.collect, h.rec
+		h.collect, h.agg = nil, nil
+		if len(live) < t {
+			// Not enough of the committee is left: the next attempt re-keys.
+			h.ready = false
+			return e.fail(collect, rec, fmt.Errorf("only %d of the %d-member committee are live, %d needed to decrypt; re-keying", len(live), len(h.members()), t))
+		}
+		return e.fail(collect, rec, fmt.Errorf("decryption failed %d times", h.attempts))
+	}
+	h.attempts++
+	rng := e.rng(fmt.Sprintf("participants/%d", h.attempts))
+	perm := rng.Perm(len(live))[:t]
+	participants := make([]string, t)
+	for i, p := range perm {
+		participants[i] = live[p]
+	}
+	h.req = aggregation.NewDecryptRequest(h.agg, e.purpose(h.collect), uint64(h.collect.Round), participants)
+	blob, err := h.req.MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: marshal decryption request: %v", err))
+	}
+	h.shares = map[string]map[int][]byte{}
+	e.task = &Task{
+		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/d%d", e.job.ID, e.purpose(h.collect), h.collect.Round, h.collect.Attempt, h.attempts),
+		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
+		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
+		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID,
+	}
+	return []Action{ActPublish{Task: e.task}}
+}
+
+// decryptTimeout: a participant did not answer. The aggregate is
+// re-randomised (a fresh digest: members never serve one twice) and the
+// request goes to the members that are live now.
+func (e *Engine) decryptTimeout() []Action {
+	h := e.he
+	t := e.task
+	e.task = nil
+	var silent []string
+	for _, id := range t.Selected {
+		if len(h.shares[id]) < len(h.agg.Ciphertexts) {
+			silent = append(silent, id)
+			h.unresponsive[id] = true
+		}
+	}
+	out := []Action{ActLog{Msg: "decryption timed out", Attrs: []any{"task", t.ID, "silent", strings.Join(silent, ",")}}}
+	fresh := &aggregation.Aggregate{Key: h.agg.Key, NumParams: h.agg.NumParams, Contributors: h.agg.Contributors,
+		Ciphertexts: make([][]byte, len(h.agg.Ciphertexts)), Digests: make([][32]byte, len(h.agg.Ciphertexts))}
+	for b, ct := range h.agg.Ciphertexts {
+		r, err := h.enc.Rerandomize(ct)
+		if err != nil {
+			panic(fmt.Sprintf("coordinator: re-randomise block %d: %v", b, err))
+		}
+		fresh.Ciphertexts[b], fresh.Digests[b] = r, sha256.Sum256(r)
+	}
+	h.agg = fresh
+	return append(out, e.requestDecryption()...)
+}
+
+// decryptShares collects a participant's shares; with all t it combines
+// them, decodes the aggregate and finishes the round.
+func (e *Engine) decryptShares(ev EvShares) []Action {
+	h := e.he
+	blocks := len(h.agg.Ciphertexts)
+	got := map[int][]byte{}
+	for name, v := range ev.Parts {
+		s, ok := strings.CutPrefix(name, "share/")
+		if !ok {
+			continue
+		}
+		b, err := strconv.Atoi(s)
+		if err != nil || b < 0 || b >= blocks {
+			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: part %q names no block of %d", ErrBadEncoding, name, blocks)}}
+		}
+		got[b] = v
+	}
+	if len(got) != blocks {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: %d shares, want one per block (%d)", ErrBadEncoding, len(got), blocks)}}
+	}
+	if _, dup := h.shares[ev.Client]; dup {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+	}
+	h.shares[ev.Client] = got
+	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	if len(h.shares) < len(h.req.Participants) {
+		return out
+	}
+	e.task = nil
+	vals := make([][]float64, blocks)
+	for b := range blocks {
+		per := map[string][]byte{}
+		for id, s := range h.shares {
+			per[id] = s[b]
+		}
+		v, err := h.decryptor.CombineBlock(h.req, b, h.agg.Ciphertexts[b], per)
+		if err != nil {
+			// A bad share: treat the sender set as unreliable and retry.
+			out = append(out, ActLog{Msg: "combining decryption shares failed", Attrs: []any{"err", err.Error()}})
+			return append(out, e.requestDecryption()...)
+		}
+		vals[b] = v
+	}
+	collect, rec := h.collect, h.rec
+	h.collect, h.agg = nil, nil
+	rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Participants: h.req.Participants})
+	avg, weight, err := aggregation.Assemble(collect.Length, vals)
+	if err == nil {
+		if collect.Kind == TaskMoments {
+			sum := make([]float64, len(avg))
+			for i, v := range avg {
+				// Every client encrypts its moments with weight 1, so the
+				// total weight is the number of clients and avg·weight the sum.
+				sum[i] = v * weight
+			}
+			err = e.setScaler(sum, len(rec.Contributors))
+		} else {
+			next := slices.Clone(e.global)
+			for i, v := range avg {
+				next[i] += v
+			}
+			err = e.advance(&rec, next)
+		}
+	}
+	if err != nil {
+		return append(out, e.fail(collect, rec, err)...)
+	}
+	return append(out, e.succeed(collect, rec)...)
+}
