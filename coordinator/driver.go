@@ -46,6 +46,8 @@ type view struct {
 	history   []RoundRecord
 	clients   map[string]int64
 	scaler    *dataset.Scaler
+	committee []string // members of the latest key generation
+	epochs    int      // key generations started
 }
 
 type call struct {
@@ -141,6 +143,10 @@ func (d *Driver) perform(acts []Action) error {
 			}
 		case ActPublish:
 			d.view.task = a.Task
+			if a.Task.Kind == TaskKeyGen {
+				d.view.committee = slices.Clone(a.Task.Selected)
+				d.view.epochs++
+			}
 			d.view.submitted = map[string]bool{}
 			d.log.Info("task published", "task", a.Task.ID, "kind", a.Task.Kind.String(), "round", a.Task.Round, "clients", len(a.Task.Selected))
 		case ActReply:
@@ -201,13 +207,18 @@ type Status struct {
 	History []RoundRecord
 	Clients map[string]int64
 	Done    *ActJobDone
+	// Committee is the decryption committee of the latest key generation,
+	// and Epochs the number of key generations started.
+	Committee []string
+	Epochs    int
 }
 
 // Status returns the current operator view.
 func (d *Driver) Status() Status {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	s := Status{Phase: d.view.phase, Round: d.view.round, History: slices.Clone(d.view.history), Clients: map[string]int64{}, Done: d.view.done}
+	s := Status{Phase: d.view.phase, Round: d.view.round, History: slices.Clone(d.view.history), Clients: map[string]int64{}, Done: d.view.done,
+		Committee: slices.Clone(d.view.committee), Epochs: d.view.epochs}
 	for k, v := range d.view.clients {
 		s.Clients[k] = v
 	}

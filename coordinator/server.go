@@ -110,6 +110,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, engine: eng, driver: drv, service: svc, model: m}, nil
 }
 
+// Status is the operator's view of the job, safe to call at any time.
+func (s *Server) Status() Status { return s.driver.Status() }
+
 // Model returns a model of the job's architecture, for evaluating outcomes.
 func (s *Server) Model() model.Model { return s.model.Clone() }
 
