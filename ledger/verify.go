@@ -138,7 +138,9 @@ func (c *chain) stored(i int, k, v []byte) (Receipt, *VerifyError) {
 		return r, badRecord(i, &r, ProblemEncoding, "stored bytes are not the record's encoding")
 	}
 	if len(k) != 8 || r.Seq != seq {
-		return r, badRecord(i, &r, ProblemSeq, "stored under key %x", k)
+		e := badRecord(i, &r, ProblemSeq, "record says seq %d, stored under key %x", r.Seq, k)
+		e.Seq = seq // name the record by where it is stored
+		return r, e
 	}
 	if !roundInRange(r.Round) {
 		return r, badRecord(i, &r, ProblemEncoding, "round out of range")
