@@ -72,6 +72,10 @@ type JobConfig struct {
 	MinGroupSize int `yaml:"min_group_size"`
 	// HEParams are the CKKS parameters; the default is aggregation.DefaultConfig.
 	HEParams *aggregation.ParametersConfig `yaml:"he_params"`
+	// Valuation scores each client's contribution every round.
+	Valuation ValuationConfig `yaml:"valuation"`
+	// Payment turns the scores into payouts and usage quotas.
+	Payment PaymentConfig `yaml:"payment"`
 }
 
 // CommitteeConfig sizes the decryption committee.
@@ -251,6 +255,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		d := aggregation.DefaultConfig()
 		c.HEParams = &d
 	}
+	c.valuationDefaults()
 
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -344,6 +349,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	default:
 		bad("scaling.mode", "must be \"none\", \"fixed\" or \"federated\", got %q", c.Scaling.Mode)
 	}
+	c.validateValuation(bad)
 	var params aggregation.Parameters
 	switch c.SecureAggregation {
 	case "none":

@@ -13,6 +13,7 @@ import (
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/valuation"
 )
 
 // Errors a submission can be refused with. The driver maps them to gRPC codes.
@@ -206,6 +207,8 @@ type RoundRecord struct {
 	BytesReceived int64 `json:"bytes_received"`
 	// Decryptions lists what the committee decrypted for this round.
 	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
+	// Valuation scores the contributors of this round.
+	Valuation *RoundValuation `json:"valuation,omitempty"`
 }
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
@@ -255,6 +258,7 @@ type Engine struct {
 	job      Job
 	strategy Strategy
 	eval     Evaluator
+	valuer   Valuer // nil: no valuation
 
 	phase        Phase
 	now          int
@@ -422,7 +426,11 @@ func (e *Engine) rng(purpose string) *rand.Rand {
 	binary.LittleEndian.PutUint64(b[:], e.job.Seed)
 	h.Write(b[:])
 	fmt.Fprintf(h, "|%s|%d|%d", purpose, e.round, e.attempt)
-	s := h.Sum(nil)
+	return newPCG(h.Sum(nil))
+}
+
+// newPCG seeds a generator from the first 16 bytes of a hash.
+func newPCG(s []byte) *rand.Rand {
 	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:16])))
 }
 
@@ -545,6 +553,7 @@ func (e *Engine) close(why string) []Action {
 		}
 		var next []float64
 		if next, err = e.strategy.Aggregate(e.global, results); err == nil {
+			e.valueClear(&rec, t, results)
 			err = e.advance(&rec, next)
 		}
 	}
@@ -602,6 +611,116 @@ func (e *Engine) lastCompleted() int {
 		}
 	}
 	return 0
+}
+
+// SetValuer makes the engine score every round's contributors.
+func (e *Engine) SetValuer(v Valuer) { e.valuer = v }
+
+// valueClear scores a round whose updates the coordinator holds in the
+// clear (secure_aggregation: none), in the job's valuation mode. A
+// valuation error is recorded, not fatal: the model still advances.
+func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
+	if e.valuer == nil {
+		return
+	}
+	for _, r := range results {
+		// Without encryption the coordinator sees each update: say so.
+		rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: "cleartext-update", Contributors: 1, Participants: []string{r.Client}})
+	}
+	cfg := e.job.Valuation
+	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
+	rec.Valuation = rv
+	var res valuation.Result
+	var err error
+	switch cfg.Mode {
+	case ModePlain:
+		updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+		for i, r := range results {
+			updates[i], weights[i] = r.Update, float64(r.Samples)
+		}
+		if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+			for i, r := range results {
+				rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
+			}
+		}
+	case ModeGroups:
+		byID := map[string]Result{}
+		for _, r := range results {
+			byID[r.Client] = r
+		}
+		rv.Groups = partition(sortedIDs(results), e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
+		updates, weights := make([][]float64, len(rv.Groups)), make([]float64, len(rv.Groups))
+		for g, members := range rv.Groups {
+			var us [][]float64
+			var ws []float64
+			for _, id := range members {
+				us, ws = append(us, byID[id].Update), append(ws, float64(byID[id].Samples))
+				weights[g] += float64(byID[id].Samples)
+			}
+			if updates[g], err = aggregation.FedAvg(us, ws); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+				err = e.splitGroups(rv, res, func(id string) float64 { return float64(byID[id].Samples) })
+			}
+		}
+	case ModeInfluence:
+		var g []float64
+		if g, err = e.valuer.Gradient(e.global, e.scaler); err == nil {
+			updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+			for i, r := range results {
+				updates[i], weights[i] = r.Update, float64(r.Samples)
+			}
+			var a []float64
+			if a, err = valuation.InfluenceCoefficients(g, updates, weights); err == nil {
+				if res, err = e.valuer.Surrogate(t.Round, a, weights); err == nil {
+					for i, r := range results {
+						rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
+					}
+				}
+			}
+		}
+	}
+	rv.Evaluations = res.Evaluations
+	if err != nil {
+		rv.Error = err.Error()
+	}
+}
+
+// splitGroups shares each group's value among its members by weight.
+func (e *Engine) splitGroups(rv *RoundValuation, res valuation.Result, weight func(string) float64) error {
+	for g, members := range rv.Groups {
+		ws := make([]float64, len(members))
+		for i, id := range members {
+			ws[i] = weight(id)
+		}
+		vals, ses, err := valuation.SplitByWeight(res.Values[g], at(res.StdErr, g), ws)
+		if err != nil {
+			return err
+		}
+		for i, id := range members {
+			rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
+		}
+	}
+	return nil
+}
+
+func at(v []float64, i int) float64 {
+	if i < len(v) {
+		return v[i]
+	}
+	return 0
+}
+
+func sortedIDs(results []Result) []string {
+	ids := make([]string, len(results))
+	for i, r := range results {
+		ids[i] = r.Client
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // advance evaluates the next global model and adopts it.

@@ -104,6 +104,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	strategy := FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}
 	eng := NewEngine(job, strategy, &ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, m.Params())
+	eng.SetValuer(&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation})
 	drv := NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
 	svc := NewService(job, drv, m.NumParams(), cfg.Log)

@@ -1,0 +1,313 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// Valuation modes (DESIGN §3).
+const (
+	ModePlain     = "plain"
+	ModeGroups    = "groups"
+	ModeInfluence = "influence"
+)
+
+// Vector methods, computed from updates or scalars rather than a game.
+const (
+	MethodCGSV      = "cgsv"
+	MethodInfluence = "influence"
+)
+
+// exactBound is the largest round valued with exact Shapley by default;
+// above it the default is permutation Monte Carlo. 2^16 utilities is about
+// what a round affords with a cheap model (measured: BENCHMARKS.md).
+const exactBound = 16
+
+// ValuationConfig chooses how contributions are scored every round.
+type ValuationConfig struct {
+	// Mode is plain (updates in the clear: secure_aggregation none only),
+	// groups (sums over a seeded partition into groups of ≥ min_group_size)
+	// or influence (one scalar ⟨∇L_val, n_i·Δ_i⟩ per client). Default:
+	// influence with he, plain with none.
+	Mode string `yaml:"mode"`
+	// Method is a valuation method: exact-shapley, exact-banzhaf, loo,
+	// monte-carlo, tmc, gtg, banzhaf, cgsv or influence. Default:
+	// exact-shapley up to 16 players, monte-carlo above.
+	Method string `yaml:"method"`
+	// Utility is what a coalition's model is scored by: loss (the
+	// negative validation loss, default) or accuracy.
+	Utility string `yaml:"utility"`
+	// Decay weighs round r's values by decay^(R−r) in the job's totals; 1
+	// (default) sums them (FedSV).
+	Decay float64 `yaml:"decay"`
+	// Estimator tunes sampled methods (budget, se_target, …); its seed is
+	// derived from the job seed and the round.
+	Estimator valuation.Config `yaml:"estimator"`
+}
+
+// PaymentConfig turns values into payouts and usage quotas.
+type PaymentConfig struct {
+	// BudgetPerRound is paid out every round in proportion to positive value.
+	BudgetPerRound float64 `yaml:"budget_per_round"`
+	// BaselineShare of the budget (and of quota credits) is split equally
+	// among every valid submission, whatever its value.
+	BaselineShare float64 `yaml:"baseline_share"`
+	// QuotaCapacity is the size of each client's basket of usage credits;
+	// QuotaPerRound the credits issued per round. What would overflow a
+	// basket is lost, so nobody hoards.
+	QuotaCapacity float64 `yaml:"quota_capacity"`
+	QuotaPerRound float64 `yaml:"quota_per_round"`
+}
+
+func (j *JobConfig) valuationDefaults() {
+	v := &j.Valuation
+	if v.Mode == "" {
+		v.Mode = ModePlain
+		if j.SecureAggregation == "he" {
+			v.Mode = ModeInfluence
+		}
+	}
+	if v.Method == "" {
+		v.Method = "exact-shapley"
+		if len(j.Clients.Enrolment) > exactBound {
+			v.Method = "monte-carlo"
+		}
+	}
+	if v.Utility == "" {
+		v.Utility = "loss"
+	}
+	if v.Decay == 0 {
+		v.Decay = 1
+	}
+	if j.Payment.BudgetPerRound == 0 {
+		j.Payment.BudgetPerRound = 100
+	}
+	if j.Payment.QuotaCapacity == 0 {
+		j.Payment.QuotaCapacity = 1000
+	}
+	if j.Payment.QuotaPerRound == 0 {
+		j.Payment.QuotaPerRound = 100
+	}
+}
+
+func (j *JobConfig) validateValuation(bad func(field, format string, args ...any)) {
+	v := j.Valuation
+	switch v.Mode {
+	case ModePlain:
+		if j.SecureAggregation == "he" {
+			bad("valuation.mode", "plain needs every update in the clear, which secure_aggregation: he never allows; use groups or influence")
+		}
+	case ModeGroups, ModeInfluence:
+	default:
+		bad("valuation.mode", "must be plain, groups or influence, got %q", v.Mode)
+	}
+	known := append(valuation.Methods(), MethodCGSV, MethodInfluence)
+	switch {
+	case !slices.Contains(known, v.Method):
+		bad("valuation.method", "must be one of %v, got %q", known, v.Method)
+	case v.Method == MethodCGSV && v.Mode == ModeInfluence:
+		bad("valuation.method", "cgsv needs update vectors, which the influence mode never reveals; use a game method or influence")
+	case (v.Method == "exact-shapley" || v.Method == "exact-banzhaf") && len(j.Clients.Enrolment) > valuation.MaxExactPlayers && v.Mode != ModeGroups:
+		bad("valuation.method", "%s enumerates 2^n coalitions and is refused above %d players; this job has %d clients: use monte-carlo, tmc, gtg or banzhaf",
+			v.Method, valuation.MaxExactPlayers, len(j.Clients.Enrolment))
+	}
+	switch v.Utility {
+	case "loss", "accuracy":
+	default:
+		bad("valuation.utility", "must be loss or accuracy, got %q", v.Utility)
+	}
+	if !(v.Decay > 0 && v.Decay <= 1) {
+		bad("valuation.decay", "must be in (0, 1], got %g", v.Decay)
+	}
+	if err := v.Estimator.Validate(); err != nil {
+		bad("valuation.estimator", "%v", err)
+	}
+	p := j.Payment
+	if p.BudgetPerRound < 0 {
+		bad("payment.budget_per_round", "must be ≥ 0, got %g", p.BudgetPerRound)
+	}
+	if p.BaselineShare < 0 || p.BaselineShare > 1 {
+		bad("payment.baseline_share", "must be in [0, 1], got %g", p.BaselineShare)
+	}
+	if p.QuotaCapacity < 0 || p.QuotaPerRound < 0 {
+		bad("payment", "quota_capacity and quota_per_round must be ≥ 0")
+	}
+}
+
+// Valuer scores one round's players. It is pure computation; the engine
+// calls it synchronously after a round's aggregate is known.
+type Valuer interface {
+	// Game values players from their (mean) updates and weights against
+	// base, with the configured coalition or vector method.
+	Game(round int, base []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+	// Surrogate values players from influence scalars a_i = ⟨∇L_val, n_i·Δ_i⟩.
+	Surrogate(round int, a, weights []float64) (valuation.Result, error)
+	// Gradient is ∇L_val at base, for the influence scalars.
+	Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error)
+}
+
+// ModelValuer is the Valuer of a job: validation data, a model to clone per
+// worker, and the job's valuation settings.
+type ModelValuer struct {
+	Job   Job
+	Model model.Model
+	Data  model.Examples
+
+	scaler *dataset.Scaler
+	scaled model.Examples
+}
+
+func (v *ModelValuer) data(s *dataset.Scaler) model.Examples {
+	if s == nil {
+		return v.Data
+	}
+	if s != v.scaler {
+		v.scaler, v.scaled = s, s.Apply(v.Data)
+	}
+	return v.scaled
+}
+
+// scorer adapts a model clone to valuation.ParamScorer.
+type scorer struct {
+	m        model.Model
+	data     model.Examples
+	accuracy bool
+}
+
+func (s *scorer) Score(p []float64) (float64, error) {
+	if err := s.m.SetParams(p); err != nil {
+		return 0, err
+	}
+	met, err := s.m.Evaluate(s.data)
+	if err != nil {
+		return 0, err
+	}
+	if s.accuracy {
+		return met.Accuracy, nil
+	}
+	return -met.Loss, nil
+}
+
+// roundConfig derives the estimator's configuration for a round, its seed
+// keyed by (job seed, round) so that the same seed gives the same scores.
+func (v *ModelValuer) roundConfig(round int) valuation.Config {
+	cfg := v.Job.Valuation.Estimator
+	h := sha256.New()
+	fmt.Fprintf(h, "%d|valuation|%d", v.Job.Seed, round)
+	cfg.Seed = binary.LittleEndian.Uint64(h.Sum(nil)[:8])
+	return cfg
+}
+
+// Game implements Valuer.
+func (v *ModelValuer) Game(round int, base []float64, updates [][]float64, weights []float64, sc *dataset.Scaler) (valuation.Result, error) {
+	method := v.Job.Valuation.Method
+	start := time.Now()
+	switch method {
+	case MethodCGSV:
+		vals, err := valuation.CosineToAggregate(updates, weights)
+		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
+	case MethodInfluence:
+		g, err := v.Gradient(base, sc)
+		if err != nil {
+			return valuation.Result{}, err
+		}
+		vals, err := valuation.Influence(g, updates, weights)
+		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
+	}
+	data := v.data(sc)
+	acc := v.Job.Valuation.Utility == "accuracy"
+	game, err := valuation.NewFederatedGame(base, updates, weights, func() (valuation.ParamScorer, error) {
+		return &scorer{m: v.Model.Clone(), data: data, accuracy: acc}, nil
+	}, valuation.FederatedOptions{})
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return v.estimate(round, game)
+}
+
+func (v *ModelValuer) estimate(round int, game valuation.Game) (valuation.Result, error) {
+	method := v.Job.Valuation.Method
+	if game.Players() > valuation.MaxExactPlayers && (method == "exact-shapley" || method == "exact-banzhaf") {
+		// A groups round or a job above the bound: fall back to sampling
+		// rather than fail the round.
+		method = "monte-carlo"
+	}
+	est, err := valuation.NewEstimator(method, v.roundConfig(round))
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return est.Estimate(context.Background(), game)
+}
+
+// Surrogate implements Valuer.
+func (v *ModelValuer) Surrogate(round int, a, weights []float64) (valuation.Result, error) {
+	if v.Job.Valuation.Method == MethodInfluence {
+		var total float64
+		for _, w := range weights {
+			total += w
+		}
+		vals := make([]float64, len(a))
+		for i := range a {
+			vals[i] = -a[i] / total
+		}
+		return valuation.Result{Method: MethodInfluence, Values: vals}, nil
+	}
+	game, err := valuation.NewSurrogateGame(a, weights)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return v.estimate(round, game)
+}
+
+// Gradient implements Valuer.
+func (v *ModelValuer) Gradient(base []float64, sc *dataset.Scaler) ([]float64, error) {
+	m := v.Model
+	if err := m.SetParams(base); err != nil {
+		return nil, err
+	}
+	g := make([]float64, m.NumParams())
+	return g, m.Gradient(v.data(sc), g)
+}
+
+// RoundValuation is what the valuation of one round produced.
+type RoundValuation struct {
+	Mode   string `json:"mode"`
+	Method string `json:"method"`
+	// Values and StdErr map each contributor to its value this round (for
+	// groups: its weight share of its group's value).
+	Values map[string]float64 `json:"values"`
+	StdErr map[string]float64 `json:"stderr"`
+	// Groups lists the partition in groups mode.
+	Groups      [][]string `json:"groups,omitempty"`
+	Evaluations int        `json:"utility_evaluations"`
+	Error       string     `json:"error,omitempty"`
+}
+
+// partition splits players (sorted) into a seeded random partition of
+// groups of at least k: ⌊m/k⌋ groups, the remainder dealt one each.
+func partition(players []string, k int, seed uint64, round, attempt int) [][]string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d|groups|%d|%d", seed, round, attempt)
+	s := h.Sum(nil)
+	rng := newPCG(s)
+	p := slices.Clone(players)
+	rng.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+	n := max(1, len(p)/k)
+	groups := make([][]string, n)
+	for i, id := range p {
+		groups[i%n] = append(groups[i%n], id)
+	}
+	for _, g := range groups {
+		sort.Strings(g)
+	}
+	return groups
+}
