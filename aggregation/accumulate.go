@@ -67,18 +67,9 @@ func (a *Accumulator) Blocks() int { return a.blocks }
 // [ErrDuplicate] and the sum is unchanged, so a client may resume an
 // interrupted stream by sending every block again.
 func (a *Accumulator) Add(client string, ct []byte) error {
-	if client == "" {
-		return fmt.Errorf("%w: empty client id", ErrInvalidInput)
-	}
-	info, err := checkCiphertext(a.params, ct)
+	info, err := checkContribution(a.params, a.key, a.blocks, client, ct)
 	if err != nil {
-		return fmt.Errorf("ciphertext from %q: %w", client, err)
-	}
-	if info.key != a.key {
-		return fmt.Errorf("%w: ciphertext from %q under key instance %x, expected %x", ErrKeyMismatch, client, info.key[:8], a.key[:8])
-	}
-	if info.blocks != a.blocks {
-		return fmt.Errorf("%w: ciphertext from %q says %d blocks, the aggregate has %d", ErrBlockMismatch, client, info.blocks, a.blocks)
+		return err
 	}
 
 	a.mu.Lock()
@@ -110,6 +101,28 @@ func (a *Accumulator) Add(client string, ct []byte) error {
 	addRowsMod(sum.Value[1].Coeffs, moduli, data[half:])
 	a.blockMu[info.block].Unlock()
 	return nil
+}
+
+// checkContribution is the validation every streamed client ciphertext
+// passes before it touches a running sum ([Accumulator.Add],
+// [Influence.Add]): a non-empty client id, then the whole ciphertext
+// (parameters, key instance, level, degree, size, reduction of every
+// coefficient, block index and block count).
+func checkContribution(p Parameters, key [32]byte, blocks int, client string, ct []byte) (ctInfo, error) {
+	if client == "" {
+		return ctInfo{}, fmt.Errorf("%w: empty client id", ErrInvalidInput)
+	}
+	info, err := checkCiphertext(p, ct)
+	if err != nil {
+		return info, fmt.Errorf("ciphertext from %q: %w", client, err)
+	}
+	if info.key != key {
+		return info, fmt.Errorf("%w: ciphertext from %q under key instance %x, expected %x", ErrKeyMismatch, client, info.key[:8], key[:8])
+	}
+	if info.blocks != blocks {
+		return info, fmt.Errorf("%w: ciphertext from %q says %d blocks, the aggregate has %d", ErrBlockMismatch, client, info.blocks, blocks)
+	}
+	return info, nil
 }
 
 // Contributors returns, sorted, the clients that delivered every block.

@@ -45,6 +45,10 @@ var (
 	// ErrAlreadyServed reports a request for a second decryption share of a
 	// ciphertext digest; it also wraps ErrPolicy.
 	ErrAlreadyServed = errors.New("aggregation: digest already served")
+	// ErrInfluenceServed reports a request for a second influence
+	// coefficient share for the same (job, round, client), whatever its
+	// digest, participants or request; it also wraps ErrPolicy.
+	ErrInfluenceServed = errors.New("aggregation: influence share already served for this client and round")
 	// ErrDigestMismatch reports a ciphertext that does not hash to the
 	// digest named in the request.
 	ErrDigestMismatch = errors.New("aggregation: ciphertext digest mismatch")

@@ -256,6 +256,12 @@ func (m *Member) checkRequest(req DecryptRequest) error {
 func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if req.Purpose == PurposeInfluence {
+		// An influence ciphertext may only ever release its constant
+		// coefficient (DecryptCoefficientShare); its whole polynomial
+		// would reveal far more than one scalar per client.
+		return nil, fmt.Errorf("%w: purpose %q is served only as a coefficient share", ErrPolicy, PurposeInfluence)
+	}
 	if err := m.checkRequest(req); err != nil {
 		return nil, err
 	}

@@ -45,6 +45,24 @@ func (p Policy) MinContributors() int { return p.minContributors }
 type Record struct {
 	served map[[32]byte]ServedShare
 	sets   map[roundKey][][]string
+	coeffs map[coefficientKey]ServedCoefficient
+}
+
+// coefficientKey names what an influence coefficient share is limited to:
+// one per client per round of a job, across re-keys (the job, not the key
+// instance, is the unit), retries and participant sets.
+type coefficientKey struct {
+	job    string
+	round  uint64
+	client string
+}
+
+// ServedCoefficient describes the one influence coefficient share a member
+// produced for a (job, round, client).
+type ServedCoefficient struct {
+	Request [32]byte
+	Key     [32]byte
+	Digest  [32]byte
 }
 
 type roundKey struct {
@@ -63,7 +81,39 @@ type ServedShare struct {
 
 // NewRecord returns an empty record.
 func NewRecord() *Record {
-	return &Record{served: map[[32]byte]ServedShare{}, sets: map[roundKey][][]string{}}
+	return &Record{served: map[[32]byte]ServedShare{}, sets: map[roundKey][][]string{}, coeffs: map[coefficientKey]ServedCoefficient{}}
+}
+
+// ServedCoefficient reports whether an influence coefficient share was
+// produced for client in round of job, and for what.
+func (r *Record) ServedCoefficient(job string, round uint64, client string) (ServedCoefficient, bool) {
+	s, ok := r.coeffs[coefficientKey{job, round, client}]
+	return s, ok
+}
+
+// checkCoefficient applies the record to an influence request of job: the
+// digest must be new (a ciphertext is served once, in any form) and no
+// coefficient share may have been produced for the same (job, round,
+// client), whatever the request.
+func (r *Record) checkCoefficient(job string, req DecryptRequest) error {
+	d := req.Digests[0]
+	if s, ok := r.served[d]; ok {
+		return fmt.Errorf("%w: %w: digest %x served for request %x (round %d, %s)", ErrPolicy, ErrAlreadyServed, d[:8], s.Request[:8], s.Round, s.Purpose)
+	}
+	if s, ok := r.coeffs[coefficientKey{job, req.Round, req.Contributors[0]}]; ok {
+		return fmt.Errorf("%w: %w: client %q round %d already served by request %x (digest %x)", ErrPolicy, ErrInfluenceServed, req.Contributors[0], req.Round, s.Request[:8], s.Digest[:8])
+	}
+	return nil
+}
+
+// markCoefficient records a served coefficient share. The contributor set
+// {client} is deliberately not added to the round's decrypted sets: the
+// set rule of [Record.check] is about whole aggregates, and a single scalar
+// per client is what the influence mode is allowed to reveal.
+func (r *Record) markCoefficient(job string, req DecryptRequest, id [32]byte) {
+	d := req.Digests[0]
+	r.served[d] = ServedShare{Request: id, Key: req.Key, Round: req.Round, Purpose: req.Purpose}
+	r.coeffs[coefficientKey{job, req.Round, req.Contributors[0]}] = ServedCoefficient{Request: id, Key: req.Key, Digest: d}
 }
 
 // Served reports whether a share was produced for digest, and for what.
@@ -125,6 +175,18 @@ type recordJSON struct {
 	Version int             `json:"version"`
 	Served  []servedJSON    `json:"served"`
 	Sets    []roundSetsJSON `json:"sets"`
+	// Coefficients was added after version 1 shipped; records without it
+	// decode as having served none.
+	Coefficients []coefficientJSON `json:"coefficients,omitempty"`
+}
+
+type coefficientJSON struct {
+	Job     string `json:"job"`
+	Round   uint64 `json:"round"`
+	Client  string `json:"client"`
+	Request string `json:"request"`
+	Key     string `json:"key"`
+	Digest  string `json:"digest"`
 }
 
 type servedJSON struct {
@@ -160,6 +222,15 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 			return c
 		}
 		return cmp.Compare(a.Round, b.Round)
+	})
+	for k, c := range r.coeffs {
+		out.Coefficients = append(out.Coefficients, coefficientJSON{
+			Job: k.job, Round: k.round, Client: k.client, Request: hex.EncodeToString(c.Request[:]),
+			Key: hex.EncodeToString(c.Key[:]), Digest: hex.EncodeToString(c.Digest[:]),
+		})
+	}
+	slices.SortFunc(out.Coefficients, func(a, b coefficientJSON) int {
+		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.Round, b.Round), cmp.Compare(a.Client, b.Client))
 	})
 	return json.Marshal(out)
 }
@@ -198,6 +269,20 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		}
 		rk := roundKey{key, s.Round}
 		out.sets[rk] = append(out.sets[rk], s.Sets...)
+	}
+	for i, c := range in.Coefficients {
+		req, e1 := hex32(c.Request)
+		key, e2 := hex32(c.Key)
+		d, e3 := hex32(c.Digest)
+		if err := errors.Join(e1, e2, e3); err != nil {
+			errs = append(errs, fmt.Errorf("coefficients %d: %w", i, err))
+			continue
+		}
+		if c.Client == "" {
+			errs = append(errs, fmt.Errorf("coefficients %d: empty client", i))
+			continue
+		}
+		out.coeffs[coefficientKey{c.Job, c.Round, c.Client}] = ServedCoefficient{Request: req, Key: key, Digest: d}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: record: %w", ErrMalformed, errors.Join(errs...))

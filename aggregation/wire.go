@@ -40,6 +40,11 @@ const (
 	kindPublicKey    msgKind = 3
 	kindShamirShare  msgKind = 4
 	kindDecryptShare msgKind = 5
+	// kindInfluence is an influence ciphertext (influence.go): a kind of
+	// its own, so that DecryptShare, which parses only kindCiphertext, can
+	// never be handed one to decrypt whole.
+	kindInfluence        msgKind = 6
+	kindCoefficientShare msgKind = 7
 )
 
 func (k msgKind) String() string {
@@ -54,6 +59,10 @@ func (k msgKind) String() string {
 		return "threshold share"
 	case kindDecryptShare:
 		return "decryption share"
+	case kindInfluence:
+		return "influence ciphertext"
+	case kindCoefficientShare:
+		return "coefficient share"
 	}
 	return fmt.Sprintf("kind %d", byte(k))
 }
@@ -65,11 +74,15 @@ type layout struct {
 	rowsP  int // number of P rows carried per polynomial
 	polys  int
 	extra  int // size of the kind-specific fields after the base header
+	coeffs int // coefficients per row; 0 means the ring degree N
 }
 
 func (l layout) rows() int { return l.levelQ + 1 + l.rowsP }
 
 func (l layout) size(n int) int {
+	if l.coeffs > 0 {
+		n = l.coeffs
+	}
 	return baseHeaderSize + l.extra + l.polys*l.rows()*n*8
 }
 
