@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +59,9 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// PollWait is the long-poll duration requested from the coordinator.
 	PollWait time.Duration
+	// ReceiptsFile, if set, receives this client's verified receipts as
+	// JSON lines (see `tally ledger verify --receipts`).
+	ReceiptsFile string
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -80,6 +85,7 @@ type Client struct {
 	record   *aggregation.Record
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
+	book     *receiptBook
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -109,7 +115,13 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log, identity: id, record: aggregation.NewRecord()}, nil
+	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log, identity: id, record: aggregation.NewRecord()}
+	if cfg.ReceiptsFile != "" {
+		if c.book, err = openReceiptBook(cfg.ReceiptsFile); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // retryable reports whether err is a transport failure worth retrying:
@@ -234,6 +246,9 @@ func (c *Client) enroll(ctx context.Context) error {
 		}
 	}
 	c.cred, c.job, c.mdl = resp.GetCredential(), job, m
+	if c.book != nil && len(resp.GetReceiptPublicKey()) == ed25519.PublicKeySize {
+		c.book.pub = ed25519.PublicKey(resp.GetReceiptPublicKey())
+	}
 	c.log.Info("enrolled", "client", c.cred.GetClientId(), "job", job.GetJobId())
 	return nil
 }
@@ -241,13 +256,16 @@ func (c *Client) enroll(ctx context.Context) error {
 // step polls once and performs the task it gets. done is true when the
 // job has ended.
 func (c *Client) step(ctx context.Context) (done bool, err error) {
-	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: c.cred, WaitMs: int32(c.cfg.PollWait / time.Millisecond)})
+	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: c.cred, WaitMs: int32(c.cfg.PollWait / time.Millisecond), ReceiptsAfter: c.lastSeq()})
 	if err != nil {
 		return false, err
 	}
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
+		if err := c.keepReceipts(t.Done.GetReceipts()); err != nil {
+			c.log.Warn("could not keep the last receipts", "err", err)
+		}
 		return true, nil
 	case *tallyv1.NextTaskResponse_Wait:
 		return false, nil
@@ -256,10 +274,15 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		if key := t.Moments.GetKeyId(); len(key) > 0 {
 			// Weight 1: the coordinator learns the sum of the moments, and
 			// from the total weight only the number of clients.
-			return false, c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, 0, 1, m.Flatten())
+			_, err := c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, 0, 1, m.Flatten())
+			return false, err
 		}
-		return false, c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
+		_, err := c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
+		return false, err
 	case *tallyv1.NextTaskResponse_Train:
+		if err := c.syncReceipts(ctx); err != nil {
+			c.log.Warn("could not fetch receipts", "err", err)
+		}
 		return false, c.train(ctx, t.Train)
 	case *tallyv1.NextTaskResponse_Keygen:
 		return false, c.keyGen(ctx, t.Keygen)
@@ -295,7 +318,7 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 		Epochs: int(tc.GetEpochs()), BatchSize: int(tc.GetBatchSize()), LearningRate: tc.GetLearningRate(),
 		Momentum: tc.GetMomentum(), WeightDecay: tc.GetWeightDecay(),
 	}
-	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound()), int(t.GetAttempt())))
+	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound())))
 	if err != nil {
 		return fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
 	}
@@ -308,24 +331,30 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 		update = c.cfg.Hook(int(t.GetRound()), global, update)
 	}
 	c.log.Debug("trained", "round", t.GetRound(), "loss", stats.Loss, "samples", stats.Samples)
+	var digest []byte
 	var err2 error
 	if key := t.GetKeyId(); len(key) > 0 {
-		err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), float64(data.Len()), update)
+		digest, err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), float64(data.Len()), update)
 	} else {
-		err2 = c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
+		digest, err2 = c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
 	}
 	if err2 != nil {
 		return err2
+	}
+	if c.book != nil {
+		c.book.digests[int(t.GetRound())] = hex.EncodeToString(digest)
 	}
 	c.Submitted++
 	return nil
 }
 
-// rng derives the local training randomness from (job seed, client, round,
-// attempt): the same job seed gives the same local shuffles.
-func (c *Client) rng(round, attempt int) *rand.Rand {
+// rng derives the local training randomness from (job seed, client,
+// round): the same job seed gives the same local shuffles, and a round that
+// is retried (after a failure or a coordinator restart) from the same
+// global model gives the same update.
+func (c *Client) rng(round int) *rand.Rand {
 	h := sha256.New()
-	fmt.Fprintf(h, "%d|train|%s|%d|%d", c.job.GetSeed(), c.cred.GetClientId(), round, attempt)
+	fmt.Fprintf(h, "%d|train|%s|%d", c.job.GetSeed(), c.cred.GetClientId(), round)
 	s := h.Sum(nil)
 	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:16])))
 }
@@ -356,7 +385,7 @@ func (c *Client) download(ctx context.Context, taskID string, n int) ([]float64,
 }
 
 // submit streams a vector in chunks with its SHA-256 in the header.
-func (c *Client) submit(ctx context.Context, taskID string, round int, samples int64, v []float64) error {
+func (c *Client) submit(ctx context.Context, taskID string, round int, samples int64, v []float64) ([]byte, error) {
 	buf := make([]byte, 8*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(x))
@@ -364,7 +393,7 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 	digest := sha256.Sum256(buf)
 	stream, err := c.api.SubmitUpdate(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	header := &tallyv1.SubmitHeader{
 		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: samples,
@@ -381,8 +410,8 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.log.Info("submitted", "task", taskID, "duplicate", resp.GetDuplicate())
-	return nil
+	return digest[:], nil
 }

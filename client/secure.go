@@ -60,14 +60,14 @@ func (c *Client) encryptor(ctx context.Context, taskID string, keyID []byte) (*a
 // submitEncrypted encrypts weight·v and weight under the collective key
 // and streams the ciphertexts back to back. Nobody without t committee
 // members' help can read them, the coordinator included.
-func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byte, round int, weight float64, v []float64) error {
+func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byte, round int, weight float64, v []float64) ([]byte, error) {
 	enc, err := c.encryptor(ctx, taskID, keyID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cts, err := enc.EncryptUpdateInto(c.encBuf, v, weight)
 	if err != nil {
-		return fmt.Errorf("client: encrypt: %w", err)
+		return nil, fmt.Errorf("client: encrypt: %w", err)
 	}
 	c.encBuf = cts
 	h := sha256.New()
@@ -76,11 +76,12 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	}
 	stream, err := c.api.SubmitUpdate(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	digest := h.Sum(nil)
 	header := &tallyv1.SubmitHeader{
 		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: int64(weight),
-		Encoding: "ckks", Length: int64(len(cts)), Digest: h.Sum(nil),
+		Encoding: "ckks", Length: int64(len(cts)), Digest: digest,
 	}
 	first := true
 	for _, ct := range cts {
@@ -96,10 +97,10 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	}
 done:
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return err
+		return nil, err
 	}
 	c.log.Info("submitted encrypted update", "task", taskID, "ciphertexts", len(cts))
-	return nil
+	return digest, nil
 }
 
 // sendShares streams named parts to the coordinator.

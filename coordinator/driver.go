@@ -69,6 +69,10 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 	d.view.clients = map[string]int64{}
 	d.view.round = engine.Round()
 	d.view.scaler = engine.Scaler()
+	d.view.history = slices.Clone(engine.History())
+	if engine.Phase() == PhaseDone {
+		d.view.done = &ActJobDone{Reason: "the job had already completed", FinalRound: engine.Round()}
+	}
 	return d
 }
 
@@ -78,6 +82,9 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 // rather than running on unrecorded).
 func (d *Driver) Run(ctx context.Context) error {
 	defer close(d.stopped)
+	if d.engine.Phase() == PhaseDone {
+		return nil
+	}
 	t := time.NewTicker(d.tick)
 	defer t.Stop()
 	for {

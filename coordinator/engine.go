@@ -12,6 +12,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
@@ -85,7 +86,27 @@ type Task struct {
 	Sealed map[string]map[string][]byte
 	// Ciphertexts are the aggregate's blocks (decrypt).
 	Ciphertexts [][]byte
+	// Groups is the seeded partition of the selected clients in the groups
+	// valuation mode, with one accumulator per group instead of Acc.
+	Groups   [][]string
+	GroupAcc []*aggregation.Accumulator
+	groupOf  map[string]int
 }
+
+// AccumulatorFor returns the accumulator client's ciphertexts go into, or
+// nil when the task takes no ciphertexts from it.
+func (t *Task) AccumulatorFor(client string) *aggregation.Accumulator {
+	if t.GroupAcc != nil {
+		if g, ok := t.groupOf[client]; ok {
+			return t.GroupAcc[g]
+		}
+		return nil
+	}
+	return t.Acc
+}
+
+// Encrypted reports whether the task collects ciphertexts.
+func (t *Task) Encrypted() bool { return t.Acc != nil || t.GroupAcc != nil }
 
 // Evaluator scores a parameter vector on the coordinator's validation data,
 // standardised with scaler when it is not nil. It is pure computation: the
@@ -146,8 +167,17 @@ type ActPersist struct {
 	Client *ClientRecord
 	Round  *RoundRecord
 	// Global is the model after Round (set with Round when it completed).
-	Global []float64
-	Scaler *dataset.Scaler
+	Global    []float64
+	Scaler    *dataset.Scaler
+	Committee *CommitteeRecord
+}
+
+// CommitteeRecord is a completed key generation: enough, with the members'
+// own key shares, to decrypt again after a coordinator restart.
+type CommitteeRecord struct {
+	Epoch     uint64 `json:"epoch"`
+	Instance  []byte `json:"instance"`
+	PublicKey []byte `json:"public_key"`
 }
 
 // ActPublish makes Task the current task of each of its selected clients.
@@ -273,6 +303,7 @@ type Engine struct {
 	got          map[string]received
 	history      []RoundRecord
 	he           *heState // nil without secure aggregation
+	baskets      map[string]*ledger.Basket
 }
 
 // NewEngine starts a job from initial parameters. A resumed job passes the
@@ -281,6 +312,7 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 	e := &Engine{
 		job: job, strategy: strategy, eval: eval,
 		clients: map[string]*clientState{},
+		baskets: map[string]*ledger.Basket{},
 		round:   1, attempt: 1,
 		global: slices.Clone(initial),
 	}
@@ -291,6 +323,51 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 		e.he = &heState{params: job.Params}
 	}
 	return e
+}
+
+// Restore continues a job from what a Store kept: completed rounds never
+// repeat, and a round that was interrupted starts again as a new attempt
+// (its ciphertexts, never decrypted, are gone with the old process).
+// Clients must join again, as they do by themselves after a restart.
+func (e *Engine) Restore(snap Snapshot) error {
+	for _, c := range snap.Clients {
+		e.clients[c.ID] = &clientState{samples: c.Samples}
+	}
+	e.history = slices.Clone(snap.Rounds)
+	if snap.Global != nil {
+		if len(snap.Global) != len(e.global) {
+			return fmt.Errorf("coordinator: stored model has %d parameters, the job's model %d", len(snap.Global), len(e.global))
+		}
+		e.global = slices.Clone(snap.Global)
+	}
+	if snap.Scaler != nil {
+		e.scaler = snap.Scaler
+	}
+	last := e.lastCompleted()
+	e.round, e.attempt, e.failedInARow = last+1, 1, 0
+	for _, r := range e.history {
+		if r.Round == e.round {
+			e.attempt = max(e.attempt, r.Attempt+1)
+			if r.Failed {
+				e.failedInARow++
+			}
+		}
+		if !r.Failed && r.Valuation != nil {
+			for id, b := range r.Valuation.Balance {
+				e.baskets[id] = &ledger.Basket{Capacity: e.job.Payment.QuotaCapacity, Balance: b}
+			}
+		}
+	}
+	if snap.Committee != nil && e.he != nil {
+		if err := e.he.restore(*snap.Committee); err != nil {
+			return err
+		}
+	}
+	if last >= e.job.Rounds {
+		e.round = last
+		e.phase = PhaseDone
+	}
+	return nil
 }
 
 // Phase returns the current phase.
@@ -472,8 +549,8 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if t.Kind != TaskTrain && t.Kind != TaskMoments {
 		return reply(false, fmt.Errorf("%w: task %s takes protocol shares, not updates", ErrNoTask, t.ID))
 	}
-	if ev.Encrypted != (t.Acc != nil) {
-		return reply(false, fmt.Errorf("%w: this job expects %s updates", ErrBadUpdate, map[bool]string{true: "encrypted", false: "plaintext"}[t.Acc != nil]))
+	if ev.Encrypted != t.Encrypted() {
+		return reply(false, fmt.Errorf("%w: this job expects %s updates", ErrBadUpdate, map[bool]string{true: "encrypted", false: "plaintext"}[t.Encrypted()]))
 	}
 	if prev, ok := e.got[ev.Client]; ok {
 		if prev.digest == ev.Digest {
@@ -482,7 +559,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 		return reply(false, ErrConflict)
 	}
 	if ev.Encrypted {
-		if !slices.Contains(t.Acc.Contributors(), ev.Client) {
+		if acc := t.AccumulatorFor(ev.Client); acc == nil || !slices.Contains(acc.Contributors(), ev.Client) {
 			return reply(false, fmt.Errorf("%w: not every ciphertext block of client %s arrived", ErrBadUpdate, ev.Client))
 		}
 	} else if len(ev.Update) != t.Length {
@@ -586,6 +663,7 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		out := []Action{ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(rec.Contributors)}}}
 		return append(out, e.maybeStart()...)
 	}
+	e.pay(&rec)
 	e.history = append(e.history, rec)
 	out := []Action{ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec}}
 	if e.round >= e.job.Rounds {

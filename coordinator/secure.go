@@ -42,10 +42,13 @@ type heState struct {
 	// unresponsive members of the current committee, not asked again.
 	unresponsive map[string]bool
 
-	// The decryption in progress.
-	collect  *Task // the train or moments task whose aggregate is decrypted
+	// The decryption in progress: the queue of aggregates of the collect
+	// task still to decrypt (the head is being decrypted), and those done.
+	collect  *Task
 	rec      RoundRecord
-	agg      *aggregation.Aggregate
+	queue    []*decItem
+	done     []*decItem
+	agg      *aggregation.Aggregate // the head's current (re-randomised) form
 	req      aggregation.DecryptRequest
 	shares   map[string]map[int][]byte // member → block → share
 	attempts int
@@ -251,6 +254,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 		}
 		h.keyID, h.ready, h.failedKGs = keyID, true, 0
 		e.task = nil
+		out = append(out, ActPersist{Committee: &CommitteeRecord{Epoch: h.epoch, Instance: mustMarshal(h.inst), PublicKey: h.pk}})
 		out = append(out, ActLog{Msg: "collective public key ready", Attrs: []any{"epoch", h.epoch, "key", fmt.Sprintf("%x", keyID[:8])}})
 		return append(out, e.maybeStart()...)
 	case TaskDecrypt:
@@ -259,30 +263,106 @@ func (e *Engine) shares(ev EvShares) []Action {
 	return reply(fmt.Errorf("%w: task %s takes updates, not shares", ErrNoTask, t.ID))
 }
 
-// attachAccumulator makes a train or moments task collect ciphertexts.
+// attachAccumulator makes a train or moments task collect ciphertexts:
+// one accumulator for the total, or in the groups valuation mode one per
+// group of a seeded partition of the selected clients.
 func (e *Engine) attachAccumulator(t *Task) error {
+	t.KeyID, t.PublicKey = e.he.keyID, e.he.pk
+	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeGroups {
+		t.Groups = partition(t.Selected, e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
+		t.GroupAcc = make([]*aggregation.Accumulator, len(t.Groups))
+		t.groupOf = map[string]int{}
+		for g, members := range t.Groups {
+			acc, err := aggregation.NewAccumulator(e.he.params, e.he.keyID, t.Length)
+			if err != nil {
+				return err
+			}
+			t.GroupAcc[g] = acc
+			for _, id := range members {
+				t.groupOf[id] = g
+			}
+		}
+		return nil
+	}
 	acc, err := aggregation.NewAccumulator(e.he.params, e.he.keyID, t.Length)
 	if err != nil {
 		return err
 	}
-	t.Acc, t.KeyID, t.PublicKey = acc, e.he.keyID, e.he.pk
+	t.Acc = acc
 	return nil
 }
 
-// startDecrypt finalises the encrypted sum of a closed task and asks t live
-// committee members to decrypt it.
+// decItem is one aggregate the committee is asked to decrypt.
+type decItem struct {
+	purpose string
+	agg     *aggregation.Aggregate
+	group   int // groups mode: the group's index
+	values  []float64
+	weight  float64
+}
+
+// startDecrypt finalises the encrypted sums of a closed task and queues
+// their decryption. In groups mode a group that ended with fewer than
+// min_group_size contributors is first merged, still encrypted, into the
+// smallest other group.
 func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
-	agg, err := t.Acc.Finalize()
-	if err != nil {
-		// A client whose upload broke off left part of its blocks in the
-		// sum: the aggregate is unusable and the attempt starts over.
-		return e.fail(t, rec, fmt.Errorf("encrypted sum: %w", err))
-	}
 	h := e.he
-	h.collect, h.rec, h.agg, h.attempts = t, rec, agg, 0
-	// The record names what the ciphertext really sums.
-	h.rec.Contributors = agg.Contributors
-	return e.requestDecryption()
+	var items []*decItem
+	if t.GroupAcc == nil {
+		agg, err := t.Acc.Finalize()
+		if err != nil {
+			// A client whose upload broke off left part of its blocks in the
+			// sum: the aggregate is unusable and the attempt starts over.
+			return e.fail(t, rec, fmt.Errorf("encrypted sum: %w", err))
+		}
+		items = append(items, &decItem{purpose: e.purpose(t), agg: agg})
+		// The record names what the ciphertext really sums.
+		rec.Contributors = agg.Contributors
+	} else {
+		var aggs []*aggregation.Aggregate
+		for g, acc := range t.GroupAcc {
+			if len(acc.Contributors()) == 0 && len(acc.Incomplete()) == 0 {
+				continue
+			}
+			agg, err := acc.Finalize()
+			if err != nil {
+				return e.fail(t, rec, fmt.Errorf("encrypted sum of group %d: %w", g, err))
+			}
+			aggs = append(aggs, agg)
+		}
+		aggs, err := e.mergeSmallGroups(aggs)
+		if err != nil {
+			return e.fail(t, rec, err)
+		}
+		rec.Contributors = nil
+		for g, agg := range aggs {
+			items = append(items, &decItem{purpose: "group", agg: agg, group: g})
+			rec.Contributors = append(rec.Contributors, agg.Contributors...)
+		}
+		sort.Strings(rec.Contributors)
+	}
+	h.collect, h.rec, h.queue, h.done = t, rec, items, nil
+	return e.nextDecryption()
+}
+
+// mergeSmallGroups folds every aggregate of fewer than k clients into the
+// smallest other one until all have at least k.
+func (e *Engine) mergeSmallGroups(aggs []*aggregation.Aggregate) ([]*aggregation.Aggregate, error) {
+	k := e.job.MinGroupSize
+	for {
+		sort.SliceStable(aggs, func(i, j int) bool { return len(aggs[i].Contributors) < len(aggs[j].Contributors) })
+		if len(aggs) == 0 || len(aggs[0].Contributors) >= k {
+			return aggs, nil
+		}
+		if len(aggs) == 1 {
+			return nil, fmt.Errorf("only %d clients contributed, fewer than min_group_size %d", len(aggs[0].Contributors), k)
+		}
+		m, err := aggregation.MergeAggregates(e.he.params, aggs[0], aggs[1])
+		if err != nil {
+			return nil, fmt.Errorf("merging groups: %w", err)
+		}
+		aggs = append([]*aggregation.Aggregate{m}, aggs[2:]...)
+	}
 }
 
 func (e *Engine) purpose(t *Task) string {
@@ -292,14 +372,25 @@ func (e *Engine) purpose(t *Task) string {
 	return "round"
 }
 
-// requestDecryption publishes a decryption task to t live members.
+// nextDecryption starts on the next queued aggregate, or finishes the round
+// when every one is decrypted.
+func (e *Engine) nextDecryption() []Action {
+	h := e.he
+	if len(h.queue) == 0 {
+		return e.finishDecrypted()
+	}
+	h.agg, h.attempts = h.queue[0].agg, 0
+	return e.requestDecryption()
+}
+
+// requestDecryption publishes a decryption task for h.agg to t live members.
 func (e *Engine) requestDecryption() []Action {
 	h := e.he
 	live := e.liveMembers()
 	t := h.inst.Threshold()
 	if len(live) < t || h.attempts >= maxDecryptAttempts {
 		collect, rec := h.collect, h.rec
-		h.collect, h.agg = nil, nil
+		h.collect, h.agg, h.queue = nil, nil, nil
 		if len(live) < t {
 			// Not enough of the committee is left: the next attempt re-keys.
 			h.ready = false
@@ -308,20 +399,21 @@ func (e *Engine) requestDecryption() []Action {
 		return e.fail(collect, rec, fmt.Errorf("decryption failed %d times", h.attempts))
 	}
 	h.attempts++
-	rng := e.rng(fmt.Sprintf("participants/%d", h.attempts))
+	rng := e.rng(fmt.Sprintf("participants/%d/%d", len(h.done), h.attempts))
 	perm := rng.Perm(len(live))[:t]
 	participants := make([]string, t)
 	for i, p := range perm {
 		participants[i] = live[p]
 	}
-	h.req = aggregation.NewDecryptRequest(h.agg, e.purpose(h.collect), uint64(h.collect.Round), participants)
+	item := h.queue[0]
+	h.req = aggregation.NewDecryptRequest(h.agg, item.purpose, uint64(h.collect.Round), participants)
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal decryption request: %v", err))
 	}
 	h.shares = map[string]map[int][]byte{}
 	e.task = &Task{
-		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/d%d", e.job.ID, e.purpose(h.collect), h.collect.Round, h.collect.Attempt, h.attempts),
+		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/i%d/d%d", e.job.ID, item.purpose, h.collect.Round, h.collect.Attempt, len(h.done), h.attempts),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
 		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID,
@@ -358,7 +450,7 @@ func (e *Engine) decryptTimeout() []Action {
 }
 
 // decryptShares collects a participant's shares; with all t it combines
-// them, decodes the aggregate and finishes the round.
+// them and moves on to the next queued aggregate.
 func (e *Engine) decryptShares(ev EvShares) []Action {
 	h := e.he
 	blocks := len(h.agg.Ciphertexts)
@@ -400,29 +492,115 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		}
 		vals[b] = v
 	}
-	collect, rec := h.collect, h.rec
-	h.collect, h.agg = nil, nil
-	rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Participants: h.req.Participants})
-	avg, weight, err := aggregation.Assemble(collect.Length, vals)
-	if err == nil {
-		if collect.Kind == TaskMoments {
-			sum := make([]float64, len(avg))
-			for i, v := range avg {
-				// Every client encrypts its moments with weight 1, so the
-				// total weight is the number of clients and avg·weight the sum.
-				sum[i] = v * weight
-			}
-			err = e.setScaler(sum, len(rec.Contributors))
-		} else {
-			next := slices.Clone(e.global)
-			for i, v := range avg {
-				next[i] += v
-			}
-			err = e.advance(&rec, next)
-		}
-	}
-	if err != nil {
+	item := h.queue[0]
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Participants: h.req.Participants})
+	var err error
+	if item.values, item.weight, err = aggregation.Assemble(h.collect.Length, vals); err != nil {
+		collect, rec := h.collect, h.rec
+		h.collect, h.agg, h.queue = nil, nil, nil
 		return append(out, e.fail(collect, rec, err)...)
 	}
-	return append(out, e.succeed(collect, rec)...)
+	h.queue, h.done = h.queue[1:], append(h.done, item)
+	return append(out, e.nextDecryption()...)
+}
+
+// finishDecrypted uses the decrypted aggregates: feature scaling, or the
+// next global model and the round's valuation.
+func (e *Engine) finishDecrypted() []Action {
+	h := e.he
+	collect, rec, items := h.collect, h.rec, h.done
+	h.collect, h.agg, h.queue, h.done = nil, nil, nil, nil
+	var err error
+	switch {
+	case collect.Kind == TaskMoments:
+		it := items[0]
+		sum := make([]float64, len(it.values))
+		for i, v := range it.values {
+			// Every client encrypts its moments with weight 1, so the
+			// total weight is the number of clients and avg·weight the sum.
+			sum[i] = v * it.weight
+		}
+		err = e.setScaler(sum, len(rec.Contributors))
+	case collect.GroupAcc != nil:
+		// The groups partition the contributors: the round's FedAvg is the
+		// weighted mean of the group means.
+		var total float64
+		mean := make([]float64, collect.Length)
+		for _, it := range items {
+			total += it.weight
+			for i, v := range it.values {
+				mean[i] += it.weight * v
+			}
+		}
+		next := slices.Clone(e.global)
+		for i := range mean {
+			next[i] += mean[i] / total
+		}
+		e.valueGroups(&rec, collect, items)
+		err = e.advance(&rec, next)
+	default:
+		next := slices.Clone(e.global)
+		for i, v := range items[0].values {
+			next[i] += v
+		}
+		err = e.advance(&rec, next)
+	}
+	if err != nil {
+		return e.fail(collect, rec, err)
+	}
+	return e.succeed(collect, rec)
+}
+
+// valueGroups scores the round over its decrypted group sums and shares
+// each group's value among its members by their public weights n_i.
+func (e *Engine) valueGroups(rec *RoundRecord, t *Task, items []*decItem) {
+	cfg := e.job.Valuation
+	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
+	rec.Valuation = rv
+	updates, weights := make([][]float64, len(items)), make([]float64, len(items))
+	for g, it := range items {
+		rv.Groups = append(rv.Groups, it.agg.Contributors)
+		updates[g], weights[g] = it.values, it.weight
+	}
+	res, err := e.valuer.Game(t.Round, e.global, updates, weights, e.scaler)
+	if err == nil {
+		err = e.splitGroups(rv, res, func(id string) float64 { return float64(rec.Samples[id]) })
+	}
+	rv.Evaluations = res.Evaluations
+	if err != nil {
+		rv.Error = err.Error()
+	}
+}
+
+func mustMarshal(inst *aggregation.KeyGenInstance) []byte {
+	b, err := inst.MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: marshal key-generation instance: %v", err))
+	}
+	return b
+}
+
+// restore takes up a committee whose key generation completed before a
+// restart. Its members still hold their key shares, unless they restarted
+// too; then decryption times out and the job re-keys.
+func (h *heState) restore(c CommitteeRecord) error {
+	inst, err := aggregation.UnmarshalKeyGenInstance(h.params, c.Instance)
+	if err != nil {
+		return fmt.Errorf("coordinator: stored committee: %w", err)
+	}
+	keyID, err := aggregation.PublicKeyInstance(h.params, c.PublicKey)
+	if err != nil {
+		return fmt.Errorf("coordinator: stored public key: %w", err)
+	}
+	enc, err := aggregation.NewEncryptor(h.params, c.PublicKey, 1)
+	if err != nil {
+		return err
+	}
+	dec, err := aggregation.NewDecryptor(h.params, inst)
+	if err != nil {
+		return err
+	}
+	h.inst, h.pk, h.keyID, h.enc, h.decryptor, h.epoch, h.ready = inst, c.PublicKey, keyID, enc, dec, c.Epoch, true
+	h.unresponsive = map[string]bool{}
+	return nil
 }

@@ -45,10 +45,10 @@ func runCommitteeKill(t *testing.T, kill int) Status {
 		ID: "kill", Seed: 5, Rounds: 5,
 		Data:         DataConfig{Features: ds.Examples.Features, Classes: 2},
 		RoundTimeout: Duration(1500 * time.Millisecond), Tick: Duration(20 * time.Millisecond),
-		Clients:      ClientsConfig{Min: 3, WaitFor: n, Liveness: Duration(400 * time.Millisecond)},
-		Scaling:      ScalingConfig{Mode: "federated"},
-		Committee:    CommitteeConfig{Size: 5, Threshold: 3},
-		HEParams:     insecureHE(),
+		Clients:   ClientsConfig{Min: 3, WaitFor: n, Liveness: Duration(400 * time.Millisecond)},
+		Scaling:   ScalingConfig{Mode: "federated"},
+		Committee: CommitteeConfig{Size: 5, Threshold: 3},
+		HEParams:  insecureHE(),
 	}
 	for i := range n {
 		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-xyz", i)})

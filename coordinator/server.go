@@ -105,9 +105,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	strategy := FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}
 	eng := NewEngine(job, strategy, &ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, m.Params())
 	eng.SetValuer(&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation})
+	snap, err := cfg.Store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: load state: %w", err)
+	}
+	if err := eng.Restore(snap); err != nil {
+		return nil, err
+	}
+	if n := len(snap.Rounds); n > 0 {
+		cfg.Log.Info("resuming job from its state file", "rounds_recorded", n, "next_round", eng.Round(), "phase", eng.Phase().String())
+	}
 	drv := NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
 	svc := NewService(job, drv, m.NumParams(), cfg.Log)
+	if rs, ok := cfg.Store.(ReceiptSource); ok {
+		svc.receipts = rs
+	}
 	return &Server{cfg: cfg, engine: eng, driver: drv, service: svc, model: m}, nil
 }
 

@@ -2,10 +2,12 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/ledger"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -52,6 +55,8 @@ type Service struct {
 	driver *Driver
 	log    *slog.Logger
 	spec   *tallyv1.JobSpec
+
+	receipts ReceiptSource
 
 	mu       sync.Mutex
 	sessions map[string][32]byte // client id → SHA-256 of its session secret
@@ -102,6 +107,12 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
 	}
 	return &Service{job: job, driver: driver, log: log, spec: spec, sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{})}
+}
+
+// ReceiptSource serves a client its receipts; BoltStore is one.
+type ReceiptSource interface {
+	Receipts(client string, after uint64) ([]ledger.Receipt, error)
+	PublicKey() ed25519.PublicKey
 }
 
 // toStatus maps package errors to gRPC status codes, in one place.
@@ -164,7 +175,11 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 		return nil, toStatus(err)
 	}
 	s.log.Info("client enrolled", "client", id, "samples", req.GetSamples(), "name", req.GetName())
-	return &tallyv1.EnrollResponse{Credential: &tallyv1.Credential{ClientId: id, Session: secret}, Job: s.spec}, nil
+	resp := &tallyv1.EnrollResponse{Credential: &tallyv1.Credential{ClientId: id, Session: secret}, Job: s.spec}
+	if s.receipts != nil {
+		resp.ReceiptPublicKey = s.receipts.PublicKey()
+	}
+	return resp, nil
 }
 
 func (s *Service) authenticate(c *tallyv1.Credential) (string, error) {
@@ -207,7 +222,13 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 				s.tellCh = make(chan struct{})
 			}
 			s.mu.Unlock()
-			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: done.Reason, FinalRound: int32(done.FinalRound)}}}, nil
+			dt := &tallyv1.DoneTask{Reason: done.Reason, FinalRound: int32(done.FinalRound)}
+			// The last receipts ride on the answer: the server may stop
+			// right after every client has been told.
+			if rr, err := s.receiptsJSON(id, req.GetReceiptsAfter()); err == nil {
+				dt.Receipts = rr
+			}
+			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: dt}}, nil
 		case task != nil:
 			return s.taskMessage(task, id), nil
 		}
@@ -223,7 +244,7 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 
 func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse {
 	var keyID []byte
-	if t.Acc != nil {
+	if t.Encrypted() {
 		keyID = t.KeyID[:]
 	}
 	switch t.Kind {
@@ -325,13 +346,17 @@ func replyFor(acts []Action, client string, ok func(ActReply) error) error {
 // after an interruption; blocks already added are skipped.
 func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, first []byte) error {
 	task, _, _ := s.driver.pending(id)
-	if task == nil || task.ID != h.GetTaskId() || task.Acc == nil {
+	if task == nil || task.ID != h.GetTaskId() || !task.Encrypted() {
 		if task != nil && task.ID == h.GetTaskId() {
 			return toStatus(fmt.Errorf("%w: this job takes plaintext updates", ErrBadEncoding))
 		}
 		return toStatus(fmt.Errorf("%w: %q is not an open task of client %s", ErrNoTask, h.GetTaskId(), id))
 	}
-	blocks := task.Acc.Blocks()
+	acc := task.AccumulatorFor(id)
+	if acc == nil {
+		return toStatus(ErrNotSelected)
+	}
+	blocks := acc.Blocks()
 	if h.GetLength() != int64(blocks) {
 		return toStatus(fmt.Errorf("%w: %d ciphertexts announced, the task takes %d", ErrWrongLength, h.GetLength(), blocks))
 	}
@@ -353,7 +378,7 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 			if added == blocks {
 				return fmt.Errorf("%w: more ciphertexts than the %d announced", ErrBadEncoding, blocks)
 			}
-			if err := task.Acc.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
+			if err := acc.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
 				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
 			}
 			added++
@@ -461,7 +486,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	}
 	var data []byte
 	switch name := req.GetName(); {
-	case name == "public-key" && t.PublicKey != nil:
+	case name == "public-key" && t.PublicKey != nil && t.Encrypted():
 		data = t.PublicKey
 	case strings.HasPrefix(name, "ciphertext/") && t.Kind == TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
@@ -514,10 +539,45 @@ func (s *Service) JobStatus(ctx context.Context, _ *tallyv1.JobStatusRequest) (*
 		}
 		resp.History = append(resp.History, &tallyv1.RoundMetrics{Round: int32(r.Round), ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: int32(len(r.Contributors))})
 	}
+	if s.receipts != nil {
+		resp.ReceiptPublicKey = s.receipts.PublicKey()
+	}
 	for _, id := range s.job.ClientIDs() {
 		if n, ok := st.Clients[id]; ok {
 			resp.Clients = append(resp.Clients, &tallyv1.ClientStatus{ClientId: id, Samples: n, RoundsContributed: contributed[id]})
 		}
 	}
 	return resp, nil
+}
+
+// Receipts implements CoordinatorService.
+func (s *Service) Receipts(ctx context.Context, req *tallyv1.ReceiptsRequest) (*tallyv1.ReceiptsResponse, error) {
+	id, err := s.authenticate(req.GetCredential())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rr, err := s.receiptsJSON(id, req.GetAfterSeq())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &tallyv1.ReceiptsResponse{Receipts: rr}, nil
+}
+
+func (s *Service) receiptsJSON(client string, after uint64) ([][]byte, error) {
+	if s.receipts == nil {
+		return nil, nil
+	}
+	rs, err := s.receipts.Receipts(client, after)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(rs))
+	for _, r := range rs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"encoding/json"
 	"github.com/tallyfl/tally/dataset"
 
 	"slices"
@@ -26,8 +27,9 @@ type Snapshot struct {
 	Clients []ClientRecord
 	Rounds  []RoundRecord
 	// Global is the model after the last completed round, nil if none.
-	Global []float64
-	Scaler *dataset.Scaler
+	Global    []float64
+	Scaler    *dataset.Scaler
+	Committee *CommitteeRecord
 }
 
 // MemoryStore is a Store in memory, for tests and simulations.
@@ -60,6 +62,10 @@ func (m *MemoryStore) Apply(p ActPersist) error {
 	if p.Global != nil {
 		m.snap.Global = slices.Clone(p.Global)
 	}
+	if p.Committee != nil {
+		c := *p.Committee
+		m.snap.Committee = &c
+	}
 	if p.Scaler != nil {
 		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std)}
 		m.snap.Scaler = &s
@@ -77,3 +83,5 @@ func (m *MemoryStore) Load() (Snapshot, error) {
 	s.Global = slices.Clone(s.Global)
 	return s, nil
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

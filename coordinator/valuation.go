@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
@@ -290,6 +291,47 @@ type RoundValuation struct {
 	Groups      [][]string `json:"groups,omitempty"`
 	Evaluations int        `json:"utility_evaluations"`
 	Error       string     `json:"error,omitempty"`
+	// Payouts and Quotas are what each contributor earned this round;
+	// Balance is its quota basket after this round's credit.
+	Payouts map[string]float64 `json:"payouts"`
+	Quotas  map[string]float64 `json:"quotas"`
+	Balance map[string]float64 `json:"balance"`
+	Unspent float64            `json:"unspent"`
+}
+
+// pay turns a round's values into payouts and quota credits. Every
+// contributor made a valid submission, so each gets the baseline share;
+// a contributor without a value (valuation failed) gets only that.
+func (e *Engine) pay(rec *RoundRecord) {
+	rv := rec.Valuation
+	if rv == nil {
+		return
+	}
+	ids := rec.Contributors
+	values := make([]float64, len(ids))
+	for i, id := range ids {
+		values[i] = rv.Values[id]
+	}
+	p := e.job.Payment
+	payouts, unspent, err := ledger.Payouts(values, p.BudgetPerRound, p.BaselineShare, nil)
+	if err == nil {
+		var credits []float64
+		if credits, err = ledger.Quotas(values, p.QuotaPerRound, p.BaselineShare, nil); err == nil {
+			rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
+			for i, id := range ids {
+				b := e.baskets[id]
+				if b == nil {
+					b = &ledger.Basket{Capacity: p.QuotaCapacity}
+					e.baskets[id] = b
+				}
+				credited, _ := b.Credit(credits[i])
+				rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = payouts[i], credited, b.Balance
+			}
+		}
+	}
+	if err != nil && rv.Error == "" {
+		rv.Error = err.Error()
+	}
 }
 
 // partition splits players (sorted) into a seeded random partition of
@@ -310,4 +352,75 @@ func partition(players []string, k int, seed uint64, round, attempt int) [][]str
 		sort.Strings(g)
 	}
 	return groups
+}
+
+// Contribution is a client's standing over a whole job.
+type Contribution struct {
+	Client string  `json:"client"`
+	Value  float64 `json:"value"`
+	StdErr float64 `json:"stderr"`
+	// Rank is 1 for the most valuable client.
+	Rank   int     `json:"rank"`
+	Payout float64 `json:"payout"`
+	// Quota is the client's basket balance after the last round.
+	Quota  float64 `json:"quota"`
+	Rounds int     `json:"rounds"`
+}
+
+// Contributions totals the valued rounds of history: values summed with
+// the job's freshness decay (FedSV), payouts summed, quota balances as
+// they stand. Clients are sorted by rank.
+func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
+	acc, err := valuation.NewAccumulator(job.Valuation.Decay)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*Contribution{}
+	for _, r := range history {
+		if r.Failed || r.Valuation == nil {
+			continue
+		}
+		rv := r.Valuation
+		ids := make([]string, 0, len(rv.Values))
+		for id := range rv.Values {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		vals, ses := make([]float64, len(ids)), make([]float64, len(ids))
+		for i, id := range ids {
+			vals[i], ses[i] = rv.Values[id], rv.StdErr[id]
+		}
+		if err := acc.AddRound(ids, vals, ses); err != nil {
+			return nil, fmt.Errorf("round %d: %w", r.Round, err)
+		}
+		for _, id := range r.Contributors {
+			c := byID[id]
+			if c == nil {
+				c = &Contribution{Client: id}
+				byID[id] = c
+			}
+			c.Payout += rv.Payouts[id]
+			if b, ok := rv.Balance[id]; ok {
+				c.Quota = b
+			}
+			c.Rounds++
+		}
+	}
+	out := make([]Contribution, 0, len(byID))
+	for id, c := range byID {
+		if t, ok := acc.Get(id); ok {
+			c.Value, c.StdErr = t.Value, t.StdErr
+		}
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Value != out[j].Value {
+			return out[i].Value > out[j].Value
+		}
+		return out[i].Client < out[j].Client
+	})
+	for i := range out {
+		out[i].Rank = i + 1
+	}
+	return out, nil
 }

@@ -27,6 +27,9 @@ func commands() []command {
 		{"coordinator", "run a coordinator for a job file", runCoordinator},
 		{"client", "join a job as a data holder and train on a local CSV file", runClient},
 		{"data", "write CSV files (client shards, validation, test) and a job file from an embedded dataset", runData},
+		{"ledger", "verify a coordinator's ledger or a client's receipts offline (tally ledger verify)", runLedger},
+		{"scores", "print each client's contribution from a coordinator's signed receipts", runScores},
+		{"payouts", "print every payout and quota credit from a coordinator's signed receipts", runPayouts},
 	}
 }
 

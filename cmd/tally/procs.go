@@ -20,6 +20,7 @@ import (
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -42,6 +43,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	config := fs.String("config", "", "job file (YAML); see the README's job-file reference")
 	listen := fs.String("listen", "", "gRPC listen address (default: the job file's listen, else 127.0.0.1:7070)")
 	report := fs.String("report", "", "write a JSON report to this file when the job ends")
+	state := fs.String("state", "", "the coordinator's state file (bbolt): jobs, rounds, model, receipts; a restarted coordinator resumes from it (default: JOB_ID.db next to the job file)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
@@ -83,7 +85,16 @@ Flags:
 		test = &t
 	}
 	log := newLogger(stderr, *verbose)
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log})
+	if *state == "" {
+		*state = filepath.Join(job.Dir, job.ID+".db")
+	}
+	store, err := coordinator.OpenBoltStore(*state, job.ID)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	log.Info("receipts are signed with this key", "public_key", ledger.FormatPublicKey(store.PublicKey()), "state", *state)
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store})
 	if err != nil {
 		return err
 	}
@@ -149,6 +160,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	data := fs.String("data", "", "local training data (CSV); it never leaves this process")
 	label := fs.String("label", "", "label column, by name or index (default: last)")
 	name := fs.String("name", "", "a name for the coordinator's logs (optional)")
+	receipts := fs.String("receipts", "", "file this client keeps its verified receipts in, as JSON lines (default: the data file's name + .receipts.jsonl)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally client --join ADDR --token T --data FILE.csv [flags]
@@ -185,14 +197,17 @@ Flags:
 		return err
 	}
 	defer conn.Close()
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second})
+	if *receipts == "" {
+		*receipts = *data + ".receipts.jsonl"
+	}
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts})
 	if err != nil {
 		return err
 	}
 	if err := c.Run(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "job finished; %d model updates submitted\n", c.Submitted)
+	fmt.Fprintf(stdout, "job finished; %d model updates submitted; receipts in %s\n", c.Submitted, *receipts)
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -84,6 +85,13 @@ type simOptions struct {
 	CommitteeSize       int
 	Threshold           int
 	MinGroupSize        int
+	ValuationMode       string
+	ValuationMethod     string
+	Utility             string
+	Budget              float64
+	BaselineShare       float64
+	DB                  string
+	ReceiptsDir         string
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -101,6 +109,32 @@ type simReport struct {
 	WallSeconds             float64       `json:"wall_seconds"`
 	SecureAggregation       string        `json:"secure_aggregation"`
 	Committee               *committeeRep `json:"committee,omitempty"`
+	Valuation               valuationRep  `json:"valuation"`
+	Contributions           []contribRep  `json:"contributions"`
+	Decryptions             []decryptRep  `json:"decryptions"`
+}
+
+type valuationRep struct {
+	Mode               string `json:"mode"`
+	Method             string `json:"method"`
+	UtilityEvaluations int    `json:"utility_evaluations"`
+}
+
+type contribRep struct {
+	Client     string  `json:"client"`
+	Samples    int     `json:"samples"`
+	Corruption string  `json:"corruption"`
+	Value      float64 `json:"value"`
+	StdErr     float64 `json:"stderr"`
+	Rank       int     `json:"rank"`
+	Payout     float64 `json:"payout"`
+	Quota      float64 `json:"quota"`
+}
+
+type decryptRep struct {
+	Round        int    `json:"round"`
+	Purpose      string `json:"purpose"`
+	Contributors int    `json:"contributors"`
 }
 
 type committeeRep struct {
@@ -156,6 +190,13 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.IntVar(&o.CommitteeSize, "committee-size", 0, "decryption committee size c (default: min(5, clients))")
 	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
 	fs.IntVar(&o.MinGroupSize, "min-group-size", 3, "k: no aggregate of fewer than k updates is ever decrypted")
+	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) or influence (one scalar per client); default: influence with he, plain with none")
+	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo above)")
+	fs.StringVar(&o.Utility, "utility", "loss", "what a coalition's model is scored by: loss (negative validation loss) or accuracy")
+	fs.Float64Var(&o.Budget, "budget", 100, "payout budget per round, split in proportion to positive value")
+	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
+	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
+	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
 	return o
 }
 
@@ -281,6 +322,8 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Scaling:           coordinator.ScalingConfig{Mode: o.Scaling},
 		SecureAggregation: o.Secure, MinGroupSize: o.MinGroupSize,
 		Committee: coordinator.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
+		Valuation: coordinator.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility},
+		Payment:   coordinator.PaymentConfig{BudgetPerRound: o.Budget, BaselineShare: o.BaselineShare},
 	}
 	for i := range ids {
 		ids[i] = fmt.Sprintf("client-%0*d", width, i)
@@ -324,7 +367,27 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())
 		}
 	}
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress})
+	var store coordinator.Store
+	if o.DB != "" {
+		if err := os.MkdirAll(filepath.Dir(o.DB), 0o755); err != nil {
+			return nil, err
+		}
+		bs, err := coordinator.OpenBoltStore(o.DB, job.ID)
+		if err != nil {
+			return nil, err
+		}
+		defer bs.Close()
+		store = bs
+		if !o.Quiet {
+			fmt.Fprintf(stdout, "state and receipts in %s, signed with %s\n", o.DB, ledger.FormatPublicKey(bs.PublicKey()))
+		}
+	}
+	if o.ReceiptsDir != "" {
+		if err := os.MkdirAll(o.ReceiptsDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store})
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +409,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		c, err := client.New(client.Config{
 			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
-			PollWait: time.Second,
+			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]),
 		})
 		if err != nil {
 			return nil, err
@@ -400,6 +463,37 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		if !o.Quiet {
 			fmt.Fprintf(stdout, "centralised test accuracy %.4f (same model, union of the clients' data, %d epochs)\n", acc, job.Rounds*job.Train.Epochs)
 		}
+	}
+	rep.Valuation = valuationRep{Mode: job.Valuation.Mode, Method: job.Valuation.Method}
+	for _, r := range out.History {
+		if r.Failed {
+			continue
+		}
+		if r.Valuation != nil {
+			rep.Valuation.UtilityEvaluations += r.Valuation.Evaluations
+			if r.Valuation.Error != "" {
+				fmt.Fprintf(stderr, "round %d: valuation failed: %s\n", r.Round, r.Valuation.Error)
+			}
+		}
+		for _, d := range r.Decryptions {
+			rep.Decryptions = append(rep.Decryptions, decryptRep{Round: r.Round, Purpose: d.Purpose, Contributors: d.Contributors})
+		}
+	}
+	contribs, err := coordinator.Contributions(job, out.History)
+	if err != nil {
+		return nil, err
+	}
+	index := map[string]int{}
+	for i, id := range ids {
+		index[id] = i
+	}
+	for _, c := range contribs {
+		i := index[c.Client]
+		rep.Contributions = append(rep.Contributions, contribRep{Client: c.Client, Samples: fed.Clients[i].Len(), Corruption: fed.Corruptions[i].String(),
+			Value: c.Value, StdErr: c.StdErr, Rank: c.Rank, Payout: c.Payout, Quota: c.Quota})
+	}
+	if !o.Quiet {
+		printContributions(stdout, rep)
 	}
 	rep.WallSeconds = time.Since(start).Seconds()
 	return rep, nil
@@ -465,4 +559,20 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// printContributions writes the job's contribution table.
+func printContributions(w io.Writer, rep *simReport) {
+	fmt.Fprintf(w, "\ncontributions (%s mode, %s, %d utility evaluations):\n", rep.Valuation.Mode, rep.Valuation.Method, rep.Valuation.UtilityEvaluations)
+	fmt.Fprintf(w, "%-10s %7s  %-18s %22s %5s %9s %8s\n", "client", "samples", "corruption", "value ± stderr", "rank", "payout", "quota")
+	for _, c := range rep.Contributions {
+		fmt.Fprintf(w, "%-10s %7d  %-18s %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Corruption, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
+	}
+}
+
+func receiptsPath(dir, id string) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, id+".jsonl")
 }

@@ -163,11 +163,13 @@ func (x *EnrollRequest) GetIdentityKey() []byte {
 }
 
 type EnrollResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
-	Job           *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Job        *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// receipt_public_key is the coordinator's Ed25519 key that signs receipts.
+	ReceiptPublicKey []byte `protobuf:"bytes,3,opt,name=receipt_public_key,json=receiptPublicKey,proto3" json:"receipt_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *EnrollResponse) Reset() {
@@ -210,6 +212,13 @@ func (x *EnrollResponse) GetCredential() *Credential {
 func (x *EnrollResponse) GetJob() *JobSpec {
 	if x != nil {
 		return x.Job
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetReceiptPublicKey() []byte {
+	if x != nil {
+		return x.ReceiptPublicKey
 	}
 	return nil
 }
@@ -644,7 +653,10 @@ type NextTaskRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	// wait_ms bounds the long poll; 0 means the server's default.
-	WaitMs        int32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs int32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// receipts_after is the last receipt sequence number the client holds;
+	// a DoneTask carries the client's receipts issued after it.
+	ReceiptsAfter uint64 `protobuf:"varint,3,opt,name=receipts_after,json=receiptsAfter,proto3" json:"receipts_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,6 +701,13 @@ func (x *NextTaskRequest) GetCredential() *Credential {
 func (x *NextTaskRequest) GetWaitMs() int32 {
 	if x != nil {
 		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *NextTaskRequest) GetReceiptsAfter() uint64 {
+	if x != nil {
+		return x.ReceiptsAfter
 	}
 	return 0
 }
@@ -1245,7 +1264,9 @@ type DoneTask struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// final_round is the last completed round.
-	FinalRound    int32 `protobuf:"varint,2,opt,name=final_round,json=finalRound,proto3" json:"final_round,omitempty"`
+	FinalRound int32 `protobuf:"varint,2,opt,name=final_round,json=finalRound,proto3" json:"final_round,omitempty"`
+	// receipts are the client's last receipts (JSON), see NextTaskRequest.
+	Receipts      [][]byte `protobuf:"bytes,3,rep,name=receipts,proto3" json:"receipts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1292,6 +1313,13 @@ func (x *DoneTask) GetFinalRound() int32 {
 		return x.FinalRound
 	}
 	return 0
+}
+
+func (x *DoneTask) GetReceipts() [][]byte {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
 }
 
 type SubmitUpdateRequest struct {
@@ -1655,15 +1683,16 @@ func (*JobStatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type JobStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
-	Round         int32                  `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
-	Rounds        int32                  `protobuf:"varint,4,opt,name=rounds,proto3" json:"rounds,omitempty"`
-	Clients       []*ClientStatus        `protobuf:"bytes,5,rep,name=clients,proto3" json:"clients,omitempty"`
-	History       []*RoundMetrics        `protobuf:"bytes,6,rep,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Phase            string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Round            int32                  `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	Rounds           int32                  `protobuf:"varint,4,opt,name=rounds,proto3" json:"rounds,omitempty"`
+	Clients          []*ClientStatus        `protobuf:"bytes,5,rep,name=clients,proto3" json:"clients,omitempty"`
+	History          []*RoundMetrics        `protobuf:"bytes,6,rep,name=history,proto3" json:"history,omitempty"`
+	ReceiptPublicKey []byte                 `protobuf:"bytes,7,opt,name=receipt_public_key,json=receiptPublicKey,proto3" json:"receipt_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobStatusResponse) Reset() {
@@ -1734,6 +1763,13 @@ func (x *JobStatusResponse) GetClients() []*ClientStatus {
 func (x *JobStatusResponse) GetHistory() []*RoundMetrics {
 	if x != nil {
 		return x.History
+	}
+	return nil
+}
+
+func (x *JobStatusResponse) GetReceiptPublicKey() []byte {
+	if x != nil {
+		return x.ReceiptPublicKey
 	}
 	return nil
 }
@@ -2138,6 +2174,102 @@ func (x *SubmitSharesResponse) GetAccepted() bool {
 	return false
 }
 
+type ReceiptsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptsRequest) Reset() {
+	*x = ReceiptsRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsRequest) ProtoMessage() {}
+
+func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReceiptsRequest) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *ReceiptsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+type ReceiptsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipts      [][]byte               `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptsResponse) Reset() {
+	*x = ReceiptsResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsResponse) ProtoMessage() {}
+
+func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
+func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReceiptsResponse) GetReceipts() [][]byte {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
 var File_tally_v1_tally_proto protoreflect.FileDescriptor
 
 const file_tally_v1_tally_proto_rawDesc = "" +
@@ -2152,12 +2284,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\asamples\x18\x02 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bfeatures\x18\x03 \x01(\x05R\bfeatures\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12!\n" +
-	"\fidentity_key\x18\x05 \x01(\fR\videntityKey\"k\n" +
+	"\fidentity_key\x18\x05 \x01(\fR\videntityKey\"\x99\x01\n" +
 	"\x0eEnrollResponse\x124\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
 	"credential\x12#\n" +
-	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\"\xc7\x03\n" +
+	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
+	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xc7\x03\n" +
 	"\aJobSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x1a\n" +
@@ -2197,12 +2330,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\".\n" +
 	"\x06Scaler\x12\x12\n" +
 	"\x04mean\x18\x01 \x03(\x01R\x04mean\x12\x10\n" +
-	"\x03std\x18\x02 \x03(\x01R\x03std\"`\n" +
+	"\x03std\x18\x02 \x03(\x01R\x03std\"\x87\x01\n" +
 	"\x0fNextTaskRequest\x124\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
 	"credential\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\"\xea\x02\n" +
+	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\x12%\n" +
+	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfter\"\xea\x02\n" +
 	"\x10NextTaskResponse\x12(\n" +
 	"\x04wait\x18\x01 \x01(\v2\x12.tally.v1.WaitTaskH\x00R\x04wait\x12+\n" +
 	"\x05train\x18\x02 \x01(\v2\x13.tally.v1.TrainTaskH\x00R\x05train\x121\n" +
@@ -2242,11 +2376,12 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06key_id\x18\b \x01(\fR\x05keyId\"=\n" +
 	"\vMomentsTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\fR\x05keyId\"C\n" +
+	"\x06key_id\x18\x02 \x01(\fR\x05keyId\"_\n" +
 	"\bDoneTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vfinal_round\x18\x02 \x01(\x05R\n" +
-	"finalRound\"Y\n" +
+	"finalRound\x12\x1a\n" +
+	"\breceipts\x18\x03 \x03(\fR\breceipts\"Y\n" +
 	"\x13SubmitUpdateRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SubmitHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\xd9\x01\n" +
@@ -2273,14 +2408,15 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x14\n" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\"\x12\n" +
-	"\x10JobStatusRequest\"\xd2\x01\n" +
+	"\x10JobStatusRequest\"\x80\x02\n" +
 	"\x11JobStatusResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x05R\x05round\x12\x16\n" +
 	"\x06rounds\x18\x04 \x01(\x05R\x06rounds\x120\n" +
 	"\aclients\x18\x05 \x03(\v2\x16.tally.v1.ClientStatusR\aclients\x120\n" +
-	"\ahistory\x18\x06 \x03(\v2\x16.tally.v1.RoundMetricsR\ahistory\"\x88\x01\n" +
+	"\ahistory\x18\x06 \x03(\v2\x16.tally.v1.RoundMetricsR\ahistory\x12,\n" +
+	"\x12receipt_public_key\x18\a \x01(\fR\x10receiptPublicKey\"\x88\x01\n" +
 	"\fClientStatus\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -2309,7 +2445,14 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"credential\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\"2\n" +
 	"\x14SubmitSharesResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted2\x95\x04\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"d\n" +
+	"\x0fReceiptsRequest\x124\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
+	"credential\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\".\n" +
+	"\x10ReceiptsResponse\x12\x1a\n" +
+	"\breceipts\x18\x01 \x03(\fR\breceipts2\xd8\x04\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12A\n" +
 	"\bNextTask\x12\x19.tally.v1.NextTaskRequest\x1a\x1a.tally.v1.NextTaskResponse\x12O\n" +
@@ -2317,7 +2460,8 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\rDownloadModel\x12\x1e.tally.v1.DownloadModelRequest\x1a\x1f.tally.v1.DownloadModelResponse0\x01\x12D\n" +
 	"\tJobStatus\x12\x1a.tally.v1.JobStatusRequest\x1a\x1b.tally.v1.JobStatusResponse\x12C\n" +
 	"\bDownload\x12\x19.tally.v1.DownloadRequest\x1a\x1a.tally.v1.DownloadResponse0\x01\x12O\n" +
-	"\fSubmitShares\x12\x1d.tally.v1.SubmitSharesRequest\x1a\x1e.tally.v1.SubmitSharesResponse(\x01B1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
+	"\fSubmitShares\x12\x1d.tally.v1.SubmitSharesRequest\x1a\x1e.tally.v1.SubmitSharesResponse(\x01\x12A\n" +
+	"\bReceipts\x12\x19.tally.v1.ReceiptsRequest\x1a\x1a.tally.v1.ReceiptsResponseB1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
 
 var (
 	file_tally_v1_tally_proto_rawDescOnce sync.Once
@@ -2331,7 +2475,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*Credential)(nil),            // 0: tally.v1.Credential
 	(*EnrollRequest)(nil),         // 1: tally.v1.EnrollRequest
@@ -2364,7 +2508,9 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*SubmitSharesRequest)(nil),   // 28: tally.v1.SubmitSharesRequest
 	(*SharesHeader)(nil),          // 29: tally.v1.SharesHeader
 	(*SubmitSharesResponse)(nil),  // 30: tally.v1.SubmitSharesResponse
-	nil,                           // 31: tally.v1.ThresholdTask.SealedEntry
+	(*ReceiptsRequest)(nil),       // 31: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 32: tally.v1.ReceiptsResponse
+	nil,                           // 33: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	0,  // 0: tally.v1.EnrollResponse.credential:type_name -> tally.v1.Credential
@@ -2381,7 +2527,7 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	10, // 11: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
 	11, // 12: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
 	12, // 13: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	31, // 14: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	33, // 14: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
 	7,  // 15: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
 	18, // 16: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
 	0,  // 17: tally.v1.SubmitHeader.credential:type_name -> tally.v1.Credential
@@ -2391,25 +2537,28 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	0,  // 21: tally.v1.DownloadRequest.credential:type_name -> tally.v1.Credential
 	29, // 22: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
 	0,  // 23: tally.v1.SharesHeader.credential:type_name -> tally.v1.Credential
-	1,  // 24: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	8,  // 25: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	17, // 26: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	20, // 27: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	22, // 28: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	26, // 29: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	28, // 30: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	2,  // 31: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	9,  // 32: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	19, // 33: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	21, // 34: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	23, // 35: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	27, // 36: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	30, // 37: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	0,  // 24: tally.v1.ReceiptsRequest.credential:type_name -> tally.v1.Credential
+	1,  // 25: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	8,  // 26: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	17, // 27: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	20, // 28: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	22, // 29: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	26, // 30: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	28, // 31: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	31, // 32: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	2,  // 33: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	9,  // 34: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	19, // 35: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	21, // 36: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	23, // 37: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	27, // 38: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	30, // 39: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	32, // 40: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	33, // [33:41] is the sub-list for method output_type
+	25, // [25:33] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -2432,7 +2581,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

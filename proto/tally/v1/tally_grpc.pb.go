@@ -30,6 +30,7 @@ const (
 	CoordinatorService_JobStatus_FullMethodName     = "/tally.v1.CoordinatorService/JobStatus"
 	CoordinatorService_Download_FullMethodName      = "/tally.v1.CoordinatorService/Download"
 	CoordinatorService_SubmitShares_FullMethodName  = "/tally.v1.CoordinatorService/SubmitShares"
+	CoordinatorService_Receipts_FullMethodName      = "/tally.v1.CoordinatorService/Receipts"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -60,6 +61,9 @@ type CoordinatorServiceClient interface {
 	// (key-generation shares, sealed Shamir shares, acknowledgements,
 	// decryption shares), each a named part, split over as many chunks as it needs.
 	SubmitShares(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitSharesRequest, SubmitSharesResponse], error)
+	// Receipts returns the calling client's signed receipts with a sequence
+	// number above after_seq, as JSON objects (see ledger.Receipt).
+	Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -164,6 +168,16 @@ func (c *coordinatorServiceClient) SubmitShares(ctx context.Context, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_SubmitSharesClient = grpc.ClientStreamingClient[SubmitSharesRequest, SubmitSharesResponse]
 
+func (c *coordinatorServiceClient) Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReceiptsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Receipts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -192,6 +206,9 @@ type CoordinatorServiceServer interface {
 	// (key-generation shares, sealed Shamir shares, acknowledgements,
 	// decryption shares), each a named part, split over as many chunks as it needs.
 	SubmitShares(grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]) error
+	// Receipts returns the calling client's signed receipts with a sequence
+	// number above after_seq, as JSON objects (see ledger.Receipt).
+	Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -222,6 +239,9 @@ func (UnimplementedCoordinatorServiceServer) Download(*DownloadRequest, grpc.Ser
 }
 func (UnimplementedCoordinatorServiceServer) SubmitShares(grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method SubmitShares not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Receipts not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -334,6 +354,24 @@ func _CoordinatorService_SubmitShares_Handler(srv interface{}, stream grpc.Serve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_SubmitSharesServer = grpc.ClientStreamingServer[SubmitSharesRequest, SubmitSharesResponse]
 
+func _CoordinatorService_Receipts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Receipts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Receipts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Receipts(ctx, req.(*ReceiptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -352,6 +390,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "JobStatus",
 			Handler:    _CoordinatorService_JobStatus_Handler,
+		},
+		{
+			MethodName: "Receipts",
+			Handler:    _CoordinatorService_Receipts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

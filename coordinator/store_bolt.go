@@ -1,0 +1,222 @@
+package coordinator
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/ledger"
+)
+
+// Buckets of the coordinator's state in its bbolt file.
+const (
+	bucketClients   = "clients"
+	bucketRounds    = "rounds"
+	bucketState     = "state"
+	keyGlobal       = "global"
+	keyScaler       = "scaler"
+	keyCommittee    = "committee"
+	keyJob          = "job"
+	roundKeyAttempt = "%s/%06d"
+)
+
+// BoltStore is the crash-safe Store: every ActPersist is one bbolt
+// transaction, so a kill at any moment leaves the state of the last
+// completed step. A completed round's model, record and signed receipts are
+// written in the same transaction: the receipts of a round exist if and only
+// if the round does.
+type BoltStore struct {
+	db  *ledger.DB
+	job string
+	key ed25519.PrivateKey
+}
+
+// ErrOtherJob is returned when a state file belongs to another job.
+var ErrOtherJob = errors.New("coordinator: the state file belongs to another job")
+
+// OpenBoltStore opens (or creates) the state file of job at path. The
+// signing key is created at first start and kept in the same file.
+func OpenBoltStore(path, job string) (*BoltStore, error) {
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		return nil, err
+	}
+	key, err := db.SigningKey()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	var stored string
+	err = db.Update(func(tx *ledger.Tx) error {
+		ok, err := tx.Get(bucketState, keyJob, &stored)
+		if err != nil || ok {
+			return err
+		}
+		stored = job
+		return tx.Put(bucketState, keyJob, job)
+	})
+	if err == nil && stored != job {
+		err = fmt.Errorf("%w: %s holds job %q, not %q", ErrOtherJob, path, stored, job)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &BoltStore{db: db, job: job, key: key}, nil
+}
+
+// Close closes the file.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+// DB is the underlying ledger database.
+func (s *BoltStore) DB() *ledger.DB { return s.db }
+
+// PublicKey is the coordinator's receipt-signing key.
+func (s *BoltStore) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
+
+// Apply implements Store.
+func (s *BoltStore) Apply(p ActPersist) error {
+	return s.db.Update(func(tx *ledger.Tx) error {
+		if p.Client != nil {
+			if err := tx.Put(bucketClients, p.Client.ID, p.Client); err != nil {
+				return err
+			}
+		}
+		if p.Scaler != nil {
+			if err := tx.Put(bucketState, keyScaler, p.Scaler); err != nil {
+				return err
+			}
+		}
+		if p.Committee != nil {
+			if err := tx.Put(bucketState, keyCommittee, p.Committee); err != nil {
+				return err
+			}
+		}
+		if p.Round != nil {
+			r := p.Round
+			if err := tx.Put(bucketRounds, fmt.Sprintf(roundKeyAttempt, ledger.RoundKey(r.Round), r.Attempt), r); err != nil {
+				return err
+			}
+			if !r.Failed && r.Valuation != nil && !tx.HasReceiptsForRound(s.job, r.Round) {
+				if _, err := tx.AppendReceipts(s.key, receiptsFor(s.job, r)); err != nil {
+					return err
+				}
+			}
+		}
+		if p.Global != nil {
+			if err := tx.PutRaw(bucketState, keyGlobal, encodeFloats(p.Global)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// receiptsFor builds the unsigned receipts of a completed round.
+func receiptsFor(job string, r *RoundRecord) []ledger.Receipt {
+	var dec []ledger.Decryption
+	for _, d := range r.Decryptions {
+		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+	}
+	rv := r.Valuation
+	out := make([]ledger.Receipt, 0, len(r.Contributors))
+	for _, id := range r.Contributors {
+		var digest string
+		if d, ok := r.Digests[id]; ok {
+			digest = hex.EncodeToString(d[:])
+		}
+		out = append(out, ledger.Receipt{
+			Job: job, Round: r.Round, Client: id, SubmissionDigest: digest, Decrypted: dec,
+			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
+			Payout: rv.Payouts[id], Quota: rv.Quotas[id],
+		})
+	}
+	return out
+}
+
+// Load implements Store.
+func (s *BoltStore) Load() (Snapshot, error) {
+	var snap Snapshot
+	err := s.db.View(func(tx *ledger.Tx) error {
+		if err := tx.ForEach(bucketClients, func(_ string, v []byte) error {
+			var c ClientRecord
+			if err := jsonUnmarshal(v, &c); err != nil {
+				return err
+			}
+			snap.Clients = append(snap.Clients, c)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.ForEach(bucketRounds, func(_ string, v []byte) error {
+			var r RoundRecord
+			if err := jsonUnmarshal(v, &r); err != nil {
+				return err
+			}
+			snap.Rounds = append(snap.Rounds, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		raw, ok, err := tx.GetRaw(bucketState, keyGlobal)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if snap.Global, err = decodeFloats(raw); err != nil {
+				return err
+			}
+		}
+		var sc dataset.Scaler
+		if ok, err := tx.Get(bucketState, keyScaler, &sc); err != nil {
+			return err
+		} else if ok {
+			snap.Scaler = &sc
+		}
+		var cm CommitteeRecord
+		if ok, err := tx.Get(bucketState, keyCommittee, &cm); err != nil {
+			return err
+		} else if ok {
+			snap.Committee = &cm
+		}
+		return nil
+	})
+	return snap, err
+}
+
+// Receipts returns the stored receipts of client with Seq > after.
+func (s *BoltStore) Receipts(client string, after uint64) ([]ledger.Receipt, error) {
+	rs, err := s.db.Receipts(ledger.Filter{Job: s.job, Client: client})
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(rs, func(r ledger.Receipt) bool { return r.Seq > after })
+	if i < 0 {
+		return nil, nil
+	}
+	return rs[i:], nil
+}
+
+func encodeFloats(v []float64) []byte {
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
+	}
+	return b
+}
+
+func decodeFloats(b []byte) ([]float64, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("coordinator: stored model has %d bytes, not a whole number of float64", len(b))
+	}
+	v := make([]float64, len(b)/8)
+	for i := range v {
+		v[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return v, nil
+}
