@@ -164,3 +164,68 @@ func FuzzRecord(f *testing.F) {
 		_ = r.UnmarshalJSON(b)
 	})
 }
+
+// influenceFixture is a 3-member, threshold-2 committee with one client's
+// influence ciphertext, its request and two genuine coefficient shares.
+func influenceFixture(f *testing.F) (*committee, DecryptRequest, []byte, map[string][]byte) {
+	params := testParams(f)
+	cm := newCommittee(f, params, 3, 2)
+	enc, _ := NewEncryptor(params, cm.pk, 1)
+	inf, err := NewInfluence(params, cm.inst.ID(), update(3, 10), 10)
+	if err != nil {
+		f.Fatal(err)
+	}
+	blk, _ := enc.EncryptBlock(update(4, 10), 5, 0)
+	if err := inf.Add("c", blk); err != nil {
+		f.Fatal(err)
+	}
+	ct, d, err := inf.Finalize("c")
+	if err != nil {
+		f.Fatal(err)
+	}
+	req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+	shares := map[string][]byte{}
+	for _, p := range cm.ids[:2] {
+		if shares[p], err = cm.members[p].DecryptCoefficientShare(req, ct); err != nil {
+			f.Fatal(err)
+		}
+	}
+	return cm, req, ct, shares
+}
+
+func FuzzCoefficientShare(f *testing.F) {
+	cm, req, ct, shares := influenceFixture(f)
+	dec, _ := NewDecryptor(cm.params, cm.inst)
+	f.Add(shares[cm.ids[1]])
+	f.Add(shares[cm.ids[1]][:baseHeaderSize])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if s, err := parseCoefficientShare(cm.params, b); err == nil {
+			if len(s.values) != cm.params.CKKS().MaxLevel()+1 {
+				t.Fatalf("accepted a share with %d values", len(s.values))
+			}
+			if again := s.marshal(cm.params); string(again) != string(b) {
+				t.Fatal("accepted share does not re-encode identically")
+			}
+		}
+		_, _ = dec.CombineCoefficient(req, ct, map[string][]byte{cm.ids[0]: shares[cm.ids[0]], cm.ids[1]: b})
+	})
+}
+
+func FuzzInfluenceCiphertext(f *testing.F) {
+	cm, req, ct, _ := influenceFixture(f)
+	dec, _ := NewDecryptor(cm.params, cm.inst)
+	f.Add(ct)
+	f.Add(ct[:influenceHeader])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, info, err := parseInfluence(cm.params, b)
+		if err != nil {
+			return
+		}
+		if c.Degree() != 1 || info.blocks < 1 || info.logScale < minLogGradScale || info.logScale > maxLogGradScale {
+			t.Fatalf("accepted a malformed influence ciphertext: %+v", info)
+		}
+		r := req
+		r.Digests = [][32]byte{sha256Sum(b)}
+		_, _ = dec.CombineCoefficient(r, b, nil)
+	})
+}
