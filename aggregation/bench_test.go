@@ -192,3 +192,74 @@ func BenchmarkDecrypt(b *testing.B) {
 		b.ReportMetric(maxErr*1e9, "max_error_1e-9")
 	})
 }
+
+// BenchmarkInfluence times the influence mode with the default parameters
+// for one client of 1e5 parameters (7 blocks): the coordinator's Add per
+// block (plaintext × ciphertext, added into the client's running
+// ciphertext) and Finalize, a member's coefficient share, and the
+// combination of 3 of 5 shares.
+func BenchmarkInfluence(b *testing.B) {
+	const numParams = 100_000
+	params := DefaultParameters()
+	cm := benchCommittee(b, 5, 3)
+	enc, _ := NewEncryptor(params, cm.pk, 0)
+	cts, err := enc.EncryptUpdate(update(5, numParams), 40)
+	if err != nil {
+		b.Fatal(err)
+	}
+	grad := update(6, numParams)
+	dec, _ := NewDecryptor(params, cm.inst)
+	b.Run("logN=14/params=1e5", func(b *testing.B) {
+		var encode, add, fin, share, combine time.Duration
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			inf, err := NewInfluence(params, cm.inst.ID(), grad, numParams)
+			if err != nil {
+				b.Fatal(err)
+			}
+			encode += time.Since(start)
+			start = time.Now()
+			for _, ct := range cts {
+				if err := inf.Add("c", ct); err != nil {
+					b.Fatal(err)
+				}
+			}
+			add += time.Since(start)
+			start = time.Now()
+			ict, d, err := inf.Finalize("c")
+			if err != nil {
+				b.Fatal(err)
+			}
+			fin += time.Since(start)
+			// Same inputs, same influence ciphertext: members would
+			// refuse its digest a second time, so they forget between
+			// iterations (outside the timed sections).
+			for _, m := range cm.members {
+				m.record = NewRecord()
+			}
+			req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+			shares := map[string][]byte{}
+			start = time.Now()
+			for _, p := range cm.ids[:3] {
+				if shares[p], err = cm.members[p].DecryptCoefficientShare(req, ict); err != nil {
+					b.Fatal(err)
+				}
+			}
+			share += time.Since(start)
+			start = time.Now()
+			if _, err := dec.CombineCoefficient(req, ict, shares); err != nil {
+				b.Fatal(err)
+			}
+			combine += time.Since(start)
+		}
+		n := float64(b.N)
+		blocks := float64(len(cts))
+		b.ReportMetric(add.Seconds()/n/blocks, "add_s/block")
+		b.ReportMetric(float64(params.CiphertextSize())*blocks*n/add.Seconds()/1e6, "add_MB/s")
+		b.ReportMetric(encode.Seconds()/n, "gradient_encode_s")
+		b.ReportMetric(fin.Seconds()/n, "finalize_s")
+		b.ReportMetric(share.Seconds()/n/3, "share_s/member")
+		b.ReportMetric(combine.Seconds()/n, "combine_s")
+		b.ReportMetric(float64(params.CoefficientShareSize()), "share_bytes")
+	})
+}

@@ -52,9 +52,10 @@ func realisticCase(seed uint64, numParams int, weights []float64, aligned bool) 
 	return c
 }
 
-// want is aᵢ = ⟨g, nᵢ·Δᵢ⟩ and the scale of the error bound,
-// max|g|·‖nᵢ·Δᵢ‖₂.
-func (c influenceCase) want(i int) (a, norm float64) {
+// want is aᵢ = ⟨g, nᵢ·Δᵢ⟩ and the error bound of doc.go for it,
+// (6·√(N/12)·2^-25·‖nᵢΔᵢ‖₂ + 2^-21)·max|g|, and the unit
+// max|g|·‖nᵢΔᵢ‖₂ in which errors are reported.
+func (c influenceCase) want(p Parameters, i int) (a, bound, unit float64) {
 	maxG, sq := 0.0, 0.0
 	for j, g := range c.grad {
 		x := c.weights[i] * c.updates[i][j]
@@ -62,7 +63,7 @@ func (c influenceCase) want(i int) (a, norm float64) {
 		sq += x * x
 		maxG = max(maxG, math.Abs(g))
 	}
-	return a, maxG * math.Sqrt(sq)
+	return a, (influenceBound(p)*math.Sqrt(sq) + math.Exp2(-21)) * maxG, maxG * math.Sqrt(sq)
 }
 
 // influenceRun encrypts every client's update, streams the blocks into an
@@ -124,10 +125,10 @@ func coefficientShares(t testing.TB, cm *committee, req DecryptRequest, ct []byt
 	return out
 }
 
-// influenceBound is the asserted error bound on aᵢ in units of
-// max|g|·‖nᵢΔᵢ‖₂: six standard deviations of the gradient's rounding error
-// (doc.go, "Influence"), 6·√(N/12)·2^-25: 6.6e-6 for N = 2^14, 1.7e-6 for
-// N = 2^10.
+// influenceBound is the main term of the asserted error bound on aᵢ, in
+// units of max|g|·‖nᵢΔᵢ‖₂: six standard deviations of the gradient's
+// rounding error (doc.go, "Influence"), 6·√(N/12)·2^-25: 6.6e-6 for
+// N = 2^14, 1.7e-6 for N = 2^10.
 func influenceBound(p Parameters) float64 {
 	return 6 * math.Sqrt(float64(p.CKKS().N())/12) * math.Exp2(1-influenceGradientBits)
 }
@@ -149,7 +150,7 @@ func TestInfluenceAnyTOfC(t *testing.T) {
 	for i, id := range c.clients {
 		req := NewInfluenceRequest(cm.inst.ID(), 1, id, digests[i], cm.ids)
 		all := coefficientShares(t, cm, req, cts[i], cm.ids)
-		want, norm := c.want(i)
+		want, bound, _ := c.want(params, i)
 		for _, set := range answered {
 			t.Run(fmt.Sprintf("client=%s/answered=%v", id, set), func(t *testing.T) {
 				shares := map[string][]byte{}
@@ -160,8 +161,8 @@ func TestInfluenceAnyTOfC(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if e := math.Abs(got-want) / norm; e > influenceBound(params) {
-					t.Fatalf("aᵢ = %.9g, want %.9g: error %.3g × max|g|·‖nΔ‖₂ exceeds %g", got, want, e, influenceBound(params))
+				if e := math.Abs(got - want); e > bound {
+					t.Fatalf("aᵢ = %.9g, want %.9g: error %.3g exceeds %.3g", got, want, e, bound)
 				}
 			})
 		}
@@ -192,7 +193,7 @@ func TestInfluenceThresholdMinusOne(t *testing.T) {
 		}
 		vals = append(vals, s.values)
 	}
-	want, _ := c.want(0)
+	want, _, _ := c.want(params, 0)
 	got, err := dec.combineCoefficient(ct, info.logScale, []int64{1, 2}, vals)
 	if err == nil && math.Abs(got-want) < 1e3*math.Abs(want) {
 		t.Fatalf("t−1 shares decoded to %g, close to aᵢ = %g", got, want)
@@ -525,7 +526,7 @@ func TestInfluencePrecision(t *testing.T) {
 		for i, id := range c.clients {
 			req := NewInfluenceRequest(cm.inst.ID(), uint64(round), id, digests[i], cm.ids)
 			all := coefficientShares(t, cm, req, cts[i], cm.ids)
-			want, norm := c.want(i)
+			want, bound, unit := c.want(params, i)
 			for _, set := range [][]string{{"m00", "m01", "m02"}, {"m00", "m01", "m04"}} {
 				shares := map[string][]byte{}
 				for _, p := range set {
@@ -536,12 +537,12 @@ func TestInfluencePrecision(t *testing.T) {
 					t.Fatal(err)
 				}
 				abs := math.Abs(got - want)
-				rel, nrm := abs/math.Abs(want), abs/norm
+				rel, nrm := abs/math.Abs(want), abs/unit
 				worstRel, worstNorm = max(worstRel, rel), max(worstNorm, nrm)
 				t.Logf("aligned=%v n=%5.0f set=%v: aᵢ = %.6e, |error| %.3g, relative %.3g, /(max|g|·‖nΔ‖₂) %.3g",
 					aligned, c.weights[i], set, want, abs, rel, nrm)
-				if nrm > influenceBound(params) {
-					t.Errorf("error %.3g × max|g|·‖nΔ‖₂ exceeds %.3g", nrm, influenceBound(params))
+				if abs > bound {
+					t.Errorf("error %.3g exceeds %.3g", abs, bound)
 				}
 				// On these draws (fixed seed; the only random terms, the
 				// encryption and flooding noise, weigh below 1e-12) the
@@ -588,7 +589,7 @@ func TestInfluenceBudget(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
-			if want, norm := c.want(0); err == nil && math.Abs(got-want) > influenceBound(params)*norm {
+			if want, bound, _ := c.want(params, 0); err == nil && math.Abs(got-want) > bound {
 				t.Fatalf("aᵢ = %.9g, want %.9g", got, want)
 			}
 		})
