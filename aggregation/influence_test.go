@@ -566,6 +566,10 @@ func TestInfluenceBudget(t *testing.T) {
 	if got := params.InfluenceMaxL1(); got != math.Exp2(41) {
 		t.Fatalf("InfluenceMaxL1 = 2^%.1f, want 2^41", math.Log2(got))
 	}
+	// doc.go's figure for the default set.
+	if got := DefaultParameters().InfluenceMaxL1(); got != math.Exp2(45) {
+		t.Fatalf("default InfluenceMaxL1 = 2^%.1f, want 2^45", math.Log2(got))
+	}
 	cm := newCommittee(t, params, 3, 3)
 	dec, _ := NewDecryptor(params, cm.inst)
 	for round, tc := range []struct {
