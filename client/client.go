@@ -184,9 +184,14 @@ func (c *Client) Run(ctx context.Context) error {
 			c.cred = nil
 		case retryable(err):
 			c.log.Warn("coordinator unreachable, retrying", "err", err, "in", backoff)
+		case status.Code(err) == codes.FailedPrecondition:
+			// The task moved on while this client worked on it (a
+			// decryption that already had its t shares, a round closed by
+			// its deadline): nothing is wrong, the next poll brings the
+			// current task.
+			c.log.Debug("task closed before this client answered", "err", err)
+			continue
 		default:
-			// A refused submission (stale task, wrong round) is not fatal:
-			// the next poll brings the current task.
 			c.log.Warn("task failed", "err", err)
 		}
 		if err := sleep(); err != nil {

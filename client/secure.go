@@ -180,6 +180,18 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
 		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 	}
+	if t.GetCoefficient() {
+		ct, err := c.fetch(ctx, t.GetTaskId(), "ciphertext/0")
+		if err != nil {
+			return err
+		}
+		share, err := c.member.DecryptCoefficientShare(req, ct)
+		if err != nil {
+			c.log.Warn("influence share refused", "task", t.GetTaskId(), "err", err)
+			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+		}
+		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share})
+	}
 	parts := map[string][]byte{}
 	for b := 0; b < int(t.GetBlocks()); b++ {
 		ct, err := c.fetch(ctx, t.GetTaskId(), fmt.Sprintf("ciphertext/%d", b))

@@ -160,7 +160,11 @@ func (d *Driver) perform(acts []Action) error {
 			if a.Err == nil && d.view.task != nil && a.TaskID == d.view.task.ID {
 				d.view.submitted[a.Client] = true
 			}
-			if a.Err != nil {
+			switch {
+			case errors.Is(a.Err, ErrNoTask):
+				// Usually a share that arrived after its decryption had t.
+				d.log.Debug("submission for a closed task", "client", a.Client, "task", a.TaskID)
+			case a.Err != nil:
 				d.log.Warn("submission refused", "client", a.Client, "task", a.TaskID, "err", a.Err)
 			}
 		case ActRoundDone:

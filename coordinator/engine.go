@@ -86,6 +86,11 @@ type Task struct {
 	Sealed map[string]map[string][]byte
 	// Ciphertexts are the aggregate's blocks (decrypt).
 	Ciphertexts [][]byte
+	// Influence turns each client's ciphertexts, as they arrive, into a
+	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode).
+	Influence *aggregation.Influence
+	// Coefficient marks a decrypt task for an influence scalar.
+	Coefficient bool
 	// Groups is the seeded partition of the selected clients in the groups
 	// valuation mode, with one accumulator per group instead of Acc.
 	Groups   [][]string
@@ -244,8 +249,10 @@ type RoundRecord struct {
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
 // how many client updates it summed.
 type DecryptionRecord struct {
-	Purpose      string   `json:"purpose"`
-	Contributors int      `json:"contributors"`
+	Purpose      string `json:"purpose"`
+	Contributors int    `json:"contributors"`
+	// Clients are the contributors summed in what was decrypted.
+	Clients      []string `json:"clients"`
 	Participants []string `json:"participants"`
 }
 
@@ -703,7 +710,7 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 	}
 	for _, r := range results {
 		// Without encryption the coordinator sees each update: say so.
-		rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: "cleartext-update", Contributors: 1, Participants: []string{r.Client}})
+		rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: "cleartext-update", Contributors: 1, Clients: []string{r.Client}})
 	}
 	cfg := e.job.Valuation
 	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}

@@ -289,6 +289,15 @@ func (e *Engine) attachAccumulator(t *Task) error {
 		return err
 	}
 	t.Acc = acc
+	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeInfluence {
+		g, err := e.valuer.Gradient(e.global, e.scaler)
+		if err != nil {
+			return err
+		}
+		if t.Influence, err = aggregation.NewInfluence(e.he.params, e.he.keyID, g, t.Length); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -299,6 +308,15 @@ type decItem struct {
 	group   int // groups mode: the group's index
 	values  []float64
 	weight  float64
+
+	// An influence scalar: the client's inner-product ciphertext, its
+	// digest, and the decrypted a_i (missing when fewer than t answered).
+	coefficient bool
+	client      string
+	ct          []byte
+	digest      [32]byte
+	scalar      float64
+	missing     bool
 }
 
 // startDecrypt finalises the encrypted sums of a closed task and queues
@@ -318,6 +336,15 @@ func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
 		items = append(items, &decItem{purpose: e.purpose(t), agg: agg})
 		// The record names what the ciphertext really sums.
 		rec.Contributors = agg.Contributors
+		if t.Influence != nil {
+			for _, id := range agg.Contributors {
+				ct, digest, err := t.Influence.Finalize(id)
+				if err != nil {
+					return e.fail(t, rec, fmt.Errorf("influence of %s: %w", id, err))
+				}
+				items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, ct: ct, digest: digest})
+			}
+		}
 	} else {
 		var aggs []*aggregation.Aggregate
 		for g, acc := range t.GroupAcc {
@@ -379,8 +406,39 @@ func (e *Engine) nextDecryption() []Action {
 	if len(h.queue) == 0 {
 		return e.finishDecrypted()
 	}
+	if it := h.queue[0]; it.coefficient {
+		return e.requestCoefficient(it)
+	}
 	h.agg, h.attempts = h.queue[0].agg, 0
 	return e.requestDecryption()
+}
+
+// requestCoefficient asks every live committee member for a share of one
+// client's influence scalar. Any t answers combine; a member never answers
+// twice for the same client and round, so there is no retry: with fewer
+// than t answers the scalar is missing and the client is not valued in
+// this round.
+func (e *Engine) requestCoefficient(it *decItem) []Action {
+	h := e.he
+	live := e.liveMembers()
+	if len(live) < h.inst.Threshold() {
+		it.missing = true
+		h.queue, h.done = h.queue[1:], append(h.done, it)
+		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
+	}
+	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, live)
+	blob, err := h.req.MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
+	}
+	h.shares = map[string]map[int][]byte{}
+	e.task = &Task{
+		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
+		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
+		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
+		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true,
+	}
+	return []Action{ActPublish{Task: e.task}}
 }
 
 // requestDecryption publishes a decryption task for h.agg to t live members.
@@ -428,6 +486,13 @@ func (e *Engine) decryptTimeout() []Action {
 	h := e.he
 	t := e.task
 	e.task = nil
+	if t.Coefficient {
+		it := h.queue[0]
+		it.missing = true
+		h.queue, h.done = h.queue[1:], append(h.done, it)
+		out := []Action{ActLog{Msg: "influence scalar lost: fewer than t members answered", Attrs: []any{"client", it.client, "answers", len(h.shares)}}}
+		return append(out, e.nextDecryption()...)
+	}
 	var silent []string
 	for _, id := range t.Selected {
 		if len(h.shares[id]) < len(h.agg.Ciphertexts) {
@@ -453,6 +518,9 @@ func (e *Engine) decryptTimeout() []Action {
 // them and moves on to the next queued aggregate.
 func (e *Engine) decryptShares(ev EvShares) []Action {
 	h := e.he
+	if e.task.Coefficient {
+		return e.coefficientShare(ev)
+	}
 	blocks := len(h.agg.Ciphertexts)
 	got := map[int][]byte{}
 	for name, v := range ev.Parts {
@@ -493,7 +561,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		vals[b] = v
 	}
 	item := h.queue[0]
-	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Participants: h.req.Participants})
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Clients: h.req.Contributors, Participants: h.req.Participants})
 	var err error
 	if item.values, item.weight, err = aggregation.Assemble(h.collect.Length, vals); err != nil {
 		collect, rec := h.collect, h.rec
@@ -501,6 +569,43 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		return append(out, e.fail(collect, rec, err)...)
 	}
 	h.queue, h.done = h.queue[1:], append(h.done, item)
+	return append(out, e.nextDecryption()...)
+}
+
+// coefficientShare collects a member's share of an influence scalar; with
+// t of them it combines and moves on.
+func (e *Engine) coefficientShare(ev EvShares) []Action {
+	h := e.he
+	share := ev.Parts["coefficient"]
+	if len(share) == 0 {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: no coefficient part", ErrBadEncoding)}}
+	}
+	if _, dup := h.shares[ev.Client]; dup {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+	}
+	h.shares[ev.Client] = map[int][]byte{0: share}
+	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	if len(h.shares) < h.inst.Threshold() {
+		return out
+	}
+	e.task = nil
+	it := h.queue[0]
+	per := map[string][]byte{}
+	var answered []string
+	for id, s := range h.shares {
+		per[id] = s[0]
+		answered = append(answered, id)
+	}
+	sort.Strings(answered)
+	a, err := h.decryptor.CombineCoefficient(h.req, it.ct, per)
+	if err != nil {
+		it.missing = true
+		out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
+	} else {
+		it.scalar = a
+	}
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered})
+	h.queue, h.done = h.queue[1:], append(h.done, it)
 	return append(out, e.nextDecryption()...)
 }
 
@@ -542,6 +647,9 @@ func (e *Engine) finishDecrypted() []Action {
 		next := slices.Clone(e.global)
 		for i, v := range items[0].values {
 			next[i] += v
+		}
+		if collect.Influence != nil {
+			e.valueInfluence(&rec, collect, items[1:])
 		}
 		err = e.advance(&rec, next)
 	}
@@ -603,4 +711,34 @@ func (h *heState) restore(c CommitteeRecord) error {
 	h.inst, h.pk, h.keyID, h.enc, h.decryptor, h.epoch, h.ready = inst, c.PublicKey, keyID, enc, dec, c.Epoch, true
 	h.unresponsive = map[string]bool{}
 	return nil
+}
+
+// valueInfluence scores the round on the first-order surrogate game from
+// the decrypted influence scalars a_i and the public weights n_i. A client
+// whose scalar is missing is left out of this round's game.
+func (e *Engine) valueInfluence(rec *RoundRecord, t *Task, items []*decItem) {
+	cfg := e.job.Valuation
+	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
+	rec.Valuation = rv
+	var ids []string
+	var a, w []float64
+	for _, it := range items {
+		if it.missing {
+			continue
+		}
+		ids, a, w = append(ids, it.client), append(a, it.scalar), append(w, float64(rec.Samples[it.client]))
+	}
+	if len(ids) == 0 {
+		rv.Error = "no influence scalar could be decrypted"
+		return
+	}
+	res, err := e.valuer.Surrogate(t.Round, a, w)
+	if err != nil {
+		rv.Error = err.Error()
+		return
+	}
+	for i, id := range ids {
+		rv.Values[id], rv.StdErr[id] = res.Values[i], at(res.StdErr, i)
+	}
+	rv.Evaluations = res.Evaluations
 }

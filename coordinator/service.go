@@ -255,7 +255,7 @@ func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse 
 	case TaskThreshold:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: t.ID, Sealed: t.Sealed[client]}}}
 	case TaskDecrypt:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts))}}}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient}}}
 	}
 	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
 	if len(t.Params)*8 <= InlineModelBytes {
@@ -380,6 +380,11 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 			}
 			if err := acc.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
 				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+			}
+			if task.Influence != nil {
+				if err := task.Influence.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
+					return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+				}
 			}
 			added++
 			buf = buf[:0]

@@ -107,7 +107,12 @@ Flags:
 	if err != nil {
 		return err
 	}
-	rep := map[string]any{"job": job.ID, "seed": job.Seed, "rounds": out.History}
+	contribs, err := coordinator.Contributions(job, out.History)
+	if err != nil {
+		return err
+	}
+	rep := map[string]any{"job": job.ID, "seed": job.Seed, "rounds": out.History, "final_model": out.Global, "contributions": contribs,
+		"receipt_public_key": ledger.FormatPublicKey(store.PublicKey())}
 	if test != nil {
 		m := srv.Model()
 		data := *test

@@ -997,8 +997,11 @@ type DecryptTask struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// request is aggregation.DecryptRequest in its binary form.
-	Request       []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
-	Blocks        int32  `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Request []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Blocks  int32  `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	// coefficient asks for a share of the constant coefficient only (the
+	// influence valuation: one scalar per client and round).
+	Coefficient   bool `protobuf:"varint,4,opt,name=coefficient,proto3" json:"coefficient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1052,6 +1055,13 @@ func (x *DecryptTask) GetBlocks() int32 {
 		return x.Blocks
 	}
 	return 0
+}
+
+func (x *DecryptTask) GetCoefficient() bool {
+	if x != nil {
+		return x.Coefficient
+	}
+	return false
 }
 
 // WaitTask says: nothing to do yet, poll again.
@@ -2357,11 +2367,12 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06sealed\x18\x03 \x03(\v2#.tally.v1.ThresholdTask.SealedEntryR\x06sealed\x1a9\n" +
 	"\vSealedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"X\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"z\n" +
 	"\vDecryptTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arequest\x18\x02 \x01(\fR\arequest\x12\x16\n" +
-	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\"\"\n" +
+	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\x12 \n" +
+	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\"\"\n" +
 	"\bWaitTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf6\x01\n" +
 	"\tTrainTask\x12\x14\n" +
