@@ -32,8 +32,8 @@ func runSmallJob(t *testing.T, secure, mode, method string) (Outcome, *BoltStore
 	}
 	cfg := JobConfig{
 		ID: "matrix", Seed: 9, Rounds: 2,
-		Data:              DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout:      Duration(20 * time.Second), Tick: Duration(20 * time.Millisecond),
+		Data:         DataConfig{Features: ds.Examples.Features, Classes: 2},
+		RoundTimeout: Duration(20 * time.Second), Tick: Duration(20 * time.Millisecond),
 		Clients:           ClientsConfig{Min: 3, WaitFor: n},
 		Scaling:           ScalingConfig{Mode: "federated"},
 		SecureAggregation: secure,
