@@ -29,9 +29,15 @@ vet:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 40m ./...
 
-# The main job on embedded sample data: breast-cancer, 8 clients, 20 rounds.
+# The main job on embedded sample data: breast-cancer, 8 clients, 20 rounds,
+# secure aggregation, one client flipping half its labels and one free rider;
+# then the ledger of signed receipts is verified offline.
+DEMO_FLAGS := --dataset breast-cancer --clients 8 --rounds 20 --seed 1 \
+	--corrupt 6=label-flip:0.5 --corrupt 7=free-rider:random
 demo: build
-	$(TALLY) simulate --dataset breast-cancer --clients 8 --rounds 20 --seed 1 --report out/demo-report.json
+	rm -rf out/demo.db out/receipts
+	$(TALLY) simulate $(DEMO_FLAGS) --db out/demo.db --receipts-dir out/receipts --report out/demo-report.json
+	$(TALLY) ledger verify --db out/demo.db
 
 # Benchmarks, written to BENCHMARKS.md with the machine and the date.
 bench:

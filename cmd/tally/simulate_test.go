@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,17 +55,21 @@ func TestSimulateSameSeedSameMetrics(t *testing.T) {
 }
 
 // TestDemoAcceptance is `make demo`'s job: breast-cancer, 8 clients, 20
-// rounds. The federated model must reach 0.95 and stay within 0.02 of the
-// same model trained centrally on the union of the clients' data.
+// rounds under secure aggregation with the default valuation, client 6
+// flipping half its labels and client 7 a free rider sending random
+// updates. Both must rank last; the report carries the contributions, the
+// valuation and every decryption, and the ledger verifies.
 func TestDemoAcceptance(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "demo-report.json")
+	db := filepath.Join(dir, "demo.db")
 	var out bytes.Buffer
-	code := run([]string{"simulate", "--dataset", "breast-cancer", "--clients", "8", "--rounds", "20", "--seed", "1", "--report", path}, &out, &out)
-	if code != 0 {
+	args := []string{"simulate", "--dataset", "breast-cancer", "--clients", "8", "--rounds", "20", "--seed", "1",
+		"--corrupt", "6=label-flip:0.5", "--corrupt", "7=free-rider:random", "--db", db, "--receipts-dir", filepath.Join(dir, "receipts"), "--report", path}
+	if code := run(args, &out, &out); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out.String())
 	}
-	for _, want := range []string{"round  20/20", "val_loss", "val_accuracy", "final test accuracy", "centralised test accuracy"} {
+	for _, want := range []string{"round  20/20", "val_loss", "val_accuracy", "final test accuracy", "centralised test accuracy", "contributions (influence mode, exact-shapley"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -73,46 +78,56 @@ func TestDemoAcceptance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep map[string]any
+	var rep simReport
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"rounds", "test_accuracy", "centralised_test_accuracy", "clients", "seed", "secure_aggregation", "committee"} {
-		if _, ok := rep[k]; !ok {
+	var generic map[string]any
+	_ = json.Unmarshal(raw, &generic)
+	for _, k := range []string{"rounds", "test_accuracy", "centralised_test_accuracy", "clients", "seed", "secure_aggregation", "committee", "contributions", "valuation", "decryptions"} {
+		if _, ok := generic[k]; !ok {
 			t.Errorf("report lacks %q", k)
 		}
 	}
-	rounds := rep["rounds"].([]any)
-	if len(rounds) != 20 {
-		t.Fatalf("%d rounds in the report, want 20", len(rounds))
+	if len(rep.Rounds) != 20 || len(rep.Clients) != 8 || rep.SecureAggregation != "he" || rep.Committee == nil || rep.Committee.Size != 5 || rep.Committee.Threshold != 3 {
+		t.Fatalf("report: %d rounds, %d clients, secure %q, committee %+v", len(rep.Rounds), len(rep.Clients), rep.SecureAggregation, rep.Committee)
 	}
-	for _, k := range []string{"round", "val_loss", "val_accuracy", "bytes_received"} {
-		if _, ok := rounds[0].(map[string]any)[k]; !ok {
-			t.Errorf("round entry lacks %q", k)
+	if rep.Valuation.Mode != "influence" || rep.Valuation.Method != "exact-shapley" || rep.Valuation.UtilityEvaluations == 0 {
+		t.Errorf("valuation = %+v", rep.Valuation)
+	}
+	if len(rep.Contributions) != 8 {
+		t.Fatalf("%d contributions", len(rep.Contributions))
+	}
+	last := map[string]bool{rep.Contributions[6].Client: true, rep.Contributions[7].Client: true}
+	if !last["client-6"] || !last["client-7"] {
+		t.Errorf("the label flipper and the free rider do not rank last: %+v", rep.Contributions)
+	}
+	for i, c := range rep.Contributions {
+		if c.Rank != i+1 {
+			t.Errorf("contribution %d has rank %d", i, c.Rank)
 		}
 	}
-	if rep["secure_aggregation"] != "he" {
-		t.Errorf("the demo runs with secure_aggregation %v, want he", rep["secure_aggregation"])
+	// Every decryption of fewer than k = 3 contributors is one client's
+	// influence coefficient, at most one per client per round.
+	perRound := map[[2]any]int{}
+	for _, d := range rep.Decryptions {
+		if d.Contributors >= 3 {
+			continue
+		}
+		if d.Purpose != "influence" || d.Contributors != 1 {
+			t.Errorf("round %d: a %s decryption of %d contributors", d.Round, d.Purpose, d.Contributors)
+		}
+		perRound[[2]any{d.Round, d.Purpose}]++
 	}
-	if c := rep["committee"].(map[string]any); c["size"].(float64) != 5 || c["threshold"].(float64) != 3 {
-		t.Errorf("committee = %v, want size 5, threshold 3", c)
-	}
-	clients := rep["clients"].([]any)
-	if len(clients) != 8 {
-		t.Fatalf("%d clients in the report, want 8", len(clients))
-	}
-	for _, k := range []string{"id", "samples", "corruption"} {
-		if _, ok := clients[0].(map[string]any)[k]; !ok {
-			t.Errorf("client entry lacks %q", k)
+	for k, n := range perRound {
+		if n > 8 {
+			t.Errorf("%v: %d influence decryptions for 8 clients", k, n)
 		}
 	}
-	acc, central := rep["test_accuracy"].(float64), rep["centralised_test_accuracy"].(float64)
-	t.Logf("test accuracy %.4f, centralised %.4f", acc, central)
-	if acc < 0.95 {
-		t.Errorf("test accuracy %.4f < 0.95", acc)
-	}
-	if math.Abs(acc-central) > 0.02 {
-		t.Errorf("test accuracy %.4f is not within 0.02 of the centralised %.4f", acc, central)
+	t.Logf("test accuracy %.4f, centralised %.4f", rep.TestAccuracy, *rep.CentralisedTestAccuracy)
+	out.Reset()
+	if code := run([]string{"ledger", "verify", "--db", db}, &out, &out); code != 0 {
+		t.Fatalf("ledger verify: exit %d\n%s", code, out.String())
 	}
 }
 
@@ -122,7 +137,7 @@ func TestDemoAcceptance(t *testing.T) {
 func TestSecureMatchesPlain(t *testing.T) {
 	reps := map[string]*simReport{}
 	for _, mode := range []string{"he", "none"} {
-		rep, err := simulate(context.Background(), simOpts(t, "--clients", "8", "--rounds", "20", "--seed", "1", "--secure-aggregation", mode, "--centralised=false"), io.Discard, io.Discard)
+		rep, err := simulate(context.Background(), simOpts(t, "--clients", "8", "--rounds", "20", "--seed", "1", "--secure-aggregation", mode, "--centralised="+strconv.FormatBool(mode == "he")), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
@@ -147,9 +162,14 @@ func TestSecureMatchesPlain(t *testing.T) {
 			t.Errorf("round %d: %d bytes under he, %d in the clear", i+1, he.Rounds[i].BytesReceived, plain.Rounds[i].BytesReceived)
 		}
 	}
-	t.Logf("largest difference between he and none: %.3g; test accuracy he %.4f none %.4f", worst, he.TestAccuracy, plain.TestAccuracy)
+	t.Logf("largest difference between he and none: %.3g; test accuracy he %.4f none %.4f, centralised %.4f", worst, he.TestAccuracy, plain.TestAccuracy, *he.CentralisedTestAccuracy)
+	// Without corrupted clients the federated model must also match the
+	// same model trained centrally on the union of the clients' data.
 	if he.TestAccuracy < 0.95 {
 		t.Errorf("test accuracy under he %.4f < 0.95", he.TestAccuracy)
+	}
+	if d := math.Abs(he.TestAccuracy - *he.CentralisedTestAccuracy); d > 0.02 {
+		t.Errorf("test accuracy %.4f is %.4f away from the centralised %.4f", he.TestAccuracy, d, *he.CentralisedTestAccuracy)
 	}
 }
 
