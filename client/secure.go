@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -186,8 +187,10 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 			return err
 		}
 		share, err := c.member.DecryptCoefficientShare(req, ct)
+		if errors.Is(err, aggregation.ErrPolicy) {
+			return c.refuse(ctx, t.GetTaskId(), err)
+		}
 		if err != nil {
-			c.log.Warn("influence share refused", "task", t.GetTaskId(), "err", err)
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
 		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share})
@@ -199,12 +202,21 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 			return err
 		}
 		share, err := c.member.DecryptShare(req, b, ct)
+		if errors.Is(err, aggregation.ErrPolicy) {
+			return c.refuse(ctx, t.GetTaskId(), err)
+		}
 		if err != nil {
-			c.log.Warn("decryption refused", "task", t.GetTaskId(), "purpose", req.Purpose, "err", err)
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
 		parts[fmt.Sprintf("share/%d", b)] = share
 	}
 	c.log.Info("decryption shares sent", "task", t.GetTaskId(), "purpose", req.Purpose, "contributors", len(req.Contributors))
 	return c.sendShares(ctx, t.GetTaskId(), parts)
+}
+
+// refuse tells the coordinator that this member's policy refused a
+// decryption, so that it need not wait for the deadline.
+func (c *Client) refuse(ctx context.Context, taskID string, why error) error {
+	c.log.Warn("decryption refused by this member's policy", "task", taskID, "reason", why)
+	return c.sendShares(ctx, taskID, map[string][]byte{"refused": []byte(why.Error())})
 }

@@ -51,6 +51,8 @@ type heState struct {
 	agg      *aggregation.Aggregate // the head's current (re-randomised) form
 	req      aggregation.DecryptRequest
 	shares   map[string]map[int][]byte // member → block → share
+	refusals map[string]bool           // members whose policy refused this request
+	skip     map[string]bool           // members not to ask again for this aggregate
 	attempts int
 }
 
@@ -409,7 +411,7 @@ func (e *Engine) nextDecryption() []Action {
 	if it := h.queue[0]; it.coefficient {
 		return e.requestCoefficient(it)
 	}
-	h.agg, h.attempts = h.queue[0].agg, 0
+	h.agg, h.attempts, h.skip = h.queue[0].agg, 0, nil
 	return e.requestDecryption()
 }
 
@@ -431,7 +433,7 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
 	}
-	h.shares = map[string]map[int][]byte{}
+	h.shares, h.refusals = map[string]map[int][]byte{}, nil
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
@@ -444,7 +446,12 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 // requestDecryption publishes a decryption task for h.agg to t live members.
 func (e *Engine) requestDecryption() []Action {
 	h := e.he
-	live := e.liveMembers()
+	var live []string
+	for _, id := range e.liveMembers() {
+		if !h.skip[id] {
+			live = append(live, id)
+		}
+	}
 	t := h.inst.Threshold()
 	if len(live) < t || h.attempts >= maxDecryptAttempts {
 		collect, rec := h.collect, h.rec
@@ -501,6 +508,13 @@ func (e *Engine) decryptTimeout() []Action {
 		}
 	}
 	out := []Action{ActLog{Msg: "decryption timed out", Attrs: []any{"task", t.ID, "silent", strings.Join(silent, ",")}}}
+	return append(out, e.rerandomize()...)
+}
+
+// rerandomize gives the aggregate being decrypted a fresh digest (members
+// never serve one twice) and asks the members that are live now.
+func (e *Engine) rerandomize() []Action {
+	h := e.he
 	fresh := &aggregation.Aggregate{Key: h.agg.Key, NumParams: h.agg.NumParams, Contributors: h.agg.Contributors,
 		Ciphertexts: make([][]byte, len(h.agg.Ciphertexts)), Digests: make([][32]byte, len(h.agg.Ciphertexts))}
 	for b, ct := range h.agg.Ciphertexts {
@@ -511,13 +525,16 @@ func (e *Engine) decryptTimeout() []Action {
 		fresh.Ciphertexts[b], fresh.Digests[b] = r, sha256.Sum256(r)
 	}
 	h.agg = fresh
-	return append(out, e.requestDecryption()...)
+	return e.requestDecryption()
 }
 
 // decryptShares collects a participant's shares; with all t it combines
 // them and moves on to the next queued aggregate.
 func (e *Engine) decryptShares(ev EvShares) []Action {
 	h := e.he
+	if reason, ok := ev.Parts["refused"]; ok {
+		return e.refused(ev, string(reason))
+	}
 	if e.task.Coefficient {
 		return e.coefficientShare(ev)
 	}
@@ -570,6 +587,45 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 	}
 	h.queue, h.done = h.queue[1:], append(h.done, item)
 	return append(out, e.nextDecryption()...)
+}
+
+// refused handles a participant's refusal to decrypt (its policy said no:
+// a digest it already served, an influence scalar it already released).
+// Waiting for the deadline would gain nothing: a whole decryption is
+// retried at once without it, and an influence scalar that can no longer
+// get t answers is given up.
+func (e *Engine) refused(ev EvShares, reason string) []Action {
+	h := e.he
+	t := e.task
+	out := []Action{
+		ActReply{Client: ev.Client, TaskID: ev.TaskID},
+		ActLog{Msg: "committee member refused to decrypt", Attrs: []any{"member", ev.Client, "task", t.ID, "reason", reason}},
+	}
+	if h.refusals == nil {
+		h.refusals = map[string]bool{}
+	}
+	if h.refusals[ev.Client] {
+		return out[:1]
+	}
+	h.refusals[ev.Client] = true
+	if t.Coefficient {
+		if len(t.Selected)-len(h.refusals) >= h.inst.Threshold() {
+			return out
+		}
+		e.task = nil
+		it := h.queue[0]
+		it.missing = true
+		h.queue, h.done = h.queue[1:], append(h.done, it)
+		return append(out, e.nextDecryption()...)
+	}
+	// A whole decryption names exactly t participants: without this one it
+	// cannot finish. Ask again, re-randomised, without the refuser.
+	e.task = nil
+	if h.skip == nil {
+		h.skip = map[string]bool{}
+	}
+	h.skip[ev.Client] = true
+	return append(out, e.rerandomize()...)
 }
 
 // coefficientShare collects a member's share of an influence scalar; with

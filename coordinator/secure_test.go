@@ -127,8 +127,11 @@ func TestCommitteeSurvivesTwoKilled(t *testing.T) {
 		t.Errorf("%d key generations, want 1: losing c − t members must not force a re-key", st.Epochs)
 	}
 	last := st.History[len(st.History)-1]
-	if len(last.Decryptions) != 1 || len(last.Decryptions[0].Participants) != 3 {
-		t.Errorf("last round decryptions = %+v, want one by 3 participants", last.Decryptions)
+	if len(last.Decryptions) == 0 || last.Decryptions[0].Purpose != "round" || len(last.Decryptions[0].Participants) != 3 {
+		t.Errorf("last round decryptions = %+v, want the round's aggregate decrypted by 3 participants", last.Decryptions)
+	}
+	if err := CheckDecryptions(3, st.History); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -157,5 +160,8 @@ func TestCommitteeRekeysWhenThreeKilled(t *testing.T) {
 	}
 	if completed != 5 {
 		t.Errorf("%d rounds completed, want 5", completed)
+	}
+	if err := CheckDecryptions(3, st.History); err != nil {
+		t.Error(err)
 	}
 }

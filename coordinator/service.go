@@ -171,7 +171,10 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 	s.mu.Lock()
 	s.sessions[id] = sha256.Sum256(secret)
 	s.mu.Unlock()
-	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples(), IdentityKey: req.GetIdentityKey()}); err != nil {
+	// After the job ended the driver no longer takes events, but a client
+	// that enrols then (it lost its session in a restart) must still get a
+	// session to learn, from its next poll, that the job is done.
+	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples(), IdentityKey: req.GetIdentityKey()}); err != nil && !errors.Is(err, ErrStopped) {
 		return nil, toStatus(err)
 	}
 	s.log.Info("client enrolled", "client", id, "samples", req.GetSamples(), "name", req.GetName())
