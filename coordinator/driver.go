@@ -67,6 +67,11 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 		changed: make(chan struct{}),
 	}
 	d.view.clients = map[string]int64{}
+	// A resumed job knows its clients from the store: the view must too, or
+	// the server would stop lingering before they learn the job ended.
+	for id, c := range engine.clients {
+		d.view.clients[id] = c.samples
+	}
 	d.view.round = engine.Round()
 	d.view.scaler = engine.Scaler()
 	d.view.history = slices.Clone(engine.History())
