@@ -55,6 +55,18 @@ const (
 	DefaultRoundTolerance = 0.001
 )
 
+// StallSamples ends a sampled run whose only stopping rule is the budget once
+// this many samples in a row (counted in whole batches) have used no new
+// coalition (Result.Stop "stalled"). Cache hits cost nothing, so without it
+// a budget the run cannot reach would never stop: tmc and gtg reach only the
+// prefixes their truncation leaves, and for monte-carlo and banzhaf the last
+// unused coalitions of a nearly exhausted game are a coupon collector's tail.
+// By the rule of three, 1,000 idle samples put the chance that the next one
+// finds a new coalition below 0.3% (95% confidence), so each further
+// evaluation would cost over 300 samples; the idle window itself costs at
+// most 1,000·(n−1) cache lookups.
+const StallSamples = 1000
+
 // Config parameterises every estimator. Fields a method does not use are
 // ignored by it. Zero values mean "default" (see the Default constants) or
 // "rule off" as documented per field.
@@ -171,7 +183,9 @@ type Result struct {
 	// Truncated counts marginal contributions set to zero by truncation.
 	Truncated int `json:"truncated"`
 	// Stop says why a sampled run stopped: "budget", "samples", "se-target",
-	// "rank-stable", "round-truncated"; "exact" for exact methods.
+	// "rank-stable", "round-truncated", and with the budget as the only rule
+	// "exhausted" (all 2^n coalitions used) or "stalled" (StallSamples
+	// samples in a row used no new coalition); "exact" for exact methods.
 	Stop string `json:"stop"`
 	// Wall is the wall-clock time of the run.
 	Wall time.Duration `json:"wall"`

@@ -95,10 +95,19 @@
 // Sampled methods stop at the first of: Samples drawn; Budget distinct
 // evaluations (never exceeded: batches shrink so the worst case fits);
 // every standard error ≤ SETarget; ranking unchanged for RankStable
-// batches; and, when the budget is the only rule, all 2^n coalitions used
-// ("exhausted"). The SE and rank rules wait for MinSamples. Batches have a
-// fixed size, independent of the worker count, so a seed gives the same bits
-// on any machine. Measured on a synthetic 10-client federated game
+// batches. The SE and rank rules wait for MinSamples. A sample that only
+// hits the cache spends no budget, so when the budget is the only rule two
+// more rules make sure the run ends: all 2^n coalitions used ("exhausted"),
+// or StallSamples (1,000) samples in a row, counted in whole batches, that
+// used no new coalition ("stalled"). Stalling is how tmc and gtg end when
+// truncation leaves fewer coalitions reachable than the budget allows (any
+// budget above what their truncated prefixes reach), and how monte-carlo and
+// banzhaf end on the long tail of the last few unused coalitions; a stalled
+// run has spent less than its budget, and Evaluations says how much. Batches
+// have a fixed size, independent of the worker count, and whether a batch
+// used a new coalition does not depend on the order the workers ran it in,
+// so a seed gives the same bits, and stops at the same sample, on any
+// machine. Measured on a synthetic 10-client federated game
 // (BenchmarkToSpearman), 9 of 10 seeds rank like exact Shapley (Spearman ≥
 // 0.95) after about 17% of exact's 1,024 evaluations for gtg, 36% for
 // monte-carlo and 40% for tmc.

@@ -182,7 +182,10 @@ func (e *Evaluator) call(ctx context.Context, s Coalition) (v float64, err error
 }
 
 // parallel runs f(ctx, 0) … f(ctx, tasks−1) on at most e.workers goroutines.
-// The first error cancels the rest and is returned.
+// The first error cancels the rest and is returned. ctx is checked before
+// each task and once more at the end, on one worker as on many: a task that
+// only hits the cache never looks at ctx, and a sampling loop of cached
+// batches must still end when ctx does.
 func (e *Evaluator) parallel(ctx context.Context, tasks int, f func(ctx context.Context, k int) error) error {
 	if tasks == 0 {
 		return ctx.Err()
@@ -190,11 +193,14 @@ func (e *Evaluator) parallel(ctx context.Context, tasks int, f func(ctx context.
 	w := min(e.workers, tasks)
 	if w == 1 {
 		for k := range tasks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			if err := f(ctx, k); err != nil {
 				return err
 			}
 		}
-		return nil
+		return ctx.Err()
 	}
 	inner, cancel := context.WithCancel(ctx)
 	defer cancel()

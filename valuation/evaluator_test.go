@@ -3,6 +3,7 @@ package valuation
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,6 +201,25 @@ func TestEvaluatorErrors(t *testing.T) {
 			t.Errorf("Estimate: err = %v, want context.Canceled", err)
 		}
 	})
+	// A cancelled context must stop a run that only hits the cache: those
+	// lookups never look at ctx, so a spinning sampling loop on one worker
+	// once ignored cancellation.
+	for _, workers := range []int{1, 2} {
+		t.Run("cancelled-cached/workers="+strconv.Itoa(workers), func(t *testing.T) {
+			ev, _ := NewEvaluator(additiveGame([]float64{1, 2, 3}), workers)
+			if err := ev.Batch(t.Context(), []Coalition{0, 1, 2, 3, 4, 5, 6, 7}, make([]float64, 8)); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			for _, m := range Methods() {
+				est, _ := NewEstimator(m, Config{})
+				if _, err := est.Estimate(ctx, ev); !errors.Is(err, context.Canceled) {
+					t.Errorf("%s: err = %v, want context.Canceled", m, err)
+				}
+			}
+		})
+	}
 	t.Run("players", func(t *testing.T) {
 		for _, n := range []int{0, MaxPlayers + 1} {
 			if _, err := NewEvaluator(GameFunc{N: n}, 1); !errors.Is(err, ErrPlayers) {

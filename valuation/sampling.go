@@ -98,12 +98,39 @@ func ranking(values []float64) []int {
 	return idx
 }
 
-// budgetOnly reports whether the budget is the only stopping rule. Then a
-// budget above 2^n could never be spent, so the run stops ("exhausted") once
-// every coalition has been used; with any other rule, sampling goes on (more
-// samples still lower the variance, at no further evaluation cost).
+// budgetOnly reports whether the budget is the only stopping rule. Then
+// samples that hit the cache spend nothing, and a budget the run cannot reach
+// would keep it sampling forever: above 2^n, or above what truncation lets
+// tmc and gtg reach. So the run also stops once every coalition has been used
+// ("exhausted") or once it stalls (see stall). With any other rule, sampling
+// goes on (more samples still lower the variance, at no further evaluation
+// cost), and that rule ends it.
 func budgetOnly(cfg Config) bool {
 	return cfg.Budget > 0 && cfg.Samples == 0 && cfg.SETarget == 0 && cfg.RankStable == 0
+}
+
+// stall is the budget-only rule against spinning on the cache: it counts the
+// samples of consecutive batches that used no new coalition. Whether a batch
+// used one depends only on which coalitions its samples visit, not on the
+// order the workers visit them in, so a seed stalls at the same sample on
+// any worker count.
+type stall struct {
+	on   bool
+	idle int
+}
+
+// after records a batch of k samples that took the distinct count from
+// before to now, and reports whether the run has stalled.
+func (s *stall) after(k, before, now int) bool {
+	if !s.on {
+		return false
+	}
+	if now > before {
+		s.idle = 0
+		return false
+	}
+	s.idle += k
+	return s.idle >= StallSamples
 }
 
 // permEstimator is permutation sampling of the Shapley value (Castro, Gómez
@@ -181,6 +208,7 @@ func (p permEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 	st := stopper{cfg: cfg}
 	drawn := 0
 	exhaustible := budgetOnly(cfg) && n < MaxPlayers
+	stalled := stall{on: budgetOnly(cfg)}
 	for {
 		if cfg.Samples > 0 && drawn >= cfg.Samples {
 			return finish("samples")
@@ -216,6 +244,7 @@ func (p permEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 				rng.Shuffle(n, func(a, b int) { perm[a], perm[b] = perm[b], perm[a] })
 			}
 		}
+		before := tr.distinct()
 		err := ev.parallel(ctx, k, func(ctx context.Context, j int) error {
 			var err error
 			cuts[j], err = walk(ctx, tr, perms[j], margs[j], u0, uN, thr)
@@ -235,6 +264,9 @@ func (p permEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 		for i := range stats {
 			res.Values[i] = stats[i].mean
 			res.StdErr[i] = stats[i].stderr()
+		}
+		if stalled.after(k, before, tr.distinct()) {
+			return finish("stalled")
 		}
 		if stop := st.check(drawn, res.Values, res.StdErr); stop != "" {
 			return finish(stop)
@@ -307,6 +339,7 @@ func (m msrEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 		return res, nil
 	}
 	exhaustible := budgetOnly(cfg) && n < MaxPlayers
+	stalled := stall{on: budgetOnly(cfg)}
 	for {
 		if cfg.Samples > 0 && res.Samples >= cfg.Samples {
 			return finish("samples")
@@ -328,6 +361,7 @@ func (m msrEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 		for j := range k {
 			draws[j] = Coalition(rng.Uint64()) & full
 		}
+		before := tr.distinct()
 		err := ev.parallel(ctx, k, func(ctx context.Context, j int) error {
 			var err error
 			vals[j], err = tr.get(ctx, draws[j])
@@ -353,6 +387,9 @@ func (m msrEstimator) Estimate(ctx context.Context, g Game) (Result, error) {
 			}
 			res.Values[i] = in[i].mean - out[i].mean
 			res.StdErr[i] = math.Sqrt(in[i].variance()/float64(in[i].count) + out[i].variance()/float64(out[i].count))
+		}
+		if stalled.after(k, before, tr.distinct()) {
+			return finish("stalled")
 		}
 		if stop := st.check(res.Samples, res.Values, res.StdErr); stop != "" {
 			return finish(stop)

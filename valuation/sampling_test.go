@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestSampledWithinThreeSE is the convergence property: on random games with
@@ -154,6 +155,106 @@ func TestStoppingRules(t *testing.T) {
 			t.Errorf("budget %d for %d players: err = %v, want ErrBudget", n, n, err)
 		}
 	})
+}
+
+// TestBudgetOnlyStalls is the regression test for a budget-only tmc or gtg
+// run that never returned: on a game where any non-empty coalition has the
+// full utility, truncation stops every permutation after its leader, so
+// only ∅, N and the 4 singletons are ever used and a budget of 16 cannot be
+// spent, nor can all 16 coalitions be used. The run must stop "stalled"
+// after StallSamples idle samples, with efficiency intact, and with the same
+// bits on 1 and 3 workers. The deadline only turns a regression into a
+// failure instead of a hung test; it is not a timing assertion.
+func TestBudgetOnlyStalls(t *testing.T) {
+	g := GameFunc{N: 4, F: func(s Coalition) float64 {
+		if s != 0 {
+			return 1
+		}
+		return 0
+	}}
+	for _, m := range []string{MethodTMC, MethodGTG} {
+		t.Run(m, func(t *testing.T) {
+			var runs []Result
+			for _, workers := range []int{1, 3} {
+				est, err := NewEstimator(m, Config{Seed: 7, Budget: 16, Workers: workers})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				res, err := est.Estimate(ctx, g)
+				cancel()
+				if err != nil {
+					t.Fatalf("workers=%d: %v", workers, err)
+				}
+				if res.Stop != "stalled" || res.Evaluations != 6 {
+					t.Errorf("workers=%d: stop %q after %d evaluations, want stalled after 6", workers, res.Stop, res.Evaluations)
+				}
+				if res.Samples < StallSamples || res.Samples > StallSamples+2*DefaultBatch+g.N {
+					t.Errorf("workers=%d: %d samples, want StallSamples (%d) plus at most the first batches", workers, res.Samples, StallSamples)
+				}
+				if math.Abs(sum(res.Values)-1) > 1e-12 {
+					t.Errorf("workers=%d: Σφ = %.15g, want 1", workers, sum(res.Values))
+				}
+				runs = append(runs, res)
+			}
+			if !slices.Equal(runs[0].Values, runs[1].Values) || !slices.Equal(runs[0].StdErr, runs[1].StdErr) || runs[0].Samples != runs[1].Samples {
+				t.Errorf("1 and 3 workers differ: %v (%d samples) vs %v (%d samples)", runs[0].Values, runs[0].Samples, runs[1].Values, runs[1].Samples)
+			}
+		})
+	}
+}
+
+// TestBudgetOnlyEnds checks every sampled method on budgets it cannot spend
+// (above 2^n, or beyond what truncation reaches): each run ends, "exhausted"
+// or "stalled", within the budget and within the 2^n coalitions. Without
+// truncation, monte-carlo and banzhaf can reach every coalition, so on these
+// small games they use all of them; on the saturating game tmc and gtg reach
+// only ∅, N, the singletons and the pairs.
+func TestBudgetOnlyEnds(t *testing.T) {
+	saturating := func(n int) GameFunc {
+		return GameFunc{N: n, F: func(s Coalition) float64 { return math.Min(1, float64(s.Size())/2) }}
+	}
+	all := []string{MethodMonteCarlo, MethodTMC, MethodGTG, MethodBanzhaf}
+	for _, tc := range []struct {
+		name    string
+		g       GameFunc
+		budget  int
+		methods []string
+	}{
+		{"additive/n=3/budget=1000", additiveGame([]float64{1, 2, 3}), 1000, all},
+		{"saturating/n=6/budget=500", saturating(6), 500, all},
+		// 40 < 2^6: only truncation keeps tmc and gtg from spending it.
+		{"saturating/n=6/budget=40", saturating(6), 40, []string{MethodTMC, MethodGTG}},
+	} {
+		for _, m := range tc.methods {
+			t.Run(tc.name+"/"+m, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				defer cancel()
+				est, err := NewEstimator(m, Config{Seed: 3, Budget: tc.budget})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := est.Estimate(ctx, tc.g)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := tc.g.N
+				if res.Stop != "exhausted" && res.Stop != "stalled" {
+					t.Errorf("stop %q, want exhausted or stalled", res.Stop)
+				}
+				if res.Evaluations > min(tc.budget, 1<<n) {
+					t.Errorf("%d evaluations, budget %d, %d coalitions", res.Evaluations, tc.budget, 1<<n)
+				}
+				want := 1 << n
+				if (m == MethodTMC || m == MethodGTG) && tc.g.N == 6 {
+					want = 2 + n + n*(n-1)/2
+				}
+				if res.Evaluations != want {
+					t.Errorf("stop %q after %d evaluations, want %d", res.Stop, res.Evaluations, want)
+				}
+			})
+		}
+	}
 }
 
 func TestTruncation(t *testing.T) {
