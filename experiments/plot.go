@@ -1,0 +1,183 @@
+package experiments
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/tallyfl/tally/valuation"
+)
+
+// WritePlots draws, into dir:
+//
+//   - fidelity-cost-MODE.png: per mode, Spearman against the reference
+//     (mean over seeds) against the utility evaluations a run used, one
+//     series per method, one point per scenario. Vector methods use no
+//     coalition and sit at x = 1.
+//   - values-SCENARIO.png: per scenario, each client's FedSV total (mean
+//     over seeds) under the reference and a few methods of the plain mode
+//     and of the private modes, normalised by the reference's total so
+//     that methods of different scales share an axis.
+func WritePlots(dir string, scenarios []Scenario, runs []SeedRun, ss []Summary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	modes := []string{}
+	for _, s := range ss {
+		if s.Mode != "" && !slices.Contains(modes, s.Mode) {
+			modes = append(modes, s.Mode)
+		}
+	}
+	for _, mode := range modes {
+		if err := fidelityPlot(filepath.Join(dir, "fidelity-cost-"+mode+".png"), mode, ss); err != nil {
+			return err
+		}
+	}
+	for _, sc := range scenarios {
+		var rs []SeedRun
+		for _, r := range runs {
+			if r.Scenario == sc.Name {
+				rs = append(rs, r)
+			}
+		}
+		if len(rs) == 0 {
+			continue
+		}
+		if err := valuesPlot(filepath.Join(dir, "values-"+sc.Name+".png"), sc.Name, rs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fidelityPlot(path, mode string, ss []Summary) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Fidelity against cost, %s mode (one point per scenario)", mode)
+	p.X.Label.Text = "utility evaluations per run (all rounds; vector methods at 1)"
+	p.Y.Label.Text = "Spearman ρ vs reference (mean over seeds)"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Legend.Top = false
+	p.Legend.Left = true
+	var methods []string
+	for _, s := range ss {
+		if s.Mode == mode && !slices.Contains(methods, s.Method) {
+			methods = append(methods, s.Method)
+		}
+	}
+	for k, method := range methods {
+		var pts plotter.XYs
+		for _, s := range ss {
+			if s.Mode != mode || s.Method != method {
+				continue
+			}
+			y, x := s.stat("spearman").Mean, s.stat("evaluations").Mean
+			if math.IsNaN(y) || math.IsNaN(x) {
+				continue
+			}
+			pts = append(pts, plotter.XY{X: math.Max(x, 1), Y: y})
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		sc, err := plotter.NewScatter(pts)
+		if err != nil {
+			return err
+		}
+		sc.GlyphStyle.Color = plotutil.Color(k)
+		sc.GlyphStyle.Shape = plotutil.Shape(k / 7)
+		sc.GlyphStyle.Radius = vg.Points(3)
+		p.Add(sc)
+		p.Legend.Add(method, sc)
+	}
+	p.Add(plotter.NewGrid())
+	return p.Save(9*vg.Inch, 6*vg.Inch, path)
+}
+
+// plottedMethods are the (mode, method) pairs drawn in the values plots
+// besides the reference, when present.
+var plottedMethods = [][2]string{
+	{ModePlain, valuation.MethodLOO},
+	{ModePlain, "tmc@16"},
+	{ModePlain, "gtg@16"},
+	{ModePlain, valuation.MethodInfluence},
+	{ModeGroups, valuation.MethodExactShapley},
+	{ModeInfluence, valuation.MethodExactShapley},
+}
+
+func valuesPlot(path, name string, rs []SeedRun) error {
+	n := len(rs[0].Reference.Totals)
+	labels := []string{}
+	mean := func(get func(SeedRun) *Valued) plotter.Values {
+		out := make(plotter.Values, n)
+		for _, r := range rs {
+			v := get(r)
+			if v == nil {
+				return nil
+			}
+			norm := sum(v.Totals)
+			if norm == 0 || math.IsNaN(norm) {
+				return nil
+			}
+			for i, x := range v.Totals {
+				out[i] += x / math.Abs(norm) / float64(len(rs))
+			}
+		}
+		return out
+	}
+	var vals []plotter.Values
+	if v := mean(func(r SeedRun) *Valued { return &r.Reference }); v != nil {
+		vals, labels = append(vals, v), append(labels, "reference ("+rs[0].Reference.Method+")")
+	}
+	for _, pm := range plottedMethods {
+		pm := pm
+		v := mean(func(r SeedRun) *Valued {
+			for k := range r.Runs {
+				if r.Runs[k].Mode == pm[0] && r.Runs[k].Method == pm[1] && r.Runs[k].Err == "" {
+					return &r.Runs[k]
+				}
+			}
+			return nil
+		})
+		if v != nil {
+			vals, labels = append(vals, v), append(labels, pm[0]+" "+pm[1])
+		}
+	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s: each client's FedSV total / total value (mean over %d seeds)", name, len(rs))
+	p.Y.Label.Text = "share of the total value"
+	p.X.Label.Text = "client (corruption)"
+	w := vg.Points(math.Max(2, 60/float64(len(vals)+1)*10/float64(max(n, 10))))
+	for k, v := range vals {
+		bc, err := plotter.NewBarChart(v, w)
+		if err != nil {
+			return err
+		}
+		bc.Color = plotutil.Color(k)
+		bc.LineStyle.Width = 0
+		bc.Offset = w * vg.Length(float64(k)-float64(len(vals)-1)/2)
+		p.Add(bc)
+		p.Legend.Add(labels[k], bc)
+	}
+	names := make([]string, n)
+	for i := range names {
+		c := ""
+		if i < len(rs[0].Corruption) && rs[0].Corruption[i] != "none" {
+			c = "\n" + rs[0].Corruption[i]
+		}
+		names[i] = fmt.Sprintf("%d%s", i, c)
+	}
+	if n <= 20 {
+		p.NominalX(names...)
+	}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p.Save(vg.Length(math.Max(9, float64(n)*0.6))*vg.Inch, 6*vg.Inch, path)
+}

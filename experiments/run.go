@@ -1,0 +1,364 @@
+package experiments
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// Options configures Run.
+type Options struct {
+	// Methods and Modes are valued on every round (nil: each scenario's own
+	// list or DefaultMethods, and every mode).
+	Methods []Method
+	Modes   []string
+	// Repeats is the number of seeds per scenario (0: the scenario's list).
+	Repeats int
+	// ExportGames, if set, is a directory that receives every round's games
+	// as CSV: one row per coalition evaluated.
+	ExportGames string
+	// Progress receives one line per FedAvg run and per (mode, method), with
+	// elapsed time; nil discards them.
+	Progress io.Writer
+}
+
+// SeedRun is everything one scenario and seed produced.
+type SeedRun struct {
+	Scenario string
+	Seed     uint64
+	// Clients describes the base run's clients: corruption (text form) and
+	// weight.
+	Corruption []string
+	Weights    []float64
+	// Corrupted marks the clients a valuation should rank low (label flips,
+	// feature noise, free riders), for the detection AUC.
+	Corrupted []bool
+	// Duplicates pairs each duplicate with its original.
+	Duplicates [][2]int
+	Reference  Valued
+	Runs       []Valued
+	// The Sybil run, if the scenario has one: the split client, the
+	// identities holding its data, and that run's reference and methods.
+	SybilClient int
+	Sybils      []int
+	SybilRef    *Valued
+	SybilRuns   []Valued
+	// TestAccuracy is the final global model's accuracy on the test set.
+	TestAccuracy float64
+	Train        time.Duration
+}
+
+// Metrics are one (scenario, seed, mode, method)'s scores against the
+// reference.
+type Metrics struct {
+	Scenario, Mode, Method string
+	Seed                   uint64
+	Spearman, Kendall      float64
+	Pearson, L2            float64
+	AUC, Symmetry          float64
+	SybilGain              float64
+	Evaluations            int
+	Wall                   time.Duration
+	Cost
+	Err string
+}
+
+// seedsFor returns the scenario's seeds for repeats (0: all listed).
+func seedsFor(sc Scenario, repeats int) []uint64 {
+	if repeats <= 0 {
+		return sc.Seeds
+	}
+	seeds := append([]uint64(nil), sc.Seeds[:min(repeats, len(sc.Seeds))]...)
+	for next := sc.Seeds[len(sc.Seeds)-1] + 1; len(seeds) < repeats; next++ {
+		seeds = append(seeds, next)
+	}
+	return seeds
+}
+
+// Run runs every scenario for its seeds and returns the runs in order.
+func Run(ctx context.Context, scenarios []Scenario, opt Options) ([]SeedRun, error) {
+	progress := opt.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	modes := opt.Modes
+	if len(modes) == 0 {
+		modes = Modes()
+	}
+	total := 0
+	for _, sc := range scenarios {
+		total += len(seedsFor(sc, opt.Repeats))
+	}
+	var out []SeedRun
+	start := time.Now()
+	k := 0
+	for _, sc := range scenarios {
+		methods := opt.Methods
+		if len(methods) == 0 {
+			if len(sc.Methods) > 0 {
+				methods, _ = ParseMethods(sc.Methods) // validated on load
+			} else {
+				methods = DefaultMethods()
+			}
+		}
+		for _, seed := range seedsFor(sc, opt.Repeats) {
+			k++
+			tag := fmt.Sprintf("[%d/%d] %s seed=%d", k, total, sc.Name, seed)
+			sr, err := runSeed(ctx, sc, seed, methods, modes, opt.ExportGames, func(line string) {
+				fmt.Fprintf(progress, "%s %s (elapsed %s)\n", tag, line, time.Since(start).Round(100*time.Millisecond))
+			})
+			if err != nil {
+				return out, fmt.Errorf("%s seed %d: %w", sc.Name, seed, err)
+			}
+			out = append(out, sr)
+		}
+	}
+	return out, nil
+}
+
+// runSeed trains and values one scenario and seed (and its Sybil run).
+func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, modes []string, export string, say func(string)) (SeedRun, error) {
+	sr := SeedRun{Scenario: sc.Name, Seed: seed}
+	one := func(sybil bool) (*trace, Valued, []Valued, error) {
+		kind := "base"
+		if sybil {
+			kind = "sybil"
+		}
+		t0 := time.Now()
+		fed, err := newFederation(sc, seed, sybil)
+		if err != nil {
+			return nil, Valued{}, nil, err
+		}
+		t, err := runFedAvg(sc, seed, fed)
+		if err != nil {
+			return nil, Valued{}, nil, err
+		}
+		train := time.Since(t0)
+		sr.Train += train
+		say(fmt.Sprintf("%s: fedavg %d rounds, %d clients, test accuracy %.3f, %s", kind, sc.Rounds, len(fed.clients), t.test.Accuracy, train.Round(time.Millisecond)))
+		var games func(int, *roundGame) error
+		if export != "" {
+			dir := filepath.Join(export, sc.Name, fmt.Sprintf("seed-%d", seed), kind)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, Valued{}, nil, err
+			}
+			games = func(r int, rg *roundGame) error { return exportGame(dir, r, rg) }
+		}
+		ref, runs, err := valueTrace(ctx, sc, seed, t, methods, modes, func(mode, method string, wall time.Duration) {
+			say(fmt.Sprintf("%s: %-9s %-16s %s", kind, mode, method, wall.Round(time.Millisecond)))
+		}, games)
+		return t, ref, runs, err
+	}
+	t, ref, runs, err := one(false)
+	if err != nil {
+		return sr, err
+	}
+	sr.Reference, sr.Runs, sr.TestAccuracy = ref, runs, t.test.Accuracy
+	sr.Weights = t.fed.weights
+	for i, c := range t.fed.corruptions {
+		sr.Corruption = append(sr.Corruption, corruptionText(c))
+		sr.Corrupted = append(sr.Corrupted, corrupted(c))
+		if c.Kind == dataset.CorruptDuplicate {
+			sr.Duplicates = append(sr.Duplicates, [2]int{i, c.Of})
+		}
+	}
+	if sc.Sybil != nil {
+		ts, sref, sruns, err := one(true)
+		if err != nil {
+			return sr, err
+		}
+		sr.SybilClient, sr.Sybils = sc.Sybil.Client, ts.fed.sybils
+		sr.SybilRef, sr.SybilRuns = &sref, sruns
+	}
+	return sr, nil
+}
+
+func corruptionText(c dataset.Corruption) string {
+	if c.Kind == "" {
+		return "none"
+	}
+	return c.String()
+}
+
+// corrupted reports whether c degrades the client's contribution.
+func corrupted(c dataset.Corruption) bool {
+	switch c.Kind {
+	case dataset.CorruptLabelFlip:
+		return c.Rate > 0
+	case dataset.CorruptFeatureNoise:
+		return c.Sigma > 0
+	case dataset.CorruptFreeRider:
+		return true
+	}
+	return false
+}
+
+// Evaluate scores every (mode, method) of sr against its reference.
+func Evaluate(sr SeedRun) []Metrics {
+	var out []Metrics
+	all := append([]Valued{sr.Reference}, sr.Runs...)
+	for k, v := range all {
+		m := Metrics{
+			Scenario: sr.Scenario, Seed: sr.Seed, Mode: v.Mode, Method: v.Method,
+			Spearman:    Spearman(v.Totals, sr.Reference.Totals),
+			Kendall:     KendallTau(v.Totals, sr.Reference.Totals),
+			Pearson:     Pearson(v.Totals, sr.Reference.Totals),
+			L2:          NormL2(v.Totals, sr.Reference.Totals),
+			AUC:         DetectionAUC(v.Totals, sr.Corrupted),
+			Symmetry:    SymmetryError(v.Totals, sr.Duplicates),
+			SybilGain:   math.NaN(),
+			Evaluations: v.Evaluations, Wall: v.Wall, Cost: v.Cost, Err: v.Err,
+		}
+		if v.Method == valuation.MethodCGSV {
+			// Cosines are not in utility units: only ranks compare.
+			m.Pearson, m.L2 = math.NaN(), math.NaN()
+		}
+		if sr.SybilRef != nil {
+			split := *sr.SybilRef
+			if k > 0 {
+				split = sr.SybilRuns[k-1]
+			}
+			m.SybilGain = SybilGain(v.Totals, sr.SybilClient, split.Totals, sr.Sybils)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// fmtFloat writes x in the shortest form that parses back to the same bits.
+func fmtFloat(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+
+// fmtMetric writes a metric with 6 significant digits ("" for NaN).
+func fmtMetric(x float64) string {
+	if math.IsNaN(x) {
+		return ""
+	}
+	return strconv.FormatFloat(x, 'g', 6, 64)
+}
+
+// WriteValues writes every client's accumulated value per (mode, method),
+// beside the reference: values.csv. It holds no timing, so the same seed
+// gives the same file.
+func WriteValues(w io.Writer, runs []SeedRun) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"scenario", "seed", "run", "mode", "method", "client", "corruption", "weight", "value", "reference", "stderr"})
+	for _, sr := range runs {
+		emit := func(run string, ref Valued, vs []Valued, corr []string, weights []float64) {
+			for _, v := range append([]Valued{ref}, vs...) {
+				for i, x := range v.Totals {
+					c := "none"
+					if i < len(corr) {
+						c = corr[i]
+					}
+					se := 0.0
+					for r := range v.StdErr {
+						if v.StdErr[r] != nil {
+							se += v.StdErr[r][i] * v.StdErr[r][i]
+						}
+					}
+					cw.Write([]string{sr.Scenario, strconv.FormatUint(sr.Seed, 10), run, v.Mode, v.Method, strconv.Itoa(i), c,
+						fmtFloat(weights[i]), fmtFloat(x), fmtFloat(ref.Totals[i]), fmtFloat(math.Sqrt(se))})
+				}
+			}
+		}
+		emit("base", sr.Reference, sr.Runs, sr.Corruption, sr.Weights)
+		if sr.SybilRef != nil {
+			corr := make([]string, len(sr.SybilRef.Totals))
+			ws := make([]float64, len(corr))
+			for i := range corr {
+				corr[i] = "none"
+				if i < len(sr.Corruption) {
+					corr[i] = sr.Corruption[i]
+				}
+			}
+			for _, i := range sr.Sybils {
+				corr[i] = fmt.Sprintf("sybil-of:%d", sr.SybilClient)
+			}
+			// Weights of the split run are not kept; report the base run's
+			// for the clients that did not change.
+			for i := range ws {
+				if i < len(sr.Weights) {
+					ws[i] = sr.Weights[i]
+				}
+			}
+			emit("sybil", *sr.SybilRef, sr.SybilRuns, corr, ws)
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// WriteRounds writes every round's value of every client per (mode,
+// method): rounds.csv, in full precision.
+func WriteRounds(w io.Writer, runs []SeedRun) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"scenario", "seed", "run", "round", "mode", "method", "client", "value", "stderr"})
+	for _, sr := range runs {
+		emit := func(run string, vs []Valued) {
+			for _, v := range vs {
+				for r := range v.Rounds {
+					for i, x := range v.Rounds[r] {
+						cw.Write([]string{sr.Scenario, strconv.FormatUint(sr.Seed, 10), run, strconv.Itoa(r), v.Mode, v.Method,
+							strconv.Itoa(i), fmtFloat(x), fmtFloat(v.StdErr[r][i])})
+					}
+				}
+			}
+		}
+		emit("base", append([]Valued{sr.Reference}, sr.Runs...))
+		if sr.SybilRef != nil {
+			emit("sybil", append([]Valued{*sr.SybilRef}, sr.SybilRuns...))
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// metricColumns are the fidelity columns of runs.csv and summary.csv, in
+// order, with their getters.
+var metricColumns = []struct {
+	name string
+	get  func(Metrics) float64
+}{
+	{"spearman", func(m Metrics) float64 { return m.Spearman }},
+	{"kendall", func(m Metrics) float64 { return m.Kendall }},
+	{"pearson", func(m Metrics) float64 { return m.Pearson }},
+	{"l2", func(m Metrics) float64 { return m.L2 }},
+	{"auc", func(m Metrics) float64 { return m.AUC }},
+	{"symmetry", func(m Metrics) float64 { return m.Symmetry }},
+	{"sybil_gain", func(m Metrics) float64 { return m.SybilGain }},
+	{"evaluations", func(m Metrics) float64 { return float64(m.Evaluations) }},
+	{"vector_decryptions", func(m Metrics) float64 { return float64(m.VectorDecryptions) }},
+	{"scalar_decryptions", func(m Metrics) float64 { return float64(m.ScalarDecryptions) }},
+	{"min_contributors", func(m Metrics) float64 { return float64(m.MinContributors) }},
+	{"wall_ms", func(m Metrics) float64 { return float64(m.Wall) / 1e6 }},
+}
+
+// WriteMetrics writes one row per (scenario, seed, mode, method): runs.csv.
+// Only the wall_ms column depends on the machine.
+func WriteMetrics(w io.Writer, ms []Metrics) error {
+	cw := csv.NewWriter(w)
+	head := []string{"scenario", "seed", "mode", "method"}
+	for _, c := range metricColumns {
+		head = append(head, c.name)
+	}
+	cw.Write(append(head, "error"))
+	for _, m := range ms {
+		row := []string{m.Scenario, strconv.FormatUint(m.Seed, 10), m.Mode, m.Method}
+		for _, c := range metricColumns {
+			row = append(row, fmtMetric(c.get(m)))
+		}
+		cw.Write(append(row, strings.ReplaceAll(m.Err, "\n", " ")))
+	}
+	cw.Flush()
+	return cw.Error()
+}

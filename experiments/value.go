@@ -1,0 +1,443 @@
+package experiments
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tallyfl/tally/valuation"
+)
+
+// Valued is one (mode, method) valuation of a whole FedAvg run: the
+// per-round values of every client, their FedSV totals and what they cost.
+type Valued struct {
+	Mode   string
+	Method string
+	// Rounds[r][i] is client i's value in round r; StdErr likewise (0 for
+	// exact and vector methods).
+	Rounds [][]float64
+	StdErr [][]float64
+	// Totals[i] is Σ_r Rounds[r][i] (FedSV, no decay).
+	Totals []float64
+	// Evaluations is the number of distinct coalition utilities the method
+	// used, summed over rounds (0 for vector methods).
+	Evaluations int
+	// Wall is the method's wall time summed over rounds (for influence it
+	// includes the validation gradient).
+	Wall time.Duration
+	Cost
+	// Err is why the method could not run (then the values are NaN).
+	Err string
+}
+
+// Cost is what a privacy mode reveals, summed over rounds: how many vectors
+// and scalars would be decrypted under secure aggregation, and the fewest
+// clients behind any decrypted vector. It depends on the mode only; the
+// method runs on whatever the mode reveals.
+type Cost struct {
+	// VectorDecryptions counts decrypted model-sized vectors: in plain mode
+	// every client's update (as with secure_aggregation none, one
+	// contributor each), in groups mode one aggregate per group, in
+	// influence mode the round's aggregate.
+	VectorDecryptions int
+	// ScalarDecryptions counts decrypted single numbers: the influence
+	// mode's a_i, one per client and round, each from one client.
+	ScalarDecryptions int
+	// MinContributors is the fewest clients summed in any decrypted vector.
+	MinContributors int
+}
+
+// roundGame is one round's game in one mode, and what the vector methods
+// need.
+type roundGame struct {
+	mode    string
+	game    valuation.Game
+	players int
+	// groups[g] lists the clients of player g in groups mode; nil otherwise.
+	groups [][]int
+	// updates and weights are the players' (for groups: the groups') updates
+	// and weights; a the influence coefficients (influence mode).
+	updates [][]float64
+	weights []float64
+	a       []float64
+	grad    []float64
+	// gradWall is the time the validation gradient took.
+	gradWall time.Duration
+	cost     Cost
+	rec      *recorder
+	release  func()
+}
+
+// recorder is a Game that remembers the utility of every coalition asked
+// of it, for --export-games.
+type recorder struct {
+	g    valuation.Game
+	mu   sync.Mutex
+	seen map[valuation.Coalition]float64
+}
+
+func (r *recorder) Players() int { return r.g.Players() }
+
+func (r *recorder) Utility(ctx context.Context, s valuation.Coalition) (float64, error) {
+	u, err := r.g.Utility(ctx, s)
+	if err == nil {
+		r.mu.Lock()
+		r.seen[s] = u
+		r.mu.Unlock()
+	}
+	return u, err
+}
+
+// coalitions returns what was recorded, sorted by bitmask.
+func (r *recorder) coalitions() ([]valuation.Coalition, []float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cs := make([]valuation.Coalition, 0, len(r.seen))
+	for c := range r.seen {
+		cs = append(cs, c)
+	}
+	slices.Sort(cs)
+	us := make([]float64, len(cs))
+	for k, c := range cs {
+		us[k] = r.seen[c]
+	}
+	return cs, us
+}
+
+// partitionGroups splits clients 0…n−1 into a seeded random partition of
+// ⌊n/k⌋ groups of at least k (the remainder dealt one each), redrawn every
+// round, as the coordinator's groups mode does.
+func partitionGroups(n, k int, seed uint64, round int) [][]int {
+	p := rng(seed, "groups", round).Perm(n)
+	g := max(1, n/k)
+	groups := make([][]int, g)
+	for i, c := range p {
+		groups[i%g] = append(groups[i%g], c)
+	}
+	for _, m := range groups {
+		slices.Sort(m)
+	}
+	sort.Slice(groups, func(a, b int) bool { return groups[a][0] < groups[b][0] })
+	return groups
+}
+
+// buildGame makes round r's game in mode. record wraps it in a recorder.
+func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string, r int, record bool) (*roundGame, error) {
+	rt := t.rounds[r]
+	w := t.fed.weights
+	n := len(w)
+	rg := &roundGame{mode: mode, release: func() {}}
+	gradient := func() error {
+		start := time.Now()
+		m := t.proto.Clone()
+		if err := m.SetParams(rt.base); err != nil {
+			return err
+		}
+		rg.grad = make([]float64, m.NumParams())
+		if err := m.Gradient(t.fed.val, rg.grad); err != nil {
+			return err
+		}
+		rg.gradWall = time.Since(start)
+		return nil
+	}
+	switch mode {
+	case ModePlain, ModeGroups:
+		rg.updates, rg.weights = rt.updates, w
+		rg.cost = Cost{VectorDecryptions: n, MinContributors: 1}
+		if mode == ModeGroups {
+			rg.groups = partitionGroups(n, sc.GroupSize, seed, r)
+			rg.updates, rg.weights = make([][]float64, len(rg.groups)), make([]float64, len(rg.groups))
+			rg.cost = Cost{VectorDecryptions: len(rg.groups), MinContributors: n}
+			for g, members := range rg.groups {
+				agg := make([]float64, len(rt.base))
+				for _, i := range members {
+					rg.weights[g] += w[i]
+					for k, v := range rt.updates[i] {
+						agg[k] += w[i] * v
+					}
+				}
+				for k := range agg {
+					agg[k] /= rg.weights[g]
+				}
+				rg.updates[g] = agg
+				rg.cost.MinContributors = min(rg.cost.MinContributors, len(members))
+			}
+		}
+		l := pool.lease()
+		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{})
+		if err != nil {
+			return nil, err
+		}
+		rg.game, rg.release = game, l.release
+		if err := gradient(); err != nil {
+			return nil, err
+		}
+	case ModeInfluence:
+		if err := gradient(); err != nil {
+			return nil, err
+		}
+		a, err := valuation.InfluenceCoefficients(rg.grad, rt.updates, w)
+		if err != nil {
+			return nil, err
+		}
+		game, err := valuation.NewSurrogateGame(a, w)
+		if err != nil {
+			return nil, err
+		}
+		rg.a, rg.weights, rg.game = a, w, game
+		rg.cost = Cost{VectorDecryptions: 1, ScalarDecryptions: n, MinContributors: n}
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrMode, mode)
+	}
+	rg.players = rg.game.Players()
+	if record {
+		rg.rec = &recorder{g: rg.game, seen: map[valuation.Coalition]float64{}}
+		rg.game = rg.rec
+	}
+	return rg, nil
+}
+
+// estimatorSeed keys a method's randomness by (seed, round, mode, method).
+func estimatorSeed(seed uint64, r int, mode string, m Method) uint64 {
+	h := sha256.Sum256(fmt.Appendf(nil, "%d|estimator|%d|%s|%s", seed, r, mode, m))
+	return binary.LittleEndian.Uint64(h[:8])
+}
+
+// errSkip marks a (mode, method) pair that does not exist, such as cgsv in
+// influence mode (the mode never reveals an update vector) or an exact method
+// beyond the exact bound.
+type errSkip string
+
+func (e errSkip) Error() string { return string(e) }
+
+// valueRound runs method m on one round's game and returns per-client
+// values (groups' values shared by weight), their standard errors, the
+// distinct evaluations used and the wall time.
+func valueRound(ctx context.Context, seed uint64, r int, rg *roundGame, m Method, clientWeights []float64) (vals, ses []float64, evals int, wall time.Duration, err error) {
+	start := time.Now()
+	var pv, pse []float64
+	switch {
+	case m.Name == valuation.MethodCGSV:
+		if rg.mode == ModeInfluence {
+			return nil, nil, 0, 0, errSkip("cgsv needs update vectors, which the influence mode never reveals")
+		}
+		pv, err = valuation.CosineToAggregate(rg.updates, rg.weights)
+	case m.Name == valuation.MethodInfluence:
+		if rg.mode == ModeInfluence {
+			total := 0.0
+			for _, w := range rg.weights {
+				total += w
+			}
+			pv = make([]float64, len(rg.a))
+			for i, a := range rg.a {
+				pv[i] = -a / total
+			}
+		} else {
+			pv, err = valuation.Influence(rg.grad, rg.updates, rg.weights)
+		}
+		wall += rg.gradWall
+	default:
+		if m.Exact() && rg.players > exactReferenceBound {
+			return nil, nil, 0, 0, errSkip(fmt.Sprintf("%s is not run above %d players", m.Name, exactReferenceBound))
+		}
+		cfg := valuation.Config{Seed: estimatorSeed(seed, r, rg.mode, m)}
+		if m.PerPlayer > 0 {
+			cfg.Budget = m.PerPlayer * rg.players
+		}
+		est, e := valuation.NewEstimator(m.Name, cfg)
+		if e != nil {
+			return nil, nil, 0, 0, e
+		}
+		// A fresh Evaluator per method: no cache is shared, so the wall time
+		// is what the method costs on its own.
+		ev, e := valuation.NewEvaluator(rg.game, 0)
+		if e != nil {
+			return nil, nil, 0, 0, e
+		}
+		res, e := est.Estimate(ctx, ev)
+		if e != nil {
+			return nil, nil, 0, 0, e
+		}
+		pv, pse, evals = res.Values, res.StdErr, res.Evaluations
+	}
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
+	wall += time.Since(start)
+	if rg.groups == nil {
+		if pse == nil {
+			pse = make([]float64, len(pv))
+		}
+		return pv, pse, evals, wall, nil
+	}
+	vals, ses = make([]float64, len(clientWeights)), make([]float64, len(clientWeights))
+	for g, members := range rg.groups {
+		ws := make([]float64, len(members))
+		for k, i := range members {
+			ws[k] = clientWeights[i]
+		}
+		se := 0.0
+		if pse != nil {
+			se = pse[g]
+		}
+		v, s, e := valuation.SplitByWeight(pv[g], se, ws)
+		if e != nil {
+			return nil, nil, 0, 0, e
+		}
+		for k, i := range members {
+			vals[i], ses[i] = v[k], s[k]
+		}
+	}
+	return vals, ses, evals, wall, nil
+}
+
+// referenceMethod is the ground truth's method for a scenario.
+func referenceMethod(sc Scenario) Method {
+	if sc.Reference == ReferenceMonteCarlo {
+		return Method{Name: valuation.MethodMonteCarlo}
+	}
+	return Method{Name: valuation.MethodExactShapley}
+}
+
+// valueTrace values every round of t with the reference and with every
+// method in every mode, calling progress after each (mode, method).
+// games, if not nil, receives each round's recorded games.
+func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods []Method, modes []string,
+	progress func(mode, method string, wall time.Duration), games func(r int, rg *roundGame) error) (ref Valued, runs []Valued, err error) {
+	n := len(t.fed.weights)
+	pool := &scorerPool{proto: t.proto, val: t.fed.val, acc: sc.Utility == "accuracy"}
+	newValued := func(mode, method string) Valued {
+		return Valued{Mode: mode, Method: method, Rounds: make([][]float64, len(t.rounds)), StdErr: make([][]float64, len(t.rounds)), Totals: make([]float64, n)}
+	}
+	refMethod := referenceMethod(sc)
+	ref = newValued(ModePlain, "reference:"+refMethod.Name)
+	byKey := map[string]*Valued{}
+	var order []string
+	for _, mode := range modes {
+		for _, m := range methods {
+			k := mode + "|" + m.String()
+			if _, dup := byKey[k]; dup {
+				continue
+			}
+			v := newValued(mode, m.String())
+			byKey[k] = &v
+			order = append(order, k)
+		}
+	}
+	walls := map[string]time.Duration{}
+	for r := range t.rounds {
+		for _, mode := range append([]string{""}, modes...) {
+			gameMode := mode
+			if mode == "" {
+				gameMode = ModePlain // the reference
+			}
+			rg, err := buildGame(sc, seed, t, pool, gameMode, r, games != nil)
+			if err != nil {
+				return ref, nil, fmt.Errorf("round %d, %s: %w", r, gameMode, err)
+			}
+			if mode == "" {
+				rm := refMethod
+				cfg := valuation.Config{Seed: estimatorSeed(seed, r, "reference", rm), Samples: sc.ReferenceSamples}
+				est, err := valuation.NewEstimator(rm.Name, cfg)
+				if err != nil {
+					return ref, nil, err
+				}
+				res, err := est.Estimate(ctx, rg.game)
+				if err != nil {
+					return ref, nil, fmt.Errorf("round %d, reference: %w", r, err)
+				}
+				ref.Rounds[r], ref.StdErr[r] = res.Values, res.StdErr
+				ref.Evaluations += res.Evaluations
+				ref.Wall += res.Wall
+				ref.Cost = add(ref.Cost, rg.cost, r)
+				// Exact Shapley in plain mode is the reference itself: reuse it.
+				if v, ok := byKey[ModePlain+"|"+valuation.MethodExactShapley]; ok && rm.Name == valuation.MethodExactShapley {
+					v.Rounds[r], v.StdErr[r] = res.Values, res.StdErr
+					v.Evaluations += res.Evaluations
+					v.Wall += res.Wall
+					v.Cost = add(v.Cost, rg.cost, r)
+					walls[ModePlain+"|"+valuation.MethodExactShapley] += res.Wall
+				}
+			} else {
+				for _, m := range methods {
+					k := mode + "|" + m.String()
+					v := byKey[k]
+					if v.Rounds[r] != nil || v.Err != "" {
+						continue
+					}
+					vals, ses, evals, wall, err := valueRound(ctx, seed, r, rg, m, t.fed.weights)
+					if err != nil {
+						if ctx.Err() != nil {
+							return ref, nil, ctx.Err()
+						}
+						v.Err = err.Error()
+						continue
+					}
+					v.Rounds[r], v.StdErr[r] = vals, ses
+					v.Evaluations += evals
+					v.Wall += wall
+					v.Cost = add(v.Cost, rg.cost, r)
+					walls[k] += wall
+				}
+			}
+			if games != nil {
+				if err := games(r, rg); err != nil {
+					return ref, nil, err
+				}
+			}
+			rg.release()
+		}
+	}
+	finish := func(v *Valued) {
+		if v.Err != "" {
+			for r := range v.Rounds {
+				v.Rounds[r], v.StdErr[r] = nanSlice(n), nanSlice(n)
+			}
+			for i := range v.Totals {
+				v.Totals[i] = math.NaN()
+			}
+			return
+		}
+		for _, vals := range v.Rounds {
+			for i, x := range vals {
+				v.Totals[i] += x
+			}
+		}
+	}
+	finish(&ref)
+	for _, k := range order {
+		v := byKey[k]
+		finish(v)
+		runs = append(runs, *v)
+		if progress != nil {
+			progress(v.Mode, v.Method, walls[k])
+		}
+	}
+	return ref, runs, nil
+}
+
+// add sums two rounds' costs; the minimum contributors is a minimum.
+func add(a, b Cost, r int) Cost {
+	if r == 0 || a.MinContributors == 0 {
+		a.MinContributors = b.MinContributors
+	}
+	return Cost{
+		VectorDecryptions: a.VectorDecryptions + b.VectorDecryptions,
+		ScalarDecryptions: a.ScalarDecryptions + b.ScalarDecryptions,
+		MinContributors:   min(a.MinContributors, b.MinContributors),
+	}
+}
+
+func nanSlice(n int) []float64 {
+	s := make([]float64, n)
+	for i := range s {
+		s[i] = math.NaN()
+	}
+	return s
+}
