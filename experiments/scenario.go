@@ -51,8 +51,8 @@ type Scenario struct {
 	Corruptions map[int]dataset.Corruption `yaml:"corruptions"`
 	// Sybil, if set, runs the scenario a second time with client Client's
 	// data split into Parts clients, to measure the Sybil's gain.
-	Sybil *SybilSpec         `yaml:"sybil"`
-	Train model.TrainConfig  `yaml:"train"`
+	Sybil *SybilSpec        `yaml:"sybil"`
+	Train model.TrainConfig `yaml:"train"`
 	// Rounds of FedAvg, every one valued.
 	Rounds int `yaml:"rounds"`
 	// Seeds are the repeats; --repeats R takes the first R (and extends

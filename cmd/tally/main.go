@@ -30,6 +30,7 @@ func commands() []command {
 		{"ledger", "verify a coordinator's ledger or a client's receipts offline (tally ledger verify)", runLedger},
 		{"scores", "print each client's contribution from a coordinator's signed receipts", runScores},
 		{"payouts", "print every payout and quota credit from a coordinator's signed receipts", runPayouts},
+		{"experiment", "benchmark valuation methods and privacy modes on scenario files against ground truth", runExperiment},
 	}
 }
 
