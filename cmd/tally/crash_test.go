@@ -74,6 +74,7 @@ func runJob(t *testing.T, bin string, kill int, seed uint64) (coordReport, strin
 		}
 		return c
 	}
+	began := time.Now()
 	coord := start()
 	for i := 0; i < kill; i++ {
 		// A random moment within the first seconds of this incarnation:
@@ -83,12 +84,13 @@ func runJob(t *testing.T, bin string, kill int, seed uint64) (coordReport, strin
 			t.Fatal(err)
 		}
 		_ = coord.Wait()
-		t.Logf("coordinator killed (%d of %d)", i+1, kill)
+		t.Logf("coordinator killed (%d of %d) at %.1fs", i+1, kill, time.Since(began).Seconds())
 		coord = start()
 	}
 	if err := coord.Wait(); err != nil {
 		t.Fatalf("coordinator: %v\n%s", err, logs.String())
 	}
+	t.Logf("job with %d kills finished in %.1fs", kill, time.Since(began).Seconds())
 	for i, c := range clients {
 		if err := c.Wait(); err != nil {
 			t.Errorf("client %d: %v\n%s", i, err, outs[i])
