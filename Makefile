@@ -58,3 +58,11 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) out
+
+# Valuation experiments (issue 6): every scenario under experiments/scenarios,
+# every method in every privacy mode, in process; tables, plots and the
+# machine and date into experiments/results (about 10 minutes on 2 cores).
+.PHONY: experiments
+experiments: build
+	rm -rf experiments/results/plots
+	$(TALLY) experiment run experiments/scenarios/*.yaml --out experiments/results

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -17,14 +18,14 @@ import (
 
 // WritePlots draws, into dir:
 //
-//   - fidelity-cost-MODE.png: per mode, Spearman against the reference
-//     (mean over seeds) against the utility evaluations a run used, one
-//     series per method, one point per scenario. Vector methods use no
-//     coalition and sit at x = 1.
+//   - fidelity-cost-MODE.png: per mode, each method's Spearman against
+//     exact Shapley against the utility evaluations a run used, both
+//     averaged over the scenarios with an exact ground truth. Vector methods
+//     use no coalition and sit at x = 1.
 //   - values-SCENARIO.png: per scenario, each client's FedSV total (mean
 //     over seeds) under the reference and a few methods of the plain mode
-//     and of the private modes, normalised by the reference's total so
-//     that methods of different scales share an axis.
+//     and of the private modes, each divided by its Σ|φ| so that methods of
+//     different scales (and LOO, whose values can sum to ≈ 0) share an axis.
 func WritePlots(dir string, scenarios []Scenario, runs []SeedRun, ss []Summary) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -35,8 +36,12 @@ func WritePlots(dir string, scenarios []Scenario, runs []SeedRun, ss []Summary) 
 			modes = append(modes, s.Mode)
 		}
 	}
+	exact := map[string]bool{}
+	for _, sc := range scenarios {
+		exact[sc.Name] = sc.Reference == ReferenceExact
+	}
 	for _, mode := range modes {
-		if err := fidelityPlot(filepath.Join(dir, "fidelity-cost-"+mode+".png"), mode, ss); err != nil {
+		if err := fidelityPlot(filepath.Join(dir, "fidelity-cost-"+mode+".png"), mode, ss, exact); err != nil {
 			return err
 		}
 	}
@@ -57,47 +62,57 @@ func WritePlots(dir string, scenarios []Scenario, runs []SeedRun, ss []Summary) 
 	return nil
 }
 
-func fidelityPlot(path, mode string, ss []Summary) error {
+func fidelityPlot(path, mode string, ss []Summary, exact map[string]bool) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Fidelity against cost, %s mode (one point per scenario)", mode)
+	p.Title.Text = fmt.Sprintf("Fidelity against cost, %s mode (mean over the scenarios with exact ground truth)", mode)
 	p.X.Label.Text = "utility evaluations per run (all rounds; vector methods at 1)"
-	p.Y.Label.Text = "Spearman ρ vs reference (mean over seeds)"
+	p.Y.Label.Text = "Spearman ρ vs exact Shapley"
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Legend.Top = false
-	p.Legend.Left = true
 	var methods []string
 	for _, s := range ss {
-		if s.Mode == mode && !slices.Contains(methods, s.Method) {
+		if s.Mode == mode && exact[s.Scenario] && !strings.HasPrefix(s.Method, "reference:") && !slices.Contains(methods, s.Method) {
 			methods = append(methods, s.Method)
 		}
 	}
-	for k, method := range methods {
-		var pts plotter.XYs
+	var pts plotter.XYs
+	var labels []string
+	for _, method := range methods {
+		var xs, ys []float64
 		for _, s := range ss {
-			if s.Mode != mode || s.Method != method {
+			if s.Mode != mode || s.Method != method || !exact[s.Scenario] {
 				continue
 			}
 			y, x := s.stat("spearman").Mean, s.stat("evaluations").Mean
 			if math.IsNaN(y) || math.IsNaN(x) {
 				continue
 			}
-			pts = append(pts, plotter.XY{X: math.Max(x, 1), Y: y})
+			xs, ys = append(xs, x), append(ys, y)
 		}
-		if len(pts) == 0 {
+		if len(xs) == 0 {
 			continue
 		}
-		sc, err := plotter.NewScatter(pts)
-		if err != nil {
-			return err
-		}
-		sc.GlyphStyle.Color = plotutil.Color(k)
-		sc.GlyphStyle.Shape = plotutil.Shape(k / 7)
-		sc.GlyphStyle.Radius = vg.Points(3)
-		p.Add(sc)
-		p.Legend.Add(method, sc)
+		pts = append(pts, plotter.XY{X: math.Max(mean(xs), 1), Y: mean(ys)})
+		labels = append(labels, method)
 	}
-	p.Add(plotter.NewGrid())
+	if len(pts) == 0 {
+		return nil
+	}
+	sc, err := plotter.NewScatter(pts)
+	if err != nil {
+		return err
+	}
+	sc.GlyphStyle.Color = plotutil.Color(0)
+	sc.GlyphStyle.Radius = vg.Points(3)
+	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
+	if err != nil {
+		return err
+	}
+	for i := range lb.TextStyle {
+		lb.TextStyle[i].XAlign = -0.05
+	}
+	p.Add(plotter.NewGrid(), sc, lb)
+	p.X.Max *= 4
 	return p.Save(9*vg.Inch, 6*vg.Inch, path)
 }
 
@@ -122,7 +137,10 @@ func valuesPlot(path, name string, rs []SeedRun) error {
 			if v == nil {
 				return nil
 			}
-			norm := sum(v.Totals)
+			norm := 0.0
+			for _, x := range v.Totals {
+				norm += math.Abs(x)
+			}
 			if norm == 0 || math.IsNaN(norm) {
 				return nil
 			}
@@ -151,8 +169,8 @@ func valuesPlot(path, name string, rs []SeedRun) error {
 		}
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s: each client's FedSV total / total value (mean over %d seeds)", name, len(rs))
-	p.Y.Label.Text = "share of the total value"
+	p.Title.Text = fmt.Sprintf("%s: each client's FedSV total / Σ|φ| (mean over %d seeds)", name, len(rs))
+	p.Y.Label.Text = "φ_i / Σ|φ|"
 	p.X.Label.Text = "client (corruption)"
 	w := vg.Points(math.Max(2, 60/float64(len(vals)+1)*10/float64(max(n, 10))))
 	for k, v := range vals {

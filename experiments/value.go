@@ -331,17 +331,22 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 		}
 	}
 	walls := map[string]time.Duration{}
+	// The plain game is built every round, for the reference, and valued
+	// first; the reference and the plain methods share it, so an exported
+	// plain game holds every coalition either used.
+	gameModes := []string{ModePlain}
+	for _, m := range modes {
+		if m != ModePlain {
+			gameModes = append(gameModes, m)
+		}
+	}
 	for r := range t.rounds {
-		for _, mode := range append([]string{""}, modes...) {
-			gameMode := mode
-			if mode == "" {
-				gameMode = ModePlain // the reference
-			}
-			rg, err := buildGame(sc, seed, t, pool, gameMode, r, games != nil)
+		for _, mode := range gameModes {
+			rg, err := buildGame(sc, seed, t, pool, mode, r, games != nil)
 			if err != nil {
-				return ref, nil, fmt.Errorf("round %d, %s: %w", r, gameMode, err)
+				return ref, nil, fmt.Errorf("round %d, %s: %w", r, mode, err)
 			}
-			if mode == "" {
+			if mode == ModePlain {
 				rm := refMethod
 				cfg := valuation.Config{Seed: estimatorSeed(seed, r, "reference", rm), Samples: sc.ReferenceSamples}
 				est, err := valuation.NewEstimator(rm.Name, cfg)
@@ -364,7 +369,8 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 					v.Cost = add(v.Cost, rg.cost, r)
 					walls[ModePlain+"|"+valuation.MethodExactShapley] += res.Wall
 				}
-			} else {
+			}
+			if slices.Contains(modes, mode) {
 				for _, m := range methods {
 					k := mode + "|" + m.String()
 					v := byKey[k]
