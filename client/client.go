@@ -29,6 +29,12 @@ import (
 // 4 MiB default message cap.
 const chunkBytes = 1 << 20
 
+// ciphertextMessageBytes is the largest ciphertext sent whole in one
+// SubmitUpdate message: gRPC's 4 MiB cap less ample room for the header
+// that rides on the first message and the framing. The default parameters'
+// ciphertexts (512 KiB) and LogN 15's (2 MiB) fit.
+const ciphertextMessageBytes = 3 << 20
+
 // Errors of the client.
 var (
 	ErrRefused = errors.New("client: the coordinator refused this client")

@@ -86,8 +86,15 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	}
 	first := true
 	for _, ct := range cts {
-		for off := 0; off < len(ct); off += chunkBytes {
-			msg := &tallyv1.SubmitUpdateRequest{Data: ct[off:min(off+chunkBytes, len(ct))]}
+		// One ciphertext per message when it fits, so the coordinator adds
+		// it from the message without reassembling it; larger ones go in
+		// chunkBytes pieces, which it reassembles.
+		piece := chunkBytes
+		if len(ct) <= ciphertextMessageBytes {
+			piece = len(ct)
+		}
+		for off := 0; off < len(ct); off += piece {
+			msg := &tallyv1.SubmitUpdateRequest{Data: ct[off:min(off+piece, len(ct))]}
 			if first {
 				msg.Header, first = header, false
 			}

@@ -59,8 +59,13 @@ type ServerConfig struct {
 	// clients learn that it ended; it stops sooner once every enrolled
 	// client has been told.
 	Linger time.Duration
-	// GRPCOptions are added to the server's options.
+	// GRPCOptions are added to the server's options, after the fixed
+	// flow-control windows (UploadWindowBytes, ConnWindowBytes), which they
+	// may override.
 	GRPCOptions []grpc.ServerOption
+	// UploadSlots is how many upload messages are read at once, over all
+	// clients; 0 means DefaultUploadSlots.
+	UploadSlots int
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -121,6 +126,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if rs, ok := cfg.Store.(ReceiptSource); ok {
 		svc.receipts = rs
 	}
+	if cfg.UploadSlots > 0 {
+		svc.uploads = newUploadGate(cfg.UploadSlots, UploadLease)
+	}
 	return &Server{cfg: cfg, engine: eng, driver: drv, service: svc, model: m}, nil
 }
 
@@ -135,7 +143,14 @@ func (s *Server) Model() model.Model { return s.model.Clone() }
 // service lingers so polling clients learn the job ended, then the gRPC
 // server stops gracefully, finishing calls in flight.
 func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
-	srv := grpc.NewServer(s.cfg.GRPCOptions...)
+	// Fixed windows: gRPC's BDP estimator would otherwise grow every
+	// stream's window to megabytes on a fast link, and an upload stream
+	// waiting at the gate would hold that much (see UploadWindowBytes).
+	opts := append([]grpc.ServerOption{
+		grpc.StaticStreamWindowSize(UploadWindowBytes),
+		grpc.StaticConnWindowSize(ConnWindowBytes),
+	}, s.cfg.GRPCOptions...)
+	srv := grpc.NewServer(opts...)
 	tallyv1.RegisterCoordinatorServiceServer(srv, s.service)
 	var wg sync.WaitGroup
 	wg.Add(1)

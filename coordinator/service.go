@@ -26,13 +26,52 @@ import (
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
-// Wire limits, stated once. gRPC caps a message at 4 MiB by default; chunks
-// stay well below it so headers and framing never push a message over.
+// Wire limits, stated once. gRPC caps a message at 4 MiB by default
+// (MaxMessageBytes); nothing here raises the cap, so every message stays
+// below it with room for headers and framing.
 const (
-	// ChunkBytes is the payload size of one SubmitUpdate or DownloadModel message.
+	// MaxMessageBytes is gRPC's default cap on one received message, which
+	// the coordinator keeps.
+	MaxMessageBytes = 4 << 20
+	// ChunkBytes is the largest payload of one plaintext SubmitUpdate
+	// message, and the piece size of a ciphertext too large for one message.
+	// A ciphertext that fits (LogN 14 with two Q primes: 512 KiB) travels
+	// alone in one message, which the service adds without copying it.
 	ChunkBytes = 1 << 20
-	// InlineModelBytes is the largest model sent inside a NextTask response.
-	InlineModelBytes = 2 << 20
+	// SendChunkBytes is the payload of one Download or DownloadModel
+	// message. gRPC marshals each message into a buffer from a pool with
+	// tiers of 32 KiB and then 1 MiB, and a server stream queues about its
+	// 64 KiB write quota before Send blocks; messages that fit the 32 KiB
+	// tier keep a hundred clients fetching the model or the public key at
+	// once to a few MiB. (Measured, 100 clients, 100k parameters: the model
+	// sent whole kept ~75 MB in send buffers; in 64 KiB pieces, each drawn
+	// from the 1 MiB tier, ~200 MB.) 32 KiB less room for the fields.
+	SendChunkBytes = 32<<10 - 64
+	// InlineModelBytes is the largest model sent inside a NextTask
+	// response, so that the response too fits the 32 KiB tier; larger
+	// models are fetched with DownloadModel, for the reason above.
+	InlineModelBytes = 24 << 10
+	// UploadWindowBytes is the server's fixed HTTP/2 flow-control window per
+	// stream. A fixed window turns off gRPC's BDP estimator, which grows
+	// windows to megabytes on fast links; an upload stream waiting for a slot
+	// (DefaultUploadSlots) then holds at most this much. A stream that is
+	// being read is granted its whole message, so uploads are not slowed.
+	UploadWindowBytes = 64 << 10
+	// ConnWindowBytes is the fixed per-connection window: one ciphertext
+	// message in flight per round trip on a long link.
+	ConnWindowBytes = 1 << 20
+	// DefaultUploadSlots is how many SubmitUpdate messages are read and
+	// added at once, over all clients. A slot holds about two messages (gRPC's
+	// received bytes and the decoded copy), so the uploads cost about
+	// slots × 2 × 512 KiB whatever the number of clients; on slow links it
+	// also bounds how many clients upload at once (slots × per-client rate).
+	DefaultUploadSlots = 8
+	// UploadLease is how long a stream may hold a slot while its next
+	// message has not arrived; then the slot goes to the next stream and the
+	// slow one reads on without it. A client that stalls thus delays others
+	// by at most UploadLease per message, and the bound on memory holds for
+	// streams that keep pace (512 KiB in 15 s is 280 kbit/s).
+	UploadLease = 15 * time.Second
 	// MaxUpdateValues bounds the length a submission header may announce.
 	MaxUpdateValues = 1 << 27
 	// DefaultPollWait is how long NextTask holds a request with nothing to do.
@@ -57,6 +96,7 @@ type Service struct {
 	spec   *tallyv1.JobSpec
 
 	receipts ReceiptSource
+	uploads  *uploadGate
 
 	mu       sync.Mutex
 	sessions map[string][32]byte // client id → SHA-256 of its session secret
@@ -106,7 +146,56 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 	if job.Scaling.Mode == "fixed" {
 		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
 	}
-	return &Service{job: job, driver: driver, log: log, spec: spec, sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{})}
+	return &Service{
+		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease),
+		sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{}),
+	}
+}
+
+// uploadGate bounds how many upload messages are in the coordinator's
+// memory at once. gRPC reads a stream's message only when the handler asks
+// for it (beyond the fixed UploadWindowBytes), so a handler that waits here
+// keeps its client's bytes on the client. Slots are granted in arrival
+// order (a channel's blocked senders are served first in, first out).
+type uploadGate struct {
+	slots chan struct{}
+	lease time.Duration
+}
+
+func newUploadGate(slots int, lease time.Duration) *uploadGate {
+	return &uploadGate{slots: make(chan struct{}, max(1, slots)), lease: lease}
+}
+
+// uploadSlot is one message's claim on the gate. release is idempotent:
+// the lease timer may have released it already.
+type uploadSlot struct {
+	gate  *uploadGate
+	once  sync.Once
+	timer *time.Timer
+}
+
+func (u *uploadSlot) release() {
+	u.timer.Stop()
+	u.once.Do(func() { <-u.gate.slots })
+}
+
+// recv waits for a slot, then reads one message of stream. The caller
+// releases the slot once it is done with the message's bytes, also when
+// recv fails.
+func (g *uploadGate) recv(stream tallyv1.CoordinatorService_SubmitUpdateServer) (*tallyv1.SubmitUpdateRequest, *uploadSlot, error) {
+	select {
+	case g.slots <- struct{}{}:
+	case <-stream.Context().Done():
+		return nil, nil, stream.Context().Err()
+	}
+	u := &uploadSlot{gate: g}
+	u.timer = time.AfterFunc(g.lease, func() { u.once.Do(func() { <-g.slots }) })
+	msg, err := stream.Recv()
+	if err != nil {
+		u.release()
+		return nil, nil, err
+	}
+	return msg, u, nil
 }
 
 // ReceiptSource serves a client its receipts; BoltStore is one.
@@ -273,21 +362,26 @@ func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse 
 // SubmitUpdate implements CoordinatorService: it reassembles the chunks,
 // checks the digest, and hands the update to the engine.
 func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateServer) error {
-	first, err := stream.Recv()
+	first, slot, err := s.uploads.recv(stream)
 	if err != nil {
 		return toStatus(err)
 	}
 	h := first.GetHeader()
 	if h == nil {
+		slot.release()
 		return toStatus(fmt.Errorf("%w: the first chunk carries no header", ErrBadEncoding))
 	}
 	id, err := s.authenticate(h.GetCredential())
 	if err != nil {
+		slot.release()
 		return toStatus(err)
 	}
 	if h.GetEncoding() == "ckks" {
-		return s.submitEncrypted(stream, id, h, first.GetData())
+		return s.submitEncrypted(stream, id, h, first.GetData(), slot)
 	}
+	// A plaintext update is reassembled whole (the engine averages whole
+	// vectors), so the gate bounds only how many messages are being read.
+	slot.release()
 	if h.GetEncoding() != "f64le" {
 		return toStatus(fmt.Errorf("%w: encoding %q, want \"f64le\" or \"ckks\"", ErrBadEncoding, h.GetEncoding()))
 	}
@@ -301,7 +395,7 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		if len(buf) > want {
 			return toStatus(fmt.Errorf("%w: more than the %d bytes the header announced", ErrBadEncoding, want))
 		}
-		msg, err := stream.Recv()
+		msg, slot, err := s.uploads.recv(stream)
 		if err == io.EOF {
 			break
 		}
@@ -309,6 +403,7 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 			return toStatus(err)
 		}
 		buf = append(buf, msg.GetData()...)
+		slot.release()
 	}
 	if len(buf) != want {
 		return toStatus(fmt.Errorf("%w: %d bytes received, the header announced %d", ErrBadEncoding, len(buf), want))
@@ -345,9 +440,14 @@ func replyFor(acts []Action, client string, ok func(ActReply) error) error {
 
 // submitEncrypted streams ciphertexts into the task's accumulator as they
 // arrive: each block is added and dropped, so the coordinator's memory does
-// not grow with the number of clients. A client may resend a whole stream
-// after an interruption; blocks already added are skipped.
-func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, first []byte) error {
+// not grow with the number of clients. A ciphertext that came in one
+// message is added straight from it; one split over messages (a client
+// with ciphertexts over ChunkBytes, or one that does not align its chunks)
+// is reassembled first. A client may resend a whole stream after an
+// interruption; blocks already added are skipped. slot holds the first
+// message's place at the gate; each later message waits for its own.
+func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, first []byte, slot *uploadSlot) error {
+	defer func() { slot.release() }()
 	task, _, _ := s.driver.pending(id)
 	if task == nil || task.ID != h.GetTaskId() || !task.Encrypted() {
 		if task != nil && task.ID == h.GetTaskId() {
@@ -363,54 +463,49 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 	if h.GetLength() != int64(blocks) {
 		return toStatus(fmt.Errorf("%w: %d ciphertexts announced, the task takes %d", ErrWrongLength, h.GetLength(), blocks))
 	}
-	size := s.job.Params.CiphertextSize()
 	digest := sha256.New()
-	buf := make([]byte, 0, size)
+	cts := ciphertextCutter{size: s.job.Params.CiphertextSize()}
 	var total int64
 	added := 0
+	add := func(ct []byte) error {
+		if added == blocks {
+			return fmt.Errorf("%w: more ciphertexts than the %d announced", ErrBadEncoding, blocks)
+		}
+		if err := acc.Add(id, ct); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
+			return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+		}
+		if task.Influence != nil {
+			if err := task.Influence.Add(id, ct); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
+				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+			}
+		}
+		added++
+		return nil
+	}
 	feed := func(data []byte) error {
 		digest.Write(data)
 		total += int64(len(data))
-		for len(data) > 0 {
-			n := min(size-len(buf), len(data))
-			buf = append(buf, data[:n]...)
-			data = data[n:]
-			if len(buf) < size {
-				continue
-			}
-			if added == blocks {
-				return fmt.Errorf("%w: more ciphertexts than the %d announced", ErrBadEncoding, blocks)
-			}
-			if err := acc.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
-				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
-			}
-			if task.Influence != nil {
-				if err := task.Influence.Add(id, buf); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
-					return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
-				}
-			}
-			added++
-			buf = buf[:0]
-		}
-		return nil
+		return cts.feed(data, add)
 	}
 	if err := feed(first); err != nil {
 		return toStatus(err)
 	}
 	for {
-		msg, err := stream.Recv()
+		slot.release()
+		msg, next, err := s.uploads.recv(stream)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return toStatus(err)
 		}
+		slot = next
 		if err := feed(msg.GetData()); err != nil {
 			return toStatus(err)
 		}
 	}
-	if added != blocks || len(buf) != 0 {
-		return toStatus(fmt.Errorf("%w: %d whole ciphertexts and %d stray bytes received, %d announced", ErrBadEncoding, added, len(buf), blocks))
+	if added != blocks || cts.pending() != 0 {
+		return toStatus(fmt.Errorf("%w: %d whole ciphertexts and %d stray bytes received, %d announced", ErrBadEncoding, added, cts.pending(), blocks))
 	}
 	var sum [32]byte
 	copy(sum[:], digest.Sum(nil))
@@ -425,6 +520,43 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
 	})
 }
+
+// ciphertextCutter cuts a stream of messages into ciphertexts of size
+// bytes. A message that is exactly one ciphertext, starting where the last
+// one ended, is handed on as it is: the usual case costs no copy. Pieces
+// of ciphertexts split over messages are gathered into a buffer, allocated
+// only when a split one comes.
+type ciphertextCutter struct {
+	size int
+	buf  []byte
+}
+
+// feed calls add with every ciphertext data completes, in order; add must
+// not keep its argument, which may be reused.
+func (c *ciphertextCutter) feed(data []byte, add func([]byte) error) error {
+	if len(c.buf) == 0 && len(data) == c.size {
+		return add(data)
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, 0, c.size)
+	}
+	for len(data) > 0 {
+		n := min(c.size-len(c.buf), len(data))
+		c.buf = append(c.buf, data[:n]...)
+		data = data[n:]
+		if len(c.buf) < c.size {
+			continue
+		}
+		if err := add(c.buf); err != nil {
+			return err
+		}
+		c.buf = c.buf[:0]
+	}
+	return nil
+}
+
+// pending is the number of bytes of an incomplete ciphertext held.
+func (c *ciphertextCutter) pending() int { return len(c.buf) }
 
 // maxSharesBytes bounds one SubmitShares stream: a committee of 64 members
 // at LogN 16 stays well below it.
@@ -505,15 +637,17 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	default:
 		return toStatus(fmt.Errorf("%w: task %s has no %q", ErrNoTask, t.ID, name))
 	}
-	for off := 0; off < len(data); off += ChunkBytes {
-		if err := stream.Send(&tallyv1.DownloadResponse{Data: data[off:min(off+ChunkBytes, len(data))]}); err != nil {
+	for off := 0; off < len(data); off += SendChunkBytes {
+		if err := stream.Send(&tallyv1.DownloadResponse{Data: data[off:min(off+SendChunkBytes, len(data))]}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// DownloadModel implements CoordinatorService for models too large to inline.
+// DownloadModel implements CoordinatorService for models too large to
+// inline, in SendChunkBytes pieces so that concurrent downloads hold
+// little each.
 func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv1.CoordinatorService_DownloadModelServer) error {
 	id, err := s.authenticate(req.GetCredential())
 	if err != nil {
@@ -523,7 +657,7 @@ func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv
 	if t == nil || t.ID != req.GetTaskId() || t.Kind != TaskTrain {
 		return toStatus(fmt.Errorf("%w: %q", ErrNoTask, req.GetTaskId()))
 	}
-	const per = ChunkBytes / 8
+	const per = SendChunkBytes / 8
 	for off := 0; off < len(t.Params); off += per {
 		end := min(off+per, len(t.Params))
 		if err := stream.Send(&tallyv1.DownloadModelResponse{Offset: int64(off), Values: t.Params[off:end], Total: int64(len(t.Params))}); err != nil {
