@@ -242,12 +242,13 @@ type peakRun struct {
 // child's ru_maxrss from wait4 would be simpler but is wrong here: Linux
 // carries the parent's high-water mark across the vfork+exec that os/exec
 // uses, so it reports this (large) benchmark process's peak instead.
-func coordinatorPeak(b *testing.B, bin string, ds *dataset.Dataset, spec model.Spec, n, rounds int) peakRun {
+func coordinatorPeak(b *testing.B, bin string, ds *dataset.Dataset, spec model.Spec, n, rounds int, mode string) peakRun {
 	b.Helper()
 	_, fed := benchFederation(b, n)
 	dir := b.TempDir()
 	addr := freeAddr(b)
 	cfg := benchJob(spec, n, rounds, "he")
+	cfg.Valuation.Mode = mode
 	cfg.Listen = addr
 	cfg.Data.Validation = SourceConfig{CSV: "validation.csv"}
 	f, err := os.Create(filepath.Join(dir, "validation.csv"))
@@ -362,17 +363,21 @@ func BenchmarkPeakMemory(b *testing.B) {
 	spec, n := mlpFor(b, params)
 	ds, _ := benchFederation(b, 1)
 	bin := buildTally(b, b.TempDir())
-	b.Run("params=1e5/clients=10vs100", func(b *testing.B) {
-		var p10, p100 peakRun
-		for b.Loop() {
-			p10 = coordinatorPeak(b, bin, ds, spec, 10, rounds)
-			p100 = coordinatorPeak(b, bin, ds, spec, 100, rounds)
-		}
-		b.ReportMetric(float64(n), "params")
-		b.ReportMetric(p10.peakMiB, "peak_MiB_10")
-		b.ReportMetric(p100.peakMiB, "peak_MiB_100")
-		b.ReportMetric(p100.peakMiB/p10.peakMiB, "ratio")
-		b.ReportMetric(p10.wall.Seconds(), "job_s_10")
-		b.ReportMetric(p100.wall.Seconds(), "job_s_100")
-	})
+	// valuation=off isolates what issue 3 asks about, the streaming
+	// aggregation; valuation=influence adds the per-client scalars.
+	for _, mode := range []string{ModeOff, ModeInfluence} {
+		b.Run("params=1e5/clients=10vs100/valuation="+mode, func(b *testing.B) {
+			var p10, p100 peakRun
+			for b.Loop() {
+				p10 = coordinatorPeak(b, bin, ds, spec, 10, rounds, mode)
+				p100 = coordinatorPeak(b, bin, ds, spec, 100, rounds, mode)
+			}
+			b.ReportMetric(float64(n), "params")
+			b.ReportMetric(p10.peakMiB, "peak_MiB_10")
+			b.ReportMetric(p100.peakMiB, "peak_MiB_100")
+			b.ReportMetric(p100.peakMiB/p10.peakMiB, "ratio")
+			b.ReportMetric(p10.wall.Seconds(), "job_s_10")
+			b.ReportMetric(p100.wall.Seconds(), "job_s_100")
+		})
+	}
 }

@@ -98,6 +98,20 @@ func runSmallJob(t *testing.T, secure, mode, method string) (Outcome, *BoltStore
 func TestEveryModeAndMethod(t *testing.T) {
 	methods := append(valuation.Methods(), MethodCGSV, MethodInfluence)
 	for _, secure := range []string{"none", "he"} {
+		t.Run("secure="+secure+"/mode=off", func(t *testing.T) {
+			out, store := runSmallJob(t, secure, ModeOff, "")
+			if out.Done == nil || out.Done.FinalRound != 2 {
+				t.Fatalf("job ended %+v", out.Done)
+			}
+			for _, r := range out.History {
+				if r.Valuation != nil {
+					t.Errorf("round %d valued with valuation off", r.Round)
+				}
+			}
+			if has, err := store.DB().HasReceiptsForRound("matrix", 2); err != nil || has {
+				t.Errorf("receipts with valuation off (%v)", err)
+			}
+		})
 		for _, mode := range []string{ModePlain, ModeGroups, ModeInfluence} {
 			for _, method := range methods {
 				cfg := JobConfig{SecureAggregation: secure, Valuation: ValuationConfig{Mode: mode, Method: method}}

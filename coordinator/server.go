@@ -109,7 +109,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	strategy := FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}
 	eng := NewEngine(job, strategy, &ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, m.Params())
-	eng.SetValuer(&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation})
+	if job.Valuation.Mode != ModeOff {
+		eng.SetValuer(&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation})
+	}
 	snap, err := cfg.Store.Load()
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: load state: %w", err)

@@ -15,11 +15,13 @@ import (
 	"github.com/tallyfl/tally/valuation"
 )
 
-// Valuation modes (DESIGN §3).
+// Valuation modes (DESIGN §3), and "off" for a job that trains without
+// scoring anyone (no values, no payouts, no receipts).
 const (
 	ModePlain     = "plain"
 	ModeGroups    = "groups"
 	ModeInfluence = "influence"
+	ModeOff       = "off"
 )
 
 // Vector methods, computed from updates or scalars rather than a game.
@@ -36,9 +38,9 @@ const exactBound = 16
 // ValuationConfig chooses how contributions are scored every round.
 type ValuationConfig struct {
 	// Mode is plain (updates in the clear: secure_aggregation none only),
-	// groups (sums over a seeded partition into groups of ≥ min_group_size)
-	// or influence (one scalar ⟨∇L_val, n_i·Δ_i⟩ per client). Default:
-	// influence with he, plain with none.
+	// groups (sums over a seeded partition into groups of ≥ min_group_size),
+	// influence (one scalar ⟨∇L_val, n_i·Δ_i⟩ per client) or off (train
+	// only). Default: influence with he, plain with none.
 	Mode string `yaml:"mode"`
 	// Method is a valuation method: exact-shapley, exact-banzhaf, loo,
 	// monte-carlo, tmc, gtg, banzhaf, cgsv or influence. Default:
@@ -107,9 +109,9 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 		if j.SecureAggregation == "he" {
 			bad("valuation.mode", "plain needs every update in the clear, which secure_aggregation: he never allows; use groups or influence")
 		}
-	case ModeGroups, ModeInfluence:
+	case ModeGroups, ModeInfluence, ModeOff:
 	default:
-		bad("valuation.mode", "must be plain, groups or influence, got %q", v.Mode)
+		bad("valuation.mode", "must be plain, groups, influence or off, got %q", v.Mode)
 	}
 	known := append(valuation.Methods(), MethodCGSV, MethodInfluence)
 	switch {
