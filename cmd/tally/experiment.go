@@ -16,8 +16,13 @@ import (
 
 // runExperiment is `tally experiment run SCENARIO… [flags]`.
 func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "Usage: tally experiment run SCENARIO.yaml… [--methods m,…] [--modes plain,groups,influence] [--repeats R] [--out DIR] [--export-games DIR]\n\nCompares valuation methods and privacy modes on scenarios with ground truth (see experiments/README.md);\n`tally experiment run --help` lists the flags.\n"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(stderr, "Usage: tally experiment run SCENARIO.yaml… [--methods m,…] [--modes plain,groups,influence] [--repeats R] [--out DIR] [--export-games DIR]")
+		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
 	fs := newFlagSet("experiment run")
