@@ -34,6 +34,36 @@
 // instead: vectors and scalars per run, and the fewest clients behind any
 // decrypted vector.
 //
+// # Homomorphic operations, counted
+//
+// The homomorphic work such a job would do is counted, not timed, from the
+// protocol as the coordinator performs it (coordinator/secure.go and
+// coordinator/service.go), per round and summed over a run's rounds. With
+// the default CKKS parameters (aggregation.DefaultParameters: 16,384 real
+// slots) an update of P parameters and its weight take B =
+// Blocks(P) = ⌈(P+1)/16384⌉ ciphertexts; the committee is the
+// coordinator's default, c = min(5, n) members with threshold t = ⌊c/2⌋+1;
+// every one of the n contributors uploads all its blocks and every member
+// answers (no timeout, refusal, re-randomisation or re-keying). Per round:
+//
+//   - plain: the job runs with secure_aggregation none, so nothing is
+//     encrypted: 0 of everything;
+//   - groups: n·B ciphertext additions into the groups' accumulators, plus
+//     B per merge of a group below k into another (the experiments'
+//     partition has none; the count follows the coordinator's merge rule
+//     anyway); per aggregate decrypted, t·B decryption shares (t members,
+//     one per block) and B combinations;
+//   - influence: n·B additions into the round's accumulator, n·B
+//     plaintext×ciphertext multiplications by the gradient and n·B
+//     additions of the products into per-client ciphertexts; the aggregate
+//     costs t·B shares and B combinations, and each of the n coefficients
+//     a_i costs c coefficient shares (every live member is asked; t of them
+//     are combined) and one combination.
+//
+// Key generation and the one-off decryption of feature moments are per
+// job, the same in every mode, and not counted. The counts depend on the
+// mode only, not the method.
+//
 // # Scenarios and their sources
 //
 //   - label noise at rising rates and one client with half its labels wrong:

@@ -105,7 +105,10 @@ func WriteSummaryMarkdown(w io.Writer, scenarios []Scenario, runs []SeedRun, ss 
 	fmt.Fprintln(&b, "reference's FedSV totals; L2: ‖φ − φ*‖/‖φ*‖; AUC: a corrupted client valued below an honest one;")
 	fmt.Fprintln(&b, "sym: |φ_dup − φ_orig| / mean|φ|; sybil: change of the split client's share of the total value;")
 	fmt.Fprintln(&b, "evals: distinct coalition utilities over all rounds; vec/scal dec: decryptions a secure-aggregation job")
-	fmt.Fprintln(&b, "would make (vectors, scalars) over all rounds; min k: fewest clients behind a decrypted vector.")
+	fmt.Fprintln(&b, "would make (vectors, scalars) over all rounds; min k: fewest clients behind a decrypted vector;")
+	fmt.Fprintln(&b, "HE add, HE mul, shares: ciphertext additions, plaintext×ciphertext multiplications and decryption")
+	fmt.Fprintln(&b, "shares such a job would compute over all rounds (default CKKS parameters and committee; counted, not")
+	fmt.Fprintln(&b, "timed, by the rule in the README; plain mode runs without encryption: 0; combinations in summary.csv).")
 	fmt.Fprintln(&b, "Wall times are per run (all rounds) on the machine in machine.txt.")
 	byName := map[string][]SeedRun{}
 	for _, r := range runs {
@@ -130,22 +133,23 @@ func WriteSummaryMarkdown(w io.Writer, scenarios []Scenario, runs []SeedRun, ss 
 		}
 		fmt.Fprintf(&b, "%s, %s, %d clients, %s partition, %d rounds, %d seeds; reference: %s; final test accuracy %s.\n\n",
 			sc.Dataset, sc.Model.Kind, sc.Clients, sc.Partition.Kind, sc.Rounds, len(rs), ref, cell(MeanCI(acc), 3))
-		fmt.Fprintln(&b, "| mode | method | ρ | τ | r | L2 | AUC | sym | sybil | evals | vec dec | scal dec | min k | wall ms |")
-		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(&b, "| mode | method | ρ | τ | r | L2 | AUC | sym | sybil | evals | vec dec | scal dec | min k | HE add | HE mul | shares | wall ms |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, s := range ss {
 			if s.Scenario != sc.Name {
 				continue
 			}
 			if s.Errors > 0 && s.stat("spearman").N == 0 {
-				fmt.Fprintf(&b, "| %s | %s | not run: see runs.csv | | | | | | | | | | | |\n", s.Mode, s.Method)
+				fmt.Fprintf(&b, "| %s | %s | not run: see runs.csv | | | | | | | | | | | | | | |\n", s.Mode, s.Method)
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				s.Mode, s.Method,
 				cell(s.stat("spearman"), 2), cell(s.stat("kendall"), 2), cell(s.stat("pearson"), 2), cell(s.stat("l2"), 2),
 				cell(s.stat("auc"), 2), cell(s.stat("symmetry"), 3), cell(s.stat("sybil_gain"), 3),
 				cell(s.stat("evaluations"), 0), cell(s.stat("vector_decryptions"), 0), cell(s.stat("scalar_decryptions"), 0),
-				cell(s.stat("min_contributors"), 0), cell(s.stat("wall_ms"), 0))
+				cell(s.stat("min_contributors"), 0), cell(s.stat("he_adds"), 0), cell(s.stat("he_mults"), 0),
+				cell(s.stat("dec_shares"), 0), cell(s.stat("wall_ms"), 0))
 		}
 	}
 	_, err := w.Write(b.Bytes())

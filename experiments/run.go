@@ -340,6 +340,10 @@ var metricColumns = []struct {
 	{"vector_decryptions", func(m Metrics) float64 { return float64(m.VectorDecryptions) }},
 	{"scalar_decryptions", func(m Metrics) float64 { return float64(m.ScalarDecryptions) }},
 	{"min_contributors", func(m Metrics) float64 { return float64(m.MinContributors) }},
+	{"he_adds", func(m Metrics) float64 { return float64(m.HEAdds) }},
+	{"he_mults", func(m Metrics) float64 { return float64(m.HEMults) }},
+	{"dec_shares", func(m Metrics) float64 { return float64(m.DecShares) }},
+	{"dec_combines", func(m Metrics) float64 { return float64(m.DecCombines) }},
 	{"wall_ms", func(m Metrics) float64 { return float64(m.Wall) / 1e6 }},
 }
 

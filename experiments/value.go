@@ -51,6 +51,12 @@ type Cost struct {
 	ScalarDecryptions int
 	// MinContributors is the fewest clients summed in any decrypted vector.
 	MinContributors int
+	// The homomorphic work a secure-aggregation job would do, counted by
+	// heRound's rule (doc.go), 0 in plain mode: ciphertext additions,
+	// plaintext×ciphertext multiplications, decryption shares the committee
+	// members compute, and combinations of shares into a plaintext.
+	HEAdds, HEMults        int
+	DecShares, DecCombines int
 }
 
 // roundGame is one round's game in one mode, and what the vector methods
@@ -128,7 +134,8 @@ func partitionGroups(n, k int, seed uint64, round int) [][]int {
 }
 
 // buildGame makes round r's game in mode. record wraps it in a recorder.
-func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string, r int, record bool) (*roundGame, error) {
+// blocks is B, the ciphertexts per update (ciphertextBlocks).
+func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string, r, blocks int, record bool) (*roundGame, error) {
 	rt := t.rounds[r]
 	w := t.fed.weights
 	n := len(w)
@@ -195,6 +202,12 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrMode, mode)
 	}
+	var sizes []int
+	for _, g := range rg.groups {
+		sizes = append(sizes, len(g))
+	}
+	he := heRound(mode, n, blocks, sizes, sc.GroupSize)
+	rg.cost.HEAdds, rg.cost.HEMults, rg.cost.DecShares, rg.cost.DecCombines = he.HEAdds, he.HEMults, he.DecShares, he.DecCombines
 	rg.players = rg.game.Players()
 	if record {
 		rg.rec = &recorder{g: rg.game, seen: map[valuation.Coalition]float64{}}
@@ -340,9 +353,10 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 			gameModes = append(gameModes, m)
 		}
 	}
+	blocks := ciphertextBlocks(t.proto.NumParams())
 	for r := range t.rounds {
 		for _, mode := range gameModes {
-			rg, err := buildGame(sc, seed, t, pool, mode, r, games != nil)
+			rg, err := buildGame(sc, seed, t, pool, mode, r, blocks, games != nil)
 			if err != nil {
 				return ref, nil, fmt.Errorf("round %d, %s: %w", r, mode, err)
 			}
@@ -429,6 +443,7 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 }
 
 // add sums two rounds' costs; the minimum contributors is a minimum.
+// Every other field is a count and adds.
 func add(a, b Cost, r int) Cost {
 	if r == 0 || a.MinContributors == 0 {
 		a.MinContributors = b.MinContributors
@@ -437,6 +452,10 @@ func add(a, b Cost, r int) Cost {
 		VectorDecryptions: a.VectorDecryptions + b.VectorDecryptions,
 		ScalarDecryptions: a.ScalarDecryptions + b.ScalarDecryptions,
 		MinContributors:   min(a.MinContributors, b.MinContributors),
+		HEAdds:            a.HEAdds + b.HEAdds,
+		HEMults:           a.HEMults + b.HEMults,
+		DecShares:         a.DecShares + b.DecShares,
+		DecCombines:       a.DecCombines + b.DecCombines,
 	}
 }
 
