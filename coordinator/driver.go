@@ -9,7 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/internal/telemetry"
 )
 
 // ErrStopped is returned for events that arrive after the driver stopped.
@@ -34,6 +37,178 @@ type Driver struct {
 	// OnRound, if set, is called from the driver goroutine after each round
 	// attempt (progress displays, reports).
 	OnRound func(RoundRecord)
+	// Telemetry, if set before Run, receives the round's spans and metrics;
+	// nil records nothing.
+	Telemetry *telemetry.Telemetry
+
+	trace roundTrace // owned by the driver goroutine
+}
+
+// roundTrace is the driver's telemetry state: the open round span, the
+// open task, and the phases the engine's timed parts reported during the
+// current step. The engine does not know about it: phases are derived
+// from the actions (a task runs from its ActPublish to the step that
+// publishes the next one or ends the round) and from the wrappers around
+// the strategy, valuer and evaluator (see timedStrategy).
+type roundTrace struct {
+	round  *telemetry.Round
+	keygen *telemetry.Round // the open key generation, a trace of its own
+	task   *Task
+	opened time.Time
+	// phases are reported during one engine step, and attributed to a
+	// round once the step's actions are known.
+	phases []timedPhase
+}
+
+type timedPhase struct {
+	name       string
+	start, end time.Time
+}
+
+// notePhase records a phase that ran during the current engine step. Only
+// the driver goroutine calls it (the engine's parts run inside Step).
+func (d *Driver) notePhase(name string, start, end time.Time) {
+	d.trace.phases = append(d.trace.phases, timedPhase{name, start, end})
+}
+
+// taskPhase names what an open task of kind k waits for.
+func taskPhase(k TaskKind) string {
+	switch k {
+	case TaskKeyGen, TaskThreshold:
+		return telemetry.PhaseKeyGen
+	case TaskDecrypt:
+		return telemetry.PhaseDecrypt
+	}
+	return telemetry.PhaseWait
+}
+
+// refusal names the reason an engine refused a submission, for the
+// updates counter: one label value per sentinel, never the message.
+func refusal(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{ErrNoTask, "no_task"}, {ErrNotSelected, "not_selected"}, {ErrWrongLength, "wrong_length"},
+		{ErrBadUpdate, "bad_update"}, {ErrConflict, "conflict"}, {ErrUnknownClient, "unknown_client"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "other"
+}
+
+// observe turns one step's actions into spans and metrics. start and end
+// bound the engine's Step; done is when its actions were performed. The
+// phases the step reported belong to the round open when it began (the
+// round a closing task belonged to), except select, which starts the
+// round the step opened.
+func (d *Driver) observe(acts []Action, start, end, done time.Time) {
+	tel, tr := d.Telemetry, &d.trace
+	before := tr.round
+	var begun *telemetry.Round
+	var finished []func()
+	closeTask := func(next *Task) {
+		t := tr.task
+		if t == nil {
+			return
+		}
+		parent := tr.round
+		if t.Kind == TaskKeyGen || t.Kind == TaskThreshold {
+			parent = tr.keygen
+		}
+		tel.Phase(parent, taskPhase(t.Kind), tr.opened, start, attribute.String("tally.task", t.ID))
+		if next != nil && next.Kind == TaskDecrypt && (t.Kind == TaskTrain || t.Kind == TaskMoments) {
+			// Under secure aggregation the step that closes a train task
+			// finalises the encrypted sum and asks for its decryption.
+			tel.Phase(tr.round, telemetry.PhaseAggregate, start, end, attribute.String("tally.task", t.ID))
+		}
+		tr.task = nil
+	}
+	for _, a := range acts {
+		switch a := a.(type) {
+		case ActPublish:
+			closeTask(a.Task)
+			tr.task, tr.opened = a.Task, start
+			if a.Task.Kind == TaskKeyGen || a.Task.Kind == TaskThreshold {
+				if tr.keygen == nil {
+					tr.keygen = tel.StartKeyGen(start)
+				}
+				continue
+			}
+			if k := tr.keygen; k != nil {
+				finished = append(finished, func() { k.Abandon(start) })
+				tr.keygen = nil
+			}
+			if tr.round != nil && tr.round.Number != a.Task.Round {
+				// Feature scaling (round 0) ends when round 1 begins.
+				r := tr.round
+				finished = append(finished, func() { r.Abandon(start) })
+				tr.round = nil
+			}
+			if tr.round == nil {
+				tr.round = tel.StartRound(a.Task.Round, a.Task.Attempt, start)
+				begun = tr.round
+			}
+		case ActReply:
+			switch {
+			case a.Err != nil:
+				tel.Update(telemetry.OutcomeRejected, refusal(a.Err))
+			case a.Duplicate:
+				tel.Update(telemetry.OutcomeDuplicate, "")
+			default:
+				tel.Update(telemetry.OutcomeAccepted, "")
+			}
+		case ActRoundDone:
+			closeTask(nil)
+			rec := a.Record
+			o := telemetry.RoundOutcome{Round: rec.Round, Attempt: rec.Attempt, Failed: rec.Failed, Reason: rec.Reason,
+				Dropouts: len(rec.Selected) - len(rec.Contributors)}
+			for _, dr := range rec.Decryptions {
+				// Records without participants are what the coordinator
+				// saw in the clear (plain valuation), not decryptions.
+				if len(dr.Participants) > 0 {
+					o.Decryptions = append(o.Decryptions, dr.Purpose)
+				}
+			}
+			if r := tr.round; r != nil {
+				finished = append(finished, func() { r.End(o, done) })
+			} else {
+				finished = append(finished, func() { tel.StartRound(rec.Round, rec.Attempt, start).End(o, done) })
+			}
+			tr.round = nil
+		case ActJobDone:
+			closeTask(nil)
+			for _, r := range []*telemetry.Round{tr.round, tr.keygen} {
+				if r != nil {
+					finished = append(finished, func() { r.Abandon(done) })
+				}
+			}
+			tr.round, tr.keygen = nil, nil
+		}
+	}
+	// The strategy's select is the first thing a new round does, so what
+	// ran inside the step from it on belongs to the round it began (an
+	// influence gradient, say); what ran before it, or after the step
+	// (persist), to the round that was open.
+	var selected time.Time
+	for _, p := range tr.phases {
+		if p.name == telemetry.PhaseSelect {
+			selected = p.start
+		}
+	}
+	for _, p := range tr.phases {
+		parent := before
+		if begun != nil && (parent == nil || !selected.IsZero() && !p.start.Before(selected) && p.start.Before(end)) {
+			parent = begun
+		}
+		tel.Phase(parent, p.name, p.start, p.end)
+	}
+	tr.phases = tr.phases[:0]
+	for _, f := range finished {
+		f()
+	}
 }
 
 // view is what handlers may read without going through the engine.
@@ -90,20 +265,35 @@ func (d *Driver) Run(ctx context.Context) error {
 	if d.engine.Phase() == PhaseDone {
 		return nil
 	}
+	if d.Telemetry == nil {
+		d.Telemetry = telemetry.Noop()
+	}
+	if err := d.Telemetry.Gauge("tally.clients.enrolled", "{client}", "Clients enrolled in the job.", func() int64 {
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+		return int64(len(d.view.clients))
+	}); err != nil {
+		d.log.Warn("no enrolled-clients gauge", "err", err)
+	}
 	t := time.NewTicker(d.tick)
 	defer t.Stop()
 	for {
 		var acts []Action
 		var reply chan []Action
+		var start time.Time
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+			start = time.Now()
 			acts = d.engine.Step(EvTick{})
 		case c := <-d.calls:
+			start = time.Now()
 			acts, reply = d.engine.Step(c.ev), c.reply
 		}
+		end := time.Now()
 		err := d.perform(acts)
+		d.observe(acts, start, end, time.Now())
 		if reply != nil {
 			reply <- acts
 		}
@@ -143,7 +333,10 @@ func (d *Driver) perform(acts []Action) error {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case ActPersist:
-			if err := d.store.Apply(a); err != nil {
+			start := time.Now()
+			err := d.store.Apply(a)
+			d.notePhase(telemetry.PhasePersist, start, time.Now())
+			if err != nil {
 				d.log.Error("store write failed; stopping", "err", err)
 				return fmt.Errorf("coordinator: persist: %w", err)
 			}

@@ -5,16 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+	"github.com/tallyfl/tally/valuation"
 )
 
 // ModelEvaluator scores parameters with a model on validation data. It
@@ -66,6 +74,8 @@ type ServerConfig struct {
 	// UploadSlots is how many upload messages are read at once, over all
 	// clients; 0 means DefaultUploadSlots.
 	UploadSlots int
+	// Telemetry receives the job's spans and metrics; nil records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -107,10 +117,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	strategy := FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}
-	eng := NewEngine(job, strategy, &ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, m.Params())
+	if cfg.Telemetry == nil {
+		cfg.Telemetry = telemetry.Noop()
+	}
+	// The engine's parts are timed from outside it: the wrappers report to
+	// the driver, which runs them inside Step (see Driver.observe).
+	var drv *Driver
+	note := func(name string, start time.Time) { drv.notePhase(name, start, time.Now()) }
+	strategy := timedStrategy{FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}, note}
+	eng := NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
 	if job.Valuation.Mode != ModeOff {
-		eng.SetValuer(&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation})
+		eng.SetValuer(timedValuer{&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}, note})
 	}
 	snap, err := cfg.Store.Load()
 	if err != nil {
@@ -122,9 +139,23 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if n := len(snap.Rounds); n > 0 {
 		cfg.Log.Info("resuming job from its state file", "rounds_recorded", n, "next_round", eng.Round(), "phase", eng.Phase().String())
 	}
-	drv := NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
+	drv = NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
+	drv.Telemetry = cfg.Telemetry
+	if bs, ok := cfg.Store.(*BoltStore); ok {
+		path := bs.DB().Path()
+		if err := cfg.Telemetry.Gauge("tally.ledger.size", "By", "Size of the state and ledger file.", func() int64 {
+			fi, err := os.Stat(path)
+			if err != nil {
+				return 0
+			}
+			return fi.Size()
+		}); err != nil {
+			return nil, err
+		}
+	}
 	svc := NewService(job, drv, m.NumParams(), cfg.Log)
+	svc.tel = cfg.Telemetry
 	if rs, ok := cfg.Store.(ReceiptSource); ok {
 		svc.receipts = rs
 	}
@@ -141,19 +172,36 @@ func (s *Server) Status() Status { return s.driver.Status() }
 func (s *Server) Model() model.Model { return s.model.Clone() }
 
 // Run serves on lis and drives the job until it ends or ctx is cancelled.
-// Shutdown order: the driver stops first (no state changes after it), the
-// service lingers so polling clients learn the job ended, then the gRPC
-// server stops gracefully, finishing calls in flight.
+// Shutdown order: the driver stops first, and only between two steps, so
+// the store write of the step in progress completes and nothing changes
+// after it; health then reports NOT_SERVING, the service lingers so polling
+// clients learn the job ended, and the gRPC server stops gracefully,
+// finishing calls in flight (their events find the driver stopped and
+// change nothing).
 func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
 	// Fixed windows: gRPC's BDP estimator would otherwise grow every
 	// stream's window to megabytes on a fast link, and an upload stream
 	// waiting at the gate would hold that much (see UploadWindowBytes).
+	// The message caps and keepalives are the Wire limits of service.go.
 	opts := append([]grpc.ServerOption{
 		grpc.StaticStreamWindowSize(UploadWindowBytes),
 		grpc.StaticConnWindowSize(ConnWindowBytes),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.StatsHandler(s.cfg.Telemetry.ServerHandler()),
 	}, s.cfg.GRPCOptions...)
 	srv := grpc.NewServer(opts...)
 	tallyv1.RegisterCoordinatorServiceServer(srv, s.service)
+	// The standard health service: SERVING, for the whole server and for
+	// the coordinator service by name, until the job stops.
+	hs := health.NewServer()
+	hs.SetServingStatus(tallyv1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	// Reflection, so grpcurl and similar tools list and call the API
+	// without the .proto files.
+	reflection.Register(srv)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	serveErr := make(chan error, 1)
@@ -162,6 +210,7 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
 		serveErr <- srv.Serve(lis)
 	}()
 	runErr := s.driver.Run(ctx)
+	hs.Shutdown()
 	if runErr == nil {
 		s.linger(ctx)
 	}
@@ -190,4 +239,55 @@ func (s *Server) linger(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// phaseNote reports that phase name ran from start until now.
+type phaseNote func(name string, start time.Time)
+
+// timedStrategy reports the strategy's select and aggregate phases.
+type timedStrategy struct {
+	Strategy
+	note phaseNote
+}
+
+func (s timedStrategy) Select(available []string, rng *rand.Rand) []string {
+	defer s.note(telemetry.PhaseSelect, time.Now())
+	return s.Strategy.Select(available, rng)
+}
+
+func (s timedStrategy) Aggregate(global []float64, results []Result) ([]float64, error) {
+	defer s.note(telemetry.PhaseAggregate, time.Now())
+	return s.Strategy.Aggregate(global, results)
+}
+
+// timedEvaluator reports the evaluation of each next model.
+type timedEvaluator struct {
+	Evaluator
+	note phaseNote
+}
+
+func (e timedEvaluator) Evaluate(params []float64, scaler *dataset.Scaler) (model.Metrics, error) {
+	defer e.note(telemetry.PhaseEvaluate, time.Now())
+	return e.Evaluator.Evaluate(params, scaler)
+}
+
+// timedValuer reports each valuation as the valuate phase.
+type timedValuer struct {
+	Valuer
+	note phaseNote
+}
+
+func (v timedValuer) Game(round int, base []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	return v.Valuer.Game(round, base, updates, weights, scaler)
+}
+
+func (v timedValuer) Surrogate(round int, a, weights []float64) (valuation.Result, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	return v.Valuer.Surrogate(round, a, weights)
+}
+
+func (v timedValuer) Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	return v.Valuer.Gradient(base, scaler)
 }

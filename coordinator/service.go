@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/ledger"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -76,6 +77,18 @@ const (
 	MaxUpdateValues = 1 << 27
 	// DefaultPollWait is how long NextTask holds a request with nothing to do.
 	DefaultPollWait = 10 * time.Second
+	// KeepaliveTime is how long a connection may be silent before the
+	// server pings it, and KeepaliveTimeout how long the ping may go
+	// unanswered before the connection is closed: a client that vanished
+	// (a laptop closed, a NAT entry expired) is noticed within about a
+	// round timeout instead of holding its stream for the TCP timeout.
+	KeepaliveTime    = time.Minute
+	KeepaliveTimeout = 20 * time.Second
+	// KeepaliveMinTime is the shortest interval of client pings the server
+	// tolerates, also on connections with no call open: long polls idle up
+	// to DefaultPollWait between calls, so clients that ping every 10 s or
+	// less often are never sent away for "too many pings".
+	KeepaliveMinTime = 10 * time.Second
 )
 
 // Errors of the service layer.
@@ -97,6 +110,7 @@ type Service struct {
 
 	receipts ReceiptSource
 	uploads  *uploadGate
+	tel      *telemetry.Telemetry
 
 	mu       sync.Mutex
 	sessions map[string][32]byte // client id → SHA-256 of its session secret
@@ -147,7 +161,7 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
 	}
 	return &Service{
-		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease),
+		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease), tel: telemetry.Noop(),
 		sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{}),
 	}
 }
@@ -303,6 +317,8 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	s.tel.Polling(1)
+	defer s.tel.Polling(-1)
 	for {
 		task, done, changed := s.driver.pending(id)
 		switch {

@@ -23,8 +23,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// ErrSetup is returned when the exporters cannot be set up.
-var ErrSetup = errors.New("telemetry: setup")
+// Errors of Start. ErrEndpoint, when the metrics address cannot be
+// listened on, lets a caller whose address was only a default carry on
+// without the endpoint.
+var (
+	ErrSetup    = errors.New("telemetry: setup")
+	ErrEndpoint = errors.New("telemetry: metrics endpoint")
+)
 
 // Config says where telemetry goes.
 type Config struct {
@@ -130,7 +135,7 @@ func Start(ctx context.Context, cfg Config) (*Provider, error) {
 		lis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			p.Shutdown(ctx)
-			return nil, fmt.Errorf("%w: metrics endpoint: %w", ErrSetup, err)
+			return nil, fmt.Errorf("%w: %w", ErrEndpoint, err)
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

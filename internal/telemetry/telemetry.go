@@ -182,6 +182,13 @@ func (t *Telemetry) StartRound(round, attempt int, at time.Time) *Round {
 	return &Round{t: t, ctx: ctx, span: span, Number: round}
 }
 
+// StartKeyGen opens the span of a key generation of the decryption
+// committee at at: a trace of its own, since a key serves many rounds.
+func (t *Telemetry) StartKeyGen(at time.Time) *Round {
+	ctx, span := t.tracer.Start(context.Background(), "tally.keygen", trace.WithTimestamp(at), trace.WithNewRoot())
+	return &Round{t: t, ctx: ctx, span: span, Number: -1}
+}
+
 // Phase records a phase that ran from start to end: its duration in the
 // histogram, and a child span of r when r is not nil.
 func (t *Telemetry) Phase(r *Round, name string, start, end time.Time, attrs ...attribute.KeyValue) {
