@@ -11,7 +11,7 @@ BUF_VERSION            := v1.50.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.5.1
 
-.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean
+.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics
 
 all: build
 
@@ -28,6 +28,19 @@ vet:
 # The race detector is part of the test run, always.
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+# promtool checks the /metrics text in the telemetry tests; it comes with
+# Debian's prometheus package (the tests skip that check without it).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 || { echo "promtool missing and no apt-get: install Prometheus's promtool"; exit 1; }; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	promtool --version | head -1
+
+# The tests that scrape /metrics after a simulated job, with promtool.
+test-metrics: promtool
+	$(GO) test -race -count=1 -run 'TestEndpoint|TestMetricsAfterRounds' -v ./internal/telemetry/ ./coordinator/
 
 # The main job on embedded sample data, in two parts. First, training:
 # breast-cancer, 8 clients, 20 rounds under secure aggregation, compared with

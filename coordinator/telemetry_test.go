@@ -375,3 +375,27 @@ func TestReflectionAndHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalReasons checks that each refusal sentinel has its own label
+// value, also when wrapped, and that nothing else leaks an error message
+// into a label.
+func TestRefusalReasons(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: %q", ErrNoTask, "job/train/r1/a1"), "no_task"},
+		{ErrNotSelected, "not_selected"},
+		{fmt.Errorf("%w: expected 3 values, got 2", ErrWrongLength), "wrong_length"},
+		{fmt.Errorf("%w: value 0 is NaN", ErrBadUpdate), "bad_update"},
+		{ErrConflict, "conflict"},
+		{ErrUnknownClient, "unknown_client"},
+		{fmt.Errorf("disk full"), "other"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			if got := refusal(tc.err); got != tc.want {
+				t.Errorf("refusal(%v) = %q, want %q", tc.err, got, tc.want)
+			}
+		})
+	}
+}

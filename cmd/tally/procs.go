@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 )
@@ -45,6 +48,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	report := fs.String("report", "", "write a JSON report to this file when the job ends")
 	state := fs.String("state", "", "the coordinator's state file (bbolt): jobs, rounds, model, receipts; a restarted coordinator resumes from it (default: JOB_ID.db next to the job file)")
 	verbose := fs.Bool("verbose", false, "debug logging")
+	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
 
@@ -94,7 +98,15 @@ Flags:
 	}
 	defer store.Close()
 	log.Info("receipts are signed with this key", "public_key", ledger.FormatPublicKey(store.PublicKey()), "state", *state)
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store})
+	metricsSet := false
+	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics-addr" })
+	tel, err := startTelemetry(ctx, *metricsAddr, !metricsSet, log)
+	if err != nil {
+		return err
+	}
+	// After the server: the last round's metrics and spans are flushed.
+	defer shutdownTelemetry(tel, log)
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry})
 	if err != nil {
 		return err
 	}
@@ -135,6 +147,34 @@ Flags:
 		return writeJSON(*report, rep)
 	}
 	return nil
+}
+
+// defaultMetricsAddr is where `tally coordinator` serves /metrics unless
+// told otherwise: Prometheus exporters conventionally take ports from 9090
+// up, and loopback keeps the endpoint private until an operator opens it.
+const defaultMetricsAddr = "127.0.0.1:9090"
+
+// startTelemetry starts the metrics endpoint and, when the OTLP variables
+// are set, the OTLP exporters. An address that was only the default and is
+// taken (a second coordinator on the host, a Prometheus server) is not
+// worth failing for: the coordinator runs on without the endpoint.
+func startTelemetry(ctx context.Context, addr string, isDefault bool, log *slog.Logger) (*telemetry.Provider, error) {
+	p, err := telemetry.Start(ctx, telemetry.Config{MetricsAddr: addr, Log: log})
+	if err != nil && isDefault && errors.Is(err, telemetry.ErrEndpoint) {
+		log.Warn("no metrics endpoint: the default address is taken; set --metrics-addr", "addr", addr, "err", err)
+		p, err = telemetry.Start(ctx, telemetry.Config{Log: log})
+	}
+	return p, err
+}
+
+// shutdownTelemetry flushes the exporters, also after a signal cancelled
+// the job's context.
+func shutdownTelemetry(p *telemetry.Provider, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		log.Warn("telemetry shutdown", "err", err)
+	}
 }
 
 func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string) (model.Examples, error) {

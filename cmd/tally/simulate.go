@@ -63,6 +63,7 @@ func (c corruptFlag) Set(s string) error {
 
 // simOptions are the simulate command's settings.
 type simOptions struct {
+	MetricsAddr         string
 	Dataset, CSV, Label string
 	Clients, Rounds     int
 	Model               string
@@ -197,6 +198,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
 	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the coordinator's Prometheus metrics (/metrics) on this address while the simulation runs (default: off)")
 	return o
 }
 
@@ -387,7 +389,12 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			return nil, err
 		}
 	}
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store})
+	tel, err := startTelemetry(ctx, o.MetricsAddr, false, log)
+	if err != nil {
+		return nil, err
+	}
+	defer shutdownTelemetry(tel, log)
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry})
 	if err != nil {
 		return nil, err
 	}
