@@ -152,13 +152,19 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 				begun = tr.round
 			}
 		case ActReply:
+			// A reply comes before the actions that close its task, so
+			// the open task is the one it answers, if any is.
+			task := "closed"
+			if tr.task != nil && tr.task.ID == a.TaskID {
+				task = tr.task.Kind.String()
+			}
 			switch {
 			case a.Err != nil:
-				tel.Update(telemetry.OutcomeRejected, refusal(a.Err))
+				tel.Update(task, telemetry.OutcomeRejected, refusal(a.Err))
 			case a.Duplicate:
-				tel.Update(telemetry.OutcomeDuplicate, "")
+				tel.Update(task, telemetry.OutcomeDuplicate, "")
 			default:
-				tel.Update(telemetry.OutcomeAccepted, "")
+				tel.Update(task, telemetry.OutcomeAccepted, "")
 			}
 		case ActRoundDone:
 			closeTask(nil)

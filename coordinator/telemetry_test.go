@@ -191,9 +191,12 @@ func TestMetricsAfterRounds(t *testing.T) {
 					t.Errorf("phase %s: %v observations", p, v)
 				}
 			}
-			// 5 clients, 2 rounds, plus the feature-scaling moments.
-			if v := value(fams, "tally_updates_total", map[string]string{"outcome": "accepted"}); v < 10 {
-				t.Errorf("%v updates accepted, want ≥ 10", v)
+			// 5 clients, 2 rounds, and the feature-scaling moments.
+			if v := value(fams, "tally_updates_total", map[string]string{"outcome": "accepted", "task": "train"}); v != 10 {
+				t.Errorf("%v updates accepted, want 10", v)
+			}
+			if v := value(fams, "tally_updates_total", map[string]string{"outcome": "accepted", "task": "moments"}); v != 5 {
+				t.Errorf("%v moments accepted, want 5", v)
 			}
 			if v := value(fams, "tally_rounds_total", map[string]string{"outcome": "completed"}); v != 2 {
 				t.Errorf("%v rounds completed, want 2", v)

@@ -109,7 +109,7 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*Telemetry, error) {
 		metric.WithDescription("Clients waiting in a NextTask long poll."))
 	add(err)
 	t.updates, err = m.Int64Counter("tally.updates",
-		metric.WithDescription("Submissions answered, by outcome (accepted, duplicate, rejected) and the reason of a rejection."))
+		metric.WithDescription("Submissions answered (model updates, and committee shares), by the kind of task they were for, outcome (accepted, duplicate, rejected) and the reason of a rejection."))
 	add(err)
 	t.dropouts, err = m.Int64Counter("tally.dropouts",
 		metric.WithDescription("Selected clients that did not contribute to a round attempt."))
@@ -140,10 +140,11 @@ func (t *Telemetry) Gauge(name, unit, description string, f func() int64) error 
 	return nil
 }
 
-// Update counts one answered submission. reason is empty unless outcome
-// is OutcomeRejected.
-func (t *Telemetry) Update(outcome, reason string) {
-	attrs := []attribute.KeyValue{attribute.String("outcome", outcome)}
+// Update counts one answered submission for a task of kind task (train
+// and moments tasks take model updates, the others committee shares).
+// reason is ignored unless outcome is OutcomeRejected.
+func (t *Telemetry) Update(task, outcome, reason string) {
+	attrs := []attribute.KeyValue{attribute.String("task", task), attribute.String("outcome", outcome)}
 	if outcome == OutcomeRejected {
 		attrs = append(attrs, attribute.String("reason", reason))
 	}

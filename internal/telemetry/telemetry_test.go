@@ -135,9 +135,9 @@ func TestRoundSpans(t *testing.T) {
 // that accepted updates carry none.
 func TestUpdateReasons(t *testing.T) {
 	tel, _, reader := recorded(t)
-	tel.Update(OutcomeAccepted, "ignored")
-	tel.Update(OutcomeRejected, "conflict")
-	tel.Update(OutcomeRejected, "conflict")
+	tel.Update("train", OutcomeAccepted, "ignored")
+	tel.Update("train", OutcomeRejected, "conflict")
+	tel.Update("train", OutcomeRejected, "conflict")
 	s := collect(t, reader)["tally.updates"].Data.(metricdata.Sum[int64])
 	got := map[string]int64{}
 	for _, dp := range s.DataPoints {
@@ -212,7 +212,7 @@ func TestNoop(t *testing.T) {
 	r := tel.StartRound(1, 1, time.Now())
 	tel.Phase(r, PhaseAggregate, time.Now(), time.Now())
 	tel.Phase(nil, PhasePersist, time.Now(), time.Now())
-	tel.Update(OutcomeRejected, "other")
+	tel.Update("decrypt", OutcomeRejected, "other")
 	tel.Polling(1)
 	if err := tel.Gauge("tally.test", "1", "a test gauge", func() int64 { return 1 }); err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestEndpoint(t *testing.T) {
 	defer p.Shutdown(context.Background())
 	tel := p.Telemetry
 	tel.Phase(nil, PhaseSelect, time.Now(), time.Now().Add(time.Millisecond))
-	tel.Update(OutcomeRejected, "bad_update")
+	tel.Update("train", OutcomeRejected, "bad_update")
 	if err := tel.Gauge("tally.clients.enrolled", "{client}", "Clients enrolled in the job.", func() int64 { return 7 }); err != nil {
 		t.Fatal(err)
 	}
