@@ -3,18 +3,13 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/tallyfl/tally/aggregation"
-	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
 )
 
@@ -57,9 +52,7 @@ func runCommitteeKill(t *testing.T, kill int) Status {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	clientCtx := map[string]context.CancelFunc{}
+	cancels := map[string]context.CancelFunc{}
 	var mu sync.Mutex
 	var srv *Server
 	killed := false
@@ -73,43 +66,19 @@ func runCommitteeKill(t *testing.T, kill int) Status {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, id := range members[:kill] {
-			clientCtx[id]()
+			cancels[id]()
 		}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var wg sync.WaitGroup
-	for i := range n {
-		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: fed.Clients[i], PollWait: 100 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
+	out := serveFederation(t, srv, job, fed.Clients, 100*time.Millisecond, func(i int, ctx context.Context) context.Context {
 		cctx, ccancel := context.WithCancel(ctx)
 		mu.Lock()
-		clientCtx[job.Clients.Enrolment[i].ID] = ccancel
+		cancels[job.Clients.Enrolment[i].ID] = ccancel
 		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.Run(cctx) // killed clients return their context's error
-		}()
-	}
-	out, err := srv.Run(ctx, lis)
-	cancel()
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+		return cctx
+	})
 	if out.Done == nil || out.Done.FinalRound != 5 {
 		t.Fatalf("job did not complete 5 rounds: %+v", out.Done)
 	}

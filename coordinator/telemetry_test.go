@@ -7,10 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +22,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
-	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/internal/telemetry"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -42,39 +39,7 @@ type observedJob struct {
 
 func runObservedJob(t *testing.T, secure, mode, method string) observedJob {
 	t.Helper()
-	ds, err := dataset.Embedded("breast-cancer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 5
-	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: n, ValFrac: 0.2, TestFrac: 0.2, Seed: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := JobConfig{
-		ID: "observed", Seed: 9, Rounds: 2,
-		Data:         DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout: Duration(20 * time.Second), Tick: Duration(20 * time.Millisecond),
-		Clients:           ClientsConfig{Min: 3, WaitFor: n},
-		Scaling:           ScalingConfig{Mode: "federated"},
-		SecureAggregation: secure,
-		Committee:         CommitteeConfig{Size: 3, Threshold: 2},
-		HEParams:          insecureHE(),
-		Valuation:         ValuationConfig{Mode: mode, Method: method, Estimator: valuation.Config{Samples: 20}},
-		Payment:           PaymentConfig{BudgetPerRound: 10, BaselineShare: 0.1},
-	}
-	for i := range n {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-observed", i)})
-	}
-	job, err := NewJob(cfg, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := OpenBoltStore(filepath.Join(t.TempDir(), "state.db"), job.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	job, fed, store := smallJob(t, "observed", secure, mode, method)
 	rec := tracetest.NewSpanRecorder()
 	prov, err := telemetry.Start(context.Background(), telemetry.Config{
 		MetricsAddr: "127.0.0.1:0", Getenv: func(string) string { return "" },
@@ -88,36 +53,7 @@ func runObservedJob(t *testing.T, secure, mode, method string) observedJob {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := range n {
-		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: fed.Clients[i], PollWait: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(ctx); err != nil {
-				t.Errorf("client %d: %v", i, err)
-			}
-		}()
-	}
-	out, err := srv.Run(ctx, lis)
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
 	text, fams := scrapeMetrics(t, prov.Addr().String())
 	return observedJob{out: out, metrics: text, fams: fams, spans: rec.Ended()}
 }
