@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 )
 
 // chunkRows is the largest number of rows one graph run takes in Evaluate
@@ -57,12 +58,22 @@ func (m *net) Clone() Model {
 	return c
 }
 
+// buildMu serialises graph construction across models. gorgonia v0.9.18
+// shares package-level constant nodes between graphs and caches their hash
+// lazily, so two models building graphs at once (clients of one simulation,
+// valuation workers) race on that cache; the race detector caught it in the
+// coordinator's tests. Building is once per (purpose, rows) per model, so
+// the lock costs nothing on the hot path: running a built graph is not locked.
+var buildMu sync.Mutex
+
 // graphFor returns the cached graph for key, building it on a miss.
 func (m *net) graphFor(key graphKey) (*graph, error) {
 	if gr := m.cache.get(key); gr != nil {
 		return gr, nil
 	}
+	buildMu.Lock()
 	gr, err := buildGraph(key, m.widths, m.layers, m.spec.Activation, len(m.params))
+	buildMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
