@@ -68,16 +68,23 @@ type Config struct {
 	// ReceiptsFile, if set, receives this client's verified receipts as
 	// JSON lines (see `tally ledger verify --receipts`).
 	ReceiptsFile string
+	// KeyFile, if set, keeps the Ed25519 key this client enrols with and
+	// signs every later call with, and the identity it was enrolled as; it
+	// is created (mode 0600) if missing. A client restarted with the same
+	// KeyFile resumes without its token, which admits one enrolment. Empty
+	// keeps the key in memory: such a client cannot rejoin after a restart
+	// unless its token admits another enrolment.
+	KeyFile string
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
 type Client struct {
-	cfg  Config
-	api  tallyv1.CoordinatorServiceClient
-	log  *slog.Logger
-	cred *tallyv1.Credential
-	job  *tallyv1.JobSpec
-	mdl  model.Model
+	cfg Config
+	api tallyv1.CoordinatorServiceClient
+	log *slog.Logger
+	sig *signer
+	job *tallyv1.JobSpec
+	mdl model.Model
 
 	// Secure aggregation. identity is the long-term X25519 key committee
 	// shares are sealed to; member holds this client's key share when it
@@ -121,7 +128,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(cfg.Conn), log: log, identity: id, record: aggregation.NewRecord()}
+	sig, err := loadSigner(cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id, record: aggregation.NewRecord()}
 	if cfg.ReceiptsFile != "" {
 		if c.book, err = openReceiptBook(cfg.ReceiptsFile); err != nil {
 			return nil, err
@@ -142,8 +153,10 @@ func retryable(err error) bool {
 
 // Run works until the job is done (nil), ctx is cancelled, or the
 // coordinator refuses the client for good. Transport failures are retried
-// with exponential backoff; a lost session (coordinator restarted) leads
-// to a new enrolment with the same token.
+// with exponential backoff. A client that enrolled before (its KeyFile
+// names its identity) resumes with its key instead of enrolling; a call
+// refused as unauthenticated (a coordinator that lost its state) leads to
+// a Resume, and failing that to an enrolment with the token.
 func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.MinBackoff
 	sleep := func() error {
@@ -158,8 +171,8 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 	for {
-		if c.cred == nil {
-			if err := c.enroll(ctx); err != nil {
+		if c.job == nil {
+			if err := c.join(ctx); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -186,8 +199,8 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		switch {
 		case status.Code(err) == codes.Unauthenticated:
-			c.log.Warn("session lost, enrolling again", "err", err)
-			c.cred = nil
+			c.log.Warn("call refused as unauthenticated, joining again", "err", err)
+			c.job = nil
 		case retryable(err):
 			c.log.Warn("coordinator unreachable, retrying", "err", err, "in", backoff)
 		case status.Code(err) == codes.FailedPrecondition:
@@ -206,10 +219,31 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Client) enroll(ctx context.Context) error {
+// join resumes if this client's key was enrolled before, else enrols with
+// the token.
+func (c *Client) join(ctx context.Context) error {
+	if _, id := c.sig.identity(); id != "" {
+		resp, err := c.api.Resume(ctx, &tallyv1.ResumeRequest{
+			Samples: int64(c.cfg.Data.Len()), Features: int32(c.cfg.Data.Features), Name: c.cfg.Name,
+			IdentityKey: c.identity.PublicKey(),
+		})
+		switch {
+		case err == nil:
+			return c.joined(resp.GetClientId(), resp.GetJob(), resp.GetReceiptPublicKey(), "resumed")
+		case retryable(err):
+			return err
+		case status.Code(err) != codes.Unauthenticated || c.cfg.Token == "":
+			return fmt.Errorf("%w: resume as %s: %v", ErrRefused, id, err)
+		}
+		c.log.Warn("the coordinator does not know this client's key; enrolling with the token", "client", id, "err", err)
+	}
+	if c.cfg.Token == "" {
+		return fmt.Errorf("%w: no enrolment token, and no enrolled key to resume with", ErrRefused)
+	}
+	c.sig.bind("", "")
 	resp, err := c.api.Enroll(ctx, &tallyv1.EnrollRequest{
 		Token: c.cfg.Token, Samples: int64(c.cfg.Data.Len()), Features: int32(c.cfg.Data.Features), Name: c.cfg.Name,
-		IdentityKey: c.identity.PublicKey(),
+		IdentityKey: c.identity.PublicKey(), AuthKey: c.sig.publicKey(),
 	})
 	if err != nil {
 		if retryable(err) {
@@ -217,7 +251,15 @@ func (c *Client) enroll(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	job := resp.GetJob()
+	return c.joined(resp.GetClientId(), resp.GetJob(), resp.GetReceiptPublicKey(), "enrolled")
+}
+
+// joined checks the job against the local data and sets the client up for
+// it; enrolled or resumed, the client then signs its calls as id.
+func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how string) error {
+	if id == "" || job == nil {
+		return fmt.Errorf("%w: the coordinator's answer names no client or job", ErrRefused)
+	}
 	if int(job.GetFeatures()) != c.cfg.Data.Features {
 		return fmt.Errorf("%w: job has %d features, local data %d", ErrJob, job.GetFeatures(), c.cfg.Data.Features)
 	}
@@ -256,18 +298,30 @@ func (c *Client) enroll(ctx context.Context) error {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
 	}
-	c.cred, c.job, c.mdl = resp.GetCredential(), job, m
-	if c.book != nil && len(resp.GetReceiptPublicKey()) == ed25519.PublicKeySize {
-		c.book.pub = ed25519.PublicKey(resp.GetReceiptPublicKey())
+	c.sig.bind(job.GetJobId(), id)
+	if c.cfg.KeyFile != "" {
+		if err := c.sig.save(c.cfg.KeyFile); err != nil {
+			return err
+		}
 	}
-	c.log.Info("enrolled", "client", c.cred.GetClientId(), "job", job.GetJobId())
+	c.job, c.mdl = job, m
+	if c.book != nil && len(receiptKey) == ed25519.PublicKeySize {
+		c.book.pub = ed25519.PublicKey(receiptKey)
+	}
+	c.log.Info(how, "client", id, "job", job.GetJobId())
 	return nil
+}
+
+// clientID is the identity this client signs its calls as.
+func (c *Client) clientID() string {
+	_, id := c.sig.identity()
+	return id
 }
 
 // step polls once and performs the task it gets. done is true when the
 // job has ended.
 func (c *Client) step(ctx context.Context) (done bool, err error) {
-	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: c.cred, WaitMs: int32(c.cfg.PollWait / time.Millisecond), ReceiptsAfter: c.lastSeq()})
+	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: int32(c.cfg.PollWait / time.Millisecond), ReceiptsAfter: c.lastSeq()})
 	if err != nil {
 		return false, err
 	}
@@ -365,13 +419,13 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 // global model gives the same update.
 func (c *Client) rng(round int) *rand.Rand {
 	h := sha256.New()
-	fmt.Fprintf(h, "%d|train|%s|%d", c.job.GetSeed(), c.cred.GetClientId(), round)
+	fmt.Fprintf(h, "%d|train|%s|%d", c.job.GetSeed(), c.clientID(), round)
 	s := h.Sum(nil)
 	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:16])))
 }
 
 func (c *Client) download(ctx context.Context, taskID string, n int) ([]float64, error) {
-	stream, err := c.api.DownloadModel(ctx, &tallyv1.DownloadModelRequest{Credential: c.cred, TaskId: taskID})
+	stream, err := c.api.DownloadModel(ctx, &tallyv1.DownloadModelRequest{TaskId: taskID})
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +461,7 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 		return nil, err
 	}
 	header := &tallyv1.SubmitHeader{
-		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: samples,
+		TaskId: taskID, Round: int32(round), Samples: samples,
 		Encoding: "f64le", Length: int64(len(v)), Digest: digest[:],
 	}
 	for off := 0; off == 0 || off < len(buf); off += chunkBytes {

@@ -1,13 +1,14 @@
 // Package client is a data holder's side of a tally job: it enrols with a
-// token, long-polls the coordinator for tasks, trains locally on data that
+// token and an Ed25519 key it generates (Config.KeyFile keeps it), signs
+// every later call with that key, long-polls the coordinator for tasks, trains locally on data that
 // never leaves the process, and streams back model updates Δ = w_local − w
 // in chunks with their SHA-256. It also answers the federated-scaling task
 // with per-feature counts, sums and sums of squares of its data.
 //
 // The client survives a coordinator that goes away: transport failures are
-// retried with exponential backoff, and a lost session (a restarted
-// coordinator) leads to a new enrolment with the same token. It returns nil
-// when the coordinator says the job is done.
+// retried with exponential backoff; a client process that restarts resumes
+// with its key instead of enrolling again (its token admitted one
+// enrolment). It returns nil when the coordinator says the job is done.
 //
 // Local training randomness comes from a PRNG keyed by (job seed, client,
 // round, attempt), so a job seed fixes the whole run.

@@ -28,7 +28,7 @@ func (c *Client) syncReceipts(ctx context.Context) error {
 	if c.book == nil || c.book.pub == nil {
 		return nil
 	}
-	resp, err := c.api.Receipts(ctx, &tallyv1.ReceiptsRequest{Credential: c.cred, AfterSeq: c.book.lastSeq})
+	resp, err := c.api.Receipts(ctx, &tallyv1.ReceiptsRequest{AfterSeq: c.book.lastSeq})
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (c *Client) keepReceipts(raws [][]byte) error {
 		}
 		rs = append(rs, r)
 	}
-	if err := ledger.VerifyClientReceipts(rs, b.pub, c.cred.GetClientId(), b.digests); err != nil {
+	if err := ledger.VerifyClientReceipts(rs, b.pub, c.clientID(), b.digests); err != nil {
 		// A receipt that does not verify is evidence: keep nothing of it
 		// and say so loudly, but do not stop contributing.
 		c.log.Error("a receipt from the coordinator does not verify", "err", err)

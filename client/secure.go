@@ -17,7 +17,7 @@ import (
 
 // fetch downloads a named object of a task.
 func (c *Client) fetch(ctx context.Context, taskID, name string) ([]byte, error) {
-	stream, err := c.api.Download(ctx, &tallyv1.DownloadRequest{Credential: c.cred, TaskId: taskID, Name: name})
+	stream, err := c.api.Download(ctx, &tallyv1.DownloadRequest{TaskId: taskID, Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	}
 	digest := h.Sum(nil)
 	header := &tallyv1.SubmitHeader{
-		Credential: c.cred, TaskId: taskID, Round: int32(round), Samples: int64(weight),
+		TaskId: taskID, Round: int32(round), Samples: int64(weight),
 		Encoding: "ckks", Length: int64(len(cts)), Digest: digest,
 	}
 	first := true
@@ -128,7 +128,7 @@ func (c *Client) sendShares(ctx context.Context, taskID string, parts map[string
 		for off := 0; off == 0 || off < len(data); off += chunkBytes {
 			msg := &tallyv1.SubmitSharesRequest{Part: n, Data: data[off:min(off+chunkBytes, len(data))]}
 			if first {
-				msg.Header, first = &tallyv1.SharesHeader{Credential: c.cred, TaskId: taskID}, false
+				msg.Header, first = &tallyv1.SharesHeader{TaskId: taskID}, false
 			}
 			if err := stream.Send(msg); err != nil {
 				_, err = stream.CloseAndRecv()
@@ -148,7 +148,7 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
-		m, err := aggregation.NewMember(c.params, c.cred.GetClientId(), c.identity, c.policy, c.record, rand.Reader)
+		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.policy, c.record, rand.Reader)
 		if err != nil {
 			return err
 		}

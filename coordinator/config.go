@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -104,7 +105,8 @@ type SourceConfig struct {
 
 // ClientsConfig controls enrolment and selection.
 type ClientsConfig struct {
-	// Enrolment lists who may join: each entry binds a token to a client id.
+	// Enrolment lists who may join, by client id, with optional tokens (see
+	// EnrolmentConfig; tokens are better issued with CreateToken).
 	Enrolment []EnrolmentConfig `yaml:"enrolment"`
 	// Min is the minimum number of updates a round needs to complete.
 	Min int `yaml:"min"`
@@ -118,10 +120,17 @@ type ClientsConfig struct {
 	Liveness Duration `yaml:"liveness"`
 }
 
-// EnrolmentConfig binds an enrolment token to a client identity.
+// EnrolmentConfig names a client who may join, and optionally a token
+// that enrols it. Tokens are better issued with `tally token create`,
+// which keeps only their hash in the job's tokens file; a job file may
+// instead give a token's SHA-256 (token_sha256), or, for development and
+// simulations, the token itself.
 type EnrolmentConfig struct {
-	ID    string `yaml:"id"`
-	Token string `yaml:"token"`
+	ID          string `yaml:"id"`
+	Token       string `yaml:"token,omitempty"`
+	TokenSHA256 string `yaml:"token_sha256,omitempty"`
+	// Uses is how many enrolments the token admits (default 1).
+	Uses int `yaml:"uses,omitempty"`
 }
 
 // ScalingConfig chooses feature standardisation.
@@ -308,12 +317,29 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		} else if j, ok := ids[e.ID]; ok {
 			bad(f+".id", "%q repeats clients.enrolment[%d]", e.ID, j)
 		}
-		if len(e.Token) < 8 {
+		tok := e.Token
+		switch {
+		case e.Token != "" && e.TokenSHA256 != "":
+			bad(f, "gives both token and token_sha256; give one")
+		case e.Token != "" && len(e.Token) < 8:
 			bad(f+".token", "must be at least 8 characters")
-		} else if j, ok := tokens[e.Token]; ok {
+		case e.TokenSHA256 != "" && !isHex(e.TokenSHA256, 64):
+			bad(f+".token_sha256", "must be 64 hexadecimal digits (a SHA-256), got %d characters", len(e.TokenSHA256))
+		case e.Token != "":
+			tok = auth.TokenHash(e.Token)
+		case e.TokenSHA256 != "":
+			tok = strings.ToLower(e.TokenSHA256)
+		}
+		if e.Uses < 0 {
+			bad(f+".uses", "must be ≥ 1 (default 1), got %d", e.Uses)
+		}
+		if j, ok := tokens[tok]; ok && tok != "" {
 			bad(f+".token", "repeats the token of clients.enrolment[%d]", j)
 		}
-		ids[e.ID], tokens[e.Token] = i, i
+		ids[e.ID] = i
+		if tok != "" {
+			tokens[tok] = i
+		}
 	}
 	if !(c.Clients.Fraction > 0 && c.Clients.Fraction <= 1) {
 		bad("clients.fraction", "must be in (0, 1], got %g", c.Clients.Fraction)
@@ -378,6 +404,18 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		return Job{}, errors.Join(errs...)
 	}
 	return Job{JobConfig: c, Dir: dir, Params: params}, nil
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // ClientIDs lists the enrolled identities in sorted order.

@@ -25,11 +25,13 @@
 // sleep. Rounds that close with fewer than clients.min updates fail cleanly
 // and are retried or stop the job, as the job file says.
 //
-// Threat model as built so far: clients authenticate with a per-client
-// enrolment token, then a per-session secret. Updates travel in the clear
-// to the coordinator, which sees every individual update: secure
-// aggregation (multiparty CKKS, package aggregation) is not yet wired into
-// the round. Until it is, run the coordinator only where it is trusted.
+// Clients enrol with a token (issued by CreateToken, stored as a hash in
+// the job's tokens file, single-use by default), binding an Ed25519 key
+// they generated; every later call is signed with that key and checked by
+// the service's interceptors (auth.go, package internal/auth), and the
+// bindings live in the store, so a restarted coordinator keeps admitting
+// the clients it enrolled. ServerConfig.TLS adds TLS and, with client CAs,
+// mutual TLS.
 //
 // FedAvg follows McMahan et al., "Communication-Efficient Learning of Deep
 // Networks from Decentralized Data", AISTATS 2017.

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -76,6 +78,13 @@ type ServerConfig struct {
 	UploadSlots int
 	// Telemetry receives the job's spans and metrics; nil records nothing.
 	Telemetry *telemetry.Telemetry
+	// TokensFile is the job's tokens file (`tally token create`), reread
+	// when it changes; empty admits only the job file's tokens.
+	TokensFile string
+	// TLS, if set, serves over TLS with this configuration; with
+	// ClientAuth set to tls.RequireAndVerifyClientCert and ClientCAs, only
+	// clients holding a certificate of those CAs can connect (mutual TLS).
+	TLS *tls.Config
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -156,6 +165,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	svc := NewService(job, drv, m.NumParams(), cfg.Log)
 	svc.tel = cfg.Telemetry
+	as, ok := cfg.Store.(AuthStore)
+	if !ok {
+		as = newMemoryAuth()
+	}
+	if err := svc.setAuth(as, cfg.TokensFile); err != nil {
+		return nil, err
+	}
 	if rs, ok := cfg.Store.(ReceiptSource); ok {
 		svc.receipts = rs
 	}
@@ -191,7 +207,13 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.StatsHandler(s.cfg.Telemetry.ServerHandler()),
+		// Every call but Enroll's is signed by its client (auth.go).
+		grpc.ChainUnaryInterceptor(s.service.UnaryAuth),
+		grpc.ChainStreamInterceptor(s.service.StreamAuth),
 	}, s.cfg.GRPCOptions...)
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
 	srv := grpc.NewServer(opts...)
 	tallyv1.RegisterCoordinatorServiceServer(srv, s.service)
 	// The standard health service: SERVING, for the whole server and for

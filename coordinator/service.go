@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -13,15 +12,18 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/ledger"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -94,7 +96,7 @@ const (
 // Errors of the service layer.
 var (
 	ErrBadToken    = errors.New("coordinator: unknown enrolment token")
-	ErrBadSession  = errors.New("coordinator: unknown client or session")
+	ErrBadSession  = errors.New("coordinator: call not authenticated")
 	ErrBadSchema   = errors.New("coordinator: client data does not match the job's schema")
 	ErrBadEncoding = errors.New("coordinator: malformed submission")
 )
@@ -112,10 +114,15 @@ type Service struct {
 	uploads  *uploadGate
 	tel      *telemetry.Telemetry
 
-	mu       sync.Mutex
-	sessions map[string][32]byte // client id → SHA-256 of its session secret
-	told     map[string]bool     // clients that have been told the job ended
-	tellCh   chan struct{}       // closed and replaced when told grows
+	tokens   *tokenBook
+	auth     AuthStore
+	verifier *auth.Verifier
+
+	mu     sync.Mutex
+	keys   map[string]ed25519.PublicKey // client id → its enrolled call-signing key
+	joined map[string]bool              // clients that enrolled or resumed in this process
+	told   map[string]bool              // clients that have been told the job ended
+	tellCh chan struct{}                // closed and replaced when told grows
 }
 
 // toldDone returns how many clients know the job ended, and a channel
@@ -162,8 +169,27 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 	}
 	return &Service{
 		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease), tel: telemetry.Noop(),
-		sessions: map[string][32]byte{}, told: map[string]bool{}, tellCh: make(chan struct{}),
+		tokens: newTokenBook(job, ""), auth: newMemoryAuth(), verifier: auth.NewVerifier(job.ID, auth.DefaultSkew),
+		keys: map[string]ed25519.PublicKey{}, joined: map[string]bool{}, told: map[string]bool{}, tellCh: make(chan struct{}),
 	}
+}
+
+// setAuth makes the service admit the tokens of the job file and of the
+// tokens file at tokensPath (none if empty), and keep enrolments in store,
+// whose bindings it loads: clients enrolled before a restart go on signing
+// their calls with the keys they enrolled.
+func (s *Service) setAuth(store AuthStore, tokensPath string) error {
+	bs, err := store.Bindings()
+	if err != nil {
+		return fmt.Errorf("coordinator: load enrolments: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.auth, s.tokens = store, newTokenBook(s.job, tokensPath)
+	for _, b := range bs {
+		s.keys[b.Client] = b.Key
+	}
+	return nil
 }
 
 // uploadGate bounds how many upload messages are in the coordinator's
@@ -225,11 +251,11 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, ErrUnknownClient):
+	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, ErrUnknownClient), errors.Is(err, ErrTokenExpired), errors.Is(err, ErrNotJoined):
 		code = codes.Unauthenticated
-	case errors.Is(err, ErrNotSelected):
+	case errors.Is(err, ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrWrongLength), errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema):
+	case errors.Is(err, ErrWrongLength), errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrConflict):
 		code = codes.AlreadyExists
@@ -245,66 +271,108 @@ func toStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
-// Enroll implements CoordinatorService. A token always maps to the same
-// client id, so a client that restarts enrols again and gets a new session.
+// Enroll implements CoordinatorService: it admits a client that presents a
+// valid enrolment token and binds the client's identity to the Ed25519 key
+// it sent, consuming one use of the token. Later calls are signed with
+// that key (see auth.go); a client that restarts calls Resume instead.
 func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tallyv1.EnrollResponse, error) {
-	var id string
-	for _, e := range s.job.Clients.Enrolment {
-		if subtle.ConstantTimeCompare([]byte(e.Token), []byte(req.GetToken())) == 1 {
-			id = e.ID
+	now := time.Now()
+	s.tokens.refresh(now, true, s.log)
+	e, ok, revoked := s.tokens.lookup(req.GetToken())
+	switch {
+	case !ok:
+		return nil, s.refuseEnrol(ctx, "", ErrBadToken)
+	case revoked:
+		return nil, s.refuseEnrol(ctx, e.client, fmt.Errorf("%w: token %s of client %s", ErrRevoked, e.id, e.client))
+	case !e.expires.IsZero() && now.After(e.expires):
+		return nil, s.refuseEnrol(ctx, e.client, fmt.Errorf("%w: token %s of client %s expired at %s", ErrTokenExpired, e.id, e.client, e.expires.UTC().Format(time.RFC3339)))
+	}
+	id := e.client
+	if err := s.checkJoin(id, req.GetSamples(), req.GetFeatures(), req.GetIdentityKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.GetAuthKey()) != ed25519.PublicKeySize {
+		return nil, toStatus(fmt.Errorf("%w: client %s sent a %d-byte auth_key, want its %d-byte Ed25519 public key", ErrBadKey, id, len(req.GetAuthKey()), ed25519.PublicKeySize))
+	}
+	key := ed25519.PublicKey(slices.Clone(req.GetAuthKey()))
+	if err := s.auth.Bind(e.id, e.uses, Binding{Client: id, Key: key, Token: e.id, At: now.UTC()}); err != nil {
+		if errors.Is(err, ErrTokenUsed) {
+			return nil, s.refuseEnrol(ctx, id, err)
 		}
-	}
-	if id == "" {
-		s.log.Warn("enrolment refused: unknown token")
-		return nil, toStatus(ErrBadToken)
-	}
-	if int(req.GetFeatures()) != s.job.Data.Features {
-		return nil, toStatus(fmt.Errorf("%w: client %s has %d features, the job expects %d", ErrBadSchema, id, req.GetFeatures(), s.job.Data.Features))
-	}
-	if req.GetSamples() < 1 {
-		return nil, toStatus(fmt.Errorf("%w: client %s has no training rows", ErrBadSchema, id))
-	}
-	if s.job.Secure() && len(req.GetIdentityKey()) != 32 {
-		return nil, toStatus(fmt.Errorf("%w: client %s sent a %d-byte identity key, secure aggregation needs its 32-byte X25519 public key", ErrBadSchema, id, len(req.GetIdentityKey())))
-	}
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
 		return nil, toStatus(err)
 	}
 	s.mu.Lock()
-	s.sessions[id] = sha256.Sum256(secret)
+	s.keys[id] = key
 	s.mu.Unlock()
-	// After the job ended the driver no longer takes events, but a client
-	// that enrols then (it lost its session in a restart) must still get a
-	// session to learn, from its next poll, that the job is done.
-	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: req.GetSamples(), IdentityKey: req.GetIdentityKey()}); err != nil && !errors.Is(err, ErrStopped) {
+	resp, err := s.join(ctx, id, req.GetSamples(), req.GetIdentityKey(), req.GetName(), "client enrolled")
+	if err != nil {
+		return nil, err
+	}
+	return &tallyv1.EnrollResponse{ClientId: resp.ClientId, Job: resp.Job, ReceiptPublicKey: resp.ReceiptPublicKey}, nil
+}
+
+// Resume implements CoordinatorService: a client that enrolled before, and
+// whose call is signed by its bound key, announces its data and identity
+// key again after a restart.
+func (s *Service) Resume(ctx context.Context, req *tallyv1.ResumeRequest) (*tallyv1.ResumeResponse, error) {
+	id, err := caller(ctx)
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.log.Info("client enrolled", "client", id, "samples", req.GetSamples(), "name", req.GetName())
-	resp := &tallyv1.EnrollResponse{Credential: &tallyv1.Credential{ClientId: id, Session: secret}, Job: s.spec}
+	if err := s.checkJoin(id, req.GetSamples(), req.GetFeatures(), req.GetIdentityKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	return s.join(ctx, id, req.GetSamples(), req.GetIdentityKey(), req.GetName(), "client resumed")
+}
+
+// refuseEnrol logs a refused enrolment and returns its status.
+func (s *Service) refuseEnrol(ctx context.Context, client string, err error) error {
+	addr := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	s.log.Warn("enrolment refused", "client", client, "peer", addr, "reason", err.Error())
+	s.tel.Refused(tallyv1.CoordinatorService_Enroll_FullMethodName, refusedReason(err))
+	return toStatus(err)
+}
+
+// checkJoin checks what a client announces about its data against the job.
+func (s *Service) checkJoin(id string, samples int64, features int32, identityKey []byte) error {
+	if int(features) != s.job.Data.Features {
+		return fmt.Errorf("%w: client %s has %d features, the job expects %d", ErrBadSchema, id, features, s.job.Data.Features)
+	}
+	if samples < 1 {
+		return fmt.Errorf("%w: client %s has no training rows", ErrBadSchema, id)
+	}
+	if s.job.Secure() && len(identityKey) != 32 {
+		return fmt.Errorf("%w: client %s sent a %d-byte identity key, secure aggregation needs its 32-byte X25519 public key", ErrBadSchema, id, len(identityKey))
+	}
+	return nil
+}
+
+// join tells the engine that client id is here, with its data size and
+// identity key.
+func (s *Service) join(ctx context.Context, id string, samples int64, identityKey []byte, name, msg string) (*tallyv1.ResumeResponse, error) {
+	// After the job ended the driver no longer takes events, but a client
+	// that joins then (it restarted) must still be answered, to learn from
+	// its next poll that the job is done.
+	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) {
+		return nil, toStatus(err)
+	}
+	s.mu.Lock()
+	s.joined[id] = true
+	s.mu.Unlock()
+	s.log.Info(msg, "client", id, "samples", samples, "name", name)
+	resp := &tallyv1.ResumeResponse{ClientId: id, Job: s.spec}
 	if s.receipts != nil {
 		resp.ReceiptPublicKey = s.receipts.PublicKey()
 	}
 	return resp, nil
 }
 
-func (s *Service) authenticate(c *tallyv1.Credential) (string, error) {
-	if c == nil {
-		return "", ErrBadSession
-	}
-	sum := sha256.Sum256(c.GetSession())
-	s.mu.Lock()
-	want, ok := s.sessions[c.GetClientId()]
-	s.mu.Unlock()
-	if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-		return "", ErrBadSession
-	}
-	return c.GetClientId(), nil
-}
-
 // NextTask implements CoordinatorService as a long poll.
 func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*tallyv1.NextTaskResponse, error) {
-	id, err := s.authenticate(req.GetCredential())
+	id, err := caller(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -387,7 +455,7 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		slot.release()
 		return toStatus(fmt.Errorf("%w: the first chunk carries no header", ErrBadEncoding))
 	}
-	id, err := s.authenticate(h.GetCredential())
+	id, err := caller(stream.Context())
 	if err != nil {
 		slot.release()
 		return toStatus(err)
@@ -588,7 +656,7 @@ func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesSer
 	if h == nil {
 		return toStatus(fmt.Errorf("%w: the first message carries no header", ErrBadEncoding))
 	}
-	id, err := s.authenticate(h.GetCredential())
+	id, err := caller(stream.Context())
 	if err != nil {
 		return toStatus(err)
 	}
@@ -632,7 +700,7 @@ func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesSer
 // Download implements CoordinatorService: the collective public key, or a
 // block of the aggregate a decryption task names.
 func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.CoordinatorService_DownloadServer) error {
-	id, err := s.authenticate(req.GetCredential())
+	id, err := caller(stream.Context())
 	if err != nil {
 		return toStatus(err)
 	}
@@ -665,7 +733,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 // inline, in SendChunkBytes pieces so that concurrent downloads hold
 // little each.
 func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv1.CoordinatorService_DownloadModelServer) error {
-	id, err := s.authenticate(req.GetCredential())
+	id, err := caller(stream.Context())
 	if err != nil {
 		return toStatus(err)
 	}
@@ -710,7 +778,7 @@ func (s *Service) JobStatus(ctx context.Context, _ *tallyv1.JobStatusRequest) (*
 
 // Receipts implements CoordinatorService.
 func (s *Service) Receipts(ctx context.Context, req *tallyv1.ReceiptsRequest) (*tallyv1.ReceiptsResponse, error) {
-	id, err := s.authenticate(req.GetCredential())
+	id, err := caller(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -87,18 +87,23 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 	if _, err := api.Enroll(ctx, &tallyv1.EnrollRequest{Token: "token-aaaa", Samples: 5, Features: 3}); code(err) != codes.InvalidArgument {
 		t.Errorf("wrong feature count: %v, want InvalidArgument", err)
 	}
-	if _, err := api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: &tallyv1.Credential{ClientId: "a", Session: []byte("forged")}}); code(err) != codes.Unauthenticated {
-		t.Errorf("forged session: %v, want Unauthenticated", err)
+	forger := newTestClient(t, conn, job.ID)
+	forger.id = "a" // signs as a with a key that was never enrolled
+	if _, err := forger.api.NextTask(ctx, &tallyv1.NextTaskRequest{}); code(err) != codes.Unauthenticated {
+		t.Errorf("call signed by an unenrolled key: %v, want Unauthenticated", err)
 	}
-	creds := map[string]*tallyv1.Credential{}
+	if _, err := api.NextTask(ctx, &tallyv1.NextTaskRequest{}); code(err) != codes.Unauthenticated {
+		t.Errorf("unsigned call: %v, want Unauthenticated", err)
+	}
+	clients := map[string]tallyv1.CoordinatorServiceClient{}
 	for _, tok := range []string{"token-aaaa", "token-bbbb"} {
-		r, err := api.Enroll(ctx, &tallyv1.EnrollRequest{Token: tok, Samples: 5, Features: 2})
-		if err != nil {
+		c := newTestClient(t, conn, job.ID)
+		if _, err := c.enroll(ctx, tok, 2); err != nil {
 			t.Fatal(err)
 		}
-		creds[r.GetCredential().GetClientId()] = r.GetCredential()
+		clients[c.id] = c.api
 	}
-	task, err := api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: creds["a"], WaitMs: 5000})
+	task, err := clients["a"].NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: 5000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,31 +116,31 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 	for i := range good {
 		good[i] = 0.01 * float64(i+1)
 	}
-	header := func(c *tallyv1.Credential, taskID string, length int, digest []byte) *tallyv1.SubmitHeader {
-		return &tallyv1.SubmitHeader{Credential: c, TaskId: taskID, Round: 1, Samples: 5, Encoding: "f64le", Length: int64(length), Digest: digest}
+	header := func(taskID string, length int, digest []byte) *tallyv1.SubmitHeader {
+		return &tallyv1.SubmitHeader{TaskId: taskID, Round: 1, Samples: 5, Encoding: "f64le", Length: int64(length), Digest: digest}
 	}
 	short, shortDigest := encode(good[:n-1])
-	if err := submitRaw(ctx, api, header(creds["a"], tr.GetTaskId(), n-1, shortDigest), short); code(err) != codes.InvalidArgument {
+	if err := submitRaw(ctx, clients["a"], header(tr.GetTaskId(), n-1, shortDigest), short); code(err) != codes.InvalidArgument {
 		t.Errorf("update of the wrong length: %v, want InvalidArgument", err)
 	}
 	buf, digest := encode(good)
-	if err := submitRaw(ctx, api, header(creds["a"], tr.GetTaskId(), n, make([]byte, 32)), buf); code(err) != codes.InvalidArgument {
+	if err := submitRaw(ctx, clients["a"], header(tr.GetTaskId(), n, make([]byte, 32)), buf); code(err) != codes.InvalidArgument {
 		t.Errorf("digest mismatch: %v, want InvalidArgument", err)
 	}
-	if err := submitRaw(ctx, api, header(creds["a"], "svc/train/r7/a1", n, digest), buf); code(err) != codes.FailedPrecondition {
+	if err := submitRaw(ctx, clients["a"], header("svc/train/r7/a1", n, digest), buf); code(err) != codes.FailedPrecondition {
 		t.Errorf("wrong round: %v, want FailedPrecondition", err)
 	}
-	if err := submitRaw(ctx, api, header(creds["a"], tr.GetTaskId(), n, digest), buf[:len(buf)-8]); code(err) != codes.InvalidArgument {
+	if err := submitRaw(ctx, clients["a"], header(tr.GetTaskId(), n, digest), buf[:len(buf)-8]); code(err) != codes.InvalidArgument {
 		t.Errorf("truncated payload: %v, want InvalidArgument", err)
 	}
 	// The coordinator is still serving: the good submissions complete the round.
 	for _, id := range []string{"a", "b"} {
-		if err := submitRaw(ctx, api, header(creds[id], tr.GetTaskId(), n, digest), buf); err != nil {
+		if err := submitRaw(ctx, clients[id], header(tr.GetTaskId(), n, digest), buf); err != nil {
 			t.Fatalf("good submission from %s: %v", id, err)
 		}
 	}
 	for _, id := range []string{"a", "b"} {
-		r, err := api.NextTask(ctx, &tallyv1.NextTaskRequest{Credential: creds[id], WaitMs: 5000})
+		r, err := clients[id].NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: 5000})
 		if err != nil {
 			t.Fatal(err)
 		}

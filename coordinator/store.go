@@ -38,6 +38,7 @@ type MemoryStore struct {
 	snap Snapshot
 	// Writes counts applied ActPersist actions.
 	Writes int
+	auth   *memoryAuth
 }
 
 // NewMemoryStore returns an empty store.
@@ -85,3 +86,27 @@ func (m *MemoryStore) Load() (Snapshot, error) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// Bind implements AuthStore: a MemoryStore keeps enrolments too, like a
+// BoltStore, so that a server restarted on the same store (in tests)
+// admits the clients it admitted before.
+func (m *MemoryStore) Bind(tokenID string, uses int, b Binding) error {
+	m.mu.Lock()
+	if m.auth == nil {
+		m.auth = newMemoryAuth()
+	}
+	a := m.auth
+	m.mu.Unlock()
+	return a.Bind(tokenID, uses, b)
+}
+
+// Bindings implements AuthStore.
+func (m *MemoryStore) Bindings() ([]Binding, error) {
+	m.mu.Lock()
+	if m.auth == nil {
+		m.auth = newMemoryAuth()
+	}
+	a := m.auth
+	m.mu.Unlock()
+	return a.Bindings()
+}

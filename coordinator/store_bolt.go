@@ -220,3 +220,49 @@ func decodeFloats(b []byte) ([]float64, error) {
 	}
 	return v, nil
 }
+
+// bucketAuth holds enrolments: "used/<token id>" counts a token's
+// enrolments, "key/<client>" is a client's Binding.
+const bucketAuth = "auth"
+
+// Bind implements AuthStore, in one transaction.
+func (s *BoltStore) Bind(tokenID string, uses int, b Binding) error {
+	return s.db.Update(func(tx *ledger.Tx) error {
+		var old Binding
+		if ok, err := tx.Get(bucketAuth, "key/"+b.Client, &old); err != nil {
+			return err
+		} else if ok && old.Token == tokenID && old.Key.Equal(b.Key) {
+			return nil
+		}
+		var used int
+		if _, err := tx.Get(bucketAuth, "used/"+tokenID, &used); err != nil {
+			return err
+		}
+		if used >= uses {
+			return fmt.Errorf("%w: token %s admitted %d enrolment(s)", ErrTokenUsed, tokenID, uses)
+		}
+		if err := tx.Put(bucketAuth, "used/"+tokenID, used+1); err != nil {
+			return err
+		}
+		return tx.Put(bucketAuth, "key/"+b.Client, b)
+	})
+}
+
+// Bindings implements AuthStore.
+func (s *BoltStore) Bindings() ([]Binding, error) {
+	var out []Binding
+	err := s.db.View(func(tx *ledger.Tx) error {
+		return tx.ForEachPrefix(bucketAuth, "key/", func(k string, v []byte) error {
+			var b Binding
+			if err := jsonUnmarshal(v, &b); err != nil {
+				return fmt.Errorf("coordinator: enrolment %s: %w", k, err)
+			}
+			if len(b.Key) != ed25519.PublicKeySize {
+				return fmt.Errorf("coordinator: enrolment %s: key of %d bytes", k, len(b.Key))
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	return out, err
+}

@@ -62,6 +62,7 @@ type Telemetry struct {
 	dropouts    metric.Int64Counter
 	decryptions metric.Int64Counter
 	rounds      metric.Int64Counter
+	refused     metric.Int64Counter
 }
 
 // Noop returns a Telemetry that records nothing.
@@ -120,6 +121,9 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*Telemetry, error) {
 	t.rounds, err = m.Int64Counter("tally.rounds",
 		metric.WithDescription("Round attempts, by outcome (completed, failed)."))
 	add(err)
+	t.refused, err = m.Int64Counter("tally.auth.refused",
+		metric.WithDescription("Calls and enrolments refused for their credentials, by method and reason (unauthenticated, permission_denied)."))
+	add(err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInstrument, err)
 	}
@@ -149,6 +153,11 @@ func (t *Telemetry) Update(task, outcome, reason string) {
 		attrs = append(attrs, attribute.String("reason", reason))
 	}
 	t.updates.Add(context.Background(), 1, metric.WithAttributes(attrs...))
+}
+
+// Refused counts a call or enrolment refused for its credentials.
+func (t *Telemetry) Refused(method, reason string) {
+	t.refused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("method", method), attribute.String("reason", reason)))
 }
 
 // Polling counts a client entering (+1) or leaving (-1) a long poll.

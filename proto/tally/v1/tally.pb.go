@@ -25,60 +25,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Credential authenticates every call after enrolment.
-type Credential struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	// session is the secret returned by Enroll.
-	Session       []byte `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Credential) Reset() {
-	*x = Credential{}
-	mi := &file_tally_v1_tally_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Credential) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Credential) ProtoMessage() {}
-
-func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Credential.ProtoReflect.Descriptor instead.
-func (*Credential) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *Credential) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *Credential) GetSession() []byte {
-	if x != nil {
-		return x.Session
-	}
-	return nil
-}
-
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -92,14 +38,17 @@ type EnrollRequest struct {
 	// identity_key is the client's X25519 public key: committee members seal
 	// their Shamir shares to it, so that the coordinator relaying them cannot
 	// read them.
-	IdentityKey   []byte `protobuf:"bytes,5,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	IdentityKey []byte `protobuf:"bytes,5,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	// auth_key is the client's Ed25519 public key; every call after
+	// enrolment is signed with its private half.
+	AuthKey       []byte `protobuf:"bytes,6,opt,name=auth_key,json=authKey,proto3" json:"auth_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[1]
+	mi := &file_tally_v1_tally_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +60,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[1]
+	mi := &file_tally_v1_tally_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +73,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{1}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -162,10 +111,18 @@ func (x *EnrollRequest) GetIdentityKey() []byte {
 	return nil
 }
 
+func (x *EnrollRequest) GetAuthKey() []byte {
+	if x != nil {
+		return x.AuthKey
+	}
+	return nil
+}
+
 type EnrollResponse struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
-	Job        *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_id is the identity the token named, to put in call metadata.
+	ClientId string   `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Job      *JobSpec `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// receipt_public_key is the coordinator's Ed25519 key that signs receipts.
 	ReceiptPublicKey []byte `protobuf:"bytes,3,opt,name=receipt_public_key,json=receiptPublicKey,proto3" json:"receipt_public_key,omitempty"`
 	unknownFields    protoimpl.UnknownFields
@@ -174,7 +131,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[2]
+	mi := &file_tally_v1_tally_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +143,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[2]
+	mi := &file_tally_v1_tally_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,14 +156,14 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{2}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *EnrollResponse) GetCredential() *Credential {
+func (x *EnrollResponse) GetClientId() string {
 	if x != nil {
-		return x.Credential
+		return x.ClientId
 	}
-	return nil
+	return ""
 }
 
 func (x *EnrollResponse) GetJob() *JobSpec {
@@ -217,6 +174,135 @@ func (x *EnrollResponse) GetJob() *JobSpec {
 }
 
 func (x *EnrollResponse) GetReceiptPublicKey() []byte {
+	if x != nil {
+		return x.ReceiptPublicKey
+	}
+	return nil
+}
+
+type ResumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// samples, features, name and identity_key as in EnrollRequest.
+	Samples       int64  `protobuf:"varint,1,opt,name=samples,proto3" json:"samples,omitempty"`
+	Features      int32  `protobuf:"varint,2,opt,name=features,proto3" json:"features,omitempty"`
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	IdentityKey   []byte `protobuf:"bytes,4,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRequest) Reset() {
+	*x = ResumeRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRequest) ProtoMessage() {}
+
+func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResumeRequest) GetSamples() int64 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *ResumeRequest) GetFeatures() int32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
+func (x *ResumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResumeRequest) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
+}
+
+type ResumeResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ClientId         string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Job              *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	ReceiptPublicKey []byte                 `protobuf:"bytes,3,opt,name=receipt_public_key,json=receiptPublicKey,proto3" json:"receipt_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ResumeResponse) Reset() {
+	*x = ResumeResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeResponse) ProtoMessage() {}
+
+func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
+func (*ResumeResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResumeResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ResumeResponse) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ResumeResponse) GetReceiptPublicKey() []byte {
 	if x != nil {
 		return x.ReceiptPublicKey
 	}
@@ -249,7 +335,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_tally_v1_tally_proto_msgTypes[3]
+	mi := &file_tally_v1_tally_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +347,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[3]
+	mi := &file_tally_v1_tally_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +360,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{3}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JobSpec) GetJobId() string {
@@ -384,7 +470,7 @@ type HEParameters struct {
 
 func (x *HEParameters) Reset() {
 	*x = HEParameters{}
-	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +482,7 @@ func (x *HEParameters) String() string {
 func (*HEParameters) ProtoMessage() {}
 
 func (x *HEParameters) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[4]
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +495,7 @@ func (x *HEParameters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HEParameters.ProtoReflect.Descriptor instead.
 func (*HEParameters) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{4}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HEParameters) GetLogN() int32 {
@@ -472,7 +558,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +570,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +583,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -534,7 +620,7 @@ type TrainConfig struct {
 
 func (x *TrainConfig) Reset() {
 	*x = TrainConfig{}
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +632,7 @@ func (x *TrainConfig) String() string {
 func (*TrainConfig) ProtoMessage() {}
 
 func (x *TrainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +645,7 @@ func (x *TrainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
 func (*TrainConfig) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TrainConfig) GetEpochs() int32 {
@@ -607,7 +693,7 @@ type Scaler struct {
 
 func (x *Scaler) Reset() {
 	*x = Scaler{}
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +705,7 @@ func (x *Scaler) String() string {
 func (*Scaler) ProtoMessage() {}
 
 func (x *Scaler) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +718,7 @@ func (x *Scaler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scaler.ProtoReflect.Descriptor instead.
 func (*Scaler) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Scaler) GetMean() []float64 {
@@ -650,8 +736,7 @@ func (x *Scaler) GetStd() []float64 {
 }
 
 type NextTaskRequest struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
 	// wait_ms bounds the long poll; 0 means the server's default.
 	WaitMs int32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	// receipts_after is the last receipt sequence number the client holds;
@@ -663,7 +748,7 @@ type NextTaskRequest struct {
 
 func (x *NextTaskRequest) Reset() {
 	*x = NextTaskRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +760,7 @@ func (x *NextTaskRequest) String() string {
 func (*NextTaskRequest) ProtoMessage() {}
 
 func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,14 +773,7 @@ func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskRequest.ProtoReflect.Descriptor instead.
 func (*NextTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *NextTaskRequest) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NextTaskRequest) GetWaitMs() int32 {
@@ -730,7 +808,7 @@ type NextTaskResponse struct {
 
 func (x *NextTaskResponse) Reset() {
 	*x = NextTaskResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +820,7 @@ func (x *NextTaskResponse) String() string {
 func (*NextTaskResponse) ProtoMessage() {}
 
 func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +833,7 @@ func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskResponse.ProtoReflect.Descriptor instead.
 func (*NextTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NextTaskResponse) GetTask() isNextTaskResponse_Task {
@@ -887,7 +965,7 @@ type KeyGenTask struct {
 
 func (x *KeyGenTask) Reset() {
 	*x = KeyGenTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +977,7 @@ func (x *KeyGenTask) String() string {
 func (*KeyGenTask) ProtoMessage() {}
 
 func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +990,7 @@ func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyGenTask.ProtoReflect.Descriptor instead.
 func (*KeyGenTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyGenTask) GetTaskId() string {
@@ -942,7 +1020,7 @@ type ThresholdTask struct {
 
 func (x *ThresholdTask) Reset() {
 	*x = ThresholdTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1032,7 @@ func (x *ThresholdTask) String() string {
 func (*ThresholdTask) ProtoMessage() {}
 
 func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1045,7 @@ func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThresholdTask.ProtoReflect.Descriptor instead.
 func (*ThresholdTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ThresholdTask) GetTaskId() string {
@@ -1008,7 +1086,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1098,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1111,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DecryptTask) GetTaskId() string {
@@ -1074,7 +1152,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1164,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1177,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -1132,7 +1210,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1222,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1235,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -1228,7 +1306,7 @@ type MomentsTask struct {
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1318,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1331,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -1283,7 +1361,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1373,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1386,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -1343,7 +1421,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1433,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1446,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -1386,10 +1464,9 @@ func (x *SubmitUpdateRequest) GetData() []byte {
 }
 
 type SubmitHeader struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
-	TaskId     string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Round      int32                  `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Round  int32                  `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
 	// samples is the weight n_i of this update.
 	Samples int64 `protobuf:"varint,4,opt,name=samples,proto3" json:"samples,omitempty"`
 	// encoding of the payload: "f64le" (plain little-endian float64 vector)
@@ -1405,7 +1482,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1494,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,14 +1507,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
-}
-
-func (x *SubmitHeader) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitHeader) GetTaskId() string {
@@ -1494,7 +1564,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1576,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1589,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1545,7 +1615,6 @@ func (x *SubmitUpdateResponse) GetReason() string {
 
 type DownloadModelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1553,7 +1622,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1634,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,14 +1647,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *DownloadModelRequest) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DownloadModelRequest) GetTaskId() string {
@@ -1607,7 +1669,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1681,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1694,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -1664,7 +1726,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1738,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1751,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 type JobStatusResponse struct {
@@ -1707,7 +1769,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1781,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1794,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -1796,7 +1858,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1870,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1883,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -1864,7 +1926,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1938,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +1951,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -1922,7 +1984,6 @@ func (x *RoundMetrics) GetContributors() int32 {
 
 type DownloadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1931,7 +1992,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2004,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,14 +2017,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
-}
-
-func (x *DownloadRequest) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -1989,7 +2043,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2055,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2068,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2039,7 +2093,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2105,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2118,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2090,7 +2144,6 @@ func (x *SubmitSharesRequest) GetData() []byte {
 
 type SharesHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2098,7 +2151,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2163,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,14 +2176,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
-}
-
-func (x *SharesHeader) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2149,7 +2195,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2207,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2220,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2186,7 +2232,6 @@ func (x *SubmitSharesResponse) GetAccepted() bool {
 
 type ReceiptsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2194,7 +2239,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2251,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,14 +2264,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
-}
-
-func (x *ReceiptsRequest) GetCredential() *Credential {
-	if x != nil {
-		return x.Credential
-	}
-	return nil
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2245,7 +2283,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2295,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2308,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2284,21 +2322,25 @@ var File_tally_v1_tally_proto protoreflect.FileDescriptor
 
 const file_tally_v1_tally_proto_rawDesc = "" +
 	"\n" +
-	"\x14tally/v1/tally.proto\x12\btally.v1\"C\n" +
-	"\n" +
-	"Credential\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x18\n" +
-	"\asession\x18\x02 \x01(\fR\asession\"\x92\x01\n" +
+	"\x14tally/v1/tally.proto\x12\btally.v1\"\xad\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x18\n" +
 	"\asamples\x18\x02 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bfeatures\x18\x03 \x01(\x05R\bfeatures\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12!\n" +
-	"\fidentity_key\x18\x05 \x01(\fR\videntityKey\"\x99\x01\n" +
-	"\x0eEnrollResponse\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12#\n" +
+	"\fidentity_key\x18\x05 \x01(\fR\videntityKey\x12\x19\n" +
+	"\bauth_key\x18\x06 \x01(\fR\aauthKey\"\x86\x01\n" +
+	"\x0eEnrollResponse\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12#\n" +
+	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
+	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKeyJ\x04\b\x01\x10\x02\"|\n" +
+	"\rResumeRequest\x12\x18\n" +
+	"\asamples\x18\x01 \x01(\x03R\asamples\x12\x1a\n" +
+	"\bfeatures\x18\x02 \x01(\x05R\bfeatures\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
+	"\fidentity_key\x18\x04 \x01(\fR\videntityKey\"\x80\x01\n" +
+	"\x0eResumeResponse\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12#\n" +
 	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
 	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xc7\x03\n" +
 	"\aJobSpec\x12\x15\n" +
@@ -2340,13 +2382,10 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\".\n" +
 	"\x06Scaler\x12\x12\n" +
 	"\x04mean\x18\x01 \x03(\x01R\x04mean\x12\x10\n" +
-	"\x03std\x18\x02 \x03(\x01R\x03std\"\x87\x01\n" +
-	"\x0fNextTaskRequest\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x17\n" +
+	"\x03std\x18\x02 \x03(\x01R\x03std\"W\n" +
+	"\x0fNextTaskRequest\x12\x17\n" +
 	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\x12%\n" +
-	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfter\"\xea\x02\n" +
+	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfterJ\x04\b\x01\x10\x02\"\xea\x02\n" +
 	"\x10NextTaskResponse\x12(\n" +
 	"\x04wait\x18\x01 \x01(\v2\x12.tally.v1.WaitTaskH\x00R\x04wait\x12+\n" +
 	"\x05train\x18\x02 \x01(\v2\x13.tally.v1.TrainTaskH\x00R\x05train\x121\n" +
@@ -2395,26 +2434,20 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\breceipts\x18\x03 \x03(\fR\breceipts\"Y\n" +
 	"\x13SubmitUpdateRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SubmitHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xd9\x01\n" +
-	"\fSubmitHeader\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x17\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\fSubmitHeader\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x05R\x05round\x12\x18\n" +
 	"\asamples\x18\x04 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bencoding\x18\x05 \x01(\tR\bencoding\x12\x16\n" +
 	"\x06length\x18\x06 \x01(\x03R\x06length\x12\x16\n" +
-	"\x06digest\x18\a \x01(\fR\x06digest\"h\n" +
+	"\x06digest\x18\a \x01(\fR\x06digestJ\x04\b\x01\x10\x02\"h\n" +
 	"\x14SubmitUpdateResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"e\n" +
-	"\x14DownloadModelRequest\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x17\n" +
-	"\atask_id\x18\x02 \x01(\tR\x06taskId\"]\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"5\n" +
+	"\x14DownloadModelRequest\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskIdJ\x04\b\x01\x10\x02\"]\n" +
 	"\x15DownloadModelResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x14\n" +
@@ -2437,35 +2470,27 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x05round\x18\x01 \x01(\x05R\x05round\x12\x19\n" +
 	"\bval_loss\x18\x02 \x01(\x01R\avalLoss\x12!\n" +
 	"\fval_accuracy\x18\x03 \x01(\x01R\vvalAccuracy\x12\"\n" +
-	"\fcontributors\x18\x04 \x01(\x05R\fcontributors\"t\n" +
-	"\x0fDownloadRequest\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x17\n" +
+	"\fcontributors\x18\x04 \x01(\x05R\fcontributors\"D\n" +
+	"\x0fDownloadRequest\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"&\n" +
+	"\x04name\x18\x03 \x01(\tR\x04nameJ\x04\b\x01\x10\x02\"&\n" +
 	"\x10DownloadResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"m\n" +
 	"\x13SubmitSharesRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SharesHeaderR\x06header\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\tR\x04part\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"]\n" +
-	"\fSharesHeader\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x17\n" +
-	"\atask_id\x18\x02 \x01(\tR\x06taskId\"2\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"-\n" +
+	"\fSharesHeader\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskIdJ\x04\b\x01\x10\x02\"2\n" +
 	"\x14SubmitSharesResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted\"d\n" +
-	"\x0fReceiptsRequest\x124\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x14.tally.v1.CredentialR\n" +
-	"credential\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\".\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"4\n" +
+	"\x0fReceiptsRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeqJ\x04\b\x01\x10\x02\".\n" +
 	"\x10ReceiptsResponse\x12\x1a\n" +
-	"\breceipts\x18\x01 \x03(\fR\breceipts2\xd8\x04\n" +
+	"\breceipts\x18\x01 \x03(\fR\breceipts2\x95\x05\n" +
 	"\x12CoordinatorService\x12;\n" +
-	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12A\n" +
+	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12;\n" +
+	"\x06Resume\x12\x17.tally.v1.ResumeRequest\x1a\x18.tally.v1.ResumeResponse\x12A\n" +
 	"\bNextTask\x12\x19.tally.v1.NextTaskRequest\x1a\x1a.tally.v1.NextTaskResponse\x12O\n" +
 	"\fSubmitUpdate\x12\x1d.tally.v1.SubmitUpdateRequest\x1a\x1e.tally.v1.SubmitUpdateResponse(\x01\x12R\n" +
 	"\rDownloadModel\x12\x1e.tally.v1.DownloadModelRequest\x1a\x1f.tally.v1.DownloadModelResponse0\x01\x12D\n" +
@@ -2486,90 +2511,87 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_tally_v1_tally_proto_goTypes = []any{
-	(*Credential)(nil),            // 0: tally.v1.Credential
-	(*EnrollRequest)(nil),         // 1: tally.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 2: tally.v1.EnrollResponse
-	(*JobSpec)(nil),               // 3: tally.v1.JobSpec
-	(*HEParameters)(nil),          // 4: tally.v1.HEParameters
-	(*ModelSpec)(nil),             // 5: tally.v1.ModelSpec
-	(*TrainConfig)(nil),           // 6: tally.v1.TrainConfig
-	(*Scaler)(nil),                // 7: tally.v1.Scaler
-	(*NextTaskRequest)(nil),       // 8: tally.v1.NextTaskRequest
-	(*NextTaskResponse)(nil),      // 9: tally.v1.NextTaskResponse
-	(*KeyGenTask)(nil),            // 10: tally.v1.KeyGenTask
-	(*ThresholdTask)(nil),         // 11: tally.v1.ThresholdTask
-	(*DecryptTask)(nil),           // 12: tally.v1.DecryptTask
-	(*WaitTask)(nil),              // 13: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 14: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 15: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 16: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 17: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 18: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 19: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 20: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 21: tally.v1.DownloadModelResponse
-	(*JobStatusRequest)(nil),      // 22: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 23: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 24: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 25: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 26: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 27: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 28: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 29: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 30: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 31: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 32: tally.v1.ReceiptsResponse
-	nil,                           // 33: tally.v1.ThresholdTask.SealedEntry
+	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
+	(*ResumeRequest)(nil),         // 2: tally.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 3: tally.v1.ResumeResponse
+	(*JobSpec)(nil),               // 4: tally.v1.JobSpec
+	(*HEParameters)(nil),          // 5: tally.v1.HEParameters
+	(*ModelSpec)(nil),             // 6: tally.v1.ModelSpec
+	(*TrainConfig)(nil),           // 7: tally.v1.TrainConfig
+	(*Scaler)(nil),                // 8: tally.v1.Scaler
+	(*NextTaskRequest)(nil),       // 9: tally.v1.NextTaskRequest
+	(*NextTaskResponse)(nil),      // 10: tally.v1.NextTaskResponse
+	(*KeyGenTask)(nil),            // 11: tally.v1.KeyGenTask
+	(*ThresholdTask)(nil),         // 12: tally.v1.ThresholdTask
+	(*DecryptTask)(nil),           // 13: tally.v1.DecryptTask
+	(*WaitTask)(nil),              // 14: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 15: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 16: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 17: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 18: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 19: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 20: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 21: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 22: tally.v1.DownloadModelResponse
+	(*JobStatusRequest)(nil),      // 23: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 24: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 25: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 26: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 27: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 28: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 29: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 30: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 31: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 32: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 33: tally.v1.ReceiptsResponse
+	nil,                           // 34: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
-	0,  // 0: tally.v1.EnrollResponse.credential:type_name -> tally.v1.Credential
-	3,  // 1: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
-	5,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
-	6,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
-	7,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
-	4,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
-	0,  // 6: tally.v1.NextTaskRequest.credential:type_name -> tally.v1.Credential
-	13, // 7: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	14, // 8: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	15, // 9: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	16, // 10: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
-	10, // 11: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
-	11, // 12: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
-	12, // 13: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	33, // 14: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
-	7,  // 15: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	18, // 16: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	0,  // 17: tally.v1.SubmitHeader.credential:type_name -> tally.v1.Credential
-	0,  // 18: tally.v1.DownloadModelRequest.credential:type_name -> tally.v1.Credential
-	24, // 19: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	25, // 20: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	0,  // 21: tally.v1.DownloadRequest.credential:type_name -> tally.v1.Credential
-	29, // 22: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 23: tally.v1.SharesHeader.credential:type_name -> tally.v1.Credential
-	0,  // 24: tally.v1.ReceiptsRequest.credential:type_name -> tally.v1.Credential
-	1,  // 25: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	8,  // 26: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	17, // 27: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	20, // 28: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	22, // 29: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	26, // 30: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	28, // 31: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	31, // 32: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	2,  // 33: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	9,  // 34: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	19, // 35: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	21, // 36: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	23, // 37: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	27, // 38: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	30, // 39: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	32, // 40: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	33, // [33:41] is the sub-list for method output_type
-	25, // [25:33] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
+	4,  // 1: tally.v1.ResumeResponse.job:type_name -> tally.v1.JobSpec
+	6,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
+	7,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
+	8,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
+	5,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
+	14, // 6: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	15, // 7: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	16, // 8: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	17, // 9: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	11, // 10: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
+	12, // 11: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
+	13, // 12: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
+	34, // 13: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	8,  // 14: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	19, // 15: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	25, // 16: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	26, // 17: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	30, // 18: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 19: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 20: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	9,  // 21: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	18, // 22: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	21, // 23: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	23, // 24: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	27, // 25: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	29, // 26: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	32, // 27: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 28: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 29: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	10, // 30: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	20, // 31: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	22, // 32: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	24, // 33: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	28, // 34: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	31, // 35: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	33, // 36: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -2577,7 +2599,7 @@ func file_tally_v1_tally_proto_init() {
 	if File_tally_v1_tally_proto != nil {
 		return
 	}
-	file_tally_v1_tally_proto_msgTypes[9].OneofWrappers = []any{
+	file_tally_v1_tally_proto_msgTypes[10].OneofWrappers = []any{
 		(*NextTaskResponse_Wait)(nil),
 		(*NextTaskResponse_Train)(nil),
 		(*NextTaskResponse_Moments)(nil),
@@ -2592,7 +2614,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

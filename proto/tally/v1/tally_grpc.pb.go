@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	CoordinatorService_Enroll_FullMethodName        = "/tally.v1.CoordinatorService/Enroll"
+	CoordinatorService_Resume_FullMethodName        = "/tally.v1.CoordinatorService/Resume"
 	CoordinatorService_NextTask_FullMethodName      = "/tally.v1.CoordinatorService/NextTask"
 	CoordinatorService_SubmitUpdate_FullMethodName  = "/tally.v1.CoordinatorService/SubmitUpdate"
 	CoordinatorService_DownloadModel_FullMethodName = "/tally.v1.CoordinatorService/DownloadModel"
@@ -42,6 +43,10 @@ type CoordinatorServiceClient interface {
 	// Enroll exchanges a one-time enrolment token for a client identity and
 	// the job description the client needs to train.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
+	// Resume is Enroll for a client that enrolled before and restarted: it is
+	// authenticated by the client's bound key instead of a token (which was
+	// used up), and announces the client's data and identity key again.
+	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
 	// NextTask long-polls for the client's next task. It returns at once when
 	// a task is pending, otherwise after at most wait_ms with a Wait task.
 	NextTask(ctx context.Context, in *NextTaskRequest, opts ...grpc.CallOption) (*NextTaskResponse, error)
@@ -78,6 +83,16 @@ func (c *coordinatorServiceClient) Enroll(ctx context.Context, in *EnrollRequest
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EnrollResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Resume_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +202,10 @@ type CoordinatorServiceServer interface {
 	// Enroll exchanges a one-time enrolment token for a client identity and
 	// the job description the client needs to train.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
+	// Resume is Enroll for a client that enrolled before and restarted: it is
+	// authenticated by the client's bound key instead of a token (which was
+	// used up), and announces the client's data and identity key again.
+	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 	// NextTask long-polls for the client's next task. It returns at once when
 	// a task is pending, otherwise after at most wait_ms with a Wait task.
 	NextTask(context.Context, *NextTaskRequest) (*NextTaskResponse, error)
@@ -221,6 +240,9 @@ type UnimplementedCoordinatorServiceServer struct{}
 
 func (UnimplementedCoordinatorServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Enroll not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Resume(context.Context, *ResumeRequest) (*ResumeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Resume not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) NextTask(context.Context, *NextTaskRequest) (*NextTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method NextTask not implemented")
@@ -278,6 +300,24 @@ func _CoordinatorService_Enroll_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).Enroll(ctx, req.(*EnrollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_Resume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Resume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Resume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Resume(ctx, req.(*ResumeRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -382,6 +422,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Enroll",
 			Handler:    _CoordinatorService_Enroll_Handler,
+		},
+		{
+			MethodName: "Resume",
+			Handler:    _CoordinatorService_Resume_Handler,
 		},
 		{
 			MethodName: "NextTask",

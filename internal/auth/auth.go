@@ -1,0 +1,245 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Metadata keys of a signed call.
+const (
+	MDClient = "tally-client"
+	MDTime   = "tally-time"
+	MDNonce  = "tally-nonce"
+	MDSig    = "tally-sig"
+)
+
+// NonceBytes is the length of a call's nonce.
+const NonceBytes = 16
+
+// DefaultSkew is how far a call's timestamp may be from the verifier's
+// clock, either way. A call older than that is refused as expired; within
+// it, its nonce is remembered so that it cannot be replayed.
+const DefaultSkew = 2 * time.Minute
+
+// Errors of call authentication. Each names what a refused caller did
+// wrong; none says whether the client id exists.
+var (
+	ErrMissing   = errors.New("auth: the call carries no client signature")
+	ErrMalformed = errors.New("auth: malformed call signature")
+	ErrExpired   = errors.New("auth: the call's timestamp is outside the allowed clock skew")
+	ErrBadSig    = errors.New("auth: the call's signature does not verify")
+	ErrReplayed  = errors.New("auth: the call's nonce was already used")
+)
+
+// message is what a call's signature covers: a domain label, the job (a
+// signature for one job is worthless at another), the client, the full gRPC
+// method (a signed NextTask cannot be turned into a SubmitUpdate), the time
+// and the nonce, each length-prefixed so that no two tuples encode alike.
+func message(job, client, method string, unixMilli int64, nonce []byte) []byte {
+	var b []byte
+	for _, f := range [][]byte{[]byte("tally call v1"), []byte(job), []byte(client), []byte(method), []byte(strconv.FormatInt(unixMilli, 10)), nonce} {
+		b = append(b, byte(len(f)>>8), byte(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// Sign returns the metadata that authenticates one call of method by client
+// at job, signed with key at time now under a fresh random nonce.
+func Sign(key ed25519.PrivateKey, job, client, method string, now time.Time) (metadata.MD, error) {
+	nonce := make([]byte, NonceBytes)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	ms := now.UnixMilli()
+	sig := ed25519.Sign(key, message(job, client, method, ms, nonce))
+	return metadata.Pairs(
+		MDClient, client,
+		MDTime, strconv.FormatInt(ms, 10),
+		MDNonce, hex.EncodeToString(nonce),
+		MDSig, base64.RawStdEncoding.EncodeToString(sig),
+	), nil
+}
+
+// Call is a parsed, not yet verified, call signature.
+type Call struct {
+	Client string
+	Time   time.Time
+	Nonce  [NonceBytes]byte
+	Sig    []byte
+	ms     int64
+}
+
+// Parse reads a call's signature from its metadata. ErrMissing means the
+// call carries none at all.
+func Parse(md metadata.MD) (Call, error) {
+	one := func(k string) (string, bool) {
+		v := md.Get(k)
+		if len(v) != 1 {
+			return "", false
+		}
+		return v[0], true
+	}
+	client, okC := one(MDClient)
+	ts, okT := one(MDTime)
+	nonce, okN := one(MDNonce)
+	sig, okS := one(MDSig)
+	if !okC && !okT && !okN && !okS {
+		return Call{}, ErrMissing
+	}
+	if !okC || !okT || !okN || !okS || client == "" {
+		return Call{}, fmt.Errorf("%w: want exactly one each of %s, %s, %s and %s", ErrMalformed, MDClient, MDTime, MDNonce, MDSig)
+	}
+	var c Call
+	c.Client = client
+	ms, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return Call{}, fmt.Errorf("%w: %s %q is not milliseconds since 1970", ErrMalformed, MDTime, ts)
+	}
+	c.ms, c.Time = ms, time.UnixMilli(ms)
+	n, err := hex.DecodeString(nonce)
+	if err != nil || len(n) != NonceBytes {
+		return Call{}, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrMalformed, MDNonce, NonceBytes)
+	}
+	copy(c.Nonce[:], n)
+	if c.Sig, err = base64.RawStdEncoding.DecodeString(sig); err != nil || len(c.Sig) != ed25519.SignatureSize {
+		return Call{}, fmt.Errorf("%w: %s is not a base64 Ed25519 signature", ErrMalformed, MDSig)
+	}
+	return c, nil
+}
+
+// Verifier checks call signatures and remembers the nonces of the calls it
+// accepted for as long as their timestamps stay within the skew, so that a
+// captured call cannot be sent again. Safe for concurrent use.
+type Verifier struct {
+	Job  string
+	Skew time.Duration
+
+	mu   sync.Mutex
+	seen map[[NonceBytes]byte]int64 // nonce → the call's time (ms)
+	next int64                      // when to prune next (ms)
+}
+
+// NewVerifier returns a verifier for job's calls.
+func NewVerifier(job string, skew time.Duration) *Verifier {
+	if skew <= 0 {
+		skew = DefaultSkew
+	}
+	return &Verifier{Job: job, Skew: skew, seen: map[[NonceBytes]byte]int64{}}
+}
+
+// Verify checks c, a call of method, against the client's bound key pub at
+// time now, and records its nonce. The signature is checked before the
+// nonce is recorded: a forged call cannot burn a nonce.
+func (v *Verifier) Verify(c Call, pub ed25519.PublicKey, method string, now time.Time) error {
+	skew := v.Skew.Milliseconds()
+	nowMs := now.UnixMilli()
+	if d := nowMs - c.ms; d > skew || d < -skew {
+		return fmt.Errorf("%w: signed at %s, %s from this server's clock (at most %s allowed)", ErrExpired,
+			c.Time.UTC().Format(time.RFC3339), time.Duration(d)*time.Millisecond, v.Skew)
+	}
+	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, message(v.Job, c.Client, method, c.ms, c.Nonce[:]), c.Sig) {
+		return ErrBadSig
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if nowMs >= v.next {
+		for n, t := range v.seen {
+			if nowMs-t > skew {
+				delete(v.seen, n)
+			}
+		}
+		v.next = nowMs + skew/4
+	}
+	if _, ok := v.seen[c.Nonce]; ok {
+		return ErrReplayed
+	}
+	v.seen[c.Nonce] = c.ms
+	return nil
+}
+
+// Remembered is how many nonces the verifier holds (for tests).
+func (v *Verifier) Remembered() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.seen)
+}
+
+// TokenHash is how an enrolment token is stored: the hex SHA-256 of the
+// token. Tokens carry 256 random bits, so a plain hash (not a slow password
+// hash) is enough: nothing short of the token itself finds a preimage.
+func TokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// NewToken returns a fresh enrolment token: 32 random bytes, base64url.
+func NewToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "tly_" + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// Signer says who signs a call: the key, the job and the client id. An
+// empty client id sends the call unsigned (Enroll, before there is one).
+type Signer func() (key ed25519.PrivateKey, job, client string)
+
+// Conn returns a connection that signs every call made through it with
+// the identity signer gives at the time of the call, stamped by now.
+func Conn(cc grpc.ClientConnInterface, signer Signer, now func() time.Time) grpc.ClientConnInterface {
+	if now == nil {
+		now = time.Now
+	}
+	return signedConn{cc, signer, now}
+}
+
+type signedConn struct {
+	cc     grpc.ClientConnInterface
+	signer Signer
+	now    func() time.Time
+}
+
+func (c signedConn) sign(ctx context.Context, method string) (context.Context, error) {
+	key, job, client := c.signer()
+	if client == "" {
+		return ctx, nil
+	}
+	md, err := Sign(key, job, client, method, c.now())
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := metadata.FromOutgoingContext(ctx); ok {
+		md = metadata.Join(old, md)
+	}
+	return metadata.NewOutgoingContext(ctx, md), nil
+}
+
+func (c signedConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	ctx, err := c.sign(ctx, method)
+	if err != nil {
+		return err
+	}
+	return c.cc.Invoke(ctx, method, args, reply, opts...)
+}
+
+func (c signedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	ctx, err := c.sign(ctx, method)
+	if err != nil {
+		return nil, err
+	}
+	return c.cc.NewStream(ctx, desc, method, opts...)
+}
