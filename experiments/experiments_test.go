@@ -61,10 +61,12 @@ func find(t *testing.T, sr SeedRun, mode, method string) Valued {
 	return Valued{}
 }
 
-// TestScenariosLoad checks that every shipped scenario parses and
-// validates.
+// TestScenariosLoad checks that every shipped scenario, the free-rider
+// sweep's too, parses and validates.
 func TestScenariosLoad(t *testing.T) {
 	paths, err := filepath.Glob("scenarios/*.yaml")
+	sweep, _ := filepath.Glob("scenarios/free-rider-sweep/*.yaml")
+	paths = append(paths, sweep...)
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no scenarios: %v", err)
 	}
@@ -148,34 +150,66 @@ func TestDuplicatesSymmetric(t *testing.T) {
 	}
 }
 
-// TestFreeRiders states precisely which free rider gets a value ≤ 0. With
-// the utility −validation loss, a zero free rider's marginal contribution to
-// a coalition S is the loss change of shrinking S's FedAvg step by
-// N_S/(N_S + n_i) (and 0 for S = ∅): negative while the steps improve the
-// loss along their whole length, which the early rounds' large gains make
-// the dominant term, so its FedSV total under exact Shapley is ≤ 0. It is
-// not ≤ 0 in every round: once training nears the validation optimum the
-// momentum steps overshoot and shrinking them helps a little (measured on
-// seed 5: +3e-4 a round from round 4 on, against −0.017 in round 0). The
-// random free rider (matched norm) and the echo of the last global change
-// are not ≤ 0 in general: on seed 5 the random one totals +0.009, and the
-// echo, which replays a step that still points downhill, is positive on
-// three of seeds 1–5. What holds for all three kinds is that every honest
-// client is valued above every free rider, and that is asserted too.
+// TestFreeRiders asserts what exact Shapley with the utility −validation
+// loss pays the three free riders of free-riders-bc8 (clients 5 zero, 6
+// random with the honest mean norm, 7 echo of the last global change), each
+// claiming the rows of an honest iid shard as its FedAvg weight, on seeds
+// 1–10.
+//
+// A free rider joining coalition S shrinks S's step by N_S/(N_S + n) and
+// adds its own update with weight n/(N_S + n); to S = ∅ it contributes its
+// update alone. The scenario's plain small-step SGD keeps every coalition's
+// step short of the validation optimum along its line, so:
+//
+//   - zero: every marginal contribution is the loss of a shrunk step, ≤ 0,
+//     so its value is ≤ 0 in every round, not only in total;
+//   - random: the same shrinking plus a term gᵀr of random sign whose size
+//     is about 1/√d of it (d = 62 parameters); its total is ≤ 0;
+//   - echo: in round 0 there is no global change yet and it sends zeros, so
+//     it is a copy of the zero free rider and paid the same; from round 1 on
+//     it replays a step that still points downhill and is paid like server
+//     momentum, > 0 in every round. This is the known limit of the
+//     expectation "free riders get ≤ 0" (Lin et al. 2019's delta-weights
+//     free rider is built to pass for honest): asserted so that the README's
+//     statement stays true, with the bound that its total is still below
+//     the honest clients' mean.
+//
+// Zero and random free riders are also valued below every honest client.
+// Measured on seeds 1–20 at learning rates 0.05, 0.1 and 0.2 (README, "Free
+// riders"), none of these fails; with momentum 0.9 the zero free rider is
+// positive on 6 of 20 seeds, because shrinking an overshooting step helps.
 func TestFreeRiders(t *testing.T) {
-	sc := load(t, "free-riders-bc8", 10, 1, 5)
+	sc := load(t, "free-riders-bc8", 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 	runs := run(t, sc, Options{Methods: mustMethods(t, "exact-shapley"), Modes: []string{ModePlain}})
 	for _, sr := range runs {
-		v := find(t, sr, ModePlain, "exact-shapley").Totals
-		if !(v[5] <= 0) {
-			t.Errorf("seed %d: zero free rider valued %.4g > 0", sr.Seed, v[5])
+		val := find(t, sr, ModePlain, "exact-shapley")
+		v := val.Totals
+		for r, row := range val.Rounds {
+			if !(row[5] <= 0) {
+				t.Errorf("seed %d round %d: zero free rider valued %.4g > 0", sr.Seed, r, row[5])
+			}
+			if r == 0 {
+				if d := math.Abs(row[7] - row[5]); !(d <= 1e-9) {
+					t.Errorf("seed %d round 0: echo %.6g and zero %.6g free riders send the same zeros but differ by %.3g", sr.Seed, row[7], row[5], d)
+				}
+			} else if !(row[7] > 0) {
+				t.Errorf("seed %d round %d: echo free rider valued %.4g, want > 0 (it replays a downhill step)", sr.Seed, r, row[7])
+			}
 		}
-		for _, fr := range []int{5, 6, 7} {
-			for h := range 5 {
+		if !(v[6] <= 0) {
+			t.Errorf("seed %d: random free rider valued %.4g > 0", sr.Seed, v[6])
+		}
+		mean := 0.0
+		for h := range 5 {
+			mean += v[h] / 5
+			for _, fr := range []int{5, 6} {
 				if !(v[h] > v[fr]) {
 					t.Errorf("seed %d: honest client %d (%.4g) not above free rider %d, %s (%.4g)", sr.Seed, h, v[h], fr, sr.Corruption[fr], v[fr])
 				}
 			}
+		}
+		if !(v[7] < mean) {
+			t.Errorf("seed %d: echo free rider %.4g not below the honest mean %.4g", sr.Seed, v[7], mean)
 		}
 	}
 }
