@@ -78,7 +78,7 @@ clean:
 
 # Valuation experiments (issue 6): every scenario under experiments/scenarios,
 # every method in every privacy mode, in process; tables, plots and the
-# machine and date into experiments/results (6 to 7.5 minutes measured on 2 cores).
+# machine and date into experiments/results (6 to 8.5 minutes measured on 2 cores, the longer on a shared machine).
 .PHONY: experiments
 experiments: build
 	rm -rf experiments/results/plots
