@@ -88,6 +88,9 @@ func runJob(t *testing.T, bin string, kill int, seed uint64) (coordReport, strin
 		coord = start()
 	}
 	if err := coord.Wait(); err != nil {
+		for i, o := range outs {
+			t.Logf("client %d's output:\n%s", i, o)
+		}
 		t.Fatalf("coordinator: %v\n%s", err, logs.String())
 	}
 	t.Logf("job with %d kills finished in %.1fs", kill, time.Since(began).Seconds())

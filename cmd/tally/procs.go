@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,11 +10,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/term"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
 
 	"github.com/tallyfl/tally/client"
@@ -49,10 +47,17 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	state := fs.String("state", "", "the coordinator's state file (bbolt): jobs, rounds, model, receipts; a restarted coordinator resumes from it (default: JOB_ID.db next to the job file)")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
+	var tf tlsFiles
+	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
+	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
+	fs.StringVar(&tf.ca, "client-ca", "", "mutual TLS: admit only connections with a client certificate signed by this CA (PEM)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
 
-Runs a job's coordinator: it admits the clients listed in the job file,
+Runs a job's coordinator: it admits the clients listed in the job file
+that enrol with a valid token (tally token create), and authenticates
+every later call by the key each client bound at enrolment,
 sends them training tasks round after round, aggregates their updates,
 evaluates the global model on its validation set after every round and
 logs the progress (text on a terminal, JSON otherwise) to stderr.
@@ -106,7 +111,15 @@ Flags:
 	}
 	// After the server: the last round's metrics and spans are flushed.
 	defer shutdownTelemetry(tel, log)
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry})
+	tlsCfg, err := tf.serverTLS()
+	if err != nil {
+		return err
+	}
+	if *tokens == "" {
+		*tokens = coordinator.TokensPath(job)
+	}
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
+		TokensFile: *tokens, TLS: tlsCfg})
 	if err != nil {
 		return err
 	}
@@ -114,7 +127,8 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", job.Listen, err)
 	}
-	log.Info("coordinator listening", "addr", lis.Addr().String(), "job", job.ID, "clients", len(job.Clients.Enrolment), "rounds", job.Rounds)
+	log.Info("coordinator listening", "addr", lis.Addr().String(), "job", job.ID, "clients", len(job.Clients.Enrolment), "rounds", job.Rounds,
+		"tls", tlsCfg != nil, "mutual_tls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "tokens", *tokens)
 	out, err := srv.Run(ctx, lis)
 	if err != nil {
 		return err
@@ -206,14 +220,22 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	label := fs.String("label", "", "label column, by name or index (default: last)")
 	name := fs.String("name", "", "a name for the coordinator's logs (optional)")
 	receipts := fs.String("receipts", "", "file this client keeps its verified receipts in, as JSON lines (default: the data file's name + .receipts.jsonl)")
+	keyFile := fs.String("key", "", "file this client keeps its Ed25519 key and enrolled identity in, created at first start, mode 0600 (default: the data file's name + .key)")
 	verbose := fs.Bool("verbose", false, "debug logging")
+	var tf tlsFiles
+	fs.StringVar(&tf.ca, "tls-ca", "", "connect over TLS and verify the coordinator against this CA (PEM); without it, TLS flags verify against the system's roots")
+	fs.StringVar(&tf.cert, "tls-cert", "", "connect over TLS presenting this client certificate (PEM), for a coordinator with --client-ca; needs --tls-key")
+	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
+	fs.StringVar(&tf.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --join)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally client --join ADDR --token T --data FILE.csv [flags]
 
-Joins a job as a data holder: enrols with the token, waits for tasks,
-trains on the local CSV file and submits model updates (never rows). If the
-coordinator goes away the client reconnects with backoff; it exits when the
-job ends.
+Joins a job as a data holder: enrols with the token, binding a key pair it
+generates (kept in --key) to its identity, waits for tasks, trains on the
+local CSV file and submits model updates (never rows), signing every call
+with that key. If the coordinator goes away the client reconnects with
+backoff; a restarted client resumes with its key, without the token. It
+exits when the job ends.
 
 Flags:
 `)
@@ -223,11 +245,21 @@ Flags:
 		return err
 	}
 	var missing []string
-	for n, v := range map[string]string{"--join": *join, "--token": *token, "--data": *data} {
+	if *keyFile == "" && *data != "" {
+		*keyFile = *data + ".key"
+	}
+	required := map[string]string{"--join": *join, "--data": *data}
+	// A client that enrolled before resumes with its key file; the token
+	// is needed only the first time.
+	if _, err := os.Stat(*keyFile); err != nil {
+		required["--token"] = *token
+	}
+	for n, v := range required {
 		if v == "" {
 			missing = append(missing, n)
 		}
 	}
+	slices.Sort(missing)
 	if len(missing) > 0 {
 		fmt.Fprintf(stderr, "missing required flags: %v\n", missing)
 		fs.Usage()
@@ -237,7 +269,11 @@ Flags:
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*join, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport, err := tf.dialOption()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*join, transport)
 	if err != nil {
 		return err
 	}
@@ -245,7 +281,7 @@ Flags:
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts})
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
 	if err != nil {
 		return err
 	}
@@ -271,8 +307,11 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 Writes an embedded dataset as separate CSV files, for running a coordinator
 and clients as separate processes: client-0.csv … client-N.csv (one shard
-each), validation.csv and test.csv (the coordinator's), and job.yaml, a
-job file with one fresh enrolment token per client (tokens.txt lists them).
+each), validation.csv and test.csv (the coordinator's), job.yaml, a job
+file naming the clients, and one fresh single-use enrolment token per
+client, issued as by tally token create: its hash in JOB_ID.tokens for the
+coordinator, the token itself in tokens.txt (id, token, CSV file) to hand
+out.
 
 Flags:
 `)
@@ -320,19 +359,12 @@ Flags:
 		Scaling:      coordinator.ScalingConfig{Mode: "federated"},
 		Listen:       *listen,
 	}
-	var tokens string
 	for i, c := range fed.Clients {
 		file := fmt.Sprintf("client-%d.csv", i)
 		if err := write(file, c); err != nil {
 			return err
 		}
-		tok := make([]byte, 16)
-		if _, err := rand.Read(tok); err != nil {
-			return err
-		}
-		id := fmt.Sprintf("client-%d", i)
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: id, Token: hex.EncodeToString(tok)})
-		tokens += fmt.Sprintf("%s %s %s\n", id, hex.EncodeToString(tok), file)
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: fmt.Sprintf("client-%d", i)})
 	}
 	if err := write("validation.csv", fed.Validation); err != nil {
 		return err
@@ -340,8 +372,22 @@ Flags:
 	if err := write("test.csv", fed.Test); err != nil {
 		return err
 	}
-	if _, err := coordinator.NewJob(cfg, *out); err != nil {
+	job, err := coordinator.NewJob(cfg, *out)
+	if err != nil {
 		return fmt.Errorf("generated job file is invalid (a bug): %w", err)
+	}
+	// Fresh tokens: those of an earlier run in the same directory would be
+	// bound already, in a state file of that run.
+	if err := os.Remove(coordinator.TokensPath(job)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var tokens string
+	for i, e := range cfg.Clients.Enrolment {
+		tok, _, err := coordinator.CreateToken(coordinator.TokensPath(job), job, e.ID, 0, 1, time.Now())
+		if err != nil {
+			return err
+		}
+		tokens += fmt.Sprintf("%s %s client-%d.csv\n", e.ID, tok, i)
 	}
 	y, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -353,6 +399,6 @@ Flags:
 	if err := os.WriteFile(filepath.Join(*out, "tokens.txt"), []byte(tokens), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml and tokens.txt to %s\n", len(fed.Clients), *out)
+	fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml, %s and tokens.txt to %s\n", len(fed.Clients), filepath.Base(coordinator.TokensPath(job)), *out)
 	return nil
 }
