@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"net"
 	"os"
 	"os/exec"
@@ -38,6 +39,26 @@ func freePort(t *testing.T) string {
 // three client shards and a job file, a coordinator and three clients run
 // as separate processes, and the job finishes.
 func TestSeparateProcesses(t *testing.T) {
+	runSeparateProcesses(t, nil, nil)
+}
+
+// TestSeparateProcessesMutualTLS is the same recipe with mutual TLS: the
+// coordinator serves a certificate of a CA the clients trust and admits
+// only client certificates of the clients' CA.
+func TestSeparateProcessesMutualTLS(t *testing.T) {
+	pki := t.TempDir()
+	serverCA, serverCAFile, _ := issue(t, pki, "server-ca", nil, nil, 0)
+	clientCA, clientCAFile, _ := issue(t, pki, "client-ca", nil, nil, 0)
+	_, serverCert, serverKey := issue(t, pki, "coordinator", serverCA.cert, serverCA.key, x509.ExtKeyUsageServerAuth)
+	_, clientCert, clientKey := issue(t, pki, "hospital", clientCA.cert, clientCA.key, x509.ExtKeyUsageClientAuth)
+	runSeparateProcesses(t,
+		[]string{"--tls-cert", serverCert, "--tls-key", serverKey, "--client-ca", clientCAFile},
+		[]string{"--tls-ca", serverCAFile, "--tls-cert", clientCert, "--tls-key", clientKey})
+}
+
+// runSeparateProcesses runs the recipe with extra coordinator and client
+// flags.
+func runSeparateProcesses(t *testing.T, coordFlags, clientFlags []string) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -51,7 +72,7 @@ func TestSeparateProcesses(t *testing.T) {
 		t.Fatalf("tally data: %v\n%s", err, out)
 	}
 	var coordOut, coordErr bytes.Buffer
-	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", filepath.Join(dir, "job.yaml"))
+	coord := exec.CommandContext(ctx, bin, append([]string{"coordinator", "--config", filepath.Join(dir, "job.yaml"), "--metrics-addr", ""}, coordFlags...)...)
 	coord.Stdout, coord.Stderr = &coordOut, &coordErr
 	if err := coord.Start(); err != nil {
 		t.Fatal(err)
@@ -67,7 +88,7 @@ func TestSeparateProcesses(t *testing.T) {
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text()) // id token file
 		var out bytes.Buffer
-		c := exec.CommandContext(ctx, bin, "client", "--join", addr, "--token", fields[1], "--data", filepath.Join(dir, fields[2]))
+		c := exec.CommandContext(ctx, bin, append([]string{"client", "--join", addr, "--token", fields[1], "--data", filepath.Join(dir, fields[2])}, clientFlags...)...)
 		c.Stdout, c.Stderr = &out, &out
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
@@ -90,6 +111,9 @@ func TestSeparateProcesses(t *testing.T) {
 	}
 	if !strings.Contains(coordOut.String(), "done after round 5: test accuracy") {
 		t.Fatalf("coordinator did not finish the job:\n%s\n%s", coordOut.String(), coordErr.String())
+	}
+	if coordFlags != nil && !strings.Contains(coordErr.String(), `"mutual_tls":true`) {
+		t.Errorf("the coordinator did not log serving mutual TLS:\n%s", coordErr.String())
 	}
 	t.Log(strings.TrimSpace(coordOut.String()))
 }
