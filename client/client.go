@@ -68,6 +68,9 @@ type Config struct {
 	// ReceiptsFile, if set, receives this client's verified receipts as
 	// JSON lines (see `tally ledger verify --receipts`).
 	ReceiptsFile string
+	// Shared, if set, is state this client shares with the other clients
+	// of its process (simulations); see Shared. nil: nothing is shared.
+	Shared *Shared
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -249,7 +252,7 @@ func (c *Client) enroll(ctx context.Context) error {
 		for _, q := range hp.GetLogP() {
 			cfg.LogP = append(cfg.LogP, int(q))
 		}
-		if c.params, err = aggregation.NewParameters(cfg); err != nil {
+		if c.params, err = c.cfg.Shared.parameters(cfg); err != nil {
 			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
 		}
 		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,6 +94,7 @@ type simOptions struct {
 	BaselineShare       float64
 	DB                  string
 	ReceiptsDir         string
+	CPUProfile          string
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -198,6 +200,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
 	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole simulation (coordinator and clients) to this file, for go tool pprof")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the coordinator's Prometheus metrics (/metrics) on this address while the simulation runs (default: off)")
 	return o
 }
@@ -402,21 +405,41 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
-	defer conn.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	clientErrs := make([]error, o.Clients)
+	// The clients share an encryptor and take turns to hold ciphertexts,
+	// which bounds this process's memory by the cores rather than by the
+	// number of clients; the coordinator sees the same calls either way.
+	shared := client.NewShared(0)
 	for i := range ids {
+		// Each client dials its own connection, as a client in another
+		// process would: the coordinator cannot tell that they share one.
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
 		c, err := client.New(client.Config{
 			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
-			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]),
+			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]), Shared: shared,
 		})
 		if err != nil {
 			return nil, err
