@@ -194,7 +194,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
 	fs.IntVar(&o.MinGroupSize, "min-group-size", 3, "k: no aggregate of fewer than k updates is ever decrypted")
 	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) or influence (one scalar per client); default: influence with he, plain with none")
-	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo above)")
+	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo up to 63 players a round, influence above: coalition games hold at most 63)")
 	fs.StringVar(&o.Utility, "utility", "loss", "what a coalition's model is scored by: loss (negative validation loss) or accuracy")
 	fs.Float64Var(&o.Budget, "budget", 100, "payout budget per round, split in proportion to positive value")
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
