@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -307,7 +308,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Clients: o.Clients, Partition: part, ValFrac: o.ValFrac, TestFrac: o.TestFrac, Seed: o.Seed, Corruptions: o.Corrupt,
 	})
 	if err != nil {
-		return nil, err
+		return nil, tooFewRows(err, o)
 	}
 	minClients := o.MinClients
 	if minClients == 0 {
@@ -529,6 +530,34 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	return rep, nil
 }
 
+// tooFewRows explains a partition that failed for want of rows: every
+// client needs at least one training row, so the number of clients is
+// bounded by the dataset's training share. It names the embedded datasets
+// that are large enough (wsn's 18,914 rows hold 11,348 clients at the
+// default fractions), rather than inventing data: a synthetic dataset
+// would measure the protocol just as well but say nothing about learning.
+func tooFewRows(err error, o *simOptions) error {
+	if !errors.Is(err, dataset.ErrPartition) {
+		return err
+	}
+	var fit []string
+	for _, name := range dataset.EmbeddedNames() {
+		ds, lerr := dataset.Embedded(name)
+		if lerr != nil {
+			continue
+		}
+		train, _, _, serr := dataset.Split(ds.Examples, o.ValFrac, o.TestFrac, o.Seed)
+		if serr == nil && train.Len() >= o.Clients*dataset.MinClientRows {
+			fit = append(fit, fmt.Sprintf("%s (%d training rows)", name, train.Len()))
+		}
+	}
+	hint := "no embedded dataset has that many; give a larger --csv"
+	if len(fit) > 0 {
+		hint = "use --dataset " + strings.Join(fit, " or ") + ", or a larger --csv"
+	}
+	return fmt.Errorf("%w; %s", err, hint)
+}
+
 // centralised trains the job's model on the union of the clients' training
 // data for as many epochs as the federation ran in all, and returns its
 // test accuracy: the yardstick the federated model is compared with.
@@ -595,7 +624,16 @@ func humanBytes(n int64) string {
 func printContributions(w io.Writer, rep *simReport) {
 	fmt.Fprintf(w, "\ncontributions (%s mode, %s, %d utility evaluations):\n", rep.Valuation.Mode, rep.Valuation.Method, rep.Valuation.UtilityEvaluations)
 	fmt.Fprintf(w, "%-10s %7s  %-18s %22s %5s %9s %8s\n", "client", "samples", "corruption", "value ± stderr", "rank", "payout", "quota")
-	for _, c := range rep.Contributions {
+	// A thousand clients make an unreadable table: the top and the bottom
+	// of the ranking are shown, and the report keeps every row.
+	const head, tail = 20, 10
+	for i, c := range rep.Contributions {
+		if n := len(rep.Contributions); n > head+tail+1 && i >= head && i < n-tail {
+			if i == head {
+				fmt.Fprintf(w, "%-10s (%d more; --report keeps them all)\n", "…", n-head-tail)
+			}
+			continue
+		}
 		fmt.Fprintf(w, "%-10s %7d  %-18s %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Corruption, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
 	}
 }
