@@ -296,6 +296,9 @@ func TestAccumulator(t *testing.T) {
 	if got := acc.Incomplete(); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("Incomplete = %v", got)
 	}
+	if acc.Complete("a") || acc.Complete("nobody") {
+		t.Fatalf("Complete(a) = %v with one of two blocks, Complete(nobody) = %v", acc.Complete("a"), acc.Complete("nobody"))
+	}
 	short, _ := enc.EncryptUpdate(update(1, 5), 3) // one block of a 1-block update
 	if err := acc.Add("b", short[0]); !errors.Is(err, ErrBlockMismatch) {
 		t.Fatalf("wrong block count: %v", err)
@@ -306,6 +309,9 @@ func TestAccumulator(t *testing.T) {
 	}
 	if err := acc.Add("a", cts[1]); err != nil {
 		t.Fatal(err)
+	}
+	if !acc.Complete("a") {
+		t.Fatal("Complete(a) = false after both blocks")
 	}
 	agg, err := acc.Finalize()
 	if err != nil {

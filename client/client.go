@@ -75,6 +75,9 @@ type Config struct {
 	// keeps the key in memory: such a client cannot rejoin after a restart
 	// unless its token admits another enrolment.
 	KeyFile string
+	// Shared, if set, is state this client shares with the other clients
+	// of its process (simulations); see Shared. nil: nothing is shared.
+	Shared *Shared
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -291,7 +294,7 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		for _, q := range hp.GetLogP() {
 			cfg.LogP = append(cfg.LogP, int(q))
 		}
-		if c.params, err = aggregation.NewParameters(cfg); err != nil {
+		if c.params, err = c.cfg.Shared.parameters(cfg); err != nil {
 			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
 		}
 		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {

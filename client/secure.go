@@ -46,7 +46,12 @@ func (c *Client) encryptor(ctx context.Context, taskID string, keyID []byte) (*a
 	if err != nil {
 		return nil, err
 	}
-	enc, err := aggregation.NewEncryptor(c.params, pk, runtime.GOMAXPROCS(0))
+	var enc *aggregation.Encryptor
+	if c.cfg.Shared != nil {
+		enc, err = c.cfg.Shared.encryptor(c.params, pk)
+	} else {
+		enc, err = aggregation.NewEncryptor(c.params, pk, runtime.GOMAXPROCS(0))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: collective public key: %w", err)
 	}
@@ -65,6 +70,17 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	enc, err := c.encryptor(ctx, taskID, keyID)
 	if err != nil {
 		return nil, err
+	}
+	if sh := c.cfg.Shared; sh != nil {
+		// Clients of one process take turns to hold ciphertexts, and do
+		// not keep them: see Shared.
+		if err := sh.acquire(ctx); err != nil {
+			return nil, err
+		}
+		defer func() {
+			c.encBuf = nil
+			sh.release()
+		}()
 	}
 	cts, err := enc.EncryptUpdateInto(c.encBuf, v, weight)
 	if err != nil {
@@ -171,7 +187,23 @@ func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error 
 	if c.member == nil || c.inst == nil {
 		return fmt.Errorf("client: threshold task %s for a committee this client holds no share of", t.GetTaskId())
 	}
-	if err := c.member.ReceiveThresholdShares(c.inst, t.GetSealed()); err != nil {
+	sealed := t.GetSealed()
+	if len(sealed) == 0 {
+		// Shares too large to ride on the task (large committees) are
+		// fetched one by one, from every other member of the committee.
+		sealed = map[string][]byte{}
+		for _, m := range c.inst.Members() {
+			if m.ID == c.member.ID() {
+				continue
+			}
+			s, err := c.fetch(ctx, t.GetTaskId(), "sealed/"+m.ID)
+			if err != nil {
+				return err
+			}
+			sealed[m.ID] = s
+		}
+	}
+	if err := c.member.ReceiveThresholdShares(c.inst, sealed); err != nil {
 		return fmt.Errorf("client: threshold task %s: %w", t.GetTaskId(), err)
 	}
 	return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"ack": {1}})

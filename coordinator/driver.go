@@ -31,9 +31,19 @@ type Driver struct {
 	calls   chan call
 	stopped chan struct{} // closed when Run returns
 
-	mu      sync.RWMutex
-	view    view
-	changed chan struct{} // closed and replaced whenever view changes
+	mu   sync.RWMutex
+	view view
+	// wake holds, for each client waiting in a long poll, a channel closed
+	// when what pending returns for it may have changed: a task that
+	// selects it was published, or the job ended. Waking only those
+	// clients, rather than every poller on every change of the view, keeps
+	// a round linear in the number of clients: with one shared channel a
+	// thousand pollers woke for each of a thousand submissions (measured:
+	// pending was 6% of a 1,000-client simulation's CPU, O(n) each time).
+	// Guarded by wakeMu, taken inside mu so that a poller gets its channel
+	// in the same critical section as the state it read.
+	wakeMu sync.Mutex
+	wake   map[string]chan struct{}
 	// OnRound, if set, is called from the driver goroutine after each round
 	// attempt (progress displays, reports).
 	OnRound func(RoundRecord)
@@ -220,6 +230,7 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 // view is what handlers may read without going through the engine.
 type view struct {
 	task      *Task
+	selected  map[string]bool // task.Selected as a set
 	submitted map[string]bool
 	done      *ActJobDone
 	phase     Phase
@@ -245,7 +256,7 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 		engine: engine, store: store, log: log, tick: tick,
 		calls:   make(chan call),
 		stopped: make(chan struct{}),
-		changed: make(chan struct{}),
+		wake:    map[string]chan struct{}{},
 	}
 	d.view.clients = map[string]int64{}
 	// A resumed job knows its clients from the store: the view must too, or
@@ -354,6 +365,11 @@ func (d *Driver) perform(acts []Action) error {
 			}
 		case ActPublish:
 			d.view.task = a.Task
+			d.view.selected = make(map[string]bool, len(a.Task.Selected))
+			for _, id := range a.Task.Selected {
+				d.view.selected[id] = true
+			}
+			d.wakeUp(a.Task.Selected)
 			if a.Task.Kind == TaskKeyGen {
 				d.view.committee = slices.Clone(a.Task.Selected)
 				d.view.epochs++
@@ -384,7 +400,8 @@ func (d *Driver) perform(acts []Action) error {
 			}
 		case ActJobDone:
 			d.view.done = &a
-			d.view.task = nil
+			d.view.task, d.view.selected = nil, nil
+			d.wakeUp(nil)
 			d.log.Info("job done", "reason", a.Reason, "final_round", a.FinalRound)
 		case ActLog:
 			d.log.Info(a.Msg, a.Attrs...)
@@ -392,21 +409,49 @@ func (d *Driver) perform(acts []Action) error {
 	}
 	d.view.phase = d.engine.Phase()
 	d.view.round = d.engine.Round()
-	close(d.changed)
-	d.changed = make(chan struct{})
 	return nil
 }
 
+// wakeUp closes the wake channels of clients, or of every waiting client
+// when clients is nil. The caller holds d.mu for writing.
+func (d *Driver) wakeUp(clients []string) {
+	d.wakeMu.Lock()
+	defer d.wakeMu.Unlock()
+	if clients == nil {
+		for id, ch := range d.wake {
+			close(ch)
+			delete(d.wake, id)
+		}
+		return
+	}
+	for _, id := range clients {
+		if ch, ok := d.wake[id]; ok {
+			close(ch)
+			delete(d.wake, id)
+		}
+	}
+}
+
 // pending returns the task client should work on now, whether the job is
-// done, and a channel closed at the next change of the view.
+// done, and a channel closed when either may have changed for client. A
+// task can only appear for a client when one that selects it is
+// published (a submission only ever takes the task away), so the channel
+// is not closed for changes that cannot concern it.
 func (d *Driver) pending(client string) (*Task, *ActJobDone, <-chan struct{}) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	t := d.view.task
-	if t != nil && (!slices.Contains(t.Selected, client) || d.view.submitted[client]) {
+	if t != nil && (!d.view.selected[client] || d.view.submitted[client]) {
 		t = nil
 	}
-	return t, d.view.done, d.changed
+	d.wakeMu.Lock()
+	defer d.wakeMu.Unlock()
+	ch, ok := d.wake[client]
+	if !ok {
+		ch = make(chan struct{})
+		d.wake[client] = ch
+	}
+	return t, d.view.done, ch
 }
 
 func (d *Driver) engineScaler() *dataset.Scaler {

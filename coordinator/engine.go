@@ -96,6 +96,24 @@ type Task struct {
 	Groups   [][]string
 	GroupAcc []*aggregation.Accumulator
 	groupOf  map[string]int
+
+	// selected is Selected as a set, made on first use by the goroutine
+	// that owns the task (the engine's; the driver makes its own view):
+	// with a thousand clients, a linear search per submission or per poll
+	// made rounds quadratic in the number of clients.
+	selected map[string]bool
+}
+
+// isSelected reports whether client is one of the task's selected clients.
+// Only the engine's goroutine may call it.
+func (t *Task) isSelected(client string) bool {
+	if t.selected == nil {
+		t.selected = make(map[string]bool, len(t.Selected))
+		for _, id := range t.Selected {
+			t.selected[id] = true
+		}
+	}
+	return t.selected[client]
 }
 
 // AccumulatorFor returns the accumulator client's ciphertexts go into, or
@@ -441,16 +459,25 @@ func (e *Engine) join(ev EvJoin) []Action {
 	return append(out, e.maybeStart()...)
 }
 
+// available returns the live clients, sorted.
 func (e *Engine) available() []string {
-	liveness := e.job.Ticks(e.job.Clients.Liveness)
 	var ids []string
-	for id, c := range e.clients {
-		if c.joined && e.now-c.lastSeen <= liveness {
+	for id := range e.clients {
+		if e.live(id) {
 			ids = append(ids, id)
 		}
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// live reports whether client has joined and was heard from within the
+// liveness window. It is O(1): the committee checks its members with it
+// for every decryption, which with a thousand clients must not cost a
+// pass over all of them (as available does).
+func (e *Engine) live(client string) bool {
+	c, ok := e.clients[client]
+	return ok && c.joined && e.now-c.lastSeen <= e.job.Ticks(e.job.Clients.Liveness)
 }
 
 // maybeStart opens the next task when none is open and enough clients are live.
@@ -550,7 +577,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if t == nil || t.ID != ev.TaskID {
 		return reply(false, fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))
 	}
-	if !slices.Contains(t.Selected, ev.Client) {
+	if !t.isSelected(ev.Client) {
 		return reply(false, ErrNotSelected)
 	}
 	if t.Kind != TaskTrain && t.Kind != TaskMoments {
@@ -566,7 +593,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 		return reply(false, ErrConflict)
 	}
 	if ev.Encrypted {
-		if acc := t.AccumulatorFor(ev.Client); acc == nil || !slices.Contains(acc.Contributors(), ev.Client) {
+		if acc := t.AccumulatorFor(ev.Client); acc == nil || !acc.Complete(ev.Client) {
 			return reply(false, fmt.Errorf("%w: not every ciphertext block of client %s arrived", ErrBadUpdate, ev.Client))
 		}
 	} else if len(ev.Update) != t.Length {

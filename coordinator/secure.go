@@ -71,10 +71,9 @@ func (h *heState) members() []string {
 // liveMembers are the committee members that polled recently and have not
 // failed to answer a protocol step.
 func (e *Engine) liveMembers() []string {
-	avail := e.available()
 	var out []string
 	for _, id := range e.he.members() {
-		if slices.Contains(avail, id) && !e.he.unresponsive[id] {
+		if e.live(id) && !e.he.unresponsive[id] {
 			out = append(out, id)
 		}
 	}
@@ -182,7 +181,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 	if e.he == nil || t == nil || t.ID != ev.TaskID {
 		return reply(fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))
 	}
-	if !slices.Contains(t.Selected, ev.Client) {
+	if !t.isSelected(ev.Client) {
 		return reply(ErrNotSelected)
 	}
 	h := e.he

@@ -429,7 +429,11 @@ func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse 
 	case TaskKeyGen:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Keygen{Keygen: &tallyv1.KeyGenTask{TaskId: t.ID, Instance: t.Blob}}}
 	case TaskThreshold:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: t.ID, Sealed: t.Sealed[client]}}}
+		tt := &tallyv1.ThresholdTask{TaskId: t.ID}
+		if sealedBytes(t.Sealed[client]) <= InlineModelBytes {
+			tt.Sealed = t.Sealed[client]
+		}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
 	case TaskDecrypt:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient}}}
 	}
@@ -441,6 +445,20 @@ func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse 
 		tt.Scaler = &tallyv1.Scaler{Mean: sc.Mean, Std: sc.Std}
 	}
 	return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Train{Train: tt}}
+}
+
+// sealedBytes is the size of the shares sealed for one member. Each is a
+// secret-key polynomial (LogN 14, two Q primes and one P: about 393 KiB),
+// so a committee of more than ten members exceeds MaxMessageBytes in one
+// ThresholdTask; measured at 16 members, 5.9 MB. Shares too large to send
+// with the task, as models are (InlineModelBytes), are left out of it and
+// the member downloads each as "sealed/<sender>".
+func sealedBytes(m map[string][]byte) int {
+	n := 0
+	for _, v := range m {
+		n += len(v)
+	}
+	return n
 }
 
 // SubmitUpdate implements CoordinatorService: it reassembles the chunks,
@@ -697,8 +715,9 @@ func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesSer
 	})
 }
 
-// Download implements CoordinatorService: the collective public key, or a
-// block of the aggregate a decryption task names.
+// Download implements CoordinatorService: the collective public key, a
+// Shamir share sealed for the caller ("sealed/<sender>", threshold tasks)
+// or a block of the aggregate a decryption task names.
 func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.CoordinatorService_DownloadServer) error {
 	id, err := caller(stream.Context())
 	if err != nil {
@@ -712,6 +731,12 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	switch name := req.GetName(); {
 	case name == "public-key" && t.PublicKey != nil && t.Encrypted():
 		data = t.PublicKey
+	case strings.HasPrefix(name, "sealed/") && t.Kind == TaskThreshold:
+		v, ok := t.Sealed[id][strings.TrimPrefix(name, "sealed/")]
+		if !ok {
+			return toStatus(fmt.Errorf("%w: task %s has no %q for %s", ErrNoTask, t.ID, name, id))
+		}
+		data = v
 	case strings.HasPrefix(name, "ciphertext/") && t.Kind == TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
 		if err != nil || b < 0 || b >= len(t.Ciphertexts) {

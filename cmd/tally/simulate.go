@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,6 +95,7 @@ type simOptions struct {
 	BaselineShare       float64
 	DB                  string
 	ReceiptsDir         string
+	CPUProfile          string
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -192,12 +195,13 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
 	fs.IntVar(&o.MinGroupSize, "min-group-size", 3, "k: no aggregate of fewer than k updates is ever decrypted")
 	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) or influence (one scalar per client); default: influence with he, plain with none")
-	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo above)")
+	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo up to 63 players a round, influence above: coalition games hold at most 63)")
 	fs.StringVar(&o.Utility, "utility", "loss", "what a coalition's model is scored by: loss (negative validation loss) or accuracy")
 	fs.Float64Var(&o.Budget, "budget", 100, "payout budget per round, split in proportion to positive value")
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
 	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole simulation (coordinator and clients) to this file, for go tool pprof")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the coordinator's Prometheus metrics (/metrics) on this address while the simulation runs (default: off)")
 	return o
 }
@@ -304,7 +308,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Clients: o.Clients, Partition: part, ValFrac: o.ValFrac, TestFrac: o.TestFrac, Seed: o.Seed, Corruptions: o.Corrupt,
 	})
 	if err != nil {
-		return nil, err
+		return nil, tooFewRows(err, o)
 	}
 	minClients := o.MinClients
 	if minClients == 0 {
@@ -402,21 +406,41 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
-	defer conn.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	clientErrs := make([]error, o.Clients)
+	// The clients share an encryptor and take turns to hold ciphertexts,
+	// which bounds this process's memory by the cores rather than by the
+	// number of clients; the coordinator sees the same calls either way.
+	shared := client.NewShared(0)
 	for i := range ids {
+		// Each client dials its own connection, as a client in another
+		// process would: the coordinator cannot tell that they share one.
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
 		c, err := client.New(client.Config{
 			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
-			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]),
+			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]), Shared: shared,
 		})
 		if err != nil {
 			return nil, err
@@ -506,6 +530,34 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	return rep, nil
 }
 
+// tooFewRows explains a partition that failed for want of rows: every
+// client needs at least one training row, so the number of clients is
+// bounded by the dataset's training share. It names the embedded datasets
+// that are large enough (wsn's 18,914 rows hold 11,348 clients at the
+// default fractions), rather than inventing data: a synthetic dataset
+// would measure the protocol just as well but say nothing about learning.
+func tooFewRows(err error, o *simOptions) error {
+	if !errors.Is(err, dataset.ErrPartition) {
+		return err
+	}
+	var fit []string
+	for _, name := range dataset.EmbeddedNames() {
+		ds, lerr := dataset.Embedded(name)
+		if lerr != nil {
+			continue
+		}
+		train, _, _, serr := dataset.Split(ds.Examples, o.ValFrac, o.TestFrac, o.Seed)
+		if serr == nil && train.Len() >= o.Clients*dataset.MinClientRows {
+			fit = append(fit, fmt.Sprintf("%s (%d training rows)", name, train.Len()))
+		}
+	}
+	hint := "no embedded dataset has that many; give a larger --csv"
+	if len(fit) > 0 {
+		hint = "use --dataset " + strings.Join(fit, " or ") + ", or a larger --csv"
+	}
+	return fmt.Errorf("%w; %s", err, hint)
+}
+
 // centralised trains the job's model on the union of the clients' training
 // data for as many epochs as the federation ran in all, and returns its
 // test accuracy: the yardstick the federated model is compared with.
@@ -572,7 +624,16 @@ func humanBytes(n int64) string {
 func printContributions(w io.Writer, rep *simReport) {
 	fmt.Fprintf(w, "\ncontributions (%s mode, %s, %d utility evaluations):\n", rep.Valuation.Mode, rep.Valuation.Method, rep.Valuation.UtilityEvaluations)
 	fmt.Fprintf(w, "%-10s %7s  %-18s %22s %5s %9s %8s\n", "client", "samples", "corruption", "value ± stderr", "rank", "payout", "quota")
-	for _, c := range rep.Contributions {
+	// A thousand clients make an unreadable table: the top and the bottom
+	// of the ranking are shown, and the report keeps every row.
+	const head, tail = 20, 10
+	for i, c := range rep.Contributions {
+		if n := len(rep.Contributions); n > head+tail+1 && i >= head && i < n-tail {
+			if i == head {
+				fmt.Fprintf(w, "%-10s (%d more; --report keeps them all)\n", "…", n-head-tail)
+			}
+			continue
+		}
 		fmt.Fprintf(w, "%-10s %7d  %-18s %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Corruption, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
 	}
 }

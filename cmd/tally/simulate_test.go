@@ -196,6 +196,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		{"bad-corrupt", []string{"simulate", "--corrupt", "3"}, 2, "want CLIENT=KIND"},
 		{"corrupt-out-of-range", []string{"simulate", "--clients", "4", "--corrupt", "9=label-flip:0.5", "--rounds", "1"}, 1, "client 9 does not exist"},
 		{"unknown-dataset", []string{"simulate", "--dataset", "iris"}, 1, "iris"},
+		{"more-clients-than-rows", []string{"simulate", "--clients", "1000"}, 1, "341 rows cannot give 1000 clients 1 row(s) each; use --dataset digits (1079 training rows) or wsn (11348 training rows)"},
 		{"unknown-command", []string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, c := range cases {
