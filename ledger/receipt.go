@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -266,6 +268,9 @@ func (f Filter) match(r *Receipt) bool {
 
 // Receipts returns the stored receipts that f selects, in Seq order.
 func (t *Tx) Receipts(f Filter) ([]Receipt, error) {
+	if f.Job != "" && f.Client != "" {
+		return t.clientReceipts(f)
+	}
 	var out []Receipt
 	err := t.tx.Bucket([]byte(bucketReceipts)).ForEach(func(k, v []byte) error {
 		var r Receipt
@@ -278,6 +283,39 @@ func (t *Tx) Receipts(f Filter) ([]Receipt, error) {
 		return nil
 	})
 	return out, err
+}
+
+// clientReceipts answers a filter naming a job and a client from the
+// (job, round, client) index: it compares index keys and decodes only
+// the client's own receipts. Decoding every receipt of the ledger for each
+// query, as a scan of the receipts does, made a round of n clients
+// quadratic: every client fetches its receipts with each training task
+// and when the job ends (measured: 1,000 clients kept a coordinator busy
+// for minutes after its last round).
+func (t *Tx) clientReceipts(f Filter) ([]Receipt, error) {
+	recs := t.tx.Bucket([]byte(bucketReceipts))
+	prefix := []byte(f.Job + "\x00")
+	var out []Receipt
+	c := t.tx.Bucket([]byte(bucketReceiptIdx)).Cursor()
+	for k, seq := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, seq = c.Next() {
+		rest := k[len(prefix):]
+		if len(rest) <= roundKeyDigits || rest[roundKeyDigits] != 0 || string(rest[roundKeyDigits+1:]) != f.Client {
+			continue
+		}
+		v := recs.Get(seq)
+		if v == nil {
+			return nil, fmt.Errorf("ledger: index names receipt %d, which is not stored", binary.BigEndian.Uint64(seq))
+		}
+		var r Receipt
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("ledger: decode receipt %d: %w", binary.BigEndian.Uint64(seq), err)
+		}
+		if f.match(&r) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Receipt) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
 }
 
 // HasReceiptsForRound reports whether any receipt of job's round is stored.

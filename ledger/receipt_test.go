@@ -226,6 +226,12 @@ func TestQueries(t *testing.T) {
 		{"job=a", Filter{Job: "a"}, 9},
 		{"client=c1", Filter{Client: "c1"}, 4},
 		{"job=a/client=c2", Filter{Job: "a", Client: "c2"}, 3},
+		{"job=b/client=c1", Filter{Job: "b", Client: "c1"}, 1},
+		// The index answers job and client together: a prefix of a
+		// client's id, or a client of another job only, selects nothing.
+		{"job=a/client=c", Filter{Job: "a", Client: "c"}, 0},
+		{"job=b/client=c2", Filter{Job: "b", Client: "c2"}, 0},
+		{"job=a/client=c1/round=2", Filter{Job: "a", Client: "c1", ByRound: true, Round: 2}, 1},
 		{"round=1", Filter{ByRound: true, Round: 1}, 5},
 		{"job=b/round=2", Filter{Job: "b", ByRound: true, Round: 2}, 0},
 	} {
