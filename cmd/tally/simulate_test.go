@@ -240,3 +240,15 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietPrintsSummary: --quiet prints the summary and nothing else.
+func TestQuietPrintsSummary(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"simulate", "--clients", "4", "--rounds", "2", "--secure-aggregation", "none", "--quiet", "--centralised=false"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "final test accuracy ") {
+		t.Errorf("--quiet printed %q, want the one summary line", out.String())
+	}
+}
