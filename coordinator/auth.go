@@ -363,11 +363,7 @@ func needsSignature(method string) bool {
 func (s *Service) authenticateCall(ctx context.Context, method string) (string, error) {
 	now := time.Now()
 	refuse := func(client string, err error) (string, error) {
-		addr := ""
-		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			addr = p.Addr.String()
-		}
-		s.log.Warn("call refused", "method", method, "client", client, "peer", addr, "reason", err.Error())
+		s.log.Warn("call refused", "method", method, "client", client, "peer", peerAddr(ctx), "reason", err.Error())
 		s.tel.Refused(method, refusedReason(err))
 		return "", err
 	}
@@ -423,6 +419,14 @@ func (s *Service) StreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		return toStatus(err)
 	}
 	return handler(srv, callerStream{ss, context.WithValue(ss.Context(), callerKey{}, id)})
+}
+
+// peerAddr is the caller's network address, for refusal logs.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }
 
 // refusedReason names a refusal in metrics by the status it gets.

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
@@ -327,11 +326,7 @@ func (s *Service) Resume(ctx context.Context, req *tallyv1.ResumeRequest) (*tall
 
 // refuseEnrol logs a refused enrolment and returns its status.
 func (s *Service) refuseEnrol(ctx context.Context, client string, err error) error {
-	addr := ""
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		addr = p.Addr.String()
-	}
-	s.log.Warn("enrolment refused", "client", client, "peer", addr, "reason", err.Error())
+	s.log.Warn("enrolment refused", "client", client, "peer", peerAddr(ctx), "reason", err.Error())
 	s.tel.Refused(tallyv1.CoordinatorService_Enroll_FullMethodName, refusedReason(err))
 	return toStatus(err)
 }

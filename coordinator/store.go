@@ -91,22 +91,19 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 // BoltStore, so that a server restarted on the same store (in tests)
 // admits the clients it admitted before.
 func (m *MemoryStore) Bind(tokenID string, uses int, b Binding) error {
-	m.mu.Lock()
-	if m.auth == nil {
-		m.auth = newMemoryAuth()
-	}
-	a := m.auth
-	m.mu.Unlock()
-	return a.Bind(tokenID, uses, b)
+	return m.authStore().Bind(tokenID, uses, b)
 }
 
 // Bindings implements AuthStore.
-func (m *MemoryStore) Bindings() ([]Binding, error) {
+func (m *MemoryStore) Bindings() ([]Binding, error) { return m.authStore().Bindings() }
+
+// authStore returns the enrolments, created on first use so that a zero
+// MemoryStore works.
+func (m *MemoryStore) authStore() *memoryAuth {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.auth == nil {
 		m.auth = newMemoryAuth()
 	}
-	a := m.auth
-	m.mu.Unlock()
-	return a.Bindings()
+	return m.auth
 }
