@@ -15,8 +15,15 @@ import (
 	"github.com/tallyfl/tally/internal/telemetry"
 )
 
-// ErrStopped is returned for events that arrive after the driver stopped.
-var ErrStopped = errors.New("coordinator: job is no longer running")
+// ErrStopped is returned for events that arrive after the driver stopped
+// before the job ended (a coordinator shutting down: the client retries).
+// ErrEnded is returned for events that arrive after the job ended: a share
+// or update that raced the last round's close, which the client's next
+// poll answers with the job's end.
+var (
+	ErrStopped = errors.New("coordinator: job is no longer running")
+	ErrEnded   = errors.New("coordinator: the job has ended")
+)
 
 // Driver performs the engine's actions: it owns the engine, feeds it ticks
 // from a clock and events from the gRPC service, writes every ActPersist to
@@ -329,6 +336,13 @@ func (d *Driver) Step(ctx context.Context, ev Event) ([]Action, error) {
 	select {
 	case d.calls <- c:
 	case <-d.stopped:
+		// Run has returned, so the view is no longer written.
+		d.mu.RLock()
+		ended := d.view.done != nil
+		d.mu.RUnlock()
+		if ended {
+			return nil, ErrEnded
+		}
 		return nil, ErrStopped
 	case <-ctx.Done():
 		return nil, ctx.Err()

@@ -258,7 +258,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrConflict):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrNoTask):
+	case errors.Is(err, ErrNoTask), errors.Is(err, ErrEnded):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrStopped):
 		code = codes.Unavailable
@@ -351,7 +351,7 @@ func (s *Service) join(ctx context.Context, id string, samples int64, identityKe
 	// After the job ended the driver no longer takes events, but a client
 	// that joins then (it restarted) must still be answered, to learn from
 	// its next poll that the job is done.
-	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) {
+	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
 		return nil, toStatus(err)
 	}
 	s.mu.Lock()
@@ -371,7 +371,7 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.driver.Step(ctx, EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) {
+	if _, err := s.driver.Step(ctx, EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
 		return nil, toStatus(err)
 	}
 	wait := DefaultPollWait

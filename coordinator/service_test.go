@@ -147,6 +147,17 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 		if r.GetDone() == nil {
 			t.Fatalf("client %s got %v after the only round, want done", id, r)
 		}
+		if id == "a" {
+			// A submission that races the job's end (a share or an update
+			// that arrives after the last round closed; b has not yet
+			// learned of the end, so the coordinator still serves) is told
+			// the task is over, not that the coordinator is unavailable:
+			// the client's next poll brings the end, and it does not log
+			// the coordinator as unreachable.
+			if err := submitRaw(ctx, clients["b"], header(tr.GetTaskId(), n, digest), buf); code(err) != codes.FailedPrecondition {
+				t.Errorf("submission after the job ended: %v, want FailedPrecondition", err)
+			}
+		}
 	}
 	out := <-done
 	if len(out.History) != 1 || out.History[0].Failed || len(out.History[0].Contributors) != 2 {
