@@ -64,6 +64,9 @@ type fakeCoord struct {
 	// the call is cancelled, so that a test can act while the client is
 	// enrolled but has not finished.
 	hold chan struct{}
+	// he, if set, makes the job's updates travel under a collective
+	// CKKS key (see he_test.go).
+	he *fakeHE
 	// polling is closed when the first signed NextTask arrives: the client
 	// has its enrolment's answer and has bound its key to its identity.
 	polling  chan struct{}
@@ -78,6 +81,9 @@ type fakeCoord struct {
 type fakeSubmission struct {
 	Header *tallyv1.SubmitHeader
 	Data   []byte
+	// Messages are the data of each message as sent; an encrypted update
+	// sends one ciphertext per message.
+	Messages [][]byte
 }
 
 // fakeJob is a small plaintext job: logistic regression on 3 features and
@@ -249,9 +255,11 @@ func (f *fakeCoord) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) 
 			Reason: "rounds done", FinalRound: int32(f.round - 1), Receipts: f.receiptsAfter(req.GetReceiptsAfter()),
 		}}}, nil
 	}
-	return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Train{Train: &tallyv1.TrainTask{
-		Round: int32(f.round), NumParams: f.job.GetNumParams(), TaskId: f.taskID(f.round),
-	}}}, nil
+	task := &tallyv1.TrainTask{Round: int32(f.round), NumParams: f.job.GetNumParams(), TaskId: f.taskID(f.round)}
+	if f.he != nil {
+		task.KeyId = f.he.keyID[:]
+	}
+	return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Train{Train: task}}, nil
 }
 
 // DownloadModel sends the global model in two chunks, so that the client
@@ -284,6 +292,7 @@ func (f *fakeCoord) SubmitUpdate(stream grpc.ClientStreamingServer[tallyv1.Submi
 	}
 	var hdr *tallyv1.SubmitHeader
 	var data []byte
+	var msgs [][]byte
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -296,6 +305,7 @@ func (f *fakeCoord) SubmitUpdate(stream grpc.ClientStreamingServer[tallyv1.Submi
 			hdr = msg.GetHeader()
 		}
 		data = append(data, msg.GetData()...)
+		msgs = append(msgs, msg.GetData())
 	}
 	if hdr == nil {
 		f.wrongf("SubmitUpdate without a header")
@@ -312,7 +322,7 @@ func (f *fakeCoord) SubmitUpdate(stream grpc.ClientStreamingServer[tallyv1.Submi
 		f.wrong = append(f.wrong, fmt.Sprintf("SubmitUpdate for task %q round %d, current round %d", hdr.GetTaskId(), hdr.GetRound(), f.round))
 		return status.Error(codes.FailedPrecondition, "fake: not the current task")
 	}
-	f.submissions = append(f.submissions, fakeSubmission{Header: hdr, Data: data})
+	f.submissions = append(f.submissions, fakeSubmission{Header: hdr, Data: data, Messages: msgs})
 	f.sign(ledger.Receipt{
 		Job: f.job.GetJobId(), Round: f.round, Client: f.clientID, SubmissionDigest: hex.EncodeToString(sum[:]),
 		Method: "fake", Mode: "plain", Value: 0.5,
