@@ -31,7 +31,7 @@
 //     ([Member.DecryptShare]), λᵢ its Lagrange coefficient for the
 //     participant set and eᵢ Gaussian flooding noise; [Decryptor.CombineBlock]
 //     adds the t shares to c₀ and decodes, [Assemble] divides by Σ nᵢ.
-//   - Influence valuation (DESIGN §3, mode "influence"). [Influence]
+//   - Influence valuation (docs/DESIGN.md §3, mode "influence"). [Influence]
 //     multiplies each block of a client's update by the plaintext of the
 //     validation gradient's block and sums the products into one
 //     ciphertext per client, whose constant coefficient holds
@@ -42,7 +42,7 @@
 // # Threat model and guarantees
 //
 // The coordinator is honest-but-curious, clients are semi-honest, and
-// fewer than t committee members collude with the coordinator (DESIGN §3).
+// fewer than t committee members collude with the coordinator (docs/DESIGN.md §3).
 // Then: no update is ever decrypted; the coordinator learns only the
 // aggregates that t members agree to decrypt; a member refuses (1) an
 // aggregate of fewer than k contributors (default 3; the one exception,
@@ -62,7 +62,7 @@
 //
 // # Parameters and security
 //
-// [DefaultParameters] is DESIGN §6: LogN 14 over the conjugate-invariant
+// [DefaultParameters] is docs/DESIGN.md §6: LogN 14 over the conjugate-invariant
 // ring (16,384 real slots), Q = two 60-bit primes, P = one 61-bit prime,
 // scale 2^60, 53-bit encoder, uniform ternary secrets, error σ = 3.2, and
 // σ = 2^30 flooding noise on decryption shares. log₂(QP) ≈ 181 bits. The
@@ -74,7 +74,7 @@
 // ICISC 2018). [NewParameters] refuses sets above the table's bound unless
 // Insecure is set, which only tests do. The flooding noise σ = 2^30 exceeds
 // the noise of a fresh public-key encryption by roughly 2^20; that is the
-// project's chosen trade-off (DESIGN §6), not a proof of statistical
+// project's chosen trade-off (docs/DESIGN.md §6), not a proof of statistical
 // 2^-128 indistinguishability of the shares, which would need flooding
 // near 2^(λ)·(ciphertext noise) and more modulus.
 //

@@ -13,7 +13,7 @@ import (
 )
 
 // PurposeInfluence is the purpose of a [DecryptRequest] for one client's
-// influence scalar aᵢ = ⟨∇L_val(w_r), nᵢ·Δᵢ⟩ (DESIGN §3). Members serve it
+// influence scalar aᵢ = ⟨∇L_val(w_r), nᵢ·Δᵢ⟩ (docs/DESIGN.md §3). Members serve it
 // only as a coefficient share ([Member.DecryptCoefficientShare]) and
 // refuse it for a whole decryption ([Member.DecryptShare]).
 const PurposeInfluence = "influence"

@@ -52,7 +52,7 @@ type Committee struct {
 }
 
 // KeyGenInstance is an immutable, validated committee. Its ID is the
-// SHA-256 of its canonical encoding (STYLE §4): kind, parameters, job, seed,
+// SHA-256 of its canonical encoding (docs/STYLE.md §4): kind, parameters, job, seed,
 // epoch, threshold and the sorted members with their public keys. Every
 // message of the key generation and every ciphertext under the resulting
 // key carries that ID.

@@ -12,7 +12,7 @@ import (
 )
 
 // ParametersConfig is the literal, YAML-tagged form of the CKKS parameters.
-// Zero fields take the defaults of DESIGN §6 when passed to [NewParameters].
+// Zero fields take the defaults of docs/DESIGN.md §6 when passed to [NewParameters].
 type ParametersConfig struct {
 	// LogN is log2 of the ring degree; the conjugate-invariant ring gives
 	// 2^LogN real slots per ciphertext.
@@ -26,7 +26,7 @@ type ParametersConfig struct {
 	LogDefaultScale int `yaml:"log_default_scale"`
 	// EncoderPrecision is the float precision of the encoder in bits, at
 	// most 53: above that lattigo switches to big.Float and is ~17× slower
-	// (DESIGN §6 measurement).
+	// (docs/DESIGN.md §6 measurement).
 	EncoderPrecision int `yaml:"encoder_precision"`
 	// LogNoiseFlooding is log2 of the standard deviation of the noise each
 	// member adds to its decryption share.
@@ -36,7 +36,7 @@ type ParametersConfig struct {
 	Insecure bool `yaml:"insecure"`
 }
 
-// DefaultConfig returns the parameter literal of DESIGN §6: LogN 14, two
+// DefaultConfig returns the parameter literal of docs/DESIGN.md §6: LogN 14, two
 // 60-bit Q primes, one 61-bit P prime, scale 2^60, a 53-bit encoder and
 // decryption noise flooding with σ = 2^30.
 func DefaultConfig() ParametersConfig {

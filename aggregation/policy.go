@@ -13,7 +13,7 @@ import (
 type PolicyConfig struct {
 	// MinContributors is k: a member never helps decrypt an aggregate of
 	// fewer than k client updates. Zero means the default, 3 (the job's
-	// min_group_size, DESIGN §3).
+	// min_group_size, docs/DESIGN.md §3).
 	MinContributors int `yaml:"min_contributors"`
 }
 
@@ -128,7 +128,7 @@ func (r *Record) Len() int { return len(r.served) }
 // check applies the record to a request for block: the digest must be new,
 // and the contributor set must not differ from a set already decrypted in
 // the same round by fewer than k clients. The second rule closes the trap
-// of DESIGN §3: decrypting both S and S minus {i} reveals client i's update
+// of docs/DESIGN.md §3: decrypting both S and S minus {i} reveals client i's update
 // by subtraction; any two decrypted sets of a round must be equal or differ,
 // both ways, by none or at least k clients.
 func (r *Record) check(req DecryptRequest, digest [32]byte, k int) error {

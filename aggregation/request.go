@@ -17,7 +17,7 @@ const (
 )
 
 // DecryptRequest asks committee members for decryption shares of one
-// aggregate. Its ID is the content hash of its canonical form (STYLE §4):
+// aggregate. Its ID is the content hash of its canonical form (docs/STYLE.md §4):
 // a retry with other participants is a new request, and since members
 // never serve a digest twice it needs a fresh aggregate (see
 // [Encryptor.Rerandomize]).

@@ -23,7 +23,7 @@ func runSmallJob(t *testing.T, secure, mode, method string) (Outcome, *BoltStore
 // TestEveryModeAndMethod runs every valuation mode × method combination
 // the job file accepts, in the clear and under encryption, on a small job:
 // each round is valued for every contributor, the receipts verify, and
-// every decryption respects DESIGN §3.
+// every decryption respects docs/DESIGN.md §3.
 func TestEveryModeAndMethod(t *testing.T) {
 	methods := append(valuation.Methods(), MethodCGSV, MethodInfluence)
 	for _, secure := range []string{"none", "he"} {

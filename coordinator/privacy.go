@@ -8,7 +8,7 @@ import (
 )
 
 // CheckDecryptions audits what a secure job decrypted, round by round,
-// against DESIGN §3: every whole decryption sums at least k client updates;
+// against docs/DESIGN.md §3: every whole decryption sums at least k client updates;
 // no two whole decryptions of the same round differ by exactly one client
 // (their difference would be that client's update); a decryption of fewer
 // than k contributors is only ever one client's influence coefficient, at

@@ -16,7 +16,7 @@ import (
 	"github.com/tallyfl/tally/valuation"
 )
 
-// Valuation modes (DESIGN §3), and "off" for a job that trains without
+// Valuation modes (docs/DESIGN.md §3), and "off" for a job that trains without
 // scoring anyone (no values, no payouts, no receipts).
 const (
 	ModePlain     = "plain"

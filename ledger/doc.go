@@ -60,7 +60,7 @@
 // # Payouts and quotas
 //
 // Payouts splits a round's budget in proportion to max(φ_i, 0) with an
-// optional baseline share for every valid submission (DESIGN §4); Quotas
+// optional baseline share for every valid submission (docs/DESIGN.md §4); Quotas
 // issues credits the same way into per-client Baskets of fixed capacity
 // whose overflow is lost, so that value earns usage but cannot be hoarded.
 //

@@ -16,7 +16,7 @@ var (
 	ErrInsufficientQuota = errors.New("ledger: insufficient quota")
 )
 
-// Payouts splits one round's budget among the clients (DESIGN §4). With
+// Payouts splits one round's budget among the clients (docs/DESIGN.md §4). With
 // s = baselineShare, V = {i : valid[i]}, m = |V| and P = Σ_{j∈V} max(φ_j, 0):
 //
 //	payout_i = (1−s)·budget · max(φ_i, 0) / P   +   s·budget / m     for i ∈ V
@@ -97,8 +97,8 @@ func split(values []float64, total, share float64, valid []bool) ([]float64, flo
 }
 
 // Basket is a client's quota: a balance of credits that never exceeds
-// Capacity, so that nobody can hoard credits over many periods (DESIGN
-// §4). Its zero value has no capacity and loses every credit.
+// Capacity, so that nobody can hoard credits over many periods
+// (docs/DESIGN.md §4). Its zero value has no capacity and loses every credit.
 type Basket struct {
 	Capacity float64 `json:"capacity"`
 	Balance  float64 `json:"balance"`

@@ -72,7 +72,7 @@
 // compiled tape for these graphs, but it is unmaintained since 2023 and
 // panics at start on current Go unless go4.org/unsafe/assume-no-moving-gc
 // is pinned to v0.0.0-20231121144256-b99613f794b6 (go.mod does this; see
-// DESIGN §6). Its tensor log-softmax (gorgonia.org/tensor v0.9.23) shifts
+// docs/DESIGN.md §6). Its tensor log-softmax (gorgonia.org/tensor v0.9.23) shifts
 // every row by element 0 of the whole matrix rather than by the row's
 // maximum, so this package fuses its own stable softmax cross-entropy op
 // (and a one-pass ReLU). Keeping gorgonia behind Model means it can be

@@ -5,7 +5,7 @@
 // providers that export them — a Prometheus endpoint, and OTLP when the
 // standard OTEL_EXPORTER_OTLP_* variables are set.
 //
-// Nothing here is global (STYLE §9): a *Telemetry is built from the
+// Nothing here is global (docs/STYLE.md §9): a *Telemetry is built from the
 // tracer and meter providers it is given, and Noop returns one that
 // records nothing, which is what every coordinator part uses unless told
 // otherwise. The round engine never sees telemetry; the driver, which

@@ -18,7 +18,8 @@ import (
 const ScopeName = "github.com/tallyfl/tally"
 
 // Phase names, the values of the "phase" attribute. They name what an
-// operator waits for in a round, as DESIGN's round lifecycle does.
+// operator waits for in a round, as the round lifecycle of docs/DESIGN.md §2
+// does.
 const (
 	PhaseSelect    = "select"       // the strategy picks the round's clients
 	PhaseWait      = "wait_updates" // a train or moments task is open

@@ -1,0 +1,222 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tallyfl/tally/aggregation"
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// fakeHE is the fake coordinator's secure aggregation: a committee of
+// three members it runs itself (threshold 2), whose collective public key
+// it serves to the client. The client under test is not on the committee;
+// it only encrypts under the key.
+type fakeHE struct {
+	params  aggregation.Parameters
+	inst    *aggregation.KeyGenInstance
+	members map[string]*aggregation.Member
+	ids     []string
+	pk      []byte
+	keyID   [32]byte
+}
+
+// heTestConfig is a small, INSECURE parameter set (LogN 10) so that the
+// test runs in seconds under the race detector. It exists only here.
+func heTestConfig() aggregation.ParametersConfig {
+	cfg := aggregation.DefaultConfig()
+	cfg.LogN = 10
+	cfg.Insecure = true
+	return cfg
+}
+
+func newFakeHE(t *testing.T, job string) *fakeHE {
+	t.Helper()
+	params, err := aggregation.NewParameters(heTestConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// k = 2: the members decrypt the client's update summed with one
+	// other contribution, never alone.
+	policy, err := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHE{params: params, members: map[string]*aggregation.Member{}}
+	var infos []aggregation.MemberInfo
+	for i := range 3 {
+		id, err := aggregation.NewIdentity(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := aggregation.NewMember(params, fmt.Sprintf("m%d", i), id, policy, nil, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.members[m.ID()], h.ids = m, append(h.ids, m.ID())
+		infos = append(infos, m.Info())
+	}
+	if h.inst, err = aggregation.NewKeyGenInstance(params, aggregation.Committee{Job: job, Seed: []byte("seed"), Threshold: 2, Members: infos}); err != nil {
+		t.Fatal(err)
+	}
+	pkShares, inbox := map[string][]byte{}, map[string]map[string][]byte{}
+	for _, id := range h.ids {
+		out, err := h.members[id].GenKeyGenShares(h.inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkShares[id] = out.PublicKeyShare
+		for to, s := range out.Sealed {
+			if inbox[to] == nil {
+				inbox[to] = map[string][]byte{}
+			}
+			inbox[to][id] = s
+		}
+	}
+	for _, id := range h.ids {
+		if err := h.members[id].ReceiveThresholdShares(h.inst, inbox[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.pk, err = aggregation.AggregatePublicKey(params, h.inst, pkShares); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := aggregation.NewEncryptor(params, h.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.keyID = enc.KeyID()
+	return h
+}
+
+// Download serves the collective public key, in two pieces.
+func (f *fakeCoord) Download(req *tallyv1.DownloadRequest, stream grpc.ServerStreamingServer[tallyv1.DownloadResponse]) error {
+	if err := f.signed(stream.Context(), tallyv1.CoordinatorService_Download_FullMethodName); err != nil {
+		return err
+	}
+	if f.he == nil || req.GetName() != "public-key" {
+		f.wrongf("Download of %q in a job without it", req.GetName())
+		return status.Errorf(codes.NotFound, "fake: no %q", req.GetName())
+	}
+	half := len(f.he.pk) / 2
+	for _, part := range [][]byte{f.he.pk[:half], f.he.pk[half:]} {
+		if err := stream.Send(&tallyv1.DownloadResponse{Data: part}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestRunEncryptedUpdate: under secure aggregation the client fetches the
+// collective key the task names, encrypts n·Δ and n under it and streams
+// one ciphertext per message. The fake's committee decrypts the sum of
+// that and one known contribution (its policy never decrypts one update
+// alone), and what comes out is the update the client trained.
+func TestRunEncryptedUpdate(t *testing.T) {
+	f := newFakeCoord(t, 1)
+	f.he = newFakeHE(t, f.job.GetJobId())
+	pc := f.he.params.Config()
+	hp := &tallyv1.HEParameters{
+		LogN: int32(pc.LogN), LogDefaultScale: int32(pc.LogDefaultScale), EncoderPrecision: int32(pc.EncoderPrecision),
+		LogNoiseFlooding: int32(pc.LogNoiseFlooding), Insecure: pc.Insecure,
+	}
+	for _, q := range pc.LogQ {
+		hp.LogQ = append(hp.LogQ, int32(q))
+	}
+	for _, q := range pc.LogP {
+		hp.LogP = append(hp.LogP, int32(q))
+	}
+	f.job.SecureAggregation, f.job.HeParams, f.job.MinGroupSize = "he", hp, 2
+	lis := listen(t, "")
+	f.serve(lis)
+	data := testData()
+	c, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: data, PollWait: 50 * time.Millisecond,
+		ReceiptsFile: filepath.Join(t.TempDir(), "receipts.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runClient(t, context.Background(), c); err != nil {
+		t.Fatalf("Run: %v, want nil", err)
+	}
+	f.checkProtocol()
+	n := f.counts()
+	if len(n.submissions) != 1 {
+		t.Fatalf("%d submissions, want 1", len(n.submissions))
+	}
+	s := n.submissions[0]
+	numParams := int(f.job.GetNumParams())
+	blocks := f.he.params.Blocks(numParams)
+	if s.Header.GetEncoding() != "ckks" || s.Header.GetLength() != int64(blocks) || len(s.Messages) != blocks || s.Header.GetSamples() != int64(data.Len()) {
+		t.Fatalf("header encoding %q length %d samples %d in %d messages, want ckks, %d ciphertexts, %d samples, one per message",
+			s.Header.GetEncoding(), s.Header.GetLength(), s.Header.GetSamples(), len(s.Messages), blocks, data.Len())
+	}
+
+	acc, err := aggregation.NewAccumulator(f.he.params, f.he.keyID, numParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range s.Messages {
+		if err := acc.Add(f.clientID, ct); err != nil {
+			t.Fatalf("the client's ciphertext does not add: %v", err)
+		}
+	}
+	// The second contribution: a zero update of weight 1.
+	enc, err := aggregation.NewEncryptor(f.he.params, f.he.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros, err := enc.EncryptUpdate(make([]float64, numParams), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range zeros {
+		if err := acc.Add("zero", ct); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agg, err := acc.Finalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := aggregation.NewDecryptRequest(agg, "total", 0, f.he.ids[:2])
+	dec, err := aggregation.NewDecryptor(f.he.params, f.he.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := make([][]float64, len(agg.Ciphertexts))
+	for b, ct := range agg.Ciphertexts {
+		shares := map[string][]byte{}
+		for _, id := range req.Participants {
+			if shares[id], err = f.he.members[id].DecryptShare(req, b, ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if plain[b], err = dec.CombineBlock(req, b, ct, shares); err != nil {
+			t.Fatal(err)
+		}
+	}
+	avg, weight, err := aggregation.Assemble(numParams, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nRows := float64(data.Len())
+	if math.Abs(weight-(nRows+1)) > 1e-6 {
+		t.Fatalf("decrypted total weight %v, want %v (the client's %v rows and the zero update's 1)", weight, nRows+1, nRows)
+	}
+	want := expectedUpdate(t, f.job, f.clientID, 0, f.global, data)
+	for i := range want {
+		// avg = n·Δ / (n + 1), so Δ = avg·(n + 1)/n.
+		if got := avg[i] * (nRows + 1) / nRows; math.Abs(got-want[i]) > 1e-5 {
+			t.Fatalf("decrypted update[%d] = %v, want %v", i, got, want[i])
+		}
+	}
+}
