@@ -228,14 +228,15 @@ func TestScalerCKKSNoise(t *testing.T) {
 		sigma = 2.9e-7 // default parameters, 3 decryption shares
 	)
 	// Column 0 varies over 0..16, column 1 is zero in every row, column 2
-	// is non-zero (1) in a single row: rare but real.
-	e := model.Examples{Features: 3}
+	// is non-zero (1) in a single row: rare but real; column 3 is the
+	// constant 100, where the count's noise fakes a variance.
+	e := model.Examples{Features: 4}
 	for i := range n {
 		rare := 0.0
 		if i == 7 {
 			rare = 1
 		}
-		e.X = append(e.X, float64(i%17), 0, rare)
+		e.X = append(e.X, float64(i%17), 0, rare, 100)
 		e.Y = append(e.Y, 0)
 	}
 	exact := ComputeMoments(e)
@@ -248,11 +249,11 @@ func TestScalerCKKSNoise(t *testing.T) {
 		t.Run(noise.name, func(t *testing.T) {
 			flat := exact.Flatten()
 			flat[0] += noise.e0 * sigma
-			for j := range 3 {
+			for j := range 4 {
 				flat[1+j] += noise.e1 * sigma
-				flat[4+j] += noise.e2 * sigma
+				flat[5+j] += noise.e2 * sigma
 			}
-			m, err := MomentsFromFlat(flat, 3)
+			m, err := MomentsFromFlat(flat, 4)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,12 +264,12 @@ func TestScalerCKKSNoise(t *testing.T) {
 				}
 			}
 			s := m.ScalerWithNoise(sigma)
-			if err := s.Validate(3); err != nil {
+			if err := s.Validate(4); err != nil {
 				t.Fatal(err)
 			}
 			want := exact.Scaler()
-			if s.Std[1] != 1 {
-				t.Errorf("all-zero column under CKKS noise: std %g, want the constant-feature 1", s.Std[1])
+			if s.Std[1] != 1 || s.Std[3] != 1 {
+				t.Errorf("constant columns under CKKS noise: std %g (all zero) and %g (all 100), want the constant-feature 1", s.Std[1], s.Std[3])
 			}
 			for _, j := range []int{0, 2} {
 				if d := math.Abs(s.Std[j]-want.Std[j]) / want.Std[j]; d > 1e-5 {
@@ -278,7 +279,7 @@ func TestScalerCKKSNoise(t *testing.T) {
 			if want := math.Sqrt(n - 1); math.Abs(s.Clip-want) > 1e-6 {
 				t.Errorf("clip %g, want √(n−1) = %g", s.Clip, want)
 			}
-			test := s.Apply(model.Examples{X: []float64{16, 16, 16}, Y: []int{0}, Features: 3}).Row(0)
+			test := s.Apply(model.Examples{X: []float64{16, 16, 16, 100}, Y: []int{0}, Features: 4}).Row(0)
 			if math.Abs(test[1]-16) > 1e-6 {
 				t.Errorf("value 16 in the all-zero column standardised to %g, want 16", test[1])
 			}
