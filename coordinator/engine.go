@@ -655,7 +655,7 @@ func (e *Engine) close(why string) []Action {
 				sum[i] += v
 			}
 		}
-		err = e.setScaler(sum, len(contributors))
+		err = e.setScaler(sum, 0)
 	} else {
 		results := make([]Result, len(contributors))
 		for i, id := range contributors {
@@ -848,8 +848,11 @@ func (e *Engine) advance(rec *RoundRecord, next []float64) error {
 
 // setScaler turns the sum of the clients' flattened moments into a
 // standardisation. Only the sum is used, so the step is the same in the
-// clear and under secure aggregation.
-func (e *Engine) setScaler(sum []float64, clients int) error {
+// clear and under secure aggregation, except for noise: the standard
+// deviation of the error on each entry of sum (0 in the clear; the
+// decryption's noise floor under HE, see aggregation.SlotNoiseSigma), below
+// which a variance is not told from zero.
+func (e *Engine) setScaler(sum []float64, noise float64) error {
 	m, err := dataset.MomentsFromFlat(sum, e.job.Data.Features)
 	if err != nil {
 		return err
@@ -857,7 +860,7 @@ func (e *Engine) setScaler(sum []float64, clients int) error {
 	if m.Count < 2 {
 		return fmt.Errorf("scaling needs at least 2 rows in all, got %g", m.Count)
 	}
-	s := m.Scaler()
+	s := m.ScalerWithNoise(noise)
 	e.scaler = &s
 	return nil
 }

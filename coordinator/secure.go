@@ -680,7 +680,9 @@ func (e *Engine) finishDecrypted() []Action {
 			// total weight is the number of clients and avg·weight the sum.
 			sum[i] = v * it.weight
 		}
-		err = e.setScaler(sum, len(rec.Contributors))
+		// The noise floor of that sum: every contributor's encryption
+		// and the flooding of the t shares that decrypted it.
+		err = e.setScaler(sum, h.params.SlotNoiseSigma(len(rec.Contributors), len(h.inst.Members()), h.inst.Threshold()))
 	case collect.GroupAcc != nil:
 		// The groups partition the contributors: the round's FedAvg is the
 		// weighted mean of the group means.

@@ -68,7 +68,7 @@ func (m *MemoryStore) Apply(p ActPersist) error {
 		m.snap.Committee = &c
 	}
 	if p.Scaler != nil {
-		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std)}
+		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std), Clip: p.Scaler.Clip}
 		m.snap.Scaler = &s
 	}
 	return nil

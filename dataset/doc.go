@@ -37,6 +37,28 @@
 // as one vector through secure aggregation, so the pooled mean and variance
 // are learned without any client revealing its own.
 //
+// Sums decrypted from a CKKS aggregate are exact only up to the
+// aggregation's noise, of standard deviation σ on every entry, which the
+// caller knows from the HE parameters (aggregation.Parameters.SlotNoiseSigma:
+// √(2N·t)·σ_flood/Δ, about 2.9e-7 for the default set and t = 3).
+// Moments.ScalerWithNoise(σ) propagates 8σ on the count, sum and sum of
+// squares to the variance, z·σ·(1 + 2|mean| + |E[x²] − 2·mean²|)/n, and
+// treats a feature whose variance lies below that floor as constant (Std
+// 1): its variance cannot be told from zero. Without the floor an all-zero
+// digits pixel read a standard deviation of ~1e-5 from noise alone and a
+// rare non-zero validation pixel was multiplied by ~1e5.
+//
+// Every scaler computed from moments also bounds what it returns: Apply
+// clips standardised values to ±√(n − 1), n the number of rows. By
+// Samuelson's inequality no value of the n rows themselves lies further
+// than √(n − 1) population standard deviations from their mean, so the
+// bound never changes a training row, in the clear or under secure
+// aggregation alike; it only stops a validation or test value far outside
+// the training range from becoming an input larger than any seen in
+// training. Clients apply the scaler they are sent without the bound
+// (the wire Scaler carries mean and deviation only), which is the same for
+// rows that were part of the moments.
+//
 // # Guarantees
 //
 // Nothing in the package keeps state between calls, and every function is

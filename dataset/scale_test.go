@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 
@@ -194,6 +195,9 @@ func TestScalerValidate(t *testing.T) {
 			"dataset: invalid scaler: deviation of feature 1 is 0, want finite and positive"},
 		{"nan-mean", Scaler{Mean: []float64{math.NaN(), 1}, Std: []float64{1, 1}},
 			"dataset: invalid scaler: mean of feature 0 is NaN"},
+		{"clip", Scaler{Mean: []float64{0, 1}, Std: []float64{1, 2}, Clip: 3}, ""},
+		{"negative-clip", Scaler{Mean: []float64{0, 1}, Std: []float64{1, 2}, Clip: -1},
+			"dataset: invalid scaler: clip -1, want finite and ≥ 0 (0: no bound)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,6 +212,113 @@ func TestScalerValidate(t *testing.T) {
 				t.Fatalf("got %v, want %s", err, tc.msg)
 			}
 		})
+	}
+}
+
+// TestScalerCKKSNoise is issue 11, defect 1, at the scaler: moments
+// decrypted from a CKKS aggregate carry noise of about 3e-7 on every sum
+// (aggregation.SlotNoiseSigma for the default parameters, t = 3). An
+// all-zero column then reads a variance of e₂/n, a standard deviation of
+// ~1e-5 from noise alone, and a value 16 outside the training rows became
+// ~1e6. Given the noise, the scaler must treat the column as constant (Std
+// 1), keep the real deviations, and bound what it returns.
+func TestScalerCKKSNoise(t *testing.T) {
+	const (
+		n     = 1437   // the digits federation's training rows
+		sigma = 2.9e-7 // default parameters, 3 decryption shares
+	)
+	// Column 0 varies over 0..16, column 1 is zero in every row, column 2
+	// is non-zero (1) in a single row: rare but real; column 3 is the
+	// constant 100, where the count's noise fakes a variance.
+	e := model.Examples{Features: 4}
+	for i := range n {
+		rare := 0.0
+		if i == 7 {
+			rare = 1
+		}
+		e.X = append(e.X, float64(i%17), 0, rare, 100)
+		e.Y = append(e.Y, 0)
+	}
+	exact := ComputeMoments(e)
+	for _, noise := range []struct {
+		name       string
+		e0, e1, e2 float64 // in units of sigma, on Count, Sum and SumSq
+	}{
+		{"up", 3, 2, 4}, {"down", -3, -2, -4}, {"mixed", 5, -4, 6}, {"tail", -7.9, 7.9, 7.9},
+	} {
+		t.Run(noise.name, func(t *testing.T) {
+			flat := exact.Flatten()
+			flat[0] += noise.e0 * sigma
+			for j := range 4 {
+				flat[1+j] += noise.e1 * sigma
+				flat[5+j] += noise.e2 * sigma
+			}
+			m, err := MomentsFromFlat(flat, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if noise.e2 > 0 {
+				// Without the floor the noise passes for a deviation.
+				if s := m.Scaler(); s.Std[1] > 1e-3 {
+					t.Fatalf("noise-blind scaler gave std %g to the zero column; the case does not exercise the floor", s.Std[1])
+				}
+			}
+			s := m.ScalerWithNoise(sigma)
+			if err := s.Validate(4); err != nil {
+				t.Fatal(err)
+			}
+			want := exact.Scaler()
+			if s.Std[1] != 1 || s.Std[3] != 1 {
+				t.Errorf("constant columns under CKKS noise: std %g (all zero) and %g (all 100), want the constant-feature 1", s.Std[1], s.Std[3])
+			}
+			for _, j := range []int{0, 2} {
+				if d := math.Abs(s.Std[j]-want.Std[j]) / want.Std[j]; d > 1e-5 {
+					t.Errorf("column %d: std %g, exact %g (relative %.2g)", j, s.Std[j], want.Std[j], d)
+				}
+			}
+			if want := math.Sqrt(n - 1); math.Abs(s.Clip-want) > 1e-6 {
+				t.Errorf("clip %g, want √(n−1) = %g", s.Clip, want)
+			}
+			test := s.Apply(model.Examples{X: []float64{16, 16, 16, 100}, Y: []int{0}, Features: 4}).Row(0)
+			if math.Abs(test[1]-16) > 1e-6 {
+				t.Errorf("value 16 in the all-zero column standardised to %g, want 16", test[1])
+			}
+			// 16 in the rare column is ~600 deviations out: bounded.
+			if test[2] != s.Clip {
+				t.Errorf("value 16 in the rare column standardised to %g, want the bound %g", test[2], s.Clip)
+			}
+		})
+	}
+}
+
+// TestScalerClipSparesTrainingRows checks the bound against Samuelson's
+// inequality: on data sets built to have extreme rows (one outlier, one
+// non-zero value, two clusters, random values) clipping at √(n − 1) never
+// moves a training row.
+func TestScalerClipSparesTrainingRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 3))
+	for _, n := range []int{2, 3, 10, 1000} {
+		e := model.Examples{Features: 4}
+		for i := range n {
+			outlier, single, cluster := 0.0, 0.0, 0.0
+			if i == 0 {
+				outlier, single = 1e6, 1
+			}
+			if i%2 == 0 {
+				cluster = 5
+			}
+			e.X = append(e.X, outlier+float64(i%3), single, cluster, r.NormFloat64()*1e3)
+			e.Y = append(e.Y, 0)
+		}
+		s := ComputeMoments(e).Scaler()
+		unclipped := s
+		unclipped.Clip = 0
+		got, want := s.Apply(e), unclipped.Apply(e)
+		for i, v := range want.X {
+			if math.Abs(got.X[i]-v) > 1e-9*max(1, math.Abs(v)) {
+				t.Errorf("n=%d: value %d standardised to %g unclipped, %g clipped at %g", n, i, v, got.X[i], s.Clip)
+			}
+		}
 	}
 }
 
