@@ -462,4 +462,3 @@ func TestRefusedEnrolmentFloodLogBounded(t *testing.T) {
 	}
 	t.Logf("%d refused enrolments: %d lines written, %d summarised", flood, lines, summarised)
 }
-
