@@ -294,10 +294,17 @@ func TestMaliciousUploadsBounded(t *testing.T) {
 	top := max(peak.Load(), hwm)
 	t.Logf("coordinator RSS: idle %d MiB (VmHWM before the attack %d MiB); peak %d MiB after no-task phase, %d MiB overall (VmHWM %d MiB); %d MiB sent by the attackers",
 		idle>>10, startHWM>>10, phase1>>10, peak.Load()>>10, hwm>>10, sent.Load()>>20)
+	survived := true
 	select {
 	case <-exited:
-		t.Fatalf("the coordinator exited during the attack:\n%s\n%s", coordOut.String(), coordErr.String())
+		survived = false
 	default:
+	}
+	// The process's output is read once it has stopped writing it.
+	coord.Process.Kill()
+	<-exited
+	if !survived {
+		t.Fatalf("the coordinator exited during the attack:\n%s\n%s", coordOut.String(), coordErr.String())
 	}
 	if top >= 2*max(idle, startHWM) {
 		t.Errorf("coordinator peaked at %d MiB RSS under 16 parallel malicious uploads, idle %d MiB: want below twice idle", top>>10, idle>>10)
