@@ -354,7 +354,14 @@ func (s *Service) refuseJoin(ctx context.Context, client, call string, err error
 // engine saw it, and returns its status. task is the task's kind, or
 // "closed" when the upload names no open task of the client.
 func (s *Service) refuseUpload(client, task string, err error) error {
-	s.logs.Log(slog.LevelWarn, "upload refused", "client", client, "task", task, "reason", err.Error())
+	if errors.Is(err, ErrNoTask) {
+		// Usually an honest answer that came after its task closed (a
+		// decryption share after the decryption had t), as the driver
+		// logs its own.
+		s.logs.Log(slog.LevelDebug, "upload for a closed task", "client", client, "reason", err.Error())
+	} else {
+		s.logs.Log(slog.LevelWarn, "upload refused", "client", client, "task", task, "reason", err.Error())
+	}
 	s.tel.Update(task, telemetry.OutcomeRejected, refusal(err))
 	return toStatus(err)
 }
