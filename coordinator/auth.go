@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -357,39 +358,64 @@ func needsSignature(method string) bool {
 	return strings.HasPrefix(method, "/"+tallyv1.CoordinatorService_ServiceDesc.ServiceName+"/") && !openMethods[method]
 }
 
+// unknownClientKey is the key a call naming a client with no enrolled key
+// is checked against. It verifies nothing (no one holds its private half:
+// it is the public key of the all-zero seed's hash), and checking it costs
+// what checking an enrolled key costs, so that a stranger learns from
+// neither the answer nor its time whether a client id exists.
+var unknownClientKey = func() ed25519.PublicKey {
+	seed := sha256.Sum256([]byte("tally: no client has this key"))
+	return ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+}()
+
 // authenticateCall verifies a signed call of method and returns the client
 // it came from. Every refusal is logged with its reason and the peer's
-// address, and changes nothing but the log.
+// address (rate-limited: Service.logs), counted, and changes nothing but
+// the log. What the caller is told does not depend on whether the client
+// id it named exists: an unknown id and a wrong key both get "signature
+// does not verify", and a revoked client is told so only once its call
+// verified.
 func (s *Service) authenticateCall(ctx context.Context, method string) (string, error) {
 	now := time.Now()
-	refuse := func(client string, err error) (string, error) {
-		s.log.Warn("call refused", "method", method, "client", client, "peer", peerAddr(ctx), "reason", err.Error())
+	refuse := func(client, why string, err error) (string, error) {
+		s.logs.Log(slog.LevelWarn, "call refused", "method", method, "client", client, "peer", peerAddr(ctx), "reason", why)
 		s.tel.Refused(method, refusedReason(err))
 		return "", err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	c, err := auth.Parse(md)
 	if err != nil {
-		return refuse("", fmt.Errorf("%w: %v", ErrBadSession, err))
-	}
-	s.tokens.refresh(now, false, s.log)
-	if s.tokens.clientRevoked(c.Client) {
-		return refuse(c.Client, fmt.Errorf("%w: client %s", ErrRevoked, c.Client))
+		err = fmt.Errorf("%w: %v", ErrBadSession, err)
+		return refuse("", err.Error(), err)
 	}
 	s.mu.Lock()
 	key := s.keys[c.Client]
 	s.mu.Unlock()
-	if key == nil {
-		return refuse(c.Client, fmt.Errorf("%w: no key is enrolled for client %q", ErrBadSession, c.Client))
+	known := key != nil
+	if !known {
+		key = unknownClientKey
 	}
 	if err := s.verifier.Verify(c, key, method, now); err != nil {
-		return refuse(c.Client, fmt.Errorf("%w: %v", ErrBadSession, err))
+		why := err.Error()
+		if !known && errors.Is(err, auth.ErrBadSig) {
+			// The operator's log may say what the caller is not told.
+			why = fmt.Sprintf("no key is enrolled for client %q", c.Client)
+		}
+		if errors.Is(err, auth.ErrTooManyCalls) {
+			return refuse(c.Client, why, err)
+		}
+		return refuse(c.Client, why, fmt.Errorf("%w: %v", ErrBadSession, err))
+	}
+	s.tokens.refresh(now, false, s.log)
+	if s.tokens.clientRevoked(c.Client) {
+		err := fmt.Errorf("%w: client %s", ErrRevoked, c.Client)
+		return refuse(c.Client, err.Error(), err)
 	}
 	s.mu.Lock()
 	joined := s.joined[c.Client]
 	s.mu.Unlock()
 	if !joined && method != tallyv1.CoordinatorService_Resume_FullMethodName {
-		s.log.Info("client must resume", "client", c.Client, "method", method)
+		s.logs.Log(slog.LevelInfo, "client must resume", "client", c.Client, "method", method)
 		return "", fmt.Errorf("%w: client %s", ErrNotJoined, c.Client)
 	}
 	return c.Client, nil
@@ -433,6 +459,9 @@ func peerAddr(ctx context.Context) string {
 func refusedReason(err error) string {
 	if errors.Is(err, ErrRevoked) || errors.Is(err, ErrTokenUsed) {
 		return "permission_denied"
+	}
+	if errors.Is(err, auth.ErrTooManyCalls) {
+		return "resource_exhausted"
 	}
 	return "unauthenticated"
 }

@@ -98,6 +98,11 @@ var (
 	ErrBadSession  = errors.New("coordinator: call not authenticated")
 	ErrBadSchema   = errors.New("coordinator: client data does not match the job's schema")
 	ErrBadEncoding = errors.New("coordinator: malformed submission")
+	// ErrBusy refuses a second upload stream of a client while its first
+	// is open: each stream may hold up to a task's expected size, so one
+	// per client and method bounds what a client can make the coordinator
+	// hold. It maps to ResourceExhausted, on which a client retries later.
+	ErrBusy = errors.New("coordinator: client already has an upload stream open")
 )
 
 // Service implements the CoordinatorService gRPC API on top of a Driver.
@@ -116,12 +121,15 @@ type Service struct {
 	tokens   *tokenBook
 	auth     AuthStore
 	verifier *auth.Verifier
+	// logs writes refusals, rate-limited: a refusal is cheap to provoke.
+	logs *logLimiter
 
-	mu     sync.Mutex
-	keys   map[string]ed25519.PublicKey // client id → its enrolled call-signing key
-	joined map[string]bool              // clients that enrolled or resumed in this process
-	told   map[string]bool              // clients that have been told the job ended
-	tellCh chan struct{}                // closed and replaced when told grows
+	mu      sync.Mutex
+	keys    map[string]ed25519.PublicKey // client id → its enrolled call-signing key
+	streams map[string]bool              // client id + method → an upload stream is open
+	joined  map[string]bool              // clients that enrolled or resumed in this process
+	told    map[string]bool              // clients that have been told the job ended
+	tellCh  chan struct{}                // closed and replaced when told grows
 }
 
 // toldDone returns how many clients know the job ended, and a channel
@@ -169,6 +177,7 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 	return &Service{
 		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease), tel: telemetry.Noop(),
 		tokens: newTokenBook(job, ""), auth: newMemoryAuth(), verifier: auth.NewVerifier(job.ID, auth.DefaultSkew),
+		logs: newLogLimiter(log, DefaultLogBurst, DefaultLogInterval), streams: map[string]bool{},
 		keys: map[string]ed25519.PublicKey{}, joined: map[string]bool{}, told: map[string]bool{}, tellCh: make(chan struct{}),
 	}
 }
@@ -262,6 +271,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrStopped):
 		code = codes.Unavailable
+	case errors.Is(err, ErrBusy), errors.Is(err, auth.ErrTooManyCalls):
+		code = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -288,7 +299,7 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 	}
 	id := e.client
 	if err := s.checkJoin(id, req.GetSamples(), req.GetFeatures(), req.GetIdentityKey()); err != nil {
-		return nil, toStatus(err)
+		return nil, s.refuseJoin(ctx, id, "enrol", err)
 	}
 	if len(req.GetAuthKey()) != ed25519.PublicKeySize {
 		return nil, toStatus(fmt.Errorf("%w: client %s sent a %d-byte auth_key, want its %d-byte Ed25519 public key", ErrBadKey, id, len(req.GetAuthKey()), ed25519.PublicKeySize))
@@ -319,16 +330,76 @@ func (s *Service) Resume(ctx context.Context, req *tallyv1.ResumeRequest) (*tall
 		return nil, toStatus(err)
 	}
 	if err := s.checkJoin(id, req.GetSamples(), req.GetFeatures(), req.GetIdentityKey()); err != nil {
-		return nil, toStatus(err)
+		return nil, s.refuseJoin(ctx, id, "resume", err)
 	}
 	return s.join(ctx, id, req.GetSamples(), req.GetIdentityKey(), req.GetName(), "client resumed")
 }
 
 // refuseEnrol logs a refused enrolment and returns its status.
 func (s *Service) refuseEnrol(ctx context.Context, client string, err error) error {
-	s.log.Warn("enrolment refused", "client", client, "peer", peerAddr(ctx), "reason", err.Error())
+	s.logs.Log(slog.LevelWarn, "enrolment refused", "client", client, "peer", peerAddr(ctx), "reason", err.Error())
 	s.tel.Refused(tallyv1.CoordinatorService_Enroll_FullMethodName, refusedReason(err))
 	return toStatus(err)
+}
+
+// refuseJoin logs a client whose data does not fit the job (checkJoin)
+// and returns its status: the client is told, and so is the operator,
+// who may have to fix a job file or a client's data.
+func (s *Service) refuseJoin(ctx context.Context, client, call string, err error) error {
+	s.logs.Log(slog.LevelWarn, "join refused", "client", client, "call", call, "peer", peerAddr(ctx), "reason", err.Error())
+	return toStatus(err)
+}
+
+// refuseUpload logs and counts an upload the service refused before the
+// engine saw it, and returns its status. task is the task's kind, or
+// "closed" when the upload names no open task of the client.
+func (s *Service) refuseUpload(client, task string, err error) error {
+	if errors.Is(err, ErrNoTask) {
+		// Usually an honest answer that came after its task closed (a
+		// decryption share after the decryption had t), as the driver
+		// logs its own.
+		s.logs.Log(slog.LevelDebug, "upload for a closed task", "client", client, "reason", err.Error())
+	} else {
+		s.logs.Log(slog.LevelWarn, "upload refused", "client", client, "task", task, "reason", err.Error())
+	}
+	s.tel.Update(task, telemetry.OutcomeRejected, refusal(err))
+	return toStatus(err)
+}
+
+// openStream claims client's one upload stream of method, or returns
+// ErrBusy; release gives it back.
+func (s *Service) openStream(client, method string) (release func(), err error) {
+	key := client + "\x00" + method
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[key] {
+		return nil, fmt.Errorf("%w: client %s, %s", ErrBusy, client, method)
+	}
+	s.streams[key] = true
+	return func() {
+		s.mu.Lock()
+		delete(s.streams, key)
+		s.mu.Unlock()
+	}, nil
+}
+
+// uploadTask returns client's open task that taskID names, checked before
+// a byte of the upload is buffered: a stream for no open task of the
+// client (none is open, the client is not selected, or it has answered
+// already) is refused at its header. protocol says whether the upload
+// carries committee shares (SubmitShares) rather than an update.
+func (s *Service) uploadTask(client, taskID string, protocol bool) (*Task, error) {
+	t, _, _ := s.driver.pending(client)
+	if t == nil || t.ID != taskID {
+		return nil, fmt.Errorf("%w: %q is not an open task of client %s", ErrNoTask, taskID, client)
+	}
+	switch takesUpdates := t.Kind == TaskTrain || t.Kind == TaskMoments; {
+	case takesUpdates && protocol:
+		return nil, fmt.Errorf("%w: task %s takes model updates, not protocol shares", ErrNoTask, t.ID)
+	case !takesUpdates && !protocol:
+		return nil, fmt.Errorf("%w: task %s takes protocol shares, not model updates", ErrNoTask, t.ID)
+	}
+	return t, nil
 }
 
 // checkJoin checks what a client announces about its data against the job.
@@ -457,41 +528,77 @@ func sealedBytes(m map[string][]byte) int {
 }
 
 // SubmitUpdate implements CoordinatorService: it reassembles the chunks,
-// checks the digest, and hands the update to the engine.
+// checks the digest, and hands the update to the engine. Everything the
+// header says is checked against the client's open task before a byte of
+// the payload is kept: the task is open and the client selected for it,
+// the encoding is the job's, and the length is the task's; the payload
+// buffer then grows as bytes arrive, up to that length. One stream per
+// client is read at a time (openStream). An announced length used to size
+// the buffer outright, before any of these checks: four calls announcing
+// 2^27 values took a coordinator from 48 MB to 2.1 GB (issue 11).
 func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateServer) error {
+	id, err := caller(stream.Context())
+	if err != nil {
+		return toStatus(err)
+	}
+	done, err := s.openStream(id, tallyv1.CoordinatorService_SubmitUpdate_FullMethodName)
+	if err != nil {
+		return s.refuseUpload(id, "closed", err)
+	}
+	defer done()
 	first, slot, err := s.uploads.recv(stream)
+	if err == io.EOF {
+		return s.refuseUpload(id, "closed", fmt.Errorf("%w: client %s closed its stream before sending a header", ErrBadEncoding, id))
+	}
 	if err != nil {
 		return toStatus(err)
 	}
 	h := first.GetHeader()
 	if h == nil {
 		slot.release()
-		return toStatus(fmt.Errorf("%w: the first chunk carries no header", ErrBadEncoding))
+		return s.refuseUpload(id, "closed", fmt.Errorf("%w: the first chunk of client %s carries no header", ErrBadEncoding, id))
 	}
-	id, err := caller(stream.Context())
+	task, err := s.uploadTask(id, h.GetTaskId(), false)
 	if err != nil {
 		slot.release()
-		return toStatus(err)
+		return s.refuseUpload(id, "closed", err)
 	}
-	if h.GetEncoding() == "ckks" {
-		return s.submitEncrypted(stream, id, h, first.GetData(), slot)
+	kind := task.Kind.String()
+	switch {
+	case h.GetEncoding() == "ckks" && task.Encrypted():
+		return s.submitEncrypted(stream, id, h, task, first.GetData(), slot)
+	case h.GetEncoding() == "ckks":
+		slot.release()
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: this job takes plaintext updates (\"f64le\"), client %s sent \"ckks\"", ErrBadEncoding, id))
+	case h.GetEncoding() != "f64le":
+		slot.release()
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: encoding %q, want \"f64le\" or \"ckks\"", ErrBadEncoding, h.GetEncoding()))
+	case task.Encrypted():
+		slot.release()
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: this job expects encrypted updates (\"ckks\"), client %s sent \"f64le\"", ErrBadUpdate, id))
+	case h.GetLength() != int64(task.Length):
+		slot.release()
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
 	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
 	slot.release()
-	if h.GetEncoding() != "f64le" {
-		return toStatus(fmt.Errorf("%w: encoding %q, want \"f64le\" or \"ckks\"", ErrBadEncoding, h.GetEncoding()))
-	}
-	if h.GetLength() < 0 || h.GetLength() > MaxUpdateValues {
-		return toStatus(fmt.Errorf("%w: length %d outside [0, %d]", ErrBadEncoding, h.GetLength(), MaxUpdateValues))
-	}
-	want := int(h.GetLength()) * 8
-	buf := make([]byte, 0, want)
-	buf = append(buf, first.GetData()...)
-	for {
-		if len(buf) > want {
-			return toStatus(fmt.Errorf("%w: more than the %d bytes the header announced", ErrBadEncoding, want))
+	want := task.Length * 8
+	var buf []byte
+	appendData := func(data []byte) error {
+		if len(data) > want-len(buf) {
+			return fmt.Errorf("%w: client %s sent more than the %d bytes the header announced", ErrBadEncoding, id, want)
 		}
+		if buf == nil {
+			buf = make([]byte, 0, min(want, max(len(data), ChunkBytes)))
+		}
+		buf = append(buf, data...)
+		return nil
+	}
+	if err := appendData(first.GetData()); err != nil {
+		return s.refuseUpload(id, kind, err)
+	}
+	for {
 		msg, slot, err := s.uploads.recv(stream)
 		if err == io.EOF {
 			break
@@ -499,15 +606,18 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		if err != nil {
 			return toStatus(err)
 		}
-		buf = append(buf, msg.GetData()...)
+		err = appendData(msg.GetData())
 		slot.release()
+		if err != nil {
+			return s.refuseUpload(id, kind, err)
+		}
 	}
 	if len(buf) != want {
-		return toStatus(fmt.Errorf("%w: %d bytes received, the header announced %d", ErrBadEncoding, len(buf), want))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s sent %d bytes, the header announced %d", ErrBadEncoding, id, len(buf), want))
 	}
 	digest := sha256.Sum256(buf)
 	if subtle.ConstantTimeCompare(digest[:], h.GetDigest()) != 1 {
-		return toStatus(fmt.Errorf("%w: payload digest does not match the header", ErrBadEncoding))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: payload digest of client %s does not match the header", ErrBadEncoding, id))
 	}
 	update := make([]float64, h.GetLength())
 	for i := range update {
@@ -543,22 +653,16 @@ func replyFor(acts []Action, client string, ok func(ActReply) error) error {
 // is reassembled first. A client may resend a whole stream after an
 // interruption; blocks already added are skipped. slot holds the first
 // message's place at the gate; each later message waits for its own.
-func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, first []byte, slot *uploadSlot) error {
+func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, task *Task, first []byte, slot *uploadSlot) error {
 	defer func() { slot.release() }()
-	task, _, _ := s.driver.pending(id)
-	if task == nil || task.ID != h.GetTaskId() || !task.Encrypted() {
-		if task != nil && task.ID == h.GetTaskId() {
-			return toStatus(fmt.Errorf("%w: this job takes plaintext updates", ErrBadEncoding))
-		}
-		return toStatus(fmt.Errorf("%w: %q is not an open task of client %s", ErrNoTask, h.GetTaskId(), id))
-	}
+	kind := task.Kind.String()
 	acc := task.AccumulatorFor(id)
 	if acc == nil {
-		return toStatus(ErrNotSelected)
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s has no accumulator in task %s", ErrNotSelected, id, task.ID))
 	}
 	blocks := acc.Blocks()
 	if h.GetLength() != int64(blocks) {
-		return toStatus(fmt.Errorf("%w: %d ciphertexts announced, the task takes %d", ErrWrongLength, h.GetLength(), blocks))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d ciphertexts, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, blocks))
 	}
 	digest := sha256.New()
 	cts := ciphertextCutter{size: s.job.Params.CiphertextSize()}
@@ -656,22 +760,39 @@ func (c *ciphertextCutter) feed(data []byte, add func([]byte) error) error {
 func (c *ciphertextCutter) pending() int { return len(c.buf) }
 
 // maxSharesBytes bounds one SubmitShares stream: a committee of 64 members
-// at LogN 16 stays well below it.
+// at LogN 16 stays well below it. Only a member of the task's committee
+// gets this far (SubmitShares checks the sender at the header), one
+// stream per member at a time.
 const maxSharesBytes = 256 << 20
 
-// SubmitShares implements CoordinatorService for committee members.
+// SubmitShares implements CoordinatorService for committee members. The
+// sender and the task are checked at the header, before any part is
+// buffered: a stream of a client that is not a member of the open
+// protocol task's committee is refused there, and each member has one
+// stream at a time (openStream).
 func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesServer) error {
+	id, err := caller(stream.Context())
+	if err != nil {
+		return toStatus(err)
+	}
+	done, err := s.openStream(id, tallyv1.CoordinatorService_SubmitShares_FullMethodName)
+	if err != nil {
+		return s.refuseUpload(id, "closed", err)
+	}
+	defer done()
 	first, err := stream.Recv()
+	if err == io.EOF {
+		return s.refuseUpload(id, "closed", fmt.Errorf("%w: client %s closed its stream before sending a header", ErrBadEncoding, id))
+	}
 	if err != nil {
 		return toStatus(err)
 	}
 	h := first.GetHeader()
 	if h == nil {
-		return toStatus(fmt.Errorf("%w: the first message carries no header", ErrBadEncoding))
+		return s.refuseUpload(id, "closed", fmt.Errorf("%w: the first message of client %s carries no header", ErrBadEncoding, id))
 	}
-	id, err := caller(stream.Context())
-	if err != nil {
-		return toStatus(err)
+	if _, err := s.uploadTask(id, h.GetTaskId(), true); err != nil {
+		return s.refuseUpload(id, "closed", err)
 	}
 	parts := map[string][]byte{}
 	var total int

@@ -41,6 +41,24 @@ var (
 	ErrExpired   = errors.New("auth: the call's timestamp is outside the allowed clock skew")
 	ErrBadSig    = errors.New("auth: the call's signature does not verify")
 	ErrReplayed  = errors.New("auth: the call's nonce was already used")
+	// ErrTooManyCalls refuses a genuine call because the verifier already
+	// remembers as many nonces as it may, of this client or of all: it
+	// cannot record the call's nonce, so it could not refuse a replay.
+	ErrTooManyCalls = errors.New("auth: too many calls within the clock-skew window")
+)
+
+// Bounds of the nonces a Verifier remembers. A nonce is kept while its
+// call's timestamp is within the skew (DefaultSkew either way), so without
+// a bound one enrolled client signing calls as fast as it can (tens of
+// thousands a second) would grow the store by megabytes a second. With
+// them, the store holds at most DefaultMaxNonces entries (about 50 bytes
+// each with the map's overhead: ~50 MiB), and no client more than
+// DefaultMaxNoncesPerClient. An honest client long-polls (one call per 10
+// s when idle) and makes a handful of calls per round: 32,768 calls in a
+// 2-minute window is 270 calls a second, far above what one makes.
+const (
+	DefaultMaxNoncesPerClient = 1 << 15
+	DefaultMaxNonces          = 1 << 20
 )
 
 // message is what a call's signature covers: a domain label, the job (a
@@ -122,27 +140,36 @@ func Parse(md metadata.MD) (Call, error) {
 
 // Verifier checks call signatures and remembers the nonces of the calls it
 // accepted for as long as their timestamps stay within the skew, so that a
-// captured call cannot be sent again. Safe for concurrent use.
+// captured call cannot be sent again. It remembers at most MaxPerClient
+// nonces of one client and MaxNonces in all; a genuine call beyond either
+// is refused with ErrTooManyCalls (and changes nothing), until calls age
+// out of the window. Set the bounds before the first Verify. Safe for
+// concurrent use.
 type Verifier struct {
-	Job  string
-	Skew time.Duration
+	Job          string
+	Skew         time.Duration
+	MaxPerClient int
+	MaxNonces    int
 
-	mu   sync.Mutex
-	seen map[[NonceBytes]byte]int64 // nonce → the call's time (ms)
-	next int64                      // when to prune next (ms)
+	mu     sync.Mutex
+	seen   map[string]map[[NonceBytes]byte]int64 // client → nonce → the call's time (ms)
+	count  int                                   // nonces in seen
+	pruned int64                                 // when last pruned (ms)
 }
 
-// NewVerifier returns a verifier for job's calls.
+// NewVerifier returns a verifier for job's calls, with the default bounds.
 func NewVerifier(job string, skew time.Duration) *Verifier {
 	if skew <= 0 {
 		skew = DefaultSkew
 	}
-	return &Verifier{Job: job, Skew: skew, seen: map[[NonceBytes]byte]int64{}}
+	return &Verifier{Job: job, Skew: skew, MaxPerClient: DefaultMaxNoncesPerClient, MaxNonces: DefaultMaxNonces,
+		seen: map[string]map[[NonceBytes]byte]int64{}}
 }
 
 // Verify checks c, a call of method, against the client's bound key pub at
 // time now, and records its nonce. The signature is checked before the
-// nonce is recorded: a forged call cannot burn a nonce.
+// nonce is recorded: a forged call cannot burn a nonce, nor use up another
+// client's bound.
 func (v *Verifier) Verify(c Call, pub ed25519.PublicKey, method string, now time.Time) error {
 	skew := v.Skew.Milliseconds()
 	nowMs := now.UnixMilli()
@@ -155,26 +182,56 @@ func (v *Verifier) Verify(c Call, pub ed25519.PublicKey, method string, now time
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if nowMs >= v.next {
-		for n, t := range v.seen {
-			if nowMs-t > skew {
-				delete(v.seen, n)
-			}
-		}
-		v.next = nowMs + skew/4
-	}
-	if _, ok := v.seen[c.Nonce]; ok {
+	mine := v.seen[c.Client]
+	if _, ok := mine[c.Nonce]; ok {
 		return ErrReplayed
 	}
-	v.seen[c.Nonce] = c.ms
+	// Forget the calls that left the window every quarter skew, and when
+	// a bound is reached, but then at most every skew/64 (under 2 s): a
+	// client that keeps calling at its bound must not make every call cost
+	// a pass over the whole store.
+	full := (v.MaxPerClient > 0 && len(mine) >= v.MaxPerClient) || (v.MaxNonces > 0 && v.count >= v.MaxNonces)
+	if since := nowMs - v.pruned; since >= skew/4 || (full && since >= skew/64) {
+		v.prune(nowMs, skew)
+		mine = v.seen[c.Client]
+	}
+	switch {
+	case v.MaxPerClient > 0 && len(mine) >= v.MaxPerClient:
+		return fmt.Errorf("%w: client %s made %d calls within %s", ErrTooManyCalls, c.Client, len(mine), v.Skew)
+	case v.MaxNonces > 0 && v.count >= v.MaxNonces:
+		return fmt.Errorf("%w: %d calls of all clients within %s", ErrTooManyCalls, v.count, v.Skew)
+	}
+	if mine == nil {
+		mine = map[[NonceBytes]byte]int64{}
+		v.seen[c.Client] = mine
+	}
+	mine[c.Nonce] = c.ms
+	v.count++
 	return nil
+}
+
+// prune forgets the nonces of calls outside the window. Called with v.mu
+// held.
+func (v *Verifier) prune(nowMs, skew int64) {
+	for client, mine := range v.seen {
+		for n, t := range mine {
+			if nowMs-t > skew {
+				delete(mine, n)
+				v.count--
+			}
+		}
+		if len(mine) == 0 {
+			delete(v.seen, client)
+		}
+	}
+	v.pruned = nowMs
 }
 
 // Remembered is how many nonces the verifier holds (for tests).
 func (v *Verifier) Remembered() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.seen)
+	return v.count
 }
 
 // TokenHash is how an enrolment token is stored: the hex SHA-256 of the

@@ -139,3 +139,65 @@ func TestTokens(t *testing.T) {
 		t.Errorf("hash %q", h)
 	}
 }
+
+// TestNoncesBounded: within the window the verifier remembers at most
+// MaxPerClient nonces of one client and MaxNonces in all. A genuine call
+// beyond either bound is refused with ErrTooManyCalls and recorded
+// nowhere; forged calls use up no one's bound; and once calls leave the
+// window their client gets in again.
+func TestNoncesBounded(t *testing.T) {
+	keys := map[string]ed25519.PrivateKey{"a": newKey(t), "b": newKey(t), "c": newKey(t)}
+	v := NewVerifier("job", time.Minute)
+	v.MaxPerClient, v.MaxNonces = 5, 8
+	start := time.Unix(1_800_000_000, 0)
+	call := func(signer, client string, at time.Time) error {
+		md, err := Sign(keys[signer], "job", client, "/m", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Parse(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Verify(c, keys[client].Public().(ed25519.PublicKey), "/m", at)
+	}
+	for i := range 5 {
+		if err := call("a", "a", start.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatalf("a's call %d: %v", i, err)
+		}
+	}
+	if err := call("a", "a", start.Add(time.Second)); !errors.Is(err, ErrTooManyCalls) {
+		t.Errorf("a's sixth call within the window: %v, want ErrTooManyCalls", err)
+	}
+	// Calls signed as b with another key fail their signature and leave
+	// b's bound whole.
+	for range 20 {
+		if err := call("a", "b", start.Add(time.Second)); !errors.Is(err, ErrBadSig) {
+			t.Fatalf("forged call as b: %v, want ErrBadSig", err)
+		}
+	}
+	for i := range 3 {
+		if err := call("b", "b", start.Add(time.Second)); err != nil {
+			t.Fatalf("b's call %d: %v", i, err)
+		}
+	}
+	if n := v.Remembered(); n != 8 {
+		t.Errorf("remembered %d nonces, want 8 (5 of a, 3 of b)", n)
+	}
+	if err := call("c", "c", start.Add(time.Second)); !errors.Is(err, ErrTooManyCalls) {
+		t.Errorf("c's call with %d nonces remembered in all: %v, want ErrTooManyCalls", v.Remembered(), err)
+	}
+	if n := v.Remembered(); n != 8 {
+		t.Errorf("refused calls left nonces: %d remembered, want 8", n)
+	}
+	later := start.Add(2*time.Minute + time.Second)
+	if err := call("a", "a", later); err != nil {
+		t.Errorf("a's call after its earlier calls left the window: %v", err)
+	}
+	if err := call("c", "c", later); err != nil {
+		t.Errorf("c's call after the window passed: %v", err)
+	}
+	if n := v.Remembered(); n != 2 {
+		t.Errorf("after the window passed, %d nonces remembered, want 2", n)
+	}
+}

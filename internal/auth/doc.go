@@ -8,7 +8,8 @@
 // full gRPC method name. The coordinator verifies the signature with the
 // bound key, refuses timestamps outside a clock-skew window (a captured call
 // expires), and remembers the nonces of the window (a captured call cannot
-// be replayed within it). Nothing secret travels after enrolment, so a
+// be replayed within it), up to a bound per client and in all: a genuine
+// call beyond it is refused (ErrTooManyCalls) rather than forgotten. Nothing secret travels after enrolment, so a
 // leaked log or a read of the coordinator's state file does not let anyone
 // act as a client.
 //
