@@ -196,17 +196,14 @@ func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string)
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(job.Dir, path)
 	}
-	ds, err := dataset.LoadCSV(path, dataset.CSVOptions{Label: src.Label})
+	// Labels map onto the job's class names, as the clients' do: a label
+	// the job does not have is an error naming its line.
+	ds, err := dataset.LoadCSV(path, dataset.CSVOptions{Label: src.Label, Classes: job.Data.ClassNames})
 	if err != nil {
 		return model.Examples{}, fmt.Errorf("%s: %w", field, err)
 	}
 	if ds.Examples.Features != job.Data.Features {
 		return model.Examples{}, fmt.Errorf("%s: %s has %d feature columns, data.features is %d", field, path, ds.Examples.Features, job.Data.Features)
-	}
-	for i, y := range ds.Examples.Y {
-		if y >= job.Data.Classes {
-			return model.Examples{}, fmt.Errorf("%s: %s: row %d has label %d, data.classes is %d", field, path, i+1, y, job.Data.Classes)
-		}
 	}
 	return ds.Examples, nil
 }
@@ -233,7 +230,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 Joins a job as a data holder: enrols with the token, binding a key pair it
 generates (kept in --key) to its identity, waits for tasks, trains on the
 local CSV file and submits model updates (never rows), signing every call
-with that key. If the coordinator goes away the client reconnects with
+with that key. Before it enrols it asks the coordinator for the job's
+class names and maps its labels onto them by name (numbers are read as
+class indices); a label the job does not have fails there, naming the
+file, line and value, with the token unspent. If the coordinator goes away the client reconnects with
 backoff; a restarted client resumes with its key, without the token. It
 exits when the job ends.
 
@@ -265,9 +265,19 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
-	ds, err := dataset.LoadCSV(*data, dataset.CSVOptions{Label: *label})
+	// The file is read now, so that a malformed one fails at once; its
+	// labels are mapped onto the job's class names, by name, once the
+	// client has asked the coordinator for them, before it enrols.
+	table, err := dataset.LoadTable(*data, dataset.CSVOptions{Label: *label})
 	if err != nil {
 		return err
+	}
+	labels := func(classes []string) (model.Examples, error) {
+		ds, err := table.Label(classes)
+		if err != nil {
+			return model.Examples{}, err
+		}
+		return ds.Examples, nil
 	}
 	transport, err := tf.dialOption()
 	if err != nil {
@@ -281,7 +291,7 @@ Flags:
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Labels: labels, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
 	if err != nil {
 		return err
 	}
