@@ -166,7 +166,16 @@ func (c ClassNames) MarshalYAML() (any, error) {
 	if len(c) > 0 && c.numbered() {
 		return len(c), nil
 	}
-	return []string(c), nil
+	// In flow style, as a job file writes them: [healthy, diabetic].
+	n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, s := range c {
+		var v yaml.Node
+		if err := v.Encode(s); err != nil {
+			return nil, err
+		}
+		n.Content = append(n.Content, &v)
+	}
+	return n, nil
 }
 
 // SourceConfig names a CSV file, resolved relative to the job file.

@@ -154,9 +154,9 @@ func TestClassNamesYAML(t *testing.T) {
 		names ClassNames
 		want  string
 	}{
-		{ClassNames{"healthy", "diabetic"}, "- healthy\n- diabetic\n"},
+		{ClassNames{"healthy", "diabetic"}, "[healthy, diabetic]\n"},
 		{NumberedClasses(3), "3\n"},
-		{ClassNames{"1", "0"}, "- \"1\"\n- \"0\"\n"},
+		{ClassNames{"1", "0"}, "[\"1\", \"0\"]\n"},
 	} {
 		b, err := yaml.Marshal(tc.names)
 		if err != nil {
