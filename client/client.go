@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,6 +58,13 @@ type Config struct {
 	Name string
 	// Data is the local training data; it never leaves the client.
 	Data model.Examples
+	// Labels, if set, labels the local data for the job: before the client
+	// enrols or resumes, it is given the job's class names (label k is
+	// classes[k]) and returns the data with its label fields mapped onto
+	// them by name, or an error naming the file, line and value of a label
+	// the job does not have. Data is then what it returns. A client
+	// reading a CSV file sets it; without it, Data is already labelled.
+	Labels func(classes []string) (model.Examples, error)
 	// Hook, if set, replaces updates before submission (simulation only).
 	Hook UpdateHook
 	// Log receives progress; nil discards it.
@@ -88,6 +96,9 @@ type Client struct {
 	sig *signer
 	job *tallyv1.JobSpec
 	mdl model.Model
+	// classes are the job's class names the local data was checked
+	// against before joining; nil until then.
+	classes []string
 
 	// Secure aggregation. identity is the long-term X25519 key committee
 	// shares are sealed to; member holds this client's key share when it
@@ -111,7 +122,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Conn == nil {
 		return nil, errors.New("client: no connection")
 	}
-	if cfg.Data.Len() == 0 {
+	if cfg.Data.Len() == 0 && cfg.Labels == nil {
 		return nil, errors.New("client: no local training data")
 	}
 	if cfg.MinBackoff == 0 {
@@ -241,6 +252,9 @@ func (c *Client) redial() {
 // join resumes if this client's key was enrolled before, else enrols with
 // the token.
 func (c *Client) join(ctx context.Context) error {
+	if err := c.checkData(ctx); err != nil {
+		return err
+	}
 	if _, id := c.sig.identity(); id != "" {
 		resp, err := c.api.Resume(ctx, &tallyv1.ResumeRequest{
 			Samples: int64(c.cfg.Data.Len()), Features: int32(c.cfg.Data.Features), Name: c.cfg.Name,
@@ -273,6 +287,47 @@ func (c *Client) join(ctx context.Context) error {
 	return c.joined(resp.GetClientId(), resp.GetJob(), resp.GetReceiptPublicKey(), "enrolled")
 }
 
+// checkData learns the job's schema (an open call that spends nothing)
+// and checks the local data against it before the client enrols: a file
+// whose labels or columns the job cannot use fails here, its token unspent,
+// and not after enrolment, when the committee may already count this client.
+func (c *Client) checkData(ctx context.Context) error {
+	if c.classes != nil {
+		return nil
+	}
+	schema, err := c.api.Schema(ctx, &tallyv1.SchemaRequest{})
+	if err != nil {
+		if retryable(err) {
+			return err
+		}
+		return fmt.Errorf("%w: schema: %v", ErrRefused, err)
+	}
+	classes := schema.GetClassNames()
+	if len(classes) < 2 {
+		return fmt.Errorf("%w: job %s names %d classes, want at least 2", ErrJob, schema.GetJobId(), len(classes))
+	}
+	if c.cfg.Labels != nil {
+		data, err := c.cfg.Labels(classes)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrJob, err)
+		}
+		c.cfg.Data = data
+	}
+	if c.cfg.Data.Len() == 0 {
+		return errors.New("client: no local training data")
+	}
+	if int(schema.GetFeatures()) != c.cfg.Data.Features {
+		return fmt.Errorf("%w: job %s has %d features, local data %d", ErrJob, schema.GetJobId(), schema.GetFeatures(), c.cfg.Data.Features)
+	}
+	for i, y := range c.cfg.Data.Y {
+		if y < 0 || y >= len(classes) {
+			return fmt.Errorf("%w: row %d has label %d, job %s has %d classes", ErrJob, i, y, schema.GetJobId(), len(classes))
+		}
+	}
+	c.classes = classes
+	return nil
+}
+
 // joined checks the job against the local data and sets the client up for
 // it; enrolled or resumed, the client then signs its calls as id.
 func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how string) error {
@@ -281,6 +336,9 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 	}
 	if int(job.GetFeatures()) != c.cfg.Data.Features {
 		return fmt.Errorf("%w: job has %d features, local data %d", ErrJob, job.GetFeatures(), c.cfg.Data.Features)
+	}
+	if !slices.Equal(job.GetClassNames(), c.classes) {
+		return fmt.Errorf("%w: the job's classes %q are not those the local data was labelled with, %q", ErrJob, job.GetClassNames(), c.classes)
 	}
 	for i, y := range c.cfg.Data.Y {
 		if y < 0 || y >= int(job.GetClasses()) {

@@ -345,10 +345,12 @@ func caller(ctx context.Context) (string, error) {
 }
 
 // openMethods are the service's methods that carry no client signature:
-// Enroll presents a token instead, and JobStatus is the operator's view.
+// Enroll presents a token instead, JobStatus is the operator's view, and
+// Schema is what a client checks its data against before it enrols.
 var openMethods = map[string]bool{
 	tallyv1.CoordinatorService_Enroll_FullMethodName:    true,
 	tallyv1.CoordinatorService_JobStatus_FullMethodName: true,
+	tallyv1.CoordinatorService_Schema_FullMethodName:    true,
 }
 
 // needsSignature reports whether a call of method must be signed: every

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,10 +93,89 @@ type CommitteeConfig struct {
 // coordinator's own held-out data.
 type DataConfig struct {
 	Features int `yaml:"features"`
-	Classes  int `yaml:"classes"`
+	// Classes is the number of classes. A job file gives it, or the class
+	// names, as data.classes; NewJob sets it to len(ClassNames).
+	Classes int `yaml:"-"`
+	// ClassNames names the classes in label order: label k is class
+	// ClassNames[k] in every client's file and the coordinator's. A job
+	// file writes them as data.classes: [healthy, diabetic]; a number
+	// there (classes: 2) names them "0", "1", …. Clients and the
+	// coordinator map their label fields onto these names, never onto an
+	// order of their own. NewJob fills them from Classes when absent.
+	ClassNames ClassNames `yaml:"classes"`
 	// Validation is evaluated after every round; Test once at the end.
 	Validation SourceConfig `yaml:"validation"`
 	Test       SourceConfig `yaml:"test"`
+}
+
+// maxClasses bounds data.classes: a job file's "classes: 4000000000"
+// would otherwise allocate billions of class names. It is the bound the
+// CSV loader puts on integer labels.
+const maxClasses = 10000
+
+// ClassNames are a job's class names in label order. In YAML they are a
+// list of names, or a number n, which stands for "0" … "n-1" (and is
+// written back as that number).
+type ClassNames []string
+
+// NumberedClasses returns the names "0" … "n-1".
+func NumberedClasses(n int) ClassNames {
+	names := make(ClassNames, n)
+	for k := range names {
+		names[k] = strconv.Itoa(k)
+	}
+	return names
+}
+
+// numbered reports whether the names are "0" … "n-1".
+func (c ClassNames) numbered() bool {
+	for k, s := range c {
+		if s != strconv.Itoa(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// UnmarshalYAML accepts a list of names or a number of classes.
+func (c *ClassNames) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		var names []string
+		if err := n.Decode(&names); err != nil {
+			return fmt.Errorf("line %d: data.classes: expected a list of class names such as [healthy, diabetic]: %v", n.Line, err)
+		}
+		*c = names
+		return nil
+	case yaml.ScalarNode:
+		k, err := strconv.Atoi(n.Value)
+		if err != nil || n.Tag != "!!int" {
+			return fmt.Errorf("line %d: data.classes: expected a number of classes or a list of class names such as [healthy, diabetic], got %q", n.Line, n.Value)
+		}
+		if k < 2 || k > maxClasses {
+			return fmt.Errorf("line %d: data.classes: expected between 2 and %d classes, got %d", n.Line, maxClasses, k)
+		}
+		*c = NumberedClasses(k)
+		return nil
+	}
+	return fmt.Errorf("line %d: data.classes: expected a number of classes or a list of class names such as [healthy, diabetic]", n.Line)
+}
+
+// MarshalYAML writes numbered classes as their number, others as a list.
+func (c ClassNames) MarshalYAML() (any, error) {
+	if len(c) > 0 && c.numbered() {
+		return len(c), nil
+	}
+	// In flow style, as a job file writes them: [healthy, diabetic].
+	n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, s := range c {
+		var v yaml.Node
+		if err := v.Encode(s); err != nil {
+			return nil, err
+		}
+		n.Content = append(n.Content, &v)
+	}
+	return n, nil
 }
 
 // SourceConfig names a CSV file, resolved relative to the job file.
@@ -294,9 +375,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	if c.Data.Features < 1 {
 		bad("data.features", "must be ≥ 1, got %d", c.Data.Features)
 	}
-	if c.Data.Classes < 2 {
-		bad("data.classes", "must be ≥ 2, got %d", c.Data.Classes)
-	}
+	c.validateClasses(bad)
 	if c.Clients.Min < 1 {
 		bad("clients.min", "must be ≥ 1, got %d", c.Clients.Min)
 	}
@@ -404,6 +483,45 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		return Job{}, errors.Join(errs...)
 	}
 	return Job{JobConfig: c, Dir: dir, Params: params}, nil
+}
+
+// validateClasses checks data.classes, and fills the names from the count
+// (a config literal) or the count from the names (a job file).
+func (c *JobConfig) validateClasses(bad func(field, format string, args ...any)) {
+	d := &c.Data
+	switch {
+	case len(d.ClassNames) == 0 && (d.Classes < 2 || d.Classes > maxClasses):
+		bad("data.classes", "must be between 2 and %d, got %d", maxClasses, d.Classes)
+		return
+	case len(d.ClassNames) == 0:
+		d.ClassNames = NumberedClasses(d.Classes)
+		return
+	case d.Classes != 0 && d.Classes != len(d.ClassNames):
+		bad("data.classes", "names %d classes, but the class count is %d", len(d.ClassNames), d.Classes)
+	case len(d.ClassNames) < 2:
+		bad("data.classes", "must name at least 2 classes, got %d", len(d.ClassNames))
+	case len(d.ClassNames) > maxClasses:
+		bad("data.classes", "must name at most %d classes, got %d", maxClasses, len(d.ClassNames))
+	}
+	d.ClassNames = slices.Clone(d.ClassNames)
+	seen := make(map[string]int, len(d.ClassNames))
+	for k, name := range d.ClassNames {
+		f := fmt.Sprintf("data.classes[%d]", k)
+		if j, dup := seen[name]; dup {
+			bad(f, "%q repeats data.classes[%d]", name, j)
+		}
+		seen[name] = k
+		if strings.TrimSpace(name) != name || name == "" {
+			bad(f, "%q is empty or has leading or trailing spaces, which label fields never keep", name)
+		}
+		// A label field is matched against the names first and read as an
+		// index second, so a class named "1" at index 0 would turn a
+		// file's label 1 into class 0: refuse the ambiguity.
+		if i, err := strconv.Atoi(name); err == nil && i != k {
+			bad(f, "%q is a number other than its index %d: a label %s would be ambiguous; name the class or put it at index %d", name, k, name, i)
+		}
+	}
+	d.Classes = len(d.ClassNames)
 }
 
 func isHex(s string, n int) bool {

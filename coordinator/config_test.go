@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestLoadJobBadFiles(t *testing.T) {
@@ -92,5 +95,82 @@ func TestValuationMethodDefault(t *testing.T) {
 				t.Errorf("method = %q, want %q", job.Valuation.Method, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadJobClassNames: data.classes names the classes in label order, or
+// counts them; NewJob keeps the names and the count in step.
+func TestLoadJobClassNames(t *testing.T) {
+	job, err := LoadJob("testdata/config/classes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := job.Data.ClassNames; !slices.Equal(got, []string{"healthy", "diabetic"}) || job.Data.Classes != 2 {
+		t.Errorf("classes = %q (%d), want [healthy diabetic] (2)", got, job.Data.Classes)
+	}
+	job, err = LoadJob("testdata/config/good.yaml") // classes: 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := job.Data.ClassNames; !slices.Equal(got, []string{"0", "1"}) || job.Data.Classes != 2 {
+		t.Errorf("classes: 2 gave %q (%d), want [0 1] (2)", got, job.Data.Classes)
+	}
+	for _, tc := range []struct {
+		name string
+		data DataConfig
+		want string // "" for valid
+	}{
+		{"count", DataConfig{Features: 1, Classes: 3}, ""},
+		{"names", DataConfig{Features: 1, ClassNames: ClassNames{"b", "a"}}, ""},
+		{"both", DataConfig{Features: 1, Classes: 2, ClassNames: ClassNames{"b", "a"}}, ""},
+		{"disagree", DataConfig{Features: 1, Classes: 3, ClassNames: ClassNames{"b", "a"}}, "data.classes: names 2 classes, but the class count is 3"},
+		{"one", DataConfig{Features: 1, ClassNames: ClassNames{"a"}}, "data.classes: must name at least 2 classes, got 1"},
+		{"none", DataConfig{Features: 1}, "data.classes: must be between 2 and 10000, got 0"},
+		{"space", DataConfig{Features: 1, ClassNames: ClassNames{"a ", "b"}}, `data.classes[0]: "a " is empty or has leading or trailing spaces`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := JobConfig{Data: tc.data, Clients: ClientsConfig{Enrolment: []EnrolmentConfig{{ID: "a"}}}, SecureAggregation: "none"}
+			job, err := NewJob(cfg, ".")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(job.Data.ClassNames) != job.Data.Classes {
+					t.Errorf("%d names for %d classes", len(job.Data.ClassNames), job.Data.Classes)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestClassNamesYAML: names are written as a list, numbered classes as
+// their number, and both read back to the same names.
+func TestClassNamesYAML(t *testing.T) {
+	for _, tc := range []struct {
+		names ClassNames
+		want  string
+	}{
+		{ClassNames{"healthy", "diabetic"}, "[healthy, diabetic]\n"},
+		{NumberedClasses(3), "3\n"},
+		{ClassNames{"1", "0"}, "[\"1\", \"0\"]\n"},
+	} {
+		b, err := yaml.Marshal(tc.names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tc.want {
+			t.Errorf("%q marshals as %q, want %q", tc.names, b, tc.want)
+		}
+		var back ClassNames
+		if err := yaml.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(back, tc.names) {
+			t.Errorf("%q read back as %q", tc.names, back)
+		}
 	}
 }

@@ -154,6 +154,7 @@ func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Servi
 		},
 		Rounds: int32(job.Rounds), Scaling: job.Scaling.Mode, NumParams: int32(numParams),
 		SecureAggregation: job.SecureAggregation, MinGroupSize: int32(job.MinGroupSize),
+		ClassNames: job.Data.ClassNames,
 	}
 	if job.Secure() {
 		hp := job.Params.Config()

@@ -154,6 +154,40 @@ func LoadCSV(path string, opt CSVOptions) (*Dataset, error) {
 //
 // All errors are *CSVError values wrapping ErrCSV.
 func ReadCSV(r io.Reader, name string, opt CSVOptions) (*Dataset, error) {
+	t, err := ReadTable(r, name, opt)
+	if err != nil {
+		return nil, err
+	}
+	return t.Label(opt.Classes)
+}
+
+// Table is a CSV file read as ReadCSV reads it, its label fields kept as
+// written: Label maps them onto class names, which may be learned after
+// the file was read (a client reads its file, then asks the job for its
+// classes). A Table is immutable and safe for concurrent use.
+type Table struct {
+	p         csvParser
+	ex        model.Examples // without labels
+	labels    []string       // the label field of each row, trimmed
+	lines     []int          // the line of each label field
+	featNames []string
+	name      string
+}
+
+// LoadTable reads the CSV file at path; see ReadTable.
+func LoadTable(path string, opt CSVOptions) (*Table, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCSV, err)
+	}
+	defer f.Close()
+	return ReadTable(f, path, opt)
+}
+
+// ReadTable reads a CSV table from r as ReadCSV does, without mapping its
+// labels (opt.Classes is not consulted): every error but those of labels
+// is found here.
+func ReadTable(r io.Reader, name string, opt CSVOptions) (*Table, error) {
 	br := bufio.NewReader(r)
 	// Spreadsheet exports often start with a byte-order mark, which would
 	// otherwise become part of the first column's name.
@@ -223,11 +257,11 @@ func ReadCSV(r io.Reader, name string, opt CSVOptions) (*Dataset, error) {
 	if len(labels) == 0 {
 		return nil, p.fileErr("no data rows")
 	}
-	ys, classNames, err := p.mapLabels(labels, labelLines, opt.Classes)
-	if err != nil {
-		return nil, err
+	for i, s := range labels {
+		if s == "" {
+			return nil, p.fieldErr(labelLines[i], p.label, "expected a label, got an empty field")
+		}
 	}
-	ex.Y = ys
 
 	featNames := make([]string, len(p.features))
 	for i, c := range p.features {
@@ -237,10 +271,41 @@ func ReadCSV(r io.Reader, name string, opt CSVOptions) (*Dataset, error) {
 			featNames[i] = "f" + strconv.Itoa(i)
 		}
 	}
+	p.cr = nil
 	base := filepath.Base(name)
+	return &Table{p: p, ex: ex, labels: labels, lines: labelLines, featNames: featNames, name: strings.TrimSuffix(base, filepath.Ext(base))}, nil
+}
+
+// Features is the number of feature columns.
+func (t *Table) Features() int { return t.ex.Features }
+
+// Rows is the number of data rows.
+func (t *Table) Rows() int { return len(t.labels) }
+
+// LabelColumn is the label column's header name, or its 0-based index
+// without a header.
+func (t *Table) LabelColumn() string {
+	if t.p.header && t.p.names[t.p.label] != "" {
+		return t.p.names[t.p.label]
+	}
+	return strconv.Itoa(t.p.label)
+}
+
+// Label maps the label fields onto classes as ReadCSV does with
+// CSVOptions.Classes = classes (nil: the file's own numbering, see
+// ReadCSV) and returns the dataset, whose feature values are shared with
+// t. A label that is not one of classes, nor an index into them, is a
+// *CSVError naming the file, line, column and value.
+func (t *Table) Label(classes []string) (*Dataset, error) {
+	ys, classNames, err := t.p.mapLabels(t.labels, t.lines, classes)
+	if err != nil {
+		return nil, err
+	}
+	ex := t.ex
+	ex.Y = ys
 	return &Dataset{
-		Name:         strings.TrimSuffix(base, filepath.Ext(base)),
-		FeatureNames: featNames,
+		Name:         t.name,
+		FeatureNames: slices.Clone(t.featNames),
 		ClassNames:   classNames,
 		Examples:     ex,
 	}, nil
@@ -460,6 +525,9 @@ func (p *csvParser) mapLabels(labels []string, lines []int, classes []string) ([
 			if kind == kindInt && k >= 0 && k < len(classes) {
 				ys[i] = k
 				continue
+			}
+			if len(quoted) > 12 {
+				quoted = append(quoted[:12:12], "…")
 			}
 			return nil, nil, p.fieldErr(lines[i], p.label, fmt.Sprintf(
 				"expected a class name (%s) or an integer in [0, %d), got %q", strings.Join(quoted, ", "), len(classes), s))

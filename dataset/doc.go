@@ -7,7 +7,10 @@
 //
 // ReadCSV and LoadCSV read a numeric table with one label column. Errors
 // locate the problem (file, line, 0-based column and its name) and wrap
-// ErrCSV; see CSVError. WriteCSV writes a table ReadCSV reads back exactly.
+// ErrCSV; see CSVError. ReadTable and LoadTable read a file without
+// mapping its labels, and Table.Label maps them onto class names learned
+// later (a client learns a job's classes from its coordinator), by name.
+// WriteCSV writes a table ReadCSV reads back exactly.
 // Embedded returns one of the sample datasets listed by EmbeddedNames
 // (breast-cancer, digits, wsn); data/README.md gives their sources and
 // licences.

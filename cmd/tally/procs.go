@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/term"
 	"google.golang.org/grpc"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
@@ -196,17 +195,14 @@ func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string)
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(job.Dir, path)
 	}
-	ds, err := dataset.LoadCSV(path, dataset.CSVOptions{Label: src.Label})
+	// Labels map onto the job's class names, as the clients' do: a label
+	// the job does not have is an error naming its line.
+	ds, err := dataset.LoadCSV(path, dataset.CSVOptions{Label: src.Label, Classes: job.Data.ClassNames})
 	if err != nil {
 		return model.Examples{}, fmt.Errorf("%s: %w", field, err)
 	}
 	if ds.Examples.Features != job.Data.Features {
 		return model.Examples{}, fmt.Errorf("%s: %s has %d feature columns, data.features is %d", field, path, ds.Examples.Features, job.Data.Features)
-	}
-	for i, y := range ds.Examples.Y {
-		if y >= job.Data.Classes {
-			return model.Examples{}, fmt.Errorf("%s: %s: row %d has label %d, data.classes is %d", field, path, i+1, y, job.Data.Classes)
-		}
 	}
 	return ds.Examples, nil
 }
@@ -233,7 +229,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 Joins a job as a data holder: enrols with the token, binding a key pair it
 generates (kept in --key) to its identity, waits for tasks, trains on the
 local CSV file and submits model updates (never rows), signing every call
-with that key. If the coordinator goes away the client reconnects with
+with that key. Before it enrols it asks the coordinator for the job's
+class names and maps its labels onto them by name (numbers are read as
+class indices); a label the job does not have fails there, naming the
+file, line and value, with the token unspent. If the coordinator goes away the client reconnects with
 backoff; a restarted client resumes with its key, without the token. It
 exits when the job ends.
 
@@ -265,9 +264,19 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
-	ds, err := dataset.LoadCSV(*data, dataset.CSVOptions{Label: *label})
+	// The file is read now, so that a malformed one fails at once; its
+	// labels are mapped onto the job's class names, by name, once the
+	// client has asked the coordinator for them, before it enrols.
+	table, err := dataset.LoadTable(*data, dataset.CSVOptions{Label: *label})
 	if err != nil {
 		return err
+	}
+	labels := func(classes []string) (model.Examples, error) {
+		ds, err := table.Label(classes)
+		if err != nil {
+			return model.Examples{}, err
+		}
+		return ds.Examples, nil
 	}
 	transport, err := tf.dialOption()
 	if err != nil {
@@ -281,7 +290,7 @@ Flags:
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Labels: labels, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
 	if err != nil {
 		return err
 	}
@@ -289,116 +298,5 @@ Flags:
 		return err
 	}
 	fmt.Fprintf(stdout, "job finished; %d model updates submitted; receipts in %s\n", c.Submitted, *receipts)
-	return nil
-}
-
-func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("data")
-	fs.SetOutput(stderr)
-	name := fs.String("dataset", "breast-cancer", "embedded dataset to split")
-	clients := fs.Int("clients", 3, "number of client shards")
-	out := fs.String("out", "", "directory to write into (created if missing)")
-	seed := fs.Uint64("seed", 1, "seed of the split and partition")
-	partition := fs.String("partition", "iid", "iid, dirichlet or size-skew")
-	rounds := fs.Int("rounds", 10, "rounds in the generated job file")
-	listen := fs.String("listen", "127.0.0.1:7070", "listen address in the generated job file")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
-
-Writes an embedded dataset as separate CSV files, for running a coordinator
-and clients as separate processes: client-0.csv … client-N.csv (one shard
-each), validation.csv and test.csv (the coordinator's), job.yaml, a job
-file naming the clients, and one fresh single-use enrolment token per
-client, issued as by tally token create: its hash in JOB_ID.tokens for the
-coordinator, the token itself in tokens.txt (id, token, CSV file) to hand
-out.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "--out is required")
-		fs.Usage()
-		return errUsage
-	}
-	ds, err := dataset.Embedded(*name)
-	if err != nil {
-		return err
-	}
-	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: *clients, Partition: dataset.PartitionSpec{Kind: *partition}, ValFrac: 0.2, TestFrac: 0.2, Seed: *seed})
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	write := func(file string, e model.Examples) error {
-		f, err := os.Create(filepath.Join(*out, file))
-		if err != nil {
-			return err
-		}
-		d := &dataset.Dataset{Name: file, FeatureNames: ds.FeatureNames, ClassNames: ds.ClassNames, Examples: e}
-		if err := dataset.WriteCSV(f, d); err != nil {
-			f.Close()
-			return fmt.Errorf("%s: %w", file, err)
-		}
-		return f.Close()
-	}
-	cfg := coordinator.JobConfig{
-		ID: *name + "-job", Seed: *seed, Rounds: *rounds,
-		Model: model.Spec{Kind: "logreg"},
-		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: 0.05, Momentum: 0.9},
-		Data: coordinator.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes(),
-			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
-		Clients:      coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
-		RoundTimeout: coordinator.Duration(30 * time.Second),
-		Scaling:      coordinator.ScalingConfig{Mode: "federated"},
-		Listen:       *listen,
-	}
-	for i, c := range fed.Clients {
-		file := fmt.Sprintf("client-%d.csv", i)
-		if err := write(file, c); err != nil {
-			return err
-		}
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: fmt.Sprintf("client-%d", i)})
-	}
-	if err := write("validation.csv", fed.Validation); err != nil {
-		return err
-	}
-	if err := write("test.csv", fed.Test); err != nil {
-		return err
-	}
-	job, err := coordinator.NewJob(cfg, *out)
-	if err != nil {
-		return fmt.Errorf("generated job file is invalid (a bug): %w", err)
-	}
-	// Fresh tokens: those of an earlier run in the same directory would be
-	// bound already, in a state file of that run.
-	if err := os.Remove(coordinator.TokensPath(job)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	var tokens string
-	for i, e := range cfg.Clients.Enrolment {
-		tok, _, err := coordinator.CreateToken(coordinator.TokensPath(job), job, e.ID, 0, 1, time.Now())
-		if err != nil {
-			return err
-		}
-		tokens += fmt.Sprintf("%s %s client-%d.csv\n", e.ID, tok, i)
-	}
-	y, err := yaml.Marshal(cfg)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*out, "job.yaml"), y, 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*out, "tokens.txt"), []byte(tokens), 0o600); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml, %s and tokens.txt to %s\n", len(fed.Clients), filepath.Base(coordinator.TokensPath(job)), *out)
 	return nil
 }

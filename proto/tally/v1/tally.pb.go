@@ -329,8 +329,11 @@ type JobSpec struct {
 	SecureAggregation string        `protobuf:"bytes,11,opt,name=secure_aggregation,json=secureAggregation,proto3" json:"secure_aggregation,omitempty"`
 	HeParams          *HEParameters `protobuf:"bytes,12,opt,name=he_params,json=heParams,proto3" json:"he_params,omitempty"`
 	MinGroupSize      int32         `protobuf:"varint,13,opt,name=min_group_size,json=minGroupSize,proto3" json:"min_group_size,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// class_names name the classes in label order ("0", "1", … for a job
+	// that only counts them); clients map their label fields onto them.
+	ClassNames    []string `protobuf:"bytes,14,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -452,6 +455,13 @@ func (x *JobSpec) GetMinGroupSize() int32 {
 		return x.MinGroupSize
 	}
 	return 0
+}
+
+func (x *JobSpec) GetClassNames() []string {
+	if x != nil {
+		return x.ClassNames
+	}
+	return nil
 }
 
 // HEParameters mirror aggregation.ParametersConfig.
@@ -1718,6 +1728,103 @@ func (x *DownloadModelResponse) GetTotal() int64 {
 	return 0
 }
 
+type SchemaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaRequest) Reset() {
+	*x = SchemaRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaRequest) ProtoMessage() {}
+
+func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaRequest.ProtoReflect.Descriptor instead.
+func (*SchemaRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+}
+
+type SchemaResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Features int32                  `protobuf:"varint,2,opt,name=features,proto3" json:"features,omitempty"`
+	// class_names as in JobSpec.
+	ClassNames    []string `protobuf:"bytes,3,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaResponse) Reset() {
+	*x = SchemaResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaResponse) ProtoMessage() {}
+
+func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaResponse.ProtoReflect.Descriptor instead.
+func (*SchemaResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SchemaResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SchemaResponse) GetFeatures() int32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
+func (x *SchemaResponse) GetClassNames() []string {
+	if x != nil {
+		return x.ClassNames
+	}
+	return nil
+}
+
 type JobStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1726,7 +1833,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1845,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1858,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 type JobStatusResponse struct {
@@ -1769,7 +1876,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1888,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1901,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -1858,7 +1965,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1977,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +1990,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -1926,7 +2033,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2045,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2058,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -1992,7 +2099,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2111,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2124,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -2043,7 +2150,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2162,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2175,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2093,7 +2200,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2212,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2225,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2151,7 +2258,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2270,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2283,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2195,7 +2302,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2314,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2327,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2239,7 +2346,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2358,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2371,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2283,7 +2390,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2402,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2415,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2342,7 +2449,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x0eResumeResponse\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12#\n" +
 	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
-	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xc7\x03\n" +
+	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xe8\x03\n" +
 	"\aJobSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x1a\n" +
@@ -2358,7 +2465,9 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	" \x01(\x05R\tnumParams\x12-\n" +
 	"\x12secure_aggregation\x18\v \x01(\tR\x11secureAggregation\x123\n" +
 	"\the_params\x18\f \x01(\v2\x16.tally.v1.HEParametersR\bheParams\x12$\n" +
-	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\"\xf0\x01\n" +
+	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\x12\x1f\n" +
+	"\vclass_names\x18\x0e \x03(\tR\n" +
+	"classNames\"\xf0\x01\n" +
 	"\fHEParameters\x12\x13\n" +
 	"\x05log_n\x18\x01 \x01(\x05R\x04logN\x12\x13\n" +
 	"\x05log_q\x18\x02 \x03(\x05R\x04logQ\x12\x13\n" +
@@ -2451,7 +2560,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x15DownloadModelResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x14\n" +
-	"\x05total\x18\x03 \x01(\x03R\x05total\"\x12\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"\x0f\n" +
+	"\rSchemaRequest\"d\n" +
+	"\x0eSchemaResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
+	"\bfeatures\x18\x02 \x01(\x05R\bfeatures\x12\x1f\n" +
+	"\vclass_names\x18\x03 \x03(\tR\n" +
+	"classNames\"\x12\n" +
 	"\x10JobStatusRequest\"\x80\x02\n" +
 	"\x11JobStatusResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
@@ -2487,14 +2602,15 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x0fReceiptsRequest\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeqJ\x04\b\x01\x10\x02\".\n" +
 	"\x10ReceiptsResponse\x12\x1a\n" +
-	"\breceipts\x18\x01 \x03(\fR\breceipts2\x95\x05\n" +
+	"\breceipts\x18\x01 \x03(\fR\breceipts2\xd2\x05\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12;\n" +
 	"\x06Resume\x12\x17.tally.v1.ResumeRequest\x1a\x18.tally.v1.ResumeResponse\x12A\n" +
 	"\bNextTask\x12\x19.tally.v1.NextTaskRequest\x1a\x1a.tally.v1.NextTaskResponse\x12O\n" +
 	"\fSubmitUpdate\x12\x1d.tally.v1.SubmitUpdateRequest\x1a\x1e.tally.v1.SubmitUpdateResponse(\x01\x12R\n" +
 	"\rDownloadModel\x12\x1e.tally.v1.DownloadModelRequest\x1a\x1f.tally.v1.DownloadModelResponse0\x01\x12D\n" +
-	"\tJobStatus\x12\x1a.tally.v1.JobStatusRequest\x1a\x1b.tally.v1.JobStatusResponse\x12C\n" +
+	"\tJobStatus\x12\x1a.tally.v1.JobStatusRequest\x1a\x1b.tally.v1.JobStatusResponse\x12;\n" +
+	"\x06Schema\x12\x17.tally.v1.SchemaRequest\x1a\x18.tally.v1.SchemaResponse\x12C\n" +
 	"\bDownload\x12\x19.tally.v1.DownloadRequest\x1a\x1a.tally.v1.DownloadResponse0\x01\x12O\n" +
 	"\fSubmitShares\x12\x1d.tally.v1.SubmitSharesRequest\x1a\x1e.tally.v1.SubmitSharesResponse(\x01\x12A\n" +
 	"\bReceipts\x12\x19.tally.v1.ReceiptsRequest\x1a\x1a.tally.v1.ReceiptsResponseB1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
@@ -2511,7 +2627,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
@@ -2536,18 +2652,20 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*SubmitUpdateResponse)(nil),  // 20: tally.v1.SubmitUpdateResponse
 	(*DownloadModelRequest)(nil),  // 21: tally.v1.DownloadModelRequest
 	(*DownloadModelResponse)(nil), // 22: tally.v1.DownloadModelResponse
-	(*JobStatusRequest)(nil),      // 23: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 24: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 25: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 26: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 27: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 28: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 29: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 30: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 31: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 32: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 33: tally.v1.ReceiptsResponse
-	nil,                           // 34: tally.v1.ThresholdTask.SealedEntry
+	(*SchemaRequest)(nil),         // 23: tally.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 24: tally.v1.SchemaResponse
+	(*JobStatusRequest)(nil),      // 25: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 26: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 27: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 28: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 29: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 30: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 31: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 32: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 33: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 34: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 35: tally.v1.ReceiptsResponse
+	nil,                           // 36: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
@@ -2563,32 +2681,34 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	11, // 10: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
 	12, // 11: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
 	13, // 12: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	34, // 13: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	36, // 13: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
 	8,  // 14: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
 	19, // 15: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	25, // 16: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	26, // 17: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	30, // 18: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	27, // 16: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	28, // 17: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	32, // 18: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
 	0,  // 19: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
 	2,  // 20: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
 	9,  // 21: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
 	18, // 22: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
 	21, // 23: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	23, // 24: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	27, // 25: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	29, // 26: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	32, // 27: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 28: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 29: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	10, // 30: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	20, // 31: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	22, // 32: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	24, // 33: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	28, // 34: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	31, // 35: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	33, // 36: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
+	25, // 24: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	23, // 25: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	29, // 26: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	31, // 27: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	34, // 28: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 29: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 30: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	10, // 31: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	20, // 32: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	22, // 33: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	26, // 34: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	24, // 35: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	30, // 36: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	33, // 37: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	35, // 38: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -2614,7 +2734,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

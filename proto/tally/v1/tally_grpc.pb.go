@@ -29,6 +29,7 @@ const (
 	CoordinatorService_SubmitUpdate_FullMethodName  = "/tally.v1.CoordinatorService/SubmitUpdate"
 	CoordinatorService_DownloadModel_FullMethodName = "/tally.v1.CoordinatorService/DownloadModel"
 	CoordinatorService_JobStatus_FullMethodName     = "/tally.v1.CoordinatorService/JobStatus"
+	CoordinatorService_Schema_FullMethodName        = "/tally.v1.CoordinatorService/Schema"
 	CoordinatorService_Download_FullMethodName      = "/tally.v1.CoordinatorService/Download"
 	CoordinatorService_SubmitShares_FullMethodName  = "/tally.v1.CoordinatorService/SubmitShares"
 	CoordinatorService_Receipts_FullMethodName      = "/tally.v1.CoordinatorService/Receipts"
@@ -58,6 +59,10 @@ type CoordinatorServiceClient interface {
 	DownloadModel(ctx context.Context, in *DownloadModelRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadModelResponse], error)
 	// JobStatus is for operators: progress, clients and per-round metrics.
 	JobStatus(ctx context.Context, in *JobStatusRequest, opts ...grpc.CallOption) (*JobStatusResponse, error)
+	// Schema returns the data schema a client's file must match. It needs
+	// no token or signature, so that a client checks its labels before it
+	// spends its single-use token on a job it cannot train for.
+	Schema(ctx context.Context, in *SchemaRequest, opts ...grpc.CallOption) (*SchemaResponse, error)
 	// Download streams a named object of a task: "public-key" (the
 	// committee's collective key) or "ciphertext/<block>" (a block of the
 	// aggregate a decryption task names).
@@ -151,6 +156,16 @@ func (c *coordinatorServiceClient) JobStatus(ctx context.Context, in *JobStatusR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) Schema(ctx context.Context, in *SchemaRequest, opts ...grpc.CallOption) (*SchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SchemaResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Schema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_Download_FullMethodName, cOpts...)
@@ -217,6 +232,10 @@ type CoordinatorServiceServer interface {
 	DownloadModel(*DownloadModelRequest, grpc.ServerStreamingServer[DownloadModelResponse]) error
 	// JobStatus is for operators: progress, clients and per-round metrics.
 	JobStatus(context.Context, *JobStatusRequest) (*JobStatusResponse, error)
+	// Schema returns the data schema a client's file must match. It needs
+	// no token or signature, so that a client checks its labels before it
+	// spends its single-use token on a job it cannot train for.
+	Schema(context.Context, *SchemaRequest) (*SchemaResponse, error)
 	// Download streams a named object of a task: "public-key" (the
 	// committee's collective key) or "ciphertext/<block>" (a block of the
 	// aggregate a decryption task names).
@@ -255,6 +274,9 @@ func (UnimplementedCoordinatorServiceServer) DownloadModel(*DownloadModelRequest
 }
 func (UnimplementedCoordinatorServiceServer) JobStatus(context.Context, *JobStatusRequest) (*JobStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method JobStatus not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Schema(context.Context, *SchemaRequest) (*SchemaResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Schema not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Download not implemented")
@@ -376,6 +398,24 @@ func _CoordinatorService_JobStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_Schema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Schema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Schema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Schema(ctx, req.(*SchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -434,6 +474,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "JobStatus",
 			Handler:    _CoordinatorService_JobStatus_Handler,
+		},
+		{
+			MethodName: "Schema",
+			Handler:    _CoordinatorService_Schema_Handler,
 		},
 		{
 			MethodName: "Receipts",
