@@ -217,7 +217,9 @@ func TestRunUnreachableThenUp(t *testing.T) {
 	log := newCallLog()
 	const minB, maxB = 20 * time.Millisecond, 80 * time.Millisecond
 	c, err := New(Config{
-		Conn: dial(t, addr, log.observer(tallyv1.CoordinatorService_Enroll_FullMethodName)), Token: f.token, Data: testData(),
+		// Joining starts with the open Schema call, which checks the local
+		// labels before the token is spent: it is the call retried here.
+		Conn: dial(t, addr, log.observer(tallyv1.CoordinatorService_Schema_FullMethodName)), Token: f.token, Data: testData(),
 		MinBackoff: minB, MaxBackoff: maxB, PollWait: 50 * time.Millisecond,
 	})
 	if err != nil {

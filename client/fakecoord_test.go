@@ -95,7 +95,7 @@ func fakeJob(t *testing.T, rounds int) *tallyv1.JobSpec {
 		t.Fatal(err)
 	}
 	return &tallyv1.JobSpec{
-		JobId: "job-fake", Seed: 7, Features: 3, Classes: 2,
+		JobId: "job-fake", Seed: 7, Features: 3, Classes: 2, ClassNames: []string{"0", "1"},
 		Model:     &tallyv1.ModelSpec{Kind: model.KindLogReg},
 		Train:     &tallyv1.TrainConfig{Epochs: 2, BatchSize: 4, LearningRate: 0.5},
 		Rounds:    int32(rounds),
@@ -197,6 +197,12 @@ func (f *fakeCoord) signed(ctx context.Context, method string) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
 	return nil
+}
+
+// Schema is open, as the real coordinator's: a client asks it before it
+// spends its token.
+func (f *fakeCoord) Schema(context.Context, *tallyv1.SchemaRequest) (*tallyv1.SchemaResponse, error) {
+	return &tallyv1.SchemaResponse{JobId: f.job.GetJobId(), Features: f.job.GetFeatures(), ClassNames: f.job.GetClassNames()}, nil
 }
 
 func (f *fakeCoord) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tallyv1.EnrollResponse, error) {

@@ -26,6 +26,10 @@ type outageCoordinator struct {
 	polls []time.Time
 }
 
+func (f *outageCoordinator) Schema(context.Context, *tallyv1.SchemaRequest) (*tallyv1.SchemaResponse, error) {
+	return &tallyv1.SchemaResponse{JobId: f.job.GetJobId(), Features: f.job.GetFeatures(), ClassNames: f.job.GetClassNames()}, nil
+}
+
 func (f *outageCoordinator) Enroll(context.Context, *tallyv1.EnrollRequest) (*tallyv1.EnrollResponse, error) {
 	return &tallyv1.EnrollResponse{ClientId: "client-0", Job: f.job}, nil
 }
@@ -93,7 +97,7 @@ func TestReconnectAfterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake := &outageCoordinator{job: &tallyv1.JobSpec{
-		JobId: "outage", Seed: 1, Features: 2, Classes: 2, Rounds: 1,
+		JobId: "outage", Seed: 1, Features: 2, Classes: 2, ClassNames: []string{"0", "1"}, Rounds: 1,
 		Model: &tallyv1.ModelSpec{Kind: model.KindLogReg}, NumParams: int32(m.NumParams()), SecureAggregation: "none",
 	}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
