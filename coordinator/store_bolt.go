@@ -34,16 +34,49 @@ type BoltStore struct {
 	db  *ledger.DB
 	job string
 	key ed25519.PrivateKey
+	// hadState is true when the file already belonged to the job at open.
+	hadState bool
 }
 
 // ErrOtherJob is returned when a state file belongs to another job.
 var ErrOtherJob = errors.New("coordinator: the state file belongs to another job")
 
+// recoverHint ends the error of a damaged state file.
+const recoverHint = `: the coordinator does not start over on a damaged state file; restore a copy (tally ledger backup, or the coordinator's --backup file) as the README's "Recovering a damaged state file" says`
+
 // OpenBoltStore opens (or creates) the state file of job at path. The
 // signing key is created at first start and kept in the same file.
+//
+// An existing file is checked before anything is written to it: ledger.Open
+// refuses one that is empty, truncated or structurally damaged, and the
+// stored receipts must verify (hashes, chain and signatures under the key
+// in the file), so a coordinator never appends to a ledger that is already
+// broken. Each refusal wraps ledger.ErrCorrupt or ledger.ErrVerify and
+// names the file; the file is left as it was.
 func OpenBoltStore(path, job string) (*BoltStore, error) {
 	db, err := ledger.Open(path, ledger.Options{})
 	if err != nil {
+		if errors.Is(err, ledger.ErrCorrupt) {
+			err = fmt.Errorf("%w%s", err, recoverHint)
+		}
+		return nil, err
+	}
+	if err := db.Verify(); err != nil && !errors.Is(err, ledger.ErrNoKey) {
+		db.Close()
+		return nil, fmt.Errorf("coordinator: state file %s: %w%s", path, err, recoverHint)
+	}
+	var stored string
+	var had bool
+	err = db.View(func(tx *ledger.Tx) error {
+		var err error
+		had, err = tx.Get(bucketState, keyJob, &stored)
+		return err
+	})
+	if err == nil && had && stored != job {
+		err = fmt.Errorf("%w: %s holds job %q, not %q", ErrOtherJob, path, stored, job)
+	}
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	key, err := db.SigningKey()
@@ -51,23 +84,13 @@ func OpenBoltStore(path, job string) (*BoltStore, error) {
 		db.Close()
 		return nil, err
 	}
-	var stored string
-	err = db.Update(func(tx *ledger.Tx) error {
-		ok, err := tx.Get(bucketState, keyJob, &stored)
-		if err != nil || ok {
-			return err
+	if !had {
+		if err := db.Update(func(tx *ledger.Tx) error { return tx.Put(bucketState, keyJob, job) }); err != nil {
+			db.Close()
+			return nil, err
 		}
-		stored = job
-		return tx.Put(bucketState, keyJob, job)
-	})
-	if err == nil && stored != job {
-		err = fmt.Errorf("%w: %s holds job %q, not %q", ErrOtherJob, path, stored, job)
 	}
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	return &BoltStore{db: db, job: job, key: key}, nil
+	return &BoltStore{db: db, job: job, key: key, hadState: had}, nil
 }
 
 // Close closes the file.

@@ -114,7 +114,7 @@ func CheckFile(path string) (FileReport, error) {
 		return rep, fmt.Errorf("%w: %s (%d bytes) %s", ErrCorrupt, path, rep.Size, fmt.Sprintf(format, args...))
 	}
 	if rep.Size == 0 {
-		return bad("is empty: a state file is never re-initialised; restore it from a backup, or remove it to start a new job")
+		return bad("is empty (an existing state file is never re-initialised)")
 	}
 	head := make([]byte, 4096)
 	n, err := f.ReadAt(head, 0)

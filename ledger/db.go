@@ -166,6 +166,19 @@ func (db *DB) init() error {
 			return check(tx)
 		})
 	}
+	// A complete ledger is only read: a commit, even an empty one, writes
+	// a meta page, and a file that is then refused (another job's, say)
+	// must be left exactly as it was.
+	complete := false
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		complete = tx.Bucket([]byte(bucketMeta)) != nil && tx.Bucket([]byte(bucketReceipts)) != nil && tx.Bucket([]byte(bucketReceiptIdx)) != nil
+		if complete {
+			return check(tx)
+		}
+		return nil
+	}); err != nil || complete {
+		return err
+	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket([]byte(bucketMeta)) == nil {
 			// A file that already holds buckets but no metadata belongs to
