@@ -210,6 +210,7 @@ func OpenJobStore(path string, job Job, log *slog.Logger) (*BoltStore, error) {
 		s.Close()
 		return nil, err
 	}
+	s.log = log
 	switch {
 	case !had && s.hadState:
 		log.Warn("the state file records no job identity (written by an older tally): recording the job file's now; "+

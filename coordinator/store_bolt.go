@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 
@@ -36,7 +37,18 @@ type BoltStore struct {
 	key ed25519.PrivateKey
 	// hadState is true when the file already belonged to the job at open.
 	hadState bool
+	// backup, when set, receives a copy of the file after every completed
+	// round (BackupEachRound); log reports a copy that failed.
+	backup string
+	log    *slog.Logger
 }
+
+// BackupEachRound makes every later Apply that completes a round write a
+// consistent copy of the state file to path (ledger.DB.Backup: atomically
+// replaced, 0600). A copy that fails is logged as an error and does not
+// fail the round: the state file itself was written. Call it before the
+// store is used.
+func (s *BoltStore) BackupEachRound(path string) { s.backup = path }
 
 // ErrOtherJob is returned when a state file belongs to another job.
 var ErrOtherJob = errors.New("coordinator: the state file belongs to another job")
@@ -104,6 +116,25 @@ func (s *BoltStore) PublicKey() ed25519.PublicKey { return s.key.Public().(ed255
 
 // Apply implements Store.
 func (s *BoltStore) Apply(p ActPersist) error {
+	if err := s.apply(p); err != nil {
+		return err
+	}
+	if s.backup != "" && p.Round != nil && !p.Round.Failed {
+		if _, err := s.db.Backup(s.backup); err != nil {
+			s.logger().Error("state file backup failed", "state", s.db.Path(), "backup", s.backup, "round", p.Round.Round, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *BoltStore) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.log
+}
+
+func (s *BoltStore) apply(p ActPersist) error {
 	return s.db.Update(func(tx *ledger.Tx) error {
 		if p.Client != nil {
 			if err := tx.Put(bucketClients, p.Client.ID, p.Client); err != nil {
