@@ -65,7 +65,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stdout, "using the public key stored in %s: %s (pass --public-key to check against the published one)\n", *db, ledger.FormatPublicKey(pub))
 		}
 		if err := d.VerifyWithKey(pub); err != nil {
-			return err
+			return fmt.Errorf("%s: %w", *db, err)
 		}
 		rs, err := d.Receipts(ledger.Filter{})
 		if err != nil {
