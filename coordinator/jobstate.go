@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -120,14 +120,9 @@ func flatten(prefix string, v any, out map[string]string) error {
 // digestFields hashes the fields in key order, each key and value length
 // prefixed, so that no two different sets of fields encode alike.
 func digestFields(fields map[string]string) string {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	h := sha256.New()
 	fmt.Fprintf(h, "tally-job-identity/1\n")
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		fmt.Fprintf(h, "%d:%s=%d:%s\n", len(k), k, len(fields[k]), fields[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))
@@ -143,13 +138,7 @@ func diffIdentity(stored, now map[string]string) []string {
 		keys[k] = true
 	}
 	var out []string
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range keys {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		s, inS := stored[k]
 		n, inN := now[k]
 		switch {

@@ -96,15 +96,29 @@ func flipRootTypeBit(raw []byte) {
 	raw[root*ps+8] ^= 0x08
 }
 
-// flipReceiptValue changes one digit of the value of the last receipt of
-// client c1, as a bit flip inside a data page would.
+// flipReceiptValue flips the low bit of the first character of the value
+// in the receipt of round 30 for client c1, as a bit flip inside a data
+// page would. bbolt copies pages on write and leaves the old versions in
+// free pages, so the same bytes may appear more than once and only one is
+// live: every copy is flipped.
 func flipReceiptValue(t *testing.T, raw []byte) {
-	i := bytes.LastIndex(raw, []byte(`"client":"c1"`))
-	if i < 0 {
-		t.Fatal("no receipt of c1 in the file")
+	t.Helper()
+	key := []byte(`"round":30,"client":"c1"`)
+	n := 0
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], key)
+		if j < 0 {
+			break
+		}
+		i += j
+		k := bytes.Index(raw[i:], []byte(`"value":`))
+		raw[i+k+len(`"value":`)] ^= 0x01
+		i += k
+		n++
 	}
-	j := bytes.Index(raw[i:], []byte(`"value":`))
-	raw[i+j+len(`"value":`)] ^= 0x01
+	if n == 0 {
+		t.Fatal("no receipt of round 30, c1 in the file")
+	}
 }
 
 // TestOpenJobStoreRefusesDamagedOrForeignFile: an existing state file that
