@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 
@@ -34,16 +35,60 @@ type BoltStore struct {
 	db  *ledger.DB
 	job string
 	key ed25519.PrivateKey
+	// hadState is true when the file already belonged to the job at open.
+	hadState bool
+	// backup, when set, receives a copy of the file after every completed
+	// round (BackupEachRound); log reports a copy that failed.
+	backup string
+	log    *slog.Logger
 }
+
+// BackupEachRound makes every later Apply that completes a round write a
+// consistent copy of the state file to path (ledger.DB.Backup: atomically
+// replaced, 0600). A copy that fails is logged as an error and does not
+// fail the round: the state file itself was written. Call it before the
+// store is used.
+func (s *BoltStore) BackupEachRound(path string) { s.backup = path }
 
 // ErrOtherJob is returned when a state file belongs to another job.
 var ErrOtherJob = errors.New("coordinator: the state file belongs to another job")
 
+// recoverHint ends the error of a damaged state file.
+const recoverHint = `: the coordinator does not start over on a damaged state file; restore a copy (tally ledger backup, or the coordinator's --backup file) as the README's "Recovering a damaged state file" says`
+
 // OpenBoltStore opens (or creates) the state file of job at path. The
 // signing key is created at first start and kept in the same file.
+//
+// An existing file is checked before anything is written to it: ledger.Open
+// refuses one that is empty, truncated or structurally damaged, and the
+// stored receipts must verify (hashes, chain and signatures under the key
+// in the file), so a coordinator never appends to a ledger that is already
+// broken. Each refusal wraps ledger.ErrCorrupt or ledger.ErrVerify and
+// names the file; the file is left as it was.
 func OpenBoltStore(path, job string) (*BoltStore, error) {
 	db, err := ledger.Open(path, ledger.Options{})
 	if err != nil {
+		if errors.Is(err, ledger.ErrCorrupt) {
+			err = fmt.Errorf("%w%s", err, recoverHint)
+		}
+		return nil, err
+	}
+	if err := db.Verify(); err != nil && !errors.Is(err, ledger.ErrNoKey) {
+		db.Close()
+		return nil, fmt.Errorf("coordinator: state file %s: %w%s", path, err, recoverHint)
+	}
+	var stored string
+	var had bool
+	err = db.View(func(tx *ledger.Tx) error {
+		var err error
+		had, err = tx.Get(bucketState, keyJob, &stored)
+		return err
+	})
+	if err == nil && had && stored != job {
+		err = fmt.Errorf("%w: %s holds job %q, not %q", ErrOtherJob, path, stored, job)
+	}
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	key, err := db.SigningKey()
@@ -51,23 +96,13 @@ func OpenBoltStore(path, job string) (*BoltStore, error) {
 		db.Close()
 		return nil, err
 	}
-	var stored string
-	err = db.Update(func(tx *ledger.Tx) error {
-		ok, err := tx.Get(bucketState, keyJob, &stored)
-		if err != nil || ok {
-			return err
+	if !had {
+		if err := db.Update(func(tx *ledger.Tx) error { return tx.Put(bucketState, keyJob, job) }); err != nil {
+			db.Close()
+			return nil, err
 		}
-		stored = job
-		return tx.Put(bucketState, keyJob, job)
-	})
-	if err == nil && stored != job {
-		err = fmt.Errorf("%w: %s holds job %q, not %q", ErrOtherJob, path, stored, job)
 	}
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	return &BoltStore{db: db, job: job, key: key}, nil
+	return &BoltStore{db: db, job: job, key: key, hadState: had}, nil
 }
 
 // Close closes the file.
@@ -81,6 +116,25 @@ func (s *BoltStore) PublicKey() ed25519.PublicKey { return s.key.Public().(ed255
 
 // Apply implements Store.
 func (s *BoltStore) Apply(p ActPersist) error {
+	if err := s.apply(p); err != nil {
+		return err
+	}
+	if s.backup != "" && p.Round != nil && !p.Round.Failed {
+		if _, err := s.db.Backup(s.backup); err != nil {
+			s.logger().Error("state file backup failed", "state", s.db.Path(), "backup", s.backup, "round", p.Round.Round, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *BoltStore) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.log
+}
+
+func (s *BoltStore) apply(p ActPersist) error {
 	return s.db.Update(func(tx *ledger.Tx) error {
 		if p.Client != nil {
 			if err := tx.Put(bucketClients, p.Client.ID, p.Client); err != nil {

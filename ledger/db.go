@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,20 +87,58 @@ type DB struct {
 // Open opens or creates the database at path with file mode 0600 (the file
 // holds the signing key, see SigningKey). A second Open of the same file,
 // from this or another process, fails with ErrLocked after the lock timeout.
+//
+// Only a missing file is created (atomically, see createFile). An existing
+// file is checked before it is used: a file that is empty, shorter than
+// its meta page says, or that fails bbolt's consistency check (Tx.Check)
+// is refused with an error wrapping ErrCorrupt that names the file and the
+// problem, and is not modified: bbolt would initialise an empty file as a
+// new database, and map a truncated one and crash on its first read.
 func Open(path string, opts Options) (*DB, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	opts.LockTimeout = timeout
+	_, err := CheckFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !opts.ReadOnly {
+		if err = createFile(path, opts); err == nil {
+			_, err = CheckFile(path)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	var b *bolt.DB
+	err = guard(path, func() error {
+		var err error
+		b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, path, timeout)
 		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
 	db := &DB{bolt: b, path: path, readOnly: opts.ReadOnly, rand: opts.Rand}
-	if err := db.init(); err != nil {
+	// The header was checked before bbolt took the lock; check it again
+	// under the lock (a writer may have been committing), then the pages.
+	if _, err := CheckFile(path); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	if err := db.check(); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	if err := guard(path, db.init); err != nil {
 		_ = b.Close()
 		return nil, err
 	}
@@ -126,6 +165,19 @@ func (db *DB) init() error {
 			}
 			return check(tx)
 		})
+	}
+	// A complete ledger is only read: a commit, even an empty one, writes
+	// a meta page, and a file that is then refused (another job's, say)
+	// must be left exactly as it was.
+	complete := false
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		complete = tx.Bucket([]byte(bucketMeta)) != nil && tx.Bucket([]byte(bucketReceipts)) != nil && tx.Bucket([]byte(bucketReceiptIdx)) != nil
+		if complete {
+			return check(tx)
+		}
+		return nil
+	}); err != nil || complete {
+		return err
 	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket([]byte(bucketMeta)) == nil {

@@ -17,6 +17,23 @@
 // same transaction (Tx.AppendReceipts), so a round's receipts exist if and
 // only if the round's state that produced them was committed.
 //
+// # Damaged files
+//
+// Open creates a missing file (whole, under a temporary name linked into
+// place) but never re-initialises an existing one. Before bbolt maps a
+// file, CheckFile reads its two meta pages with ordinary reads and refuses
+// a file that is empty, has no valid meta page, or is shorter than the
+// pages its meta page counts (bbolt would map it and fault on the first
+// page past the end, killing the process). Open then runs bbolt's
+// consistency check (Tx.Check) after touching every key and value with
+// memory faults turned into errors (debug.SetPanicOnFault), so a damaged
+// page inside the file is an error, not a crash. Every refusal wraps
+// ErrCorrupt and names the file. bbolt has no checksums over data pages: a
+// flipped bit in a page header or a branch is found by the consistency
+// check, one inside a receipt by Verify (strict decoding, hash, chain,
+// signature), and one inside another record's value only if that value no
+// longer decodes. DB.Backup writes a consistent copy (Tx.WriteTo).
+//
 // # Receipts: hash chain and signatures
 //
 // Each Receipt states, for one client and one round: the job, the digest

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -16,6 +17,9 @@ import (
 )
 
 func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "backup" {
+		return runLedgerBackup(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "verify" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprint(stdout, ledgerUsage)
@@ -43,11 +47,17 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	switch {
 	case *db != "" && *receipts == "":
+		// Open refuses a file that is empty, truncated or fails bbolt's
+		// consistency check; Check adds a meta page that is invalid while
+		// bbolt falls back to the other one.
 		d, err := ledger.Open(*db, ledger.Options{ReadOnly: true})
 		if err != nil {
 			return err
 		}
 		defer d.Close()
+		if err := d.Check(); err != nil {
+			return err
+		}
 		if pub == nil {
 			if pub, err = d.PublicKey(); err != nil {
 				return err
@@ -55,7 +65,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stdout, "using the public key stored in %s: %s (pass --public-key to check against the published one)\n", *db, ledger.FormatPublicKey(pub))
 		}
 		if err := d.VerifyWithKey(pub); err != nil {
-			return err
+			return fmt.Errorf("%s: %w", *db, err)
 		}
 		rs, err := d.Receipts(ledger.Filter{})
 		if err != nil {
@@ -65,7 +75,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, r := range rs {
 			rounds[fmt.Sprintf("%s/%d", r.Job, r.Round)] = true
 		}
-		fmt.Fprintf(stdout, "ledger %s verifies: %d receipts over %d rounds, chain intact, every signature valid\n", *db, len(rs), len(rounds))
+		fmt.Fprintf(stdout, "ledger %s verifies: file structure sound (bbolt consistency check), %d receipts over %d rounds, chain intact, every signature valid\n", *db, len(rs), len(rounds))
 		return nil
 	case *receipts != "" && *db == "":
 		if pub == nil || *client == "" {
@@ -89,12 +99,65 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 const ledgerUsage = `Usage: tally ledger verify (--db FILE [--public-key HEX] | --receipts FILE --public-key HEX --client ID)
+       tally ledger backup --db FILE --out COPY
 
-Checks, offline, a coordinator's ledger or a client's own receipts: every
-receipt's hash and Ed25519 signature, the hash chain, and (for a client's
-file) that each receipt names the client. The first bad record is named.
+verify checks, offline, a coordinator's ledger or a client's own receipts:
+for a state file, that it is whole (not empty or truncated, both meta
+pages valid, bbolt's consistency check); then every receipt's hash and
+Ed25519 signature, the hash chain, and (for a client's file) that each
+receipt names the client. The first bad record is named.
+
+backup writes a consistent copy of a state file that verifies to COPY
+(replaced atomically) and checks the copy. It needs the file's lock: stop
+the coordinator first, or run the coordinator with --backup, which writes
+its own copy after every completed round.
 
 `
+
+func runLedgerBackup(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("ledger backup")
+	fs.SetOutput(stderr)
+	db := fs.String("db", "", "the coordinator's state file (bbolt) to copy; the coordinator must not be running")
+	out := fs.String("out", "", "the copy to write (replaced atomically if it exists)")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), ledgerUsage); fs.PrintDefaults() }
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *db == "" || *out == "" {
+		fmt.Fprintln(stderr, "--db and --out are required")
+		return errUsage
+	}
+	d, err := ledger.Open(*db, ledger.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// A copy of a broken ledger is no backup: refuse it, as verify would.
+	if err := d.Check(); err != nil {
+		return err
+	}
+	if err := d.Verify(); err != nil && !errors.Is(err, ledger.ErrNoKey) {
+		return fmt.Errorf("%s: %w", *db, err)
+	}
+	n, err := d.Backup(*out)
+	if err != nil {
+		return err
+	}
+	c, err := ledger.Open(*out, ledger.Options{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("the copy does not open: %w", err)
+	}
+	defer c.Close()
+	if err := c.Check(); err != nil {
+		return fmt.Errorf("the copy: %w", err)
+	}
+	rs, err := c.Receipts(ledger.Filter{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "backup of %s written to %s: %d bytes, %d receipts; restore it by copying it over the state file while the coordinator is stopped\n", *db, *out, n, len(rs))
+	return nil
+}
 
 // scoreRow is one client's standing in a ledger.
 type scoreRow struct {

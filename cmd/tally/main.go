@@ -28,7 +28,7 @@ func commands() []command {
 		{"client", "join a job as a data holder and train on a local CSV file", runClient},
 		{"token", "issue, revoke and list a job's enrolment tokens (tally token create --job J --client C)", runToken},
 		{"data", "write CSV files (client shards, validation, test) and a job file from an embedded dataset", runData},
-		{"ledger", "verify a coordinator's ledger or a client's receipts offline (tally ledger verify)", runLedger},
+		{"ledger", "verify a coordinator's state file and ledger, or a client's receipts, offline; copy a state file (tally ledger verify, tally ledger backup)", runLedger},
 		{"scores", "print each client's contribution from a coordinator's signed receipts", runScores},
 		{"payouts", "print every payout and quota credit from a coordinator's signed receipts", runPayouts},
 		{"experiment", "benchmark valuation methods and privacy modes on scenario files against ground truth", runExperiment},

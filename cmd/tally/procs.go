@@ -44,6 +44,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	listen := fs.String("listen", "", "gRPC listen address (default: the job file's listen, else 127.0.0.1:7070)")
 	report := fs.String("report", "", "write a JSON report to this file when the job ends")
 	state := fs.String("state", "", "the coordinator's state file (bbolt): jobs, rounds, model, receipts; a restarted coordinator resumes from it (default: JOB_ID.db next to the job file)")
+	backup := fs.String("backup", "", "after every completed round, write a consistent copy of the state file to this file (replaced atomically); see the README, \"Recovering a damaged state file\"")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
@@ -96,11 +97,14 @@ Flags:
 	if *state == "" {
 		*state = filepath.Join(job.Dir, job.ID+".db")
 	}
-	store, err := coordinator.OpenBoltStore(*state, job.ID)
+	store, err := coordinator.OpenJobStore(*state, job, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if *backup != "" {
+		store.BackupEachRound(*backup)
+	}
 	log.Info("receipts are signed with this key", "public_key", ledger.FormatPublicKey(store.PublicKey()), "state", *state)
 	metricsSet := false
 	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics-addr" })

@@ -378,7 +378,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		if err := os.MkdirAll(filepath.Dir(o.DB), 0o755); err != nil {
 			return nil, err
 		}
-		bs, err := coordinator.OpenBoltStore(o.DB, job.ID)
+		bs, err := coordinator.OpenJobStore(o.DB, job, log)
 		if err != nil {
 			return nil, err
 		}
