@@ -78,6 +78,8 @@ func traceJob(t *testing.T, sets map[string]string) Job {
 			cfg.MaxFailedRounds = n
 		case "scaling":
 			cfg.Scaling.Mode = v
+		case "enrol_timeout":
+			cfg.Clients.EnrolTimeout = Duration(time.Duration(n) * time.Second)
 		default:
 			t.Fatalf("unknown set %q", k)
 		}
