@@ -22,8 +22,10 @@ type simMember struct {
 	enc      *aggregation.Encryptor
 	dead     bool
 	// dieAfterSubmit: the member dies right after its next train update
-	// is accepted, before it is asked to decrypt anything.
-	dieAfterSubmit bool
+	// is accepted, before it is asked to decrypt anything; with
+	// leaveOnDeath its long poll is then seen to be cut off (EvLeft), as
+	// when a killed process's connection closes under it.
+	dieAfterSubmit, leaveOnDeath bool
 }
 
 // committeeSim drives the pure engine of a 5-client job under secure
@@ -51,6 +53,7 @@ type committeeSim struct {
 	openTask    *Task
 	openSince   int
 	done        *ActJobDone
+	left        []string // members whose EvLeft is due
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -108,6 +111,9 @@ func (s *committeeSim) step(ev Event) {
 			}
 			if m := s.members[a.Client]; a.Err == nil && m.dieAfterSubmit && strings.Contains(a.TaskID, "/train/") {
 				m.dead, m.dieAfterSubmit = true, false
+				if m.leaveOnDeath {
+					s.left = append(s.left, m.id)
+				}
 			}
 		}
 	}
@@ -159,6 +165,14 @@ func (s *committeeSim) answer() {
 		for _, id := range t.Selected {
 			if m := s.members[id]; !m.dead && s.e.Task() == t {
 				s.do(m, t)
+			}
+			// A member that died in a poll is seen to leave before the
+			// next member answers.
+			for len(s.left) > 0 {
+				id := s.left[0]
+				s.left = s.left[1:]
+				s.knownSilent[id] = "its poll was cut off"
+				s.step(EvLeft{Client: id})
 			}
 		}
 	}
@@ -253,13 +267,14 @@ func (s *committeeSim) run(maxTicks int) {
 }
 
 // TestCommitteeLosesCMinusT: two of a 5-member, threshold-3 committee die
-// in round 2, in the two ways a member can: while training (it never
-// submits) and right after submitting (it is gone before any decryption
-// request). At most one round timeout is lost in all, every later round
-// completes in the tick it starts, and no decryption request is addressed
-// to a member known silent.
+// in round 2: while training (they never submit), right after submitting
+// (they are gone before any decryption request, and nothing says so but
+// their silence), or right after submitting with their connection seen to
+// close (EvLeft). At most one round timeout is lost in all (none when the
+// engine is told they left), every later round completes in the tick it
+// starts, and no decryption request is addressed to a member known silent.
 func TestCommitteeLosesCMinusT(t *testing.T) {
-	for _, how := range []string{"while-training", "after-submitting"} {
+	for _, how := range []string{"while-training", "after-submitting", "after-submitting-left"} {
 		t.Run(how, func(t *testing.T) {
 			const rounds = 6
 			s := newCommitteeSim(t, rounds)
@@ -272,10 +287,13 @@ func TestCommitteeLosesCMinusT(t *testing.T) {
 				// The members the first decryptions would be likely to ask:
 				// any two of the committee, here the first two.
 				for _, id := range s.ids[:2] {
-					if how == "while-training" {
+					switch how {
+					case "while-training":
 						s.members[id].dead = true
-					} else {
+					case "after-submitting":
 						s.members[id].dieAfterSubmit = true
+					default:
+						s.members[id].dieAfterSubmit, s.members[id].leaveOnDeath = true, true
 					}
 				}
 			}
@@ -294,6 +312,9 @@ func TestCommitteeLosesCMinusT(t *testing.T) {
 				}
 			}
 			t.Logf("round timeouts: %v", s.timeouts)
+			if how == "after-submitting-left" && len(s.timeouts) > 0 {
+				t.Errorf("timeouts %v, though the engine was told both members left before any decryption", s.timeouts)
+			}
 			if len(s.timeouts) > 1 || lost > timeout+1 {
 				t.Errorf("%d ticks and %d timeouts (%v) lost after two of five members died, want at most one round timeout (%d ticks)", lost, len(s.timeouts), s.timeouts, timeout)
 			}

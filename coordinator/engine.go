@@ -154,6 +154,11 @@ type EvJoin struct {
 // EvPoll: a client asked for work; it is alive.
 type EvPoll struct{ Client string }
 
+// EvLeft: a client's long poll was cut off by its connection closing (it
+// stopped, crashed or lost its network). Until it is heard from again it is
+// presumed gone: neither selected nor asked to decrypt.
+type EvLeft struct{ Client string }
+
 // EvTick: one tick of the driver's clock passed.
 type EvTick struct{}
 
@@ -180,6 +185,7 @@ type EvShares struct {
 
 func (EvJoin) event()   {}
 func (EvPoll) event()   {}
+func (EvLeft) event()   {}
 func (EvTick) event()   {}
 func (EvSubmit) event() {}
 func (EvShares) event() {}
@@ -443,6 +449,10 @@ func (e *Engine) Step(ev Event) []Action {
 		if c, ok := e.clients[ev.Client]; ok {
 			c.heard(e.now)
 		}
+	case EvLeft:
+		if c, ok := e.clients[ev.Client]; ok {
+			c.silent = true
+		}
 	case EvTick:
 		e.now++
 		out = e.tick()
@@ -551,18 +561,20 @@ func (e *Engine) maybeStart() []Action {
 	return []Action{ActPublish{Task: t}}
 }
 
-// markUnheard presumes gone every client not heard from since tick since,
-// when that is at least the longest long poll ago (DefaultPollWait): a
-// client that is there polls again at least that often, so one that has
-// not, during a whole task that timed out, is not polling (it died after
-// its last answer, or lost its network). It is called only when a task
-// times out, so its pass over the clients is not paid per event.
-func (e *Engine) markUnheard(since int) {
-	if e.now-since < e.job.Ticks(Duration(DefaultPollWait)) {
-		return
-	}
+// pollGap bounds, in ticks, the time between two polls of a client that
+// is there and idle: the service holds a long poll for at most
+// DefaultPollWait, and the client polls again at once; 2 s more absorb a
+// slow network or a busy client machine.
+func (e *Engine) pollGap() int { return e.job.Ticks(Duration(DefaultPollWait + 2*time.Second)) }
+
+// markUnheard presumes gone every client not heard from for longer than
+// pollGap: it is not polling (it died after its last answer, or lost its
+// network without its connection being seen to close). It is called only
+// when a task times out, when the clients that are there have been heard
+// from, and so that its pass over the clients is not paid per event.
+func (e *Engine) markUnheard() {
 	for _, c := range e.clients {
-		if c.lastSeen < since {
+		if e.now-c.lastSeen > e.pollGap() {
 			c.silent = true
 		}
 	}
@@ -769,7 +781,7 @@ func (e *Engine) close(why string) []Action {
 		}
 	}
 	if why == "deadline" {
-		e.markUnheard(t.Deadline - e.job.Ticks(e.job.RoundTimeout))
+		e.markUnheard()
 	}
 	need := e.need()
 	if len(contributors) < need {

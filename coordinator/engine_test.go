@@ -159,6 +159,8 @@ func runTrace(t *testing.T, path string) string {
 			evs = append(evs, EvJoin{Client: f[1], Samples: n})
 		case "poll":
 			evs = append(evs, EvPoll{Client: f[1]})
+		case "leave":
+			evs = append(evs, EvLeft{Client: f[1]})
 		case "tick":
 			n := 1
 			if len(f) > 1 {

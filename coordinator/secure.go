@@ -528,7 +528,7 @@ func (e *Engine) decryptTimeout() []Action {
 	// a member that died without being asked has not polled since, and
 	// after a long enough timeout is known not to be polling.
 	h.since = t.Deadline - e.job.Ticks(e.job.RoundTimeout)
-	e.markUnheard(h.since)
+	e.markUnheard()
 	out := []Action{ActLog{Msg: "decryption timed out", Attrs: []any{"task", t.ID, "silent", strings.Join(silent, ",")}}}
 	return append(out, e.rerandomize()...)
 }

@@ -78,11 +78,11 @@ type procJob struct {
 	clients map[string]*exec.Cmd
 	outs    map[string]*bytes.Buffer
 	// onLine is called, from the log reader, with each coordinator log line.
-	onLine   func(logLine)
+	onLine   func(*procJob, logLine)
 	readDone chan struct{}
 }
 
-func startProcJob(t *testing.T, ctx context.Context, bin, job string, clients map[string][]string, onLine func(logLine)) *procJob {
+func startProcJob(t *testing.T, ctx context.Context, bin, job string, clients map[string][]string, onLine func(*procJob, logLine)) *procJob {
 	t.Helper()
 	p := &procJob{t: t, clients: map[string]*exec.Cmd{}, outs: map[string]*bytes.Buffer{}, onLine: onLine, readDone: make(chan struct{})}
 	p.coord = exec.CommandContext(ctx, bin, "coordinator", "--config", job, "--metrics-addr", "")
@@ -93,6 +93,15 @@ func startProcJob(t *testing.T, ctx context.Context, bin, job string, clients ma
 	}
 	if err := p.coord.Start(); err != nil {
 		t.Fatal(err)
+	}
+	for id, a := range clients {
+		var out bytes.Buffer
+		c := exec.CommandContext(ctx, bin, a...)
+		c.Stdout, c.Stderr = &out, &out
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p.clients[id], p.outs[id] = c, &out
 	}
 	go func() {
 		defer close(p.readDone)
@@ -107,20 +116,11 @@ func startProcJob(t *testing.T, ctx context.Context, bin, job string, clients ma
 			p.lines = append(p.lines, l)
 			p.mu.Unlock()
 			if p.onLine != nil {
-				p.onLine(l)
+				p.onLine(p, l)
 			}
 		}
 		_, _ = io.Copy(io.Discard, pipe)
 	}()
-	for id, a := range clients {
-		var out bytes.Buffer
-		c := exec.CommandContext(ctx, bin, a...)
-		c.Stdout, c.Stderr = &out, &out
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p.clients[id], p.outs[id] = c, &out
-	}
 	return p
 }
 
@@ -153,9 +153,8 @@ func TestSmallFederationLosesAClient(t *testing.T) {
 	defer cancel()
 	victim := ids[2]
 	var once sync.Once
-	var p *procJob
 	killed := make(chan struct{})
-	p = startProcJob(t, ctx, bin, job, clients, func(l logLine) {
+	p := startProcJob(t, ctx, bin, job, clients, func(p *procJob, l logLine) {
 		if l.Msg == "round completed" && l.Round == 2 {
 			once.Do(func() {
 				_ = p.clients[victim].Process.Signal(syscall.SIGKILL)
@@ -217,9 +216,10 @@ func TestCommitteeMembersKilled(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
 	const rounds, killAfter = 8, 3
-	// 10 s: the longest long poll, so that a member that died without being
-	// asked anything is known not to poll by the end of a timed-out task.
-	const timeout = 10 * time.Second
+	// 15 s: longer than the longest gap between two polls of a live client
+	// (the engine's pollGap, 12 s), so that a member that died unseen after
+	// its last answer is known not to poll by the end of a timed-out task.
+	const timeout = 15 * time.Second
 	job, clients, ids := dropoutJob(t, bin, dir, addr, 5, rounds, func(j map[string]any) {
 		j["round_timeout"] = timeout.String()
 		j["committee"] = map[string]any{"size": 5, "threshold": 3}
@@ -229,15 +229,14 @@ func TestCommitteeMembersKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var once sync.Once
-	var p *procJob
-	var killedAt time.Time
-	p = startProcJob(t, ctx, bin, job, clients, func(l logLine) {
+	killed := make(chan struct{})
+	p := startProcJob(t, ctx, bin, job, clients, func(p *procJob, l logLine) {
 		if l.Msg == "round completed" && l.Round == killAfter {
 			once.Do(func() {
 				for _, id := range ids[:2] {
 					_ = p.clients[id].Process.Signal(syscall.SIGKILL)
 				}
-				killedAt = time.Now()
+				close(killed)
 			})
 		}
 	})
@@ -246,7 +245,9 @@ func TestCommitteeMembersKilled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("coordinator: %v\n%s\n%s", err, out, logs)
 	}
-	if killedAt.IsZero() {
+	select {
+	case <-killed:
+	default:
 		t.Fatalf("round %d never completed:\n%s", killAfter, logs)
 	}
 	if !strings.Contains(out, fmt.Sprintf("done after round %d", rounds)) {
