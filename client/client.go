@@ -40,6 +40,8 @@ const ciphertextMessageBytes = 3 << 20
 var (
 	ErrRefused = errors.New("client: the coordinator refused this client")
 	ErrJob     = errors.New("client: the job does not fit this client")
+	// ErrJobStopped: the coordinator ended the job before its last round.
+	ErrJobStopped = errors.New("client: the job stopped before its last round")
 )
 
 // UpdateHook may replace the update a client is about to submit. The
@@ -203,7 +205,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		done, err := c.step(ctx)
 		if done {
-			return nil
+			return err
 		}
 		if err == nil {
 			backoff = c.cfg.MinBackoff
@@ -407,6 +409,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
 		if err := c.keepReceipts(t.Done.GetReceipts()); err != nil {
 			c.log.Warn("could not keep the last receipts", "err", err)
+		}
+		if final, rounds := t.Done.GetFinalRound(), c.job.GetRounds(); final < rounds {
+			return true, fmt.Errorf("%w: job %s stopped after round %d of %d: %s", ErrJobStopped, c.job.GetJobId(), final, rounds, t.Done.GetReason())
 		}
 		return true, nil
 	case *tallyv1.NextTaskResponse_Wait:

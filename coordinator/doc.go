@@ -23,7 +23,13 @@
 // Time is counted in ticks: a round's deadline is a number of ticks, so a
 // client that never answers is handled by feeding ticks, and tests never
 // sleep. Rounds that close with fewer than clients.min updates fail cleanly
-// and are retried or stop the job, as the job file says.
+// and are retried or stop the job, as the job file says; so does a round
+// that finds too few clients to start for a whole round timeout. A client
+// that lets a task's deadline pass, whose long poll is cut off by its
+// connection closing, or that is not heard from for longer than the
+// longest poll gap when a task times out, is presumed gone until it is
+// heard from again: it is neither selected nor asked to decrypt, so a dead
+// committee member costs at most the one timeout in which it fell silent.
 //
 // Clients enrol with a token (issued by CreateToken, stored as a hash in
 // the job's tokens file, single-use by default), binding an Ed25519 key

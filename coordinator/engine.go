@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
@@ -152,6 +154,11 @@ type EvJoin struct {
 // EvPoll: a client asked for work; it is alive.
 type EvPoll struct{ Client string }
 
+// EvLeft: a client's long poll was cut off by its connection closing (it
+// stopped, crashed or lost its network). Until it is heard from again it is
+// presumed gone: neither selected nor asked to decrypt.
+type EvLeft struct{ Client string }
+
 // EvTick: one tick of the driver's clock passed.
 type EvTick struct{}
 
@@ -178,6 +185,7 @@ type EvShares struct {
 
 func (EvJoin) event()   {}
 func (EvPoll) event()   {}
+func (EvLeft) event()   {}
 func (EvTick) event()   {}
 func (EvSubmit) event() {}
 func (EvShares) event() {}
@@ -296,6 +304,18 @@ type clientState struct {
 	lastSeen int
 	joined   bool
 	identity []byte
+	// silent: the client let the last task it was given close without
+	// answering (a train or moments update missing at the deadline, a
+	// decryption share missing at its timeout), and has not been heard
+	// from since. It is neither selected nor asked to decrypt until it
+	// polls, joins or submits again: a dead client would otherwise cost
+	// a round timeout in every round of its liveness window.
+	silent bool
+}
+
+// heard notes that a client is alive now.
+func (c *clientState) heard(now int) {
+	c.lastSeen, c.silent = now, false
 }
 
 type received struct {
@@ -329,6 +349,12 @@ type Engine struct {
 	history      []RoundRecord
 	he           *heState // nil without secure aggregation
 	baskets      map[string]*ledger.Basket
+	// short is set while a round cannot start for want of clients, since
+	// tick shortSince; lastWaitLog is when the engine last said what it
+	// waits for.
+	short       bool
+	shortSince  int
+	lastWaitLog int
 }
 
 // NewEngine starts a job from initial parameters. A resumed job passes the
@@ -421,7 +447,11 @@ func (e *Engine) Step(ev Event) []Action {
 		out = e.join(ev)
 	case EvPoll:
 		if c, ok := e.clients[ev.Client]; ok {
-			c.lastSeen = e.now
+			c.heard(e.now)
+		}
+	case EvLeft:
+		if c, ok := e.clients[ev.Client]; ok {
+			c.silent = true
 		}
 	case EvTick:
 		e.now++
@@ -446,7 +476,7 @@ func (e *Engine) join(ev EvJoin) []Action {
 			e.enrolStart = e.now
 		}
 	}
-	c.lastSeen = e.now
+	c.heard(e.now)
 	if ev.IdentityKey != nil {
 		c.identity = slices.Clone(ev.IdentityKey)
 	}
@@ -471,13 +501,14 @@ func (e *Engine) available() []string {
 	return ids
 }
 
-// live reports whether client has joined and was heard from within the
-// liveness window. It is O(1): the committee checks its members with it
-// for every decryption, which with a thousand clients must not cost a
-// pass over all of them (as available does).
+// live reports whether client has joined, was heard from within the
+// liveness window and is not known to be silent (see clientState.silent).
+// It is O(1): the committee checks its members with it for every
+// decryption, which with a thousand clients must not cost a pass over all
+// of them (as available does).
 func (e *Engine) live(client string) bool {
 	c, ok := e.clients[client]
-	return ok && c.joined && e.now-c.lastSeen <= e.job.Ticks(e.job.Clients.Liveness)
+	return ok && c.joined && !c.silent && e.now-c.lastSeen <= e.job.Ticks(e.job.Clients.Liveness)
 }
 
 // maybeStart opens the next task when none is open and enough clients are live.
@@ -491,16 +522,17 @@ func (e *Engine) maybeStart() []Action {
 		ready := len(avail) >= e.job.Clients.WaitFor ||
 			(len(avail) >= e.job.Clients.Min && waited >= e.job.Ticks(e.job.Clients.EnrolTimeout))
 		if !ready {
-			return nil
+			return e.enrolWait(avail)
 		}
 		e.phase = PhaseTraining
 		if e.scaler == nil && e.job.Scaling.Mode == "federated" {
 			e.phase = PhaseScaling
 		}
 	}
-	if len(avail) < e.job.Clients.Min {
-		return nil
+	if len(avail) < e.need() {
+		return e.tooFew(avail)
 	}
+	e.short = false
 	if e.he != nil && !e.keyUsable() {
 		return e.startKeyGen()
 	}
@@ -527,6 +559,112 @@ func (e *Engine) maybeStart() []Action {
 	e.task = t
 	e.got = map[string]received{}
 	return []Action{ActPublish{Task: t}}
+}
+
+// pollGap bounds, in ticks, the time between two polls of a client that
+// is there and idle: the service holds a long poll for at most
+// DefaultPollWait, and the client polls again at once; 2 s more absorb a
+// slow network or a busy client machine.
+func (e *Engine) pollGap() int { return e.job.Ticks(Duration(DefaultPollWait + 2*time.Second)) }
+
+// markUnheard presumes gone every client not heard from for longer than
+// pollGap: it is not polling (it died after its last answer, or lost its
+// network without its connection being seen to close). It is called only
+// when a task times out, when the clients that are there have been heard
+// from, and so that its pass over the clients is not paid per event.
+func (e *Engine) markUnheard() {
+	for _, c := range e.clients {
+		if e.now-c.lastSeen > e.pollGap() {
+			c.silent = true
+		}
+	}
+}
+
+// waitLogTicks is how often, in ticks, the engine says what it waits for
+// while it cannot start a task: every 10 s, often enough for an operator
+// watching the log, rare enough not to bury the rest of it.
+func (e *Engine) waitLogTicks() int { return e.job.Ticks(Duration(10 * time.Second)) }
+
+// need is how many contributions a round needs: clients.min, and under
+// secure aggregation at least min_group_size, since no aggregate of fewer
+// updates is ever decrypted.
+func (e *Engine) need() int {
+	if e.he != nil {
+		return max(e.job.Clients.Min, e.job.MinGroupSize)
+	}
+	return e.job.Clients.Min
+}
+
+// missing lists the enrolment ids that are not available now, at most
+// limit of them, and how many there are in all.
+func (e *Engine) missing(avail []string, limit int) (string, int) {
+	have := make(map[string]bool, len(avail))
+	for _, id := range avail {
+		have[id] = true
+	}
+	var out []string
+	n := 0
+	for _, id := range e.job.ClientIDs() {
+		if have[id] {
+			continue
+		}
+		n++
+		if len(out) < limit {
+			out = append(out, id)
+		}
+	}
+	s := strings.Join(out, ",")
+	if n > len(out) {
+		s += fmt.Sprintf(" and %d more", n-len(out))
+	}
+	return s, n
+}
+
+// enrolWait says, once per waitLogTicks, who has not enrolled yet and when
+// the enrolment timeout lets the job start without them.
+func (e *Engine) enrolWait(avail []string) []Action {
+	if e.now-e.lastWaitLog < e.waitLogTicks() {
+		return nil
+	}
+	e.lastWaitLog = e.now
+	missing, n := e.missing(avail, 20)
+	attrs := []any{"available", len(avail), "wait_for", e.job.Clients.WaitFor, "min", e.job.Clients.Min, "missing", n, "missing_ids", missing}
+	if len(e.clients) == 0 {
+		attrs = append(attrs, "enrol_timeout", "counts from the first enrolment")
+	} else {
+		left := max(0, e.job.Ticks(e.job.Clients.EnrolTimeout)-(e.now-e.enrolStart))
+		attrs = append(attrs, "enrol_timeout_in", (time.Duration(left) * time.Duration(e.job.Tick)).String())
+	}
+	return []Action{ActLog{Msg: "waiting for clients to enrol", Attrs: attrs}}
+}
+
+// tooFew handles a round that cannot start for want of available clients
+// (dead, silent or gone from the liveness window). Waiting for ever would
+// leave the job "training" with nothing happening: after one round timeout
+// without enough clients, the attempt fails, and the job retries or stops
+// as on_round_failure says.
+func (e *Engine) tooFew(avail []string) []Action {
+	missing, n := e.missing(avail, 20)
+	attrs := []any{"round", e.round, "available", len(avail), "needed", e.need(), "missing", n, "missing_ids", missing}
+	if !e.short {
+		e.short, e.shortSince, e.lastWaitLog = true, e.now, e.now
+		return []Action{ActLog{Msg: "too few clients available to start a round; waiting one round timeout", Attrs: attrs}}
+	}
+	if e.now-e.shortSince >= e.job.Ticks(e.job.RoundTimeout) {
+		e.short = false
+		round := e.round
+		if e.phase == PhaseScaling {
+			round = 0
+		}
+		t := &Task{Round: round, Attempt: e.attempt}
+		rec := RoundRecord{Round: round, Attempt: e.attempt, Samples: map[string]int64{}}
+		return e.fail(t, rec, fmt.Errorf("a round timeout passed with %d clients available, %d needed (%d missing: %s)", len(avail), e.need(), n, missing))
+	}
+	if e.now-e.lastWaitLog >= e.waitLogTicks() {
+		e.lastWaitLog = e.now
+		return []Action{ActLog{Msg: "too few clients available to start a round; waiting", Attrs: attrs}}
+	}
+	return nil
 }
 
 // rng derives a generator from (job seed, round, attempt, purpose), so that
@@ -572,7 +710,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if !ok {
 		return reply(false, ErrUnknownClient)
 	}
-	c.lastSeen = e.now
+	c.heard(e.now)
 	t := e.task
 	if t == nil || t.ID != ev.TaskID {
 		return reply(false, fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))
@@ -635,10 +773,17 @@ func (e *Engine) close(why string) []Action {
 		rec.Digests[id] = e.got[id].digest
 		rec.BytesReceived += e.got[id].bytes
 	}
-	need := e.job.Clients.Min
-	if e.he != nil {
-		need = max(need, e.job.MinGroupSize)
+	for _, id := range t.Selected {
+		if _, ok := e.got[id]; !ok {
+			// It let the deadline pass: until it is heard from again it is
+			// presumed gone (see clientState.silent).
+			e.clients[id].silent = true
+		}
 	}
+	if why == "deadline" {
+		e.markUnheard()
+	}
+	need := e.need()
 	if len(contributors) < need {
 		e.got = nil
 		return e.fail(t, rec, fmt.Errorf("%d of %d selected clients submitted (%s), %d needed", len(contributors), len(t.Selected), why, need))

@@ -78,6 +78,8 @@ func traceJob(t *testing.T, sets map[string]string) Job {
 			cfg.MaxFailedRounds = n
 		case "scaling":
 			cfg.Scaling.Mode = v
+		case "enrol_timeout":
+			cfg.Clients.EnrolTimeout = Duration(time.Duration(n) * time.Second)
 		default:
 			t.Fatalf("unknown set %q", k)
 		}
@@ -157,6 +159,8 @@ func runTrace(t *testing.T, path string) string {
 			evs = append(evs, EvJoin{Client: f[1], Samples: n})
 		case "poll":
 			evs = append(evs, EvPoll{Client: f[1]})
+		case "leave":
+			evs = append(evs, EvLeft{Client: f[1]})
 		case "tick":
 			n := 1
 			if len(f) > 1 {

@@ -54,6 +54,9 @@ type heState struct {
 	refusals map[string]bool           // members whose policy refused this request
 	skip     map[string]bool           // members not to ask again for this aggregate
 	attempts int
+	// since is the tick from which a member must have been heard to be
+	// preferred as a participant (the last timed-out request's start).
+	since int
 }
 
 // members returns the current committee's ids.
@@ -164,6 +167,7 @@ func (e *Engine) keyGenTimeout() []Action {
 	// resets the exclusions once it has drawn, since they may come back.
 	for _, id := range silent {
 		h.unresponsive[id] = true
+		e.clients[id].silent = true
 	}
 	out := []Action{ActLog{Msg: "key generation timed out; drawing a new committee", Attrs: []any{"epoch", h.epoch, "silent", strings.Join(silent, ",")}}}
 	return append(out, e.startKeyGen()...)
@@ -175,7 +179,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
 	}
 	if c, ok := e.clients[ev.Client]; ok {
-		c.lastSeen = e.now
+		c.heard(e.now)
 	}
 	t := e.task
 	if e.he == nil || t == nil || t.ID != ev.TaskID {
@@ -410,7 +414,7 @@ func (e *Engine) nextDecryption() []Action {
 	if it := h.queue[0]; it.coefficient {
 		return e.requestCoefficient(it)
 	}
-	h.agg, h.attempts, h.skip = h.queue[0].agg, 0, nil
+	h.agg, h.attempts, h.skip, h.since = h.queue[0].agg, 0, nil, 0
 	return e.requestDecryption()
 }
 
@@ -464,11 +468,24 @@ func (e *Engine) requestDecryption() []Action {
 	}
 	h.attempts++
 	rng := e.rng(fmt.Sprintf("participants/%d/%d", len(h.done), h.attempts))
-	perm := rng.Perm(len(live))[:t]
-	participants := make([]string, t)
-	for i, p := range perm {
-		participants[i] = live[p]
+	// Members heard from since h.since (every member, on a first attempt)
+	// come first, each tier in a seeded order: after a timeout, the members
+	// that polled while it ran are the ones known to be there.
+	var fresh, stale []string
+	for _, id := range live {
+		if e.clients[id].lastSeen >= h.since {
+			fresh = append(fresh, id)
+		} else {
+			stale = append(stale, id)
+		}
 	}
+	var order []string
+	for _, tier := range [][]string{fresh, stale} {
+		for _, p := range rng.Perm(len(tier)) {
+			order = append(order, tier[p])
+		}
+	}
+	participants := order[:t]
 	item := h.queue[0]
 	h.req = aggregation.NewDecryptRequest(h.agg, item.purpose, uint64(h.collect.Round), participants)
 	blob, err := h.req.MarshalBinary()
@@ -504,8 +521,14 @@ func (e *Engine) decryptTimeout() []Action {
 		if len(h.shares[id]) < len(h.agg.Ciphertexts) {
 			silent = append(silent, id)
 			h.unresponsive[id] = true
+			e.clients[id].silent = true
 		}
 	}
+	// The retry prefers members heard from while this request was open:
+	// a member that died without being asked has not polled since, and
+	// after a long enough timeout is known not to be polling.
+	h.since = t.Deadline - e.job.Ticks(e.job.RoundTimeout)
+	e.markUnheard()
 	out := []Action{ActLog{Msg: "decryption timed out", Attrs: []any{"task", t.ID, "silent", strings.Join(silent, ",")}}}
 	return append(out, e.rerandomize()...)
 }

@@ -480,6 +480,10 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 		case <-timer.C:
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Wait{Wait: &tallyv1.WaitTask{Reason: "no task for this client yet"}}}, nil
 		case <-ctx.Done():
+			// The client's connection closed under its long poll: it
+			// stopped or crashed (a SIGKILL closes its sockets at once).
+			// The engine should know before it asks it for anything.
+			_, _ = s.driver.Step(context.WithoutCancel(ctx), EvLeft{Client: id})
 			return nil, toStatus(ctx.Err())
 		}
 	}

@@ -132,6 +132,18 @@ Flags:
 	}
 	log.Info("coordinator listening", "addr", lis.Addr().String(), "job", job.ID, "clients", len(job.Clients.Enrolment), "rounds", job.Rounds,
 		"tls", tlsCfg != nil, "mutual_tls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "tokens", *tokens)
+	// Said at start, on stdout and in the log: how many clients the job
+	// can lose. A job that can lose none runs (small demos are like that),
+	// but its operator is told before a lost client stops it.
+	tol := job.DropoutTolerance()
+	if tol.Dropouts == 0 {
+		log.Warn("the job tolerates no dropout: one client lost for good stops it", "dropouts", tol.Dropouts, "needed", tol.Needed,
+			"enrolled", tol.Enrolled, "committee_dropouts", tol.CommitteeDropouts)
+		fmt.Fprintf(stdout, "job %s %s\nwarning: one client lost for good stops this job; enrol more clients or lower clients.min / min_group_size\n", job.ID, tol)
+	} else {
+		log.Info("dropout tolerance", "dropouts", tol.Dropouts, "needed", tol.Needed, "enrolled", tol.Enrolled, "committee_dropouts", tol.CommitteeDropouts)
+		fmt.Fprintf(stdout, "job %s %s\n", job.ID, tol)
+	}
 	out, err := srv.Run(ctx, lis)
 	if err != nil {
 		return err
@@ -140,8 +152,25 @@ Flags:
 	if err != nil {
 		return err
 	}
+	printContributions(stdout, contributionTable(job, out, srv.Status().Clients, contribs))
 	rep := map[string]any{"job": job.ID, "seed": job.Seed, "rounds": out.History, "final_model": out.Global, "contributions": contribs,
 		"receipt_public_key": ledger.FormatPublicKey(store.PublicKey())}
+	if out.Done == nil || out.Done.FinalRound < job.Rounds {
+		// A job that stopped early is a failure of the command, with its
+		// reason; the report still records what was done.
+		final, reason := 0, "no reason recorded"
+		if out.Done != nil {
+			final, reason = out.Done.FinalRound, out.Done.Reason
+		}
+		rep["stopped"] = reason
+		fmt.Fprintf(stdout, "job %s stopped after round %d of %d: %s\n", job.ID, final, job.Rounds, reason)
+		if *report != "" {
+			if err := writeJSON(*report, rep); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("job %s stopped after round %d of %d: %s", job.ID, final, job.Rounds, reason)
+	}
 	if test != nil {
 		m := srv.Model()
 		data := *test
@@ -164,6 +193,22 @@ Flags:
 		return writeJSON(*report, rep)
 	}
 	return nil
+}
+
+// contributionTable is the table simulate prints, for a coordinator's job:
+// samples as the clients announced them, and no corruption column.
+func contributionTable(job coordinator.Job, out coordinator.Outcome, samples map[string]int64, contribs []coordinator.Contribution) *simReport {
+	rep := &simReport{Valuation: valuationRep{Mode: job.Valuation.Mode, Method: job.Valuation.Method}}
+	for _, r := range out.History {
+		if !r.Failed && r.Valuation != nil {
+			rep.Valuation.UtilityEvaluations += r.Valuation.Evaluations
+		}
+	}
+	for _, c := range contribs {
+		rep.Contributions = append(rep.Contributions, contribRep{Client: c.Client, Samples: int(samples[c.Client]),
+			Value: c.Value, StdErr: c.StdErr, Rank: c.Rank, Payout: c.Payout, Quota: c.Quota})
+	}
+	return rep
 }
 
 // defaultMetricsAddr is where `tally coordinator` serves /metrics unless

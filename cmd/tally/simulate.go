@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -459,13 +460,16 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if runErr != nil {
 		return nil, runErr
 	}
+	// Before the clients' errors: when the job stopped early each client
+	// says so too (client.ErrJobStopped), and the coordinator's reason is
+	// the one to give.
+	if out.Done != nil && out.Done.FinalRound < o.Rounds {
+		return nil, fmt.Errorf("the job stopped early: %s", out.Done.Reason)
+	}
 	for i, err := range clientErrs {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ids[i], err)
 		}
-	}
-	if out.Done != nil && out.Done.FinalRound < o.Rounds {
-		return nil, fmt.Errorf("the job stopped early: %s", out.Done.Reason)
 	}
 
 	// Final test accuracy of the federated model.
@@ -617,10 +621,17 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// printContributions writes the job's contribution table.
+// printContributions writes the job's contribution table; without any
+// corruption (a coordinator's job, whose clients are not simulated) it has
+// no corruption column.
 func printContributions(w io.Writer, rep *simReport) {
+	corrupt := slices.ContainsFunc(rep.Contributions, func(c contribRep) bool { return c.Corruption != "" })
 	fmt.Fprintf(w, "\ncontributions (%s mode, %s, %d utility evaluations):\n", rep.Valuation.Mode, rep.Valuation.Method, rep.Valuation.UtilityEvaluations)
-	fmt.Fprintf(w, "%-10s %7s  %-18s %22s %5s %9s %8s\n", "client", "samples", "corruption", "value ± stderr", "rank", "payout", "quota")
+	if corrupt {
+		fmt.Fprintf(w, "%-10s %7s  %-18s %22s %5s %9s %8s\n", "client", "samples", "corruption", "value ± stderr", "rank", "payout", "quota")
+	} else {
+		fmt.Fprintf(w, "%-10s %7s  %22s %5s %9s %8s\n", "client", "samples", "value ± stderr", "rank", "payout", "quota")
+	}
 	// A thousand clients make an unreadable table: the top and the bottom
 	// of the ranking are shown, and the report keeps every row.
 	const head, tail = 20, 10
@@ -631,7 +642,11 @@ func printContributions(w io.Writer, rep *simReport) {
 			}
 			continue
 		}
-		fmt.Fprintf(w, "%-10s %7d  %-18s %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Corruption, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
+		if corrupt {
+			fmt.Fprintf(w, "%-10s %7d  %-18s %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Corruption, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
+		} else {
+			fmt.Fprintf(w, "%-10s %7d  %12.5f ± %-7.5f %5d %9.2f %8.1f\n", c.Client, c.Samples, c.Value, c.StdErr, c.Rank, c.Payout, c.Quota)
+		}
 	}
 }
 

@@ -1,0 +1,328 @@
+package coordinator
+
+import (
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tallyfl/tally/aggregation"
+)
+
+// simMember is one client of committeeSim: it answers every task it is
+// given at once, with real multiparty CKKS, until it is killed; then it
+// neither answers nor polls.
+type simMember struct {
+	id       string
+	identity *aggregation.Identity
+	member   *aggregation.Member
+	inst     *aggregation.KeyGenInstance
+	enc      *aggregation.Encryptor
+	dead     bool
+	// dieAfterSubmit: the member dies right after its next train update
+	// is accepted, before it is asked to decrypt anything; with
+	// leaveOnDeath its long poll is then seen to be cut off (EvLeft), as
+	// when a killed process's connection closes under it.
+	dieAfterSubmit, leaveOnDeath bool
+}
+
+// committeeSim drives the pure engine of a 5-client job under secure
+// aggregation (committee 5, threshold 3) with members that answer
+// immediately and poll every tick. It records, per round, the tick at which
+// the round's training task was published and at which the round completed,
+// and every decryption request with who was known silent when it was made.
+type committeeSim struct {
+	t       *testing.T
+	e       *Engine
+	members map[string]*simMember
+	ids     []string
+	queue   []*Task
+	// onPublish, if set, sees every published task before anyone answers.
+	onPublish func(*Task)
+
+	// knownSilent: members that let a decryption request they were asked
+	// for time out, or that stopped polling while the others polled.
+	knownSilent map[string]string // id → why
+	published   map[int]int       // round → tick its first train task was published
+	completed   map[int]int       // round → tick it completed
+	decryptions []*Task
+	timeouts    []string // the tasks that closed at their deadline
+	lastSeen    map[string]int
+	openTask    *Task
+	openSince   int
+	done        *ActJobDone
+	left        []string // members whose EvLeft is due
+}
+
+func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
+	t.Helper()
+	cfg := JobConfig{
+		ID: "sim", Seed: 11, Rounds: rounds,
+		Data: DataConfig{Features: 2, Classes: 2},
+		// 15 ticks of 1 s: longer than the longest long poll (10 s), as the
+		// default 60 s is.
+		RoundTimeout: Duration(15 * time.Second), Tick: Duration(time.Second),
+		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "he",
+		// A liveness window far longer than the round timeout: a dead
+		// member must be recognised by its silence, not by waiting it out.
+		Clients:      ClientsConfig{Min: 3, WaitFor: 5, Liveness: Duration(10 * time.Minute)},
+		Committee:    CommitteeConfig{Size: 5, Threshold: 3},
+		MinGroupSize: 3,
+		HEParams:     insecureHE(),
+		Valuation:    ValuationConfig{Mode: ModeOff},
+	}
+	s := &committeeSim{t: t, members: map[string]*simMember{}, knownSilent: map[string]string{},
+		published: map[int]int{}, completed: map[int]int{}, lastSeen: map[string]int{}}
+	for i := range 5 {
+		id := fmt.Sprintf("m%d", i)
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: id, Token: "token-" + id})
+		ident, err := aggregation.NewIdentity(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.members[id] = &simMember{id: id, identity: ident}
+		s.ids = append(s.ids, id)
+	}
+	job, err := NewJob(cfg, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.e = NewEngine(job, FedAvg{Fraction: 1, Min: 3, Mean: aggregation.FedAvg}, sumSquares{}, []float64{1, -1})
+	return s
+}
+
+func (s *committeeSim) step(ev Event) {
+	s.t.Helper()
+	for _, a := range s.e.Step(ev) {
+		switch a := a.(type) {
+		case ActPublish:
+			s.publish(a.Task)
+		case ActRoundDone:
+			if !a.Record.Failed {
+				s.completed[a.Record.Round] = s.e.now
+			}
+		case ActJobDone:
+			s.done = &a
+		case ActReply:
+			if a.Err != nil && !strings.Contains(a.Err.Error(), "no open task") {
+				s.t.Fatalf("tick %d: %s refused: %v", s.e.now, a.Client, a.Err)
+			}
+			if m := s.members[a.Client]; a.Err == nil && m.dieAfterSubmit && strings.Contains(a.TaskID, "/train/") {
+				m.dead, m.dieAfterSubmit = true, false
+				if m.leaveOnDeath {
+					s.left = append(s.left, m.id)
+				}
+			}
+		}
+	}
+}
+
+func (s *committeeSim) publish(t *Task) {
+	if o := s.openTask; o != nil && s.e.now >= o.Deadline {
+		s.timeouts = append(s.timeouts, o.ID)
+		if o.Kind == TaskDecrypt {
+			for _, id := range o.Selected {
+				if s.members[id].dead {
+					s.knownSilent[id] = "silent in " + o.ID
+				}
+			}
+		}
+		// Members that did not poll while the timed-out task was open,
+		// when the others did, are known not to be polling.
+		for _, id := range s.ids {
+			if s.lastSeen[id] < s.openSince {
+				s.knownSilent[id] = fmt.Sprintf("not polling since tick %d", s.lastSeen[id])
+			}
+		}
+	}
+	s.openTask, s.openSince = t, s.e.now
+	if t.Kind == TaskTrain {
+		if _, ok := s.published[t.Round]; !ok {
+			s.published[t.Round] = s.e.now
+		}
+	}
+	if t.Kind == TaskDecrypt {
+		for _, id := range t.Selected {
+			if why, ok := s.knownSilent[id]; ok {
+				s.t.Errorf("tick %d: decryption %s addressed to %s, known silent (%s)", s.e.now, t.ID, id, why)
+			}
+		}
+		s.decryptions = append(s.decryptions, t)
+	}
+	if s.onPublish != nil {
+		s.onPublish(t)
+	}
+	s.queue = append(s.queue, t)
+}
+
+// answer lets every live selected member do the queued tasks.
+func (s *committeeSim) answer() {
+	for len(s.queue) > 0 {
+		t := s.queue[0]
+		s.queue = s.queue[1:]
+		for _, id := range t.Selected {
+			if m := s.members[id]; !m.dead && s.e.Task() == t {
+				s.do(m, t)
+			}
+			// A member that died in a poll is seen to leave before the
+			// next member answers.
+			for len(s.left) > 0 {
+				id := s.left[0]
+				s.left = s.left[1:]
+				s.knownSilent[id] = "its poll was cut off"
+				s.step(EvLeft{Client: id})
+			}
+		}
+	}
+}
+
+func (s *committeeSim) do(m *simMember, t *Task) {
+	s.t.Helper()
+	params := s.e.job.Params
+	fail := func(err error) { s.t.Fatalf("member %s, task %s: %v", m.id, t.ID, err) }
+	s.lastSeen[m.id] = s.e.now
+	switch t.Kind {
+	case TaskKeyGen:
+		inst, err := aggregation.UnmarshalKeyGenInstance(params, t.Blob)
+		if err != nil {
+			fail(err)
+		}
+		policy, _ := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: 3})
+		if m.member, err = aggregation.NewMember(params, m.id, m.identity, policy, nil, rand.Reader); err != nil {
+			fail(err)
+		}
+		m.inst = inst
+		sh, err := m.member.GenKeyGenShares(inst)
+		if err != nil {
+			fail(err)
+		}
+		parts := map[string][]byte{"public-key-share": sh.PublicKeyShare}
+		for to, v := range sh.Sealed {
+			parts["sealed/"+to] = v
+		}
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: parts})
+	case TaskThreshold:
+		if err := m.member.ReceiveThresholdShares(m.inst, t.Sealed[m.id]); err != nil {
+			fail(err)
+		}
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"ack": {1}}})
+	case TaskTrain:
+		if m.enc == nil || m.enc.KeyID() != t.KeyID {
+			enc, err := aggregation.NewEncryptor(params, t.PublicKey, 1)
+			if err != nil {
+				fail(err)
+			}
+			m.enc = enc
+		}
+		cts, err := m.enc.EncryptUpdate([]float64{0.01, -0.01}, 10)
+		if err != nil {
+			fail(err)
+		}
+		for _, ct := range cts {
+			if err := t.Acc.Add(m.id, ct); err != nil {
+				fail(err)
+			}
+		}
+		s.step(EvSubmit{Client: m.id, TaskID: t.ID, Samples: 10, Encrypted: true})
+	case TaskDecrypt:
+		var req aggregation.DecryptRequest
+		if err := req.UnmarshalBinary(t.Blob); err != nil {
+			fail(err)
+		}
+		parts := map[string][]byte{}
+		for b, ct := range t.Ciphertexts {
+			share, err := m.member.DecryptShare(req, b, ct)
+			if err != nil {
+				fail(err)
+			}
+			parts[fmt.Sprintf("share/%d", b)] = share
+		}
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: parts})
+	}
+}
+
+// tick: every live member polls, the tasks are answered, a tick passes.
+func (s *committeeSim) tick() {
+	for _, id := range s.ids {
+		if !s.members[id].dead {
+			s.lastSeen[id] = s.e.now
+			s.step(EvPoll{Client: id})
+		}
+	}
+	s.answer()
+	s.step(EvTick{})
+	s.answer()
+}
+
+func (s *committeeSim) run(maxTicks int) {
+	for _, id := range s.ids {
+		s.step(EvJoin{Client: id, Samples: 10, IdentityKey: s.members[id].identity.PublicKey()})
+	}
+	s.answer()
+	for i := 0; i < maxTicks && s.done == nil; i++ {
+		s.tick()
+	}
+}
+
+// TestCommitteeLosesCMinusT: two of a 5-member, threshold-3 committee die
+// in round 2: while training (they never submit), right after submitting
+// (they are gone before any decryption request, and nothing says so but
+// their silence), or right after submitting with their connection seen to
+// close (EvLeft). At most one round timeout is lost in all (none when the
+// engine is told they left), every later round completes in the tick it
+// starts, and no decryption request is addressed to a member known silent.
+func TestCommitteeLosesCMinusT(t *testing.T) {
+	for _, how := range []string{"while-training", "after-submitting", "after-submitting-left"} {
+		t.Run(how, func(t *testing.T) {
+			const rounds = 6
+			s := newCommitteeSim(t, rounds)
+			killed := false
+			s.onPublish = func(task *Task) {
+				if killed || task.Kind != TaskTrain || task.Round != 2 {
+					return
+				}
+				killed = true
+				// The members the first decryptions would be likely to ask:
+				// any two of the committee, here the first two.
+				for _, id := range s.ids[:2] {
+					switch how {
+					case "while-training":
+						s.members[id].dead = true
+					case "after-submitting":
+						s.members[id].dieAfterSubmit = true
+					default:
+						s.members[id].dieAfterSubmit, s.members[id].leaveOnDeath = true, true
+					}
+				}
+			}
+			s.run(20 * 15 * rounds)
+			if s.done == nil || s.done.FinalRound != rounds {
+				t.Fatalf("job did not complete %d rounds: %+v; timeouts %v", rounds, s.done, s.timeouts)
+			}
+			timeout := s.e.job.Ticks(s.e.job.RoundTimeout)
+			var lost int
+			for r := 2; r <= rounds; r++ {
+				took := s.completed[r] - s.published[r]
+				t.Logf("round %d: published at tick %d, completed at tick %d (%d ticks)", r, s.published[r], s.completed[r], took)
+				lost += took
+				if r > 2 && took > 1 {
+					t.Errorf("round %d took %d ticks after the deaths in round 2; later rounds must run at normal speed", r, took)
+				}
+			}
+			t.Logf("round timeouts: %v", s.timeouts)
+			if how == "after-submitting-left" && len(s.timeouts) > 0 {
+				t.Errorf("timeouts %v, though the engine was told both members left before any decryption", s.timeouts)
+			}
+			if len(s.timeouts) > 1 || lost > timeout+1 {
+				t.Errorf("%d ticks and %d timeouts (%v) lost after two of five members died, want at most one round timeout (%d ticks)", lost, len(s.timeouts), s.timeouts, timeout)
+			}
+			for _, d := range s.decryptions {
+				if d.Round > 2 && slices.ContainsFunc(d.Selected, func(id string) bool { return s.members[id].dead }) {
+					t.Errorf("decryption %s of round %d asks a dead member: %v", d.ID, d.Round, d.Selected)
+				}
+			}
+		})
+	}
+}
