@@ -69,7 +69,9 @@
     const sum = [`${n(c => c.enrolled)} of ${s.clients.length} enrolled`];
     if (s.clients.some(c => c.live !== undefined && c.live !== null)) sum.push(`${n(c => c.live)} live`);
     if (s.task) sum.push(`${s.task.selected} selected`);
-    sum.push(`${n(c => c.dropped)} dropped last round`, `committee of ${s.keys.committee.length}`);
+    sum.push(`${n(c => c.dropped)} dropped last round`);
+    if (s.keys.committee.length) sum.push(`committee of ${s.keys.committee.length}`);
+    else if (s.keys.epochs) sum.push("committee members unknown without the job file");
     $("clients-summary").textContent = sum.join(" · ");
 
     // Contributions.

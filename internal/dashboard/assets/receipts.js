@@ -46,7 +46,7 @@
 
     const ok = d.rows.filter(r => r.verified);
     const jobs = d.jobs.length ? d.jobs : [""];
-    const series = field => jobs.map(j => ({ name: jobs.length > 1 ? j : field, key: j || field,
+    const series = field => jobs.map(j => ({ name: jobs.length > 1 ? j : field, key: jobs.length > 1 ? `${field}/${j}` : field,
       points: ok.filter(r => r.job === j || jobs.length === 1).map(r => ({ x: r.round, y: r[field] })) }));
     tallyChart.line($("values"), { id: "values-chart", xLabel: "round", yLabel: "value (utility units)", series: series("value"), yFormat: f4, empty: "no verified receipt" });
     tallyChart.line($("payouts"), { id: "payouts-chart", xLabel: "round", yLabel: "payout (budget units)", series: series("payout"), yFormat: money, yFixed: { min: 0 }, empty: "no verified receipt" });
@@ -55,7 +55,8 @@
       td(String(r.line), "num"), td(r.seq ? String(r.seq) : "–", "num"), td(r.job || "–"), td(r.seq ? String(r.round) : "–", "num"),
       td(r.method ? `${r.method} (${r.mode})` : "–"),
       td(r.seq ? `${f4(r.value)} ± ${f4(r.stderr)}` : "–", "num"), td(r.seq ? money(r.payout) : "–", "num"), td(r.seq ? money(r.quota) : "–", "num"),
-      td(r.verified ? "verified" : "FAILS: " + r.problem, r.verified ? "verified" : "failing wrap", { "data-field": "verification" }),
+      // Hashes are cut to their first 12 digits, enough to tell them apart.
+      td(r.verified ? "verified" : "FAILS: " + r.problem.replace(/[0-9a-f]{24,}/g, h => h.slice(0, 12) + "…"), r.verified ? "verified" : "failing wrap", { "data-field": "verification" }),
     ], { "data-line": r.line, "data-seq": r.seq, "data-round": r.round, "data-verified": String(r.verified), class: r.verified ? "" : "fail" })));
 
     const rows = [];
