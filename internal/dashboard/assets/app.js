@@ -93,18 +93,26 @@
       series: top.map(id => ({ name: id, key: id, points: finished.filter(r => r.values && id in r.values).map(r => ({ x: r.round, y: r.values[id] })) })),
       yFormat: v => f4(v), empty: "no valued round yet" });
 
-    // Decryption audit: identical decryptions of one round (one influence
-    // scalar per client, say) are listed once with their count.
+    // Decryption audit, newest round first: the decryptions of one round
+    // with the same purpose and number of contributors (one influence
+    // scalar per client, say) are one row, with how many there were and
+    // how many of them each committee member's share went into.
     const groups = [];
     for (const d of s.decryptions) {
-      const k = `${d.round}/${d.attempt}/${d.purpose}/${d.contributors}/${d.participants.join(",")}`;
-      const g = groups.find(g => g.k === k);
-      if (g) g.n++; else groups.push({ k, d, n: 1 });
+      const k = `${d.round}/${d.attempt}/${d.purpose}/${d.contributors}`;
+      let g = groups.find(g => g.k === k);
+      if (!g) groups.push(g = { k, d, n: 0, by: {} });
+      g.n++;
+      for (const p of d.participants) g.by[p] = (g.by[p] || 0) + 1;
     }
-    $("decrypt-table").tBodies[0].replaceChildren(...(groups.length ? groups.map(({ d, n }) => row([
+    groups.sort((a, b) => b.d.round - a.d.round || b.d.attempt - a.d.attempt);
+    const shown = [...new Set(groups.map(g => g.d.round))].slice(0, 8);
+    const rowsShown = groups.filter(g => shown.includes(g.d.round));
+    $("decrypt-note").textContent = groups.length > rowsShown.length ? ` · latest ${shown.length} rounds shown; /api/state has them all` : "";
+    $("decrypt-table").tBodies[0].replaceChildren(...(rowsShown.length ? rowsShown.map(({ d, n, by }) => row([
       td(String(d.round), "num"), td(d.purpose, "", { "data-field": "purpose" }), td(String(n), "num", { "data-field": "count", "data-value": n }),
       td(String(d.contributors), "num", { "data-field": "contributors", "data-value": d.contributors }),
-      td(d.participants.length ? d.participants.join(", ") : "none: seen in the clear (no secure aggregation)", "wrap"),
+      td(Object.keys(by).length ? Object.keys(by).sort().map(p => n > 1 ? `${p} ×${by[p]}` : p).join(", ") : "none: seen in the clear (no secure aggregation)", "wrap"),
     ], { "data-round": d.round })) : [row([td("no decryption recorded", "no", { colspan: 5 })])]));
 
     // Key generations.

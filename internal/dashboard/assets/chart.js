@@ -5,8 +5,9 @@
 
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  // Colour-blind-safe palette (Okabe & Ito, 2008), then greys.
-  const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442", "#888888", "#5a3e8a"];
+  // Colour-blind-safe palette (Okabe & Ito, 2008), its yellow replaced by
+  // a brown that reads on white, then a grey and a violet.
+  const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C6D31", "#888888", "#5a3e8a"];
 
   function el(name, attrs, text) {
     const e = document.createElementNS(NS, name);
@@ -51,12 +52,24 @@
   // opts: {id, xLabel, yLabel, series: [{name, key, color?, points: [{x, y}]}],
   //        yFormat(v), yFixed: {min?, max?}, width, height, empty}
   function line(container, opts) {
-    const W = opts.width || 560, H = opts.height || 300;
+    const W = opts.width || 560;
+    const series = opts.series.filter(s => s.points.length > 0);
+    // The legend runs along the top, in as many rows as it needs; the
+    // plot area keeps its height below it.
     const m = { left: 66, right: 18, top: 34, bottom: 46 };
+    const legend = [];
+    let lx = m.left, ly = 14;
+    for (const s of series) {
+      const w = 34 + 7 * s.name.length;
+      if (lx + w > W - m.right && lx > m.left) { lx = m.left; ly += 18; }
+      legend.push({ x: lx, y: ly });
+      lx += w;
+    }
+    m.top += ly - 14;
+    const H = (opts.height || 300) + ly - 14;
     const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
     const fmt = opts.yFormat || (v => String(v));
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", class: "chart", id: opts.id, "aria-label": opts.title || opts.yLabel });
-    const series = opts.series.filter(s => s.points.length > 0);
     const xs = series.flatMap(s => s.points.map(p => p.x));
     const ys = series.flatMap(s => s.points.map(p => p.y));
     let [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [1, 2];
@@ -89,17 +102,14 @@
     if (!series.length) {
       svg.appendChild(el("text", { x: m.left + pw / 2, y: m.top + ph / 2, "text-anchor": "middle", class: "empty" }, opts.empty || "no finished round yet"));
     }
-    // Legend, left to right along the top.
-    let lx = m.left;
     series.forEach((s, i) => {
       const c = s.color || PALETTE[i % PALETTE.length];
+      const { x, y } = legend[i];
       const lg = el("g", { class: "legend", "data-series": s.key || s.name });
-      lg.appendChild(el("line", { x1: lx, x2: lx + 18, y1: 14, y2: 14, stroke: c, "stroke-width": 3 }));
-      lg.appendChild(el("circle", { cx: lx + 9, cy: 14, r: 3.5, fill: c }));
-      const label = el("text", { x: lx + 24, y: 18, class: "legend-label" }, s.name);
-      lg.appendChild(label);
+      lg.appendChild(el("line", { x1: x, x2: x + 18, y1: y, y2: y, stroke: c, "stroke-width": 3 }));
+      lg.appendChild(el("circle", { cx: x + 9, cy: y, r: 3.5, fill: c }));
+      lg.appendChild(el("text", { x: x + 24, y: y + 4, class: "legend-label" }, s.name));
       svg.appendChild(lg);
-      lx += 34 + 7 * s.name.length;
     });
     series.forEach((s, i) => {
       const c = s.color || PALETTE[i % PALETTE.length];
