@@ -61,37 +61,32 @@ func artefacts(t *testing.T) string {
 }
 
 // browse runs headless Chromium on url with a fresh profile and returns
-// what it printed: the DOM after the page's script ran (--dump-dom), or
-// nothing (--screenshot). The virtual time budget lets timers and fetches
-// run before the dump without waiting for them in wall time.
-func browse(t *testing.T, chromium, url string, extra ...string) string {
+// the DOM after the page's script ran; with shot set it also writes a
+// screenshot of the window (1280 wide, height tall) there. The virtual
+// time budget lets timers and fetches run before the dump without waiting
+// for them in wall time.
+func browse(t *testing.T, chromium, url, shot string, height int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-		"--hide-scrollbars", "--user-data-dir=" + t.TempDir(), "--virtual-time-budget=5000"}, extra...)
+		"--hide-scrollbars", "--user-data-dir=" + t.TempDir(), "--virtual-time-budget=5000", "--dump-dom"}
+	if shot != "" {
+		args = append(args, "--screenshot="+shot, fmt.Sprintf("--window-size=1280,%d", height))
+	}
 	cmd := exec.CommandContext(ctx, chromium, append(args, url)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
 	}
-	return stdout.String()
-}
-
-func dumpDOM(t *testing.T, chromium, url string) string {
-	t.Helper()
-	return browse(t, chromium, url, "--dump-dom")
-}
-
-func screenshot(t *testing.T, chromium, url, file string, height int) {
-	t.Helper()
-	browse(t, chromium, url, "--screenshot="+file, fmt.Sprintf("--window-size=1280,%d", height))
-	fi, err := os.Stat(file)
-	if err != nil || fi.Size() == 0 {
-		t.Fatalf("no screenshot of %s in %s: %v", url, file, err)
+	if shot != "" {
+		if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
+			t.Fatalf("no screenshot of %s in %s: %v", url, shot, err)
+		}
 	}
+	return stdout.String()
 }
 
 // lockedBuffer is an io.Writer the simulation writes to while the test
@@ -231,11 +226,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 	// ... and in the browser, which gets the refusal page and no data.
-	refused := dumpDOM(t, chromium, base)
+	refused := browse(t, chromium, base, filepath.Join(shots, "refused.png"), 300)
 	if !strings.Contains(refused, `id="refused"`) || !strings.Contains(refused, `data-status="401"`) || strings.Contains(refused, "client-0") {
 		t.Errorf("the page without a token was not refused:\n%s", refused)
 	}
-	screenshot(t, chromium, base, filepath.Join(shots, "refused.png"), 300)
 
 	// The job ends; the dashboard lingers with its final state.
 	waitFor(t, out, done, regexp.MustCompile(`job over; the dashboard`))
@@ -287,10 +281,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 
-	live := dumpDOM(t, chromium, base+"?token="+token)
+	live := browse(t, chromium, base+"?token="+token, filepath.Join(shots, "coordinator.png"), 1900)
 	checkCoordinatorPage(t, live, "done", finished)
 	liveTable := pageTable(t, live)
-	screenshot(t, chromium, base+"?token="+token, filepath.Join(shots, "coordinator.png"), 1900)
 
 	// Stop the simulation: the state file is free for tally scores and
 	// for the state-file dashboard.
@@ -321,12 +314,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		sdone <- runDashboard(sctx, []string{"--state", db, "--addr", "127.0.0.1:0"}, sout, io.Discard)
 	}()
 	sbase := waitFor(t, sout, sdone, regexp.MustCompile(`at (http://127\.0\.0\.1:\d+/)`))[1]
-	fromFile := dumpDOM(t, chromium, sbase)
+	fromFile := browse(t, chromium, sbase, filepath.Join(shots, "coordinator-from-state-file.png"), 1900)
 	checkCoordinatorPage(t, fromFile, "stopped", finished)
 	if got := pageTable(t, fromFile); !slices.Equal(got, want) {
 		t.Errorf("the state-file page's contribution table\n%+v\nis not tally scores --format json\n%+v", got, want)
 	}
-	screenshot(t, chromium, sbase, filepath.Join(shots, "coordinator-from-state-file.png"), 1900)
 	scancel()
 	if err := <-sdone; err != nil {
 		t.Errorf("tally dashboard: %v", err)
@@ -356,7 +348,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if !errors.Is(err, errReceiptsFail) {
 		t.Errorf("tally receipts render of a tampered file: %v, want %v", err, errReceiptsFail)
 	}
-	dom := dumpDOM(t, chromium, "file://"+page)
+	dom := browse(t, chromium, "file://"+page, filepath.Join(shots, "receipts.png"), 1100)
 	rowRe := regexp.MustCompile(`<tr data-line="(\d+)" data-seq="(\d+)" data-round="(\d+)" data-verified="(true|false)"`)
 	rows := rowRe.FindAllStringSubmatch(dom, -1)
 	if len(rows) != len(own) {
@@ -373,14 +365,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := pagePoints(dom, "payout"); len(got) != len(own)-1 {
 		t.Errorf("payout chart has points for rounds %v, want the %d verified receipts only", got, len(own)-1)
 	}
-	screenshot(t, chromium, "file://"+page, filepath.Join(shots, "receipts.png"), 1100)
 
 	// The untouched file verifies throughout.
 	clean := filepath.Join(shots, "receipts-clean.html")
 	if err := runReceipts(context.Background(), []string{"render", "--receipts", filepath.Join(receipts, "client-0.jsonl"), "--public-key", pub[1], "--client", "client-0", "--out", clean}, io.Discard, io.Discard); err != nil {
 		t.Errorf("tally receipts render of the client's own file: %v", err)
 	}
-	if dom := dumpDOM(t, chromium, "file://"+clean); !strings.Contains(dom, `data-failing="0"`) || strings.Contains(dom, `data-verified="false"`) {
+	if dom := browse(t, chromium, "file://"+clean, "", 0); !strings.Contains(dom, `data-failing="0"`) || strings.Contains(dom, `data-verified="false"`) {
 		t.Errorf("the untouched receipts do not all verify on the page:\n%s", dom)
 	}
 }

@@ -133,3 +133,32 @@ func TestReceiptsPageIsSelfContained(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiptsServer: the served page is rebuilt from the file at every
+// request, so a receipt appended by the running client appears, and its
+// policy allows the inline script and nothing from elsewhere.
+func TestReceiptsServer(t *testing.T) {
+	all, pub := signedReceipts(t, 2)
+	own := mine(all, "c1")
+	path := filepath.Join(t.TempDir(), "c1.jsonl")
+	var b bytes.Buffer
+	ledger.WriteReceiptLine(&b, own[0])
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := NewReceipts(Config{}, path, pub, "c1").Handler()
+	w := get(t, h, "GET", "/", "127.0.0.1:8081", nil)
+	if w.Code != 200 || !strings.Contains(w.Header().Get("Content-Security-Policy"), "default-src 'none'") || !strings.Contains(w.Body.String(), `"verified":1`) {
+		t.Fatalf("GET /: status %d, CSP %q, body %.300s", w.Code, w.Header().Get("Content-Security-Policy"), w.Body.String())
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger.WriteReceiptLine(f, own[1])
+	f.Close()
+	w = get(t, h, "GET", "/api/receipts", "127.0.0.1:8081", nil)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"verified":2`) {
+		t.Fatalf("GET /api/receipts after an append: status %d, body %.300s", w.Code, w.Body.String())
+	}
+}
