@@ -121,6 +121,12 @@ func listenDashboard(addr, tokenFile string, log *slog.Logger) (net.Listener, da
 		}
 		cfg.Token = tok
 	}
+	// Refused before listening, so that no socket beyond loopback is ever
+	// open without a token; checked again on the address bound, for a host
+	// name that resolves elsewhere.
+	if cfg.Token == "" && !dashboard.LoopbackHost(addr) {
+		return nil, cfg, fmt.Errorf("%w: %s; give a token file (it is created if missing)", dashboard.ErrOpen, addr)
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, cfg, fmt.Errorf("dashboard: listen on %s: %w", addr, err)

@@ -153,7 +153,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			return
 		}
 		if s.open {
-			if !loopbackHost(r.Host) {
+			if !LoopbackHost(r.Host) {
 				s.refuse(w, r, http.StatusForbidden, "this dashboard answers only to a loopback host name (localhost, 127.0.0.1, [::1])")
 				return
 			}
@@ -187,7 +187,10 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	})
 }
 
-func loopbackHost(hostport string) bool {
+// LoopbackHost reports whether hostport (a listen address or a Host
+// header) names a loopback host: localhost or a loopback IP. An empty
+// host (all interfaces) is not one.
+func LoopbackHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

@@ -100,6 +100,11 @@ func TestGuardOpen(t *testing.T) {
 			t.Errorf("Loopback(%s) = %v, want %v", addr, got, want)
 		}
 	}
+	for addr, want := range map[string]bool{"127.0.0.1:8080": true, "localhost:8080": true, "[::1]:8080": true, ":8080": false, "0.0.0.0:8080": false, "dash.example:8080": false} {
+		if got := LoopbackHost(addr); got != want {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", addr, got, want)
+		}
+	}
 }
 
 // wideListener claims to listen on every interface.
