@@ -30,7 +30,6 @@ type dashFlags struct {
 	url  string
 	stop context.CancelFunc
 	wg   sync.WaitGroup
-	err  error
 }
 
 func addDashFlags(fs *flag.FlagSet) *dashFlags {
@@ -75,8 +74,8 @@ func (d *dashFlags) start(ctx context.Context, job coordinator.Job, srv *coordin
 	go func() {
 		defer d.wg.Done()
 		if err := dashboard.NewCoordinator(cfg, src).Serve(ctx, lis); err != nil {
+			// The job goes on without its dashboard.
 			log.Error("dashboard stopped", "err", err)
-			d.err = err
 		}
 	}()
 	log.Info("dashboard serving", "url", d.url, "token_file", d.tokenFile)
