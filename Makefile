@@ -11,7 +11,7 @@ BUF_VERSION            := v1.50.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.5.1
 
-.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics
+.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics chromium test-dashboard
 
 all: build
 
@@ -41,6 +41,20 @@ promtool:
 # The tests that scrape /metrics after a simulated job, with promtool.
 test-metrics: promtool
 	$(GO) test -race -count=1 -run 'TestEndpoint|TestMetricsAfterRounds' -v ./internal/telemetry/ ./coordinator/
+
+# chromium drives the dashboard's pages in the browser tests (Debian's
+# chromium package); they skip without it, except under CI=true.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 || { echo "chromium missing and no apt-get: install Chromium"; exit 1; }; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }
+	chromium --version
+
+# The dashboard's tests, the browser ones included; screenshots of every
+# page go to out/artefacts/dashboard.
+test-dashboard: chromium
+	TALLY_ARTEFACTS=$(CURDIR)/out/artefacts CI=true $(GO) test -race -count=1 -v -run 'TestDashboard' ./cmd/tally/
+	$(GO) test -race -count=1 ./internal/dashboard/
 
 # The main job on embedded sample data, in two parts. First, training:
 # breast-cancer, 8 clients, 20 rounds under secure aggregation, compared with

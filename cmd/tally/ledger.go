@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"sort"
 	"strconv"
 
 	"github.com/tallyfl/tally/ledger"
@@ -159,17 +157,6 @@ func runLedgerBackup(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// scoreRow is one client's standing in a ledger.
-type scoreRow struct {
-	Client string  `json:"client"`
-	Rounds int     `json:"rounds"`
-	Value  float64 `json:"value"`
-	StdErr float64 `json:"stderr"`
-	Rank   int     `json:"rank"`
-	Payout float64 `json:"payout"`
-	Quota  float64 `json:"quota"`
-}
-
 func readLedger(path string) ([]ledger.Receipt, error) {
 	d, err := ledger.Open(path, ledger.Options{ReadOnly: true})
 	if err != nil {
@@ -199,36 +186,9 @@ func runScores(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	by := map[string]*scoreRow{}
-	var se2 = map[string]float64{}
-	for _, r := range rs {
-		s := by[r.Client]
-		if s == nil {
-			s = &scoreRow{Client: r.Client}
-			by[r.Client] = s
-		}
-		s.Rounds++
-		s.Value += r.Value
-		se2[r.Client] += r.StdErr * r.StdErr
-		s.Payout += r.Payout
-		s.Quota += r.Quota
-	}
-	rows := make([]scoreRow, 0, len(by))
-	for id, s := range by {
-		s.StdErr = math.Sqrt(se2[id])
-		rows = append(rows, *s)
-	}
-	sort.Slice(rows, func(i, j int) bool {
-		if rows[i].Value != rows[j].Value {
-			return rows[i].Value > rows[j].Value
-		}
-		return rows[i].Client < rows[j].Client
-	})
-	for i := range rows {
-		rows[i].Rank = i + 1
-	}
+	rows := ledger.Standings(rs)
 	header := []string{"client", "rounds", "value", "stderr", "rank", "payout", "quota"}
-	cells := func(s scoreRow) []string {
+	cells := func(s ledger.Standing) []string {
 		return []string{s.Client, strconv.Itoa(s.Rounds), fmtF(s.Value), fmtF(s.StdErr), strconv.Itoa(s.Rank), fmtF(s.Payout), fmtF(s.Quota)}
 	}
 	return writeTable(stdout, *format, header, rows, cells)

@@ -31,6 +31,8 @@ func commands() []command {
 		{"ledger", "verify a coordinator's state file and ledger, or a client's receipts, offline; copy a state file (tally ledger verify, tally ledger backup)", runLedger},
 		{"scores", "print each client's contribution from a coordinator's signed receipts", runScores},
 		{"payouts", "print every payout and quota credit from a coordinator's signed receipts", runPayouts},
+		{"dashboard", "serve the web dashboard of a job from its state file (tally dashboard --state FILE)", runDashboard},
+		{"receipts", "a data holder's page of its own receipts, each verified (tally receipts render|serve)", runReceipts},
 		{"experiment", "benchmark valuation methods and privacy modes on scenario files against ground truth", runExperiment},
 	}
 }

@@ -48,6 +48,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	verbose := fs.Bool("verbose", false, "debug logging")
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
+	dash := addDashFlags(fs)
 	var tf tlsFiles
 	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
 	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
@@ -122,10 +123,14 @@ Flags:
 		*tokens = coordinator.TokensPath(job)
 	}
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg})
+		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions()})
 	if err != nil {
 		return err
 	}
+	if err := dash.start(ctx, job, srv, store.DB(), tel.Addr(), log); err != nil {
+		return err
+	}
+	defer dash.close()
 	lis, err := net.Listen("tcp", job.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", job.Listen, err)
@@ -190,8 +195,11 @@ Flags:
 		fmt.Fprintf(stdout, "job %s done after round %d\n", job.ID, out.Done.FinalRound)
 	}
 	if *report != "" {
-		return writeJSON(*report, rep)
+		if err := writeJSON(*report, rep); err != nil {
+			return err
+		}
 	}
+	dash.wait(ctx, stdout)
 	return nil
 }
 

@@ -97,6 +97,7 @@ type simOptions struct {
 	DB                  string
 	ReceiptsDir         string
 	CPUProfile          string
+	Dashboard           *dashFlags
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -204,6 +205,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole simulation (coordinator and clients) to this file, for go tool pprof")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the coordinator's Prometheus metrics (/metrics) on this address while the simulation runs (default: off)")
+	o.Dashboard = addDashFlags(fs)
 	return o
 }
 
@@ -247,19 +249,8 @@ Flags:
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	rep, err := simulate(ctx, o, stdout, stderr)
-	if err != nil {
-		return err
-	}
-	if o.Report != "" {
-		if err := writeJSON(o.Report, rep); err != nil {
-			return err
-		}
-		if !o.Quiet {
-			fmt.Fprintf(stdout, "report written to %s\n", o.Report)
-		}
-	}
-	return nil
+	_, err := simulate(ctx, o, stdout, stderr)
+	return err
 }
 
 func writeJSON(path string, v any) error {
@@ -399,9 +390,17 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		return nil, err
 	}
 	defer shutdownTelemetry(tel, log)
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry})
+	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry,
+		GRPCOptions: o.Dashboard.grpcOptions()})
 	if err != nil {
 		return nil, err
+	}
+	if err := o.Dashboard.start(ctx, job, srv, ledgerOf(store), tel.Addr(), log); err != nil {
+		return nil, err
+	}
+	defer o.Dashboard.close()
+	if o.Dashboard != nil && o.Dashboard.lis != nil {
+		fmt.Fprintf(stdout, "dashboard at %s\n", o.Dashboard.url)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -528,7 +527,24 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		printContributions(stdout, rep)
 	}
 	rep.WallSeconds = time.Since(start).Seconds()
+	if o.Report != "" {
+		if err := writeJSON(o.Report, rep); err != nil {
+			return nil, err
+		}
+		if !o.Quiet {
+			fmt.Fprintf(stdout, "report written to %s\n", o.Report)
+		}
+	}
+	o.Dashboard.wait(ctx, stdout)
 	return rep, nil
+}
+
+// ledgerOf is the ledger of a BoltStore, nil for a store in memory.
+func ledgerOf(s coordinator.Store) *ledger.DB {
+	if bs, ok := s.(*coordinator.BoltStore); ok {
+		return bs.DB()
+	}
+	return nil
 }
 
 // tooFewRows explains a partition that failed for want of rows: every
