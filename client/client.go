@@ -78,6 +78,11 @@ type Config struct {
 	// Shared, if set, is state this client shares with the other clients
 	// of its process (simulations); see Shared. nil: nothing is shared.
 	Shared *Shared
+	// NewModel, if set, builds the job's model instead of model.New: an
+	// external trainer (extmodel) for `tally client --trainer`. The model
+	// may implement BeginTask(client, task string, deadline time.Time),
+	// which is called before each training task.
+	NewModel func(spec model.Spec, features, classes int, seed uint64) (model.Model, error)
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -275,7 +280,11 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 	for _, h := range job.GetModel().GetHidden() {
 		spec.Hidden = append(spec.Hidden, int(h))
 	}
-	m, err := model.New(spec, int(job.GetFeatures()), int(job.GetClasses()), job.GetSeed())
+	newModel := model.New
+	if c.cfg.NewModel != nil {
+		newModel = c.cfg.NewModel
+	}
+	m, err := newModel(spec, int(job.GetFeatures()), int(job.GetClasses()), job.GetSeed())
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrJob, err)
 	}
@@ -385,6 +394,15 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 	cfg := model.TrainConfig{
 		Epochs: int(tc.GetEpochs()), BatchSize: int(tc.GetBatchSize()), LearningRate: tc.GetLearningRate(),
 		Momentum: tc.GetMomentum(), WeightDecay: tc.GetWeightDecay(),
+	}
+	if b, ok := c.mdl.(interface {
+		BeginTask(client, task string, deadline time.Time)
+	}); ok {
+		var deadline time.Time
+		if ms := t.GetDeadlineUnixMs(); ms > 0 {
+			deadline = time.UnixMilli(ms)
+		}
+		b.BeginTask(c.clientID(), t.GetTaskId(), deadline)
 	}
 	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound())))
 	if err != nil {

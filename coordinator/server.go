@@ -61,6 +61,10 @@ type ServerConfig struct {
 	Job Job
 	// Validation is the coordinator's held-out data, unscaled.
 	Validation model.Examples
+	// Model, if set, is the job's model, used as given: an external
+	// model's evaluator (extmodel). nil builds the built-in model of the
+	// job's spec and seed.
+	Model model.Model
 	Store      Store
 	Log        *slog.Logger
 	// OnRound is called after each round attempt, from the driver goroutine.
@@ -122,9 +126,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Validation.Features != job.Data.Features {
 		return nil, fmt.Errorf("%w: validation data has %d features, data.features is %d", ErrConfig, cfg.Validation.Features, job.Data.Features)
 	}
-	m, err := model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	m := cfg.Model
+	if m == nil {
+		var err error
+		if m, err = model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
 	}
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = telemetry.Noop()

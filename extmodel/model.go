@@ -10,6 +10,10 @@ import (
 	"github.com/tallyfl/tally/model"
 )
 
+// minTaskTimeout is the least time a task's Train is given, whatever its
+// deadline says.
+const minTaskTimeout = time.Second
+
 // Model is a model.Model whose training and evaluation run in an adapter
 // process. The parameters live here, in Go; each call sends them.
 //
@@ -77,9 +81,9 @@ func (m *Model) Train(data model.Examples, cfg model.TrainConfig, rng *rand.Rand
 	}
 	timeout := time.Duration(0)
 	if !m.deadline.IsZero() {
-		if timeout = time.Until(m.deadline); timeout <= 0 {
-			return model.TrainStats{}, fmt.Errorf("%w: %s: the deadline of task %s has passed", ErrAdapter, m.who(), m.task)
-		}
+		// The deadline is the coordinator's clock; a second of grace
+		// keeps a skewed clock from failing a task before it starts.
+		timeout = max(time.Until(m.deadline), minTaskTimeout)
 	}
 	res, err := m.p.Train(m.task, data, m.params, cfg, rng.Uint64(), timeout)
 	if err != nil {
