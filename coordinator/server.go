@@ -65,8 +65,8 @@ type ServerConfig struct {
 	// model's evaluator (extmodel). nil builds the built-in model of the
 	// job's spec and seed.
 	Model model.Model
-	Store      Store
-	Log        *slog.Logger
+	Store Store
+	Log   *slog.Logger
 	// OnRound is called after each round attempt, from the driver goroutine.
 	OnRound func(RoundRecord)
 	// Linger is how long the server keeps answering after the job ends, so
