@@ -61,12 +61,8 @@ type ServerConfig struct {
 	Job Job
 	// Validation is the coordinator's held-out data, unscaled.
 	Validation model.Examples
-	// Model, if set, is the job's model, used as given: an external
-	// model's evaluator (extmodel). nil builds the built-in model of the
-	// job's spec and seed.
-	Model model.Model
-	Store Store
-	Log   *slog.Logger
+	Store      Store
+	Log        *slog.Logger
 	// OnRound is called after each round attempt, from the driver goroutine.
 	OnRound func(RoundRecord)
 	// Linger is how long the server keeps answering after the job ends, so
@@ -89,6 +85,10 @@ type ServerConfig struct {
 	// ClientAuth set to tls.RequireAndVerifyClientCert and ClientCAs, only
 	// clients holding a certificate of those CAs can connect (mutual TLS).
 	TLS *tls.Config
+	// Model, if set, is the job's model, used as given: an external
+	// model's evaluator (extmodel). nil builds the built-in model of the
+	// job's spec and seed.
+	Model model.Model
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.

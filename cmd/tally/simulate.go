@@ -450,10 +450,10 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		tr := &trainers{command: o.ModelCommand, stderr: stderr, log: log.With("client", ids[i])}
 		defer tr.Close()
 		c, err := client.New(client.Config{
-			NewModel: tr.newModel,
-			Conn:     conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
+			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
 			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]), Shared: shared,
+			NewModel: tr.newModel,
 		})
 		if err != nil {
 			return nil, err
