@@ -118,8 +118,13 @@ Flags:
 	if *tokens == "" {
 		*tokens = coordinator.TokensPath(job)
 	}
+	evaluator, closeEvaluator, err := coordinatorModel(job, stderr, log)
+	if err != nil {
+		return err
+	}
+	defer closeEvaluator.Close()
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg})
+		TokensFile: *tokens, TLS: tlsCfg, Model: evaluator})
 	if err != nil {
 		return err
 	}
@@ -222,6 +227,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	receipts := fs.String("receipts", "", "file this client keeps its verified receipts in, as JSON lines (default: the data file's name + .receipts.jsonl)")
 	keyFile := fs.String("key", "", "file this client keeps its Ed25519 key and enrolled identity in, created at first start, mode 0600 (default: the data file's name + .key)")
 	verbose := fs.Bool("verbose", false, "debug logging")
+	trainer := fs.String("trainer", "", "train with this adapter command instead of the built-in model (an external model's training side; protocol in docs/external-models.md), e.g. '/usr/bin/python3 examples/pytorch/digits_cnn.py'")
 	var tf tlsFiles
 	fs.StringVar(&tf.ca, "tls-ca", "", "connect over TLS and verify the coordinator against this CA (PEM); without it, TLS flags verify against the system's roots")
 	fs.StringVar(&tf.cert, "tls-cert", "", "connect over TLS presenting this client certificate (PEM), for a coordinator with --client-ca; needs --tls-key")
@@ -281,7 +287,11 @@ Flags:
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
+	log := newLogger(stderr, *verbose)
+	tr := &trainers{command: *trainer, stderr: stderr, log: log}
+	defer tr.Close()
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Data: ds.Examples, Log: log, MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile,
+		NewModel: tr.newModel})
 	if err != nil {
 		return err
 	}
@@ -302,6 +312,8 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	partition := fs.String("partition", "iid", "iid, dirichlet or size-skew")
 	rounds := fs.Int("rounds", 10, "rounds in the generated job file")
 	listen := fs.String("listen", "127.0.0.1:7070", "listen address in the generated job file")
+	modelCommand := fs.String("model-command", "", "the job's model is external: the coordinator evaluates with this adapter command (clients then need --trainer)")
+	scaling := fs.String("scaling", "federated", "feature scaling in the generated job file: federated or none")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
 
@@ -356,8 +368,11 @@ Flags:
 			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
 		Clients:      coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
 		RoundTimeout: coordinator.Duration(30 * time.Second),
-		Scaling:      coordinator.ScalingConfig{Mode: "federated"},
+		Scaling:      coordinator.ScalingConfig{Mode: *scaling},
 		Listen:       *listen,
+	}
+	if *modelCommand != "" {
+		cfg.Model = model.Spec{Kind: model.KindExternal, Command: *modelCommand}
 	}
 	for i, c := range fed.Clients {
 		file := fmt.Sprintf("client-%d.csv", i)
