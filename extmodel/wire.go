@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 )
 
 // ProtocolVersion is the version of the framing and messages described in
@@ -128,7 +129,7 @@ func writeMessage(w *bufio.Writer, h header, floats map[string][]float64, ints m
 	if _, err := w.Write(append(line, '\n')); err != nil {
 		return err
 	}
-	var buf [8]byte
+	var raw []byte
 	for _, a := range h.Payload {
 		switch a.DType {
 		case "f64":
@@ -136,25 +137,24 @@ func writeMessage(w *bufio.Writer, h header, floats map[string][]float64, ints m
 			if len(v) != a.Len() {
 				return fmt.Errorf("extmodel: array %s has %d values, its shape %v says %d", a.Name, len(v), a.Shape, a.Len())
 			}
-			for _, x := range v {
-				binary.LittleEndian.PutUint64(buf[:], math.Float64bits(x))
-				if _, err := w.Write(buf[:8]); err != nil {
-					return err
-				}
+			raw = slices.Grow(raw[:0], 8*len(v))[:8*len(v)]
+			for i, x := range v {
+				binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
 			}
 		case "i32":
 			v := ints[a.Name]
 			if len(v) != a.Len() {
 				return fmt.Errorf("extmodel: array %s has %d values, its shape %v says %d", a.Name, len(v), a.Shape, a.Len())
 			}
-			for _, x := range v {
-				binary.LittleEndian.PutUint32(buf[:], uint32(x))
-				if _, err := w.Write(buf[:4]); err != nil {
-					return err
-				}
+			raw = slices.Grow(raw[:0], 4*len(v))[:4*len(v)]
+			for i, x := range v {
+				binary.LittleEndian.PutUint32(raw[4*i:], uint32(x))
 			}
 		default:
 			return fmt.Errorf("extmodel: array %s: tally writes only f64 and i32, not %q", a.Name, a.DType)
+		}
+		if _, err := w.Write(raw); err != nil {
+			return err
 		}
 	}
 	return w.Flush()

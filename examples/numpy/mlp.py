@@ -61,10 +61,17 @@ class MLP:
     def _forward(self, params, x):
         """Logits (B, n, C) and the activations of every layer."""
         layers = self._split(params)
-        h = np.broadcast_to(x, (params.shape[0],) + x.shape)
-        acts = [h]
+        bsz = params.shape[0]
+        acts = [np.broadcast_to(x, (bsz,) + x.shape)]
         for l, (w, b) in enumerate(layers):
-            z = np.matmul(h, w) + b[:, None, :]
+            if l == 0:
+                # Every vector's first layer in one matrix product:
+                # x (n, i) times the weights side by side (i, B·o).
+                i, o = w.shape[1], w.shape[2]
+                z = np.ascontiguousarray((x @ w.transpose(1, 0, 2).reshape(i, bsz * o)).reshape(len(x), bsz, o).transpose(1, 0, 2))
+                z = z + b[:, None, :]
+            else:
+                z = np.matmul(h, w) + b[:, None, :]
             if l + 1 < len(layers):
                 h = np.maximum(z, 0) if self.act == "relu" else np.tanh(z)
                 acts.append(h)
