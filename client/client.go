@@ -107,6 +107,7 @@ type Client struct {
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
 	book     *receiptBook
+	declined string // the task this client declined (decline.go)
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -372,6 +373,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 }
 
 func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
+	if t.GetTaskId() == c.declined {
+		return fmt.Errorf("%w (task %s)", ErrDeclined, t.GetTaskId())
+	}
 	global := t.GetParams()
 	if len(global) == 0 && t.GetNumParams() > 0 {
 		var err error
@@ -406,7 +410,9 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 	}
 	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound())))
 	if err != nil {
-		return fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
+		err = fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
+		c.decline(ctx, t, err)
+		return err
 	}
 	local := c.mdl.Params()
 	update := make([]float64, len(local))

@@ -476,6 +476,10 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	if h.GetEncoding() == "ckks" {
 		return s.submitEncrypted(stream, id, h, first.GetData(), slot)
 	}
+	if h.GetEncoding() == EncodingDecline {
+		slot.release()
+		return s.submitDecline(stream, id, h, first.GetData())
+	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
 	slot.release()
