@@ -314,6 +314,7 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	listen := fs.String("listen", "127.0.0.1:7070", "listen address in the generated job file")
 	modelCommand := fs.String("model-command", "", "the job's model is external: the coordinator evaluates with this adapter command (clients then need --trainer)")
 	scaling := fs.String("scaling", "federated", "feature scaling in the generated job file: federated or none")
+	lr := fs.Float64("lr", 0.05, "the clients' learning rate in the generated job file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
 
@@ -363,7 +364,7 @@ Flags:
 	cfg := coordinator.JobConfig{
 		ID: *name + "-job", Seed: *seed, Rounds: *rounds,
 		Model: model.Spec{Kind: "logreg"},
-		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: 0.05, Momentum: 0.9},
+		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: *lr, Momentum: 0.9},
 		Data: coordinator.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes(),
 			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
 		Clients:      coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
