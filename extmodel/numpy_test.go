@@ -150,3 +150,37 @@ func seq(lo, hi int) []int {
 	}
 	return out
 }
+
+// TestSklearnSGDTrains: scikit-learn's SGDClassifier behind the protocol
+// learns the digits in one epoch, and its layout is the linear model's.
+func TestSklearnSGDTrains(t *testing.T) {
+	py := pythonFor(t, "numpy", "sklearn")
+	ds, err := dataset.Embedded("digits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := dataset.ComputeMoments(ds.Examples).Scaler().Apply(ds.Examples)
+	p, err := Start(Options{Command: py + " " + repoFile(t, "examples/sklearn/sgd.py"), Role: RoleTrainer,
+		Features: data.Features, Classes: 10, Seed: 1, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got := formatLayout(p.Layout()); got != "[coef[10 64] intercept[10]]" {
+		t.Errorf("layout %s", got)
+	}
+	m := p.Model()
+	train, val := data.Subset(seq(360, data.Len())), data.Subset(seq(0, 360))
+	before, _ := m.Evaluate(val)
+	if _, err := m.Train(train, model.TrainConfig{Epochs: 1, BatchSize: 1, LearningRate: 0.01}, rand.New(rand.NewPCG(1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	after, err := m.Evaluate(val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("validation accuracy %.3f → %.3f, loss %.3f → %.3f", before.Accuracy, after.Accuracy, before.Loss, after.Loss)
+	if after.Accuracy < 0.85 || !(after.Loss < before.Loss) {
+		t.Errorf("one epoch of SGDClassifier: accuracy %v, loss %v → %v", after.Accuracy, before.Loss, after.Loss)
+	}
+}
