@@ -2,6 +2,7 @@ package extmodel
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -111,6 +112,53 @@ func BenchmarkEvaluateBatch(b *testing.B) {
 			d := external(b.N)
 			b.ReportMetric(per(d, b.N), "µs/eval")
 			b.ReportMetric(float64(d)/float64(ref), "x-inprocess")
+		})
+	}
+}
+
+// BenchmarkProtocolOnly isolates the protocol from the adapter's compute:
+// the fake adapter of fake_test.go, a model of the MLP's 2,410 parameters
+// (241 features × 10 classes) whose evaluation is a sum of squares, takes
+// batches of parameter vectors over the same pipes. x-inprocess is then
+// (built-in evaluation + protocol) / built-in evaluation: the ratio an
+// adapter as fast as gorgonia would reach.
+func BenchmarkProtocolOnly(b *testing.B) {
+	in, _, data := digitsMLP(b, RoleEvaluator)
+	val := data.Subset(seq(0, 360))
+	p, err := Start(Options{Command: fakeCommand(b, "ok"), Role: RoleEvaluator, Features: 241, Classes: 10, Stderr: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	fakeVal := model.Examples{X: make([]float64, 360*241), Y: make([]int, 360), Features: 241}
+	ext := p.Model()
+	for _, batch := range []int{1, 64} {
+		vecs := make([][]float64, batch)
+		for k := range vecs {
+			vecs[k] = in.Params()
+		}
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			b.StopTimer()
+			start := time.Now()
+			for range b.N {
+				for _, v := range vecs {
+					in.SetParams(v)
+					if _, err := in.Evaluate(val); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			ref := time.Since(start)
+			b.StartTimer()
+			start = time.Now()
+			for range b.N {
+				if _, err := ext.EvaluateBatch(fakeVal, vecs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d := time.Since(start)
+			b.ReportMetric(float64(d.Microseconds())/float64(b.N*batch), "µs/eval")
+			b.ReportMetric(float64(ref+d)/float64(ref), "x-inprocess")
 		})
 	}
 }

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 // fakeCommand is the shell command that runs the fake adapter in mode.
 // marker is a file the adapter creates when it starts, so that a mode can
 // behave differently in its second process.
-func fakeCommand(t *testing.T, mode string) string {
+func fakeCommand(t testing.TB, mode string) string {
 	t.Helper()
 	marker := t.TempDir() + "/started"
 	return fmt.Sprintf("%s=%s TALLY_FAKE_MARKER=%s %q -test.run=^$", fakeEnv, mode, marker, os.Args[0])
