@@ -47,13 +47,20 @@ func TestTrainerFailures(t *testing.T) {
 	}{
 		{"crash", Options{}, ErrAdapter, []string{"client client-2, task r3a1", "crashed before answering \"train\"", "exit status 3", "RuntimeError: boom", "after one restart"}, 1},
 		{"hang", Options{CallTimeout: 300 * time.Millisecond}, ErrAdapter, []string{"client client-2, task r3a1", "no answer to \"train\" within 300ms; killed", "after one restart"}, 1},
+		// The task's deadline bounds the call (here: already passed, so
+		// the minimum of one second), not CallTimeout.
+		{"hang/task-deadline", Options{CallTimeout: time.Hour}, ErrAdapter, []string{"client client-2, task r3a1", "no answer to \"train\" within 1s; killed"}, 1},
 		{"short", Options{}, ErrProtocol, []string{"client client-2, task r3a1", "the update of task r3a1 has 5 values, the model 6", "after one restart"}, 1},
 		{"nan", Options{}, ErrProtocol, []string{"client client-2, task r3a1", "update value 2 of task r3a1 is NaN", "after one restart"}, 1},
 		{"error", Options{}, ErrAdapter, []string{"client client-2, task r3a1", `"train" failed: RuntimeError: CUDA out of memory`, "after one restart"}, 1},
 		{"relayout", Options{}, ErrLayout, []string{"client client-2, task r3a1", "after a restart it describes the layout [w[2 3]], before [w[3 2]]"}, 1},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			m := startFake(t, tc.mode, tc.opts)
+			mode, deadline, _ := strings.Cut(tc.mode, "/")
+			m := startFake(t, mode, tc.opts)
+			if deadline != "" {
+				m.BeginTask("client-2", "r3a1", time.Now().Add(-time.Minute))
+			}
 			before := m.Params()
 			_, err := m.Train(fakeData(), fakeTrain, rand.New(rand.NewPCG(1, 2)))
 			if err == nil {
