@@ -77,5 +77,7 @@
 // BenchmarkTrainTask and BenchmarkEvaluateBatch (bench_test.go) measure the
 // protocol's overhead: the digits MLP in process (gorgonia) against the
 // same network in numpy behind the protocol, per training task and per
-// evaluation, singly and in batches of 64, as the ratio x-inprocess.
+// evaluation, singly and in batches of 64, as the ratio x-inprocess;
+// BenchmarkProtocolOnly times the pipes alone, with an adapter that
+// computes nothing.
 package extmodel
