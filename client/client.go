@@ -88,6 +88,11 @@ type Config struct {
 	// Shared, if set, is state this client shares with the other clients
 	// of its process (simulations); see Shared. nil: nothing is shared.
 	Shared *Shared
+	// NewModel, if set, builds the job's model instead of model.New: an
+	// external trainer (extmodel) for `tally client --trainer`. The model
+	// may implement BeginTask(client, task string, deadline time.Time),
+	// which is called before each training task.
+	NewModel func(spec model.Spec, features, classes int, seed uint64) (model.Model, error)
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -115,6 +120,7 @@ type Client struct {
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
 	book     *receiptBook
+	declined string // the task this client declined (decline.go)
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -351,7 +357,11 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 	for _, h := range job.GetModel().GetHidden() {
 		spec.Hidden = append(spec.Hidden, int(h))
 	}
-	m, err := model.New(spec, int(job.GetFeatures()), int(job.GetClasses()), job.GetSeed())
+	newModel := model.New
+	if c.cfg.NewModel != nil {
+		newModel = c.cfg.NewModel
+	}
+	m, err := newModel(spec, int(job.GetFeatures()), int(job.GetClasses()), job.GetSeed())
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrJob, err)
 	}
@@ -442,6 +452,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 }
 
 func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
+	if t.GetTaskId() == c.declined {
+		return fmt.Errorf("%w (task %s)", ErrDeclined, t.GetTaskId())
+	}
 	global := t.GetParams()
 	if len(global) == 0 && t.GetNumParams() > 0 {
 		var err error
@@ -465,9 +478,20 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 		Epochs: int(tc.GetEpochs()), BatchSize: int(tc.GetBatchSize()), LearningRate: tc.GetLearningRate(),
 		Momentum: tc.GetMomentum(), WeightDecay: tc.GetWeightDecay(),
 	}
+	if b, ok := c.mdl.(interface {
+		BeginTask(client, task string, deadline time.Time)
+	}); ok {
+		var deadline time.Time
+		if ms := t.GetDeadlineUnixMs(); ms > 0 {
+			deadline = time.UnixMilli(ms)
+		}
+		b.BeginTask(c.clientID(), t.GetTaskId(), deadline)
+	}
 	stats, err := c.mdl.Train(data, cfg, c.rng(int(t.GetRound())))
 	if err != nil {
-		return fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
+		err = fmt.Errorf("client: task %s: train: %w", t.GetTaskId(), err)
+		c.decline(ctx, t, err)
+		return err
 	}
 	local := c.mdl.Params()
 	update := make([]float64, len(local))

@@ -10,6 +10,13 @@
 // with its key instead of enrolling again (its token admitted one
 // enrolment). It returns nil when the coordinator says the job is done.
 //
+// The model is the built-in one of the job's spec unless Config.NewModel
+// builds another: `tally client --trainer` trains with an external
+// model's adapter process (package extmodel). A client whose training
+// fails (an adapter that crashed, hung or answered garbage, even after its
+// restart) declines the task, saying why, so that the round closes with
+// the other clients' updates instead of waiting for its deadline.
+//
 // Local training randomness comes from a PRNG keyed by (job seed, client,
 // round, attempt), so a job seed fixes the whole run.
 package client

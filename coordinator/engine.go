@@ -346,6 +346,7 @@ type Engine struct {
 	scaler       *dataset.Scaler
 	task         *Task
 	got          map[string]received
+	declined     declines // clients of the open task that cannot contribute (decline.go)
 	history      []RoundRecord
 	he           *heState // nil without secure aggregation
 	baskets      map[string]*ledger.Basket
@@ -460,6 +461,8 @@ func (e *Engine) Step(ev Event) []Action {
 		out = e.submit(ev)
 	case EvShares:
 		out = e.shares(ev)
+	case EvDecline:
+		out = e.decline(ev)
 	}
 	return out
 }
@@ -747,7 +750,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	}
 	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest, bytes: ev.Bytes}
 	out := reply(false, nil)
-	if len(e.got) == len(t.Selected) {
+	if len(e.got)+e.declinedCount() == len(t.Selected) {
 		out = append(out, e.close("all submitted")...)
 	}
 	return out

@@ -85,6 +85,10 @@ type ServerConfig struct {
 	// ClientAuth set to tls.RequireAndVerifyClientCert and ClientCAs, only
 	// clients holding a certificate of those CAs can connect (mutual TLS).
 	TLS *tls.Config
+	// Model, if set, is the job's model, used as given: an external
+	// model's evaluator (extmodel). nil builds the built-in model of the
+	// job's spec and seed.
+	Model model.Model
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -122,9 +126,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Validation.Features != job.Data.Features {
 		return nil, fmt.Errorf("%w: validation data has %d features, data.features is %d", ErrConfig, cfg.Validation.Features, job.Data.Features)
 	}
-	m, err := model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	m := cfg.Model
+	if m == nil {
+		var err error
+		if m, err = model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
 	}
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = telemetry.Noop()

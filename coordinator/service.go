@@ -585,6 +585,10 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		slot.release()
 		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
 	}
+	if h.GetEncoding() == EncodingDecline {
+		slot.release()
+		return s.submitDecline(stream, id, h, first.GetData())
+	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
 	slot.release()

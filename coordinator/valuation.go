@@ -233,10 +233,24 @@ func (s *scorer) Score(p []float64) (float64, error) {
 	return -met.Loss, nil
 }
 
+// parallelism is how many coalitions are evaluated at once: an external
+// model batches concurrent evaluations into one request to its adapter
+// (extmodel), so it asks for more than the cores; 0 (the cores) for a
+// built-in model.
+func parallelism(m model.Model) int {
+	if p, ok := m.(interface{ Parallelism() int }); ok {
+		return p.Parallelism()
+	}
+	return 0
+}
+
 // roundConfig derives the estimator's configuration for a round, its seed
 // keyed by (job seed, round) so that the same seed gives the same scores.
 func (v *ModelValuer) roundConfig(round int) valuation.Config {
 	cfg := v.Job.Valuation.Estimator
+	if cfg.Workers == 0 {
+		cfg.Workers = parallelism(v.Model)
+	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%d|valuation|%d", v.Job.Seed, round)
 	cfg.Seed = binary.LittleEndian.Uint64(h.Sum(nil)[:8])
@@ -263,7 +277,7 @@ func (v *ModelValuer) Game(round int, base []float64, updates [][]float64, weigh
 	acc := v.Job.Valuation.Utility == "accuracy"
 	game, err := valuation.NewFederatedGame(base, updates, weights, func() (valuation.ParamScorer, error) {
 		return &scorer{m: v.Model.Clone(), data: data, accuracy: acc}, nil
-	}, valuation.FederatedOptions{})
+	}, valuation.FederatedOptions{MaxScorers: parallelism(v.Model)})
 	if err != nil {
 		return valuation.Result{}, err
 	}

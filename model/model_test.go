@@ -549,8 +549,8 @@ func TestSpecValidate(t *testing.T) {
 	}{
 		{"logreg", Spec{Kind: "logreg"}, nil},
 		{"mlp", Spec{Kind: "mlp", Hidden: []int{32, 16}, Activation: "tanh"}, nil},
-		{"kind/missing", Spec{}, []string{`model.kind: missing, want "logreg" or "mlp"`}},
-		{"kind/unknown", Spec{Kind: "cnn"}, []string{`model.kind: must be "logreg" or "mlp", got "cnn"`}},
+		{"kind/missing", Spec{}, []string{`model.kind: missing, want "logreg", "mlp" or "external"`}},
+		{"kind/unknown", Spec{Kind: "cnn"}, []string{`model.kind: must be "logreg", "mlp" or "external", got "cnn"`}},
 		{"logreg/extras", Spec{Kind: "logreg", Hidden: []int{4}, Activation: "relu"}, []string{
 			"model.hidden: logreg has no hidden layers, got [4]",
 			`model.activation: logreg has no activation, got "relu"`,
@@ -558,6 +558,14 @@ func TestSpecValidate(t *testing.T) {
 		{"mlp/empty", Spec{Kind: "mlp"}, []string{
 			"model.hidden: mlp needs at least one hidden layer",
 			`model.activation: must be "relu" or "tanh", got ""`,
+		}},
+		{"external", Spec{Kind: "external", Command: "python3 adapter.py"}, nil},
+		{"external/no-command", Spec{Kind: "external", Hidden: []int{4}}, []string{
+			"model.command: an external model needs the command of its adapter (see extmodel)",
+			"model.hidden: an external model describes its own layers; hidden and activation must be empty",
+		}},
+		{"mlp/command", Spec{Kind: "mlp", Hidden: []int{4}, Activation: "relu", Command: "x"}, []string{
+			`model.command: only an external model runs a command, this one is "mlp"`,
 		}},
 		{"mlp/widths", Spec{Kind: "mlp", Hidden: []int{8, 0, -2}, Activation: "sigmoid"}, []string{
 			"model.hidden[1]: width must be ≥ 1, got 0",

@@ -29,6 +29,10 @@ func (e *FieldError) Unwrap() error { return e.kind }
 const (
 	KindLogReg = "logreg"
 	KindMLP    = "mlp"
+	// KindExternal is a model that lives in another process and speaks
+	// the adapter protocol of package extmodel (any framework: PyTorch,
+	// JAX, scikit-learn). New does not build it; extmodel.New does.
+	KindExternal = "external"
 )
 
 // Activations understood by the MLP.
@@ -54,6 +58,9 @@ type Spec struct {
 	Hidden []int `yaml:"hidden" json:"hidden,omitempty"`
 	// Activation is the MLP's hidden activation: "relu" (default) or "tanh".
 	Activation string `yaml:"activation" json:"activation,omitempty"`
+	// Command is the adapter of an external model, run by /bin/sh in
+	// tally's working directory (kind external only; see extmodel).
+	Command string `yaml:"command,omitempty" json:"command,omitempty"`
 }
 
 // WithDefaults returns a copy of s with the MLP's hidden widths and
@@ -81,7 +88,17 @@ func (s Spec) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), kind: ErrSpec})
 	}
+	if s.Command != "" && s.Kind != KindExternal {
+		bad("model.command", "only an external model runs a command, this one is %q", s.Kind)
+	}
 	switch s.Kind {
+	case KindExternal:
+		if s.Command == "" {
+			bad("model.command", "an external model needs the command of its adapter (see extmodel)")
+		}
+		if len(s.Hidden) > 0 || s.Activation != "" {
+			bad("model.hidden", "an external model describes its own layers; hidden and activation must be empty")
+		}
 	case KindLogReg:
 		if len(s.Hidden) > 0 {
 			bad("model.hidden", "logreg has no hidden layers, got %v", s.Hidden)
@@ -102,9 +119,9 @@ func (s Spec) Validate() error {
 			bad("model.activation", "must be %q or %q, got %q", ActReLU, ActTanh, s.Activation)
 		}
 	case "":
-		bad("model.kind", "missing, want %q or %q", KindLogReg, KindMLP)
+		bad("model.kind", "missing, want %q, %q or %q", KindLogReg, KindMLP, KindExternal)
 	default:
-		bad("model.kind", "must be %q or %q, got %q", KindLogReg, KindMLP, s.Kind)
+		bad("model.kind", "must be %q, %q or %q, got %q", KindLogReg, KindMLP, KindExternal, s.Kind)
 	}
 	return errors.Join(errs...)
 }
@@ -112,6 +129,9 @@ func (s Spec) Validate() error {
 // layerWidths returns the widths of every layer, input first, after
 // checking the spec (with defaults) and the problem's shape.
 func layerWidths(spec Spec, features, classes int) ([]int, error) {
+	if spec.Kind == KindExternal {
+		return nil, fmt.Errorf("%w: model.kind: an external model runs in its adapter process; build it with extmodel.New", ErrSpec)
+	}
 	var errs []error
 	if err := spec.Validate(); err != nil {
 		errs = append(errs, err)

@@ -33,6 +33,9 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	partition := fs.String("partition", "iid", "iid, dirichlet or size-skew")
 	rounds := fs.Int("rounds", 10, "rounds in the generated job file")
 	listen := fs.String("listen", "127.0.0.1:7070", "listen address in the generated job file")
+	modelCommand := fs.String("model-command", "", "the job's model is external: the coordinator evaluates with this adapter command (clients then need --trainer)")
+	scaling := fs.String("scaling", "federated", "feature scaling in the generated job file: federated or none")
+	lr := fs.Float64("lr", 0.05, "the clients' learning rate in the generated job file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
        tally data --csv FILE [--label COLUMN] [--classes a,b] [--validation V.csv [--test T.csv]] --out DIR [flags]
@@ -131,14 +134,17 @@ Flags:
 	cfg := coordinator.JobConfig{
 		ID: *name + "-job", Seed: *seed, Rounds: *rounds,
 		Model: model.Spec{Kind: "logreg"},
-		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: 0.05, Momentum: 0.9},
+		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: *lr, Momentum: 0.9},
 		Data: coordinator.DataConfig{Features: ds.Examples.Features, ClassNames: ds.ClassNames,
 			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
 		Clients:           coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
 		RoundTimeout:      coordinator.Duration(30 * time.Second),
-		Scaling:           coordinator.ScalingConfig{Mode: "federated"},
+		Scaling:           coordinator.ScalingConfig{Mode: *scaling},
 		Listen:            *listen,
 		SecureAggregation: "he",
+	}
+	if *modelCommand != "" {
+		cfg.Model = model.Spec{Kind: model.KindExternal, Command: *modelCommand}
 	}
 	files := make([]string, *clients)
 	if *valFile != "" {

@@ -122,8 +122,13 @@ Flags:
 	if *tokens == "" {
 		*tokens = coordinator.TokensPath(job)
 	}
+	evaluator, closeEvaluator, err := coordinatorModel(job, stderr, log)
+	if err != nil {
+		return err
+	}
+	defer closeEvaluator.Close()
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions()})
+		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator})
 	if err != nil {
 		return err
 	}
@@ -275,6 +280,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	receipts := fs.String("receipts", "", "file this client keeps its verified receipts in, as JSON lines (default: the data file's name + .receipts.jsonl)")
 	keyFile := fs.String("key", "", "file this client keeps its Ed25519 key and enrolled identity in, created at first start, mode 0600 (default: the data file's name + .key)")
 	verbose := fs.Bool("verbose", false, "debug logging")
+	trainer := fs.String("trainer", "", "train with this adapter command instead of the built-in model (an external model's training side; protocol in docs/external-models.md), e.g. '/usr/bin/python3 examples/pytorch/digits_cnn.py'")
 	var tf tlsFiles
 	fs.StringVar(&tf.ca, "tls-ca", "", "connect over TLS and verify the coordinator against this CA (PEM); without it, TLS flags verify against the system's roots")
 	fs.StringVar(&tf.cert, "tls-cert", "", "connect over TLS presenting this client certificate (PEM), for a coordinator with --client-ca; needs --tls-key")
@@ -347,7 +353,11 @@ Flags:
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}
-	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Labels: labels, Log: newLogger(stderr, *verbose), MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile})
+	log := newLogger(stderr, *verbose)
+	tr := &trainers{command: *trainer, stderr: stderr, log: log}
+	defer tr.Close()
+	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Labels: labels, Log: log, MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile,
+		NewModel: tr.newModel})
 	if err != nil {
 		return err
 	}

@@ -98,6 +98,7 @@ type simOptions struct {
 	ReceiptsDir         string
 	CPUProfile          string
 	Dashboard           *dashFlags
+	ModelCommand        string
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -172,7 +173,8 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.StringVar(&o.Label, "label", "", "label column of --csv, by name or index (default: last)")
 	fs.IntVar(&o.Clients, "clients", 8, "number of simulated clients")
 	fs.IntVar(&o.Rounds, "rounds", 20, "rounds to run")
-	fs.StringVar(&o.Model, "model", "logreg", "model kind: logreg or mlp")
+	fs.StringVar(&o.Model, "model", "logreg", "model kind: logreg or mlp (see --model-command for any other)")
+	fs.StringVar(&o.ModelCommand, "model-command", "", "an external model: the adapter command (extmodel's protocol) every client trains with and the coordinator evaluates with, e.g. '/usr/bin/python3 examples/pytorch/digits_cnn.py'; replaces --model")
 	fs.StringVar(&o.Hidden, "hidden", "32", "mlp hidden layer widths, comma-separated")
 	fs.StringVar(&o.Partition, "partition", "iid", "how training rows are dealt to clients: iid, dirichlet (see --alpha) or size-skew")
 	fs.Float64Var(&o.Alpha, "alpha", 0.5, "Dirichlet concentration for --partition dirichlet (smaller: more label skew)")
@@ -292,6 +294,9 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if o.Model == "mlp" {
 		spec.Hidden = hidden
 	}
+	if o.ModelCommand != "" {
+		spec = model.Spec{Kind: model.KindExternal, Command: o.ModelCommand}
+	}
 	part := dataset.PartitionSpec{Kind: o.Partition}
 	if o.Partition == dataset.PartitionDirichlet {
 		part.Alpha = o.Alpha
@@ -390,8 +395,13 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		return nil, err
 	}
 	defer shutdownTelemetry(tel, log)
+	evaluator, closeEvaluator, err := coordinatorModel(job, stderr, log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeEvaluator.Close()
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry,
-		GRPCOptions: o.Dashboard.grpcOptions()})
+		GRPCOptions: o.Dashboard.grpcOptions(), Model: evaluator})
 	if err != nil {
 		return nil, err
 	}
@@ -437,10 +447,13 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			return nil, err
 		}
 		defer conn.Close()
+		tr := &trainers{command: o.ModelCommand, stderr: stderr, log: log.With("client", ids[i])}
+		defer tr.Close()
 		c, err := client.New(client.Config{
 			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
 			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]), Shared: shared,
+			NewModel: tr.newModel,
 		})
 		if err != nil {
 			return nil, err
@@ -488,7 +501,13 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	// The summary: printed with --quiet too.
 	fmt.Fprintf(stdout, "final test accuracy %.4f (loss %.4f)\n", tm.Accuracy, tm.Loss)
 	if o.CentralisedBaseline {
-		acc, err := centralised(job, fed, out.Scaler)
+		centralise := centralised
+		if job.Model.Kind == model.KindExternal {
+			centralise = func(job coordinator.Job, fed *dataset.Federation, sc *dataset.Scaler) (float64, error) {
+				return centralisedExternal(job, fed, sc, stderr)
+			}
+		}
+		acc, err := centralise(job, fed, out.Scaler)
 		if err != nil {
 			return nil, fmt.Errorf("centralised baseline: %w", err)
 		}
