@@ -258,7 +258,9 @@ func (f *fakeCoord) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) 
 	}
 	if f.round >= int(f.job.GetRounds()) {
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{
-			Reason: "rounds done", FinalRound: int32(f.round - 1), Receipts: f.receiptsAfter(req.GetReceiptsAfter()),
+			// The fake numbers its rounds from 0; the real coordinator's
+			// are 1 … rounds, and a finished job's final round is rounds.
+			Reason: "rounds done", FinalRound: int32(f.round), Receipts: f.receiptsAfter(req.GetReceiptsAfter()),
 		}}}, nil
 	}
 	task := &tallyv1.TrainTask{Round: int32(f.round), NumParams: f.job.GetNumParams(), TaskId: f.taskID(f.round)}

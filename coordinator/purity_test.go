@@ -38,6 +38,7 @@ var engineFiles = []string{
 	"privacy.go",   // the decryption audit over the round history
 	"valuation.go", // the valuation step, payouts, valuation and payment config
 	"config.go",    // the job config types and their validation
+	"decline.go",   // a client that declines its task
 	"store.go",     // the Store interface and the in-memory store
 }
 
