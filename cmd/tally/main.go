@@ -27,7 +27,7 @@ func commands() []command {
 		{"coordinator", "run a coordinator for a job file", runCoordinator},
 		{"client", "join a job as a data holder and train on a local CSV file", runClient},
 		{"token", "issue, revoke and list a job's enrolment tokens (tally token create --job J --client C)", runToken},
-		{"data", "write CSV files (client shards, validation, test) and a job file from an embedded dataset", runData},
+		{"data", "write CSV files (client shards, validation, test) and a job file from an embedded dataset or your own CSV (--csv)", runData},
 		{"ledger", "verify a coordinator's state file and ledger, or a client's receipts, offline; copy a state file (tally ledger verify, tally ledger backup)", runLedger},
 		{"scores", "print each client's contribution from a coordinator's signed receipts", runScores},
 		{"payouts", "print every payout and quota credit from a coordinator's signed receipts", runPayouts},
