@@ -569,6 +569,10 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		return s.refuseUpload(id, "closed", err)
 	}
 	kind := task.Kind.String()
+	if h.GetEncoding() == EncodingDecline {
+		slot.release()
+		return s.submitDecline(stream, id, h, first.GetData())
+	}
 	switch {
 	case h.GetEncoding() == "ckks" && task.Encrypted():
 		return s.submitEncrypted(stream, id, h, task, first.GetData(), slot)
@@ -584,10 +588,6 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	case h.GetLength() != int64(task.Length):
 		slot.release()
 		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
-	}
-	if h.GetEncoding() == EncodingDecline {
-		slot.release()
-		return s.submitDecline(stream, id, h, first.GetData())
 	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
