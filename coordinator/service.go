@@ -569,6 +569,12 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		slot.release()
 		return s.refuseUpload(id, "closed", err)
 	}
+	// A decline carries a reason, not an update: it is checked against the
+	// open task like an upload, and before the encodings of updates are.
+	if h.GetEncoding() == EncodingDecline {
+		slot.release()
+		return s.submitDecline(stream, id, h, first.GetData())
+	}
 	kind := task.Kind.String()
 	switch {
 	case h.GetEncoding() == "ckks" && task.Encrypted():
@@ -585,10 +591,6 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	case h.GetLength() != int64(task.Length):
 		slot.release()
 		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", engine.ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
-	}
-	if h.GetEncoding() == EncodingDecline {
-		slot.release()
-		return s.submitDecline(stream, id, h, first.GetData())
 	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
