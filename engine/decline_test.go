@@ -58,6 +58,15 @@ func TestDeclineClosesRound(t *testing.T) {
 			if rec.Failed || len(rec.Contributors) != 2 || len(rec.Selected) != 3 {
 				t.Errorf("round record %+v, want 2 contributors of 3 selected, not failed", rec)
 			}
+			// Declining is an answer, not silence: the client that declined
+			// is selected again in the next round.
+			next := e.Task()
+			if next == nil {
+				t.Fatal("no task for the next round")
+			}
+			if len(next.Selected) != 3 {
+				t.Errorf("task %s selects %v, want c1, c2 and c3: the client that declined is selected again", next.ID, next.Selected)
+			}
 		})
 	}
 }

@@ -334,9 +334,12 @@ func (e *Engine) close(why string) []Action {
 		rec.BytesReceived += e.got[id].bytes
 	}
 	for _, id := range t.Selected {
-		if _, ok := e.got[id]; !ok {
+		_, declined := e.declined.clients[id]
+		declined = declined && e.declined.task == t.ID
+		if _, ok := e.got[id]; !ok && !declined {
 			// It let the deadline pass: until it is heard from again it is
-			// presumed gone (see clientState.silent).
+			// presumed gone (see clientState.silent). A client that
+			// declined the task answered it.
 			e.clients[id].silent = true
 		}
 	}
