@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -47,7 +48,7 @@ const DefaultTokenUses = 1
 
 // TokensPath is where a job's tokens file lives unless told otherwise:
 // JOB_ID.tokens next to the job file.
-func TokensPath(job Job) string { return filepath.Join(job.Dir, job.ID+".tokens") }
+func TokensPath(job engine.Job) string { return filepath.Join(job.Dir, job.ID+".tokens") }
 
 // TokenRecord is one line of a job's tokens file (JSON lines, appended to
 // by `tally token create` and `tally token revoke`, read by the
@@ -83,15 +84,15 @@ func ReadTokens(path string) ([]TokenRecord, error) {
 		}
 		var r TokenRecord
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%w: %s:%d: %v", ErrConfig, path, line, err)
+			return nil, fmt.Errorf("%w: %s:%d: %v", engine.ErrConfig, path, line, err)
 		}
 		switch {
 		case r.Op == "create" && (r.TokenID == "" || r.Client == "" || len(r.SHA256) != 64 || r.Uses < 1):
-			return nil, fmt.Errorf("%w: %s:%d: a create line needs token_id, client, a 64-hex-digit sha256 and uses ≥ 1", ErrConfig, path, line)
+			return nil, fmt.Errorf("%w: %s:%d: a create line needs token_id, client, a 64-hex-digit sha256 and uses ≥ 1", engine.ErrConfig, path, line)
 		case r.Op == "revoke" && (r.TokenID == "") == (r.Client == ""):
-			return nil, fmt.Errorf("%w: %s:%d: a revoke line names either token_id or client", ErrConfig, path, line)
+			return nil, fmt.Errorf("%w: %s:%d: a revoke line names either token_id or client", engine.ErrConfig, path, line)
 		case r.Op != "create" && r.Op != "revoke":
-			return nil, fmt.Errorf("%w: %s:%d: op %q, want create or revoke", ErrConfig, path, line, r.Op)
+			return nil, fmt.Errorf("%w: %s:%d: op %q, want create or revoke", engine.ErrConfig, path, line, r.Op)
 		}
 		out = append(out, r)
 	}
@@ -127,9 +128,9 @@ func appendToken(path string, r TokenRecord) error {
 // appends its hash to the tokens file at path. The token is returned once
 // and stored nowhere. ttl ≤ 0 means it does not expire; uses < 1 means
 // DefaultTokenUses.
-func CreateToken(path string, job Job, client string, ttl time.Duration, uses int, now time.Time) (string, TokenRecord, error) {
+func CreateToken(path string, job engine.Job, client string, ttl time.Duration, uses int, now time.Time) (string, TokenRecord, error) {
 	if !slices.Contains(job.ClientIDs(), client) {
-		return "", TokenRecord{}, fmt.Errorf("%w: client %q is not in the job's clients.enrolment (%s)", ErrConfig, client, strings.Join(job.ClientIDs(), ", "))
+		return "", TokenRecord{}, fmt.Errorf("%w: client %q is not in the job's clients.enrolment (%s)", engine.ErrConfig, client, strings.Join(job.ClientIDs(), ", "))
 	}
 	tok, err := auth.NewToken()
 	if err != nil {
@@ -160,16 +161,16 @@ func RevokeToken(path, tokenID string, now time.Time) error {
 		return err
 	}
 	if !slices.ContainsFunc(recs, func(r TokenRecord) bool { return r.Op == "create" && r.TokenID == tokenID }) {
-		return fmt.Errorf("%w: %s has no token %q", ErrConfig, path, tokenID)
+		return fmt.Errorf("%w: %s has no token %q", engine.ErrConfig, path, tokenID)
 	}
 	return appendToken(path, TokenRecord{Op: "revoke", TokenID: tokenID, At: now.UTC()})
 }
 
 // RevokeClient refuses every call of client from now on, and every token
 // that names it.
-func RevokeClient(path string, job Job, client string, now time.Time) error {
+func RevokeClient(path string, job engine.Job, client string, now time.Time) error {
 	if !slices.Contains(job.ClientIDs(), client) {
-		return fmt.Errorf("%w: client %q is not in the job's clients.enrolment", ErrConfig, client)
+		return fmt.Errorf("%w: client %q is not in the job's clients.enrolment", engine.ErrConfig, client)
 	}
 	return appendToken(path, TokenRecord{Op: "revoke", Client: client, At: now.UTC()})
 }
@@ -257,7 +258,7 @@ type tokenBook struct {
 // revocations.
 const tokenRecheck = time.Second
 
-func newTokenBook(job Job, path string) *tokenBook {
+func newTokenBook(job engine.Job, path string) *tokenBook {
 	b := &tokenBook{path: path, static: map[string]tokenEntry{}}
 	for _, e := range job.Clients.Enrolment {
 		h := e.TokenSHA256

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -79,17 +80,17 @@ func (l *lockedBuffer) String() string {
 
 // authJob is a one-round, plaintext job of clients a, b and c: a and b
 // have job-file tokens, c only tokens from the tokens file.
-func authJob(t *testing.T) Job {
+func authJob(t *testing.T) engine.Job {
 	t.Helper()
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "authjob", Seed: 1, Rounds: 1,
-		Data:         DataConfig{Features: 2, Classes: 2},
-		RoundTimeout: Duration(time.Minute), Tick: Duration(10 * time.Millisecond),
-		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "none",
-		Clients: ClientsConfig{Min: 2, WaitFor: 3, Enrolment: []EnrolmentConfig{
+		Data:         engine.DataConfig{Features: 2, Classes: 2},
+		RoundTimeout: engine.Duration(time.Minute), Tick: engine.Duration(10 * time.Millisecond),
+		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
+		Clients: engine.ClientsConfig{Min: 2, WaitFor: 3, Enrolment: []engine.EnrolmentConfig{
 			{ID: "a", Token: "token-aaaa"}, {ID: "b", TokenSHA256: auth.TokenHash("token-bbbb")}, {ID: "c"}}},
 	}
-	job, err := NewJob(cfg, t.TempDir())
+	job, err := engine.NewJob(cfg, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func authJob(t *testing.T) Job {
 
 // serveAuth runs job's coordinator with the tokens file and TLS config
 // given, logging into the returned buffer, until the test ends.
-func serveAuth(t *testing.T, job Job, tokens string, tlsCfg *tls.Config) (string, *lockedBuffer) {
+func serveAuth(t *testing.T, job engine.Job, tokens string, tlsCfg *tls.Config) (string, *lockedBuffer) {
 	t.Helper()
 	addr, logs, _ := serveAuthStore(t, job, tokens, tlsCfg, nil)
 	return addr, logs
@@ -106,7 +107,7 @@ func serveAuth(t *testing.T, job Job, tokens string, tlsCfg *tls.Config) (string
 
 // serveAuthStore is serveAuth on store (nil: in memory), and returns a
 // function that stops the server.
-func serveAuthStore(t *testing.T, job Job, tokens string, tlsCfg *tls.Config, store Store) (string, *lockedBuffer, func()) {
+func serveAuthStore(t *testing.T, job engine.Job, tokens string, tlsCfg *tls.Config, store engine.Store) (string, *lockedBuffer, func()) {
 	t.Helper()
 	logs := &lockedBuffer{}
 	val := model.Examples{X: []float64{1, 0, 0, 1, 1, 1, 0, 0}, Y: []int{0, 1, 1, 0}, Features: 2}

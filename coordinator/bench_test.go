@@ -21,6 +21,7 @@ import (
 
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -76,20 +77,20 @@ func benchFederation(b *testing.B, n int) (*dataset.Dataset, *dataset.Federation
 // default without encryption, exact Shapley on whole models, evaluates
 // 2^n coalitions of the 1M-parameter model and would measure valuation,
 // not aggregation (186 s against 4.5 s for the he round, measured).
-func benchJob(spec model.Spec, n, rounds int, secure string) JobConfig {
-	cfg := JobConfig{
+func benchJob(spec model.Spec, n, rounds int, secure string) engine.JobConfig {
+	cfg := engine.JobConfig{
 		ID: "bench", Seed: 1, Rounds: rounds,
 		Model:        spec,
 		Train:        model.TrainConfig{Epochs: 1, BatchSize: benchRows, LearningRate: 0.01},
-		Data:         DataConfig{Features: 64, Classes: 10},
-		RoundTimeout: Duration(5 * time.Minute), Tick: Duration(10 * time.Millisecond),
-		Clients:           ClientsConfig{Min: n, WaitFor: n, Liveness: Duration(5 * time.Minute)},
-		Scaling:           ScalingConfig{Mode: "none"},
+		Data:         engine.DataConfig{Features: 64, Classes: 10},
+		RoundTimeout: engine.Duration(5 * time.Minute), Tick: engine.Duration(10 * time.Millisecond),
+		Clients:           engine.ClientsConfig{Min: n, WaitFor: n, Liveness: engine.Duration(5 * time.Minute)},
+		Scaling:           engine.ScalingConfig{Mode: "none"},
 		SecureAggregation: secure,
-		Valuation:         ValuationConfig{Mode: ModeInfluence},
+		Valuation:         engine.ValuationConfig{Mode: engine.ModeInfluence},
 	}
 	for i := range n {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%03d", i), Token: fmt.Sprintf("bench-token-%03d", i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%03d", i), Token: fmt.Sprintf("bench-token-%03d", i)})
 	}
 	return cfg
 }
@@ -97,7 +98,7 @@ func benchJob(spec model.Spec, n, rounds int, secure string) JobConfig {
 // runClients starts one client per shard, each on its own connection as
 // separate data holders would be, and returns a function that waits for
 // them all.
-func runClients(ctx context.Context, b *testing.B, addr string, job JobConfig, shards []model.Examples, shared *client.Shared) func() {
+func runClients(ctx context.Context, b *testing.B, addr string, job engine.JobConfig, shards []model.Examples, shared *client.Shared) func() {
 	b.Helper()
 	var wg sync.WaitGroup
 	var conns []*grpc.ClientConn
@@ -142,15 +143,15 @@ type roundResult struct {
 func timeRound(b *testing.B, spec model.Spec, fed *dataset.Federation, secure string) roundResult {
 	b.Helper()
 	n := len(fed.Clients)
-	job, err := NewJob(benchJob(spec, n, 2, secure), ".")
+	job, err := engine.NewJob(benchJob(spec, n, 2, secure), ".")
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var done []time.Time
-	var recs []RoundRecord
-	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 5 * time.Second, OnRound: func(r RoundRecord) {
+	var recs []engine.RoundRecord
+	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 5 * time.Second, OnRound: func(r engine.RoundRecord) {
 		// Called on the driver goroutine, which is Run's caller.
 		done, recs = append(done, time.Now()), append(recs, r)
 	}})
@@ -277,13 +278,13 @@ func coordinatorPeak(b *testing.B, bin string, ds *dataset.Dataset, spec model.S
 // carries the parent's high-water mark across the vfork+exec that os/exec
 // uses, so it reports this (large) benchmark process's peak instead. Its
 // CPU times from wait4 are its own.
-func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg JobConfig, fed *dataset.Federation, shared *client.Shared, timeout time.Duration) coordRun {
+func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.JobConfig, fed *dataset.Federation, shared *client.Shared, timeout time.Duration) coordRun {
 	b.Helper()
 	n, rounds := len(fed.Clients), cfg.Rounds
 	dir := b.TempDir()
 	addr := freeAddr(b)
 	cfg.Listen = addr
-	cfg.Data.Validation = SourceConfig{CSV: "validation.csv"}
+	cfg.Data.Validation = engine.SourceConfig{CSV: "validation.csv"}
 	f, err := os.Create(filepath.Join(dir, "validation.csv"))
 	if err != nil {
 		b.Fatal(err)
@@ -458,7 +459,7 @@ func BenchmarkPeakMemory(b *testing.B) {
 	bin := buildTally(b, b.TempDir())
 	// valuation=off isolates what issue 3 asks about, the streaming
 	// aggregation; valuation=influence adds the per-client scalars.
-	for _, mode := range []string{ModeOff, ModeInfluence} {
+	for _, mode := range []string{engine.ModeOff, engine.ModeInfluence} {
 		b.Run("params=1e5/clients=10vs100/valuation="+mode, func(b *testing.B) {
 			var p10, p100 coordRun
 			for b.Loop() {
@@ -499,10 +500,10 @@ func BenchmarkScale(b *testing.B) {
 		_, fed := benchFederation(b, n)
 		cfg := benchJob(spec, n, rounds, "he")
 		cfg.Valuation.Mode = ""
-		cfg.Committee = CommitteeConfig{Size: 16, Threshold: 11}
+		cfg.Committee = engine.CommitteeConfig{Size: 16, Threshold: 11}
 		// A 1,000-client round takes minutes on 2 shared cores; no task
 		// may close on its deadline.
-		cfg.RoundTimeout, cfg.Clients.Liveness = Duration(30*time.Minute), Duration(30*time.Minute)
+		cfg.RoundTimeout, cfg.Clients.Liveness = engine.Duration(30*time.Minute), engine.Duration(30*time.Minute)
 		return runCoordinator(b, bin, ds, cfg, fed, client.NewShared(0), time.Hour)
 	}
 	for _, n := range []int{100, 1000} {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -27,17 +28,17 @@ import (
 
 // boundsJob is authJob with a round that starts as soon as two clients
 // joined, so that a third joins unselected.
-func boundsJob(t *testing.T) Job {
+func boundsJob(t *testing.T) engine.Job {
 	t.Helper()
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "boundsjob", Seed: 1, Rounds: 1,
-		Data:         DataConfig{Features: 2, Classes: 2},
-		RoundTimeout: Duration(time.Minute), Tick: Duration(10 * time.Millisecond),
-		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "none",
-		Clients: ClientsConfig{Min: 2, WaitFor: 2, Enrolment: []EnrolmentConfig{
+		Data:         engine.DataConfig{Features: 2, Classes: 2},
+		RoundTimeout: engine.Duration(time.Minute), Tick: engine.Duration(10 * time.Millisecond),
+		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
+		Clients: engine.ClientsConfig{Min: 2, WaitFor: 2, Enrolment: []engine.EnrolmentConfig{
 			{ID: "a", Token: "token-aaaa"}, {ID: "b", Token: "token-bbbb"}, {ID: "c", Token: "token-cccc"}}},
 	}
-	job, err := NewJob(cfg, t.TempDir())
+	job, err := engine.NewJob(cfg, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func boundsJob(t *testing.T) Job {
 // serveBounds runs job's coordinator until the test ends; setup may adjust
 // the server before it serves. It returns the server, its address and its
 // log.
-func serveBounds(t *testing.T, job Job, tel *telemetry.Telemetry, setup func(*Server)) (*Server, string, *lockedBuffer) {
+func serveBounds(t *testing.T, job engine.Job, tel *telemetry.Telemetry, setup func(*Server)) (*Server, string, *lockedBuffer) {
 	t.Helper()
 	logs := &lockedBuffer{}
 	val := model.Examples{X: []float64{1, 0, 0, 1, 1, 1, 0, 0}, Y: []int{0, 1, 1, 0}, Features: 2}
@@ -145,7 +146,7 @@ func allocated(f func()) uint64 {
 }
 
 // waitTask waits until client has an open task and returns it.
-func waitTask(t *testing.T, srv *Server, client string) *Task {
+func waitTask(t *testing.T, srv *Server, client string) *engine.Task {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		task, _, changed := srv.driver.pending(client)

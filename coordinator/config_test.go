@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/internal/auth"
 )
 
 func TestLoadJobBadFiles(t *testing.T) {
@@ -28,7 +31,7 @@ func TestLoadJobBadFiles(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if !errors.Is(err, ErrConfig) {
+			if !errors.Is(err, engine.ErrConfig) {
 				t.Errorf("error does not wrap ErrConfig: %v", err)
 			}
 			if got := err.Error(); got != strings.TrimSpace(string(want)) {
@@ -68,26 +71,26 @@ func TestValuationMethodDefault(t *testing.T) {
 		fraction     float64
 		want         string
 	}{
-		{"n=8/plain", 8, ModePlain, "none", 1, "exact-shapley"},
-		{"n=40/plain", 40, ModePlain, "none", 1, "monte-carlo"},
-		{"n=63/influence", 63, ModeInfluence, "he", 1, "monte-carlo"},
-		{"n=64/influence", 64, ModeInfluence, "he", 1, MethodInfluence},
-		{"n=1000/influence", 1000, ModeInfluence, "he", 1, MethodInfluence},
-		{"n=1000/fraction=0.05", 1000, ModeInfluence, "he", 0.05, "monte-carlo"},
+		{"n=8/plain", 8, engine.ModePlain, "none", 1, "exact-shapley"},
+		{"n=40/plain", 40, engine.ModePlain, "none", 1, "monte-carlo"},
+		{"n=63/influence", 63, engine.ModeInfluence, "he", 1, "monte-carlo"},
+		{"n=64/influence", 64, engine.ModeInfluence, "he", 1, engine.MethodInfluence},
+		{"n=1000/influence", 1000, engine.ModeInfluence, "he", 1, engine.MethodInfluence},
+		{"n=1000/fraction=0.05", 1000, engine.ModeInfluence, "he", 0.05, "monte-carlo"},
 		// Groups of at least 3: 150 clients make 50 players, 300 make 100.
-		{"n=150/groups", 150, ModeGroups, "he", 1, "monte-carlo"},
-		{"n=300/groups", 300, ModeGroups, "he", 1, MethodInfluence},
+		{"n=150/groups", 150, engine.ModeGroups, "he", 1, "monte-carlo"},
+		{"n=300/groups", 300, engine.ModeGroups, "he", 1, engine.MethodInfluence},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := JobConfig{
-				ID: "defaults", Data: DataConfig{Features: 2, Classes: 2},
-				Clients:           ClientsConfig{Fraction: tc.fraction},
-				SecureAggregation: tc.secure, Valuation: ValuationConfig{Mode: tc.mode},
+			cfg := engine.JobConfig{
+				ID: "defaults", Data: engine.DataConfig{Features: 2, Classes: 2},
+				Clients:           engine.ClientsConfig{Fraction: tc.fraction},
+				SecureAggregation: tc.secure, Valuation: engine.ValuationConfig{Mode: tc.mode},
 			}
 			for i := range tc.clients {
-				cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%04d", i), Token: fmt.Sprintf("token-%04d", i)})
+				cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%04d", i), Token: fmt.Sprintf("token-%04d", i)})
 			}
-			job, err := NewJob(cfg, ".")
+			job, err := engine.NewJob(cfg, ".")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,20 +120,20 @@ func TestLoadJobClassNames(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		data DataConfig
+		data engine.DataConfig
 		want string // "" for valid
 	}{
-		{"count", DataConfig{Features: 1, Classes: 3}, ""},
-		{"names", DataConfig{Features: 1, ClassNames: ClassNames{"b", "a"}}, ""},
-		{"both", DataConfig{Features: 1, Classes: 2, ClassNames: ClassNames{"b", "a"}}, ""},
-		{"disagree", DataConfig{Features: 1, Classes: 3, ClassNames: ClassNames{"b", "a"}}, "data.classes: names 2 classes, but the class count is 3"},
-		{"one", DataConfig{Features: 1, ClassNames: ClassNames{"a"}}, "data.classes: must name at least 2 classes, got 1"},
-		{"none", DataConfig{Features: 1}, "data.classes: must be between 2 and 10000, got 0"},
-		{"space", DataConfig{Features: 1, ClassNames: ClassNames{"a ", "b"}}, `data.classes[0]: "a " is empty or has leading or trailing spaces`},
+		{"count", engine.DataConfig{Features: 1, Classes: 3}, ""},
+		{"names", engine.DataConfig{Features: 1, ClassNames: engine.ClassNames{"b", "a"}}, ""},
+		{"both", engine.DataConfig{Features: 1, Classes: 2, ClassNames: engine.ClassNames{"b", "a"}}, ""},
+		{"disagree", engine.DataConfig{Features: 1, Classes: 3, ClassNames: engine.ClassNames{"b", "a"}}, "data.classes: names 2 classes, but the class count is 3"},
+		{"one", engine.DataConfig{Features: 1, ClassNames: engine.ClassNames{"a"}}, "data.classes: must name at least 2 classes, got 1"},
+		{"none", engine.DataConfig{Features: 1}, "data.classes: must be between 2 and 10000, got 0"},
+		{"space", engine.DataConfig{Features: 1, ClassNames: engine.ClassNames{"a ", "b"}}, `data.classes[0]: "a " is empty or has leading or trailing spaces`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := JobConfig{Data: tc.data, Clients: ClientsConfig{Enrolment: []EnrolmentConfig{{ID: "a"}}}, SecureAggregation: "none"}
-			job, err := NewJob(cfg, ".")
+			cfg := engine.JobConfig{Data: tc.data, Clients: engine.ClientsConfig{Enrolment: []engine.EnrolmentConfig{{ID: "a"}}}, SecureAggregation: "none"}
+			job, err := engine.NewJob(cfg, ".")
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -151,12 +154,12 @@ func TestLoadJobClassNames(t *testing.T) {
 // their number, and both read back to the same names.
 func TestClassNamesYAML(t *testing.T) {
 	for _, tc := range []struct {
-		names ClassNames
+		names engine.ClassNames
 		want  string
 	}{
-		{ClassNames{"healthy", "diabetic"}, "[healthy, diabetic]\n"},
-		{NumberedClasses(3), "3\n"},
-		{ClassNames{"1", "0"}, "[\"1\", \"0\"]\n"},
+		{engine.ClassNames{"healthy", "diabetic"}, "[healthy, diabetic]\n"},
+		{engine.NumberedClasses(3), "3\n"},
+		{engine.ClassNames{"1", "0"}, "[\"1\", \"0\"]\n"},
 	} {
 		b, err := yaml.Marshal(tc.names)
 		if err != nil {
@@ -165,12 +168,29 @@ func TestClassNamesYAML(t *testing.T) {
 		if string(b) != tc.want {
 			t.Errorf("%q marshals as %q, want %q", tc.names, b, tc.want)
 		}
-		var back ClassNames
+		var back engine.ClassNames
 		if err := yaml.Unmarshal(b, &back); err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(back, tc.names) {
 			t.Errorf("%q read back as %q", tc.names, back)
 		}
+	}
+}
+
+// TestTokenHashAgrees: a job file that gives one client's token in the
+// clear and another's as its SHA-256 must see that they are the same
+// token. engine.NewJob hashes with its own copy of the function the
+// service checks presented tokens with (internal/auth.TokenHash, which the
+// engine cannot import); the two must agree.
+func TestTokenHashAgrees(t *testing.T) {
+	cfg := engine.JobConfig{}
+	cfg.Clients.Enrolment = []engine.EnrolmentConfig{
+		{ID: "c1", Token: "token-c1-long"},
+		{ID: "c2", TokenSHA256: auth.TokenHash("token-c1-long")},
+	}
+	_, err := engine.NewJob(cfg, ".")
+	if want := "clients.enrolment[1].token: repeats the token of clients.enrolment[0]"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("NewJob: %v, want an error containing %q", err, want)
 	}
 }

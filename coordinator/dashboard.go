@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -52,10 +53,10 @@ func CallerID(ctx context.Context) (id string, ok bool) {
 // ReadStateFile opens a coordinator's state file read-only and returns the
 // job it belongs to, its stored state and its ledger, which the caller
 // closes. It fails (ledger.ErrLocked) while a coordinator holds the file.
-func ReadStateFile(path string) (job string, snap Snapshot, db *ledger.DB, err error) {
+func ReadStateFile(path string) (job string, snap engine.Snapshot, db *ledger.DB, err error) {
 	db, err = ledger.Open(path, ledger.Options{ReadOnly: true})
 	if err != nil {
-		return "", Snapshot{}, nil, err
+		return "", engine.Snapshot{}, nil, err
 	}
 	err = db.View(func(tx *ledger.Tx) error {
 		ok, err := tx.Get(bucketState, keyJob, &job)
@@ -69,7 +70,7 @@ func ReadStateFile(path string) (job string, snap Snapshot, db *ledger.DB, err e
 	}
 	if err != nil {
 		db.Close()
-		return "", Snapshot{}, nil, fmt.Errorf("coordinator: state file %s: %w", path, err)
+		return "", engine.Snapshot{}, nil, fmt.Errorf("coordinator: state file %s: %w", path, err)
 	}
 	return job, snap, db, nil
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/telemetry"
 )
 
@@ -30,8 +31,8 @@ var (
 // the Store before anything later happens, and publishes a read-only view
 // that the service's handlers long-poll.
 type Driver struct {
-	engine *Engine
-	store  Store
+	engine *engine.Engine
+	store  engine.Store
 	log    *slog.Logger
 	tick   time.Duration
 
@@ -53,7 +54,7 @@ type Driver struct {
 	wake   map[string]chan struct{}
 	// OnRound, if set, is called from the driver goroutine after each round
 	// attempt (progress displays, reports).
-	OnRound func(RoundRecord)
+	OnRound func(engine.RoundRecord)
 	// Telemetry, if set before Run, receives the round's spans and metrics;
 	// nil records nothing.
 	Telemetry *telemetry.Telemetry
@@ -70,7 +71,7 @@ type Driver struct {
 type roundTrace struct {
 	round  *telemetry.Round
 	keygen *telemetry.Round // the open key generation, a trace of its own
-	task   *Task
+	task   *engine.Task
 	opened time.Time
 	// phases are reported during one engine step, and attributed to a
 	// round once the step's actions are known.
@@ -89,11 +90,11 @@ func (d *Driver) notePhase(name string, start, end time.Time) {
 }
 
 // taskPhase names what an open task of kind k waits for.
-func taskPhase(k TaskKind) string {
+func taskPhase(k engine.TaskKind) string {
 	switch k {
-	case TaskKeyGen, TaskThreshold:
+	case engine.TaskKeyGen, engine.TaskThreshold:
 		return telemetry.PhaseKeyGen
-	case TaskDecrypt:
+	case engine.TaskDecrypt:
 		return telemetry.PhaseDecrypt
 	}
 	return telemetry.PhaseWait
@@ -106,8 +107,8 @@ func refusal(err error) string {
 		err  error
 		name string
 	}{
-		{ErrNoTask, "no_task"}, {ErrNotSelected, "not_selected"}, {ErrWrongLength, "wrong_length"},
-		{ErrBadUpdate, "bad_update"}, {ErrConflict, "conflict"}, {ErrUnknownClient, "unknown_client"},
+		{engine.ErrNoTask, "no_task"}, {engine.ErrNotSelected, "not_selected"}, {engine.ErrWrongLength, "wrong_length"},
+		{engine.ErrBadUpdate, "bad_update"}, {engine.ErrConflict, "conflict"}, {engine.ErrUnknownClient, "unknown_client"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name
@@ -121,22 +122,22 @@ func refusal(err error) string {
 // phases the step reported belong to the round open when it began (the
 // round a closing task belonged to), except select, which starts the
 // round the step opened.
-func (d *Driver) observe(acts []Action, start, end, done time.Time) {
+func (d *Driver) observe(acts []engine.Action, start, end, done time.Time) {
 	tel, tr := d.Telemetry, &d.trace
 	before := tr.round
 	var begun *telemetry.Round
 	var finished []func()
-	closeTask := func(next *Task) {
+	closeTask := func(next *engine.Task) {
 		t := tr.task
 		if t == nil {
 			return
 		}
 		parent := tr.round
-		if t.Kind == TaskKeyGen || t.Kind == TaskThreshold {
+		if t.Kind == engine.TaskKeyGen || t.Kind == engine.TaskThreshold {
 			parent = tr.keygen
 		}
 		tel.Phase(parent, taskPhase(t.Kind), tr.opened, start, attribute.String("tally.task", t.ID))
-		if next != nil && next.Kind == TaskDecrypt && (t.Kind == TaskTrain || t.Kind == TaskMoments) {
+		if next != nil && next.Kind == engine.TaskDecrypt && (t.Kind == engine.TaskTrain || t.Kind == engine.TaskMoments) {
 			// Under secure aggregation the step that closes a train task
 			// finalises the encrypted sum and asks for its decryption.
 			tel.Phase(tr.round, telemetry.PhaseAggregate, start, end, attribute.String("tally.task", t.ID))
@@ -145,10 +146,10 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 	}
 	for _, a := range acts {
 		switch a := a.(type) {
-		case ActPublish:
+		case engine.ActPublish:
 			closeTask(a.Task)
 			tr.task, tr.opened = a.Task, start
-			if a.Task.Kind == TaskKeyGen || a.Task.Kind == TaskThreshold {
+			if a.Task.Kind == engine.TaskKeyGen || a.Task.Kind == engine.TaskThreshold {
 				if tr.keygen == nil {
 					tr.keygen = tel.StartKeyGen(start)
 				}
@@ -168,7 +169,7 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 				tr.round = tel.StartRound(a.Task.Round, a.Task.Attempt, start)
 				begun = tr.round
 			}
-		case ActReply:
+		case engine.ActReply:
 			// A reply comes before the actions that close its task, so
 			// the open task is the one it answers, if any is.
 			task := "closed"
@@ -183,7 +184,7 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 			default:
 				tel.Update(task, telemetry.OutcomeAccepted, "")
 			}
-		case ActRoundDone:
+		case engine.ActRoundDone:
 			closeTask(nil)
 			rec := a.Record
 			o := telemetry.RoundOutcome{Round: rec.Round, Attempt: rec.Attempt, Failed: rec.Failed, Reason: rec.Reason,
@@ -201,7 +202,7 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 				finished = append(finished, func() { tel.StartRound(rec.Round, rec.Attempt, start).End(o, done) })
 			}
 			tr.round = nil
-		case ActJobDone:
+		case engine.ActJobDone:
 			closeTask(nil)
 			for _, r := range []*telemetry.Round{tr.round, tr.keygen} {
 				if r != nil {
@@ -236,13 +237,13 @@ func (d *Driver) observe(acts []Action, start, end, done time.Time) {
 
 // view is what handlers may read without going through the engine.
 type view struct {
-	task      *Task
+	task      *engine.Task
 	selected  map[string]bool // task.Selected as a set
 	submitted map[string]bool
-	done      *ActJobDone
-	phase     Phase
+	done      *engine.ActJobDone
+	phase     engine.Phase
 	round     int
-	history   []RoundRecord
+	history   []engine.RoundRecord
 	clients   map[string]int64
 	scaler    *dataset.Scaler
 	committee []string // members of the latest key generation
@@ -250,17 +251,17 @@ type view struct {
 }
 
 type call struct {
-	ev    Event
-	reply chan []Action
+	ev    engine.Event
+	reply chan []engine.Action
 }
 
 // NewDriver wraps an engine. tick is the wall-clock length of one engine tick.
-func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger) *Driver {
+func NewDriver(eng *engine.Engine, store engine.Store, tick time.Duration, log *slog.Logger) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{
-		engine: engine, store: store, log: log, tick: tick,
+		engine: eng, store: store, log: log, tick: tick,
 		calls:   make(chan call),
 		stopped: make(chan struct{}),
 		wake:    map[string]chan struct{}{},
@@ -268,14 +269,14 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 	d.view.clients = map[string]int64{}
 	// A resumed job knows its clients from the store: the view must too, or
 	// the server would stop lingering before they learn the job ended.
-	for id, c := range engine.clients {
-		d.view.clients[id] = c.samples
+	for id, n := range eng.ClientSamples() {
+		d.view.clients[id] = n
 	}
-	d.view.round = engine.Round()
-	d.view.scaler = engine.Scaler()
-	d.view.history = slices.Clone(engine.History())
-	if engine.Phase() == PhaseDone {
-		d.view.done = &ActJobDone{Reason: "the job had already completed", FinalRound: engine.Round()}
+	d.view.round = eng.Round()
+	d.view.scaler = eng.Scaler()
+	d.view.history = slices.Clone(eng.History())
+	if eng.Phase() == engine.PhaseDone {
+		d.view.done = &engine.ActJobDone{Reason: "the job had already completed", FinalRound: eng.Round()}
 	}
 	return d
 }
@@ -286,7 +287,7 @@ func NewDriver(engine *Engine, store Store, tick time.Duration, log *slog.Logger
 // rather than running on unrecorded).
 func (d *Driver) Run(ctx context.Context) error {
 	defer close(d.stopped)
-	if d.engine.Phase() == PhaseDone {
+	if d.engine.Phase() == engine.PhaseDone {
 		return nil
 	}
 	if d.Telemetry == nil {
@@ -302,15 +303,15 @@ func (d *Driver) Run(ctx context.Context) error {
 	t := time.NewTicker(d.tick)
 	defer t.Stop()
 	for {
-		var acts []Action
-		var reply chan []Action
+		var acts []engine.Action
+		var reply chan []engine.Action
 		var start time.Time
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 			start = time.Now()
-			acts = d.engine.Step(EvTick{})
+			acts = d.engine.Step(engine.EvTick{})
 		case c := <-d.calls:
 			start = time.Now()
 			acts, reply = d.engine.Step(c.ev), c.reply
@@ -324,15 +325,15 @@ func (d *Driver) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if d.engine.Phase() == PhaseDone {
+		if d.engine.Phase() == engine.PhaseDone {
 			return nil
 		}
 	}
 }
 
 // Step hands an event to the driver goroutine and waits for its actions.
-func (d *Driver) Step(ctx context.Context, ev Event) ([]Action, error) {
-	c := call{ev: ev, reply: make(chan []Action, 1)}
+func (d *Driver) Step(ctx context.Context, ev engine.Event) ([]engine.Action, error) {
+	c := call{ev: ev, reply: make(chan []engine.Action, 1)}
 	select {
 	case d.calls <- c:
 	case <-d.stopped:
@@ -355,7 +356,7 @@ func (d *Driver) Step(ctx context.Context, ev Event) ([]Action, error) {
 	}
 }
 
-func (d *Driver) perform(acts []Action) error {
+func (d *Driver) perform(acts []engine.Action) error {
 	if len(acts) == 0 {
 		return nil
 	}
@@ -363,7 +364,7 @@ func (d *Driver) perform(acts []Action) error {
 	defer d.mu.Unlock()
 	for _, a := range acts {
 		switch a := a.(type) {
-		case ActPersist:
+		case engine.ActPersist:
 			start := time.Now()
 			err := d.store.Apply(a)
 			d.notePhase(telemetry.PhasePersist, start, time.Now())
@@ -377,31 +378,31 @@ func (d *Driver) perform(acts []Action) error {
 			if a.Scaler != nil {
 				d.view.scaler = a.Scaler
 			}
-		case ActPublish:
+		case engine.ActPublish:
 			d.view.task = a.Task
 			d.view.selected = make(map[string]bool, len(a.Task.Selected))
 			for _, id := range a.Task.Selected {
 				d.view.selected[id] = true
 			}
 			d.wakeUp(a.Task.Selected)
-			if a.Task.Kind == TaskKeyGen {
+			if a.Task.Kind == engine.TaskKeyGen {
 				d.view.committee = slices.Clone(a.Task.Selected)
 				d.view.epochs++
 			}
 			d.view.submitted = map[string]bool{}
 			d.log.Info("task published", "task", a.Task.ID, "kind", a.Task.Kind.String(), "round", a.Task.Round, "clients", len(a.Task.Selected))
-		case ActReply:
+		case engine.ActReply:
 			if a.Err == nil && d.view.task != nil && a.TaskID == d.view.task.ID {
 				d.view.submitted[a.Client] = true
 			}
 			switch {
-			case errors.Is(a.Err, ErrNoTask):
+			case errors.Is(a.Err, engine.ErrNoTask):
 				// Usually a share that arrived after its decryption had t.
 				d.log.Debug("submission for a closed task", "client", a.Client, "task", a.TaskID)
 			case a.Err != nil:
 				d.log.Warn("submission refused", "client", a.Client, "task", a.TaskID, "err", a.Err)
 			}
-		case ActRoundDone:
+		case engine.ActRoundDone:
 			d.view.history = append(d.view.history, a.Record)
 			if a.Record.Failed {
 				d.log.Warn("round failed", "round", a.Record.Round, "attempt", a.Record.Attempt, "reason", a.Record.Reason)
@@ -412,12 +413,12 @@ func (d *Driver) perform(acts []Action) error {
 			if d.OnRound != nil {
 				d.OnRound(a.Record)
 			}
-		case ActJobDone:
+		case engine.ActJobDone:
 			d.view.done = &a
 			d.view.task, d.view.selected = nil, nil
 			d.wakeUp(nil)
 			d.log.Info("job done", "reason", a.Reason, "final_round", a.FinalRound)
-		case ActLog:
+		case engine.ActLog:
 			d.log.Info(a.Msg, a.Attrs...)
 		}
 	}
@@ -451,7 +452,7 @@ func (d *Driver) wakeUp(clients []string) {
 // task can only appear for a client when one that selects it is
 // published (a submission only ever takes the task away), so the channel
 // is not closed for changes that cannot concern it.
-func (d *Driver) pending(client string) (*Task, *ActJobDone, <-chan struct{}) {
+func (d *Driver) pending(client string) (*engine.Task, *engine.ActJobDone, <-chan struct{}) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	t := d.view.task
@@ -476,11 +477,11 @@ func (d *Driver) engineScaler() *dataset.Scaler {
 
 // Status is a copy of the operator's view of the job.
 type Status struct {
-	Phase   Phase
+	Phase   engine.Phase
 	Round   int
-	History []RoundRecord
+	History []engine.RoundRecord
 	Clients map[string]int64
-	Done    *ActJobDone
+	Done    *engine.ActJobDone
 	// Committee is the decryption committee of the latest key generation,
 	// and Epochs the number of key generations started.
 	Committee []string

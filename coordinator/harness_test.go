@@ -14,13 +14,14 @@ import (
 
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
 
 // smallJob is the 2-round, 5-client breast-cancer job of the matrix and
 // telemetry tests, with its federation and a bbolt store in a temp dir.
-func smallJob(t *testing.T, id, secure, mode, method string) (Job, *dataset.Federation, *BoltStore) {
+func smallJob(t *testing.T, id, secure, mode, method string) (engine.Job, *dataset.Federation, *BoltStore) {
 	t.Helper()
 	ds, err := dataset.Embedded("breast-cancer")
 	if err != nil {
@@ -31,22 +32,22 @@ func smallJob(t *testing.T, id, secure, mode, method string) (Job, *dataset.Fede
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: id, Seed: 9, Rounds: 2,
-		Data:         DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout: Duration(20 * time.Second), Tick: Duration(20 * time.Millisecond),
-		Clients:           ClientsConfig{Min: 3, WaitFor: n},
-		Scaling:           ScalingConfig{Mode: "federated"},
+		Data:         engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
+		RoundTimeout: engine.Duration(20 * time.Second), Tick: engine.Duration(20 * time.Millisecond),
+		Clients:           engine.ClientsConfig{Min: 3, WaitFor: n},
+		Scaling:           engine.ScalingConfig{Mode: "federated"},
 		SecureAggregation: secure,
-		Committee:         CommitteeConfig{Size: 3, Threshold: 2},
+		Committee:         engine.CommitteeConfig{Size: 3, Threshold: 2},
 		HEParams:          insecureHE(),
-		Valuation:         ValuationConfig{Mode: mode, Method: method, Estimator: valuation.Config{Samples: 20}},
-		Payment:           PaymentConfig{BudgetPerRound: 10, BaselineShare: 0.1},
+		Valuation:         engine.ValuationConfig{Mode: mode, Method: method, Estimator: valuation.Config{Samples: 20}},
+		Payment:           engine.PaymentConfig{BudgetPerRound: 10, BaselineShare: 0.1},
 	}
 	for i := range n {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-%s", i, id)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-%s", i, id)})
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func smallJob(t *testing.T, id, secure, mode, method string) (Job, *dataset.Fede
 // job's outcome. clientCtx, if set, derives client i's context (a test that
 // kills clients cancels it); such clients may end with their context's
 // error, other client errors fail the test.
-func serveFederation(t *testing.T, srv *Server, job Job, shards []model.Examples, pollWait time.Duration, clientCtx func(i int, ctx context.Context) context.Context) Outcome {
+func serveFederation(t *testing.T, srv *Server, job engine.Job, shards []model.Examples, pollWait time.Duration, clientCtx func(i int, ctx context.Context) context.Context) Outcome {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

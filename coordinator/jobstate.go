@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -68,7 +69,7 @@ type JobIdentity struct {
 }
 
 // IdentityOf computes the identity of a validated job.
-func IdentityOf(job Job) (JobIdentity, error) {
+func IdentityOf(job engine.Job) (JobIdentity, error) {
 	cfg := job.JobConfig
 	ids := job.ClientIDs()
 	cfg.Clients.Enrolment = nil
@@ -161,7 +162,7 @@ func diffIdentity(stored, now map[string]string) []string {
 // before identities were recorded (by an older tally) is accepted, its
 // identity recorded now and a line logged, since refusing would strand
 // every job started before the upgrade and its job id is still checked.
-func OpenJobStore(path string, job Job, log *slog.Logger) (*BoltStore, error) {
+func OpenJobStore(path string, job engine.Job, log *slog.Logger) (*BoltStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -2,9 +2,11 @@ package coordinator
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -25,10 +27,10 @@ func runSmallJob(t *testing.T, secure, mode, method string) (Outcome, *BoltStore
 // each round is valued for every contributor, the receipts verify, and
 // every decryption respects docs/DESIGN.md §3.
 func TestEveryModeAndMethod(t *testing.T) {
-	methods := append(valuation.Methods(), MethodCGSV, MethodInfluence)
+	methods := append(valuation.Methods(), engine.MethodCGSV, engine.MethodInfluence)
 	for _, secure := range []string{"none", "he"} {
 		t.Run("secure="+secure+"/mode=off", func(t *testing.T) {
-			out, store := runSmallJob(t, secure, ModeOff, "")
+			out, store := runSmallJob(t, secure, engine.ModeOff, "")
 			if out.Done == nil || out.Done.FinalRound != 2 {
 				t.Fatalf("job ended %+v", out.Done)
 			}
@@ -41,13 +43,14 @@ func TestEveryModeAndMethod(t *testing.T) {
 				t.Errorf("receipts with valuation off (%v)", err)
 			}
 		})
-		for _, mode := range []string{ModePlain, ModeGroups, ModeInfluence} {
+		for _, mode := range []string{engine.ModePlain, engine.ModeGroups, engine.ModeInfluence} {
 			for _, method := range methods {
-				cfg := JobConfig{SecureAggregation: secure, Valuation: ValuationConfig{Mode: mode, Method: method}}
-				cfg.Clients.Enrolment = make([]EnrolmentConfig, 5)
-				cfg.valuationDefaults()
-				var refused bool
-				cfg.validateValuation(func(string, string, ...any) { refused = true })
+				cfg := engine.JobConfig{SecureAggregation: secure, Valuation: engine.ValuationConfig{Mode: mode, Method: method}}
+				cfg.Clients.Enrolment = make([]engine.EnrolmentConfig, 5)
+				// The job file's validation decides; only its valuation
+				// fields count, the rest of this config is left empty.
+				_, err := engine.NewJob(cfg, ".")
+				refused := err != nil && strings.Contains(err.Error(), "valuation.")
 				name := fmt.Sprintf("secure=%s/mode=%s/method=%s", secure, mode, method)
 				if refused {
 					// The job file refuses it: plain under he, cgsv under influence.
@@ -73,7 +76,7 @@ func TestEveryModeAndMethod(t *testing.T) {
 						}
 					}
 					if secure == "he" {
-						if err := CheckDecryptions(3, out.History); err != nil {
+						if err := engine.CheckDecryptions(3, out.History); err != nil {
 							t.Error(err)
 						}
 					}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -40,20 +41,20 @@ func federatedScaler(t *testing.T, secure string, zeros int) dataset.Scaler {
 	for i, s := range fed.Clients {
 		shards[i] = withZeroColumns(s, zeros)
 	}
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "scaling-" + secure, Seed: 3, Rounds: 1,
-		Data:         DataConfig{Features: ds.Examples.Features + zeros, Classes: 2},
-		RoundTimeout: Duration(20 * time.Second), Tick: Duration(20 * time.Millisecond),
-		Clients:           ClientsConfig{Min: 3, WaitFor: n},
-		Scaling:           ScalingConfig{Mode: "federated"},
+		Data:         engine.DataConfig{Features: ds.Examples.Features + zeros, Classes: 2},
+		RoundTimeout: engine.Duration(20 * time.Second), Tick: engine.Duration(20 * time.Millisecond),
+		Clients:           engine.ClientsConfig{Min: 3, WaitFor: n},
+		Scaling:           engine.ScalingConfig{Mode: "federated"},
 		SecureAggregation: secure,
-		Committee:         CommitteeConfig{Size: 3, Threshold: 2},
+		Committee:         engine.CommitteeConfig{Size: 3, Threshold: 2},
 		HEParams:          insecureHE(),
 	}
 	for i := range n {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-scaling", i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-scaling", i)})
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 )
 
 // insecureHE is a small CKKS parameter set: fast, and insecure, so it
@@ -36,19 +37,19 @@ func runCommitteeKill(t *testing.T, kill int) Status {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "kill", Seed: 5, Rounds: 5,
-		Data:         DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout: Duration(1500 * time.Millisecond), Tick: Duration(20 * time.Millisecond),
-		Clients:   ClientsConfig{Min: 3, WaitFor: n, Liveness: Duration(400 * time.Millisecond)},
-		Scaling:   ScalingConfig{Mode: "federated"},
-		Committee: CommitteeConfig{Size: 5, Threshold: 3},
+		Data:         engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
+		RoundTimeout: engine.Duration(1500 * time.Millisecond), Tick: engine.Duration(20 * time.Millisecond),
+		Clients:   engine.ClientsConfig{Min: 3, WaitFor: n, Liveness: engine.Duration(400 * time.Millisecond)},
+		Scaling:   engine.ScalingConfig{Mode: "federated"},
+		Committee: engine.CommitteeConfig{Size: 5, Threshold: 3},
 		HEParams:  insecureHE(),
 	}
 	for i := range n {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-xyz", i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-xyz", i)})
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func runCommitteeKill(t *testing.T, kill int) Status {
 	var mu sync.Mutex
 	var srv *Server
 	killed := false
-	srv, err = NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 2 * time.Second, OnRound: func(r RoundRecord) {
+	srv, err = NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 2 * time.Second, OnRound: func(r engine.RoundRecord) {
 		if r.Round != 2 || r.Failed || killed {
 			return
 		}
@@ -99,14 +100,14 @@ func TestCommitteeSurvivesTwoKilled(t *testing.T) {
 	if len(last.Decryptions) == 0 || last.Decryptions[0].Purpose != "round" || len(last.Decryptions[0].Participants) != 3 {
 		t.Errorf("last round decryptions = %+v, want the round's aggregate decrypted by 3 participants", last.Decryptions)
 	}
-	if err := CheckDecryptions(3, st.History); err != nil {
+	if err := engine.CheckDecryptions(3, st.History); err != nil {
 		t.Error(err)
 	}
 }
 
 func TestCommitteeRekeysWhenThreeKilled(t *testing.T) {
 	st := runCommitteeKill(t, 3)
-	var failed []RoundRecord
+	var failed []engine.RoundRecord
 	for _, r := range st.History {
 		if r.Failed {
 			failed = append(failed, r)
@@ -130,7 +131,7 @@ func TestCommitteeRekeysWhenThreeKilled(t *testing.T) {
 	if completed != 5 {
 		t.Errorf("%d rounds completed, want 5", completed)
 	}
-	if err := CheckDecryptions(3, st.History); err != nil {
+	if err := engine.CheckDecryptions(3, st.History); err != nil {
 		t.Error(err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -58,13 +59,13 @@ func (m *ModelEvaluator) Evaluate(params []float64, scaler *dataset.Scaler) (mod
 
 // ServerConfig assembles a coordinator.
 type ServerConfig struct {
-	Job Job
+	Job engine.Job
 	// Validation is the coordinator's held-out data, unscaled.
 	Validation model.Examples
-	Store      Store
+	Store      engine.Store
 	Log        *slog.Logger
 	// OnRound is called after each round attempt, from the driver goroutine.
-	OnRound func(RoundRecord)
+	OnRound func(engine.RoundRecord)
 	// Linger is how long the server keeps answering after the job ends, so
 	// clients learn that it ended; it stops sooner once every enrolled
 	// client has been told.
@@ -94,7 +95,7 @@ type ServerConfig struct {
 // Server is a coordinator: the engine, its driver and the gRPC service.
 type Server struct {
 	cfg     ServerConfig
-	engine  *Engine
+	engine  *engine.Engine
 	driver  *Driver
 	service *Service
 	model   model.Model
@@ -104,8 +105,8 @@ type Server struct {
 type Outcome struct {
 	Global  []float64
 	Scaler  *dataset.Scaler
-	History []RoundRecord
-	Done    *ActJobDone
+	History []engine.RoundRecord
+	Done    *engine.ActJobDone
 }
 
 // NewServer builds the model from the job's spec and seed and wires the parts.
@@ -121,16 +122,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Linger = 2 * DefaultPollWait
 	}
 	if cfg.Validation.Len() == 0 {
-		return nil, fmt.Errorf("%w: no validation data", ErrConfig)
+		return nil, fmt.Errorf("%w: no validation data", engine.ErrConfig)
 	}
 	if cfg.Validation.Features != job.Data.Features {
-		return nil, fmt.Errorf("%w: validation data has %d features, data.features is %d", ErrConfig, cfg.Validation.Features, job.Data.Features)
+		return nil, fmt.Errorf("%w: validation data has %d features, data.features is %d", engine.ErrConfig, cfg.Validation.Features, job.Data.Features)
 	}
 	m := cfg.Model
 	if m == nil {
 		var err error
 		if m, err = model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %v", engine.ErrConfig, err)
 		}
 	}
 	if cfg.Telemetry == nil {
@@ -140,9 +141,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// the driver, which runs them inside Step (see Driver.observe).
 	var drv *Driver
 	note := func(name string, start time.Time) { drv.notePhase(name, start, time.Now()) }
-	strategy := timedStrategy{FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}, note}
-	eng := NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
-	if job.Valuation.Mode != ModeOff {
+	strategy := timedStrategy{engine.FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}, note}
+	eng := engine.NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
+	if job.Valuation.Mode != engine.ModeOff {
 		eng.SetValuer(timedValuer{&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}, note})
 	}
 	snap, err := cfg.Store.Load()
@@ -275,7 +276,7 @@ type phaseNote func(name string, start time.Time)
 
 // timedStrategy reports the strategy's select and aggregate phases.
 type timedStrategy struct {
-	Strategy
+	engine.Strategy
 	note phaseNote
 }
 
@@ -284,14 +285,14 @@ func (s timedStrategy) Select(available []string, rng *rand.Rand) []string {
 	return s.Strategy.Select(available, rng)
 }
 
-func (s timedStrategy) Aggregate(global []float64, results []Result) ([]float64, error) {
+func (s timedStrategy) Aggregate(global []float64, results []engine.Result) ([]float64, error) {
 	defer s.note(telemetry.PhaseAggregate, time.Now())
 	return s.Strategy.Aggregate(global, results)
 }
 
 // timedEvaluator reports the evaluation of each next model.
 type timedEvaluator struct {
-	Evaluator
+	engine.Evaluator
 	note phaseNote
 }
 
@@ -302,7 +303,7 @@ func (e timedEvaluator) Evaluate(params []float64, scaler *dataset.Scaler) (mode
 
 // timedValuer reports each valuation as the valuate phase.
 type timedValuer struct {
-	Valuer
+	engine.Valuer
 	note phaseNote
 }
 

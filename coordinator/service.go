@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/ledger"
@@ -77,7 +78,7 @@ const (
 	// MaxUpdateValues bounds the length a submission header may announce.
 	MaxUpdateValues = 1 << 27
 	// DefaultPollWait is how long NextTask holds a request with nothing to do.
-	DefaultPollWait = 10 * time.Second
+	DefaultPollWait = engine.DefaultPollWait
 	// KeepaliveTime is how long a connection may be silent before the
 	// server pings it, and KeepaliveTimeout how long the ping may go
 	// unanswered before the connection is closed: a client that vanished
@@ -97,7 +98,7 @@ var (
 	ErrBadToken    = errors.New("coordinator: unknown enrolment token")
 	ErrBadSession  = errors.New("coordinator: call not authenticated")
 	ErrBadSchema   = errors.New("coordinator: client data does not match the job's schema")
-	ErrBadEncoding = errors.New("coordinator: malformed submission")
+	ErrBadEncoding = engine.ErrBadEncoding
 	// ErrBusy refuses a second upload stream of a client while its first
 	// is open: each stream may hold up to a task's expected size, so one
 	// per client and method bounds what a client can make the coordinator
@@ -109,7 +110,7 @@ var (
 type Service struct {
 	tallyv1.UnimplementedCoordinatorServiceServer
 
-	job    Job
+	job    engine.Job
 	driver *Driver
 	log    *slog.Logger
 	spec   *tallyv1.JobSpec
@@ -141,7 +142,7 @@ func (s *Service) toldDone() (int, <-chan struct{}) {
 }
 
 // NewService returns the gRPC service of a job. numParams is the model's size.
-func NewService(job Job, driver *Driver, numParams int, log *slog.Logger) *Service {
+func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -260,15 +261,15 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, ErrUnknownClient), errors.Is(err, ErrTokenExpired), errors.Is(err, ErrNotJoined):
+	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, engine.ErrUnknownClient), errors.Is(err, ErrTokenExpired), errors.Is(err, ErrNotJoined):
 		code = codes.Unauthenticated
-	case errors.Is(err, ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
+	case errors.Is(err, engine.ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrWrongLength), errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
+	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, engine.ErrConflict):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrNoTask), errors.Is(err, ErrEnded):
+	case errors.Is(err, engine.ErrNoTask), errors.Is(err, ErrEnded):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrStopped):
 		code = codes.Unavailable
@@ -355,7 +356,7 @@ func (s *Service) refuseJoin(ctx context.Context, client, call string, err error
 // engine saw it, and returns its status. task is the task's kind, or
 // "closed" when the upload names no open task of the client.
 func (s *Service) refuseUpload(client, task string, err error) error {
-	if errors.Is(err, ErrNoTask) {
+	if errors.Is(err, engine.ErrNoTask) {
 		// Usually an honest answer that came after its task closed (a
 		// decryption share after the decryption had t), as the driver
 		// logs its own.
@@ -389,16 +390,16 @@ func (s *Service) openStream(client, method string) (release func(), err error) 
 // client (none is open, the client is not selected, or it has answered
 // already) is refused at its header. protocol says whether the upload
 // carries committee shares (SubmitShares) rather than an update.
-func (s *Service) uploadTask(client, taskID string, protocol bool) (*Task, error) {
+func (s *Service) uploadTask(client, taskID string, protocol bool) (*engine.Task, error) {
 	t, _, _ := s.driver.pending(client)
 	if t == nil || t.ID != taskID {
-		return nil, fmt.Errorf("%w: %q is not an open task of client %s", ErrNoTask, taskID, client)
+		return nil, fmt.Errorf("%w: %q is not an open task of client %s", engine.ErrNoTask, taskID, client)
 	}
-	switch takesUpdates := t.Kind == TaskTrain || t.Kind == TaskMoments; {
+	switch takesUpdates := t.Kind == engine.TaskTrain || t.Kind == engine.TaskMoments; {
 	case takesUpdates && protocol:
-		return nil, fmt.Errorf("%w: task %s takes model updates, not protocol shares", ErrNoTask, t.ID)
+		return nil, fmt.Errorf("%w: task %s takes model updates, not protocol shares", engine.ErrNoTask, t.ID)
 	case !takesUpdates && !protocol:
-		return nil, fmt.Errorf("%w: task %s takes protocol shares, not model updates", ErrNoTask, t.ID)
+		return nil, fmt.Errorf("%w: task %s takes protocol shares, not model updates", engine.ErrNoTask, t.ID)
 	}
 	return t, nil
 }
@@ -423,7 +424,7 @@ func (s *Service) join(ctx context.Context, id string, samples int64, identityKe
 	// After the job ended the driver no longer takes events, but a client
 	// that joins then (it restarted) must still be answered, to learn from
 	// its next poll that the job is done.
-	if _, err := s.driver.Step(ctx, EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
+	if _, err := s.driver.Step(ctx, engine.EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
 		return nil, toStatus(err)
 	}
 	s.mu.Lock()
@@ -443,7 +444,7 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.driver.Step(ctx, EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
+	if _, err := s.driver.Step(ctx, engine.EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
 		return nil, toStatus(err)
 	}
 	wait := DefaultPollWait
@@ -483,29 +484,29 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 			// The client's connection closed under its long poll: it
 			// stopped or crashed (a SIGKILL closes its sockets at once).
 			// The engine should know before it asks it for anything.
-			_, _ = s.driver.Step(context.WithoutCancel(ctx), EvLeft{Client: id})
+			_, _ = s.driver.Step(context.WithoutCancel(ctx), engine.EvLeft{Client: id})
 			return nil, toStatus(ctx.Err())
 		}
 	}
 }
 
-func (s *Service) taskMessage(t *Task, client string) *tallyv1.NextTaskResponse {
+func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskResponse {
 	var keyID []byte
 	if t.Encrypted() {
 		keyID = t.KeyID[:]
 	}
 	switch t.Kind {
-	case TaskMoments:
+	case engine.TaskMoments:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID, KeyId: keyID}}}
-	case TaskKeyGen:
+	case engine.TaskKeyGen:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Keygen{Keygen: &tallyv1.KeyGenTask{TaskId: t.ID, Instance: t.Blob}}}
-	case TaskThreshold:
+	case engine.TaskThreshold:
 		tt := &tallyv1.ThresholdTask{TaskId: t.ID}
 		if sealedBytes(t.Sealed[client]) <= InlineModelBytes {
 			tt.Sealed = t.Sealed[client]
 		}
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
-	case TaskDecrypt:
+	case engine.TaskDecrypt:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient}}}
 	}
 	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
@@ -568,11 +569,13 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		slot.release()
 		return s.refuseUpload(id, "closed", err)
 	}
-	kind := task.Kind.String()
+	// A decline carries a reason, not an update: it is checked against the
+	// open task like an upload, and before the encodings of updates are.
 	if h.GetEncoding() == EncodingDecline {
 		slot.release()
 		return s.submitDecline(stream, id, h, first.GetData())
 	}
+	kind := task.Kind.String()
 	switch {
 	case h.GetEncoding() == "ckks" && task.Encrypted():
 		return s.submitEncrypted(stream, id, h, task, first.GetData(), slot)
@@ -584,10 +587,10 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 		return s.refuseUpload(id, kind, fmt.Errorf("%w: encoding %q, want \"f64le\" or \"ckks\"", ErrBadEncoding, h.GetEncoding()))
 	case task.Encrypted():
 		slot.release()
-		return s.refuseUpload(id, kind, fmt.Errorf("%w: this job expects encrypted updates (\"ckks\"), client %s sent \"f64le\"", ErrBadUpdate, id))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: this job expects encrypted updates (\"ckks\"), client %s sent \"f64le\"", engine.ErrBadUpdate, id))
 	case h.GetLength() != int64(task.Length):
 		slot.release()
-		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d values, task %s takes %d", engine.ErrWrongLength, id, h.GetLength(), task.ID, task.Length))
 	}
 	// A plaintext update is reassembled whole (the engine averages whole
 	// vectors), so the gate bounds only how many messages are being read.
@@ -632,19 +635,19 @@ func (s *Service) SubmitUpdate(stream tallyv1.CoordinatorService_SubmitUpdateSer
 	for i := range update {
 		update[i] = math.Float64frombits(binary.LittleEndian.Uint64(buf[8*i:]))
 	}
-	acts, err := s.driver.Step(stream.Context(), EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Update: update, Digest: digest})
+	acts, err := s.driver.Step(stream.Context(), engine.EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Update: update, Digest: digest})
 	if err != nil {
 		return toStatus(err)
 	}
-	return replyFor(acts, id, func(r ActReply) error {
+	return replyFor(acts, id, func(r engine.ActReply) error {
 		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
 	})
 }
 
 // replyFor finds the engine's answer to client among acts.
-func replyFor(acts []Action, client string, ok func(ActReply) error) error {
+func replyFor(acts []engine.Action, client string, ok func(engine.ActReply) error) error {
 	for _, a := range acts {
-		if r, isReply := a.(ActReply); isReply && r.Client == client {
+		if r, isReply := a.(engine.ActReply); isReply && r.Client == client {
 			if r.Err != nil {
 				return toStatus(r.Err)
 			}
@@ -662,16 +665,16 @@ func replyFor(acts []Action, client string, ok func(ActReply) error) error {
 // is reassembled first. A client may resend a whole stream after an
 // interruption; blocks already added are skipped. slot holds the first
 // message's place at the gate; each later message waits for its own.
-func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, task *Task, first []byte, slot *uploadSlot) error {
+func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdateServer, id string, h *tallyv1.SubmitHeader, task *engine.Task, first []byte, slot *uploadSlot) error {
 	defer func() { slot.release() }()
 	kind := task.Kind.String()
 	acc := task.AccumulatorFor(id)
 	if acc == nil {
-		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s has no accumulator in task %s", ErrNotSelected, id, task.ID))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s has no accumulator in task %s", engine.ErrNotSelected, id, task.ID))
 	}
 	blocks := acc.Blocks()
 	if h.GetLength() != int64(blocks) {
-		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d ciphertexts, task %s takes %d", ErrWrongLength, id, h.GetLength(), task.ID, blocks))
+		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d ciphertexts, task %s takes %d", engine.ErrWrongLength, id, h.GetLength(), task.ID, blocks))
 	}
 	digest := sha256.New()
 	cts := ciphertextCutter{size: s.job.Params.CiphertextSize()}
@@ -722,11 +725,11 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 	if subtle.ConstantTimeCompare(sum[:], h.GetDigest()) != 1 {
 		return toStatus(fmt.Errorf("%w: payload digest does not match the header", ErrBadEncoding))
 	}
-	acts, err := s.driver.Step(stream.Context(), EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Digest: sum, Encrypted: true, Bytes: total})
+	acts, err := s.driver.Step(stream.Context(), engine.EvSubmit{Client: id, TaskID: h.GetTaskId(), Samples: h.GetSamples(), Digest: sum, Encrypted: true, Bytes: total})
 	if err != nil {
 		return toStatus(err)
 	}
-	return replyFor(acts, id, func(r ActReply) error {
+	return replyFor(acts, id, func(r engine.ActReply) error {
 		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
 	})
 }
@@ -831,11 +834,11 @@ func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesSer
 			return toStatus(err)
 		}
 	}
-	acts, err := s.driver.Step(stream.Context(), EvShares{Client: id, TaskID: h.GetTaskId(), Parts: parts})
+	acts, err := s.driver.Step(stream.Context(), engine.EvShares{Client: id, TaskID: h.GetTaskId(), Parts: parts})
 	if err != nil {
 		return toStatus(err)
 	}
-	return replyFor(acts, id, func(ActReply) error {
+	return replyFor(acts, id, func(engine.ActReply) error {
 		return stream.SendAndClose(&tallyv1.SubmitSharesResponse{Accepted: true})
 	})
 }
@@ -850,26 +853,26 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	}
 	t, _, _ := s.driver.pending(id)
 	if t == nil || t.ID != req.GetTaskId() {
-		return toStatus(fmt.Errorf("%w: %q", ErrNoTask, req.GetTaskId()))
+		return toStatus(fmt.Errorf("%w: %q", engine.ErrNoTask, req.GetTaskId()))
 	}
 	var data []byte
 	switch name := req.GetName(); {
 	case name == "public-key" && t.PublicKey != nil && t.Encrypted():
 		data = t.PublicKey
-	case strings.HasPrefix(name, "sealed/") && t.Kind == TaskThreshold:
+	case strings.HasPrefix(name, "sealed/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.Sealed[id][strings.TrimPrefix(name, "sealed/")]
 		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q for %s", ErrNoTask, t.ID, name, id))
+			return toStatus(fmt.Errorf("%w: task %s has no %q for %s", engine.ErrNoTask, t.ID, name, id))
 		}
 		data = v
-	case strings.HasPrefix(name, "ciphertext/") && t.Kind == TaskDecrypt:
+	case strings.HasPrefix(name, "ciphertext/") && t.Kind == engine.TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
 		if err != nil || b < 0 || b >= len(t.Ciphertexts) {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", ErrNoTask, t.ID, name))
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 		}
 		data = t.Ciphertexts[b]
 	default:
-		return toStatus(fmt.Errorf("%w: task %s has no %q", ErrNoTask, t.ID, name))
+		return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 	}
 	for off := 0; off < len(data); off += SendChunkBytes {
 		if err := stream.Send(&tallyv1.DownloadResponse{Data: data[off:min(off+SendChunkBytes, len(data))]}); err != nil {
@@ -888,8 +891,8 @@ func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv
 		return toStatus(err)
 	}
 	t, _, _ := s.driver.pending(id)
-	if t == nil || t.ID != req.GetTaskId() || t.Kind != TaskTrain {
-		return toStatus(fmt.Errorf("%w: %q", ErrNoTask, req.GetTaskId()))
+	if t == nil || t.ID != req.GetTaskId() || t.Kind != engine.TaskTrain {
+		return toStatus(fmt.Errorf("%w: %q", engine.ErrNoTask, req.GetTaskId()))
 	}
 	const per = SendChunkBytes / 8
 	for off := 0; off < len(t.Params); off += per {

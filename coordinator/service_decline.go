@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/tallyfl/tally/engine"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -23,11 +24,11 @@ func (s *Service) submitDecline(stream tallyv1.CoordinatorService_SubmitUpdateSe
 	if len(reason) > MaxDeclineBytes || !utf8.Valid(reason) {
 		return toStatus(fmt.Errorf("%w: a decline's reason must be UTF-8 of at most %d bytes", ErrBadEncoding, MaxDeclineBytes))
 	}
-	acts, err := s.driver.Step(stream.Context(), EvDecline{Client: id, TaskID: h.GetTaskId(), Reason: string(reason)})
+	acts, err := s.driver.Step(stream.Context(), engine.EvDecline{Client: id, TaskID: h.GetTaskId(), Reason: string(reason)})
 	if err != nil {
 		return toStatus(err)
 	}
-	return replyFor(acts, id, func(r ActReply) error {
+	return replyFor(acts, id, func(r engine.ActReply) error {
 		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
 	})
 }

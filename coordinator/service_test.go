@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -43,14 +44,14 @@ func submitRaw(ctx context.Context, api tallyv1.CoordinatorServiceClient, h *tal
 // of bad requests; each gets the right status code, and afterwards the round
 // still completes with good submissions.
 func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "svc", Seed: 1, Rounds: 1,
-		Data:         DataConfig{Features: 2, Classes: 2},
-		RoundTimeout: Duration(time.Minute), Tick: Duration(10 * time.Millisecond),
-		Scaling: ScalingConfig{Mode: "none"}, SecureAggregation: "none",
-		Clients: ClientsConfig{Min: 2, Enrolment: []EnrolmentConfig{{ID: "a", Token: "token-aaaa"}, {ID: "b", Token: "token-bbbb"}}},
+		Data:         engine.DataConfig{Features: 2, Classes: 2},
+		RoundTimeout: engine.Duration(time.Minute), Tick: engine.Duration(10 * time.Millisecond),
+		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
+		Clients: engine.ClientsConfig{Min: 2, Enrolment: []engine.EnrolmentConfig{{ID: "a", Token: "token-aaaa"}, {ID: "b", Token: "token-bbbb"}}},
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 	}
 }
 
-func srvInitial(t *testing.T, job Job) []float64 {
+func srvInitial(t *testing.T, job engine.Job) []float64 {
 	m, err := model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -115,7 +117,7 @@ func (s *BoltStore) DB() *ledger.DB { return s.db }
 func (s *BoltStore) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
 
 // Apply implements Store.
-func (s *BoltStore) Apply(p ActPersist) error {
+func (s *BoltStore) Apply(p engine.ActPersist) error {
 	if err := s.apply(p); err != nil {
 		return err
 	}
@@ -134,7 +136,7 @@ func (s *BoltStore) logger() *slog.Logger {
 	return s.log
 }
 
-func (s *BoltStore) apply(p ActPersist) error {
+func (s *BoltStore) apply(p engine.ActPersist) error {
 	return s.db.Update(func(tx *ledger.Tx) error {
 		if p.Client != nil {
 			if err := tx.Put(bucketClients, p.Client.ID, p.Client); err != nil {
@@ -172,7 +174,7 @@ func (s *BoltStore) apply(p ActPersist) error {
 }
 
 // receiptsFor builds the unsigned receipts of a completed round.
-func receiptsFor(job string, r *RoundRecord) []ledger.Receipt {
+func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
 	var dec []ledger.Decryption
 	for _, d := range r.Decryptions {
 		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
@@ -194,11 +196,11 @@ func receiptsFor(job string, r *RoundRecord) []ledger.Receipt {
 }
 
 // Load implements Store.
-func (s *BoltStore) Load() (Snapshot, error) {
-	var snap Snapshot
+func (s *BoltStore) Load() (engine.Snapshot, error) {
+	var snap engine.Snapshot
 	err := s.db.View(func(tx *ledger.Tx) error {
 		if err := tx.ForEach(bucketClients, func(_ string, v []byte) error {
-			var c ClientRecord
+			var c engine.ClientRecord
 			if err := jsonUnmarshal(v, &c); err != nil {
 				return err
 			}
@@ -208,7 +210,7 @@ func (s *BoltStore) Load() (Snapshot, error) {
 			return err
 		}
 		if err := tx.ForEach(bucketRounds, func(_ string, v []byte) error {
-			var r RoundRecord
+			var r engine.RoundRecord
 			if err := jsonUnmarshal(v, &r); err != nil {
 				return err
 			}
@@ -232,7 +234,7 @@ func (s *BoltStore) Load() (Snapshot, error) {
 		} else if ok {
 			snap.Scaler = &sc
 		}
-		var cm CommitteeRecord
+		var cm engine.CommitteeRecord
 		if ok, err := tx.Get(bucketState, keyCommittee, &cm); err != nil {
 			return err
 		} else if ok {
@@ -320,3 +322,5 @@ func (s *BoltStore) Bindings() ([]Binding, error) {
 	})
 	return out, err
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

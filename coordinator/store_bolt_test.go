@@ -12,29 +12,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
 // storeJob is a validated 4-client job without data files, for the store
 // tests: nothing here runs it.
-func storeJob(t *testing.T, edit func(*JobConfig)) Job {
+func storeJob(t *testing.T, edit func(*engine.JobConfig)) engine.Job {
 	t.Helper()
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "stored", Seed: 3, Rounds: 30,
-		Data:              DataConfig{Features: 4, Classes: 2},
-		Clients:           ClientsConfig{Min: 2},
+		Data:              engine.DataConfig{Features: 4, Classes: 2},
+		Clients:           engine.ClientsConfig{Min: 2},
 		SecureAggregation: "he",
-		Committee:         CommitteeConfig{Size: 3, Threshold: 2},
+		Committee:         engine.CommitteeConfig{Size: 3, Threshold: 2},
 		HEParams:          insecureHE(),
 		MinGroupSize:      2,
 	}
 	for i := range 4 {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-stored", i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-stored", i)})
 	}
 	if edit != nil {
 		edit(&cfg)
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func storeJob(t *testing.T, edit func(*JobConfig)) Job {
 // filledStore writes 30 completed rounds of 4 clients (model, round
 // record, receipts) into a new state file of job, closes it and returns
 // its path.
-func filledStore(t *testing.T, job Job) string {
+func filledStore(t *testing.T, job engine.Job) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := OpenJobStore(path, job, nil)
@@ -53,8 +54,8 @@ func filledStore(t *testing.T, job Job) string {
 	}
 	ids := job.ClientIDs()
 	for r := 1; r <= 30; r++ {
-		rec := &RoundRecord{Round: r, Selected: ids, Contributors: ids, Digests: map[string][32]byte{},
-			Valuation: &RoundValuation{Mode: ModeInfluence, Method: MethodInfluence, Values: map[string]float64{}, StdErr: map[string]float64{},
+		rec := &engine.RoundRecord{Round: r, Selected: ids, Contributors: ids, Digests: map[string][32]byte{},
+			Valuation: &engine.RoundValuation{Mode: engine.ModeInfluence, Method: engine.MethodInfluence, Values: map[string]float64{}, StdErr: map[string]float64{},
 				Payouts: map[string]float64{}, Quotas: map[string]float64{}}}
 		for i, id := range ids {
 			rec.Digests[id] = sha256.Sum256([]byte(fmt.Sprintf("%d/%s", r, id)))
@@ -64,7 +65,7 @@ func filledStore(t *testing.T, job Job) string {
 		for i := range global {
 			global[i] = float64(r*i) / 7
 		}
-		if err := s.Apply(ActPersist{Round: rec, Global: global}); err != nil {
+		if err := s.Apply(engine.ActPersist{Round: rec, Global: global}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,7 +134,7 @@ func TestOpenJobStoreRefusesDamagedOrForeignFile(t *testing.T) {
 	cases := []struct {
 		name   string
 		damage func(raw []byte) []byte
-		job    Job
+		job    engine.Job
 		want   []string
 		is     error
 	}{
@@ -142,9 +143,9 @@ func TestOpenJobStoreRefusesDamagedOrForeignFile(t *testing.T) {
 		{"truncated-one-page", func(raw []byte) []byte { return raw[:usedBytes(raw)-4096] }, job, []string{"is truncated"}, ledger.ErrCorrupt},
 		{"bit-flip-page-header", func(raw []byte) []byte { flipRootTypeBit(raw); return raw }, job, []string{"page"}, ledger.ErrCorrupt},
 		{"bit-flip-receipt", func(raw []byte) []byte { flipReceiptValue(t, raw); return raw }, job, []string{`client "c1"`}, ledger.ErrVerify},
-		{"changed-job", func(raw []byte) []byte { return raw }, storeJob(t, func(c *JobConfig) {
+		{"changed-job", func(raw []byte) []byte { return raw }, storeJob(t, func(c *engine.JobConfig) {
 			c.SecureAggregation = "none"
-			c.Valuation.Mode = ModePlain
+			c.Valuation.Mode = engine.ModePlain
 			c.Seed = 4
 		}), []string{`secure_aggregation: state file has "he", job file has "none"`, "seed: state file has 3, job file has 4",
 			`valuation.mode: state file has "influence", job file has "plain"`, "--state"}, ErrJobChanged},
@@ -187,9 +188,9 @@ func TestOpenJobStoreRefusesDamagedOrForeignFile(t *testing.T) {
 // (address, timeouts, tokens, rounds raised) resumes the job.
 func TestOpenJobStoreOperationalChanges(t *testing.T) {
 	path := filledStore(t, storeJob(t, nil))
-	job := storeJob(t, func(c *JobConfig) {
+	job := storeJob(t, func(c *engine.JobConfig) {
 		c.Listen = "127.0.0.1:7999"
-		c.RoundTimeout = Duration(5 * time.Minute)
+		c.RoundTimeout = engine.Duration(5 * time.Minute)
 		c.Rounds = 40
 		c.Clients.Enrolment[0].Token = "another-token-0"
 		c.Valuation.Estimator.Workers = 7
@@ -220,7 +221,7 @@ func TestOpenJobStoreRecordsIdentityOfOldFile(t *testing.T) {
 		t.Fatalf("old state file refused: %v", err)
 	}
 	s.Close()
-	changed := storeJob(t, func(c *JobConfig) { c.Model.Kind = "mlp" })
+	changed := storeJob(t, func(c *engine.JobConfig) { c.Model.Kind = "mlp" })
 	if _, err := OpenJobStore(path, changed, nil); !errors.Is(err, ErrJobChanged) || !strings.Contains(err.Error(), `model.kind: state file has "logreg", job file has "mlp"`) {
 		t.Errorf("after recording, a changed model = %v, want ErrJobChanged naming model.kind", err)
 	}

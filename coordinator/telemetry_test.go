@@ -23,6 +23,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/telemetry"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 	"github.com/tallyfl/tally/valuation"
@@ -113,8 +114,8 @@ func TestMetricsAfterRounds(t *testing.T) {
 		secure, mode, method string
 		phases               []string
 	}{
-		{"none", ModePlain, valuation.MethodLOO, []string{"select", "wait_updates", "aggregate", "evaluate", "valuate", "persist"}},
-		{"he", ModeInfluence, valuation.MethodLOO, []string{"select", "wait_updates", "aggregate", "evaluate", "valuate", "persist", "keygen", "decrypt"}},
+		{"none", engine.ModePlain, valuation.MethodLOO, []string{"select", "wait_updates", "aggregate", "evaluate", "valuate", "persist"}},
+		{"he", engine.ModeInfluence, valuation.MethodLOO, []string{"select", "wait_updates", "aggregate", "evaluate", "valuate", "persist", "keygen", "decrypt"}},
 	} {
 		t.Run("secure="+tc.secure+"/mode="+tc.mode, func(t *testing.T) {
 			j := runObservedJob(t, tc.secure, tc.mode, tc.method)
@@ -246,12 +247,12 @@ func TestReflectionAndHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := JobConfig{
+	cfg := engine.JobConfig{
 		ID: "hygiene", Seed: 1, Rounds: 1, SecureAggregation: "none",
-		Data:    DataConfig{Features: ds.Examples.Features, Classes: 2},
-		Clients: ClientsConfig{Min: 1, WaitFor: 1, Enrolment: []EnrolmentConfig{{ID: "c0", Token: "token-hygiene-0"}}},
+		Data:    engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
+		Clients: engine.ClientsConfig{Min: 1, WaitFor: 1, Enrolment: []engine.EnrolmentConfig{{ID: "c0", Token: "token-hygiene-0"}}},
 	}
-	job, err := NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,12 +324,12 @@ func TestRefusalReasons(t *testing.T) {
 		err  error
 		want string
 	}{
-		{fmt.Errorf("%w: %q", ErrNoTask, "job/train/r1/a1"), "no_task"},
-		{ErrNotSelected, "not_selected"},
-		{fmt.Errorf("%w: expected 3 values, got 2", ErrWrongLength), "wrong_length"},
-		{fmt.Errorf("%w: value 0 is NaN", ErrBadUpdate), "bad_update"},
-		{ErrConflict, "conflict"},
-		{ErrUnknownClient, "unknown_client"},
+		{fmt.Errorf("%w: %q", engine.ErrNoTask, "job/train/r1/a1"), "no_task"},
+		{engine.ErrNotSelected, "not_selected"},
+		{fmt.Errorf("%w: expected 3 values, got 2", engine.ErrWrongLength), "wrong_length"},
+		{fmt.Errorf("%w: value 0 is NaN", engine.ErrBadUpdate), "bad_update"},
+		{engine.ErrConflict, "conflict"},
+		{engine.ErrUnknownClient, "unknown_client"},
 		{fmt.Errorf("disk full"), "other"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {

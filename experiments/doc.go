@@ -22,7 +22,7 @@
 //
 // # Privacy modes without encryption
 //
-// The modes are those of the coordinator (coordinator/valuation.go): plain
+// The modes are those of the coordinator (engine/valuation.go): plain
 // (updates in the clear), groups (a seeded partition into groups of at least
 // k clients, redrawn each round, each group's value shared by weight) and
 // influence (the surrogate game on a_i = ⟨∇L_val, n_i·Δ_i⟩). A mode changes
@@ -37,8 +37,8 @@
 // # Homomorphic operations, counted
 //
 // The homomorphic work such a job would do is counted, not timed, from the
-// protocol as the coordinator performs it (coordinator/secure.go and
-// coordinator/service.go), per round and summed over a run's rounds. With
+// protocol as the coordinator performs it (engine/secure.go,
+// engine/decrypt.go and coordinator/service.go), per round and summed over a run's rounds. With
 // the default CKKS parameters (aggregation.DefaultParameters: 16,384 real
 // slots) an update of P parameters and its weight take B =
 // Blocks(P) = ⌈(P+1)/16384⌉ ciphertexts; the committee is the

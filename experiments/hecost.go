@@ -7,7 +7,7 @@ import (
 )
 
 // defaultCommitteeSize is the coordinator's default decryption committee:
-// min(5, enrolled clients) (coordinator/config.go), with threshold a
+// min(5, enrolled clients) (engine/config.go), with threshold a
 // majority of it.
 const defaultCommitteeSize = 5
 
@@ -26,7 +26,7 @@ func ciphertextBlocks(numParams int) int {
 }
 
 // mergesNeeded counts the encrypted merges the coordinator's groups mode
-// makes on groups of the given sizes (coordinator/secure.go,
+// makes on groups of the given sizes (engine/decrypt.go,
 // mergeSmallGroups): while the smallest group has fewer than k members and
 // another group exists, the smallest two are folded together.
 func mergesNeeded(sizes []int, k int) int {
@@ -43,7 +43,7 @@ func mergesNeeded(sizes []int, k int) int {
 }
 
 // heRound is one round's homomorphic work in mode, counted as the
-// coordinator performs it (coordinator/secure.go, coordinator/service.go),
+// coordinator performs it (engine/secure.go, engine/decrypt.go, coordinator/service.go),
 // for n contributors whose updates take blocks ciphertexts each, all of
 // them and the whole committee answering (no timeout, refusal or
 // re-randomisation). groupSizes are the groups mode's partition; k its

@@ -9,7 +9,7 @@ import (
 	"github.com/tallyfl/tally/valuation"
 )
 
-// Privacy modes, as the coordinator values rounds (coordinator/valuation.go).
+// Privacy modes, as the coordinator values rounds (engine/valuation.go).
 const (
 	// ModePlain values clients from their updates in the clear.
 	ModePlain = "plain"

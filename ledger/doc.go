@@ -74,12 +74,8 @@
 // chain, and a chain cut short at its end still verifies. Both are exposed
 // by receipts that clients already hold, which is why clients keep them.
 //
-// # Payouts and quotas
-//
-// Payouts splits a round's budget in proportion to max(φ_i, 0) with an
-// optional baseline share for every valid submission (docs/DESIGN.md §4); Quotas
-// issues credits the same way into per-client Baskets of fixed capacity
-// whose overflow is lost, so that value earns usage but cannot be hoarded.
+// Payouts and quotas, the arithmetic without storage, are package
+// ledger/payout, which the round engine uses.
 //
 // The package imports nothing of tally; the coordinator's Store
 // implementation is built on it.

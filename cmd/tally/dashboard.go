@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/dashboard"
 	"github.com/tallyfl/tally/ledger"
 )
@@ -52,7 +53,7 @@ func (d *dashFlags) grpcOptions() []grpc.ServerOption {
 
 // start serves the dashboard of srv (db is its ledger, nil if in memory)
 // until close; it does nothing when --dashboard-addr is unset.
-func (d *dashFlags) start(ctx context.Context, job coordinator.Job, srv *coordinator.Server, db *ledger.DB, metricsAddr net.Addr, log *slog.Logger) error {
+func (d *dashFlags) start(ctx context.Context, job engine.Job, srv *coordinator.Server, db *ledger.DB, metricsAddr net.Addr, log *slog.Logger) error {
 	if d == nil || d.addr == "" {
 		return nil
 	}
@@ -173,7 +174,7 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
-	var job *coordinator.Job
+	var job *engine.Job
 	if *config != "" {
 		j, err := coordinator.LoadJob(*config)
 		if err != nil {

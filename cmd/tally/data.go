@@ -15,6 +15,7 @@ import (
 
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -131,15 +132,15 @@ Flags:
 		}
 		return f.Close()
 	}
-	cfg := coordinator.JobConfig{
+	cfg := engine.JobConfig{
 		ID: *name + "-job", Seed: *seed, Rounds: *rounds,
 		Model: model.Spec{Kind: "logreg"},
 		Train: model.TrainConfig{Epochs: 1, BatchSize: 16, LearningRate: *lr, Momentum: 0.9},
-		Data: coordinator.DataConfig{Features: ds.Examples.Features, ClassNames: ds.ClassNames,
-			Validation: coordinator.SourceConfig{CSV: "validation.csv"}, Test: coordinator.SourceConfig{CSV: "test.csv"}},
-		Clients:           coordinator.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
-		RoundTimeout:      coordinator.Duration(30 * time.Second),
-		Scaling:           coordinator.ScalingConfig{Mode: *scaling},
+		Data: engine.DataConfig{Features: ds.Examples.Features, ClassNames: ds.ClassNames,
+			Validation: engine.SourceConfig{CSV: "validation.csv"}, Test: engine.SourceConfig{CSV: "test.csv"}},
+		Clients:           engine.ClientsConfig{Min: max(1, *clients-1), WaitFor: *clients},
+		RoundTimeout:      engine.Duration(30 * time.Second),
+		Scaling:           engine.ScalingConfig{Mode: *scaling},
 		Listen:            *listen,
 		SecureAggregation: "he",
 	}
@@ -150,10 +151,10 @@ Flags:
 	if *valFile != "" {
 		// The coordinator's own files, named relative to the job file
 		// when they can be (paths in a job file resolve against it).
-		cfg.Data.Validation = coordinator.SourceConfig{CSV: relTo(*out, *valFile), Label: *label}
-		cfg.Data.Test = coordinator.SourceConfig{}
+		cfg.Data.Validation = engine.SourceConfig{CSV: relTo(*out, *valFile), Label: *label}
+		cfg.Data.Test = engine.SourceConfig{}
 		if *testFile != "" {
-			cfg.Data.Test = coordinator.SourceConfig{CSV: relTo(*out, *testFile), Label: *label}
+			cfg.Data.Test = engine.SourceConfig{CSV: relTo(*out, *testFile), Label: *label}
 		}
 		for i := range files {
 			files[i] = "-" // each client brings its own file
@@ -177,9 +178,9 @@ Flags:
 		}
 	}
 	for i := range *clients {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: fmt.Sprintf("client-%d", i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("client-%d", i)})
 	}
-	job, err := coordinator.NewJob(cfg, *out)
+	job, err := engine.NewJob(cfg, *out)
 	if err != nil {
 		return fmt.Errorf("the job file would be invalid: %w", err)
 	}
@@ -242,7 +243,7 @@ func relTo(dir, path string) string {
 // null") reads like a setting but only means "the default", which the
 // coordinator fills in. Leaving a zero out changes nothing, since a
 // missing field decodes as that same zero.
-func jobYAML(cfg coordinator.JobConfig) ([]byte, error) {
+func jobYAML(cfg engine.JobConfig) ([]byte, error) {
 	var n yaml.Node
 	if err := n.Encode(cfg); err != nil {
 		return nil, err

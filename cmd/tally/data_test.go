@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/engine"
 )
 
 // zeroLine matches a job-file line whose value is a zero ("", 0s, null, 0,
@@ -19,7 +20,7 @@ var zeroLine = regexp.MustCompile(`(?m)^\s*[a-z_]+: (""|0s|null|0|false|\[\]|\{\
 
 // checkJobFile loads dir/job.yaml and checks it holds no zero field and
 // loads back to the job its config literal makes.
-func checkJobFile(t *testing.T, dir string) coordinator.Job {
+func checkJobFile(t *testing.T, dir string) engine.Job {
 	t.Helper()
 	path := filepath.Join(dir, "job.yaml")
 	raw, err := os.ReadFile(path)
@@ -43,11 +44,11 @@ func TestJobYAMLRoundTrip(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "v.csv"), []byte("a,label\n1,0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := coordinator.JobConfig{
+	cfg := engine.JobConfig{
 		ID: "rt", Seed: 9, Rounds: 4,
-		Data: coordinator.DataConfig{Features: 3, ClassNames: coordinator.ClassNames{"healthy", "diabetic"},
-			Validation: coordinator.SourceConfig{CSV: "v.csv", Label: "outcome"}},
-		Clients: coordinator.ClientsConfig{Min: 1, Enrolment: []coordinator.EnrolmentConfig{{ID: "a"}, {ID: "b"}}},
+		Data: engine.DataConfig{Features: 3, ClassNames: engine.ClassNames{"healthy", "diabetic"},
+			Validation: engine.SourceConfig{CSV: "v.csv", Label: "outcome"}},
+		Clients: engine.ClientsConfig{Min: 1, Enrolment: []engine.EnrolmentConfig{{ID: "a"}, {ID: "b"}}},
 		Listen:  "127.0.0.1:7171", SecureAggregation: "none",
 	}
 	y, err := jobYAML(cfg)
@@ -67,7 +68,7 @@ func TestJobYAMLRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, y)
 	}
-	want, err := coordinator.NewJob(cfg, dir)
+	want, err := engine.NewJob(cfg, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

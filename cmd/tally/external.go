@@ -7,8 +7,8 @@ import (
 	"math/rand/v2"
 	"sync"
 
-	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/extmodel"
 	"github.com/tallyfl/tally/model"
 )
@@ -17,7 +17,7 @@ import (
 // (model.kind external): the coordinator's validation passes, coalition
 // evaluations and gradients run in it. For a built-in model it returns
 // nil, and NewServer builds the model. The closer ends the adapter.
-func coordinatorModel(job coordinator.Job, stderr io.Writer, log *slog.Logger) (model.Model, io.Closer, error) {
+func coordinatorModel(job engine.Job, stderr io.Writer, log *slog.Logger) (model.Model, io.Closer, error) {
 	if job.Model.Kind != model.KindExternal {
 		return nil, noClose{}, nil
 	}
@@ -77,7 +77,7 @@ func (t *trainers) Close() error {
 // centralisedExternal is centralised for an external model: the same
 // adapter, as a trainer, trains on the union of the clients' data for as
 // many epochs as the federation ran, and scores the test set.
-func centralisedExternal(job coordinator.Job, fed *dataset.Federation, scaler *dataset.Scaler, stderr io.Writer) (float64, error) {
+func centralisedExternal(job engine.Job, fed *dataset.Federation, scaler *dataset.Scaler, stderr io.Writer) (float64, error) {
 	union := model.Examples{Features: fed.Test.Features}
 	for _, c := range fed.Clients {
 		union.X = append(union.X, c.X...)

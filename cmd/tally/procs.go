@@ -19,6 +19,7 @@ import (
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
@@ -158,7 +159,7 @@ Flags:
 	if err != nil {
 		return err
 	}
-	contribs, err := coordinator.Contributions(job, out.History)
+	contribs, err := engine.Contributions(job, out.History)
 	if err != nil {
 		return err
 	}
@@ -210,7 +211,7 @@ Flags:
 
 // contributionTable is the table simulate prints, for a coordinator's job:
 // samples as the clients announced them, and no corruption column.
-func contributionTable(job coordinator.Job, out coordinator.Outcome, samples map[string]int64, contribs []coordinator.Contribution) *simReport {
+func contributionTable(job engine.Job, out coordinator.Outcome, samples map[string]int64, contribs []engine.Contribution) *simReport {
 	rep := &simReport{Valuation: valuationRep{Mode: job.Valuation.Mode, Method: job.Valuation.Method}}
 	for _, r := range out.History {
 		if !r.Failed && r.Valuation != nil {
@@ -252,7 +253,7 @@ func shutdownTelemetry(p *telemetry.Provider, log *slog.Logger) {
 	}
 }
 
-func loadSource(job coordinator.Job, src coordinator.SourceConfig, field string) (model.Examples, error) {
+func loadSource(job engine.Job, src engine.SourceConfig, field string) (model.Examples, error) {
 	path := src.CSV
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(job.Dir, path)

@@ -27,6 +27,7 @@ import (
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 	"github.com/tallyfl/tally/model"
 )
@@ -156,8 +157,8 @@ type roundReport struct {
 	Contributors int     `json:"contributors"`
 	// BytesReceived is the payload the coordinator received for the
 	// round's accepted updates (ciphertexts under "he").
-	BytesReceived int64                          `json:"bytes_received"`
-	Decryptions   []coordinator.DecryptionRecord `json:"decryptions,omitempty"`
+	BytesReceived int64                     `json:"bytes_received"`
+	Decryptions   []engine.DecryptionRecord `json:"decryptions,omitempty"`
 }
 
 type clientInfo struct {
@@ -313,26 +314,26 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	}
 	ids := make([]string, o.Clients)
 	width := len(strconv.Itoa(max(o.Clients-1, 1)))
-	cfg := coordinator.JobConfig{
+	cfg := engine.JobConfig{
 		ID: "simulation", Seed: o.Seed, Rounds: o.Rounds, Model: spec,
 		Train: model.TrainConfig{Epochs: o.Epochs, BatchSize: o.Batch, LearningRate: o.LR, Momentum: o.Momentum},
-		Data:  coordinator.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes()},
-		Clients: coordinator.ClientsConfig{
+		Data:  engine.DataConfig{Features: ds.Examples.Features, Classes: ds.Classes()},
+		Clients: engine.ClientsConfig{
 			Min: minClients, WaitFor: o.Clients, Fraction: o.Fraction,
 		},
-		RoundTimeout:      coordinator.Duration(o.RoundTimeout),
-		Tick:              coordinator.Duration(50 * time.Millisecond),
-		Scaling:           coordinator.ScalingConfig{Mode: o.Scaling},
+		RoundTimeout:      engine.Duration(o.RoundTimeout),
+		Tick:              engine.Duration(50 * time.Millisecond),
+		Scaling:           engine.ScalingConfig{Mode: o.Scaling},
 		SecureAggregation: o.Secure, MinGroupSize: o.MinGroupSize,
-		Committee: coordinator.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
-		Valuation: coordinator.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility},
-		Payment:   coordinator.PaymentConfig{BudgetPerRound: o.Budget, BaselineShare: o.BaselineShare},
+		Committee: engine.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
+		Valuation: engine.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility},
+		Payment:   engine.PaymentConfig{BudgetPerRound: o.Budget, BaselineShare: o.BaselineShare},
 	}
 	for i := range ids {
 		ids[i] = fmt.Sprintf("client-%0*d", width, i)
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, coordinator.EnrolmentConfig{ID: ids[i], Token: fmt.Sprintf("sim-token-%d-%d", o.Seed, i)})
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: ids[i], Token: fmt.Sprintf("sim-token-%d-%d", o.Seed, i)})
 	}
-	job, err := coordinator.NewJob(cfg, ".")
+	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +358,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			fmt.Fprintln(stdout, "secure aggregation: none (the coordinator sees every update)")
 		}
 	}
-	progress := func(r coordinator.RoundRecord) {
+	progress := func(r engine.RoundRecord) {
 		if r.Failed {
 			if !o.Quiet {
 				fmt.Fprintf(stdout, "round %3d/%d  attempt %d failed: %s\n", r.Round, o.Rounds, r.Attempt, r.Reason)
@@ -370,7 +371,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())
 		}
 	}
-	var store coordinator.Store
+	var store engine.Store
 	if o.DB != "" {
 		if err := os.MkdirAll(filepath.Dir(o.DB), 0o755); err != nil {
 			return nil, err
@@ -503,7 +504,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if o.CentralisedBaseline {
 		centralise := centralised
 		if job.Model.Kind == model.KindExternal {
-			centralise = func(job coordinator.Job, fed *dataset.Federation, sc *dataset.Scaler) (float64, error) {
+			centralise = func(job engine.Job, fed *dataset.Federation, sc *dataset.Scaler) (float64, error) {
 				return centralisedExternal(job, fed, sc, stderr)
 			}
 		}
@@ -529,7 +530,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			rep.Decryptions = append(rep.Decryptions, decryptRep{Round: r.Round, Purpose: d.Purpose, Contributors: d.Contributors})
 		}
 	}
-	contribs, err := coordinator.Contributions(job, out.History)
+	contribs, err := engine.Contributions(job, out.History)
 	if err != nil {
 		return nil, err
 	}
@@ -559,7 +560,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 }
 
 // ledgerOf is the ledger of a BoltStore, nil for a store in memory.
-func ledgerOf(s coordinator.Store) *ledger.DB {
+func ledgerOf(s engine.Store) *ledger.DB {
 	if bs, ok := s.(*coordinator.BoltStore); ok {
 		return bs.DB()
 	}
@@ -597,7 +598,7 @@ func tooFewRows(err error, o *simOptions) error {
 // centralised trains the job's model on the union of the clients' training
 // data for as many epochs as the federation ran in all, and returns its
 // test accuracy: the yardstick the federated model is compared with.
-func centralised(job coordinator.Job, fed *dataset.Federation, scaler *dataset.Scaler) (float64, error) {
+func centralised(job engine.Job, fed *dataset.Federation, scaler *dataset.Scaler) (float64, error) {
 	union := model.Examples{Features: fed.Test.Features}
 	for _, c := range fed.Clients {
 		union.X = append(union.X, c.X...)

@@ -132,7 +132,7 @@ func TestCoordinatorRefusesDamagedOrChangedState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		changed := strings.Replace(string(y), `secure_aggregation: he`, `secure_aggregation: none`, 1)
+		changed := strings.Replace(string(y), "secure_aggregation: he", "secure_aggregation: none", 1)
 		if changed == string(y) {
 			t.Fatalf("job.yaml has no secure_aggregation line:\n%s", y)
 		}
@@ -209,7 +209,11 @@ func stateJob(t *testing.T, ctx context.Context, bin, secure string) (string, st
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(job, []byte(strings.Replace(string(y), `secure_aggregation: he`, "secure_aggregation: "+secure, 1)), 0o644); err != nil {
+		patched := strings.Replace(string(y), "secure_aggregation: he", "secure_aggregation: "+secure, 1)
+		if patched == string(y) {
+			t.Fatalf("job.yaml has no secure_aggregation line:\n%s", y)
+		}
+		if err := os.WriteFile(job, []byte(patched), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

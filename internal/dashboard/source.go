@@ -13,6 +13,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -71,7 +72,7 @@ func (s *Seen) snapshot() map[string]time.Time {
 
 // Live is the Source of a coordinator running in this process.
 type Live struct {
-	job  coordinator.Job
+	job  engine.Job
 	srv  *coordinator.Server
 	db   *ledger.DB
 	seen *Seen
@@ -91,7 +92,7 @@ type Live struct {
 // NewLive reads srv's state; db is its ledger (nil when the coordinator
 // keeps its state in memory) and seen its record of calls (nil: liveness
 // unknown).
-func NewLive(job coordinator.Job, srv *coordinator.Server, db *ledger.DB, seen *Seen) *Live {
+func NewLive(job engine.Job, srv *coordinator.Server, db *ledger.DB, seen *Seen) *Live {
 	return &Live{job: job, srv: srv, db: db, seen: seen, receiptsAt: -1}
 }
 
@@ -169,7 +170,7 @@ func (l *Live) ledgerReceipts(records int) ([]ledger.Receipt, error) {
 // a coordinator holds the file it serves what it read last.
 type File struct {
 	path string
-	job  *coordinator.Job
+	job  *engine.Job
 
 	mu      sync.Mutex
 	modTime time.Time
@@ -180,7 +181,7 @@ type File struct {
 // OpenFile reads the state file at path. job, if not nil, is the job file
 // the state belongs to: it adds the job's settings, its enrolled clients
 // and the committee's members to what the page shows.
-func OpenFile(path string, job *coordinator.Job) (*File, error) {
+func OpenFile(path string, job *engine.Job) (*File, error) {
 	f := &File{path: path, job: job}
 	if _, err := f.State(context.Background()); err != nil {
 		return nil, err
@@ -227,7 +228,7 @@ func (f *File) read() (State, error) {
 	if rs == nil {
 		rs = []ledger.Receipt{}
 	}
-	st := coordinator.Status{Phase: coordinator.PhaseTraining, History: snap.Rounds, Clients: map[string]int64{}}
+	st := coordinator.Status{Phase: engine.PhaseTraining, History: snap.Rounds, Clients: map[string]int64{}}
 	for _, c := range snap.Clients {
 		st.Clients[c.ID] = c.Samples
 	}
@@ -246,8 +247,8 @@ func (f *File) read() (State, error) {
 	if f.job != nil {
 		v.info, v.enrolled = jobInfo(*f.job), f.job.ClientIDs()
 		if last >= f.job.Rounds {
-			st.Phase = coordinator.PhaseDone
-			st.Done = &coordinator.ActJobDone{Reason: "all rounds completed", FinalRound: last}
+			st.Phase = engine.PhaseDone
+			st.Done = &engine.ActJobDone{Reason: "all rounds completed", FinalRound: last}
 		}
 		if gen != nil && f.job.Secure() {
 			if inst, err := aggregation.UnmarshalKeyGenInstance(f.job.Params, snap.Committee.Instance); err == nil {

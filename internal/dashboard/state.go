@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -140,7 +141,7 @@ type KeyGeneration struct {
 }
 
 // jobInfo is what the page shows of a job file.
-func jobInfo(job coordinator.Job) JobInfo {
+func jobInfo(job engine.Job) JobInfo {
 	return JobInfo{
 		ID: job.ID, Rounds: job.Rounds, SecureAggregation: job.SecureAggregation,
 		CommitteeSize: job.Committee.Size, CommitteeThreshold: job.Committee.Threshold, MinGroupSize: job.MinGroupSize,
@@ -176,7 +177,7 @@ func build(v view) State {
 		s.Task = &Task{ID: a.Task, Kind: a.Kind, Round: a.Round, Selected: len(a.Selected), Submitted: len(a.Submitted)}
 	}
 	contributed := map[string]int{}
-	var last *coordinator.RoundRecord
+	var last *engine.RoundRecord
 	var fromHistory []ledger.Receipt
 	for i := range st.History {
 		r := &st.History[i]
@@ -241,7 +242,7 @@ func build(v view) State {
 }
 
 // dropped lists the clients a round selected that did not contribute.
-func dropped(r *coordinator.RoundRecord) []string {
+func dropped(r *engine.RoundRecord) []string {
 	in := set(r.Contributors)
 	var out []string
 	for _, id := range r.Selected {

@@ -1,4 +1,4 @@
-package ledger
+package payout
 
 import (
 	"errors"
@@ -9,11 +9,11 @@ import (
 // Sentinel errors of payouts, quotas and baskets.
 var (
 	// ErrAllocation means the parameters of Payouts or Quotas are invalid.
-	ErrAllocation = errors.New("ledger: invalid allocation parameters")
+	ErrAllocation = errors.New("payout: invalid allocation parameters")
 	// ErrAmount means an amount is negative or not finite.
-	ErrAmount = errors.New("ledger: amount must be finite and non-negative")
+	ErrAmount = errors.New("payout: amount must be finite and non-negative")
 	// ErrInsufficientQuota means a Spend exceeds the basket's balance.
-	ErrInsufficientQuota = errors.New("ledger: insufficient quota")
+	ErrInsufficientQuota = errors.New("payout: insufficient quota")
 )
 
 // Payouts splits one round's budget among the clients (docs/DESIGN.md §4). With

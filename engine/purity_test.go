@@ -1,4 +1,4 @@
-package coordinator
+package engine
 
 import (
 	"fmt"
@@ -22,24 +22,26 @@ import (
 // in, actions out, with no network, disk, clock, logging or global
 // randomness, so that the same events give the same actions byte for
 // byte, a crash can be replayed, and trace tests never sleep. The checks
-// below keep it so. They read the source, not the compiled package: the
-// engine still shares package coordinator with the driver and the gRPC
-// service (issue 12 moves it into a package of its own), so they look at
-// the files that form the engine rather than at the package.
-//
-// Once the engine has its own package, engineFiles becomes every non-test
-// file of that package's directory and knownViolations is empty.
+// below keep it so. They read the package's source (every non-test file)
+// and list what its imports reach.
 
-// engineFiles are the files that form the round engine.
-var engineFiles = []string{
-	"engine.go",    // events, actions, Engine.Step and the plaintext round
-	"secure.go",    // the engine's side of secure aggregation: key generation, decryption requests
-	"strategy.go",  // client selection and FedAvg
-	"privacy.go",   // the decryption audit over the round history
-	"valuation.go", // the valuation step, payouts, valuation and payment config
-	"config.go",    // the job config types and their validation
-	"decline.go",   // a client that declines its task
-	"store.go",     // the Store interface and the in-memory store
+// engineFiles are the package's non-test files.
+func engineFiles(t *testing.T) []string {
+	t.Helper()
+	all, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range all {
+		if !strings.HasSuffix(f, "_test.go") {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no source files found")
+	}
+	return out
 }
 
 // modulePath is this module's import path.
@@ -227,55 +229,17 @@ func checkDeps(t *testing.T, imports []string) []violation {
 	return vs
 }
 
-// knownViolations are the breaches the engine's files have today, each
-// with what the move of issue 12 does about it. The test fails on any
-// breach not listed, and on a listed one that is gone, so the list only
-// shrinks; the move leaves it empty.
-var knownViolations = map[string]string{
-	// ledger is one package for the payout arithmetic the engine uses
-	// (Payouts, Quotas, Basket) and the bbolt store: split the arithmetic
-	// into a package of its own.
-	"import github.com/tallyfl/tally/ledger: reaches bbolt": "engine.go and valuation.go use ledger.Basket, ledger.Payouts, ledger.Quotas",
-	// LoadJob reads the job file: it stays in coordinator, beside the
-	// config types that move.
-	"config.go: imports os": "LoadJob reads the job file (os.ReadFile)",
-	// NewJob hashes enrolment tokens with internal/auth, which imports
-	// gRPC: the hash is one SHA-256 and belongs with the token rules.
-	"config.go: imports github.com/tallyfl/tally/internal/auth":   "NewJob: auth.TokenHash(e.Token)",
-	"import github.com/tallyfl/tally/internal/auth: reaches gRPC": "NewJob: auth.TokenHash(e.Token)",
-	// ModelValuer measures the wall time of a valuation: it is the
-	// engine's injected Valuer, like the Evaluator, and can stay in
-	// coordinator, or take the time from valuation.Result.Wall.
-	"valuation.go: uses time.Now":   "ModelValuer.Game measures Wall",
-	"valuation.go: uses time.Since": "ModelValuer.Game measures Wall",
-}
-
 // TestEnginePurity checks the engine's files: no forbidden import, no
 // clock, no global randomness, no goroutine, and nothing reachable from
 // their imports that does I/O.
 func TestEnginePurity(t *testing.T) {
-	vs, imports, err := checkSources(".", engineFiles)
+	vs, imports, err := checkSources(".", engineFiles(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	vs = append(vs, checkDeps(t, imports)...)
-	found := map[string]bool{}
 	for _, v := range vs {
-		k := v.key()
-		found[k] = true
-		if _, ok := knownViolations[k]; !ok {
-			t.Errorf("the round engine must stay pure: %s: %s", v, v.Why)
-		}
-	}
-	known := make([]string, 0, len(knownViolations))
-	for k := range knownViolations {
-		known = append(known, k)
-	}
-	slices.Sort(known)
-	for _, k := range known {
-		if !found[k] {
-			t.Errorf("knownViolations lists %q, which is gone: remove it from the list", k)
-		}
+		t.Errorf("the round engine must stay pure: %s: %s", v, v.Why)
 	}
 }
 

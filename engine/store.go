@@ -1,14 +1,13 @@
-package coordinator
+package engine
 
 import (
-	"encoding/json"
-	"github.com/tallyfl/tally/dataset"
-
 	"slices"
 	"sync"
+
+	"github.com/tallyfl/tally/dataset"
 )
 
-// Store keeps the coordinator's state so that a restarted coordinator can
+// Store keeps the engine's state so that a restarted coordinator can
 // resume a job. The driver applies every ActPersist to it, in order, before
 // it performs any later action: state is written before anyone is told.
 //
@@ -38,7 +37,6 @@ type MemoryStore struct {
 	snap Snapshot
 	// Writes counts applied ActPersist actions.
 	Writes int
-	auth   *memoryAuth
 }
 
 // NewMemoryStore returns an empty store.
@@ -83,27 +81,4 @@ func (m *MemoryStore) Load() (Snapshot, error) {
 	s.Rounds = slices.Clone(s.Rounds)
 	s.Global = slices.Clone(s.Global)
 	return s, nil
-}
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-// Bind implements AuthStore: a MemoryStore keeps enrolments too, like a
-// BoltStore, so that a server restarted on the same store (in tests)
-// admits the clients it admitted before.
-func (m *MemoryStore) Bind(tokenID string, uses int, b Binding) error {
-	return m.authStore().Bind(tokenID, uses, b)
-}
-
-// Bindings implements AuthStore.
-func (m *MemoryStore) Bindings() ([]Binding, error) { return m.authStore().Bindings() }
-
-// authStore returns the enrolments, created on first use so that a zero
-// MemoryStore works.
-func (m *MemoryStore) authStore() *memoryAuth {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.auth == nil {
-		m.auth = newMemoryAuth()
-	}
-	return m.auth
 }

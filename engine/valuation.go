@@ -1,18 +1,15 @@
-package coordinator
+package engine
 
 import (
-	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
-	"time"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
-	"github.com/tallyfl/tally/ledger"
-	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/ledger/payout"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -191,143 +188,6 @@ type Valuer interface {
 	Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error)
 }
 
-// ModelValuer is the Valuer of a job: validation data, a model to clone per
-// worker, and the job's valuation settings.
-type ModelValuer struct {
-	Job   Job
-	Model model.Model
-	Data  model.Examples
-
-	scaler *dataset.Scaler
-	scaled model.Examples
-}
-
-func (v *ModelValuer) data(s *dataset.Scaler) model.Examples {
-	if s == nil {
-		return v.Data
-	}
-	if s != v.scaler {
-		v.scaler, v.scaled = s, s.Apply(v.Data)
-	}
-	return v.scaled
-}
-
-// scorer adapts a model clone to valuation.ParamScorer.
-type scorer struct {
-	m        model.Model
-	data     model.Examples
-	accuracy bool
-}
-
-func (s *scorer) Score(p []float64) (float64, error) {
-	if err := s.m.SetParams(p); err != nil {
-		return 0, err
-	}
-	met, err := s.m.Evaluate(s.data)
-	if err != nil {
-		return 0, err
-	}
-	if s.accuracy {
-		return met.Accuracy, nil
-	}
-	return -met.Loss, nil
-}
-
-// parallelism is how many coalitions are evaluated at once: an external
-// model batches concurrent evaluations into one request to its adapter
-// (extmodel), so it asks for more than the cores; 0 (the cores) for a
-// built-in model.
-func parallelism(m model.Model) int {
-	if p, ok := m.(interface{ Parallelism() int }); ok {
-		return p.Parallelism()
-	}
-	return 0
-}
-
-// roundConfig derives the estimator's configuration for a round, its seed
-// keyed by (job seed, round) so that the same seed gives the same scores.
-func (v *ModelValuer) roundConfig(round int) valuation.Config {
-	cfg := v.Job.Valuation.Estimator
-	if cfg.Workers == 0 {
-		cfg.Workers = parallelism(v.Model)
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%d|valuation|%d", v.Job.Seed, round)
-	cfg.Seed = binary.LittleEndian.Uint64(h.Sum(nil)[:8])
-	return cfg
-}
-
-// Game implements Valuer.
-func (v *ModelValuer) Game(round int, base []float64, updates [][]float64, weights []float64, sc *dataset.Scaler) (valuation.Result, error) {
-	method := v.Job.Valuation.Method
-	start := time.Now()
-	switch method {
-	case MethodCGSV:
-		vals, err := valuation.CosineToAggregate(updates, weights)
-		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
-	case MethodInfluence:
-		g, err := v.Gradient(base, sc)
-		if err != nil {
-			return valuation.Result{}, err
-		}
-		vals, err := valuation.Influence(g, updates, weights)
-		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
-	}
-	data := v.data(sc)
-	acc := v.Job.Valuation.Utility == "accuracy"
-	game, err := valuation.NewFederatedGame(base, updates, weights, func() (valuation.ParamScorer, error) {
-		return &scorer{m: v.Model.Clone(), data: data, accuracy: acc}, nil
-	}, valuation.FederatedOptions{MaxScorers: parallelism(v.Model)})
-	if err != nil {
-		return valuation.Result{}, err
-	}
-	return v.estimate(round, game)
-}
-
-func (v *ModelValuer) estimate(round int, game valuation.Game) (valuation.Result, error) {
-	method := v.Job.Valuation.Method
-	if game.Players() > valuation.MaxExactPlayers && (method == "exact-shapley" || method == "exact-banzhaf") {
-		// A groups round or a job above the bound: fall back to sampling
-		// rather than fail the round.
-		method = "monte-carlo"
-	}
-	est, err := valuation.NewEstimator(method, v.roundConfig(round))
-	if err != nil {
-		return valuation.Result{}, err
-	}
-	return est.Estimate(context.Background(), game)
-}
-
-// Surrogate implements Valuer.
-func (v *ModelValuer) Surrogate(round int, a, weights []float64) (valuation.Result, error) {
-	if v.Job.Valuation.Method == MethodInfluence {
-		var total float64
-		for _, w := range weights {
-			total += w
-		}
-		vals := make([]float64, len(a))
-		for i := range a {
-			vals[i] = -a[i] / total
-		}
-		return valuation.Result{Method: MethodInfluence, Values: vals}, nil
-	}
-	game, err := valuation.NewSurrogateGame(a, weights)
-	if err != nil {
-		return valuation.Result{}, err
-	}
-	return v.estimate(round, game)
-}
-
-// Gradient implements Valuer.
-func (v *ModelValuer) Gradient(base []float64, sc *dataset.Scaler) ([]float64, error) {
-	m := v.Model
-	if err := m.SetParams(base); err != nil {
-		return nil, err
-	}
-	g := make([]float64, m.NumParams())
-	return g, m.Gradient(v.data(sc), g)
-}
-
 // RoundValuation is what the valuation of one round produced.
 type RoundValuation struct {
 	Mode   string `json:"mode"`
@@ -362,15 +222,15 @@ func (e *Engine) pay(rec *RoundRecord) {
 		values[i] = rv.Values[id]
 	}
 	p := e.job.Payment
-	payouts, unspent, err := ledger.Payouts(values, p.BudgetPerRound, p.BaselineShare, nil)
+	payouts, unspent, err := payout.Payouts(values, p.BudgetPerRound, p.BaselineShare, nil)
 	if err == nil {
 		var credits []float64
-		if credits, err = ledger.Quotas(values, p.QuotaPerRound, p.BaselineShare, nil); err == nil {
+		if credits, err = payout.Quotas(values, p.QuotaPerRound, p.BaselineShare, nil); err == nil {
 			rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
 			for i, id := range ids {
 				b := e.baskets[id]
 				if b == nil {
-					b = &ledger.Basket{Capacity: p.QuotaCapacity}
+					b = &payout.Basket{Capacity: p.QuotaCapacity}
 					e.baskets[id] = b
 				}
 				credited, _ := b.Credit(credits[i])
@@ -472,4 +332,114 @@ func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
 		out[i].Rank = i + 1
 	}
 	return out, nil
+}
+
+// SetValuer makes the engine score every round's contributors.
+func (e *Engine) SetValuer(v Valuer) { e.valuer = v }
+
+// valueClear scores a round whose updates the coordinator holds in the
+// clear (secure_aggregation: none), in the job's valuation mode. A
+// valuation error is recorded, not fatal: the model still advances.
+func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
+	if e.valuer == nil {
+		return
+	}
+	for _, r := range results {
+		// Without encryption the coordinator sees each update: say so.
+		rec.Decryptions = append(rec.Decryptions, DecryptionRecord{Purpose: "cleartext-update", Contributors: 1, Clients: []string{r.Client}})
+	}
+	cfg := e.job.Valuation
+	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
+	rec.Valuation = rv
+	var res valuation.Result
+	var err error
+	switch cfg.Mode {
+	case ModePlain:
+		updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+		for i, r := range results {
+			updates[i], weights[i] = r.Update, float64(r.Samples)
+		}
+		if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+			for i, r := range results {
+				rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
+			}
+		}
+	case ModeGroups:
+		byID := map[string]Result{}
+		for _, r := range results {
+			byID[r.Client] = r
+		}
+		rv.Groups = partition(sortedIDs(results), e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
+		updates, weights := make([][]float64, len(rv.Groups)), make([]float64, len(rv.Groups))
+		for g, members := range rv.Groups {
+			var us [][]float64
+			var ws []float64
+			for _, id := range members {
+				us, ws = append(us, byID[id].Update), append(ws, float64(byID[id].Samples))
+				weights[g] += float64(byID[id].Samples)
+			}
+			if updates[g], err = aggregation.FedAvg(us, ws); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+				err = e.splitGroups(rv, res, func(id string) float64 { return float64(byID[id].Samples) })
+			}
+		}
+	case ModeInfluence:
+		var g []float64
+		if g, err = e.valuer.Gradient(e.global, e.scaler); err == nil {
+			updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+			for i, r := range results {
+				updates[i], weights[i] = r.Update, float64(r.Samples)
+			}
+			var a []float64
+			if a, err = valuation.InfluenceCoefficients(g, updates, weights); err == nil {
+				if res, err = e.valuer.Surrogate(t.Round, a, weights); err == nil {
+					for i, r := range results {
+						rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
+					}
+				}
+			}
+		}
+	}
+	rv.Evaluations = res.Evaluations
+	if err != nil {
+		rv.Error = err.Error()
+	}
+}
+
+// splitGroups shares each group's value among its members by weight.
+func (e *Engine) splitGroups(rv *RoundValuation, res valuation.Result, weight func(string) float64) error {
+	for g, members := range rv.Groups {
+		ws := make([]float64, len(members))
+		for i, id := range members {
+			ws[i] = weight(id)
+		}
+		vals, ses, err := valuation.SplitByWeight(res.Values[g], at(res.StdErr, g), ws)
+		if err != nil {
+			return err
+		}
+		for i, id := range members {
+			rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
+		}
+	}
+	return nil
+}
+
+func at(v []float64, i int) float64 {
+	if i < len(v) {
+		return v[i]
+	}
+	return 0
+}
+
+func sortedIDs(results []Result) []string {
+	ids := make([]string, len(results))
+	for i, r := range results {
+		ids[i] = r.Client
+	}
+	sort.Strings(ids)
+	return ids
 }

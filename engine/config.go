@@ -1,10 +1,10 @@
-package coordinator
+package engine
 
 import (
-	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,7 +14,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tallyfl/tally/aggregation"
-	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -244,34 +243,6 @@ func (j Job) Ticks(d Duration) int {
 	return n
 }
 
-// LoadJob reads and validates a job file. Unknown fields are errors.
-func LoadJob(path string) (Job, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return Job{}, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	var cfg JobConfig
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return Job{}, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
-	}
-	dir := "."
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		dir = path[:i]
-	}
-	job, err := NewJob(cfg, dir)
-	if cfg.Data.Validation.CSV == "" {
-		// A job run from a file has no other source of validation data;
-		// simulations hand theirs over in memory.
-		err = errors.Join(err, fmt.Errorf("%w: data.validation.csv: is required: the coordinator evaluates every round on it", ErrConfig))
-	}
-	if err != nil {
-		return Job{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return job, nil
-}
-
 // NewJob fills defaults and validates cfg, reporting every problem at once.
 func NewJob(cfg JobConfig, dir string) (Job, error) {
 	c := cfg
@@ -405,7 +376,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		case e.TokenSHA256 != "" && !isHex(e.TokenSHA256, 64):
 			bad(f+".token_sha256", "must be 64 hexadecimal digits (a SHA-256), got %d characters", len(e.TokenSHA256))
 		case e.Token != "":
-			tok = auth.TokenHash(e.Token)
+			tok = tokenHash(e.Token)
 		case e.TokenSHA256 != "":
 			tok = strings.ToLower(e.TokenSHA256)
 		}
@@ -544,4 +515,13 @@ func (j Job) ClientIDs() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// tokenHash is the hex SHA-256 a job keeps of an enrolment token: the same
+// hash as internal/auth.TokenHash, which the service checks presented
+// tokens with (package coordinator's TestTokenHashAgrees keeps the two
+// equal). The engine cannot import internal/auth, which imports gRPC.
+func tokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
 }

@@ -1,4 +1,4 @@
-package coordinator
+package engine
 
 import (
 	"crypto/rand"
@@ -325,4 +325,13 @@ func TestCommitteeLosesCMinusT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// insecureHE is a small CKKS parameter set: fast, and insecure, so it
+// lives only in test files (coordinator's tests have the same one).
+func insecureHE() *aggregation.ParametersConfig {
+	c := aggregation.DefaultConfig()
+	c.LogN = 10
+	c.Insecure = true
+	return &c
 }

@@ -1,8 +1,6 @@
-package coordinator
+package engine
 
 import (
-	"github.com/tallyfl/tally/dataset"
-
 	"bufio"
 	"crypto/sha256"
 	"errors"
@@ -16,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
 )
 

@@ -1,0 +1,151 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// ModelValuer is the Valuer of a job: validation data, a model to clone per
+// worker, and the job's valuation settings.
+type ModelValuer struct {
+	Job   engine.Job
+	Model model.Model
+	Data  model.Examples
+
+	scaler *dataset.Scaler
+	scaled model.Examples
+}
+
+func (v *ModelValuer) data(s *dataset.Scaler) model.Examples {
+	if s == nil {
+		return v.Data
+	}
+	if s != v.scaler {
+		v.scaler, v.scaled = s, s.Apply(v.Data)
+	}
+	return v.scaled
+}
+
+// scorer adapts a model clone to valuation.ParamScorer.
+type scorer struct {
+	m        model.Model
+	data     model.Examples
+	accuracy bool
+}
+
+func (s *scorer) Score(p []float64) (float64, error) {
+	if err := s.m.SetParams(p); err != nil {
+		return 0, err
+	}
+	met, err := s.m.Evaluate(s.data)
+	if err != nil {
+		return 0, err
+	}
+	if s.accuracy {
+		return met.Accuracy, nil
+	}
+	return -met.Loss, nil
+}
+
+// parallelism is how many coalitions are evaluated at once: an external
+// model batches concurrent evaluations into one request to its adapter
+// (extmodel), so it asks for more than the cores; 0 (the cores) for a
+// built-in model.
+func parallelism(m model.Model) int {
+	if p, ok := m.(interface{ Parallelism() int }); ok {
+		return p.Parallelism()
+	}
+	return 0
+}
+
+// roundConfig derives the estimator's configuration for a round, its seed
+// keyed by (job seed, round) so that the same seed gives the same scores.
+func (v *ModelValuer) roundConfig(round int) valuation.Config {
+	cfg := v.Job.Valuation.Estimator
+	if cfg.Workers == 0 {
+		cfg.Workers = parallelism(v.Model)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%d|valuation|%d", v.Job.Seed, round)
+	cfg.Seed = binary.LittleEndian.Uint64(h.Sum(nil)[:8])
+	return cfg
+}
+
+// Game implements Valuer.
+func (v *ModelValuer) Game(round int, base []float64, updates [][]float64, weights []float64, sc *dataset.Scaler) (valuation.Result, error) {
+	method := v.Job.Valuation.Method
+	start := time.Now()
+	switch method {
+	case engine.MethodCGSV:
+		vals, err := valuation.CosineToAggregate(updates, weights)
+		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
+	case engine.MethodInfluence:
+		g, err := v.Gradient(base, sc)
+		if err != nil {
+			return valuation.Result{}, err
+		}
+		vals, err := valuation.Influence(g, updates, weights)
+		return valuation.Result{Method: method, Values: vals, Wall: time.Since(start)}, err
+	}
+	data := v.data(sc)
+	acc := v.Job.Valuation.Utility == "accuracy"
+	game, err := valuation.NewFederatedGame(base, updates, weights, func() (valuation.ParamScorer, error) {
+		return &scorer{m: v.Model.Clone(), data: data, accuracy: acc}, nil
+	}, valuation.FederatedOptions{MaxScorers: parallelism(v.Model)})
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return v.estimate(round, game)
+}
+
+func (v *ModelValuer) estimate(round int, game valuation.Game) (valuation.Result, error) {
+	method := v.Job.Valuation.Method
+	if game.Players() > valuation.MaxExactPlayers && (method == "exact-shapley" || method == "exact-banzhaf") {
+		// A groups round or a job above the bound: fall back to sampling
+		// rather than fail the round.
+		method = "monte-carlo"
+	}
+	est, err := valuation.NewEstimator(method, v.roundConfig(round))
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return est.Estimate(context.Background(), game)
+}
+
+// Surrogate implements Valuer.
+func (v *ModelValuer) Surrogate(round int, a, weights []float64) (valuation.Result, error) {
+	if v.Job.Valuation.Method == engine.MethodInfluence {
+		var total float64
+		for _, w := range weights {
+			total += w
+		}
+		vals := make([]float64, len(a))
+		for i := range a {
+			vals[i] = -a[i] / total
+		}
+		return valuation.Result{Method: engine.MethodInfluence, Values: vals}, nil
+	}
+	game, err := valuation.NewSurrogateGame(a, weights)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return v.estimate(round, game)
+}
+
+// Gradient implements Valuer.
+func (v *ModelValuer) Gradient(base []float64, sc *dataset.Scaler) ([]float64, error) {
+	m := v.Model
+	if err := m.SetParams(base); err != nil {
+		return nil, err
+	}
+	g := make([]float64, m.NumParams())
+	return g, m.Gradient(v.data(sc), g)
+}

@@ -1,0 +1,49 @@
+// Package engine is the round engine of a federated-learning job: a
+// deterministic state machine that the coordinator's driver feeds events
+// and whose actions it performs. It follows etcd-io/raft's split of a pure
+// core from its I/O (docs/DESIGN.md §2, docs/STYLE.md §1).
+//
+// Engine.Step takes one Event (a client joined, polled, submitted,
+// declined or left; a committee member sent shares; a tick passed) and
+// returns the Actions to perform (persist, publish a task, reply, report a
+// round, end the job, log). It reads no clock, does no I/O and draws
+// randomness only from a PRNG keyed by (job seed, purpose, round,
+// attempt), so the same events give the same actions, byte for byte, and
+// a crash can be replayed. Time is counted in ticks: a round's deadline is
+// a number of ticks, so a client that never answers is handled by feeding
+// ticks, and tests never sleep. Trace tests under testdata/trace drive it
+// with scripts and compare golden files.
+//
+// Rounds that close with fewer than clients.min updates fail cleanly and
+// are retried or stop the job, as the job file says; so does a round that
+// finds too few clients to start for a whole round timeout. A client that
+// lets a task's deadline pass, whose long poll is cut off by its
+// connection closing (EvLeft), or that is not heard from for longer than
+// the longest poll gap when a task times out, is presumed gone until it is
+// heard from again: it is neither selected nor asked to decrypt, so a dead
+// committee member costs at most the one timeout in which it fell silent.
+//
+// Purity is enforced by the build: TestEnginePurity fails if a non-test
+// file of this package imports net, os, log (log/slog included), gRPC,
+// bbolt, OpenTelemetry, Prometheus, internal/auth or a package above it
+// (coordinator, client, cmd), calls the clock (time.Now, Since, timers,
+// Sleep) or the global random generator, starts a goroutine, or if any
+// package its imports reach is gRPC, bbolt or telemetry. What it takes
+// from this module is pure computation: aggregation, dataset, model,
+// valuation and ledger/payout (the payout arithmetic, not the bbolt
+// store). The injected Evaluator and Valuer are the coordinator's.
+//
+// What lives here: the events and actions (events.go); Step and the
+// plaintext round (engine.go); enrolment, liveness and the start of a
+// round (clients.go); client selection and FedAvg (strategy.go); the
+// engine's side of multiparty CKKS aggregation, committee key generation
+// (secure.go) and threshold decryption (decrypt.go); the valuation step
+// and payouts (valuation.go); a client declining its task (decline.go);
+// the decryption audit (privacy.go); the job's config types and their
+// validation (config.go); and the Store interface with its in-memory
+// implementation (store.go). Reading job files, the gRPC service, the
+// bbolt store, enrolments, clocks and logging are package coordinator's.
+//
+// FedAvg follows McMahan et al., "Communication-Efficient Learning of Deep
+// Networks from Decentralized Data", AISTATS 2017.
+package engine

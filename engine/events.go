@@ -1,0 +1,315 @@
+package engine
+
+import (
+	"math/rand/v2"
+
+	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+)
+
+// Phase is where the job stands.
+type Phase int
+
+// The phases of a job, in order.
+const (
+	PhaseEnrolling Phase = iota
+	PhaseScaling
+	PhaseTraining
+	PhaseDone
+)
+
+func (p Phase) String() string {
+	return [...]string{"enrolling", "scaling", "training", "done"}[p]
+}
+
+// TaskKind says what a task asks of a client.
+type TaskKind int
+
+// Task kinds.
+const (
+	TaskTrain TaskKind = iota
+	TaskMoments
+	TaskKeyGen
+	TaskThreshold
+	TaskDecrypt
+)
+
+func (k TaskKind) String() string {
+	return [...]string{"train", "moments", "keygen", "threshold", "decrypt"}[k]
+}
+
+// Task is one unit of work sent to the selected clients of a round.
+type Task struct {
+	ID       string
+	Kind     TaskKind
+	Round    int
+	Attempt  int
+	Params   []float64 // the global model (train) — shared, read-only
+	Length   int       // expected update length
+	Deadline int       // tick at which the task closes
+	Selected []string
+
+	// Under secure aggregation:
+	// KeyID names the collective key updates are encrypted under, and
+	// PublicKey is that key (train and moments tasks).
+	KeyID     [32]byte
+	PublicKey []byte
+	// Acc accumulates the encrypted submissions of a train or moments
+	// task. It is safe for concurrent use: the service adds ciphertexts
+	// to it as they arrive, the engine finalises it when the task closes.
+	Acc *aggregation.Accumulator
+	// Blob is the key-generation instance (keygen) or the decryption
+	// request (decrypt), in binary form.
+	Blob []byte
+	// Sealed maps recipient → sender → the Shamir share sender sealed for
+	// recipient (threshold).
+	Sealed map[string]map[string][]byte
+	// Ciphertexts are the aggregate's blocks (decrypt).
+	Ciphertexts [][]byte
+	// Influence turns each client's ciphertexts, as they arrive, into a
+	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode).
+	Influence *aggregation.Influence
+	// Coefficient marks a decrypt task for an influence scalar.
+	Coefficient bool
+	// Groups is the seeded partition of the selected clients in the groups
+	// valuation mode, with one accumulator per group instead of Acc.
+	Groups   [][]string
+	GroupAcc []*aggregation.Accumulator
+	groupOf  map[string]int
+
+	// selected is Selected as a set, made on first use by the goroutine
+	// that owns the task (the engine's; the driver makes its own view):
+	// with a thousand clients, a linear search per submission or per poll
+	// made rounds quadratic in the number of clients.
+	selected map[string]bool
+}
+
+// isSelected reports whether client is one of the task's selected clients.
+// Only the engine's goroutine may call it.
+func (t *Task) isSelected(client string) bool {
+	if t.selected == nil {
+		t.selected = make(map[string]bool, len(t.Selected))
+		for _, id := range t.Selected {
+			t.selected[id] = true
+		}
+	}
+	return t.selected[client]
+}
+
+// AccumulatorFor returns the accumulator client's ciphertexts go into, or
+// nil when the task takes no ciphertexts from it.
+func (t *Task) AccumulatorFor(client string) *aggregation.Accumulator {
+	if t.GroupAcc != nil {
+		if g, ok := t.groupOf[client]; ok {
+			return t.GroupAcc[g]
+		}
+		return nil
+	}
+	return t.Acc
+}
+
+// Encrypted reports whether the task collects ciphertexts.
+func (t *Task) Encrypted() bool { return t.Acc != nil || t.GroupAcc != nil }
+
+// Evaluator scores a parameter vector on the coordinator's validation data,
+// standardised with scaler when it is not nil. It is pure computation: the
+// engine calls it synchronously.
+type Evaluator interface {
+	Evaluate(params []float64, scaler *dataset.Scaler) (model.Metrics, error)
+}
+
+// Event is an input to the engine.
+type Event interface{ event() }
+
+// EvJoin: a client enrolled, or came back after a disconnect.
+// IdentityKey is its X25519 public key, for committee duty.
+type EvJoin struct {
+	Client      string
+	Samples     int64
+	IdentityKey []byte
+}
+
+// EvPoll: a client asked for work; it is alive.
+type EvPoll struct{ Client string }
+
+// EvLeft: a client's long poll was cut off by its connection closing (it
+// stopped, crashed or lost its network). Until it is heard from again it is
+// presumed gone: neither selected nor asked to decrypt.
+type EvLeft struct{ Client string }
+
+// EvTick: one tick of the driver's clock passed.
+type EvTick struct{}
+
+// EvSubmit: a complete submission arrived. Digest is the SHA-256 of its payload.
+// Under secure aggregation Encrypted is set, Update is nil and the
+// ciphertexts are already in the task's accumulator.
+type EvSubmit struct {
+	Client    string
+	TaskID    string
+	Samples   int64
+	Update    []float64
+	Digest    [32]byte
+	Encrypted bool
+	Bytes     int64 // payload size, for the round's accounting
+}
+
+// EvShares: a committee member's protocol messages for a task, by part
+// name ("public-key-share", "sealed/<recipient>", "ack", "share/<block>").
+type EvShares struct {
+	Client string
+	TaskID string
+	Parts  map[string][]byte
+}
+
+func (EvJoin) event() {}
+
+func (EvPoll) event() {}
+
+func (EvLeft) event() {}
+
+func (EvTick) event() {}
+
+func (EvSubmit) event() {}
+
+func (EvShares) event() {}
+
+// Action is an output of the engine for the driver to perform, in order.
+type Action interface{ action() }
+
+// ActPersist asks the driver to write records to the store before any later action.
+type ActPersist struct {
+	Client *ClientRecord
+	Round  *RoundRecord
+	// Global is the model after Round (set with Round when it completed).
+	Global    []float64
+	Scaler    *dataset.Scaler
+	Committee *CommitteeRecord
+}
+
+// CommitteeRecord is a completed key generation: enough, with the members'
+// own key shares, to decrypt again after a coordinator restart.
+type CommitteeRecord struct {
+	Epoch     uint64 `json:"epoch"`
+	Instance  []byte `json:"instance"`
+	PublicKey []byte `json:"public_key"`
+}
+
+// ActPublish makes Task the current task of each of its selected clients.
+type ActPublish struct{ Task *Task }
+
+// ActReply answers the submission of Client for TaskID.
+type ActReply struct {
+	Client    string
+	TaskID    string
+	Duplicate bool
+	Err       error // nil when accepted
+}
+
+// ActRoundDone reports a completed or failed round attempt.
+type ActRoundDone struct{ Record RoundRecord }
+
+// ActJobDone ends the job.
+type ActJobDone struct {
+	Reason     string
+	FinalRound int
+}
+
+// ActLog is a notable event for the job log.
+type ActLog struct {
+	Msg   string
+	Attrs []any
+}
+
+func (ActPersist) action() {}
+
+func (ActPublish) action() {}
+
+func (ActReply) action() {}
+
+func (ActRoundDone) action() {}
+
+func (ActJobDone) action() {}
+
+func (ActLog) action() {}
+
+// ClientRecord is a client as the store keeps it.
+type ClientRecord struct {
+	ID      string `json:"id"`
+	Samples int64  `json:"samples"`
+}
+
+// RoundRecord is the outcome of one round attempt.
+type RoundRecord struct {
+	Round        int      `json:"round"`
+	Attempt      int      `json:"attempt"`
+	Failed       bool     `json:"failed,omitempty"`
+	Reason       string   `json:"reason,omitempty"`
+	Selected     []string `json:"selected"`
+	Contributors []string `json:"contributors"`
+	// Samples maps each contributor to its weight n_i.
+	Samples     map[string]int64 `json:"samples"`
+	ValLoss     float64          `json:"val_loss"`
+	ValAccuracy float64          `json:"val_accuracy"`
+	// Digests maps each contributor to the SHA-256 of its submission.
+	Digests map[string][32]byte `json:"-"`
+	// BytesReceived counts the payload bytes of the accepted submissions.
+	BytesReceived int64 `json:"bytes_received"`
+	// Decryptions lists what the committee decrypted for this round.
+	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
+	// Valuation scores the contributors of this round.
+	Valuation *RoundValuation `json:"valuation,omitempty"`
+}
+
+// DecryptionRecord is one aggregate the committee decrypted: what for, and
+// how many client updates it summed.
+type DecryptionRecord struct {
+	Purpose      string `json:"purpose"`
+	Contributors int    `json:"contributors"`
+	// Clients are the contributors summed in what was decrypted.
+	Clients      []string `json:"clients"`
+	Participants []string `json:"participants"`
+}
+
+// Strategy chooses a round's participants and combines their results.
+type Strategy interface {
+	// Select returns the participants of a round from the available
+	// clients (sorted), using only rng for randomness.
+	Select(available []string, rng *rand.Rand) []string
+	// Aggregate returns the next global model from the current one and
+	// the accepted results, given in client-id order.
+	Aggregate(global []float64, results []Result) ([]float64, error)
+}
+
+// Result is one accepted update.
+type Result struct {
+	Client  string
+	Samples int64
+	Update  []float64 // Δ_i = local − global
+}
+
+type clientState struct {
+	samples  int64
+	lastSeen int
+	joined   bool
+	identity []byte
+	// silent: the client let the last task it was given close without
+	// answering (a train or moments update missing at the deadline, a
+	// decryption share missing at its timeout), and has not been heard
+	// from since. It is neither selected nor asked to decrypt until it
+	// polls, joins or submits again: a dead client would otherwise cost
+	// a round timeout in every round of its liveness window.
+	silent bool
+}
+
+// heard notes that a client is alive now.
+func (c *clientState) heard(now int) {
+	c.lastSeen, c.silent = now, false
+}
+
+type received struct {
+	samples int64
+	update  []float64
+	digest  [32]byte
+	bytes   int64
+}
