@@ -78,15 +78,7 @@ func (t *trainers) Close() error {
 // adapter, as a trainer, trains on the union of the clients' data for as
 // many epochs as the federation ran, and scores the test set.
 func centralisedExternal(job engine.Job, fed *dataset.Federation, scaler *dataset.Scaler, stderr io.Writer) (float64, error) {
-	union := model.Examples{Features: fed.Test.Features}
-	for _, c := range fed.Clients {
-		union.X = append(union.X, c.X...)
-		union.Y = append(union.Y, c.Y...)
-	}
-	test := fed.Test
-	if scaler != nil {
-		union, test = scaler.Apply(union), scaler.Apply(test)
-	}
+	union, test := centralData(fed, scaler)
 	m, closer, err := extmodel.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed, extmodel.Options{Role: extmodel.RoleTrainer, Stderr: stderr})
 	if err != nil {
 		return 0, err

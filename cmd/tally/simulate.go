@@ -595,19 +595,27 @@ func tooFewRows(err error, o *simOptions) error {
 	return fmt.Errorf("%w; %s", err, hint)
 }
 
-// centralised trains the job's model on the union of the clients' training
-// data for as many epochs as the federation ran in all, and returns its
-// test accuracy: the yardstick the federated model is compared with.
-func centralised(job engine.Job, fed *dataset.Federation, scaler *dataset.Scaler) (float64, error) {
-	union := model.Examples{Features: fed.Test.Features}
+// centralData is the centralised yardstick's data: the union of the
+// clients' training rows and the test set, both scaled as the federation's
+// were.
+func centralData(fed *dataset.Federation, scaler *dataset.Scaler) (union, test model.Examples) {
+	union = model.Examples{Features: fed.Test.Features}
 	for _, c := range fed.Clients {
 		union.X = append(union.X, c.X...)
 		union.Y = append(union.Y, c.Y...)
 	}
-	test := fed.Test
+	test = fed.Test
 	if scaler != nil {
 		union, test = scaler.Apply(union), scaler.Apply(test)
 	}
+	return union, test
+}
+
+// centralised trains the job's model on the union of the clients' training
+// data for as many epochs as the federation ran in all, and returns its
+// test accuracy: the yardstick the federated model is compared with.
+func centralised(job engine.Job, fed *dataset.Federation, scaler *dataset.Scaler) (float64, error) {
+	union, test := centralData(fed, scaler)
 	m, err := model.New(job.Model, job.Data.Features, job.Data.Classes, job.Seed)
 	if err != nil {
 		return 0, err
