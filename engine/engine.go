@@ -109,6 +109,12 @@ func (e *Engine) Restore(snap Snapshot) error {
 				e.baskets[id] = &payout.Basket{Capacity: e.job.Payment.QuotaCapacity, Balance: b}
 			}
 		}
+		// A settlement follows the round it is recorded with.
+		if r.Settlement != nil {
+			for id, b := range r.Settlement.Balance {
+				e.baskets[id] = &payout.Basket{Capacity: e.job.Payment.QuotaCapacity, Balance: b}
+			}
+		}
 	}
 	if snap.Committee != nil && e.he != nil {
 		if err := e.he.restore(*snap.Committee); err != nil {
@@ -386,10 +392,16 @@ func (e *Engine) close(why string) []Action {
 // fail records a failed attempt and retries or stops, as configured.
 func (e *Engine) fail(t *Task, rec RoundRecord, err error) []Action {
 	rec.Failed, rec.Reason = true, err.Error()
-	e.history = append(e.history, rec)
 	e.failedInARow++
+	stop := e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds
+	if stop && t.Kind == TaskTrain {
+		// The job ends here: what its completed rounds earned is owed
+		// now, with this attempt's record.
+		rec.Settlement = e.settle(e.lastCompleted())
+	}
+	e.history = append(e.history, rec)
 	out := []Action{ActPersist{Round: &rec}, ActRoundDone{Record: rec}}
-	if e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds {
+	if stop {
 		return append(out, e.done(fmt.Sprintf("round %d failed: %s", t.Round, rec.Reason)))
 	}
 	e.attempt++
@@ -406,7 +418,15 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		return append(out, e.maybeStart()...)
 	}
 	e.pay(&rec)
-	e.history = append(e.history, rec)
+	if _, end, _ := e.period(); rec.Valuation != nil && e.round >= end {
+		// The period ends with this round: the history must hold the
+		// round before its values are totalled.
+		e.history = append(e.history, rec)
+		rec.Settlement = e.settle(e.round)
+		e.history[len(e.history)-1] = rec
+	} else {
+		e.history = append(e.history, rec)
+	}
 	out := []Action{ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec}}
 	if e.round >= e.job.Rounds {
 		return append(out, e.done("all rounds completed"))

@@ -259,6 +259,10 @@ type RoundRecord struct {
 	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
 	// Valuation scores the contributors of this round.
 	Valuation *RoundValuation `json:"valuation,omitempty"`
+	// Settlement, on the record of the round that ended a payment period
+	// (or on the failed attempt that stopped the job), pays the period's
+	// value part.
+	Settlement *Settlement `json:"settlement,omitempty"`
 }
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
