@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -210,5 +211,265 @@ func TestNegativeValuesNetOverTheJob(t *testing.T) {
 		if c.Client == "c0" && math.Abs(c.Payout-baseline) > 1e-9 {
 			t.Errorf("c0 (total value %.3f) was paid %.4f, want only the baseline %.4f", c.Value, c.Payout, baseline)
 		}
+	}
+}
+
+// TestSettlementProperties runs random jobs (clients, rounds, decay,
+// baseline share, periods, values of either sign) and checks the rule
+// after every persisted step: nothing paid is ever negative (so a
+// cumulative payout never falls: no clawback); each settlement splits
+// exactly its escrow (paid + unspent = escrow), pays a client with a
+// total ≤ 0 nothing, never pays a lower total more (monotone), and its
+// totals are the period's netted, decayed values in which a round whose
+// values sum to ≤ 0 credits nobody (computed here independently); and at
+// the end paid + unspent equals the budget.
+func TestSettlementProperties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 1))
+	for trial := range 300 {
+		n, rounds := 2+rng.IntN(5), 1+rng.IntN(12)
+		decay := []float64{1, 0.8, 0.5 + 0.5*rng.Float64()}[trial%3]
+		share := []float64{0, 0.25, rng.Float64()}[rng.IntN(3)]
+		period := []int{0, 1 + rng.IntN(rounds)}[rng.IntN(2)]
+		budget := 10 + 1000*rng.Float64()
+		name := fmt.Sprintf("trial=%d/n=%d/rounds=%d/decay=%.2f/share=%.2f/period=%d", trial, n, rounds, decay, share, period)
+		values := make([][]float64, rounds)
+		for r := range values {
+			values[r] = make([]float64, n)
+			scale := math.Pow(10, -3*rng.Float64())
+			for k := range values[r] {
+				values[r][k] = scale * (rng.NormFloat64() + 0.2)
+			}
+		}
+		job := payJob(t, n, rounds, func(c *JobConfig) {
+			c.Payment = PaymentConfig{Budget: budget, PeriodRounds: period, BaselineShare: share, QuotaPerRound: 10, QuotaCapacity: 1e9}
+			c.Valuation.Decay = decay
+		})
+		var paid, unspent float64
+		settlements := 0
+		check := func(p ActPersist) {
+			r := p.Round
+			if r == nil {
+				return
+			}
+			if rv := r.Valuation; rv != nil && !r.Failed {
+				for id, x := range rv.Payouts {
+					if x < 0 {
+						t.Fatalf("%s: round %d paid %s %v", name, r.Round, id, x)
+					}
+					paid += x
+				}
+				unspent += rv.Unspent
+			}
+			s := r.Settlement
+			if s == nil {
+				return
+			}
+			settlements++
+			want := periodTotals(values, s.From, s.Through, decay)
+			var sum float64
+			for id, x := range s.Payouts {
+				var k int
+				fmt.Sscanf(id, "c%d", &k)
+				if x < 0 {
+					t.Fatalf("%s: settlement %d–%d paid %s %v", name, s.From, s.Through, id, x)
+				}
+				if math.Abs(s.Values[id]-want[k]) > 1e-12 {
+					t.Fatalf("%s: settlement %d–%d: %s's total %v, want %v", name, s.From, s.Through, id, s.Values[id], want[k])
+				}
+				if s.Values[id] <= 0 && x != 0 {
+					t.Fatalf("%s: %s with total %v paid %v from escrow", name, id, s.Values[id], x)
+				}
+				for jd, y := range s.Payouts {
+					if s.Values[id] > s.Values[jd] && x < y {
+						t.Fatalf("%s: %s (total %v) paid %v < %s (total %v) paid %v", name, id, s.Values[id], x, jd, s.Values[jd], y)
+					}
+				}
+				sum += x
+			}
+			if !near(sum+s.Unspent, s.Escrow) {
+				t.Fatalf("%s: settlement paid %v + unspent %v ≠ escrow %v", name, sum, s.Unspent, s.Escrow)
+			}
+			paid, unspent = paid+sum, unspent+s.Unspent
+		}
+		e := payRun(t, NewEngine(job, FedAvg{Fraction: 1, Min: n, Mean: meanForTest}, sumSquares{}, []float64{1, -1}), n, values, 0, check)
+		total := budget
+		if period > 0 {
+			total = budget * float64(rounds) / float64(period)
+		}
+		if !near(paid+unspent, total) {
+			t.Fatalf("%s: paid %v + unspent %v ≠ budget %v", name, paid, unspent, total)
+		}
+		if wantS := 1; period > 0 {
+			wantS = (rounds + period - 1) / period
+			if settlements != wantS {
+				t.Fatalf("%s: %d settlements, want %d", name, settlements, wantS)
+			}
+		} else if settlements != wantS {
+			t.Fatalf("%s: %d settlements, want %d", name, settlements, wantS)
+		}
+		cs, err := Contributions(job, e.History())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if period == 0 {
+			if k, worst := inversions(cs); k > 0 {
+				t.Fatalf("%s: %d inversions, e.g. %s", name, k, worst)
+			}
+		}
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*max(1, math.Abs(a), math.Abs(b)) }
+
+// periodTotals is V over rounds from … through, written out: round r
+// counts decay^(through−r), and a round whose values sum to ≤ 0 keeps
+// only its negative values.
+func periodTotals(values [][]float64, from, through int, decay float64) []float64 {
+	out := make([]float64, len(values[0]))
+	for r := from; r <= through; r++ {
+		var gain float64
+		for _, v := range values[r-1] {
+			gain += v
+		}
+		w := math.Pow(decay, float64(through-r))
+		for k, v := range values[r-1] {
+			if gain <= 0 {
+				v = min(v, 0)
+			}
+			out[k] += w * v
+		}
+	}
+	return out
+}
+
+// memPersist is a MemoryStore fed from payRun.
+func memPersist(t *testing.T, m *MemoryStore) func(ActPersist) {
+	return func(p ActPersist) {
+		if err := m.Apply(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func settlementsOf(history []RoundRecord) []*Settlement {
+	var out []*Settlement
+	for _, r := range history {
+		if r.Settlement != nil {
+			out = append(out, r.Settlement)
+		}
+	}
+	return out
+}
+
+// TestSettlementAcrossRestart: a job whose coordinator stops after round
+// k (for every k) and resumes from its store settles exactly once, with
+// the payouts of an uninterrupted run; a finished job restored does not
+// settle again; and a finished job extended (rounds raised) settles the
+// added rounds once more, from the budget the first settlement did not
+// commit (budget_per_round × 10 more rounds), so the job as extended pays
+// exactly its budget.
+func TestSettlementAcrossRestart(t *testing.T) {
+	const n, rounds = 4, 6
+	values := make([][]float64, rounds+4)
+	for r := range values {
+		values[r] = demoValues[r][:n]
+	}
+	job := func(rounds int) Job {
+		return payJob(t, n, rounds, func(c *JobConfig) { c.Payment.BudgetPerRound, c.Payment.BaselineShare = 100, 0.2 })
+	}
+	newEngine := func(j Job) *Engine {
+		return NewEngine(j, FedAvg{Fraction: 1, Min: n, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
+	}
+	clean := payRun(t, newEngine(job(rounds)), n, values, 0, nil)
+	want, _ := Contributions(job(rounds), clean.History())
+	for k := 1; k <= rounds; k++ {
+		t.Run(fmt.Sprintf("stop_after=%d", k), func(t *testing.T) {
+			store := NewMemoryStore()
+			payRun(t, newEngine(job(rounds)), n, values, k, memPersist(t, store))
+			for restart := range 2 { // the second restores a finished job
+				snap, _ := store.Load()
+				e := newEngine(job(rounds))
+				if err := e.Restore(snap); err != nil {
+					t.Fatal(err)
+				}
+				if e.Phase() != PhaseDone {
+					payRun(t, e, n, values, 0, memPersist(t, store))
+				} else if restart == 0 && k < rounds {
+					t.Fatalf("restored after round %d of %d as done", k, rounds)
+				}
+			}
+			snap, _ := store.Load()
+			if s := settlementsOf(snap.Rounds); len(s) != 1 || s[0].From != 1 || s[0].Through != rounds {
+				t.Fatalf("settlements %+v, want one of rounds 1–%d", s, rounds)
+			}
+			got, _ := Contributions(job(rounds), snap.Rounds)
+			for i := range want {
+				if got[i].Client != want[i].Client || !near(got[i].Payout, want[i].Payout) || got[i].Quota != want[i].Quota {
+					t.Errorf("%s paid %v (quota %v) after a restart, %s %v (quota %v) without", got[i].Client, got[i].Payout, got[i].Quota, want[i].Client, want[i].Payout, want[i].Quota)
+				}
+			}
+		})
+	}
+	t.Run("extended", func(t *testing.T) {
+		store := NewMemoryStore()
+		payRun(t, newEngine(job(rounds)), n, values, 0, memPersist(t, store))
+		snap, _ := store.Load()
+		e := newEngine(job(rounds + 4))
+		if err := e.Restore(snap); err != nil {
+			t.Fatal(err)
+		}
+		payRun(t, e, n, values, 0, memPersist(t, store))
+		snap, _ = store.Load()
+		s := settlementsOf(snap.Rounds)
+		if len(s) != 2 || s[1].From != rounds+1 || s[1].Through != rounds+4 || !near(s[1].Budget, 400) {
+			t.Fatalf("settlements %+v, want a second one of rounds %d–%d committing 400", s, rounds+1, rounds+4)
+		}
+		cs, _ := Contributions(job(rounds+4), snap.Rounds)
+		var paid, unspent float64
+		for _, c := range cs {
+			paid += c.Payout
+		}
+		for _, r := range snap.Rounds {
+			if r.Valuation != nil && !r.Failed {
+				unspent += r.Valuation.Unspent
+			}
+			if r.Settlement != nil {
+				unspent += r.Settlement.Unspent
+			}
+		}
+		if !near(paid+unspent, 100*(rounds+4)) {
+			t.Errorf("the extended job paid %v, %v unspent, want its budget %d in all", paid, unspent, 100*(rounds+4))
+		}
+	})
+}
+
+// TestStoppedJobSettlesWhatItRan: a job that stops on a failed round
+// settles the rounds it completed, committing only their share of the
+// budget, with the failed attempt's record.
+func TestStoppedJobSettlesWhatItRan(t *testing.T) {
+	const n = 3
+	job := payJob(t, n, 10, func(c *JobConfig) {
+		c.Payment.Budget, c.Payment.BaselineShare = 1000, 0.1
+		c.OnRoundFailure = "stop"
+	})
+	e := NewEngine(job, FedAvg{Fraction: 1, Min: n, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
+	values := [][]float64{{0.3, 0.2, -0.1}, {0.01, 0.02, 0.0}, {0.001, -0.002, 0.003}}
+	store := NewMemoryStore()
+	payRun(t, e, n, values, 3, memPersist(t, store))
+	for i := 0; e.Phase() != PhaseDone && i < 100; i++ {
+		for _, a := range e.Step(EvTick{}) {
+			if p, ok := a.(ActPersist); ok {
+				memPersist(t, store)(p)
+			}
+		}
+	}
+	snap, _ := store.Load()
+	s := settlementsOf(snap.Rounds)
+	if len(s) != 1 || s[0].Through != 3 || s[0].Done != 3 || !near(s[0].Budget, 300) || !near(s[0].Escrow, 270) {
+		t.Fatalf("settlements %+v, want one of rounds 1–3 committing 300 (escrow 270)", s)
+	}
+	last := snap.Rounds[len(snap.Rounds)-1]
+	if !last.Failed || last.Settlement == nil {
+		t.Fatalf("the settlement is not on the failed attempt's record: %+v", last)
 	}
 }
