@@ -160,6 +160,8 @@ type roundReport struct {
 	// round's accepted updates (ciphertexts under "he").
 	BytesReceived int64                     `json:"bytes_received"`
 	Decryptions   []engine.DecryptionRecord `json:"decryptions,omitempty"`
+	// WeightFlags names the clients whose weights n_i were inconsistent.
+	WeightFlags []string `json:"weight_flags,omitempty"`
 }
 
 type clientInfo struct {
@@ -367,7 +369,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			}
 			return
 		}
-		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions})
+		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions, WeightFlags: r.WeightFlags})
 		if !o.Quiet {
 			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  received %s  %5.1fs\n",
 				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())
