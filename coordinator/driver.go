@@ -109,6 +109,7 @@ func refusal(err error) string {
 	}{
 		{engine.ErrNoTask, "no_task"}, {engine.ErrNotSelected, "not_selected"}, {engine.ErrWrongLength, "wrong_length"},
 		{engine.ErrBadUpdate, "bad_update"}, {engine.ErrConflict, "conflict"}, {engine.ErrUnknownClient, "unknown_client"},
+		{engine.ErrWeight, "weight"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name
@@ -409,6 +410,9 @@ func (d *Driver) perform(acts []engine.Action) error {
 			} else {
 				d.log.Info("round completed", "round", a.Record.Round, "contributors", len(a.Record.Contributors),
 					"val_loss", a.Record.ValLoss, "val_accuracy", a.Record.ValAccuracy)
+			}
+			for _, f := range a.Record.WeightFlags {
+				d.log.Warn("inconsistent weight", "round", a.Record.Round, "flag", f)
 			}
 			if d.OnRound != nil {
 				d.OnRound(a.Record)

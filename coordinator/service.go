@@ -265,7 +265,7 @@ func toStatus(err error) error {
 		code = codes.Unauthenticated
 	case errors.Is(err, engine.ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
+	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, engine.ErrWeight), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
 		code = codes.InvalidArgument
 	case errors.Is(err, engine.ErrConflict):
 		code = codes.AlreadyExists
@@ -916,7 +916,7 @@ func (s *Service) JobStatus(ctx context.Context, _ *tallyv1.JobStatusRequest) (*
 		for _, c := range r.Contributors {
 			contributed[c]++
 		}
-		resp.History = append(resp.History, &tallyv1.RoundMetrics{Round: int32(r.Round), ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: int32(len(r.Contributors))})
+		resp.History = append(resp.History, &tallyv1.RoundMetrics{Round: int32(r.Round), ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: int32(len(r.Contributors)), WeightFlags: r.WeightFlags})
 	}
 	if s.receipts != nil {
 		resp.ReceiptPublicKey = s.receipts.PublicKey()

@@ -163,6 +163,13 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 					return err
 				}
 			}
+			// A period's settlement is written with the record that carries
+			// it, once: a step replayed after a crash finds it stored.
+			if st := r.Settlement; st != nil && !tx.HasSettlement(s.job, st.Through) {
+				if _, err := tx.AppendReceipts(s.key, settlementReceipts(s.job, r)); err != nil {
+					return err
+				}
+			}
 		}
 		if p.Global != nil {
 			if err := tx.PutRaw(bucketState, keyGlobal, encodeFloats(p.Global)); err != nil {
@@ -189,7 +196,38 @@ func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
 		out = append(out, ledger.Receipt{
 			Job: job, Round: r.Round, Client: id, SubmissionDigest: digest, Decrypted: dec,
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
-			Payout: rv.Payouts[id], Quota: rv.Quotas[id],
+			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r),
+		})
+	}
+	return out
+}
+
+// decayOf is the job's decay as a receipt records it.
+func decayOf(r *engine.RoundRecord) float64 {
+	if r.Valuation != nil && r.Valuation.Decay > 0 {
+		return r.Valuation.Decay
+	}
+	return 0
+}
+
+// settlementReceipts builds the unsigned receipts of a period's
+// settlement, one per client valued in the period, in client order.
+func settlementReceipts(job string, r *engine.RoundRecord) []ledger.Receipt {
+	st := r.Settlement
+	ids := make([]string, 0, len(st.Values))
+	for id := range st.Values {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var method, mode string
+	if r.Valuation != nil {
+		method, mode = r.Valuation.Method, r.Valuation.Mode
+	}
+	out := make([]ledger.Receipt, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, ledger.Receipt{
+			Job: job, Round: st.Through, Client: id, Kind: ledger.KindSettlement, FromRound: st.From,
+			Method: method, Mode: mode, Value: st.Values[id], Payout: st.Payouts[id], Quota: st.Quotas[id], Decay: st.Decay,
 		})
 	}
 	return out

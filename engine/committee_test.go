@@ -26,6 +26,9 @@ type simMember struct {
 	// leaveOnDeath its long poll is then seen to be cut off (EvLeft), as
 	// when a killed process's connection closes under it.
 	dieAfterSubmit, leaveOnDeath bool
+	// encWeight, when set, is the weight n_i the member encrypts with its
+	// update instead of the 10 its header claims.
+	encWeight float64
 }
 
 // committeeSim drives the pure engine of a 5-client job under secure
@@ -216,7 +219,11 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 			}
 			m.enc = enc
 		}
-		cts, err := m.enc.EncryptUpdate([]float64{0.01, -0.01}, 10)
+		w := 10.0
+		if m.encWeight != 0 {
+			w = m.encWeight
+		}
+		cts, err := m.enc.EncryptUpdate([]float64{0.01, -0.01}, w)
 		if err != nil {
 			fail(err)
 		}

@@ -416,7 +416,8 @@ func (e *Engine) finishDecrypted() []Action {
 		// weighted mean of the group means.
 		var total float64
 		mean := make([]float64, collect.Length)
-		for _, it := range items {
+		for g, it := range items {
+			e.checkDecryptedWeight(&rec, fmt.Sprintf("group %d", g+1), it.agg.Contributors, it.weight)
 			total += it.weight
 			for i, v := range it.values {
 				mean[i] += it.weight * v
@@ -429,6 +430,7 @@ func (e *Engine) finishDecrypted() []Action {
 		e.valueGroups(&rec, collect, items)
 		err = e.advance(&rec, next)
 	default:
+		e.checkDecryptedWeight(&rec, "the round's sum", rec.Contributors, items[0].weight)
 		next := slices.Clone(e.global)
 		for i, v := range items[0].values {
 			next[i] += v

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/ledger/payout"
@@ -23,6 +24,9 @@ var (
 	ErrBadUpdate     = errors.New("coordinator: update is not finite")
 	ErrUnknownClient = errors.New("coordinator: unknown client")
 	ErrBadEncoding   = errors.New("coordinator: malformed submission")
+	// ErrWeight means a submission claims more samples n_i than its
+	// client declared when it joined.
+	ErrWeight = errors.New("coordinator: claimed weight exceeds the client's declared samples")
 )
 
 // Engine is the coordinator's round engine: a pure state machine. Step
@@ -106,6 +110,12 @@ func (e *Engine) Restore(snap Snapshot) error {
 		}
 		if !r.Failed && r.Valuation != nil {
 			for id, b := range r.Valuation.Balance {
+				e.baskets[id] = &payout.Basket{Capacity: e.job.Payment.QuotaCapacity, Balance: b}
+			}
+		}
+		// A settlement follows the round it is recorded with.
+		if r.Settlement != nil {
+			for id, b := range r.Settlement.Balance {
 				e.baskets[id] = &payout.Basket{Capacity: e.job.Payment.QuotaCapacity, Balance: b}
 			}
 		}
@@ -305,6 +315,13 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if ev.Samples < 1 {
 		return reply(false, fmt.Errorf("%w: weight must be ≥ 1, got %d", ErrBadUpdate, ev.Samples))
 	}
+	// n_i weighs the update in FedAvg, the surrogate and the group split:
+	// it may not exceed the data the client declared at join (issue 15).
+	if t.Kind == TaskTrain && c.samples > 0 && ev.Samples > c.samples {
+		err := fmt.Errorf("%w: client %s claims %d samples in round %d, declared %d when it joined", ErrWeight, ev.Client, ev.Samples, t.Round, c.samples)
+		return append(reply(false, err), ActLog{Msg: "submission refused: weight above the declared samples",
+			Attrs: []any{"client", ev.Client, "round", t.Round, "claimed", ev.Samples, "declared", c.samples}})
+	}
 	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest, bytes: ev.Bytes}
 	out := reply(false, nil)
 	if len(e.got)+e.declinedCount() == len(t.Selected) {
@@ -332,6 +349,9 @@ func (e *Engine) close(why string) []Action {
 		rec.Samples[id] = e.got[id].samples
 		rec.Digests[id] = e.got[id].digest
 		rec.BytesReceived += e.got[id].bytes
+	}
+	if t.Kind == TaskTrain {
+		e.checkWeights(&rec)
 	}
 	for _, id := range t.Selected {
 		_, declined := e.declined.clients[id]
@@ -383,13 +403,63 @@ func (e *Engine) close(why string) []Action {
 	return e.succeed(t, rec)
 }
 
+// checkWeights flags every contributor whose claimed weight n_i differs
+// from its claim in the last round it contributed to: a client's data do
+// not change during a job, so neither may its weight. The claim stands
+// (it is within the declared samples, which submit checks); the flag goes
+// to the round's record, hence the report, JobStatus and the log.
+func (e *Engine) checkWeights(rec *RoundRecord) {
+	last := map[string][2]int64{} // client → (round, samples) of its last claim
+	for i := len(e.history) - 1; i >= 0; i-- {
+		r := e.history[i]
+		for id, n := range r.Samples {
+			if _, seen := last[id]; !seen && rec.Samples[id] > 0 {
+				last[id] = [2]int64{int64(r.Round), n}
+			}
+		}
+		if len(last) == len(rec.Samples) {
+			break
+		}
+	}
+	for _, id := range rec.Contributors {
+		if p, ok := last[id]; ok && p[1] != rec.Samples[id] {
+			rec.WeightFlags = append(rec.WeightFlags, fmt.Sprintf("client %s claims n=%d in round %d, n=%d in round %d", id, rec.Samples[id], rec.Round, p[1], p[0]))
+		}
+	}
+}
+
+// checkDecryptedWeight flags an aggregate whose decrypted total weight
+// Σ n_i (the slot every client encrypts its own n_i into) differs from the
+// sum of the contributors' header claims by more than the decryption's
+// noise could explain: some contributor encrypted a weight other than the
+// one it claimed. Which one cannot be told from the sum; the flag names
+// the aggregate's contributors.
+func (e *Engine) checkDecryptedWeight(rec *RoundRecord, what string, contributors []string, decrypted float64) {
+	var claimed int64
+	for _, id := range contributors {
+		claimed += rec.Samples[id]
+	}
+	// Weights are whole numbers and the decryption error of one slot is
+	// far below 0.5 with the job's parameters (aggregation.SlotNoiseSigma).
+	if math.Abs(decrypted-float64(claimed)) > 0.5 {
+		rec.WeightFlags = append(rec.WeightFlags, fmt.Sprintf("%s: decrypted Σn = %.2f, the headers of clients %s claim Σn = %d",
+			what, decrypted, strings.Join(contributors, ","), claimed))
+	}
+}
+
 // fail records a failed attempt and retries or stops, as configured.
 func (e *Engine) fail(t *Task, rec RoundRecord, err error) []Action {
 	rec.Failed, rec.Reason = true, err.Error()
-	e.history = append(e.history, rec)
 	e.failedInARow++
+	stop := e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds
+	if stop && t.Kind == TaskTrain {
+		// The job ends here: what its completed rounds earned is owed
+		// now, with this attempt's record.
+		rec.Settlement = e.settle(e.lastCompleted())
+	}
+	e.history = append(e.history, rec)
 	out := []Action{ActPersist{Round: &rec}, ActRoundDone{Record: rec}}
-	if e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds {
+	if stop {
 		return append(out, e.done(fmt.Sprintf("round %d failed: %s", t.Round, rec.Reason)))
 	}
 	e.attempt++
@@ -406,7 +476,15 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		return append(out, e.maybeStart()...)
 	}
 	e.pay(&rec)
-	e.history = append(e.history, rec)
+	if _, end, _ := e.period(); rec.Valuation != nil && e.round >= end {
+		// The period ends with this round: the history must hold the
+		// round before its values are totalled.
+		e.history = append(e.history, rec)
+		rec.Settlement = e.settle(e.round)
+		e.history[len(e.history)-1] = rec
+	} else {
+		e.history = append(e.history, rec)
+	}
 	out := []Action{ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec}}
 	if e.round >= e.job.Rounds {
 		return append(out, e.done("all rounds completed"))

@@ -259,6 +259,14 @@ type RoundRecord struct {
 	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
 	// Valuation scores the contributors of this round.
 	Valuation *RoundValuation `json:"valuation,omitempty"`
+	// WeightFlags lists the round's inconsistent weights, each naming the
+	// client (or the clients of an aggregate): a claim that changed since
+	// the client's last round, or a decrypted Σn_i unlike the claims.
+	WeightFlags []string `json:"weight_flags,omitempty"`
+	// Settlement, on the record of the round that ended a payment period
+	// (or on the failed attempt that stopped the job), pays the period's
+	// value part.
+	Settlement *Settlement `json:"settlement,omitempty"`
 }
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and

@@ -80,18 +80,49 @@ type ValuationConfig struct {
 	Estimator valuation.Config `yaml:"estimator"`
 }
 
-// PaymentConfig turns values into payouts and usage quotas.
+// PaymentConfig turns values into payouts and usage quotas
+// (docs/DESIGN.md §4). The baseline share of the budget is paid every
+// round, equally to every valid submission; the rest, the value part, is
+// held in escrow and settled once at the end of the job (or of each
+// period) in proportion to max(V_i, 0), V_i the client's netted, decayed
+// total over the period (payout.Period). Nothing paid is ever taken back.
 type PaymentConfig struct {
-	// BudgetPerRound is paid out every round in proportion to positive value.
+	// Budget is what the whole job pays, or with PeriodRounds what each
+	// period pays. Default: BudgetPerRound × rounds (or × period_rounds).
+	// It and PeriodRounds are omitted from the job's identity when unset,
+	// so that state files written before them still resume.
+	Budget float64 `yaml:"budget,omitempty"`
+	// PeriodRounds, when > 0, settles the value part every PeriodRounds
+	// rounds, for jobs that may be extended or have no planned end; 0
+	// settles once, when the job ends.
+	PeriodRounds int `yaml:"period_rounds,omitempty"`
+	// BudgetPerRound is the old form of the budget, kept so that old job
+	// files stay valid: given alone, Budget = BudgetPerRound × rounds (or
+	// × period_rounds). Default 100.
 	BudgetPerRound float64 `yaml:"budget_per_round"`
 	// BaselineShare of the budget (and of quota credits) is split equally
-	// among every valid submission, whatever its value.
+	// among every valid submission of a round, whatever its value.
 	BaselineShare float64 `yaml:"baseline_share"`
 	// QuotaCapacity is the size of each client's basket of usage credits;
-	// QuotaPerRound the credits issued per round. What would overflow a
-	// basket is lost, so nobody hoards.
+	// QuotaPerRound the credits issued per round, by the same rule as the
+	// budget (baseline each round, the rest at settlement). What would
+	// overflow a basket is lost, so nobody hoards.
 	QuotaCapacity float64 `yaml:"quota_capacity"`
 	QuotaPerRound float64 `yaml:"quota_per_round"`
+}
+
+// BudgetFor is what the job pays in all, or with PeriodRounds what each
+// period pays, for a job of rounds rounds. It is computed, not stored
+// in the config, so that raising rounds (which extends a job and is not
+// part of its identity) scales an old budget_per_round with it.
+func (p PaymentConfig) BudgetFor(rounds int) float64 {
+	if p.Budget > 0 {
+		return p.Budget
+	}
+	if p.PeriodRounds > 0 {
+		rounds = p.PeriodRounds
+	}
+	return p.BudgetPerRound * float64(rounds)
 }
 
 func (j *JobConfig) valuationDefaults() {
@@ -118,8 +149,8 @@ func (j *JobConfig) valuationDefaults() {
 	if v.Decay == 0 {
 		v.Decay = 1
 	}
-	if j.Payment.BudgetPerRound == 0 {
-		j.Payment.BudgetPerRound = 100
+	if p := &j.Payment; p.Budget == 0 && p.BudgetPerRound == 0 {
+		p.BudgetPerRound = 100
 	}
 	if j.Payment.QuotaCapacity == 0 {
 		j.Payment.QuotaCapacity = 1000
@@ -168,6 +199,15 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 	if p.BudgetPerRound < 0 {
 		bad("payment.budget_per_round", "must be ≥ 0, got %g", p.BudgetPerRound)
 	}
+	if p.Budget != 0 && p.BudgetPerRound != 0 {
+		bad("payment.budget", "give budget (the job's, or each period's) or the older budget_per_round, not both")
+	}
+	if p.Budget < 0 || math.IsNaN(p.Budget) || math.IsInf(p.Budget, 0) {
+		bad("payment.budget", "must be finite and ≥ 0, got %g", p.Budget)
+	}
+	if p.PeriodRounds < 0 {
+		bad("payment.period_rounds", "must be ≥ 0 (0: settle once, at the end of the job), got %d", p.PeriodRounds)
+	}
 	if p.BaselineShare < 0 || p.BaselineShare > 1 {
 		bad("payment.baseline_share", "must be in [0, 1], got %g", p.BaselineShare)
 	}
@@ -206,41 +246,171 @@ type RoundValuation struct {
 	Quotas  map[string]float64 `json:"quotas"`
 	Balance map[string]float64 `json:"balance"`
 	Unspent float64            `json:"unspent"`
+	// Decay is the job's valuation.decay, which the round's receipts
+	// carry so that totals over receipts weigh rounds as the job does.
+	Decay float64 `json:"decay,omitempty"`
 }
 
-// pay turns a round's values into payouts and quota credits. Every
-// contributor made a valid submission, so each gets the baseline share;
-// a contributor without a value (valuation failed) gets only that.
+// Settlement pays the value part of one period (payout.Period): rounds
+// From … Through, of which Done completed, out of the Rounds planned.
+// Budget is what the period committed (its baselines and value part), so
+// that over a job Σ Budget + the budget of rounds not yet run is the job's
+// budget. It is recorded with the round that ends the period (or, when a
+// job stops early, the failed attempt that stopped it) and turned into
+// signed receipts in the same transaction, so that it happens exactly
+// once whatever the coordinator's crashes.
+type Settlement struct {
+	From    int     `json:"from"`
+	Through int     `json:"through"`
+	Rounds  int     `json:"rounds"`
+	Done    int     `json:"done"`
+	Budget  float64 `json:"budget"`
+	Escrow  float64 `json:"escrow"`
+	Decay   float64 `json:"decay"`
+	// Values are the period's totals V_i (payout.Totals: netted, decayed)
+	// that the escrow was split by; Payouts and Quotas what each client
+	// was paid and credited; Balance its basket after the credit.
+	Values  map[string]float64 `json:"values"`
+	Payouts map[string]float64 `json:"payouts"`
+	Quotas  map[string]float64 `json:"quotas"`
+	Balance map[string]float64 `json:"balance"`
+	Unspent float64            `json:"unspent"`
+}
+
+// settled returns the last round a settlement covers (0: none) and the
+// budget the settlements committed so far.
+func (e *Engine) settled() (through int, committed float64) {
+	for _, r := range e.history {
+		if s := r.Settlement; s != nil && s.Through >= through {
+			through = s.Through
+			committed += s.Budget
+		}
+	}
+	return through, committed
+}
+
+// period returns the settlement period open after the last settlement:
+// its first round, its planned last round and its plan. With
+// period_rounds P the periods are rounds (kP, (k+1)P], the last one cut at
+// the job's end and its budget in proportion; without, one period runs to
+// the job's last round with what the budget has not committed yet (all of
+// it, unless the job was extended after settling or stopped early).
+func (e *Engine) period() (from, to int, p payout.Period) {
+	through, committed := e.settled()
+	pc := e.job.Payment
+	from, to = through+1, e.job.Rounds
+	p = payout.Period{BaselineShare: pc.BaselineShare}
+	if pc.PeriodRounds > 0 {
+		to = min(((from-1)/pc.PeriodRounds+1)*pc.PeriodRounds, e.job.Rounds)
+		p.Rounds = max(to-from+1, 1)
+		p.Budget = pc.BudgetFor(e.job.Rounds) * float64(p.Rounds) / float64(pc.PeriodRounds)
+		return from, to, p
+	}
+	p.Rounds = max(to-from+1, 1)
+	p.Budget = max(pc.BudgetFor(e.job.Rounds)-committed, 0)
+	return from, to, p
+}
+
+// pay pays a completed round's baseline: every contributor made a valid
+// submission, so each gets an equal part of the round's baseline, and a
+// basket credit by the same rule. The round's values count towards the
+// period's settlement; nothing of the value part is paid here.
 func (e *Engine) pay(rec *RoundRecord) {
 	rv := rec.Valuation
 	if rv == nil {
 		return
 	}
-	ids := rec.Contributors
-	values := make([]float64, len(ids))
-	for i, id := range ids {
-		values[i] = rv.Values[id]
+	_, _, p := e.period()
+	q := e.job.Payment
+	each, unspent, err := p.Baseline(len(rec.Contributors))
+	if err != nil {
+		if rv.Error == "" {
+			rv.Error = err.Error()
+		}
+		return
 	}
-	p := e.job.Payment
-	payouts, unspent, err := payout.Payouts(values, p.BudgetPerRound, p.BaselineShare, nil)
-	if err == nil {
-		var credits []float64
-		if credits, err = payout.Quotas(values, p.QuotaPerRound, p.BaselineShare, nil); err == nil {
-			rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
-			for i, id := range ids {
-				b := e.baskets[id]
-				if b == nil {
-					b = &payout.Basket{Capacity: p.QuotaCapacity}
-					e.baskets[id] = b
-				}
-				credited, _ := b.Credit(credits[i])
-				rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = payouts[i], credited, b.Balance
-			}
+	credit := 0.0
+	if n := len(rec.Contributors); n > 0 {
+		credit = q.BaselineShare * q.QuotaPerRound / float64(n)
+	}
+	rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
+	rv.Decay = e.job.Valuation.Decay
+	for _, id := range rec.Contributors {
+		credited, _ := e.basket(id).Credit(credit)
+		rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = each, credited, e.basket(id).Balance
+	}
+}
+
+func (e *Engine) basket(id string) *payout.Basket {
+	b := e.baskets[id]
+	if b == nil {
+		b = &payout.Basket{Capacity: e.job.Payment.QuotaCapacity}
+		e.baskets[id] = b
+	}
+	return b
+}
+
+// settle settles the open period through round through (the round just
+// completed, or the last completed one when the job stops early) if it
+// holds a valued round. It returns nil when there is nothing to settle.
+func (e *Engine) settle(through int) *Settlement {
+	from, _, p := e.period()
+	if through < from {
+		return nil
+	}
+	totals, err := payout.NewTotals(e.job.Valuation.Decay)
+	if err != nil {
+		panic(err) // validated with the job
+	}
+	done := 0
+	for _, r := range e.history {
+		if r.Failed || r.Round < from || r.Round > through {
+			continue
+		}
+		done++
+		if r.Valuation == nil {
+			continue
+		}
+		ids, vals, ses := roundValues(r.Valuation)
+		if err := totals.AddRound(ids, vals, ses); err != nil {
+			panic(fmt.Sprintf("engine: round %d values: %v", r.Round, err)) // finite, checked when valued
 		}
 	}
-	if err != nil && rv.Error == "" {
-		rv.Error = err.Error()
+	if done == 0 {
+		return nil
 	}
+	done = min(done, p.Rounds)
+	ids := totals.IDs()
+	vals := make([]float64, len(ids))
+	for i, id := range ids {
+		vals[i], _, _, _ = totals.Get(id)
+	}
+	pays, credits, unspent, err := p.Settle(vals, done, e.job.Payment.QuotaPerRound)
+	if err != nil {
+		panic(fmt.Sprintf("engine: settlement of rounds %d–%d: %v", from, through, err))
+	}
+	s := &Settlement{From: from, Through: through, Rounds: p.Rounds, Done: done, Budget: p.Committed(done), Escrow: p.Escrow(done),
+		Decay: e.job.Valuation.Decay, Values: map[string]float64{}, Payouts: map[string]float64{}, Quotas: map[string]float64{},
+		Balance: map[string]float64{}, Unspent: unspent}
+	for i, id := range ids {
+		credited, _ := e.basket(id).Credit(credits[i])
+		s.Values[id], s.Payouts[id], s.Quotas[id], s.Balance[id] = vals[i], pays[i], credited, e.basket(id).Balance
+	}
+	return s
+}
+
+// roundValues lists a round's values by client id.
+func roundValues(rv *RoundValuation) (ids []string, vals, ses []float64) {
+	ids = make([]string, 0, len(rv.Values))
+	for id := range rv.Values {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	vals, ses = make([]float64, len(ids)), make([]float64, len(ids))
+	for i, id := range ids {
+		vals[i], ses[i] = rv.Values[id], rv.StdErr[id]
+	}
+	return ids, vals, ses
 }
 
 // partition splits players (sorted) into a seeded random partition of
@@ -265,60 +435,68 @@ func partition(players []string, k int, seed uint64, round, attempt int) [][]str
 
 // Contribution is a client's standing over a whole job.
 type Contribution struct {
-	Client string  `json:"client"`
+	Client string `json:"client"`
+	// Value is the client's total: its rounds' credited values
+	// (payout.Credit) summed with the job's freshness decay, negative
+	// rounds netted against positive ones.
 	Value  float64 `json:"value"`
 	StdErr float64 `json:"stderr"`
 	// Rank is 1 for the most valuable client.
-	Rank   int     `json:"rank"`
+	Rank int `json:"rank"`
+	// Payout is everything paid so far: the rounds' baselines and the
+	// settlements' value parts.
 	Payout float64 `json:"payout"`
 	// Quota is the client's basket balance after the last round.
 	Quota  float64 `json:"quota"`
 	Rounds int     `json:"rounds"`
 }
 
-// Contributions totals the valued rounds of history: values summed with
-// the job's freshness decay (FedSV), payouts summed, quota balances as
-// they stand. Clients are sorted by rank.
+// Contributions totals the valued rounds of history: values credited and
+// summed with the job's freshness decay (payout.Totals, as settlements
+// and `tally scores` do), payouts summed over rounds and settlements,
+// quota balances as they stand. Clients are sorted by rank.
 func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
-	acc, err := valuation.NewAccumulator(job.Valuation.Decay)
+	acc, err := payout.NewTotals(job.Valuation.Decay)
 	if err != nil {
 		return nil, err
 	}
 	byID := map[string]*Contribution{}
+	get := func(id string) *Contribution {
+		c := byID[id]
+		if c == nil {
+			c = &Contribution{Client: id}
+			byID[id] = c
+		}
+		return c
+	}
 	for _, r := range history {
-		if r.Failed || r.Valuation == nil {
-			continue
-		}
-		rv := r.Valuation
-		ids := make([]string, 0, len(rv.Values))
-		for id := range rv.Values {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		vals, ses := make([]float64, len(ids)), make([]float64, len(ids))
-		for i, id := range ids {
-			vals[i], ses[i] = rv.Values[id], rv.StdErr[id]
-		}
-		if err := acc.AddRound(ids, vals, ses); err != nil {
-			return nil, fmt.Errorf("round %d: %w", r.Round, err)
-		}
-		for _, id := range r.Contributors {
-			c := byID[id]
-			if c == nil {
-				c = &Contribution{Client: id}
-				byID[id] = c
+		if !r.Failed && r.Valuation != nil {
+			rv := r.Valuation
+			ids, vals, ses := roundValues(rv)
+			if err := acc.AddRound(ids, vals, ses); err != nil {
+				return nil, fmt.Errorf("round %d: %w", r.Round, err)
 			}
-			c.Payout += rv.Payouts[id]
-			if b, ok := rv.Balance[id]; ok {
-				c.Quota = b
+			for _, id := range r.Contributors {
+				c := get(id)
+				c.Payout += rv.Payouts[id]
+				if b, ok := rv.Balance[id]; ok {
+					c.Quota = b
+				}
+				c.Rounds++
 			}
-			c.Rounds++
+		}
+		if s := r.Settlement; s != nil {
+			for id, p := range s.Payouts {
+				c := get(id)
+				c.Payout += p
+				c.Quota = s.Balance[id]
+			}
 		}
 	}
 	out := make([]Contribution, 0, len(byID))
 	for id, c := range byID {
-		if t, ok := acc.Get(id); ok {
-			c.Value, c.StdErr = t.Value, t.StdErr
+		if v, se, _, ok := acc.Get(id); ok {
+			c.Value, c.StdErr = v, se
 		}
 		out = append(out, *c)
 	}

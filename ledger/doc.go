@@ -40,6 +40,11 @@
 // of the client's submission as received, every decryption of the round
 // (purpose and number of contributors), the valuation method and privacy
 // mode, the value and its standard error, the payout and the quota credit.
+// A settlement receipt (Kind "settlement") states what one client was
+// paid from a payment period's escrow, rounds FromRound … Round, and its
+// total V over them; receipts carry the job's Decay, so that Standings
+// totals them as the coordinator does. Receipts written before Kind,
+// FromRound and Decay existed hash and verify as they always did.
 // Receipts are numbered Seq = 1, 2, 3, ... across all jobs, rounds and
 // clients. Receipt.Canonical is a length-prefixed binary encoding of every
 // field but Hash and Signature, PrevHash included; Hash is its SHA-256,
@@ -77,6 +82,7 @@
 // Payouts and quotas, the arithmetic without storage, are package
 // ledger/payout, which the round engine uses.
 //
-// The package imports nothing of tally; the coordinator's Store
-// implementation is built on it.
+// The package imports nothing of tally but ledger/payout (Standings
+// totals with payout.Totals); the coordinator's Store implementation is
+// built on it.
 package ledger

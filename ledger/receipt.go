@@ -58,6 +58,17 @@ type Receipt struct {
 	StdErr    float64      `json:"stderr"`
 	Payout    float64      `json:"payout"`
 	Quota     float64      `json:"quota"`
+	// Kind is "" for a round's receipt and KindSettlement for the
+	// settlement of a payment period: then Round is the period's last
+	// round, FromRound its first, Value the client's netted, decayed total
+	// over the period, and Payout and Quota what the settlement paid and
+	// credited (the value part, held until then).
+	Kind      string `json:"kind,omitempty"`
+	FromRound int    `json:"from_round,omitempty"`
+	// Decay is the job's freshness decay (valuation.decay), so that totals
+	// over receipts (Standings) weigh rounds as the coordinator does; 0 in
+	// receipts written before it was recorded, which means 1.
+	Decay float64 `json:"decay,omitempty"`
 	// PrevHash is the Hash of the receipt with Seq-1, "" for Seq 1.
 	PrevHash string `json:"prev_hash"`
 	// Hash is the hex SHA-256 of Canonical().
@@ -84,6 +95,8 @@ const canonicalTag = "tally-receipt-v1\x00"
 //	Method, Mode                        string
 //	Value, StdErr, Payout, Quota        float64 as IEEE-754 binary64 bits
 //	PrevHash                            string
+//	then, only if Kind, FromRound or Decay is set:
+//	Kind string, FromRound int64, Decay float64 bits
 //
 // Integers are big-endian; a string is its byte length as a big-endian
 // uint32 followed by its bytes. Length prefixes make the encoding
@@ -115,6 +128,13 @@ func (r *Receipt) Canonical() []byte {
 		u64(math.Float64bits(f))
 	}
 	str(r.PrevHash)
+	// Receipts from before these fields hash as they always did; a
+	// receipt that has them is longer, so the encoding stays injective.
+	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 {
+		str(r.Kind)
+		u64(uint64(int64(r.FromRound)))
+		u64(math.Float64bits(r.Decay))
+	}
 	return b.Bytes()
 }
 
@@ -147,6 +167,21 @@ func (r *Receipt) validate() error {
 			errs = append(errs, fmt.Sprintf("decryption %d digest must be 64 lower-case hex digits", i))
 		}
 	}
+	switch r.Kind {
+	case "":
+		if r.FromRound != 0 {
+			errs = append(errs, "from_round is only for settlements")
+		}
+	case KindSettlement:
+		if r.FromRound < 1 || r.FromRound > r.Round {
+			errs = append(errs, fmt.Sprintf("settlement from_round %d must be within [1, round %d]", r.FromRound, r.Round))
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("kind must be empty or %q, got %q", KindSettlement, r.Kind))
+	}
+	if math.IsNaN(r.Decay) || r.Decay < 0 || r.Decay > 1 {
+		errs = append(errs, "decay must be within [0, 1]")
+	}
 	// JSON cannot carry NaN or infinities, and a client could not store a
 	// receipt it cannot write.
 	for _, f := range []float64{r.Value, r.StdErr, r.Payout, r.Quota} {
@@ -175,8 +210,18 @@ func isHexSHA256(s string) bool {
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
-func indexKey(job string, round int, client string) []byte {
-	return []byte(job + "\x00" + RoundKey(round) + "\x00" + client)
+// KindSettlement marks a settlement's receipt (Receipt.Kind).
+const KindSettlement = "settlement"
+
+// indexKey is a receipt's key in the (job, round, client) index; a
+// settlement's carries its kind after the client, so that a period ending
+// with a round holds both the round's receipt and the settlement's.
+func indexKey(job string, round int, client, kind string) []byte {
+	k := job + "\x00" + RoundKey(round) + "\x00" + client
+	if kind != "" {
+		k += "\x00" + kind
+	}
+	return []byte(k)
 }
 
 func roundIndexPrefix(job string, round int) []byte {
@@ -210,9 +255,9 @@ func (t *Tx) AppendReceipts(key ed25519.PrivateKey, rs []Receipt) ([]Receipt, er
 		if err := rs[i].validate(); err != nil {
 			return nil, err
 		}
-		k := string(indexKey(rs[i].Job, rs[i].Round, rs[i].Client))
+		k := string(indexKey(rs[i].Job, rs[i].Round, rs[i].Client, rs[i].Kind))
 		if seen[k] || idx.Get([]byte(k)) != nil {
-			return nil, fmt.Errorf("%w: job %q round %d client %q", ErrDuplicateReceipt, rs[i].Job, rs[i].Round, rs[i].Client)
+			return nil, fmt.Errorf("%w: job %q round %d client %q%s", ErrDuplicateReceipt, rs[i].Job, rs[i].Round, rs[i].Client, map[bool]string{true: " (settlement)"}[rs[i].Kind != ""])
 		}
 		seen[k] = true
 	}
@@ -242,7 +287,7 @@ func (t *Tx) AppendReceipts(key ed25519.PrivateKey, rs []Receipt) ([]Receipt, er
 		if err := recs.Put(seqKey(seq), v); err != nil {
 			return nil, fmt.Errorf("ledger: store receipt %d: %w", seq, err)
 		}
-		if err := idx.Put(indexKey(r.Job, r.Round, r.Client), seqKey(seq)); err != nil {
+		if err := idx.Put(indexKey(r.Job, r.Round, r.Client, r.Kind), seqKey(seq)); err != nil {
 			return nil, fmt.Errorf("ledger: index receipt %d: %w", seq, err)
 		}
 		prev = r.Hash
@@ -299,7 +344,10 @@ func (t *Tx) clientReceipts(f Filter) ([]Receipt, error) {
 	c := t.tx.Bucket([]byte(bucketReceiptIdx)).Cursor()
 	for k, seq := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, seq = c.Next() {
 		rest := k[len(prefix):]
-		if len(rest) <= roundKeyDigits || rest[roundKeyDigits] != 0 || string(rest[roundKeyDigits+1:]) != f.Client {
+		if len(rest) <= roundKeyDigits || rest[roundKeyDigits] != 0 {
+			continue
+		}
+		if c := string(rest[roundKeyDigits+1:]); c != f.Client && c != f.Client+"\x00"+KindSettlement {
 			continue
 		}
 		v := recs.Get(seq)
@@ -325,6 +373,20 @@ func (t *Tx) HasReceiptsForRound(job string, round int) bool {
 	p := roundIndexPrefix(job, round)
 	k, _ := t.tx.Bucket([]byte(bucketReceiptIdx)).Cursor().Seek(p)
 	return k != nil && bytes.HasPrefix(k, p)
+}
+
+// HasSettlement reports whether the settlement of job's period ending with
+// round is stored, so that a step replayed after a crash does not settle
+// twice.
+func (t *Tx) HasSettlement(job string, round int) bool {
+	p := roundIndexPrefix(job, round)
+	c := t.tx.Bucket([]byte(bucketReceiptIdx)).Cursor()
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		if bytes.HasSuffix(k, []byte("\x00"+KindSettlement)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Receipts returns the stored receipts that f selects, in Seq order.

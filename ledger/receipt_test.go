@@ -468,7 +468,7 @@ func TestVerifyStructuralTampering(t *testing.T) {
 			setRaw(t, db, bucketReceipts, seqKey(3), v)
 		}, 3, ProblemEncoding},
 		{"index_entry_removed", func(t *testing.T, db *DB) {
-			setRaw(t, db, bucketReceiptIdx, indexKey("job", 2, "c0"), nil)
+			setRaw(t, db, bucketReceiptIdx, indexKey("job", 2, "c0", ""), nil)
 		}, 0, ProblemIndex},
 	}
 	for _, c := range cases {
@@ -646,7 +646,7 @@ func TestVerifyIncludedCatchesTruncation(t *testing.T) {
 	}
 	last := all[len(all)-1]
 	setRaw(t, db, bucketReceipts, seqKey(last.Seq), nil)
-	setRaw(t, db, bucketReceiptIdx, indexKey(last.Job, last.Round, last.Client), nil)
+	setRaw(t, db, bucketReceiptIdx, indexKey(last.Job, last.Round, last.Client, last.Kind), nil)
 	if err := db.Verify(); err != nil {
 		t.Fatalf("a truncated chain should still verify on its own, got %v", err)
 	}

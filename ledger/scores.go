@@ -1,8 +1,11 @@
 package ledger
 
 import (
-	"math"
+	"cmp"
+	"slices"
 	"sort"
+
+	"github.com/tallyfl/tally/ledger/payout"
 )
 
 // Standing is one client's total over a set of receipts: what `tally
@@ -10,38 +13,86 @@ import (
 // two can never disagree.
 type Standing struct {
 	Client string `json:"client"`
-	// Rounds is the number of receipts the client holds.
-	Rounds int     `json:"rounds"`
-	Value  float64 `json:"value"`
+	// Rounds is the number of round receipts the client holds.
+	Rounds int `json:"rounds"`
+	// Value is the client's total as the coordinator computes it
+	// (payout.Totals): the rounds' credited values summed with the job's
+	// decay, so a round's value counts decay^(R−r) after R valued rounds.
+	Value float64 `json:"value"`
 	// StdErr adds the rounds' standard errors in quadrature (the rounds'
-	// estimates are independent).
+	// estimates are independent), with the same decay.
 	StdErr float64 `json:"stderr"`
 	// Rank is 1 for the highest value; ties go by client id.
-	Rank   int     `json:"rank"`
+	Rank int `json:"rank"`
+	// Payout and Quota sum the rounds' baselines and the settlements'
+	// value parts.
 	Payout float64 `json:"payout"`
 	Quota  float64 `json:"quota"`
 }
 
-// Standings totals rs per client: values, payouts and quota credits
-// summed, standard errors in quadrature, sorted by rank.
+// Standings totals rs per client: values credited and summed with the
+// decay the receipts record (1 when they record none), standard errors in
+// quadrature, payouts and quota credits of rounds and settlements summed,
+// sorted by rank. A round's values are credited by the round's realised
+// gain, so rs must hold every receipt of each round it covers (a
+// coordinator's ledger does; one client's file does not).
 func Standings(rs []Receipt) []Standing {
 	by := map[string]*Standing{}
-	se2 := map[string]float64{}
-	for _, r := range rs {
-		s := by[r.Client]
+	get := func(id string) *Standing {
+		s := by[id]
 		if s == nil {
-			s = &Standing{Client: r.Client}
-			by[r.Client] = s
+			s = &Standing{Client: id}
+			by[id] = s
 		}
-		s.Rounds++
-		s.Value += r.Value
-		se2[r.Client] += r.StdErr * r.StdErr
+		return s
+	}
+	type roundKey struct {
+		job   string
+		round int
+	}
+	rounds := map[roundKey][]Receipt{}
+	decay := 1.0
+	for _, r := range rs {
+		s := get(r.Client)
 		s.Payout += r.Payout
 		s.Quota += r.Quota
+		if r.Kind != "" {
+			continue
+		}
+		if r.Decay > 0 {
+			decay = r.Decay
+		}
+		s.Rounds++
+		k := roundKey{r.Job, r.Round}
+		rounds[k] = append(rounds[k], r)
+	}
+	keys := make([]roundKey, 0, len(rounds))
+	for k := range rounds {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b roundKey) int {
+		return cmp.Or(cmp.Compare(a.job, b.job), cmp.Compare(a.round, b.round))
+	})
+	totals, err := payout.NewTotals(decay)
+	if err != nil {
+		// A receipt's decay is within [0, 1] (AppendReceipts checks it) and
+		// 0 was replaced: (0, 1] always.
+		panic(err)
+	}
+	for _, k := range keys {
+		round := rounds[k]
+		slices.SortFunc(round, func(a, b Receipt) int { return cmp.Compare(a.Client, b.Client) })
+		ids, vals, ses := make([]string, len(round)), make([]float64, len(round)), make([]float64, len(round))
+		for i, r := range round {
+			ids[i], vals[i], ses[i] = r.Client, r.Value, r.StdErr
+		}
+		if err := totals.AddRound(ids, vals, ses); err != nil {
+			panic(err) // distinct clients and finite values: the index and AppendReceipts guarantee both
+		}
 	}
 	out := make([]Standing, 0, len(by))
 	for id, s := range by {
-		s.StdErr = math.Sqrt(se2[id])
+		s.Value, s.StdErr, _, _ = totals.Get(id)
 		out = append(out, *s)
 	}
 	sort.Slice(out, func(i, j int) bool {

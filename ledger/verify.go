@@ -189,7 +189,7 @@ func VerifyClientReceipts(rs []Receipt, pub ed25519.PublicKey, client string, di
 		if r.Client != client {
 			return badRecord(i, r, ProblemClient, "want client %q", client)
 		}
-		if d, ok := digests[r.Round]; ok && r.SubmissionDigest != d {
+		if d, ok := digests[r.Round]; ok && r.Kind == "" && r.SubmissionDigest != d {
 			return badRecord(i, r, ProblemDigest, "receipt has %q, own submission %q", r.SubmissionDigest, d)
 		}
 		if r.Seq <= prev {
@@ -232,7 +232,7 @@ func (db *DB) VerifyWithKey(pub ed25519.PublicKey) error {
 			if e != nil {
 				return e
 			}
-			want[string(indexKey(r.Job, r.Round, r.Client))] = r.Seq
+			want[string(indexKey(r.Job, r.Round, r.Client, r.Kind))] = r.Seq
 			return nil
 		})
 		if err != nil {

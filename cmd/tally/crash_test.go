@@ -154,12 +154,24 @@ func TestCoordinatorCrashes(t *testing.T) {
 	var rows []struct {
 		Round  int    `json:"round"`
 		Client string `json:"client"`
+		Kind   string `json:"kind"`
+		From   int    `json:"from"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
 		t.Fatal(err)
 	}
 	per := map[int]map[string]int{}
+	settled := map[string]int{}
 	for _, r := range rows {
+		if r.Kind == "settlement" {
+			// The job's one settlement, of rounds 1–10, exactly once per
+			// client however often the coordinator was killed.
+			if r.From != 1 || r.Round != 10 {
+				t.Errorf("settlement of rounds %d–%d for %s, want 1–10", r.From, r.Round, r.Client)
+			}
+			settled[r.Client]++
+			continue
+		}
 		if per[r.Round] == nil {
 			per[r.Round] = map[string]int{}
 		}
@@ -173,6 +185,14 @@ func TestCoordinatorCrashes(t *testing.T) {
 			if n != 1 {
 				t.Errorf("round %d client %s has %d receipts", r, c, n)
 			}
+		}
+	}
+	if len(settled) != 3 {
+		t.Errorf("settlement receipts for %d clients, want 3: %v", len(settled), settled)
+	}
+	for c, n := range settled {
+		if n != 1 {
+			t.Errorf("client %s has %d settlement receipts, want 1", c, n)
 		}
 	}
 }

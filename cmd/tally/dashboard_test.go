@@ -268,8 +268,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	own, _, err := ledger.ReadReceiptLines(f)
 	f.Close()
-	if err != nil || len(own) != rounds {
-		t.Fatalf("client-0 kept %d receipts (%v), want %d", len(own), err, rounds)
+	// One per round and the job's settlement.
+	if err != nil || len(own) != rounds+1 {
+		t.Fatalf("client-0 kept %d receipts (%v), want %d", len(own), err, rounds+1)
 	}
 	secrets := []string{"sim-token-", token}
 	for _, r := range own {

@@ -172,7 +172,7 @@ func runScores(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	db := fs.String("db", "", "a coordinator's state file")
 	format := fs.String("format", "table", "table, csv or json")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally scores --db FILE [--format table|csv|json]\n\nPrints each client's contribution from the signed receipts: values summed over rounds\n(standard errors in quadrature), rank, payouts summed, quota credits summed.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally scores --db FILE [--format table|csv|json]\n\nPrints each client's contribution from the signed receipts, totalled as the coordinator\ntotals it: each round's values credited (a round whose values sum to ≤ 0 credits nobody)\nand summed with the job's decay recorded in the receipts (standard errors in quadrature),\nrank, payouts summed (rounds' baselines and settlements), quota credits summed.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -200,7 +200,7 @@ func runPayouts(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	db := fs.String("db", "", "a coordinator's state file")
 	format := fs.String("format", "table", "table, csv or json")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally payouts --db FILE [--format table|csv|json]\n\nPrints every (round, client) payout and quota credit from the signed receipts.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally payouts --db FILE [--format table|csv|json]\n\nPrints every (round, client) payout and quota credit from the signed receipts; a period's\nsettlement (kind settlement, rounds from … round) pays the value part.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -215,8 +215,11 @@ func runPayouts(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	type row struct {
-		Round  int     `json:"round"`
-		Client string  `json:"client"`
+		Round  int    `json:"round"`
+		Client string `json:"client"`
+		// Kind is "round" or "settlement" (of rounds From … Round).
+		Kind   string  `json:"kind"`
+		From   int     `json:"from,omitempty"`
 		Value  float64 `json:"value"`
 		Payout float64 `json:"payout"`
 		Quota  float64 `json:"quota"`
@@ -224,10 +227,17 @@ func runPayouts(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	rows := make([]row, len(rs))
 	for i, r := range rs {
-		rows[i] = row{Round: r.Round, Client: r.Client, Value: r.Value, Payout: r.Payout, Quota: r.Quota, Seq: r.Seq}
+		rows[i] = row{Round: r.Round, Client: r.Client, Kind: "round", Value: r.Value, Payout: r.Payout, Quota: r.Quota, Seq: r.Seq}
+		if r.Kind != "" {
+			rows[i].Kind, rows[i].From = r.Kind, r.FromRound
+		}
 	}
-	return writeTable(stdout, *format, []string{"round", "client", "value", "payout", "quota", "seq"}, rows, func(r row) []string {
-		return []string{strconv.Itoa(r.Round), r.Client, fmtF(r.Value), fmtF(r.Payout), fmtF(r.Quota), strconv.FormatUint(r.Seq, 10)}
+	return writeTable(stdout, *format, []string{"round", "client", "kind", "from", "value", "payout", "quota", "seq"}, rows, func(r row) []string {
+		from := ""
+		if r.From > 0 {
+			from = strconv.Itoa(r.From)
+		}
+		return []string{strconv.Itoa(r.Round), r.Client, r.Kind, from, fmtF(r.Value), fmtF(r.Payout), fmtF(r.Quota), strconv.FormatUint(r.Seq, 10)}
 	})
 }
 

@@ -113,12 +113,13 @@ func TestLedgerBackup(t *testing.T) {
 	orig, _ := os.ReadFile(db)
 	cp := filepath.Join(t.TempDir(), "copy.db")
 	var out bytes.Buffer
-	if code := run([]string{"ledger", "backup", "--db", db, "--out", cp}, &out, &out); code != 0 || !strings.Contains(out.String(), "12 receipts") {
+	// 3 rounds of 4 clients and the job's settlement, one per client.
+	if code := run([]string{"ledger", "backup", "--db", db, "--out", cp}, &out, &out); code != 0 || !strings.Contains(out.String(), "16 receipts") {
 		t.Fatalf("backup: exit %d\n%s", code, out.String())
 	}
 	t.Log(strings.TrimSpace(out.String()))
 	out.Reset()
-	if code := run([]string{"ledger", "verify", "--db", cp}, &out, &out); code != 0 || !strings.Contains(out.String(), "12 receipts over 3 rounds") {
+	if code := run([]string{"ledger", "verify", "--db", cp}, &out, &out); code != 0 || !strings.Contains(out.String(), "16 receipts over 3 rounds") {
 		t.Fatalf("the copy does not verify: exit %d\n%s", code, out.String())
 	}
 	if now, _ := os.ReadFile(db); !bytes.Equal(now, orig) {

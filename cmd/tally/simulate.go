@@ -93,6 +93,7 @@ type simOptions struct {
 	ValuationMode       string
 	ValuationMethod     string
 	Utility             string
+	Decay               float64
 	Budget              float64
 	BaselineShare       float64
 	DB                  string
@@ -159,6 +160,8 @@ type roundReport struct {
 	// round's accepted updates (ciphertexts under "he").
 	BytesReceived int64                     `json:"bytes_received"`
 	Decryptions   []engine.DecryptionRecord `json:"decryptions,omitempty"`
+	// WeightFlags names the clients whose weights n_i were inconsistent.
+	WeightFlags []string `json:"weight_flags,omitempty"`
 }
 
 type clientInfo struct {
@@ -202,7 +205,8 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) or influence (one scalar per client); default: influence with he, plain with none")
 	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo up to 63 players a round, influence above: coalition games hold at most 63)")
 	fs.StringVar(&o.Utility, "utility", "loss", "what a coalition's model is scored by: loss (negative validation loss) or accuracy")
-	fs.Float64Var(&o.Budget, "budget", 100, "payout budget per round, split in proportion to positive value")
+	fs.Float64Var(&o.Decay, "decay", 1, "freshness decay of the job's totals: round r of R counts decay^(R−r) (valuation.decay)")
+	fs.Float64Var(&o.Budget, "budget", 100, "payout budget per round (payment.budget_per_round): the job pays this × rounds, the baseline share every round and the rest at the end, in proportion to positive total value")
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
 	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
@@ -326,7 +330,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Scaling:           engine.ScalingConfig{Mode: o.Scaling},
 		SecureAggregation: o.Secure, MinGroupSize: o.MinGroupSize,
 		Committee: engine.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
-		Valuation: engine.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility},
+		Valuation: engine.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility, Decay: o.Decay},
 		Payment:   engine.PaymentConfig{BudgetPerRound: o.Budget, BaselineShare: o.BaselineShare},
 	}
 	for i := range ids {
@@ -365,7 +369,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			}
 			return
 		}
-		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions})
+		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions, WeightFlags: r.WeightFlags})
 		if !o.Quiet {
 			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  received %s  %5.1fs\n",
 				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())

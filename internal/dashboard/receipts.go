@@ -30,7 +30,9 @@ type Receipts struct {
 	Verified int       `json:"verified"`
 	Failing  int       `json:"failing"`
 	Checked  time.Time `json:"checked"`
-	// Totals over the verified receipts only.
+	// Totals over the verified receipts only. Value sums the rounds'
+	// values; a settlement's value is its period's total V, shown on its
+	// row and not added again. Payout and Quota include settlements.
 	Value  float64 `json:"value"`
 	Payout float64 `json:"payout"`
 	Quota  float64 `json:"quota"`
@@ -38,10 +40,13 @@ type Receipts struct {
 
 // Row is one line of the receipts file.
 type Row struct {
-	Line      int                 `json:"line"`
-	Seq       uint64              `json:"seq"`
-	Job       string              `json:"job"`
-	Round     int                 `json:"round"`
+	Line  int    `json:"line"`
+	Seq   uint64 `json:"seq"`
+	Job   string `json:"job"`
+	Round int    `json:"round"`
+	// Kind is "settlement" for the value part of rounds FromRound … Round.
+	Kind      string              `json:"kind,omitempty"`
+	FromRound int                 `json:"from_round,omitempty"`
 	Method    string              `json:"method"`
 	Mode      string              `json:"mode"`
 	Value     float64             `json:"value"`
@@ -85,6 +90,7 @@ func VerifyReceipts(path string, pub ed25519.PublicKey, client string) (Receipts
 		}
 		r := rs[0]
 		row.Seq, row.Job, row.Round, row.Method, row.Mode = r.Seq, r.Job, r.Round, r.Method, r.Mode
+		row.Kind, row.FromRound = r.Kind, r.FromRound
 		row.Value, row.StdErr, row.Payout, row.Quota = r.Value, r.StdErr, r.Payout, r.Quota
 		if r.Decrypted != nil {
 			row.Decrypted = r.Decrypted
@@ -101,7 +107,9 @@ func VerifyReceipts(path string, pub ed25519.PublicKey, client string) (Receipts
 		default:
 			row.Verified = true
 			lastSeq = r.Seq
-			out.Value += r.Value
+			if r.Kind == "" {
+				out.Value += r.Value
+			}
 			out.Payout += r.Payout
 			out.Quota += r.Quota
 		}

@@ -162,3 +162,48 @@ func TestReceiptsServer(t *testing.T) {
 		t.Fatalf("GET /api/receipts after an append: status %d, body %.300s", w.Code, w.Body.String())
 	}
 }
+
+// TestVerifyReceiptsSettlement: a client's file with two round receipts
+// and the settlement of both verifies; the page's payout counts the
+// settlement and its value total the rounds only (the settlement's value
+// is the period's total, not another round).
+func TestVerifyReceiptsSettlement(t *testing.T) {
+	db, err := ledger.Open(filepath.Join(t.TempDir(), "l.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key, err := db.SigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []ledger.Receipt
+	batch := []ledger.Receipt{
+		{Job: "j", Round: 1, Client: "c0", Value: 0.5, Payout: 1, Quota: 1, Decay: 1},
+		{Job: "j", Round: 2, Client: "c0", Value: 0.25, Payout: 1, Quota: 1, Decay: 1},
+		{Job: "j", Round: 2, Client: "c0", Kind: ledger.KindSettlement, FromRound: 1, Value: 0.75, Payout: 40, Quota: 8, Decay: 1},
+	}
+	if err := db.Update(func(tx *ledger.Tx) error {
+		rs, err = tx.AppendReceipts(key, batch)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var file bytes.Buffer
+	for _, r := range rs {
+		if err := ledger.WriteReceiptLine(&file, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "c0.jsonl")
+	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifyReceipts(path, key.Public().(ed25519.PublicKey), "c0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Verified != 3 || got.Failing != 0 || got.Value != 0.75 || got.Payout != 42 || got.Quota != 10 || got.Rows[2].Kind != ledger.KindSettlement || got.Rows[2].FromRound != 1 {
+		t.Errorf("page %+v: want 3 verified, value 0.75, payout 42, quota 10, the third row the settlement of rounds 1–2", got)
+	}
+}

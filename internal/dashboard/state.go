@@ -51,6 +51,9 @@ type JobInfo struct {
 	ValuationMethod    string  `json:"valuation_method,omitempty"`
 	Utility            string  `json:"utility,omitempty"`
 	BudgetPerRound     float64 `json:"budget_per_round,omitempty"`
+	// Budget is the job's (or with PeriodRounds each period's) budget.
+	Budget       float64 `json:"budget,omitempty"`
+	PeriodRounds int     `json:"period_rounds,omitempty"`
 	// LivenessSeconds is how recently a client must have called to count
 	// as live.
 	LivenessSeconds float64 `json:"liveness_seconds,omitempty"`
@@ -146,7 +149,7 @@ func jobInfo(job engine.Job) JobInfo {
 		ID: job.ID, Rounds: job.Rounds, SecureAggregation: job.SecureAggregation,
 		CommitteeSize: job.Committee.Size, CommitteeThreshold: job.Committee.Threshold, MinGroupSize: job.MinGroupSize,
 		ValuationMode: job.Valuation.Mode, ValuationMethod: job.Valuation.Method, Utility: job.Valuation.Utility,
-		BudgetPerRound: job.Payment.BudgetPerRound, LivenessSeconds: time.Duration(job.Clients.Liveness).Seconds(),
+		BudgetPerRound: job.Payment.BudgetPerRound, Budget: job.Payment.BudgetFor(job.Rounds), PeriodRounds: job.Payment.PeriodRounds, LivenessSeconds: time.Duration(job.Clients.Liveness).Seconds(),
 	}
 }
 
@@ -195,8 +198,15 @@ func build(v view) State {
 				for _, c := range r.Contributors {
 					out.Values[c], out.Payouts[c] = rv.Values[c], rv.Payouts[c]
 					fromHistory = append(fromHistory, ledger.Receipt{Round: r.Round, Client: c,
-						Value: rv.Values[c], StdErr: rv.StdErr[c], Payout: rv.Payouts[c], Quota: rv.Quotas[c]})
+						Value: rv.Values[c], StdErr: rv.StdErr[c], Payout: rv.Payouts[c], Quota: rv.Quotas[c], Decay: rv.Decay})
 				}
+			}
+		}
+		// A period's settlement pays the value part (coordinator.settlementReceipts).
+		if st := r.Settlement; st != nil {
+			for c, p := range st.Payouts {
+				fromHistory = append(fromHistory, ledger.Receipt{Round: st.Through, Client: c, Kind: ledger.KindSettlement,
+					FromRound: st.From, Value: st.Values[c], Payout: p, Quota: st.Quotas[c], Decay: st.Decay})
 			}
 		}
 		s.Rounds = append(s.Rounds, out)

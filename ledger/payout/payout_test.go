@@ -245,3 +245,62 @@ func TestBasketSpend(t *testing.T) {
 		})
 	}
 }
+
+// TestCredit: a round with a positive realised gain counts as valued; one
+// whose values sum to ≤ 0 keeps only its negative values.
+func TestCredit(t *testing.T) {
+	cases := []struct {
+		name   string
+		values []float64
+		want   []float64
+	}{
+		{"gain", []float64{0.5, -0.1, 0}, []float64{0.5, -0.1, 0}},
+		{"loss", []float64{0.4, -0.6, 0.1}, []float64{0, -0.6, 0}},
+		{"zero_gain", []float64{0.2, -0.2}, []float64{0, -0.2}},
+		{"empty", nil, []float64{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Credit(c.values); !nearAll(got, c.want) {
+				t.Errorf("Credit(%v) = %v, want %v", c.values, got, c.want)
+			}
+		})
+	}
+}
+
+// TestPeriodConservation: over random periods, what the baselines of done
+// rounds pay plus what their escrow settles (paid + unspent) is exactly
+// Committed(done), and a total ≤ 0 is paid nothing from the escrow.
+func TestPeriodConservation(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for trial := range 500 {
+		p := Period{Budget: 1000 * rng.Float64(), Rounds: 1 + rng.IntN(30), BaselineShare: rng.Float64()}
+		done := rng.IntN(p.Rounds + 1)
+		n := 1 + rng.IntN(10)
+		values := make([]float64, n)
+		for i := range values {
+			values[i] = rng.NormFloat64()
+		}
+		var total float64
+		for range done {
+			each, unspent, err := p.Baseline(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += each*float64(n) + unspent
+		}
+		pays, _, unspent, err := p.Settle(values, done, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range pays {
+			total += x
+			if values[i] <= 0 && x != 0 {
+				t.Fatalf("trial %d: total %v paid %v from escrow", trial, values[i], x)
+			}
+		}
+		if total += unspent; !near(total, p.Committed(done)) {
+			t.Fatalf("trial %d: %+v done %d: baselines + settlement = %v, committed %v", trial, p, done, total, p.Committed(done))
+		}
+	}
+}

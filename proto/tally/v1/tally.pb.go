@@ -2022,11 +2022,16 @@ func (x *ClientStatus) GetRoundsContributed() int32 {
 }
 
 type RoundMetrics struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         int32                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	ValLoss       float64                `protobuf:"fixed64,2,opt,name=val_loss,json=valLoss,proto3" json:"val_loss,omitempty"`
-	ValAccuracy   float64                `protobuf:"fixed64,3,opt,name=val_accuracy,json=valAccuracy,proto3" json:"val_accuracy,omitempty"`
-	Contributors  int32                  `protobuf:"varint,4,opt,name=contributors,proto3" json:"contributors,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Round        int32                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	ValLoss      float64                `protobuf:"fixed64,2,opt,name=val_loss,json=valLoss,proto3" json:"val_loss,omitempty"`
+	ValAccuracy  float64                `protobuf:"fixed64,3,opt,name=val_accuracy,json=valAccuracy,proto3" json:"val_accuracy,omitempty"`
+	Contributors int32                  `protobuf:"varint,4,opt,name=contributors,proto3" json:"contributors,omitempty"`
+	// weight_flags lists the round's inconsistent weights n_i, one line
+	// each naming the client (or the clients of an aggregate) and what
+	// disagreed: a claim that changed from the client's earlier rounds, or
+	// a decrypted sum of weights that differs from the headers' claims.
+	WeightFlags   []string `protobuf:"bytes,5,rep,name=weight_flags,json=weightFlags,proto3" json:"weight_flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2087,6 +2092,13 @@ func (x *RoundMetrics) GetContributors() int32 {
 		return x.Contributors
 	}
 	return 0
+}
+
+func (x *RoundMetrics) GetWeightFlags() []string {
+	if x != nil {
+		return x.WeightFlags
+	}
+	return nil
 }
 
 type DownloadRequest struct {
@@ -2580,12 +2592,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\asamples\x18\x03 \x01(\x03R\asamples\x12-\n" +
-	"\x12rounds_contributed\x18\x04 \x01(\x05R\x11roundsContributed\"\x86\x01\n" +
+	"\x12rounds_contributed\x18\x04 \x01(\x05R\x11roundsContributed\"\xa9\x01\n" +
 	"\fRoundMetrics\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x05R\x05round\x12\x19\n" +
 	"\bval_loss\x18\x02 \x01(\x01R\avalLoss\x12!\n" +
 	"\fval_accuracy\x18\x03 \x01(\x01R\vvalAccuracy\x12\"\n" +
-	"\fcontributors\x18\x04 \x01(\x05R\fcontributors\"D\n" +
+	"\fcontributors\x18\x04 \x01(\x05R\fcontributors\x12!\n" +
+	"\fweight_flags\x18\x05 \x03(\tR\vweightFlags\"D\n" +
 	"\x0fDownloadRequest\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04nameJ\x04\b\x01\x10\x02\"&\n" +

@@ -1,0 +1,180 @@
+package payout
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Credit returns a round's values as the job's totals count them: when
+// the round's realised gain Σφ (U(all) − U(none), by efficiency) is not
+// positive, the round made the model no better, so nobody is credited for
+// it, but whoever made it worse is still debited (positive values become
+// 0, negative ones stay). A round with a positive gain counts as valued.
+// The result is a new slice.
+func Credit(values []float64) []float64 {
+	var gain float64
+	for _, v := range values {
+		gain += v
+	}
+	out := make([]float64, len(values))
+	for i, v := range values {
+		if gain > 0 {
+			out[i] = v
+		} else {
+			out[i] = min(v, 0)
+		}
+	}
+	return out
+}
+
+// Totals accumulates the credited values of rounds with a freshness
+// decay: after rounds 1 … R (counting only the rounds added),
+//
+//	V_i = Σ_r decay^(R−r) c_{i,r},   se_i = sqrt(Σ_r decay^(2(R−r)) se_{i,r}²)
+//
+// where c_{·,r} = Credit(φ_{·,r}). Negative credits net against positive
+// ones. The coordinator's standings, `tally scores` and every settlement
+// use it, so that they agree to the bit.
+type Totals struct {
+	decay  float64
+	value  map[string]float64
+	se2    map[string]float64
+	rounds map[string]int
+}
+
+// NewTotals returns empty totals; decay must be in (0, 1].
+func NewTotals(decay float64) (*Totals, error) {
+	if !(decay > 0 && decay <= 1) {
+		return nil, fmt.Errorf("%w: decay %v must be in (0, 1]", ErrAllocation, decay)
+	}
+	return &Totals{decay: decay, value: map[string]float64{}, se2: map[string]float64{}, rounds: map[string]int{}}, nil
+}
+
+// AddRound adds one round: ids name the players of values and stderr
+// (stderr may be nil). Values must be finite and ids distinct.
+func (t *Totals) AddRound(ids []string, values, stderr []float64) error {
+	if len(values) != len(ids) || (stderr != nil && len(stderr) != len(ids)) {
+		return fmt.Errorf("%w: %d ids, %d values, %d standard errors", ErrAllocation, len(ids), len(values), len(stderr))
+	}
+	seen := make(map[string]bool, len(ids))
+	for k, id := range ids {
+		if seen[id] {
+			return fmt.Errorf("%w: client %q appears twice in one round", ErrAllocation, id)
+		}
+		seen[id] = true
+		if math.IsNaN(values[k]) || math.IsInf(values[k], 0) {
+			return fmt.Errorf("%w: client %q: value %v", ErrAllocation, id, values[k])
+		}
+	}
+	if t.decay != 1 {
+		for id := range t.value {
+			t.value[id] *= t.decay
+			t.se2[id] *= t.decay * t.decay
+		}
+	}
+	c := Credit(values)
+	for k, id := range ids {
+		t.value[id] += c[k]
+		if stderr != nil {
+			t.se2[id] += stderr[k] * stderr[k]
+		}
+		t.rounds[id]++
+	}
+	return nil
+}
+
+// Get returns a client's total value, its standard error and the number
+// of rounds it was valued in; ok is false for a client never added.
+func (t *Totals) Get(id string) (value, stderr float64, rounds int, ok bool) {
+	v, ok := t.value[id]
+	return v, math.Sqrt(t.se2[id]), t.rounds[id], ok
+}
+
+// IDs returns every client added, sorted.
+func (t *Totals) IDs() []string {
+	ids := make([]string, 0, len(t.value))
+	for id := range t.value {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Period is the plan of one settlement period: Budget is what its Rounds
+// planned rounds may pay in all, BaselineShare of it as a baseline paid
+// every round, the rest (the value part) held in escrow and paid once, at
+// Settle, in proportion to max(V_i, 0).
+//
+// Nothing is ever paid before it is owed for good: the baseline of a
+// round is owed once the round completes, and the value part only when
+// the period is over, when no later round can change V. So a payout never
+// needs to be clawed back, and at every point
+//
+//	paid + escrow + unspent = Budget · done / Rounds
+//
+// where done is the number of completed rounds (Committed).
+type Period struct {
+	Budget        float64
+	Rounds        int
+	BaselineShare float64
+}
+
+func (p Period) check() error {
+	switch {
+	case p.Rounds < 1:
+		return fmt.Errorf("%w: a period of %d rounds", ErrAllocation, p.Rounds)
+	case math.IsNaN(p.Budget) || math.IsInf(p.Budget, 0) || p.Budget < 0:
+		return fmt.Errorf("%w: period budget %v must be finite and non-negative", ErrAllocation, p.Budget)
+	case math.IsNaN(p.BaselineShare) || p.BaselineShare < 0 || p.BaselineShare > 1:
+		return fmt.Errorf("%w: baseline share %v must be within [0, 1]", ErrAllocation, p.BaselineShare)
+	}
+	return nil
+}
+
+// Baseline returns what each of a completed round's n valid submissions
+// is paid at once, and what of the round's baseline is unspent (all of it
+// when n = 0): BaselineShare · Budget / Rounds split equally.
+func (p Period) Baseline(n int) (each, unspent float64, err error) {
+	if err := p.check(); err != nil {
+		return 0, 0, err
+	}
+	pot := p.BaselineShare * p.Budget / float64(p.Rounds)
+	if n <= 0 {
+		return 0, pot, nil
+	}
+	return pot / float64(n), 0, nil
+}
+
+// Escrow is the value part held for done completed rounds.
+func (p Period) Escrow(done int) float64 {
+	return (1 - p.BaselineShare) * p.Budget * float64(done) / float64(p.Rounds)
+}
+
+// Committed is the part of the budget that done completed rounds have
+// used up: their baselines and their value part. A period settled before
+// its planned end (the job stopped) commits only this much; the rest of
+// its budget was never owed.
+func (p Period) Committed(done int) float64 {
+	return p.Budget * float64(done) / float64(p.Rounds)
+}
+
+// Settle pays the escrow of done completed rounds: client i gets
+// Escrow(done) · max(V_i, 0) / Σ_j max(V_j, 0), where values are the
+// period's totals V (from Totals, so netted and decayed). A client whose
+// total is ≤ 0 gets nothing from it; if nobody's is positive the whole
+// escrow is unspent. credit is the quota issued at the same time, split
+// the same way ((1 − BaselineShare) · quotaPerRound · done).
+func (p Period) Settle(values []float64, done int, quotaPerRound float64) (payouts, credits []float64, unspent float64, err error) {
+	if err := p.check(); err != nil {
+		return nil, nil, 0, err
+	}
+	if done < 0 || done > p.Rounds {
+		return nil, nil, 0, fmt.Errorf("%w: %d completed rounds in a period of %d", ErrAllocation, done, p.Rounds)
+	}
+	if payouts, unspent, err = Payouts(values, p.Escrow(done), 0, nil); err != nil {
+		return nil, nil, 0, err
+	}
+	credits, err = Quotas(values, (1-p.BaselineShare)*quotaPerRound*float64(done), 0, nil)
+	return payouts, credits, unspent, err
+}
