@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"slices"
@@ -17,6 +18,7 @@ import (
 type simMember struct {
 	id       string
 	identity *aggregation.Identity
+	signer   ed25519.PrivateKey
 	member   *aggregation.Member
 	inst     *aggregation.KeyGenInstance
 	enc      *aggregation.Encryptor
@@ -82,7 +84,11 @@ func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.members[id] = &simMember{id: id, identity: ident}
+		_, signer, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.members[id] = &simMember{id: id, identity: ident, signer: signer}
 		s.ids = append(s.ids, id)
 	}
 	job, err := NewJob(cfg, ".")
@@ -157,6 +163,22 @@ func (s *committeeSim) publish(t *Task) {
 	s.queue = append(s.queue, t)
 }
 
+// simKeys pins the members' identity keys, as a manifest does.
+type simKeys map[string]ed25519.PublicKey
+
+func (k simKeys) IdentityKey(id string) (ed25519.PublicKey, bool) {
+	key, ok := k[id]
+	return key, ok
+}
+
+func (s *committeeSim) keys() simKeys {
+	k := simKeys{}
+	for id, m := range s.members {
+		k[id] = m.signer.Public().(ed25519.PublicKey)
+	}
+	return k
+}
+
 // answer lets every live selected member do the queued tasks.
 func (s *committeeSim) answer() {
 	for len(s.queue) > 0 {
@@ -190,11 +212,17 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 			fail(err)
 		}
 		policy, _ := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: 3})
-		if m.member, err = aggregation.NewMember(params, m.id, m.identity, policy, nil, rand.Reader); err != nil {
+		if m.member, err = aggregation.NewMember(params, m.id, m.identity, m.signer, s.keys(), policy, nil, rand.Reader); err != nil {
 			fail(err)
 		}
 		m.inst = inst
-		sh, err := m.member.GenKeyGenShares(inst)
+		c, err := m.member.Commit(inst)
+		if err != nil {
+			fail(err)
+		}
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"commitment": c}})
+	case TaskReveal:
+		sh, err := m.member.Reveal(m.inst, t.Commitments)
 		if err != nil {
 			fail(err)
 		}
@@ -204,12 +232,20 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		}
 		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: parts})
 	case TaskThreshold:
+		_, sig, err := m.member.CertifyPublicKey(m.inst, t.PublicKeyShares)
+		if err != nil {
+			fail(err)
+		}
 		if err := m.member.ReceiveThresholdShares(m.inst, t.Sealed[m.id]); err != nil {
 			fail(err)
 		}
-		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"ack": {1}}})
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"ack": {1}, "public-key-signature": sig}})
 	case TaskTrain:
 		if m.enc == nil || m.enc.KeyID() != t.KeyID {
+			// As a client does: no key without every member's signature.
+			if _, err := aggregation.VerifyPublicKey(params, t.PublicKey, t.KeyCertificate, s.keys()); err != nil {
+				fail(err)
+			}
 			enc, err := aggregation.NewEncryptor(params, t.PublicKey, 1)
 			if err != nil {
 				fail(err)
@@ -258,7 +294,8 @@ func (s *committeeSim) tick() {
 
 func (s *committeeSim) run(maxTicks int) {
 	for _, id := range s.ids {
-		s.step(EvJoin{Client: id, Samples: 10, IdentityKey: s.members[id].identity.PublicKey()})
+		m := s.members[id]
+		s.step(EvJoin{Client: id, Samples: 10, IdentityKey: m.identity.PublicKey(), SigningKey: m.signer.Public().(ed25519.PublicKey)})
 	}
 	s.answer()
 	for i := 0; i < maxTicks && s.done == nil; i++ {
