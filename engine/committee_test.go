@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -371,4 +373,55 @@ func insecureHE() *aggregation.ParametersConfig {
 	c.LogN = 10
 	c.Insecure = true
 	return &c
+}
+
+// TestEngineRefusesRevealNotCommitted: a member (or whoever speaks for it)
+// that reveals a public-key share other than the one it committed to —
+// one chosen after seeing the commitments — is refused with
+// aggregation.ErrCommitment, the rogue share goes nowhere, and the honest
+// reveal that follows completes the key generation and the job.
+func TestEngineRefusesRevealNotCommitted(t *testing.T) {
+	const rounds = 2
+	s := newCommitteeSim(t, rounds)
+	var honest []byte
+	tried := false
+	s.onPublish = func(task *Task) {
+		switch {
+		case task.Kind == TaskReveal && !tried:
+			tried = true
+			m := s.members[task.Selected[0]]
+			sh, err := m.member.Reveal(m.inst, task.Commitments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			honest = sh.PublicKeyShare
+			rogue := slices.Clone(sh.PublicKeyShare)
+			rogue[len(rogue)-1] ^= 1
+			parts := map[string][]byte{"public-key-share": rogue}
+			for to, v := range sh.Sealed {
+				parts["sealed/"+to] = v
+			}
+			var refused error
+			for _, a := range s.e.Step(EvShares{Client: m.id, TaskID: task.ID, Parts: parts}) {
+				if r, ok := a.(ActReply); ok {
+					refused = r.Err
+				}
+			}
+			if !errors.Is(refused, aggregation.ErrCommitment) {
+				t.Fatalf("a reveal that differs from its commitment: reply %v, want aggregation.ErrCommitment", refused)
+			}
+			t.Logf("refused: %v", refused)
+		case task.Kind == TaskThreshold:
+			if !bytes.Equal(task.PublicKeyShares[task.Selected[0]], honest) {
+				t.Fatal("the threshold task does not carry the share the member committed to")
+			}
+		}
+	}
+	s.run(20 * 15 * rounds)
+	if !tried {
+		t.Fatal("no reveal task was published")
+	}
+	if s.done == nil || s.done.FinalRound != rounds {
+		t.Fatalf("job did not complete %d rounds after the refused reveal: %+v; timeouts %v", rounds, s.done, s.timeouts)
+	}
 }
