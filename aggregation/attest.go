@@ -78,12 +78,14 @@ func commitmentMessage(inst [32]byte, id string, digest [32]byte) []byte {
 	return append(b, digest[:]...)
 }
 
-func keyMessage(job string, inst [32]byte, pk []byte) []byte {
-	d := sha256.Sum256(pk)
+// keyMessage is what a member signs of the collective key; digest is the
+// SHA-256 of the marshalled key (1.5 MiB at the default parameters, so it
+// is hashed once per check of c signatures, not once per signature).
+func keyMessage(job string, inst [32]byte, digest [32]byte) []byte {
 	b := append([]byte(nil), domainKey...)
 	b = appendBytes(b, []byte(job))
 	b = append(b, inst[:]...)
-	return append(b, d[:]...)
+	return append(b, digest[:]...)
 }
 
 // Commitment is a member's signed commitment to its public-key share for
@@ -196,16 +198,16 @@ func (k *KeyGenInstance) CheckRevealedShare(id string, b, share []byte) error {
 	return nil
 }
 
-// VerifyKeySignature checks member id's signature of the collective key pk
-// of this instance, under id's key from keys (nil: the listed keys).
-func (k *KeyGenInstance) VerifyKeySignature(keys MemberKeys, id string, pk, sig []byte) error {
+// VerifyKeySignature checks member id's signature of the collective key of
+// this instance whose marshalled form hashes (SHA-256) to keyDigest, under
+// id's key from keys (nil: the listed keys).
+func (k *KeyGenInstance) VerifyKeySignature(keys MemberKeys, id string, keyDigest [32]byte, sig []byte) error {
 	key, err := k.identityKey(keys, id)
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(key, keyMessage(k.job, k.id, pk), sig) {
-		d := sha256.Sum256(pk)
-		return fmt.Errorf("%w: %q did not sign collective key %x of instance %x", ErrUnsignedKey, id, d[:8], k.id[:8])
+	if !ed25519.Verify(key, keyMessage(k.job, k.id, keyDigest), sig) {
+		return fmt.Errorf("%w: %q did not sign collective key %x of instance %x", ErrUnsignedKey, id, keyDigest[:8], k.id[:8])
 	}
 	return nil
 }
@@ -297,13 +299,14 @@ func VerifyPublicKey(params Parameters, pk, certificate []byte, keys MemberKeys)
 		return nil, fmt.Errorf("%w: the key is bound to instance %x, its certificate names instance %x", ErrUnsignedKey, key[:8], inst.id[:8])
 	}
 	var missing []string
+	digest := sha256.Sum256(pk)
 	for _, m := range inst.members {
 		sig, ok := cert.Signatures[m.ID]
 		if !ok {
 			missing = append(missing, m.ID)
 			continue
 		}
-		if err := inst.VerifyKeySignature(keys, m.ID, pk, sig); err != nil {
+		if err := inst.VerifyKeySignature(keys, m.ID, digest, sig); err != nil {
 			return nil, err
 		}
 	}

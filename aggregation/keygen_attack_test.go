@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -272,7 +273,7 @@ func TestVerifyPublicKey(t *testing.T) {
 	// pinned keys do not know its members.
 	other := newCommittee(t, params, 3, 2)
 	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
-	forgedSig := ed25519.Sign(stranger, keyMessage("job", cm.inst.ID(), cm.pk))
+	forgedSig := ed25519.Sign(stranger, keyMessage("job", cm.inst.ID(), sha256.Sum256(cm.pk)))
 	for _, tc := range []struct {
 		name     string
 		pk, cert []byte

@@ -274,7 +274,7 @@ func (m *Member) CertifyPublicKey(inst *KeyGenInstance, shares map[string][]byte
 	if err != nil {
 		return nil, nil, err
 	}
-	m.pk, m.pkSig = pk, ed25519.Sign(m.signer, keyMessage(inst.job, inst.id, pk))
+	m.pk, m.pkSig = pk, ed25519.Sign(m.signer, keyMessage(inst.job, inst.id, sha256.Sum256(pk)))
 	return m.pk, m.pkSig, nil
 }
 

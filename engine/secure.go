@@ -36,7 +36,8 @@ type heState struct {
 	acks      map[string]bool
 	keySigs   map[string][]byte // member → its signature of pk (threshold)
 	pk        []byte
-	cert      []byte // aggregation.KeyCertificate of pk, once every member signed
+	pkDigest  [32]byte // SHA-256 of pk, which the members sign
+	cert      []byte   // aggregation.KeyCertificate of pk, once every member signed
 	keyID     [32]byte
 	ready     bool
 	enc       *aggregation.Encryptor // for re-randomising aggregates on retry
@@ -261,7 +262,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 			out = append(out, ActLog{Msg: "public key aggregation failed; drawing a new committee", Attrs: []any{"err", err.Error()}})
 			return append(out, e.startKeyGen()...)
 		}
-		h.pk = pk
+		h.pk, h.pkDigest = pk, sha256.Sum256(pk)
 		e.task = &Task{
 			ID: fmt.Sprintf("%s/threshold/e%d", e.job.ID, h.epoch), Kind: TaskThreshold, Round: e.round, Attempt: int(h.epoch),
 			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Sealed: h.sealed,
@@ -277,7 +278,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 		}
 		// The member aggregated the key itself from the shares it checked
 		// against their commitments; its signature must be of this key.
-		if err := h.inst.VerifyKeySignature(nil, ev.Client, h.pk, ev.Parts["public-key-signature"]); err != nil {
+		if err := h.inst.VerifyKeySignature(nil, ev.Client, h.pkDigest, ev.Parts["public-key-signature"]); err != nil {
 			return reply(fmt.Errorf("%w: %w", ErrBadEncoding, err))
 		}
 		h.acks[ev.Client] = true
