@@ -19,26 +19,11 @@ import (
 // MemberKeys is where a party finds a committee member's Ed25519 identity
 // key: the key the member signs its calls and its key-generation messages
 // with. A job manifest pinned by the data holders implements it; the
-// coordinator's word does not (see [InstanceKeys]). Implementations must be
-// safe for concurrent use.
+// coordinator's word does not: where a function takes a nil MemberKeys it
+// falls back to the identity keys the instance lists, which only the
+// coordinator vouches for. Implementations must be safe for concurrent use.
 type MemberKeys interface {
 	IdentityKey(id string) (ed25519.PublicKey, bool)
-}
-
-// InstanceKeys are the identity keys an instance lists for its members, as
-// the coordinator reported them: the fallback when no manifest pins the
-// committee. Every signature is still checked against them, so a
-// substituted X25519 key, share or collective key is still refused, but a
-// coordinator that invents the whole committee is not caught.
-type InstanceKeys struct{ Inst *KeyGenInstance }
-
-// IdentityKey implements MemberKeys from the instance's member list.
-func (k InstanceKeys) IdentityKey(id string) (ed25519.PublicKey, bool) {
-	m, ok := k.Inst.member(id)
-	if !ok {
-		return nil, false
-	}
-	return m.SigningKey, true
 }
 
 // Domain-separation prefixes of everything signed or committed to.

@@ -47,7 +47,7 @@ type Member struct {
 	rand     io.Reader
 
 	inst       *KeyGenInstance
-	sk         *rlwe.SecretKey
+	sk         *rlwe.SecretKey // from Commit until Reveal
 	pkShare    []byte
 	commitment []byte
 	commits    map[string][32]byte // member → committed share digest, once all were verified
@@ -193,7 +193,7 @@ func (m *Member) Commit(inst *KeyGenInstance) ([]byte, error) {
 func (m *Member) Reveal(inst *KeyGenInstance, commitments map[string][]byte) (*KeyGenShares, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if inst == nil || m.inst == nil || m.inst.id != inst.id || m.sk == nil {
+	if inst == nil || m.inst == nil || m.inst.id != inst.id || m.commitment == nil {
 		return nil, fmt.Errorf("%w: reveal for an instance this member has not committed in", ErrState)
 	}
 	if m.out != nil {
@@ -241,6 +241,12 @@ func (m *Member) Reveal(inst *KeyGenInstance, commitments map[string][]byte) (*K
 		}
 		out.Sealed[peer.ID] = sealed
 	}
+	// The secret share lives on only in the Shamir shares (its own and
+	// those sealed); wipe it rather than leave it to the collector.
+	for _, row := range append(m.sk.Value.Q.Coeffs, m.sk.Value.P.Coeffs...) {
+		clear(row)
+	}
+	m.sk = nil
 	m.commits, m.out = commits, out
 	return out, nil
 }
