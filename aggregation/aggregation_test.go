@@ -199,7 +199,7 @@ func TestMemberPolicy(t *testing.T) {
 			t.Fatalf("record export not stable:\n%s\n%s", b, b2)
 		}
 		policy, _ := NewPolicy(PolicyConfig{})
-		restarted, err := NewMember(params, m.ID(), m.identity, policy, &r, m.rand)
+		restarted, err := NewMember(params, m.ID(), m.identity, m.signer, m.keys, policy, &r, m.rand)
 		if err != nil {
 			t.Fatal(err)
 		}

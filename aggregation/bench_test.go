@@ -1,6 +1,7 @@
 package aggregation
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"testing"
 	"time"
@@ -262,4 +263,131 @@ func BenchmarkInfluence(b *testing.B) {
 		b.ReportMetric(combine.Seconds()/n, "combine_s")
 		b.ReportMetric(float64(params.CoefficientShareSize()), "share_bytes")
 	})
+}
+
+// BenchmarkKeyGen measures one whole key generation of a committee of c
+// members (default parameters), every member's steps run in turn in this
+// process: member-ms is one member's compute time (the members work in
+// parallel in a real job), coord-ms the coordinator's (aggregating, and
+// checking the commitments, reveals and key signatures), and the bytes
+// are what one member sends and receives and what the coordinator
+// receives and sends, counting the protocol messages (not gRPC framing).
+// cert-B is the certificate each client downloads with the key.
+func BenchmarkKeyGen(b *testing.B) {
+	params := DefaultParameters()
+	policy, err := NewPolicy(PolicyConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The committee sizes of the demo (5, t = 3) and of the 1,000-client
+	// simulation (16, t = 11).
+	for _, ct := range [][2]int{{5, 3}, {16, 11}} {
+		c, t := ct[0], ct[1]
+		b.Run(fmt.Sprintf("logN=14/c=%d/t=%d", c, t), func(b *testing.B) {
+			var memberTime, coordTime time.Duration
+			var up, down, certBytes int
+			for i := 0; i < b.N; i++ {
+				ms, _ := newTestMembers(b, params, c, policy)
+				inst, err := NewKeyGenInstance(params, Committee{Job: "job", Seed: []byte("seed"), Threshold: t, Members: infosOf(ms)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				instBlob, _ := inst.MarshalBinary()
+				member := func(f func()) { s := time.Now(); f(); memberTime += time.Since(s) }
+				coord := func(f func()) { s := time.Now(); f(); coordTime += time.Since(s) }
+				up, down = 0, 0
+				// Commit.
+				commitments := map[string][]byte{}
+				for _, m := range ms {
+					down += len(instBlob)
+					member(func() { commitments[m.ID()], err = m.Commit(inst) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					up += len(commitments[m.ID()])
+					coord(func() { _, err = inst.VerifyCommitment(nil, m.ID(), commitments[m.ID()]) })
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				// Reveal.
+				pkShares := map[string][]byte{}
+				inbox := map[string]map[string][]byte{}
+				for _, m := range ms {
+					down += len(instBlob)
+					for _, v := range commitments {
+						down += len(v)
+					}
+					var out *KeyGenShares
+					member(func() { out, err = m.Reveal(inst, commitments) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					up += len(out.PublicKeyShare)
+					coord(func() { err = inst.CheckRevealedShare(m.ID(), commitments[m.ID()], out.PublicKeyShare) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					pkShares[m.ID()] = out.PublicKeyShare
+					for to, s := range out.Sealed {
+						up += len(s)
+						if inbox[to] == nil {
+							inbox[to] = map[string][]byte{}
+						}
+						inbox[to][m.ID()] = s
+					}
+				}
+				var pk []byte
+				var pkDigest [32]byte
+				coord(func() {
+					pk, err = AggregatePublicKey(params, inst, pkShares)
+					pkDigest = sha256.Sum256(pk)
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				// Threshold: fetch and check the shares, sign the key, open
+				// the sealed shares.
+				sigs := map[string][]byte{}
+				for _, m := range ms {
+					for _, s := range pkShares {
+						down += len(s)
+					}
+					for _, s := range inbox[m.ID()] {
+						down += len(s)
+					}
+					var sig []byte
+					member(func() {
+						_, sig, err = m.CertifyPublicKey(inst, pkShares)
+						if err == nil {
+							err = m.ReceiveThresholdShares(inst, inbox[m.ID()])
+						}
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+					up += len(sig) + 1 // the signature and the ack
+					coord(func() { err = inst.VerifyKeySignature(nil, m.ID(), pkDigest, sig) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					sigs[m.ID()] = sig
+				}
+				var cert []byte
+				coord(func() { cert, err = (&KeyCertificate{Instance: inst, Signatures: sigs}).MarshalBinary() })
+				if err != nil {
+					b.Fatal(err)
+				}
+				certBytes = len(cert)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(memberTime.Microseconds())/1e3/n/float64(c), "member-ms")
+			b.ReportMetric(float64(coordTime.Microseconds())/1e3/n, "coord-ms")
+			b.ReportMetric(float64(up)/float64(c), "member-up-B")
+			b.ReportMetric(float64(down)/float64(c), "member-down-B")
+			b.ReportMetric(float64(up), "coord-in-B")
+			b.ReportMetric(float64(down), "coord-out-B")
+			b.ReportMetric(float64(certBytes), "cert-B")
+		})
+	}
 }

@@ -10,16 +10,34 @@
 //
 // # Protocol
 //
-//   - Key generation, no dealer. The coordinator names a committee of c
-//     clients and a threshold t ([Committee] → [KeyGenInstance], named by
-//     the hash of its content). Each [Member] draws its own secret share
-//     sᵢ, publishes a public-key share on a common reference polynomial
-//     derived from a keyed PRNG over (instance, purpose), and sends every
-//     other member a Shamir share of sᵢ, sealed end to end with X25519 +
-//     HKDF-SHA256 + AES-256-GCM, bound to (instance, sender, recipient).
-//     [AggregatePublicKey] sums the public-key shares into the collective
-//     key pk for s = Σ sᵢ; each member sums the Shamir shares it received
-//     into its threshold share.
+//   - Key generation, no dealer, authenticated. The coordinator names a
+//     committee of c clients and a threshold t ([Committee] →
+//     [KeyGenInstance], named by the hash of its content, which lists each
+//     member's X25519 key and Ed25519 identity key). Three steps, each
+//     relayed by the coordinator and none trusted unsigned
+//     (see attest.go):
+//     1. Commit ([Member.Commit]). Each member draws its own secret share
+//     sᵢ and its public-key share on a common reference polynomial derived
+//     from a keyed PRNG over (instance, purpose), and sends only a
+//     [Commitment]: SHA-256 over (domain, instance, member, share), signed
+//     with its identity key, with its signature of (domain, job, member,
+//     X25519 key).
+//     2. Reveal ([Member.Reveal]). Given all c commitments, each valid
+//     under the member's identity key from [MemberKeys] (a pinned
+//     manifest; nil: the instance's listed keys), every X25519 key signed
+//     by its member, the member reveals its public-key share and sends
+//     every other member a Shamir share of sᵢ, sealed end to end with
+//     X25519 + HKDF-SHA256 + AES-256-GCM, bound to (instance, sender,
+//     recipient). Otherwise it refuses ([ErrCommitment], [ErrMemberKey])
+//     and seals nothing.
+//     3. Certify ([Member.CertifyPublicKey], [Member.ReceiveThresholdShares]).
+//     Each member fetches all c revealed shares, checks each against its
+//     commitment, sums them itself ([AggregatePublicKey]) into the
+//     collective key pk for s = Σ sᵢ and signs (domain, job, instance,
+//     SHA-256 of pk); it sums the Shamir shares it received into its
+//     threshold share. The c signatures form the [KeyCertificate] the
+//     coordinator serves with pk, and a client encrypts only under a key
+//     [VerifyPublicKey] accepts: one signed by every committee member.
 //   - Client. [Encryptor] encodes nᵢ·Δᵢ and, in the slot after the last
 //     parameter, nᵢ, into ceil((P+1)/slots) ciphertexts under pk.
 //   - Coordinator. [Accumulator] adds each ciphertext on arrival and keeps
@@ -41,8 +59,27 @@
 //
 // # Threat model and guarantees
 //
-// The coordinator is honest-but-curious, clients are semi-honest, and
-// fewer than t committee members collude with the coordinator (docs/DESIGN.md §3).
+// Key generation holds against a coordinator that deviates arbitrarily,
+// with fewer than t committee members colluding with it: it cannot have
+// a member seal a Shamir share to a key of its own (X25519 keys are signed
+// by their members, [ErrMemberKey]; attack test
+// TestAttackX25519KeySubstituted), cannot choose a member's public-key
+// share after seeing the others so that the collective key is its own
+// (shares are committed to, signed, before any is revealed, and checked
+// against the commitment by every member, [ErrCommitment];
+// TestAttackRogueShareAfterSeeingOthers, TestAttackRevealWithoutCommitments),
+// and cannot hand clients a key the committee did not sign
+// ([ErrUnsignedKey]; TestVerifyPublicKey, and client's
+// TestClientRefusesUnsignedKey). With [MemberKeys] nil the identity keys
+// are those the coordinator lists, so every signature still binds each
+// message to the member the coordinator named, but a coordinator that
+// invents the whole committee is caught only by a pinned manifest. A
+// colluding member can commit to a share chosen before seeing the others;
+// that gives it nothing, as the key's secret is the sum of all c.
+//
+// For the rest of the protocol the coordinator is honest-but-curious,
+// clients are semi-honest, and fewer than t committee members collude with
+// the coordinator (docs/DESIGN.md §3).
 // Then: no update is ever decrypted; the coordinator learns only the
 // aggregates that t members agree to decrypt; a member refuses (1) an
 // aggregate of fewer than k contributors (default 3; the one exception,
@@ -54,8 +91,9 @@
 // (decrypting S and S∖{i} would reveal client i by subtraction). Members
 // cannot check that an aggregate really sums the contributors it names;
 // that is why the coordinator is assumed to follow the protocol, and why
-// the record is kept for audit. Shamir shares are not verifiable (no
-// commitments): a malicious member can make key generation fail, not leak.
+// the record is kept for audit. Shamir shares are not verifiable (the
+// commitments bind the public-key shares, not the Shamir polynomials): a
+// malicious member can make key generation fail, not leak.
 // Up to c − t members may vanish after key generation; the public key needs
 // all c shares, so a member lost during key generation means a re-key with
 // a new epoch.

@@ -57,3 +57,19 @@ var (
 	// participants, too few shares, or a corrupted ciphertext.
 	ErrDecryption = errors.New("aggregation: decryption failed")
 )
+
+// Errors of authenticated key generation: each is what an honest party
+// says when the coordinator (or a member) deviates.
+var (
+	// ErrUnsignedKey reports a collective public key that does not carry a
+	// valid signature of every committee member over exactly that key; a
+	// client refuses to encrypt under it.
+	ErrUnsignedKey = errors.New("aggregation: collective public key not signed by every committee member")
+	// ErrMemberKey reports a member's X25519 key that its identity key did
+	// not sign, or a member whose identity key is unknown or differs from
+	// the pinned one; no Shamir share is sealed to it.
+	ErrMemberKey = errors.New("aggregation: committee member key not authenticated")
+	// ErrCommitment reports a public-key share commitment that is missing,
+	// not signed by its member, or not matched by the share revealed.
+	ErrCommitment = errors.New("aggregation: public-key share commitment missing, unsigned or not matched")
+)

@@ -89,17 +89,18 @@ func FuzzSealed(f *testing.F) {
 func FuzzThresholdShares(f *testing.F) {
 	params := testParams(f)
 	policy, _ := NewPolicy(PolicyConfig{})
-	var members []*Member
-	var infos []MemberInfo
-	for i := 0; i < 2; i++ {
-		id, _ := NewIdentity(rand.Reader)
-		m, _ := NewMember(params, memberID(i), id, policy, nil, rand.Reader)
-		members = append(members, m)
-		infos = append(infos, m.Info())
+	members, _ := newTestMembers(f, params, 2, policy)
+	inst, _ := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: infosOf(members)})
+	commitments := map[string][]byte{}
+	for _, m := range members {
+		c, err := m.Commit(inst)
+		if err != nil {
+			f.Fatal(err)
+		}
+		commitments[m.ID()] = c
 	}
-	inst, _ := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: infos})
-	out1, _ := members[1].GenKeyGenShares(inst)
-	if _, err := members[0].GenKeyGenShares(inst); err != nil {
+	out1, _ := members[1].Reveal(inst, commitments)
+	if _, err := members[0].Reveal(inst, commitments); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(out1.Sealed["m00"])
@@ -117,7 +118,7 @@ func FuzzThresholdShares(f *testing.F) {
 func FuzzPublicKeyShare(f *testing.F) {
 	params := testParams(f)
 	cm := newCommittee(f, params, 2, 2)
-	out, _ := cm.members[cm.ids[0]].GenKeyGenShares(cm.inst)
+	out, _ := cm.members[cm.ids[0]].Reveal(cm.inst, nil) // revealed already: the same messages
 	f.Add(out.PublicKeyShare)
 	f.Add(cm.pk)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -144,9 +145,9 @@ func FuzzDecryptRequest(f *testing.F) {
 
 func FuzzKeyGenInstance(f *testing.F) {
 	params := testParams(f)
-	a, _ := NewIdentity(rand.Reader)
-	b, _ := NewIdentity(rand.Reader)
-	inst, _ := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: []MemberInfo{{"a", a.PublicKey()}, {"b", b.PublicKey()}}})
+	policy, _ := NewPolicy(PolicyConfig{})
+	ms, _ := newTestMembers(f, params, 2, policy)
+	inst, _ := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: infosOf(ms)})
 	raw, _ := inst.MarshalBinary()
 	f.Add(raw)
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -1,6 +1,8 @@
 package aggregation
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -29,13 +31,113 @@ type committee struct {
 	inst    *KeyGenInstance
 	members map[string]*Member
 	ids     []string
+	keys    pinnedKeys
 	pk      []byte
+	cert    []byte
 }
 
 func memberID(i int) string { return fmt.Sprintf("m%02d", i) }
 
+// pinnedKeys is a MemberKeys the test controls, as a manifest would be.
+type pinnedKeys map[string]ed25519.PublicKey
+
+func (k pinnedKeys) IdentityKey(id string) (ed25519.PublicKey, bool) {
+	key, ok := k[id]
+	return key, ok
+}
+
+// newTestMember makes member id with fresh X25519 and Ed25519 keys; keys
+// may be nil (the instance's listed keys are used).
+func newTestMember(t testing.TB, params Parameters, id string, policy Policy, keys MemberKeys) *Member {
+	t.Helper()
+	x, err := NewIdentity(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMember(params, id, x, sk, keys, policy, nil, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// newTestMembers makes c members m00… with their keys pinned in the
+// returned MemberKeys, which every member uses.
+func newTestMembers(t testing.TB, params Parameters, c int, policy Policy) ([]*Member, pinnedKeys) {
+	t.Helper()
+	keys := pinnedKeys{}
+	var ms []*Member
+	for i := 0; i < c; i++ {
+		m := newTestMember(t, params, memberID(i), policy, keys)
+		keys[m.ID()] = m.Info().SigningKey
+		ms = append(ms, m)
+	}
+	return ms, keys
+}
+
+func infosOf(ms []*Member) []MemberInfo {
+	var out []MemberInfo
+	for _, m := range ms {
+		out = append(out, m.Info())
+	}
+	return out
+}
+
+// runKeyGen runs the whole authenticated key generation of inst among ms,
+// routing every message as an honest coordinator would; it returns the
+// collective key and its certificate.
+func runKeyGen(t testing.TB, params Parameters, inst *KeyGenInstance, ms []*Member) (pk, cert []byte) {
+	t.Helper()
+	commitments := map[string][]byte{}
+	for _, m := range ms {
+		c, err := m.Commit(inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		commitments[m.ID()] = c
+	}
+	pkShares := map[string][]byte{}
+	inbox := map[string]map[string][]byte{}
+	for _, m := range ms {
+		out, err := m.Reveal(inst, commitments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkShares[m.ID()] = out.PublicKeyShare
+		for to, s := range out.Sealed {
+			if inbox[to] == nil {
+				inbox[to] = map[string][]byte{}
+			}
+			inbox[to][m.ID()] = s
+		}
+	}
+	sigs := map[string][]byte{}
+	for _, m := range ms {
+		key, sig, err := m.CertifyPublicKey(inst, pkShares)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk != nil && !bytes.Equal(pk, key) {
+			t.Fatalf("members %s aggregated another collective key", m.ID())
+		}
+		pk, sigs[m.ID()] = key, sig
+		if err := m.ReceiveThresholdShares(inst, inbox[m.ID()]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err := (&KeyCertificate{Instance: inst, Signatures: sigs}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk, cert
+}
+
 // newCommittee runs the whole key generation for c members, threshold t,
-// routing the sealed shares as the coordinator would.
+// routing the messages as the coordinator would.
 func newCommittee(t testing.TB, params Parameters, c, thr int) *committee {
 	t.Helper()
 	policy, err := NewPolicy(PolicyConfig{})
@@ -43,48 +145,17 @@ func newCommittee(t testing.TB, params Parameters, c, thr int) *committee {
 		t.Fatal(err)
 	}
 	cm := &committee{params: params, members: map[string]*Member{}}
-	var infos []MemberInfo
-	for i := 0; i < c; i++ {
-		id, err := NewIdentity(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := NewMember(params, memberID(i), id, policy, nil, rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
+	ms, keys := newTestMembers(t, params, c, policy)
+	cm.keys = keys
+	for _, m := range ms {
 		cm.members[m.ID()] = m
 		cm.ids = append(cm.ids, m.ID())
-		infos = append(infos, m.Info())
 	}
-	cm.inst, err = NewKeyGenInstance(params, Committee{Job: "job", Seed: []byte("seed"), Threshold: thr, Members: infos})
+	cm.inst, err = NewKeyGenInstance(params, Committee{Job: "job", Seed: []byte("seed"), Threshold: thr, Members: infosOf(ms)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkShares := map[string][]byte{}
-	inbox := map[string]map[string][]byte{}
-	for _, id := range cm.ids {
-		out, err := cm.members[id].GenKeyGenShares(cm.inst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pkShares[id] = out.PublicKeyShare
-		for to, s := range out.Sealed {
-			if inbox[to] == nil {
-				inbox[to] = map[string][]byte{}
-			}
-			inbox[to][id] = s
-		}
-	}
-	for _, id := range cm.ids {
-		if err := cm.members[id].ReceiveThresholdShares(cm.inst, inbox[id]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cm.pk, err = AggregatePublicKey(params, cm.inst, pkShares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cm.pk, cm.cert = runKeyGen(t, params, cm.inst, ms)
 	return cm
 }
 

@@ -276,7 +276,7 @@ func TestInfluencePolicy(t *testing.T) {
 			t.Fatalf("record does not round-trip:\n%s\n%s", raw, again)
 		}
 		// A member restarted with the record refuses the retry.
-		m2, err := NewMember(params, "m00", m.identity, m.policy, &restored, m.rand)
+		m2, err := NewMember(params, "m00", m.identity, m.signer, m.keys, m.policy, &restored, m.rand)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package aggregation
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -32,6 +33,12 @@ type MemberInfo struct {
 	// PublicKey is the member's long-term X25519 public key (32 bytes),
 	// from [Identity.PublicKey].
 	PublicKey []byte
+	// SigningKey is the member's Ed25519 identity key as the coordinator
+	// knows it (the key the member signs its calls with). Members and
+	// clients check every key-generation signature against the pinned key
+	// of [MemberKeys] when they have one, and refuse an instance listing
+	// another; without one, against this.
+	SigningKey ed25519.PublicKey
 }
 
 // Committee is what the coordinator decides at job start (or at a re-key):
@@ -89,7 +96,7 @@ func NewKeyGenInstance(params Parameters, c Committee) (*KeyGenInstance, error) 
 	}
 	members := make([]MemberInfo, n)
 	for i, m := range c.Members {
-		members[i] = MemberInfo{ID: m.ID, PublicKey: append([]byte(nil), m.PublicKey...)}
+		members[i] = MemberInfo{ID: m.ID, PublicKey: append([]byte(nil), m.PublicKey...), SigningKey: append(ed25519.PublicKey(nil), m.SigningKey...)}
 	}
 	slices.SortFunc(members, func(a, b MemberInfo) int { return strings.Compare(a.ID, b.ID) })
 	for i, m := range members {
@@ -102,9 +109,15 @@ func NewKeyGenInstance(params Parameters, c Committee) (*KeyGenInstance, error) 
 		if _, err := ecdh.X25519().NewPublicKey(m.PublicKey); err != nil {
 			bad("member %q: X25519 public key: %v", m.ID, err)
 		}
+		if len(m.SigningKey) != ed25519.PublicKeySize {
+			bad("member %q: identity key has %d bytes, want the %d of an Ed25519 public key", m.ID, len(m.SigningKey), ed25519.PublicKeySize)
+		}
 		for j := 0; j < i; j++ {
 			if bytes.Equal(members[j].PublicKey, m.PublicKey) {
 				bad("members %q and %q share a public key", members[j].ID, m.ID)
+			}
+			if len(m.SigningKey) > 0 && bytes.Equal(members[j].SigningKey, m.SigningKey) {
+				bad("members %q and %q share an identity key", members[j].ID, m.ID)
 			}
 		}
 	}
@@ -129,14 +142,19 @@ func NewKeyGenInstance(params Parameters, c Committee) (*KeyGenInstance, error) 
 	return inst, nil
 }
 
+// instanceMagic opens a marshalled instance. Its last byte is the
+// instance's own version: 2 added each member's identity key, so an
+// instance stored before is refused by name rather than misread.
+var instanceMagic = []byte{'T', 'A', 'K', 'G', 2}
+
 // encode is the canonical encoding; with forID it is prefixed by a domain
 // separation string instead of the wire magic.
 func (k *KeyGenInstance) encode(forID bool) []byte {
 	var b []byte
 	if forID {
-		b = append(b, "tally/aggregation/keygen/v1"...)
+		b = append(b, "tally/aggregation/keygen/v2"...)
 	} else {
-		b = append(b, 'T', 'A', 'K', 'G', wireVersion)
+		b = append(b, instanceMagic...)
 	}
 	b = append(b, k.params[:]...)
 	b = appendBytes(b, []byte(k.job))
@@ -147,6 +165,7 @@ func (k *KeyGenInstance) encode(forID bool) []byte {
 	for _, m := range k.members {
 		b = appendBytes(b, []byte(m.ID))
 		b = appendBytes(b, m.PublicKey)
+		b = appendBytes(b, m.SigningKey)
 	}
 	return b
 }
@@ -159,7 +178,7 @@ func (k *KeyGenInstance) MarshalBinary() ([]byte, error) { return k.encode(false
 func UnmarshalKeyGenInstance(params Parameters, b []byte) (*KeyGenInstance, error) {
 	r := reader{b: b}
 	magic := r.take(5)
-	if !bytes.Equal(magic, []byte{'T', 'A', 'K', 'G', wireVersion}) {
+	if !bytes.Equal(magic, instanceMagic) {
 		return nil, fmt.Errorf("%w: key-generation instance: bad magic or version", ErrMalformed)
 	}
 	var pid [8]byte
@@ -176,7 +195,8 @@ func UnmarshalKeyGenInstance(params Parameters, b []byte) (*KeyGenInstance, erro
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		id := string(r.bytes(maxIDLength))
 		pk := r.bytes(64)
-		c.Members = append(c.Members, MemberInfo{ID: id, PublicKey: pk})
+		sk := r.bytes(64)
+		c.Members = append(c.Members, MemberInfo{ID: id, PublicKey: pk, SigningKey: sk})
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: key-generation instance: %v", ErrMalformed, r.err)
@@ -204,6 +224,9 @@ func (k *KeyGenInstance) ID() [32]byte { return k.id }
 // Threshold is t.
 func (k *KeyGenInstance) Threshold() int { return k.t }
 
+// Job is the job the instance belongs to.
+func (k *KeyGenInstance) Job() string { return k.job }
+
 // Epoch is the key-generation counter within the job.
 func (k *KeyGenInstance) Epoch() uint64 { return k.epoch }
 
@@ -211,7 +234,7 @@ func (k *KeyGenInstance) Epoch() uint64 { return k.epoch }
 func (k *KeyGenInstance) Members() []MemberInfo {
 	out := make([]MemberInfo, len(k.members))
 	for i, m := range k.members {
-		out[i] = MemberInfo{ID: m.ID, PublicKey: append([]byte(nil), m.PublicKey...)}
+		out[i] = MemberInfo{ID: m.ID, PublicKey: append([]byte(nil), m.PublicKey...), SigningKey: append(ed25519.PublicKey(nil), m.SigningKey...)}
 	}
 	return out
 }

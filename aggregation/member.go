@@ -1,6 +1,8 @@
 package aggregation
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -14,16 +16,22 @@ import (
 )
 
 // Member is one committee client's side of the protocol: its secret share
-// of the collective key, its long-term X25519 identity, its t-of-c
+// of the collective key, its long-term X25519 identity, the Ed25519
+// identity key it signs its key-generation messages with, its t-of-c
 // threshold share, and its decryption policy with the record of what it
 // served. Methods are safe for concurrent use (they are serialised).
 //
-// Lifecycle per key-generation instance:
+// Lifecycle per key-generation instance (the coordinator relays each step;
+// nothing it relays is trusted unsigned):
 //
-//	GenKeyGenShares(inst)            → public-key share for the coordinator,
-//	                                   sealed threshold shares for each other member
-//	ReceiveThresholdShares(inst, …)  ← the sealed shares addressed to this member
-//	DecryptShare(req, block, ct)     → a decryption share, as often as the policy allows
+//	Commit(inst)                      → a signed commitment to its public-key share,
+//	                                    with its signed X25519 key
+//	Reveal(inst, commitments)         ← all c signed commitments
+//	                                  → its public-key share, sealed threshold shares
+//	CertifyPublicKey(inst, shares)    ← all c revealed shares, checked against the
+//	                                    commitments; → its signature of the collective key
+//	ReceiveThresholdShares(inst, …)   ← the sealed shares addressed to this member
+//	DecryptShare(req, block, ct)      → a decryption share, as often as the policy allows
 //
 // A new instance (re-key) replaces the previous key state; the record is
 // kept across instances.
@@ -32,30 +40,44 @@ type Member struct {
 	params   Parameters
 	id       string
 	identity *Identity
+	signer   ed25519.PrivateKey
+	keys     MemberKeys
 	policy   Policy
 	record   *Record
 	rand     io.Reader
 
-	inst     *KeyGenInstance
-	out      *KeyGenShares
-	ownShare multiparty.ShamirSecretShare
-	tsk      *multiparty.ShamirSecretShare
-	combiner multiparty.Combiner
-	ks       multiparty.KeySwitchProtocol
-	zero     *rlwe.SecretKey
+	inst       *KeyGenInstance
+	sk         *rlwe.SecretKey // from Commit until Reveal
+	pkShare    []byte
+	commitment []byte
+	commits    map[string][32]byte // member → committed share digest, once all were verified
+	out        *KeyGenShares
+	pk         []byte // the collective key this member aggregated and signed
+	pkSig      []byte
+	ownShare   multiparty.ShamirSecretShare
+	tsk        *multiparty.ShamirSecretShare
+	combiner   multiparty.Combiner
+	ks         multiparty.KeySwitchProtocol
+	zero       *rlwe.SecretKey
 }
 
-// NewMember creates the member id with its long-term identity. rand
-// supplies the nonces of sealed messages (crypto/rand.Reader); lattigo
-// draws the secret key and Shamir polynomials from its own
-// cryptographically secure PRNG. record may be nil (a fresh record) or one
-// restored with [Record.UnmarshalJSON].
-func NewMember(params Parameters, id string, identity *Identity, policy Policy, record *Record, rand io.Reader) (*Member, error) {
+// NewMember creates the member id with its long-term X25519 identity and
+// its Ed25519 identity key signer (the key its calls are signed with).
+// keys is where it finds the other members' identity keys (a pinned
+// manifest); nil falls back to the keys each instance lists, which only the
+// coordinator vouches for. rand supplies the nonces of sealed messages
+// (crypto/rand.Reader); lattigo draws the secret key and Shamir polynomials
+// from its own cryptographically secure PRNG. record may be nil (a fresh
+// record) or one restored with [Record.UnmarshalJSON].
+func NewMember(params Parameters, id string, identity *Identity, signer ed25519.PrivateKey, keys MemberKeys, policy Policy, record *Record, rand io.Reader) (*Member, error) {
 	if id == "" || len(id) > maxIDLength {
 		return nil, fmt.Errorf("%w: member id must have 1 to %d bytes", ErrInvalidInput, maxIDLength)
 	}
 	if identity == nil || rand == nil {
 		return nil, fmt.Errorf("%w: member %q needs an identity and a randomness source", ErrInvalidInput, id)
+	}
+	if len(signer) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: member %q needs its Ed25519 identity key (%d bytes), has %d bytes", ErrInvalidInput, id, ed25519.PrivateKeySize, len(signer))
 	}
 	if policy.minContributors == 0 {
 		return nil, fmt.Errorf("%w: policy not built with NewPolicy", ErrInvalidInput)
@@ -69,7 +91,7 @@ func NewMember(params Parameters, id string, identity *Identity, policy Policy, 
 		return nil, fmt.Errorf("aggregation: key-switch protocol: %w", err)
 	}
 	return &Member{
-		params: params, id: id, identity: identity, policy: policy, record: record, rand: rand,
+		params: params, id: id, identity: identity, signer: signer, keys: keys, policy: policy, record: record, rand: rand,
 		ks: ks, zero: rlwe.NewSecretKey(params.ckks),
 	}, nil
 }
@@ -78,7 +100,9 @@ func NewMember(params Parameters, id string, identity *Identity, policy Policy, 
 func (m *Member) ID() string { return m.id }
 
 // Info is the public description to register with the coordinator.
-func (m *Member) Info() MemberInfo { return MemberInfo{ID: m.id, PublicKey: m.identity.PublicKey()} }
+func (m *Member) Info() MemberInfo {
+	return MemberInfo{ID: m.id, PublicKey: m.identity.PublicKey(), SigningKey: m.signer.Public().(ed25519.PublicKey)}
+}
 
 // Record returns the member's record; persist it with MarshalJSON after
 // every DecryptShare. The caller must not use it concurrently with the
@@ -92,22 +116,26 @@ func (m *Member) Ready(inst [32]byte) bool {
 	return m.inst != nil && m.inst.id == inst && m.tsk != nil
 }
 
-// KeyGenShares is a member's output of the first key-generation step.
+// KeyGenShares is what a member reveals once every commitment is in.
 type KeyGenShares struct {
-	// PublicKeyShare goes to the coordinator, for [AggregatePublicKey].
+	// PublicKeyShare goes to the coordinator, for [AggregatePublicKey],
+	// and from it to every other member, who checks it against the
+	// member's commitment.
 	PublicKeyShare []byte
 	// Sealed maps each other member's ID to its sealed threshold share;
 	// the coordinator relays each to its recipient unopened.
 	Sealed map[string][]byte
 }
 
-// GenKeyGenShares starts key generation for inst: it draws a fresh secret
-// share, its public-key share on the common reference polynomial, and a
-// Shamir polynomial of degree t−1 whose evaluation at every other member's
-// point is sealed for that member. Calling it again for the same instance
-// returns the same messages (for retransmission); a new instance discards
-// the previous key state.
-func (m *Member) GenKeyGenShares(inst *KeyGenInstance) (*KeyGenShares, error) {
+// Commit starts key generation for inst: it checks that the instance lists
+// this member's own keys and that every member's identity key is the pinned
+// one, draws a fresh secret share and its public-key share on the common
+// reference polynomial, and returns a signed [Commitment] to that share
+// (with this member's signature of its X25519 key). The share itself is
+// revealed only by [Member.Reveal]. Calling it again for the same instance
+// returns the same commitment; a new instance discards the previous key
+// state.
+func (m *Member) Commit(inst *KeyGenInstance) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if inst == nil {
@@ -121,28 +149,83 @@ func (m *Member) GenKeyGenShares(inst *KeyGenInstance) (*KeyGenShares, error) {
 		return nil, fmt.Errorf("%w: %q not in instance %x", ErrNotMember, m.id, inst.id[:8])
 	}
 	if string(self.PublicKey) != string(m.identity.PublicKey()) {
-		return nil, fmt.Errorf("%w: instance lists another public key for %q", ErrNotMember, m.id)
+		return nil, fmt.Errorf("%w: instance lists another X25519 key for %q", ErrMemberKey, m.id)
 	}
-	if m.inst != nil && m.inst.id == inst.id && m.out != nil {
-		return m.out, nil
+	if string(self.SigningKey) != string(m.signer.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("%w: instance lists another identity key for %q", ErrMemberKey, m.id)
+	}
+	for _, peer := range inst.members {
+		if _, err := inst.identityKey(m.keys, peer.ID); err != nil {
+			return nil, err
+		}
+	}
+	if m.inst != nil && m.inst.id == inst.id && m.commitment != nil {
+		return m.commitment, nil
 	}
 
 	cp := m.params.ckks
 	sk := ckks.NewKeyGenerator(cp).GenSecretKeyNew()
-
 	ckg := multiparty.NewPublicKeyGenProtocol(cp)
-	pkShare := ckg.AllocateShare()
-	ckg.GenShare(sk, inst.crp(m.params, ckg), &pkShare)
+	share := ckg.AllocateShare()
+	ckg.GenShare(sk, inst.crp(m.params, ckg), &share)
+	pkShare := marshalQP(m.params, kindPKShare, inst.id, share.Value)
 
-	thr := multiparty.NewThresholdizer(cp)
-	poly, err := thr.GenShamirPolynomial(inst.t, sk)
+	c := Commitment{Instance: inst.id, Member: m.id, Share: shareDigest(inst.id, m.id, pkShare)}
+	c.X25519Signature = ed25519.Sign(m.signer, x25519Message(inst.job, m.id, self.PublicKey))
+	c.Signature = ed25519.Sign(m.signer, commitmentMessage(inst.id, m.id, c.Share))
+	b, err := c.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	m.inst, m.sk, m.pkShare, m.commitment = inst, sk, pkShare, b
+	m.commits, m.out, m.pk, m.pkSig, m.tsk = nil, nil, nil, nil, nil
+	return b, nil
+}
+
+// Reveal takes every member's commitment (map from member ID) and, only if
+// all c are present and validly signed — every X25519 key the instance
+// lists signed by its member's identity key, this member's own commitment
+// unchanged — returns its public-key share and a Shamir share of its
+// secret sealed for each other member (a polynomial of degree t−1
+// evaluated at the member's point). Refusals wrap [ErrCommitment] or
+// [ErrMemberKey], and nothing is sealed. Calling it again returns the same
+// messages (for retransmission).
+func (m *Member) Reveal(inst *KeyGenInstance, commitments map[string][]byte) (*KeyGenShares, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst == nil || m.inst == nil || m.inst.id != inst.id || m.commitment == nil {
+		return nil, fmt.Errorf("%w: reveal for an instance this member has not committed in", ErrState)
+	}
+	if m.out != nil {
+		return m.out, nil
+	}
+	var missing []string
+	for _, peer := range inst.members {
+		if _, ok := commitments[peer.ID]; !ok {
+			missing = append(missing, peer.ID)
+		}
+	}
+	if len(missing) > 0 || len(commitments) != len(inst.members) {
+		return nil, fmt.Errorf("%w: %d commitments for %d members; missing %q: no share is revealed before all are in", ErrCommitment, len(commitments), len(inst.members), missing)
+	}
+	commits := make(map[string][32]byte, len(inst.members))
+	for _, peer := range inst.members {
+		c, err := inst.VerifyCommitment(m.keys, peer.ID, commitments[peer.ID])
+		if err != nil {
+			return nil, err
+		}
+		commits[peer.ID] = c.Share
+	}
+	if !bytes.Equal(commitments[m.id], m.commitment) {
+		return nil, fmt.Errorf("%w: the commitment relayed as %q's own is not the one it made", ErrCommitment, m.id)
+	}
+
+	thr := multiparty.NewThresholdizer(m.params.ckks)
+	poly, err := thr.GenShamirPolynomial(inst.t, m.sk)
 	if err != nil {
 		return nil, fmt.Errorf("aggregation: shamir polynomial: %w", err)
 	}
-	out := &KeyGenShares{
-		PublicKeyShare: marshalQP(m.params, kindPKShare, inst.id, pkShare.Value),
-		Sealed:         make(map[string][]byte, len(inst.members)-1),
-	}
+	out := &KeyGenShares{PublicKeyShare: m.pkShare, Sealed: make(map[string][]byte, len(inst.members)-1)}
 	share := thr.AllocateThresholdSecretShare()
 	for _, peer := range inst.members {
 		thr.GenShamirSecretShare(inst.points[peer.ID], poly, &share)
@@ -158,8 +241,47 @@ func (m *Member) GenKeyGenShares(inst *KeyGenInstance) (*KeyGenShares, error) {
 		}
 		out.Sealed[peer.ID] = sealed
 	}
-	m.inst, m.out, m.tsk = inst, out, nil
+	// The secret share lives on only in the Shamir shares (its own and
+	// those sealed); wipe it rather than leave it to the collector.
+	for _, row := range append(m.sk.Value.Q.Coeffs, m.sk.Value.P.Coeffs...) {
+		clear(row)
+	}
+	m.sk = nil
+	m.commits, m.out = commits, out
 	return out, nil
+}
+
+// CertifyPublicKey takes every member's revealed public-key share (map
+// from member ID), checks each against the commitment verified in Reveal,
+// aggregates the collective key itself and signs (job, instance, SHA-256
+// of the marshalled key) with its identity key. It returns the key and the
+// signature, which the coordinator hands to clients with the key. A share
+// that does not match its commitment is refused with [ErrCommitment], and
+// nothing is signed.
+func (m *Member) CertifyPublicKey(inst *KeyGenInstance, shares map[string][]byte) (pk, sig []byte, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst == nil || m.inst == nil || m.inst.id != inst.id || m.commits == nil {
+		return nil, nil, fmt.Errorf("%w: public-key shares for an instance this member has not revealed in", ErrState)
+	}
+	if m.pkSig != nil {
+		return m.pk, m.pkSig, nil
+	}
+	for _, peer := range inst.members {
+		b, ok := shares[peer.ID]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: no public-key share from %q", ErrIncomplete, peer.ID)
+		}
+		if d, want := shareDigest(inst.id, peer.ID, b), m.commits[peer.ID]; d != want {
+			return nil, nil, fmt.Errorf("%w: the public-key share revealed for %q hashes to %x, it committed to %x", ErrCommitment, peer.ID, d[:8], want[:8])
+		}
+	}
+	pk, err = AggregatePublicKey(m.params, inst, shares)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.pk, m.pkSig = pk, ed25519.Sign(m.signer, keyMessage(inst.job, inst.id, sha256.Sum256(pk)))
+	return m.pk, m.pkSig, nil
 }
 
 // ReceiveThresholdShares opens the threshold shares sealed for this member
@@ -170,8 +292,8 @@ func (m *Member) GenKeyGenShares(inst *KeyGenInstance) (*KeyGenShares, error) {
 func (m *Member) ReceiveThresholdShares(inst *KeyGenInstance, sealed map[string][]byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if inst == nil || m.inst == nil || m.inst.id != inst.id {
-		return fmt.Errorf("%w: threshold shares for an instance this member has not started", ErrState)
+	if inst == nil || m.inst == nil || m.inst.id != inst.id || m.out == nil {
+		return fmt.Errorf("%w: threshold shares for an instance this member has not revealed in", ErrState)
 	}
 	if m.tsk != nil {
 		return nil

@@ -2,6 +2,7 @@ package aggregation
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"testing"
@@ -65,30 +66,30 @@ func TestSealed(t *testing.T) {
 func TestKeyGenRejectsSwappedShares(t *testing.T) {
 	params := testParams(t)
 	policy, _ := NewPolicy(PolicyConfig{})
-	var members []*Member
-	var infos []MemberInfo
-	for i := 0; i < 3; i++ {
-		id, _ := NewIdentity(rand.Reader)
-		m, err := NewMember(params, memberID(i), id, policy, nil, rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		members = append(members, m)
-		infos = append(infos, m.Info())
-	}
-	inst, err := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: infos})
+	members, _ := newTestMembers(t, params, 3, policy)
+	inst, err := NewKeyGenInstance(params, Committee{Job: "j", Seed: []byte{1}, Threshold: 2, Members: infosOf(members)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	outs := make([]*KeyGenShares, 3)
-	for i, m := range members {
-		if outs[i], err = m.GenKeyGenShares(inst); err != nil {
+	commitments := map[string][]byte{}
+	for _, m := range members {
+		if commitments[m.ID()], err = m.Commit(inst); err != nil {
 			t.Fatal(err)
 		}
 	}
-	again, _ := members[0].GenKeyGenShares(inst)
-	if !bytes.Equal(again.PublicKeyShare, outs[0].PublicKeyShare) {
-		t.Fatal("a repeated GenKeyGenShares drew a new secret")
+	again, _ := members[0].Commit(inst)
+	if !bytes.Equal(again, commitments["m00"]) {
+		t.Fatal("a repeated Commit drew a new secret")
+	}
+	outs := make([]*KeyGenShares, 3)
+	for i, m := range members {
+		if outs[i], err = m.Reveal(inst, commitments); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revealed, _ := members[0].Reveal(inst, commitments)
+	if !bytes.Equal(revealed.PublicKeyShare, outs[0].PublicKeyShare) || !bytes.Equal(revealed.Sealed["m01"], outs[0].Sealed["m01"]) {
+		t.Fatal("a repeated Reveal sealed new shares")
 	}
 	// m00 should receive from m01 and m02; the relay hands it the shares
 	// m01 sealed for m02 instead.
@@ -121,7 +122,9 @@ func TestKeyGenInstance(t *testing.T) {
 	params := testParams(t)
 	a, _ := NewIdentity(rand.Reader)
 	b, _ := NewIdentity(rand.Reader)
-	c := Committee{Job: "job", Seed: []byte("s"), Epoch: 2, Threshold: 2, Members: []MemberInfo{{"b", b.PublicKey()}, {"a", a.PublicKey()}}}
+	ka, _, _ := ed25519.GenerateKey(rand.Reader)
+	kb, _, _ := ed25519.GenerateKey(rand.Reader)
+	c := Committee{Job: "job", Seed: []byte("s"), Epoch: 2, Threshold: 2, Members: []MemberInfo{{"b", b.PublicKey(), kb}, {"a", a.PublicKey(), ka}}}
 	inst, err := NewKeyGenInstance(params, c)
 	if err != nil {
 		t.Fatal(err)
@@ -153,9 +156,11 @@ func TestKeyGenInstance(t *testing.T) {
 	}{
 		{"threshold-1", func(c *Committee) { c.Threshold = 1 }},
 		{"threshold-above-c", func(c *Committee) { c.Threshold = 3 }},
-		{"duplicate-id", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey()}, {"a", b.PublicKey()}} }},
-		{"shared-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey()}, {"b", a.PublicKey()}} }},
-		{"bad-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey()}, {"b", []byte{1}}} }},
+		{"duplicate-id", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey(), ka}, {"a", b.PublicKey(), kb}} }},
+		{"shared-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey(), ka}, {"b", a.PublicKey(), kb}} }},
+		{"bad-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey(), ka}, {"b", []byte{1}, kb}} }},
+		{"shared-identity-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey(), ka}, {"b", b.PublicKey(), ka}} }},
+		{"no-identity-key", func(c *Committee) { c.Members = []MemberInfo{{"a", a.PublicKey(), ka}, {"b", b.PublicKey(), nil}} }},
 		{"no-seed", func(c *Committee) { c.Seed = nil }},
 		{"no-job", func(c *Committee) { c.Job = "" }},
 	} {

@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -93,6 +94,18 @@ type Config struct {
 	// may implement BeginTask(client, task string, deadline time.Time),
 	// which is called before each training task.
 	NewModel func(spec model.Spec, features, classes int, seed uint64) (model.Model, error)
+	// MemberKeys is where the client finds a committee member's Ed25519
+	// identity key (the key each client signs its calls with): the job
+	// manifest its data holder pinned. Every key-generation signature —
+	// a member's X25519 key, its commitment, the collective key — is
+	// checked against it, and a collective public key is used only with a
+	// valid signature of every committee member. nil falls back to the
+	// identity keys the coordinator reports for the members, with a loud
+	// warning: the checks still run, but a coordinator that invents a
+	// whole committee is not caught.
+	MemberKeys interface {
+		IdentityKey(id string) (ed25519.PublicKey, bool)
+	}
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -121,6 +134,7 @@ type Client struct {
 	encBuf   [][]byte
 	book     *receiptBook
 	declined string // the task this client declined (decline.go)
+	unpinned sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -211,6 +225,12 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		done, err := c.step(ctx)
 		if done {
+			return err
+		}
+		if errors.Is(err, aggregation.ErrUnsignedKey) || errors.Is(err, aggregation.ErrMemberKey) {
+			// The coordinator served a collective key the committee did
+			// not sign: it deviates, and nothing it asks is safe to do.
+			c.log.Error("refusing the coordinator's collective public key; stopping", "err", err)
 			return err
 		}
 		if err == nil {
@@ -443,6 +463,8 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		return false, c.train(ctx, t.Train)
 	case *tallyv1.NextTaskResponse_Keygen:
 		return false, c.keyGen(ctx, t.Keygen)
+	case *tallyv1.NextTaskResponse_Reveal:
+		return false, c.reveal(ctx, t.Reveal)
 	case *tallyv1.NextTaskResponse_Threshold:
 		return false, c.threshold(ctx, t.Threshold)
 	case *tallyv1.NextTaskResponse_Decrypt:

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"math"
@@ -19,15 +20,26 @@ import (
 
 // fakeHE is the fake coordinator's secure aggregation: a committee of
 // three members it runs itself (threshold 2), whose collective public key
-// it serves to the client. The client under test is not on the committee;
-// it only encrypts under the key.
+// and the members' certificate of it it serves to the client. The client
+// under test is not on the committee; it only encrypts under the key, and
+// finds the members' identity keys in keys (as in a manifest).
 type fakeHE struct {
 	params  aggregation.Parameters
 	inst    *aggregation.KeyGenInstance
 	members map[string]*aggregation.Member
 	ids     []string
+	keys    fakeKeys
 	pk      []byte
+	cert    []byte
 	keyID   [32]byte
+}
+
+// fakeKeys is a MemberKeys the test controls.
+type fakeKeys map[string]ed25519.PublicKey
+
+func (k fakeKeys) IdentityKey(id string) (ed25519.PublicKey, bool) {
+	key, ok := k[id]
+	return key, ok
 }
 
 // heTestConfig is a small, INSECURE parameter set (LogN 10) so that the
@@ -51,26 +63,36 @@ func newFakeHE(t *testing.T, job string) *fakeHE {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &fakeHE{params: params, members: map[string]*aggregation.Member{}}
+	h := &fakeHE{params: params, members: map[string]*aggregation.Member{}, keys: fakeKeys{}}
 	var infos []aggregation.MemberInfo
 	for i := range 3 {
 		id, err := aggregation.NewIdentity(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := aggregation.NewMember(params, fmt.Sprintf("m%d", i), id, policy, nil, rand.Reader)
+		pub, signer, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.members[m.ID()], h.ids = m, append(h.ids, m.ID())
+		m, err := aggregation.NewMember(params, fmt.Sprintf("m%d", i), id, signer, h.keys, policy, nil, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.members[m.ID()], h.ids, h.keys[m.ID()] = m, append(h.ids, m.ID()), pub
 		infos = append(infos, m.Info())
 	}
 	if h.inst, err = aggregation.NewKeyGenInstance(params, aggregation.Committee{Job: job, Seed: []byte("seed"), Threshold: 2, Members: infos}); err != nil {
 		t.Fatal(err)
 	}
+	commitments := map[string][]byte{}
+	for _, id := range h.ids {
+		if commitments[id], err = h.members[id].Commit(h.inst); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pkShares, inbox := map[string][]byte{}, map[string]map[string][]byte{}
 	for _, id := range h.ids {
-		out, err := h.members[id].GenKeyGenShares(h.inst)
+		out, err := h.members[id].Reveal(h.inst, commitments)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,12 +104,18 @@ func newFakeHE(t *testing.T, job string) *fakeHE {
 			inbox[to][id] = s
 		}
 	}
+	sigs := map[string][]byte{}
 	for _, id := range h.ids {
+		pk, sig, err := h.members[id].CertifyPublicKey(h.inst, pkShares)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.pk, sigs[id] = pk, sig
 		if err := h.members[id].ReceiveThresholdShares(h.inst, inbox[id]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if h.pk, err = aggregation.AggregatePublicKey(params, h.inst, pkShares); err != nil {
+	if h.cert, err = (&aggregation.KeyCertificate{Instance: h.inst, Signatures: sigs}).MarshalBinary(); err != nil {
 		t.Fatal(err)
 	}
 	enc, err := aggregation.NewEncryptor(params, h.pk, 1)
@@ -98,17 +126,24 @@ func newFakeHE(t *testing.T, job string) *fakeHE {
 	return h
 }
 
-// Download serves the collective public key, in two pieces.
+// Download serves the collective public key, in two pieces, and the
+// members' certificate of it (none if cert is nil).
 func (f *fakeCoord) Download(req *tallyv1.DownloadRequest, stream grpc.ServerStreamingServer[tallyv1.DownloadResponse]) error {
 	if err := f.signed(stream.Context(), tallyv1.CoordinatorService_Download_FullMethodName); err != nil {
 		return err
 	}
-	if f.he == nil || req.GetName() != "public-key" {
+	var data []byte
+	switch {
+	case f.he != nil && req.GetName() == "public-key":
+		data = f.he.pk
+	case f.he != nil && req.GetName() == "public-key-certificate" && f.he.cert != nil:
+		data = f.he.cert
+	default:
 		f.wrongf("Download of %q in a job without it", req.GetName())
 		return status.Errorf(codes.NotFound, "fake: no %q", req.GetName())
 	}
-	half := len(f.he.pk) / 2
-	for _, part := range [][]byte{f.he.pk[:half], f.he.pk[half:]} {
+	half := len(data) / 2
+	for _, part := range [][]byte{data[:half], data[half:]} {
 		if err := stream.Send(&tallyv1.DownloadResponse{Data: part}); err != nil {
 			return err
 		}
@@ -140,7 +175,7 @@ func TestRunEncryptedUpdate(t *testing.T) {
 	f.serve(lis)
 	data := testData()
 	c, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: data, PollWait: 50 * time.Millisecond,
-		ReceiptsFile: filepath.Join(t.TempDir(), "receipts.jsonl")})
+		ReceiptsFile: filepath.Join(t.TempDir(), "receipts.jsonl"), MemberKeys: f.he.keys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,9 @@ import (
 	"runtime"
 	"sort"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/tallyfl/tally/aggregation"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -45,6 +48,15 @@ func (c *Client) encryptor(ctx context.Context, taskID string, keyID []byte) (*a
 	pk, err := c.fetch(ctx, taskID, "public-key")
 	if err != nil {
 		return nil, err
+	}
+	cert, err := c.fetch(ctx, taskID, "public-key-certificate")
+	if err != nil && status.Code(err) != codes.NotFound {
+		return nil, err
+	}
+	// Nothing is encrypted under a key that does not carry a valid
+	// signature of every committee member over exactly that key.
+	if _, err := aggregation.VerifyPublicKey(c.params, pk, cert, c.memberKeys()); err != nil {
+		return nil, fmt.Errorf("client: collective public key for task %s: %w", taskID, err)
 	}
 	var enc *aggregation.Encryptor
 	if c.cfg.Shared != nil {
@@ -156,36 +168,86 @@ func (c *Client) sendShares(ctx context.Context, taskID string, parts map[string
 	return err
 }
 
-// keyGen joins a committee: a fresh secret share, its public-key share and
-// a sealed Shamir share for every other member.
+// memberKeys is where committee members' identity keys are found: the
+// pinned MemberKeys, or (nil) the keys the coordinator lists in each
+// instance, with a warning logged once.
+func (c *Client) memberKeys() aggregation.MemberKeys {
+	if c.cfg.MemberKeys != nil {
+		return c.cfg.MemberKeys
+	}
+	warn := func() {
+		c.log.Warn("UNPINNED COMMITTEE: no manifest pins the committee members' identity keys; their signatures are checked against the keys the coordinator reports, so a coordinator that invents a whole committee is not detected")
+	}
+	if c.cfg.Shared != nil {
+		c.cfg.Shared.unpinned.Do(warn)
+	} else {
+		c.unpinned.Do(warn)
+	}
+	return nil
+}
+
+// keyGen joins a committee: a fresh secret share, and a signed commitment
+// to its public-key share (with this member's signature of its X25519
+// key). Nothing secret-dependent leaves the member before every member has
+// committed.
 func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 	inst, err := aggregation.UnmarshalKeyGenInstance(c.params, t.GetInstance())
 	if err != nil {
 		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
-		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.policy, c.record, rand.Reader)
+		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.record, rand.Reader)
 		if err != nil {
 			return err
 		}
 		c.member, c.inst = m, inst
 	}
-	shares, err := c.member.GenKeyGenShares(inst)
+	commitment, err := c.member.Commit(inst)
 	if err != nil {
 		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
+	}
+	c.log.Info("committee key generation", "task", t.GetTaskId(), "members", len(inst.Members()), "threshold", inst.Threshold())
+	return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"commitment": commitment})
+}
+
+// reveal sends this member's public-key share and its sealed Shamir
+// shares, once the task carries every member's valid signed commitment.
+func (c *Client) reveal(ctx context.Context, t *tallyv1.RevealTask) error {
+	if c.member == nil || c.inst == nil {
+		return fmt.Errorf("client: reveal task %s for a committee this client has not committed in", t.GetTaskId())
+	}
+	if inst, err := aggregation.UnmarshalKeyGenInstance(c.params, t.GetInstance()); err != nil || inst.ID() != c.inst.ID() {
+		return fmt.Errorf("client: reveal task %s names another key-generation instance than the one this member committed in (%v)", t.GetTaskId(), err)
+	}
+	shares, err := c.member.Reveal(c.inst, t.GetCommitments())
+	if err != nil {
+		return fmt.Errorf("client: reveal task %s: %w", t.GetTaskId(), err)
 	}
 	parts := map[string][]byte{"public-key-share": shares.PublicKeyShare}
 	for to, s := range shares.Sealed {
 		parts["sealed/"+to] = s
 	}
-	c.log.Info("committee key generation", "task", t.GetTaskId(), "members", len(inst.Members()), "threshold", inst.Threshold())
 	return c.sendShares(ctx, t.GetTaskId(), parts)
 }
 
-// threshold opens the Shamir shares sealed to this member.
+// threshold checks every member's revealed public-key share against its
+// commitment, aggregates and signs the collective key, and opens the
+// Shamir shares sealed to this member.
 func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error {
 	if c.member == nil || c.inst == nil {
 		return fmt.Errorf("client: threshold task %s for a committee this client holds no share of", t.GetTaskId())
+	}
+	pkShares := map[string][]byte{}
+	for _, m := range c.inst.Members() {
+		s, err := c.fetch(ctx, t.GetTaskId(), "public-key-share/"+m.ID)
+		if err != nil {
+			return err
+		}
+		pkShares[m.ID] = s
+	}
+	_, sig, err := c.member.CertifyPublicKey(c.inst, pkShares)
+	if err != nil {
+		return fmt.Errorf("client: threshold task %s: %w", t.GetTaskId(), err)
 	}
 	sealed := t.GetSealed()
 	if len(sealed) == 0 {
@@ -206,7 +268,7 @@ func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error 
 	if err := c.member.ReceiveThresholdShares(c.inst, sealed); err != nil {
 		return fmt.Errorf("client: threshold task %s: %w", t.GetTaskId(), err)
 	}
-	return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"ack": {1}})
+	return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"ack": {1}, "public-key-signature": sig})
 }
 
 // decrypt produces this member's decryption share of each block of an

@@ -47,6 +47,8 @@ type Shared struct {
 	params aggregation.Parameters
 
 	busy chan struct{}
+	// unpinned: the unpinned-committee warning is logged once per process.
+	unpinned sync.Once
 }
 
 // NewShared returns state for clients of one process. busy bounds how

@@ -92,7 +92,7 @@ func (d *Driver) notePhase(name string, start, end time.Time) {
 // taskPhase names what an open task of kind k waits for.
 func taskPhase(k engine.TaskKind) string {
 	switch k {
-	case engine.TaskKeyGen, engine.TaskThreshold:
+	case engine.TaskKeyGen, engine.TaskReveal, engine.TaskThreshold:
 		return telemetry.PhaseKeyGen
 	case engine.TaskDecrypt:
 		return telemetry.PhaseDecrypt
@@ -134,7 +134,7 @@ func (d *Driver) observe(acts []engine.Action, start, end, done time.Time) {
 			return
 		}
 		parent := tr.round
-		if t.Kind == engine.TaskKeyGen || t.Kind == engine.TaskThreshold {
+		if t.Kind == engine.TaskKeyGen || t.Kind == engine.TaskReveal || t.Kind == engine.TaskThreshold {
 			parent = tr.keygen
 		}
 		tel.Phase(parent, taskPhase(t.Kind), tr.opened, start, attribute.String("tally.task", t.ID))
@@ -150,7 +150,7 @@ func (d *Driver) observe(acts []engine.Action, start, end, done time.Time) {
 		case engine.ActPublish:
 			closeTask(a.Task)
 			tr.task, tr.opened = a.Task, start
-			if a.Task.Kind == engine.TaskKeyGen || a.Task.Kind == engine.TaskThreshold {
+			if a.Task.Kind == engine.TaskKeyGen || a.Task.Kind == engine.TaskReveal || a.Task.Kind == engine.TaskThreshold {
 				if tr.keygen == nil {
 					tr.keygen = tel.StartKeyGen(start)
 				}

@@ -424,7 +424,12 @@ func (s *Service) join(ctx context.Context, id string, samples int64, identityKe
 	// After the job ended the driver no longer takes events, but a client
 	// that joins then (it restarted) must still be answered, to learn from
 	// its next poll that the job is done.
-	if _, err := s.driver.Step(ctx, engine.EvJoin{Client: id, Samples: samples, IdentityKey: identityKey}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
+	// The key the client's calls are verified with is the identity key its
+	// committee's signatures are checked against when no manifest pins it.
+	s.mu.Lock()
+	signing := s.keys[id]
+	s.mu.Unlock()
+	if _, err := s.driver.Step(ctx, engine.EvJoin{Client: id, Samples: samples, IdentityKey: identityKey, SigningKey: signing}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
 		return nil, toStatus(err)
 	}
 	s.mu.Lock()
@@ -500,6 +505,9 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID, KeyId: keyID}}}
 	case engine.TaskKeyGen:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Keygen{Keygen: &tallyv1.KeyGenTask{TaskId: t.ID, Instance: t.Blob}}}
+	case engine.TaskReveal:
+		// Commitments are small (under 250 bytes each): they ride on the task.
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Reveal{Reveal: &tallyv1.RevealTask{TaskId: t.ID, Instance: t.Blob, Commitments: t.Commitments}}}
 	case engine.TaskThreshold:
 		tt := &tallyv1.ThresholdTask{TaskId: t.ID}
 		if sealedBytes(t.Sealed[client]) <= InlineModelBytes {
@@ -843,9 +851,11 @@ func (s *Service) SubmitShares(stream tallyv1.CoordinatorService_SubmitSharesSer
 	})
 }
 
-// Download implements CoordinatorService: the collective public key, a
-// Shamir share sealed for the caller ("sealed/<sender>", threshold tasks)
-// or a block of the aggregate a decryption task names.
+// Download implements CoordinatorService: the collective public key and
+// the members' signatures of it ("public-key-certificate"), a member's
+// revealed public-key share ("public-key-share/<member>") or a Shamir share
+// sealed for the caller ("sealed/<sender>") in threshold tasks, or a block
+// of the aggregate a decryption task names.
 func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.CoordinatorService_DownloadServer) error {
 	id, err := caller(stream.Context())
 	if err != nil {
@@ -859,6 +869,14 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	switch name := req.GetName(); {
 	case name == "public-key" && t.PublicKey != nil && t.Encrypted():
 		data = t.PublicKey
+	case name == "public-key-certificate" && t.KeyCertificate != nil && t.Encrypted():
+		data = t.KeyCertificate
+	case strings.HasPrefix(name, "public-key-share/") && t.Kind == engine.TaskThreshold:
+		v, ok := t.PublicKeyShares[strings.TrimPrefix(name, "public-key-share/")]
+		if !ok {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		data = v
 	case strings.HasPrefix(name, "sealed/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.Sealed[id][strings.TrimPrefix(name, "sealed/")]
 		if !ok {

@@ -24,6 +24,9 @@ func (e *Engine) join(ev EvJoin) []Action {
 	if ev.IdentityKey != nil {
 		c.identity = slices.Clone(ev.IdentityKey)
 	}
+	if ev.SigningKey != nil {
+		c.signing = slices.Clone(ev.SigningKey)
+	}
 	var out []Action
 	if !known || c.samples != ev.Samples {
 		c.samples = ev.Samples

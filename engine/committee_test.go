@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 type simMember struct {
 	id       string
 	identity *aggregation.Identity
+	signer   ed25519.PrivateKey
 	member   *aggregation.Member
 	inst     *aggregation.KeyGenInstance
 	enc      *aggregation.Encryptor
@@ -85,7 +89,11 @@ func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.members[id] = &simMember{id: id, identity: ident}
+		_, signer, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.members[id] = &simMember{id: id, identity: ident, signer: signer}
 		s.ids = append(s.ids, id)
 	}
 	job, err := NewJob(cfg, ".")
@@ -160,6 +168,22 @@ func (s *committeeSim) publish(t *Task) {
 	s.queue = append(s.queue, t)
 }
 
+// simKeys pins the members' identity keys, as a manifest does.
+type simKeys map[string]ed25519.PublicKey
+
+func (k simKeys) IdentityKey(id string) (ed25519.PublicKey, bool) {
+	key, ok := k[id]
+	return key, ok
+}
+
+func (s *committeeSim) keys() simKeys {
+	k := simKeys{}
+	for id, m := range s.members {
+		k[id] = m.signer.Public().(ed25519.PublicKey)
+	}
+	return k
+}
+
 // answer lets every live selected member do the queued tasks.
 func (s *committeeSim) answer() {
 	for len(s.queue) > 0 {
@@ -193,11 +217,17 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 			fail(err)
 		}
 		policy, _ := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: 3})
-		if m.member, err = aggregation.NewMember(params, m.id, m.identity, policy, nil, rand.Reader); err != nil {
+		if m.member, err = aggregation.NewMember(params, m.id, m.identity, m.signer, s.keys(), policy, nil, rand.Reader); err != nil {
 			fail(err)
 		}
 		m.inst = inst
-		sh, err := m.member.GenKeyGenShares(inst)
+		c, err := m.member.Commit(inst)
+		if err != nil {
+			fail(err)
+		}
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"commitment": c}})
+	case TaskReveal:
+		sh, err := m.member.Reveal(m.inst, t.Commitments)
 		if err != nil {
 			fail(err)
 		}
@@ -207,12 +237,20 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		}
 		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: parts})
 	case TaskThreshold:
+		_, sig, err := m.member.CertifyPublicKey(m.inst, t.PublicKeyShares)
+		if err != nil {
+			fail(err)
+		}
 		if err := m.member.ReceiveThresholdShares(m.inst, t.Sealed[m.id]); err != nil {
 			fail(err)
 		}
-		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"ack": {1}}})
+		s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: map[string][]byte{"ack": {1}, "public-key-signature": sig}})
 	case TaskTrain:
 		if m.enc == nil || m.enc.KeyID() != t.KeyID {
+			// As a client does: no key without every member's signature.
+			if _, err := aggregation.VerifyPublicKey(params, t.PublicKey, t.KeyCertificate, s.keys()); err != nil {
+				fail(err)
+			}
 			enc, err := aggregation.NewEncryptor(params, t.PublicKey, 1)
 			if err != nil {
 				fail(err)
@@ -265,7 +303,8 @@ func (s *committeeSim) tick() {
 
 func (s *committeeSim) run(maxTicks int) {
 	for _, id := range s.ids {
-		s.step(EvJoin{Client: id, Samples: 10, IdentityKey: s.members[id].identity.PublicKey()})
+		m := s.members[id]
+		s.step(EvJoin{Client: id, Samples: 10, IdentityKey: m.identity.PublicKey(), SigningKey: m.signer.Public().(ed25519.PublicKey)})
 	}
 	s.answer()
 	for i := 0; i < maxTicks && s.done == nil; i++ {
@@ -341,4 +380,55 @@ func insecureHE() *aggregation.ParametersConfig {
 	c.LogN = 10
 	c.Insecure = true
 	return &c
+}
+
+// TestEngineRefusesRevealNotCommitted: a member (or whoever speaks for it)
+// that reveals a public-key share other than the one it committed to —
+// one chosen after seeing the commitments — is refused with
+// aggregation.ErrCommitment, the rogue share goes nowhere, and the honest
+// reveal that follows completes the key generation and the job.
+func TestEngineRefusesRevealNotCommitted(t *testing.T) {
+	const rounds = 2
+	s := newCommitteeSim(t, rounds)
+	var honest []byte
+	tried := false
+	s.onPublish = func(task *Task) {
+		switch {
+		case task.Kind == TaskReveal && !tried:
+			tried = true
+			m := s.members[task.Selected[0]]
+			sh, err := m.member.Reveal(m.inst, task.Commitments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			honest = sh.PublicKeyShare
+			rogue := slices.Clone(sh.PublicKeyShare)
+			rogue[len(rogue)-1] ^= 1
+			parts := map[string][]byte{"public-key-share": rogue}
+			for to, v := range sh.Sealed {
+				parts["sealed/"+to] = v
+			}
+			var refused error
+			for _, a := range s.e.Step(EvShares{Client: m.id, TaskID: task.ID, Parts: parts}) {
+				if r, ok := a.(ActReply); ok {
+					refused = r.Err
+				}
+			}
+			if !errors.Is(refused, aggregation.ErrCommitment) {
+				t.Fatalf("a reveal that differs from its commitment: reply %v, want aggregation.ErrCommitment", refused)
+			}
+			t.Logf("refused: %v", refused)
+		case task.Kind == TaskThreshold:
+			if !bytes.Equal(task.PublicKeyShares[task.Selected[0]], honest) {
+				t.Fatal("the threshold task does not carry the share the member committed to")
+			}
+		}
+	}
+	s.run(20 * 15 * rounds)
+	if !tried {
+		t.Fatal("no reveal task was published")
+	}
+	if s.done == nil || s.done.FinalRound != rounds {
+		t.Fatalf("job did not complete %d rounds after the refused reveal: %+v; timeouts %v", rounds, s.done, s.timeouts)
+	}
 }

@@ -260,7 +260,7 @@ func (e *Engine) tick() []Action {
 	if e.task != nil {
 		if e.now >= e.task.Deadline {
 			switch e.task.Kind {
-			case TaskKeyGen, TaskThreshold:
+			case TaskKeyGen, TaskReveal, TaskThreshold:
 				return e.keyGenTimeout()
 			case TaskDecrypt:
 				return e.decryptTimeout()

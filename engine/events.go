@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/ed25519"
 	"math/rand/v2"
 
 	"github.com/tallyfl/tally/aggregation"
@@ -33,10 +34,14 @@ const (
 	TaskKeyGen
 	TaskThreshold
 	TaskDecrypt
+	// TaskReveal follows TaskKeyGen: with every member's signed commitment
+	// in hand, each reveals its public-key share and seals its Shamir
+	// shares (it was added after the others, hence its place).
+	TaskReveal
 )
 
 func (k TaskKind) String() string {
-	return [...]string{"train", "moments", "keygen", "threshold", "decrypt"}[k]
+	return [...]string{"train", "moments", "keygen", "threshold", "decrypt", "reveal"}[k]
 }
 
 // Task is one unit of work sent to the selected clients of a round.
@@ -52,9 +57,12 @@ type Task struct {
 
 	// Under secure aggregation:
 	// KeyID names the collective key updates are encrypted under, and
-	// PublicKey is that key (train and moments tasks).
-	KeyID     [32]byte
-	PublicKey []byte
+	// PublicKey is that key (train and moments tasks); KeyCertificate is
+	// the committee's signatures of it (aggregation.KeyCertificate), which
+	// a client checks before it encrypts anything.
+	KeyID          [32]byte
+	PublicKey      []byte
+	KeyCertificate []byte
 	// Acc accumulates the encrypted submissions of a train or moments
 	// task. It is safe for concurrent use: the service adds ciphertexts
 	// to it as they arrive, the engine finalises it when the task closes.
@@ -65,6 +73,12 @@ type Task struct {
 	// Sealed maps recipient → sender → the Shamir share sender sealed for
 	// recipient (threshold).
 	Sealed map[string]map[string][]byte
+	// Commitments maps each member to its signed commitment to its
+	// public-key share (reveal and threshold), and PublicKeyShares to the
+	// share it revealed (threshold): every member checks every share
+	// against its commitment before it signs the collective key.
+	Commitments     map[string][]byte
+	PublicKeyShares map[string][]byte
 	// Ciphertexts are the aggregate's blocks (decrypt).
 	Ciphertexts [][]byte
 	// Influence turns each client's ciphertexts, as they arrive, into a
@@ -123,11 +137,15 @@ type Evaluator interface {
 type Event interface{ event() }
 
 // EvJoin: a client enrolled, or came back after a disconnect.
-// IdentityKey is its X25519 public key, for committee duty.
+// IdentityKey is its X25519 public key, for committee duty; SigningKey is
+// the Ed25519 key it signs its calls with, which the members of its
+// committee check its key-generation signatures against when no manifest
+// pins them.
 type EvJoin struct {
 	Client      string
 	Samples     int64
 	IdentityKey []byte
+	SigningKey  ed25519.PublicKey
 }
 
 // EvPoll: a client asked for work; it is alive.
@@ -193,6 +211,9 @@ type CommitteeRecord struct {
 	Epoch     uint64 `json:"epoch"`
 	Instance  []byte `json:"instance"`
 	PublicKey []byte `json:"public_key"`
+	// Certificate is every member's signature of PublicKey
+	// (aggregation.KeyCertificate); clients use no key without it.
+	Certificate []byte `json:"certificate"`
 }
 
 // ActPublish makes Task the current task of each of its selected clients.
@@ -301,6 +322,7 @@ type clientState struct {
 	lastSeen int
 	joined   bool
 	identity []byte
+	signing  ed25519.PublicKey
 	// silent: the client let the last task it was given close without
 	// answering (a train or moments update missing at the deadline, a
 	// decryption share missing at its timeout), and has not been heard

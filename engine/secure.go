@@ -30,10 +30,14 @@ type heState struct {
 	epoch     uint64
 	failedKGs int
 	inst      *aggregation.KeyGenInstance
-	pkShares  map[string][]byte
+	commits   map[string][]byte            // member → its signed commitment (keygen)
+	pkShares  map[string][]byte            // member → its revealed public-key share (reveal)
 	sealed    map[string]map[string][]byte // recipient → sender → sealed
 	acks      map[string]bool
+	keySigs   map[string][]byte // member → its signature of pk (threshold)
 	pk        []byte
+	pkDigest  [32]byte // SHA-256 of pk, which the members sign
+	cert      []byte   // aggregation.KeyCertificate of pk, once every member signed
 	keyID     [32]byte
 	ready     bool
 	enc       *aggregation.Encryptor // for re-randomising aggregates on retry
@@ -106,7 +110,7 @@ func (e *Engine) startKeyGen() []Action {
 	}
 	var candidates []string
 	for _, id := range e.available() {
-		if len(e.clients[id].identity) > 0 && !h.unresponsive[id] {
+		if c := e.clients[id]; len(c.identity) > 0 && len(c.signing) > 0 && !h.unresponsive[id] {
 			candidates = append(candidates, id)
 		}
 	}
@@ -122,7 +126,7 @@ func (e *Engine) startKeyGen() []Action {
 	c := aggregation.Committee{Job: e.job.ID, Seed: e.seedBytes("crp"), Epoch: h.epoch, Threshold: t}
 	for _, p := range perm {
 		id := candidates[p]
-		c.Members = append(c.Members, aggregation.MemberInfo{ID: id, PublicKey: e.clients[id].identity})
+		c.Members = append(c.Members, aggregation.MemberInfo{ID: id, PublicKey: e.clients[id].identity, SigningKey: e.clients[id].signing})
 	}
 	inst, err := aggregation.NewKeyGenInstance(h.params, c)
 	if err != nil {
@@ -135,8 +139,8 @@ func (e *Engine) startKeyGen() []Action {
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal key-generation instance: %v", err))
 	}
-	h.inst, h.ready, h.pk, h.enc, h.decryptor = inst, false, nil, nil, nil
-	h.pkShares, h.sealed, h.acks = map[string][]byte{}, map[string]map[string][]byte{}, map[string]bool{}
+	h.inst, h.ready, h.pk, h.cert, h.enc, h.decryptor = inst, false, nil, nil, nil, nil
+	h.commits, h.pkShares, h.sealed, h.acks, h.keySigs = map[string][]byte{}, map[string][]byte{}, map[string]map[string][]byte{}, map[string]bool{}, map[string][]byte{}
 	h.unresponsive = map[string]bool{}
 	members := h.members()
 	e.task = &Task{
@@ -157,7 +161,7 @@ func (e *Engine) keyGenTimeout() []Action {
 	e.task = nil
 	var silent []string
 	for _, id := range t.Selected {
-		if (t.Kind == TaskKeyGen && h.pkShares[id] == nil) || (t.Kind == TaskThreshold && !h.acks[id]) {
+		if (t.Kind == TaskKeyGen && h.commits[id] == nil) || (t.Kind == TaskReveal && h.pkShares[id] == nil) || (t.Kind == TaskThreshold && !h.acks[id]) {
 			silent = append(silent, id)
 		}
 	}
@@ -190,6 +194,31 @@ func (e *Engine) shares(ev EvShares) []Action {
 	h := e.he
 	switch t.Kind {
 	case TaskKeyGen:
+		// Commit: each member's signed commitment to its public-key share.
+		// The engine checks it against the identity key the instance
+		// lists, so that a broken member is named here; the members check
+		// it again against their pinned keys before they reveal.
+		raw := ev.Parts["commitment"]
+		if len(raw) == 0 {
+			return reply(fmt.Errorf("%w: no commitment part", ErrBadEncoding))
+		}
+		if _, dup := h.commits[ev.Client]; dup {
+			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+		}
+		if _, err := h.inst.VerifyCommitment(nil, ev.Client, raw); err != nil {
+			return reply(fmt.Errorf("%w: %w", ErrBadEncoding, err))
+		}
+		h.commits[ev.Client] = raw
+		out := reply(nil)
+		if len(h.commits) < len(t.Selected) {
+			return out
+		}
+		e.task = &Task{
+			ID: fmt.Sprintf("%s/reveal/e%d", e.job.ID, h.epoch), Kind: TaskReveal, Round: e.round, Attempt: int(h.epoch),
+			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Blob: t.Blob, Commitments: h.commits,
+		}
+		return append(out, ActPublish{Task: e.task})
+	case TaskReveal:
 		pks := ev.Parts["public-key-share"]
 		if len(pks) == 0 {
 			return reply(fmt.Errorf("%w: no public-key-share part", ErrBadEncoding))
@@ -208,6 +237,11 @@ func (e *Engine) shares(ev EvShares) []Action {
 		}
 		if _, dup := h.pkShares[ev.Client]; dup {
 			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
+		}
+		// A share that is not the one committed to (one chosen after
+		// seeing the others) is refused; every member checks it too.
+		if err := h.inst.CheckRevealedShare(ev.Client, h.commits[ev.Client], pks); err != nil {
+			return reply(fmt.Errorf("%w: %w", ErrBadEncoding, err))
 		}
 		h.pkShares[ev.Client] = pks
 		for to, v := range sealed {
@@ -228,10 +262,11 @@ func (e *Engine) shares(ev EvShares) []Action {
 			out = append(out, ActLog{Msg: "public key aggregation failed; drawing a new committee", Attrs: []any{"err", err.Error()}})
 			return append(out, e.startKeyGen()...)
 		}
-		h.pk = pk
+		h.pk, h.pkDigest = pk, sha256.Sum256(pk)
 		e.task = &Task{
 			ID: fmt.Sprintf("%s/threshold/e%d", e.job.ID, h.epoch), Kind: TaskThreshold, Round: e.round, Attempt: int(h.epoch),
 			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Sealed: h.sealed,
+			Blob: t.Blob, Commitments: h.commits, PublicKeyShares: h.pkShares,
 		}
 		return append(out, ActPublish{Task: e.task})
 	case TaskThreshold:
@@ -241,7 +276,13 @@ func (e *Engine) shares(ev EvShares) []Action {
 		if h.acks[ev.Client] {
 			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
 		}
+		// The member aggregated the key itself from the shares it checked
+		// against their commitments; its signature must be of this key.
+		if err := h.inst.VerifyKeySignature(nil, ev.Client, h.pkDigest, ev.Parts["public-key-signature"]); err != nil {
+			return reply(fmt.Errorf("%w: %w", ErrBadEncoding, err))
+		}
 		h.acks[ev.Client] = true
+		h.keySigs[ev.Client] = ev.Parts["public-key-signature"]
 		out := reply(nil)
 		if len(h.acks) < len(t.Selected) {
 			return out
@@ -253,13 +294,16 @@ func (e *Engine) shares(ev EvShares) []Action {
 		if err == nil {
 			h.decryptor, err = aggregation.NewDecryptor(h.params, h.inst)
 		}
+		if err == nil {
+			h.cert, err = (&aggregation.KeyCertificate{Instance: h.inst, Signatures: h.keySigs}).MarshalBinary()
+		}
 		if err != nil {
 			panic(fmt.Sprintf("coordinator: collective key unusable after a complete key generation: %v", err))
 		}
 		h.keyID, h.ready, h.failedKGs = keyID, true, 0
 		e.task = nil
-		out = append(out, ActPersist{Committee: &CommitteeRecord{Epoch: h.epoch, Instance: mustMarshal(h.inst), PublicKey: h.pk}})
-		out = append(out, ActLog{Msg: "collective public key ready", Attrs: []any{"epoch", h.epoch, "key", fmt.Sprintf("%x", keyID[:8])}})
+		out = append(out, ActPersist{Committee: &CommitteeRecord{Epoch: h.epoch, Instance: mustMarshal(h.inst), PublicKey: h.pk, Certificate: h.cert}})
+		out = append(out, ActLog{Msg: "collective public key ready, signed by every member", Attrs: []any{"epoch", h.epoch, "key", fmt.Sprintf("%x", keyID[:8])}})
 		return append(out, e.maybeStart()...)
 	case TaskDecrypt:
 		return e.decryptShares(ev)
@@ -271,7 +315,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 // one accumulator for the total, or in the groups valuation mode one per
 // group of a seeded partition of the selected clients.
 func (e *Engine) attachAccumulator(t *Task) error {
-	t.KeyID, t.PublicKey = e.he.keyID, e.he.pk
+	t.KeyID, t.PublicKey, t.KeyCertificate = e.he.keyID, e.he.pk, e.he.cert
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeGroups {
 		t.Groups = partition(t.Selected, e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
 		t.GroupAcc = make([]*aggregation.Accumulator, len(t.Groups))
@@ -333,7 +377,12 @@ func (h *heState) restore(c CommitteeRecord) error {
 	if err != nil {
 		return err
 	}
-	h.inst, h.pk, h.keyID, h.enc, h.decryptor, h.epoch, h.ready = inst, c.PublicKey, keyID, enc, dec, c.Epoch, true
+	// The stored key is served only with the members' signatures, which
+	// are checked here as a client would (against the listed keys).
+	if _, err := aggregation.VerifyPublicKey(h.params, c.PublicKey, c.Certificate, nil); err != nil {
+		return fmt.Errorf("coordinator: stored public key: %w", err)
+	}
+	h.inst, h.pk, h.cert, h.keyID, h.enc, h.decryptor, h.epoch, h.ready = inst, c.PublicKey, c.Certificate, keyID, enc, dec, c.Epoch, true
 	h.unresponsive = map[string]bool{}
 	return nil
 }

@@ -811,6 +811,7 @@ type NextTaskResponse struct {
 	//	*NextTaskResponse_Keygen
 	//	*NextTaskResponse_Threshold
 	//	*NextTaskResponse_Decrypt
+	//	*NextTaskResponse_Reveal
 	Task          isNextTaskResponse_Task `protobuf_oneof:"task"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -916,6 +917,15 @@ func (x *NextTaskResponse) GetDecrypt() *DecryptTask {
 	return nil
 }
 
+func (x *NextTaskResponse) GetReveal() *RevealTask {
+	if x != nil {
+		if x, ok := x.Task.(*NextTaskResponse_Reveal); ok {
+			return x.Reveal
+		}
+	}
+	return nil
+}
+
 type isNextTaskResponse_Task interface {
 	isNextTaskResponse_Task()
 }
@@ -948,6 +958,10 @@ type NextTaskResponse_Decrypt struct {
 	Decrypt *DecryptTask `protobuf:"bytes,7,opt,name=decrypt,proto3,oneof"`
 }
 
+type NextTaskResponse_Reveal struct {
+	Reveal *RevealTask `protobuf:"bytes,8,opt,name=reveal,proto3,oneof"`
+}
+
 func (*NextTaskResponse_Wait) isNextTaskResponse_Task() {}
 
 func (*NextTaskResponse_Train) isNextTaskResponse_Task() {}
@@ -962,8 +976,11 @@ func (*NextTaskResponse_Threshold) isNextTaskResponse_Task() {}
 
 func (*NextTaskResponse_Decrypt) isNextTaskResponse_Task() {}
 
-// KeyGenTask asks a committee member for its public-key share and its
-// sealed Shamir shares for every other member.
+func (*NextTaskResponse_Reveal) isNextTaskResponse_Task() {}
+
+// KeyGenTask asks a committee member for its signed commitment to a fresh
+// public-key share (part "commitment", aggregation.Commitment), which also
+// carries its signature of its X25519 key. It reveals nothing yet.
 type KeyGenTask struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1017,7 +1034,77 @@ func (x *KeyGenTask) GetInstance() []byte {
 	return nil
 }
 
-// ThresholdTask hands a member the sealed Shamir shares addressed to it.
+// RevealTask hands a member every member's signed commitment; only when all
+// are present and valid does it reveal its public-key share and its sealed
+// Shamir shares for every other member.
+type RevealTask struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// instance is aggregation.KeyGenInstance in its binary form, as in the
+	// KeyGenTask.
+	Instance []byte `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// commitments maps each member's id to its aggregation.Commitment.
+	Commitments   map[string][]byte `protobuf:"bytes,3,rep,name=commitments,proto3" json:"commitments,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevealTask) Reset() {
+	*x = RevealTask{}
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevealTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevealTask) ProtoMessage() {}
+
+func (x *RevealTask) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevealTask.ProtoReflect.Descriptor instead.
+func (*RevealTask) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevealTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RevealTask) GetInstance() []byte {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+func (x *RevealTask) GetCommitments() map[string][]byte {
+	if x != nil {
+		return x.Commitments
+	}
+	return nil
+}
+
+// ThresholdTask hands a member the sealed Shamir shares addressed to it. It
+// also fetches every member's revealed public-key share with
+// Download("public-key-share/<member>"), checks each against its
+// commitment, aggregates the collective key and returns its signature of
+// it (part "public-key-signature") with its "ack".
 type ThresholdTask struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1030,7 +1117,7 @@ type ThresholdTask struct {
 
 func (x *ThresholdTask) Reset() {
 	*x = ThresholdTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1129,7 @@ func (x *ThresholdTask) String() string {
 func (*ThresholdTask) ProtoMessage() {}
 
 func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1142,7 @@ func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThresholdTask.ProtoReflect.Descriptor instead.
 func (*ThresholdTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ThresholdTask) GetTaskId() string {
@@ -1096,7 +1183,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1195,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1208,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DecryptTask) GetTaskId() string {
@@ -1162,7 +1249,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1261,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1274,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -1220,7 +1307,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1319,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1332,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -1316,7 +1403,7 @@ type MomentsTask struct {
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1415,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1428,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -1371,7 +1458,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1470,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1483,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -1431,7 +1518,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1530,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1543,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -1492,7 +1579,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1591,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1604,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitHeader) GetTaskId() string {
@@ -1574,7 +1661,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1673,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1686,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1632,7 +1719,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1731,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1744,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DownloadModelRequest) GetTaskId() string {
@@ -1679,7 +1766,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1778,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1791,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -1736,7 +1823,7 @@ type SchemaRequest struct {
 
 func (x *SchemaRequest) Reset() {
 	*x = SchemaRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1835,7 @@ func (x *SchemaRequest) String() string {
 func (*SchemaRequest) ProtoMessage() {}
 
 func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1848,7 @@ func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaRequest.ProtoReflect.Descriptor instead.
 func (*SchemaRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 type SchemaResponse struct {
@@ -1776,7 +1863,7 @@ type SchemaResponse struct {
 
 func (x *SchemaResponse) Reset() {
 	*x = SchemaResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +1875,7 @@ func (x *SchemaResponse) String() string {
 func (*SchemaResponse) ProtoMessage() {}
 
 func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +1888,7 @@ func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaResponse.ProtoReflect.Descriptor instead.
 func (*SchemaResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SchemaResponse) GetJobId() string {
@@ -1833,7 +1920,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1932,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1945,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 type JobStatusResponse struct {
@@ -1876,7 +1963,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1975,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1988,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -1965,7 +2052,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2064,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2077,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -2038,7 +2125,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2137,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2150,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -2111,7 +2198,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2210,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2223,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -2162,7 +2249,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2261,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2274,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2201,9 +2288,9 @@ type SubmitSharesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// header is set on the first message only.
 	Header *SharesHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	// part names the message this chunk belongs to: "public-key-share",
-	// "sealed/<recipient>", "ack", "share/<block>". Chunks of one part are
-	// consecutive.
+	// part names the message this chunk belongs to: "commitment",
+	// "public-key-share", "sealed/<recipient>", "ack", "public-key-signature",
+	// "share/<block>". Chunks of one part are consecutive.
 	Part          string `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
 	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2212,7 +2299,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2311,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2324,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2270,7 +2357,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2369,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2382,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2314,7 +2401,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2413,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2426,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2358,7 +2445,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2457,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2470,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2402,7 +2489,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2501,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2514,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2506,7 +2593,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x03std\x18\x02 \x03(\x01R\x03std\"W\n" +
 	"\x0fNextTaskRequest\x12\x17\n" +
 	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\x12%\n" +
-	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfterJ\x04\b\x01\x10\x02\"\xea\x02\n" +
+	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfterJ\x04\b\x01\x10\x02\"\x9a\x03\n" +
 	"\x10NextTaskResponse\x12(\n" +
 	"\x04wait\x18\x01 \x01(\v2\x12.tally.v1.WaitTaskH\x00R\x04wait\x12+\n" +
 	"\x05train\x18\x02 \x01(\v2\x13.tally.v1.TrainTaskH\x00R\x05train\x121\n" +
@@ -2514,12 +2601,21 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x04done\x18\x04 \x01(\v2\x12.tally.v1.DoneTaskH\x00R\x04done\x12.\n" +
 	"\x06keygen\x18\x05 \x01(\v2\x14.tally.v1.KeyGenTaskH\x00R\x06keygen\x127\n" +
 	"\tthreshold\x18\x06 \x01(\v2\x17.tally.v1.ThresholdTaskH\x00R\tthreshold\x121\n" +
-	"\adecrypt\x18\a \x01(\v2\x15.tally.v1.DecryptTaskH\x00R\adecryptB\x06\n" +
+	"\adecrypt\x18\a \x01(\v2\x15.tally.v1.DecryptTaskH\x00R\adecrypt\x12.\n" +
+	"\x06reveal\x18\b \x01(\v2\x14.tally.v1.RevealTaskH\x00R\x06revealB\x06\n" +
 	"\x04task\"A\n" +
 	"\n" +
 	"KeyGenTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
-	"\binstance\x18\x02 \x01(\fR\binstance\"\xc1\x01\n" +
+	"\binstance\x18\x02 \x01(\fR\binstance\"\xca\x01\n" +
+	"\n" +
+	"RevealTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
+	"\binstance\x18\x02 \x01(\fR\binstance\x12G\n" +
+	"\vcommitments\x18\x03 \x03(\v2%.tally.v1.RevealTask.CommitmentsEntryR\vcommitments\x1a>\n" +
+	"\x10CommitmentsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xc1\x01\n" +
 	"\rThresholdTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\fR\n" +
@@ -2640,7 +2736,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
@@ -2654,31 +2750,33 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*NextTaskRequest)(nil),       // 9: tally.v1.NextTaskRequest
 	(*NextTaskResponse)(nil),      // 10: tally.v1.NextTaskResponse
 	(*KeyGenTask)(nil),            // 11: tally.v1.KeyGenTask
-	(*ThresholdTask)(nil),         // 12: tally.v1.ThresholdTask
-	(*DecryptTask)(nil),           // 13: tally.v1.DecryptTask
-	(*WaitTask)(nil),              // 14: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 15: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 16: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 17: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 18: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 19: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 20: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 21: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 22: tally.v1.DownloadModelResponse
-	(*SchemaRequest)(nil),         // 23: tally.v1.SchemaRequest
-	(*SchemaResponse)(nil),        // 24: tally.v1.SchemaResponse
-	(*JobStatusRequest)(nil),      // 25: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 26: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 27: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 28: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 29: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 30: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 31: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 32: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 33: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 34: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 35: tally.v1.ReceiptsResponse
-	nil,                           // 36: tally.v1.ThresholdTask.SealedEntry
+	(*RevealTask)(nil),            // 12: tally.v1.RevealTask
+	(*ThresholdTask)(nil),         // 13: tally.v1.ThresholdTask
+	(*DecryptTask)(nil),           // 14: tally.v1.DecryptTask
+	(*WaitTask)(nil),              // 15: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 16: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 17: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 18: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 19: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 20: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 21: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 22: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 23: tally.v1.DownloadModelResponse
+	(*SchemaRequest)(nil),         // 24: tally.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 25: tally.v1.SchemaResponse
+	(*JobStatusRequest)(nil),      // 26: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 27: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 28: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 29: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 30: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 31: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 32: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 33: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 34: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 35: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 36: tally.v1.ReceiptsResponse
+	nil,                           // 37: tally.v1.RevealTask.CommitmentsEntry
+	nil,                           // 38: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
@@ -2687,44 +2785,46 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	7,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
 	8,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
 	5,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
-	14, // 6: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	15, // 7: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	16, // 8: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	17, // 9: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	15, // 6: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	16, // 7: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	17, // 8: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	18, // 9: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
 	11, // 10: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
-	12, // 11: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
-	13, // 12: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	36, // 13: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
-	8,  // 14: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	19, // 15: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	27, // 16: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	28, // 17: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	32, // 18: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 19: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	2,  // 20: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
-	9,  // 21: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	18, // 22: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	21, // 23: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	25, // 24: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	23, // 25: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
-	29, // 26: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	31, // 27: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	34, // 28: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 29: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 30: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	10, // 31: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	20, // 32: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	22, // 33: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	26, // 34: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	24, // 35: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
-	30, // 36: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	33, // 37: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	35, // 38: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	29, // [29:39] is the sub-list for method output_type
-	19, // [19:29] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	13, // 11: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
+	14, // 12: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
+	12, // 13: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
+	37, // 14: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
+	38, // 15: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	8,  // 16: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	20, // 17: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	28, // 18: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	29, // 19: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	33, // 20: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 21: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 22: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	9,  // 23: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	19, // 24: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	22, // 25: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	26, // 26: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	24, // 27: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	30, // 28: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	32, // 29: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	35, // 30: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 31: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 32: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	10, // 33: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	21, // 34: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	23, // 35: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	27, // 36: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	25, // 37: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	31, // 38: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	34, // 39: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	36, // 40: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -2740,6 +2840,7 @@ func file_tally_v1_tally_proto_init() {
 		(*NextTaskResponse_Keygen)(nil),
 		(*NextTaskResponse_Threshold)(nil),
 		(*NextTaskResponse_Decrypt)(nil),
+		(*NextTaskResponse_Reveal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2747,7 +2848,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,8 +64,11 @@ type CoordinatorServiceClient interface {
 	// spends its single-use token on a job it cannot train for.
 	Schema(ctx context.Context, in *SchemaRequest, opts ...grpc.CallOption) (*SchemaResponse, error)
 	// Download streams a named object of a task: "public-key" (the
-	// committee's collective key) or "ciphertext/<block>" (a block of the
-	// aggregate a decryption task names).
+	// committee's collective key), "public-key-certificate" (every member's
+	// signature of it, aggregation.KeyCertificate), "public-key-share/<member>"
+	// (a revealed share, threshold tasks), "sealed/<sender>" (a Shamir share
+	// sealed for the caller, threshold tasks) or "ciphertext/<block>" (a block
+	// of the aggregate a decryption task names).
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
 	// SubmitShares streams a committee member's protocol messages for a task
 	// (key-generation shares, sealed Shamir shares, acknowledgements,
@@ -237,8 +240,11 @@ type CoordinatorServiceServer interface {
 	// spends its single-use token on a job it cannot train for.
 	Schema(context.Context, *SchemaRequest) (*SchemaResponse, error)
 	// Download streams a named object of a task: "public-key" (the
-	// committee's collective key) or "ciphertext/<block>" (a block of the
-	// aggregate a decryption task names).
+	// committee's collective key), "public-key-certificate" (every member's
+	// signature of it, aggregation.KeyCertificate), "public-key-share/<member>"
+	// (a revealed share, threshold tasks), "sealed/<sender>" (a Shamir share
+	// sealed for the caller, threshold tasks) or "ciphertext/<block>" (a block
+	// of the aggregate a decryption task names).
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
 	// SubmitShares streams a committee member's protocol messages for a task
 	// (key-generation shares, sealed Shamir shares, acknowledgements,
