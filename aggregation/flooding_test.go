@@ -115,7 +115,7 @@ func TestCiphertextNoise(t *testing.T) {
 		}
 		fill(vals, u, w, 0)
 		pt := ckks.NewPlaintext(cp, cp.MaxLevel())
-		if err := ecd.Encode(vals, pt); err != nil {
+		if err := encode(p, ecd, vals, pt); err != nil {
 			t.Fatal(err)
 		}
 		rq.Add(sumPt, pt.Value, sumPt)
