@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"math/big"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -197,9 +196,9 @@ func encode(p Parameters, ecd *ckks.Encoder, vals []float64, pt *rlwe.Plaintext)
 	if err := ecd.Encode(vals, pt); err != nil {
 		return err
 	}
-	if shift := p.cfg.LogDefaultScale - logScale; shift > 0 {
-		rq := p.ckks.RingQ().AtLevel(pt.Level())
-		rq.MulScalarBigint(pt.Value, new(big.Int).Lsh(big.NewInt(1), uint(shift)), pt.Value)
+	rq := p.ckks.RingQ().AtLevel(pt.Level())
+	for shift := p.cfg.LogDefaultScale - logScale; shift > 0; shift -= 62 {
+		rq.MulScalar(pt.Value, 1<<min(shift, 62), pt.Value)
 	}
 	pt.Scale = p.ckks.DefaultScale()
 	return nil
