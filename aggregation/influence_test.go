@@ -63,7 +63,7 @@ func (c influenceCase) want(p Parameters, i int) (a, bound, unit float64) {
 		sq += x * x
 		maxG = max(maxG, math.Abs(g))
 	}
-	return a, (influenceBound(p)*math.Sqrt(sq) + math.Exp2(-21)) * maxG, maxG * math.Sqrt(sq)
+	return a, (influenceBound(p)*math.Sqrt(sq) + influenceFloodBound(p)) * maxG, maxG * math.Sqrt(sq)
 }
 
 // influenceRun encrypts every client's update, streams the blocks into an
@@ -129,6 +129,15 @@ func coefficientShares(t testing.TB, cm *committee, req DecryptRequest, ct []byt
 // units of max|g|·‖nᵢΔᵢ‖₂: six standard deviations of the gradient's
 // rounding error (doc.go, "Influence"), 6·√(N/12)·2^-25: 6.6e-6 for
 // N = 2^14, 1.7e-6 for N = 2^10.
+// influenceFloodBound is six standard deviations of the flooding noise on
+// aᵢ, per unit of max|g|, for the committees of these tests (c ≤ 5, so
+// A ≤ A(5, 3), and Σ|λᵢ| ≤ 64 for any answering subset): the members' σ
+// weighed by the λᵢ and divided by the scale Δ·Δ_g/slots ≥
+// 2^(scale+25)/(slots·max|g|) (doc.go, "Influence").
+func influenceFloodBound(p Parameters) float64 {
+	return 6 * p.InfluenceFloodingSigma(5, 3) * 64 * float64(p.Slots()) * math.Exp2(-float64(p.cfg.LogDefaultScale+influenceGradientBits-1))
+}
+
 func influenceBound(p Parameters) float64 {
 	return 6 * math.Sqrt(float64(p.CKKS().N())/12) * math.Exp2(1-influenceGradientBits)
 }
