@@ -307,25 +307,24 @@ func (p Parameters) MaxAbsValue() float64 {
 // divides by the total weight.
 //
 // Derivation. Decryption adds to c₀ + c₁·s the participants' shares, each
-// carrying fresh Gaussian flooding noise of σ_f = 2^LogNoiseFlooding on
-// every coefficient (lattigo KeySwitchProtocol.GenShare; the Lagrange
+// carrying fresh Gaussian flooding noise of σ_f =
+// [Parameters.NoiseFloodingSigma] on every coefficient (the Lagrange
 // coefficients multiply the secret shares, not the noise), so the
 // coefficients of the decrypted plaintext carry noise of variance t·σ_f².
-// Each contributor adds the noise of one fresh public-key encryption,
-// e₀ + u·e_pk + e₁·s with σ_e = 3.2, e_pk and s sums over the members, and
-// the rounding of its encoding (variance 1/12): in all at most
-// σ_e²·(1 + 4·N·members) + 1/12 per coefficient, about 2^-40 of the
-// flooding term for the default set. Decoding evaluates the polynomial at
-// the slots' roots of unity and divides by the scale Δ = 2^LogDefaultScale:
-// a slot is a signed sum of the N coefficients, one of them with weight 1
-// and the others with weight 2·cos(·) for the conjugate-invariant ring, so
-// its variance is about 2N times the coefficient variance (measured by
-// TestSlotNoiseSigma: the ratio of measured to predicted standard
-// deviation is close to 1). Hence
+// Each contributor adds the noise of one fresh public-key encryption and
+// the rounding of its encoding, [Parameters.FreshNoiseVariance] per
+// coefficient, about 2^-120 of the flooding term for the default set.
+// Decoding evaluates the polynomial at the slots' roots of unity and
+// divides by the scale Δ = 2^LogDefaultScale: a slot is a signed sum of
+// the N coefficients, one of them with weight 1 and the others with
+// weight 2·cos(·) for the conjugate-invariant ring, so its variance is
+// about 2N times the coefficient variance (measured by TestSlotNoiseSigma:
+// the ratio of measured to predicted standard deviation is close to 1).
+// Hence
 //
-//	σ_slot = √(2N·(t·σ_f² + contributors·(σ_e²·(1 + 4·N·members) + 1/12))) / Δ.
+//	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
 //
-// For the default set with t = 3 that is √(2^15·3·2^60)/2^60 ≈ 2.9e-7.
+// For the default set with t = 3 that is √(2^15·3·2^139.6)/2^100 ≈ 2.5e-7.
 // The float64 FFT of encoding and decoding adds a relative error near
 // 2^-53 of the vector's norm, negligible against this for aggregates below
 // 1e8. Both encoding and flooding noise are independent across slots.
