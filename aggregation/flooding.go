@@ -234,14 +234,28 @@ func maxInfluenceAmplification(committee int) float64 {
 // deriveFlooding computes the flooding σ of aggregates and the target σ
 // of influence scalars from the bound f. The statistical distance 2^-λ is
 // split in four: the tail events and the smudging of each kind of value,
-// 2^-(λ+2) each.
+// 2^-(λ+2) each. The caps are what each member serves; every release
+// takes t ≥ 1 of the c members, so the job releases at most c/t ≤ c times
+// a member's count, and the bound counts c times.
 func (p Parameters) deriveFlooding(f FloodingConfig) (agg, inf float64) {
-	n := float64(p.ckks.N())
 	aggNoise := math.Sqrt(float64(f.Contributors) * p.FreshNoiseVariance(f.Committee))
-	agg = floodingSigma(f.Security, float64(f.Decryptions)*n, aggNoise)
+	agg = floodingSigma(f.Security, p.aggregateReleases(f), aggNoise)
 	infNoise := math.Sqrt(p.InfluenceNoiseVariance(f.Committee, f.Blocks))
-	inf = floodingSigma(f.Security, float64(f.Scalars), infNoise)
+	inf = floodingSigma(f.Security, influenceReleases(f), infNoise)
 	return agg, inf
+}
+
+// aggregateReleases is the number of values whole decryptions may release
+// over the job: N coefficients per block decryption, c/t ≤ c times a
+// member's cap.
+func (p Parameters) aggregateReleases(f FloodingConfig) float64 {
+	return float64(f.Decryptions) * float64(p.ckks.N()) * float64(f.Committee)
+}
+
+// influenceReleases is the number of influence scalars the job may
+// release: c/t ≤ c times a member's cap.
+func influenceReleases(f FloodingConfig) float64 {
+	return float64(f.Scalars) * float64(f.Committee)
 }
 
 // Flooding noise sampler. lattigo's Gaussian sampler draws round(σ·z) with
@@ -330,14 +344,14 @@ const maxFloodLevels = 8
 // untruncated one the smudging argument is about).
 func (p Parameters) aggregateTail() float64 {
 	f := p.cfg.Flooding
-	return tailFactor(maxFloodLevels*float64(f.Decryptions)*float64(p.ckks.N()), f.Security+3)
+	return tailFactor(maxFloodLevels*p.aggregateReleases(f), f.Security+3)
 }
 
 func (p Parameters) influenceTail() float64 {
 	f := p.cfg.Flooding
 	// A coefficient share draws a whole polynomial of which one
 	// coefficient is used; the others are wiped and never released.
-	return tailFactor(maxFloodLevels*float64(f.Scalars), f.Security+3)
+	return tailFactor(maxFloodLevels*influenceReleases(f), f.Security+3)
 }
 
 // checkWholeBudget refuses a whole-share request beyond the bound's caps:

@@ -144,12 +144,11 @@ func TestCiphertextNoise(t *testing.T) {
 	infRMS = math.Sqrt(infRMS)
 
 	f := DefaultFlooding()
-	n := float64(cp.N())
 	modelAgg := math.Sqrt(clients * p.FreshNoiseVariance(c))
 	modelInf := math.Sqrt(p.InfluenceNoiseVariance(c, 1))
 	whole, coef := cm.members[cm.ids[0]].floodingSigmas()
-	needAgg := floodingSigma(f.Security, float64(f.Decryptions)*n, aggRMS)
-	needInf := floodingSigma(f.Security, float64(f.Scalars), infRMS)
+	needAgg := floodingSigma(f.Security, p.aggregateReleases(f), aggRMS)
+	needInf := floodingSigma(f.Security, influenceReleases(f), infRMS)
 	amp := influenceAmplification(c, thr)
 	t.Logf("aggregate of %d: noise rms 2^%.2f (largest 2^%.2f), model 2^%.2f; flooding per share 2^%.2f: margin 2^%.2f; bound (λ=%d, %d block decryptions) needs 2^%.2f",
 		clients, math.Log2(aggRMS), math.Log2(aggWorst), math.Log2(modelAgg), math.Log2(whole), math.Log2(whole/aggRMS), f.Security, f.Decryptions, math.Log2(needAgg))

@@ -44,14 +44,14 @@ type ParametersConfig struct {
 
 // DefaultConfig returns the default parameter literal (doc.go,
 // "Parameters and security"): LogN 14, three 60-bit Q primes, one 61-bit P
-// prime, scale 2^100, a 53-bit encoder and decryption noise flooding
+// prime, scale 2^104, a 53-bit encoder and decryption noise flooding
 // derived from [DefaultFlooding] (λ = 40).
 func DefaultConfig() ParametersConfig {
 	return ParametersConfig{
 		LogN:             14,
 		LogQ:             []int{60, 60, 60},
 		LogP:             []int{61},
-		LogDefaultScale:  100,
+		LogDefaultScale:  104,
 		EncoderPrecision: 53,
 		Flooding:         DefaultFlooding(),
 	}

@@ -18,8 +18,8 @@ func TestDefaultParameters(t *testing.T) {
 	}{
 		{"slots", float64(p.Slots()), 16384},
 		{"logQP", p.LogQP(), 241},
-		{"log2 sigma", math.Round(math.Log2(p.NoiseFloodingSigma())), 70},
-		{"log2 influence sigma", math.Round(math.Log2(p.InfluenceFloodingTarget())), 88},
+		{"log2 sigma", math.Round(math.Log2(p.NoiseFloodingSigma())), 72},
+		{"log2 influence sigma", math.Round(math.Log2(p.InfluenceFloodingTarget())), 90},
 		{"levels", float64(p.CKKS().MaxLevel() + 1), 3},
 		{"P primes", float64(len(p.CKKS().P())), 1},
 		{"ciphertext bytes", float64(p.CiphertextSize()), 786432 + ciphertextHeaderSize},
