@@ -63,7 +63,7 @@
 // # Parameters and security
 //
 // [DefaultParameters]: LogN 14 over the conjugate-invariant ring (16,384
-// real slots), Q = three 60-bit primes, P = one 61-bit prime, scale 2^100,
+// real slots), Q = three 60-bit primes, P = one 61-bit prime, scale 2^104,
 // 53-bit encoder, uniform ternary secrets, error σ = 3.2, and flooding
 // noise derived from [DefaultFlooding] (below). log₂(QP) ≈ 241 bits. The
 // Homomorphic Encryption Standard (Albrecht et al., 2018, Table 1,
@@ -76,24 +76,25 @@
 // The third prime and the scale are what the flooding bound costs: the
 // previous set (two primes, scale 2^60, σ = 2^30) could not carry it.
 //
-// Wire cost (BenchmarkClientEncrypt, BenchmarkDecrypt, 2-core x86-64,
-// loaded): a ciphertext is 786,432 bytes of coefficients (48.8 bytes per
-// parameter, against 32.5 with two primes); a whole decryption share 24.4
-// bytes per parameter per member (16.3); a coefficient share 104 bytes
-// (96). Encryption encodes below 2^61 and shifts to the scale (lattigo's
-// encoder goes through big.Float above 2^64): 1.01 s per 1M parameters
-// on one core, against 0.88 s for the previous set measured in the same
-// session. A member's share takes 0.91 s per 1M parameters (0.43 s: the
+// Wire cost (BenchmarkClientEncrypt, BenchmarkDecrypt, 2-core x86-64
+// shared with other jobs, load 12–17, so times are ranges over runs
+// alternating with the previous set): a ciphertext is 786,432 bytes of
+// coefficients (48.8 bytes per parameter, against 32.5 with two primes);
+// a whole decryption share 24.4 bytes per parameter per member (16.3); a
+// coefficient share 104 bytes (96). Encryption encodes below 2^61 and
+// shifts to the scale (lattigo's encoder goes through big.Float above
+// 2^64): 1.0–2.1 s per 1M parameters on one core, against 0.9–1.9 s. A
+// member's share takes 0.9–1.6 s per 1M parameters (0.4–0.6 s: the
 // flooding noise is three convolved Gaussian samples per coefficient);
-// combining and decoding 2.0 s (2.6 s: the combiner drops the last prime
-// before decoding, see [Decryptor.CombineBlock]).
+// combining and decoding 2.0–3.1 s (2.3–3.2 s: the combiner drops the
+// last prime before decoding, see [Decryptor.CombineBlock]).
 //
 // Measured precision (TestDefaultParametersPrecision, BenchmarkDecrypt):
 // with the default set, the decrypted average of 8 clients (weights 5 to
 // 60,000, values in [−1, 1]) differs from plaintext FedAvg by at most
-// 1.5e-11, i.e. about 9.7e-7 on the sum Σ nᵢ·Δᵢ; over 1M parameters and 3
-// clients (weights 100, 200, 300) with 3-of-5 decryption it is 2.1e-9 on
-// the average. Tests assert 1e-6 on the average. The demo (breast-cancer,
+// 3.3e-12, i.e. about 2.2e-7 on the sum Σ nᵢ·Δᵢ; over 1M parameters and 3
+// clients (weights 100, 200, 300) with 3-of-5 decryption it is 4.7e-10 to
+// 5.4e-10 on the average (2.4e-9 to 2.9e-9 with the previous set). Tests assert 1e-6 on the average. The demo (breast-cancer,
 // 8 clients, 20 rounds, seed 1) gives per-round validation losses within
 // 2.3e-7 of the run without encryption, and the same accuracies.
 //
@@ -134,8 +135,10 @@
 // [Record], failing with [ErrFloodingBudget], and NewJob checks against
 // the committee and enrolment): every coefficient of a decrypted block is
 // released (the coordinator gets the whole polynomial, not only the used
-// slots), so aggregates count M = decryptions × N; influence counts one
-// value per scalar. σ_e comes from [Parameters.FreshNoiseVariance] (per
+// slots), so aggregates count M = decryptions × N × c; influence counts
+// scalars × c (a member counts what it serves, each release takes t ≥ 1
+// of the c members, so the job releases at most c/t ≤ c times a member's
+// count). σ_e comes from [Parameters.FreshNoiseVariance] (per
 // contributor, for a committee of up to flooding.committee) and
 // [Parameters.InfluenceNoiseVariance] (gradient encoded at most 2^26,
 // up to flooding.blocks blocks); TestCiphertextNoise measures both and
@@ -153,9 +156,9 @@
 //
 // Default bound ([DefaultFlooding]): λ = 40, 2^12 block decryptions, 2^16
 // scalars, aggregates of up to 1,024 clients, influence over up to 64
-// blocks, committees up to 12: σ = 2^69.8 on whole shares, a target of
-// 2^88.2 on scalars (2^90.9 per member for c = 5, t = 3). With the measured
-// noise of the test above, the bound would need 2^65.4 and 2^83.7; the
+// blocks, committees up to 12: σ = 2^71.6 on whole shares, a target of
+// 2^90.0 on scalars (2^92.8 per member for c = 5, t = 3). With the measured
+// noise of the test above, the bound would need 2^67.2 and 2^85.6; the
 // previous σ = 2^30 left margins of 2^21.9 and, after A(5, 3), 2^-4.3.
 // [NewParameters] refuses a bound whose slot noise with a whole committee
 // exceeds 2^-20, naming the scale it would need: a job with more
@@ -176,7 +179,7 @@
 // noise (t·σ_f² per coefficient) and each contributor's fresh-encryption
 // and encoding noise (far smaller), spread over the slots by decoding
 // (variance ×2N for the conjugate-invariant ring) and divided by the scale:
-// √(2N·t)·σ_f/Δ ≈ 2.5e-7 for the default set and t = 3.
+// √(2N·t)·σ_f/Δ ≈ 5.6e-8 for the default set and t = 3.
 // TestSlotNoiseSigma measures it within 2% on aggregates of zeros. A
 // decrypted sum smaller than a few of these is indistinguishable from zero;
 // the coordinator's feature scaling uses it to tell a zero variance from
@@ -194,16 +197,16 @@
 // coefficient of the summed product is Δ·Δ_g·aᵢ/slots: no rotation keys,
 // no slot sums.
 //
-// Modulus budget. The product of a 2^100 ciphertext with a 2^100
+// Modulus budget. The product of a 2^104 ciphertext with a 2^104
 // plaintext cannot be rescaled and still hold aᵢ in Q = 2^180, so the
 // gradient is encoded at a small scale Δ_g with 2^25 ≤ max|g|·Δ_g < 2^26,
 // and nothing is rescaled: the product is decrypted at the top level with
-// scale 2^100·Δ_g. Only the constant coefficient is ever reconstructed, so
+// scale 2^104·Δ_g. Only the constant coefficient is ever reconstructed, so
 // the others may wrap modulo Q; the constant one is
-// 2^100·Δ_g·aᵢ/slots ≤ 2^(100+26−14)·‖nᵢΔᵢ‖₁, and it must stay below Q/8
-// after the combiner's factor D (below): D·‖nᵢΔᵢ‖₁ ≤ 2^65
+// 2^104·Δ_g·aᵢ/slots ≤ 2^(104+26−14)·‖nᵢΔᵢ‖₁, and it must stay below Q/8
+// after the combiner's factor D (below): D·‖nᵢΔᵢ‖₁ ≤ 2^61
 // ([Parameters.InfluenceMaxL1]). The brief's realistic maximum (P = 1e5,
-// nᵢ ≤ 1e4, |Δ| ≤ 1) is ‖nᵢΔᵢ‖₁ ≤ 1e9 ≈ 2^30, leaving 35 bits, of which D
+// nᵢ ≤ 1e4, |Δ| ≤ 1) is ‖nᵢΔᵢ‖₁ ≤ 1e9 ≈ 2^30, leaving 31 bits, of which D
 // takes none when the answering members are consecutive (or evenly
 // spaced) and at most 11.5 for any subset of a committee of 12. Beyond the
 // budget the combiner refuses (ErrDecryption) when the value lands between
@@ -215,15 +218,15 @@
 // N(0, (√(N/12)·‖nᵢΔᵢ‖₂/Δ_g)²). The encryption noise and the clients'
 // own rounding add less than 2^-60·max|g|. The flooding noise is no
 // longer negligible: a member's A·σ ("Noise flooding"), weighed by the
-// combiner's λᵢ and divided by the scale Δ·Δ_g/slots ≥ 2^111/max|g|, has
-// standard deviation σ_m·√(Σλᵢ²)·2^-111·max|g|; for c = 5, t = 3 and
-// consecutive answers (σ_m = 2^90.9, λ = 3, −3, 1) that is
-// 2^-17.9·max|g| ≈ 4e-6·max|g|, below the gradient rounding once
-// ‖nᵢΔᵢ‖₂ > 4. It grows with A: committees of 12 with t near 6 would cost
+// combiner's λᵢ and divided by the scale Δ·Δ_g/slots ≥ 2^115/max|g|, has
+// standard deviation σ_m·√(Σλᵢ²)·2^-115·max|g|; for c = 5, t = 3 and
+// consecutive answers (σ_m = 2^92.8, λ = 3, −3, 1) that is
+// 2^-20.1·max|g| ≈ 8.8e-7·max|g|, below the gradient rounding once
+// ‖nᵢΔᵢ‖₂ > 1. It grows with A: committees of 12 with t near 6 would cost
 // up to 2^9 more. The tests (committees of at most 5, Σ|λᵢ| ≤ 64) assert
 // six standard deviations of the rounding plus six of the flooding,
-// |âᵢ − aᵢ| ≤ 6·√(N/12)·2^-25·‖nᵢΔᵢ‖₂·max|g| + 6·σ_m·64·2^-111·max|g|,
-// i.e. 6.6e-6·max|g|·‖nᵢΔᵢ‖₂ + 3.5e-4·max|g| for N = 2^14. Measured with the default set (TestInfluencePrecision, P =
+// |âᵢ − aᵢ| ≤ 6·√(N/12)·2^-25·‖nᵢΔᵢ‖₂·max|g| + 6·σ_m·64·2^-115·max|g|,
+// i.e. 6.6e-6·max|g|·‖nᵢΔᵢ‖₂ + 7.8e-5·max|g| for N = 2^14. Measured with the default set (TestInfluencePrecision, P =
 // 1e5, gradient entries 1e-4..1, nᵢ ∈ {1, 37, 1500, 1e4}, update entries
 // 1e-3..1, 3 of 5 shares): at most 1.4e-6·max|g|·‖nᵢΔᵢ‖₂; with
 // independent signs the largest absolute error is 0.24 on aᵢ = −2.4e5 and

@@ -172,7 +172,7 @@ func fill(vals, delta []float64, weight float64, b int) {
 // encodeBits bounds the encoded coefficients: values are encoded at the
 // scale that keeps |coefficient| below 2^encodeBits, then multiplied by a
 // power of two up to the default scale. lattigo's encoder falls back to
-// big.Float for each coefficient beyond 2^64, which at scale 2^100 made
+// big.Float for each coefficient beyond 2^64, which at scale 2^104 made
 // encryption 4.4 times slower (BenchmarkClientEncrypt); a float64 carries
 // 53 bits in either case, so the message is as precise.
 const encodeBits = 61

@@ -324,7 +324,7 @@ func (p Parameters) MaxAbsValue() float64 {
 //
 //	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
 //
-// For the default set with t = 3 that is √(2^15·3·2^139.6)/2^100 ≈ 2.5e-7.
+// For the default set with t = 3 that is √(2^15·3·2^143.2)/2^104 ≈ 5.6e-8.
 // The float64 FFT of encoding and decoding adds a relative error near
 // 2^-53 of the vector's norm, negligible against this for aggregates below
 // 1e8. Both encoding and flooding noise are independent across slots.
