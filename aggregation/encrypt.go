@@ -179,18 +179,23 @@ const encodeBits = 61
 
 // encode writes into pt (top level, NTT domain, default scale) the
 // plaintext of vals at the default scale, encoded at 2^k ≤ scale with
-// max|vals|·2^k < 2^encodeBits and multiplied by 2^(scale−k).
+// every coefficient below 2^encodeBits and multiplied by 2^(scale−k).
+// A coefficient is (1/N)·Σⱼ vⱼ·wⱼ with |wⱼ| ≤ 2 (the constant one is the
+// mean of the slots), so |coefficient| ≤ 2‖v‖₁/N; the bound used, 4‖v‖₁/N,
+// leaves a factor 2 for the float64 transform. Bounding by max|v| instead
+// would encode a block holding one large value (a count among moments) at
+// a scale up to N/2 times coarser than needed, an error above the noise
+// floor of [Parameters.SlotNoiseSigma] (TestFederatedScalingNoiseFloor).
 func encode(p Parameters, ecd *ckks.Encoder, vals []float64, pt *rlwe.Plaintext) error {
-	maxAbs := 0.0
+	l1 := 0.0
 	for _, v := range vals {
-		maxAbs = max(maxAbs, math.Abs(v))
+		l1 += math.Abs(v)
 	}
 	logScale := p.cfg.LogDefaultScale
-	if maxAbs > 0 {
-		// maxAbs < 2^e; a coefficient is at most about twice the largest
-		// slot, hence the extra bit.
-		_, e := math.Frexp(maxAbs)
-		logScale = min(logScale, encodeBits-1-e)
+	if bound := 4 * l1 / float64(p.ckks.N()); bound > 0 {
+		// bound < 2^e.
+		_, e := math.Frexp(bound)
+		logScale = min(logScale, encodeBits-e)
 	}
 	pt.Scale = rlwe.NewScale(math.Exp2(float64(logScale)))
 	if err := ecd.Encode(vals, pt); err != nil {
