@@ -92,11 +92,11 @@
 // Measured precision (TestDefaultParametersPrecision, BenchmarkDecrypt):
 // with the default set, the decrypted average of 8 clients (weights 5 to
 // 60,000, values in [−1, 1]) differs from plaintext FedAvg by at most
-// 3.3e-12, i.e. about 2.2e-7 on the sum Σ nᵢ·Δᵢ; over 1M parameters and 3
+// 2.7e-12, i.e. about 1.8e-7 on the sum Σ nᵢ·Δᵢ; over 1M parameters and 3
 // clients (weights 100, 200, 300) with 3-of-5 decryption it is 4.7e-10 to
 // 5.4e-10 on the average (2.4e-9 to 2.9e-9 with the previous set). Tests assert 1e-6 on the average. The demo (breast-cancer,
 // 8 clients, 20 rounds, seed 1) gives per-round validation losses within
-// 4.6e-8 of the run without encryption (9.8e-7 with the previous set),
+// 4.5e-8 of the run without encryption (9.8e-7 with the previous set),
 // and the same accuracies; clients upload 6.0 MiB a round (4.0).
 //
 // # Noise flooding
