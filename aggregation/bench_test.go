@@ -3,6 +3,7 @@ package aggregation
 import (
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -191,6 +192,8 @@ func BenchmarkDecrypt(b *testing.B) {
 		b.ReportMetric(shareTime.Seconds()/n/3, "share_s/member")
 		b.ReportMetric(combineTime.Seconds()/n, "combine_s")
 		b.ReportMetric(maxErr*1e9, "max_error_1e-9")
+		// What a member sends per decryption, per parameter.
+		b.ReportMetric(float64(params.shareLayout().size(params.CKKS().N())*len(agg.Ciphertexts))/benchParams, "share_bytes/param")
 	})
 }
 
@@ -204,14 +207,24 @@ func BenchmarkInfluence(b *testing.B) {
 	params := DefaultParameters()
 	cm := benchCommittee(b, 5, 3)
 	enc, _ := NewEncryptor(params, cm.pk, 0)
-	cts, err := enc.EncryptUpdate(update(5, numParams), 40)
+	upd := update(5, numParams)
+	cts, err := enc.EncryptUpdate(upd, 40)
 	if err != nil {
 		b.Fatal(err)
 	}
 	grad := update(6, numParams)
+	// The exact scalar and the unit max|g|·‖nᵢΔᵢ‖₂ errors are reported in.
+	var want, sq, maxG float64
+	for j, g := range grad {
+		want += g * 40 * upd[j]
+		sq += 40 * upd[j] * 40 * upd[j]
+		maxG = max(maxG, math.Abs(g))
+	}
+	unit := maxG * math.Sqrt(sq)
 	dec, _ := NewDecryptor(params, cm.inst)
 	b.Run("logN=14/params=1e5", func(b *testing.B) {
 		var encode, add, fin, share, combine time.Duration
+		var maxErr float64
 		for i := 0; i < b.N; i++ {
 			start := time.Now()
 			inf, err := NewInfluence(params, cm.inst.ID(), grad, numParams)
@@ -248,10 +261,12 @@ func BenchmarkInfluence(b *testing.B) {
 			}
 			share += time.Since(start)
 			start = time.Now()
-			if _, err := dec.CombineCoefficient(req, ict, shares); err != nil {
+			got, err := dec.CombineCoefficient(req, ict, shares)
+			if err != nil {
 				b.Fatal(err)
 			}
 			combine += time.Since(start)
+			maxErr = max(maxErr, math.Abs(got-want))
 		}
 		n := float64(b.N)
 		blocks := float64(len(cts))
@@ -262,6 +277,8 @@ func BenchmarkInfluence(b *testing.B) {
 		b.ReportMetric(share.Seconds()/n/3, "share_s/member")
 		b.ReportMetric(combine.Seconds()/n, "combine_s")
 		b.ReportMetric(float64(params.CoefficientShareSize()), "share_bytes")
+		b.ReportMetric(maxErr, "abs_error")
+		b.ReportMetric(maxErr/unit*1e9, "error/(max|g|·‖nΔ‖₂)_1e-9")
 	})
 }
 

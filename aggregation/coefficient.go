@@ -92,7 +92,8 @@ func checkInfluenceRequest(req DecryptRequest, inst *KeyGenInstance) error {
 // coefficient of an influence ciphertext ([Influence.Finalize]) and of
 // nothing else: (c₁·s̃ᵢ)₀ + eᵢ modulo each Q prime of the ciphertext's
 // level, s̃ᵢ the member's Shamir share of the key and eᵢ one Gaussian
-// sample of the flooding σ. The Lagrange coefficient is not applied, so
+// sample of σ = [Parameters.InfluenceFloodingSigma] for the committee
+// (fails with [ErrFloodingBudget] beyond the flooding caps). The Lagrange coefficient is not applied, so
 // the share does not depend on which members answer and the coordinator
 // combines any t of them (see doc.go, "Influence").
 //
@@ -132,16 +133,25 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 	if info.key != m.inst.id {
 		return nil, fmt.Errorf("%w: influence ciphertext under key instance %x", ErrKeyMismatch, info.key[:8])
 	}
+	if err := m.checkCoefficientBudget(info.blocks); err != nil {
+		return nil, err
+	}
+	level := c.Level()
+	flood, err := m.coefficientSampler(level)
+	if err != nil {
+		return nil, err
+	}
 
 	// The key-switch share towards the zero key is c₁·s̃ᵢ + e in the NTT
-	// domain, e drawn coefficient-wise with the flooding σ; back in the
-	// coefficient domain its constant coefficient is the one value
-	// released. The rest is wiped.
-	level := c.Level()
+	// domain, e of lattigo's small error; back in the coefficient domain,
+	// the flooding noise of σ = [Parameters.InfluenceFloodingSigma] for
+	// this committee is added, and the constant coefficient is the one
+	// value released. The rest is wiped.
 	share := m.ks.AllocateShare(level)
 	m.ks.GenShare(&rlwe.SecretKey{Value: m.tsk.Poly}, m.zero, c, &share)
 	rq := m.params.ckks.RingQ().AtLevel(level)
 	rq.INTT(share.Value, share.Value)
+	flood.add(share.Value)
 	rq.Reduce(share.Value, share.Value)
 	out := coefficientShare{key: m.inst.id, request: req.ID(), values: make([]uint64, level+1)}
 	for l := range out.values {

@@ -111,6 +111,22 @@ func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, err
 	}
 	pt := ckks.NewPlaintext(d.params.ckks, c.Level())
 	pt.Value = c.Value[0]
+	// Decoding reconstructs every coefficient from its residues with
+	// big integers, a cost that grows with the primes. While the scale
+	// exceeds the last prime by 2^40, divide by it (rounded): 2^-40 of
+	// rounding on the slots, far below the flooding noise's 2^-20 at most
+	// (checkFlooding), and one prime fewer to reconstruct.
+	for lvl := c.Level(); lvl > 0; lvl-- {
+		q := d.params.ckks.RingQ().ModuliChain()[lvl]
+		if pt.Scale.Float64()/float64(q) < 1<<40 {
+			break
+		}
+		rq := d.params.ckks.RingQ().AtLevel(lvl)
+		out := ckks.NewPlaintext(d.params.ckks, lvl-1)
+		rq.DivRoundByLastModulusNTT(pt.Value, out.Value)
+		out.Scale = pt.Scale.Div(rlwe.NewScale(float64(q)))
+		pt = out
+	}
 	vals := make([]float64, d.params.Slots())
 	d.mu.Lock()
 	err := d.ecd.Decode(pt, vals)

@@ -100,37 +100,126 @@
 //
 // # Parameters and security
 //
-// [DefaultParameters] is docs/DESIGN.md §6: LogN 14 over the conjugate-invariant
-// ring (16,384 real slots), Q = two 60-bit primes, P = one 61-bit prime,
-// scale 2^60, 53-bit encoder, uniform ternary secrets, error σ = 3.2, and
-// σ = 2^30 flooding noise on decryption shares. log₂(QP) ≈ 181 bits. The
+// [DefaultParameters]: LogN 14 over the conjugate-invariant ring (16,384
+// real slots), Q = three 60-bit primes, P = one 61-bit prime, scale 2^104,
+// 53-bit encoder, uniform ternary secrets, error σ = 3.2, and flooding
+// noise derived from [DefaultFlooding] (below). log₂(QP) ≈ 241 bits. The
 // Homomorphic Encryption Standard (Albrecht et al., 2018, Table 1,
 // uniform ternary secret) gives 128-bit classical security for N = 2^14 up
-// to log₂(QP) = 438; this package relies on that bound, applied to the
-// conjugate-invariant ring of dimension N as argued by Kim and Song
-// ("Approximate Homomorphic Encryption over the Conjugate-invariant Ring",
-// ICISC 2018). [NewParameters] refuses sets above the table's bound unless
-// Insecure is set, which only tests do. The flooding noise σ = 2^30 exceeds
-// the noise of a fresh public-key encryption by roughly 2^20; that is the
-// project's chosen trade-off (docs/DESIGN.md §6), not a proof of statistical
-// 2^-128 indistinguishability of the shares, which would need flooding
-// near 2^(λ)·(ciphertext noise) and more modulus.
+// to log₂(QP) = 438 (192-bit up to 305); this package relies on that bound,
+// applied to the conjugate-invariant ring of dimension N as argued by Kim
+// and Song ("Approximate Homomorphic Encryption over the
+// Conjugate-invariant Ring", ICISC 2018). [NewParameters] refuses sets
+// above the table's bound unless Insecure is set, which only tests do.
+// The third prime and the scale are what the flooding bound costs: the
+// previous set (two primes, scale 2^60, σ = 2^30) could not carry it.
 //
-// Measured precision (TestDefaultParametersPrecision, BenchmarkDecrypt,
-// 2-core x86-64): with the default set, the decrypted average of 8
-// clients (weights 5 to 60,000, values in [−1, 1]) differs from plaintext
-// FedAvg by at most 1.8e-11, i.e. about 1.2e-6 on the sum Σ nᵢ·Δᵢ; over
-// 1M parameters and 3 clients (weights 100, 200, 300) with 3-of-5
-// decryption it is 2.7e-9 on the average, about 1.6e-6 on the sum. Tests
-// assert 1e-6 on the average.
+// Wire cost (BenchmarkClientEncrypt, BenchmarkDecrypt, 2-core x86-64
+// shared with other jobs, load 12–17, so times are ranges over runs
+// alternating with the previous set): a ciphertext is 786,432 bytes of
+// coefficients (48.8 bytes per parameter, against 32.5 with two primes);
+// a whole decryption share 24.4 bytes per parameter per member (16.3); a
+// coefficient share 104 bytes (96). Encryption encodes below 2^61 and
+// shifts to the scale (lattigo's encoder goes through big.Float above
+// 2^64): 1.0–2.1 s per 1M parameters on one core, against 0.9–1.9 s. A
+// member's share takes 0.9–1.6 s per 1M parameters (0.4–0.6 s: the
+// flooding noise is three convolved Gaussian samples per coefficient);
+// combining and decoding 2.0–3.1 s (2.3–3.2 s: the combiner drops the
+// last prime before decoding, see [Decryptor.CombineBlock]).
+//
+// Measured precision (TestDefaultParametersPrecision, BenchmarkDecrypt):
+// with the default set, the decrypted average of 8 clients (weights 5 to
+// 60,000, values in [−1, 1]) differs from plaintext FedAvg by at most
+// 2.7e-12, i.e. about 1.8e-7 on the sum Σ nᵢ·Δᵢ; over 1M parameters and 3
+// clients (weights 100, 200, 300) with 3-of-5 decryption it is 4.7e-10 to
+// 5.4e-10 on the average (2.4e-9 to 2.9e-9 with the previous set). Tests assert 1e-6 on the average. The demo (breast-cancer,
+// 8 clients, 20 rounds, seed 1) gives per-round validation losses within
+// 4.5e-8 of the run without encryption (9.8e-7 with the previous set),
+// and the same accuracies; clients upload 6.0 MiB a round (4.0).
+//
+// # Noise flooding
+//
+// What it hides. A decrypted value is m + e + Σ eᵢ: the message, the
+// ciphertext noise e (each contributor's fresh-encryption noise, which
+// contains r₁·s and so depends on the secret key) and the flooding noise eᵢ
+// of the shares. Without eᵢ the coordinator would learn e, i.e. linear
+// equations in the key (Li and Micciancio, "On the Security of
+// Homomorphic Encryption on Approximate Numbers", EUROCRYPT 2021), and
+// a threshold decryption would not be simulatable from its output.
+//
+// Goal and bound. Statistical indistinguishability: over the whole job,
+// the statistical distance between everything the coordinator sees
+// together with t−1 colluding members (every share, every combined value)
+// and a simulation that knows only the released values is at most 2^-λ,
+// λ = 40 by default (he_params.flooding.security). That covers key
+// recovery and the IND-CPA-D notion of Li and Micciancio for the
+// decryptions the job makes. The bound is the smudging lemma (Asharov et
+// al., EUROCRYPT 2012) in its Gaussian form: for M released values each
+// shifted by a ciphertext noise |eⱼ| ≤ B, the Kullback–Leibler divergence
+// between the flooded values and flooding alone is at most M·B²/(2σ²),
+// and Pinsker's inequality bounds the statistical distance by √M·B/(2σ);
+// hence σ = 2^(λ+1)·√M·B for 2^-(λ+2), with B = k·σ_e,
+// k = √(2·ln(2M·2^(λ+2))) (the Gaussian tail, again 2^-(λ+2)). Aggregates
+// and influence scalars each get both terms, and the samplers' truncation
+// the rest. A Rényi-divergence argument (Bai, Langlois, Lepoint, Sakzad,
+// Stehlé, Steinfeld, ASIACRYPT 2015) would allow σ ≈ 10·√M·B, about 2^31
+// here, but only against search problems (recovering the key), not
+// against learning something about the individual updates; and Li,
+// Micciancio, Schultz and Sorrell ("Securing Approximate Homomorphic
+// Encryption Using Differential Privacy", CRYPTO 2022) prove that
+// IND-CPA-D needs Gaussian noise growing with the statistical security
+// level, with nearly matching lower bounds. So the bits are paid.
+//
+// What is counted ([FloodingConfig], caps the members enforce from their
+// [Record], failing with [ErrFloodingBudget], and NewJob checks against
+// the committee and enrolment): every coefficient of a decrypted block is
+// released (the coordinator gets the whole polynomial, not only the used
+// slots), so aggregates count M = decryptions × N × c; influence counts
+// scalars × c (a member counts what it serves, each release takes t ≥ 1
+// of the c members, so the job releases at most c/t ≤ c times a member's
+// count). σ_e comes from [Parameters.FreshNoiseVariance] (per
+// contributor, for a committee of up to flooding.committee) and
+// [Parameters.InfluenceNoiseVariance] (gradient encoded at most 2^26,
+// up to flooding.blocks blocks); TestCiphertextNoise measures both and
+// checks that the model does not underestimate them (aggregate of 8 under
+// a 5-member key: 2^8.07 rms, model 2^8.37; influence scalar: 2^31.57,
+// model 2^32.37).
+//
+// Who adds it. Each participant adds all of σ, not a 1/√t part: with t−1
+// colluders, one honest share must hide e alone. A whole share carries
+// λᵢ·s̃ᵢ, so its noise is not scaled. A coefficient share carries s̃ᵢ and
+// the coordinator weighs it: knowing the colluders' s̃ⱼ, it reads each
+// honest share as ⟨a, s⟩ with noise λ_{h,C}·e_h, and combining them leaves
+// σ/A(c, t) with A = max_C √(Σ_{h∉C} λ_{h,C}^-2); so members flood with
+// A·σ ([Parameters.InfluenceFloodingSigma]; A(5, 3) = 6.8, A(12, 6) = 2^9.1).
+//
+// Default bound ([DefaultFlooding]): λ = 40, 2^12 block decryptions, 2^16
+// scalars, aggregates of up to 1,024 clients, influence over up to 64
+// blocks, committees up to 12: σ = 2^71.6 on whole shares, a target of
+// 2^90.0 on scalars (2^92.8 per member for c = 5, t = 3). With the measured
+// noise of the test above, the bound would need 2^67.2 and 2^85.6; the
+// previous σ = 2^30 left margins of 2^21.9 and, after A(5, 3), 2^-4.3.
+// [NewParameters] refuses a bound whose slot noise with a whole committee
+// exceeds 2^-20, naming the scale it would need: a job with more
+// decryptions (1M parameters for 100 rounds is 6,200 blocks) raises
+// flooding.decryptions, at half a bit of σ per doubling.
+//
+// Sampling. lattigo's Gaussian sampler computes round(σ·z) in float64:
+// above 2^53 the low bits of every sample are zero (TestFloodSampler: no
+// odd sample at σ = 2^60), so a share would show the low bits of e. The
+// flooding noise is instead Σᵢ Kⁱ·yᵢ with yᵢ of σ ≤ 2^26 and K = 2^24
+// (Micciancio and Walter, "Gaussian Sampling over the Integers", CRYPTO
+// 2017), each level four times K, above the smoothing parameter of KZ.
+// Outside the proof: the float precision of lattigo's base sampler, and
+// the measured (not derived) rounding term of the noise model.
 //
 // Noise floor. [Parameters.SlotNoiseSigma] gives the standard deviation of
 // the error on each decoded slot of a decrypted sum: the t shares' flooding
 // noise (t·σ_f² per coefficient) and each contributor's fresh-encryption
 // and encoding noise (far smaller), spread over the slots by decoding
 // (variance ×2N for the conjugate-invariant ring) and divided by the scale:
-// √(2N·t)·σ_f/Δ ≈ 2.9e-7 for the default set and t = 3.
-// TestSlotNoiseSigma measures it within 1% on aggregates of zeros. A
+// √(2N·t)·σ_f/Δ ≈ 5.6e-8 for the default set and t = 3.
+// TestSlotNoiseSigma measures it within 2% on aggregates of zeros. A
 // decrypted sum smaller than a few of these is indistinguishable from zero;
 // the coordinator's feature scaling uses it to tell a zero variance from
 // noise (dataset.Moments.ScalerWithNoise).
@@ -147,16 +236,16 @@
 // coefficient of the summed product is Δ·Δ_g·aᵢ/slots: no rotation keys,
 // no slot sums.
 //
-// Modulus budget. The product of a 2^60 ciphertext with a 2^60 plaintext
-// cannot be rescaled and still hold aᵢ in Q = 2^120, so the gradient is
-// encoded at a small scale Δ_g with 2^25 ≤ max|g|·Δ_g < 2^26, and nothing
-// is rescaled: the product is decrypted at the top level with scale
-// 2^60·Δ_g. Only the constant coefficient is ever reconstructed, so the
-// others may wrap modulo Q; the constant one is
-// 2^60·Δ_g·aᵢ/slots ≤ 2^(60+26−14)·‖nᵢΔᵢ‖₁, and it must stay below Q/8
-// after the combiner's factor D (below): D·‖nᵢΔᵢ‖₁ ≤ 2^45
+// Modulus budget. The product of a 2^104 ciphertext with a 2^104
+// plaintext cannot be rescaled and still hold aᵢ in Q = 2^180, so the
+// gradient is encoded at a small scale Δ_g with 2^25 ≤ max|g|·Δ_g < 2^26,
+// and nothing is rescaled: the product is decrypted at the top level with
+// scale 2^104·Δ_g. Only the constant coefficient is ever reconstructed, so
+// the others may wrap modulo Q; the constant one is
+// 2^104·Δ_g·aᵢ/slots ≤ 2^(104+26−14)·‖nᵢΔᵢ‖₁, and it must stay below Q/8
+// after the combiner's factor D (below): D·‖nᵢΔᵢ‖₁ ≤ 2^61
 // ([Parameters.InfluenceMaxL1]). The brief's realistic maximum (P = 1e5,
-// nᵢ ≤ 1e4, |Δ| ≤ 1) is ‖nᵢΔᵢ‖₁ ≤ 1e9 ≈ 2^30, leaving 15 bits, of which D
+// nᵢ ≤ 1e4, |Δ| ≤ 1) is ‖nᵢΔᵢ‖₁ ≤ 1e9 ≈ 2^30, leaving 31 bits, of which D
 // takes none when the answering members are consecutive (or evenly
 // spaced) and at most 11.5 for any subset of a committee of 12. Beyond the
 // budget the combiner refuses (ErrDecryption) when the value lands between
@@ -166,22 +255,28 @@
 // plaintext's coefficients to integers: in the slots it is a perturbation
 // δg of standard deviation √(N/12)/Δ_g, so the error on aᵢ is about
 // N(0, (√(N/12)·‖nᵢΔᵢ‖₂/Δ_g)²). The encryption noise and the clients'
-// own rounding add less than 2^-30·max|g|; the flooding noise, σ = 2^30
-// grown by Σ|cᵢ| ≤ 2^17 (c ≤ 12) and divided by a scale of at least
-// 2^85/max|g|, adds at most 6σ·2^17·slots·2^-85·max|g| < 2^-21·max|g|. The
-// tests assert six standard deviations plus that term,
-// |âᵢ − aᵢ| ≤ (6·√(N/12)·2^-25·‖nᵢΔᵢ‖₂ + 2^-21)·max|g|, i.e.
-// 6.6e-6·max|g|·‖nᵢΔᵢ‖₂ + 4.8e-7·max|g| for N = 2^14. Measured with the default set (TestInfluencePrecision, P =
+// own rounding add less than 2^-60·max|g|. The flooding noise is no
+// longer negligible: a member's A·σ ("Noise flooding"), weighed by the
+// combiner's λᵢ and divided by the scale Δ·Δ_g/slots ≥ 2^115/max|g|, has
+// standard deviation σ_m·√(Σλᵢ²)·2^-115·max|g|; for c = 5, t = 3 and
+// consecutive answers (σ_m = 2^92.8, λ = 3, −3, 1) that is
+// 2^-20.1·max|g| ≈ 8.8e-7·max|g|, below the gradient rounding once
+// ‖nᵢΔᵢ‖₂ > 1. It grows with A: committees of 12 with t near 6 would cost
+// up to 2^9 more. The tests (committees of at most 5, Σ|λᵢ| ≤ 64) assert
+// six standard deviations of the rounding plus six of the flooding,
+// |âᵢ − aᵢ| ≤ 6·√(N/12)·2^-25·‖nᵢΔᵢ‖₂·max|g| + 6·σ_m·64·2^-115·max|g|,
+// i.e. 6.6e-6·max|g|·‖nᵢΔᵢ‖₂ + 7.8e-5·max|g| for N = 2^14. Measured with the default set (TestInfluencePrecision, P =
 // 1e5, gradient entries 1e-4..1, nᵢ ∈ {1, 37, 1500, 1e4}, update entries
 // 1e-3..1, 3 of 5 shares): at most 1.4e-6·max|g|·‖nᵢΔᵢ‖₂; with
 // independent signs the largest absolute error is 0.24 on aᵢ = −2.4e5 and
 // the largest relative error 9.6e-6 (on aᵢ = −179); with update signs
 // aligned against the gradient (a descent step, the largest |aᵢ|) 0.54 on
-// aᵢ = −1.6e7, relative at most 7.6e-8. Answer sets with D = 1 and D = 6
-// give the same errors.
+// aᵢ = −1.6e7, relative at most 7.6e-8; the smallest, aᵢ = 27.2 (nᵢ = 1),
+// is off by 3.2e-5. Answer sets with D = 1 and D = 6 give the same
+// errors.
 //
 // Coefficient shares. A member returns (c₁·s̃ᵢ)₀ + eᵢ, one word per Q
-// prime (96 bytes, against 256 KiB for a whole share): s̃ᵢ its Shamir
+// prime (104 bytes, against 384 KiB for a whole share): s̃ᵢ its Shamir
 // share, eᵢ one Gaussian sample of the flooding σ. It is a single LWE
 // sample of s̃ᵢ, the same kind of value as each of the N coefficients of a
 // whole share. Policy: purpose "influence" only, one digest, one
@@ -213,9 +308,9 @@
 // the budget and noise growth Σ|cᵢ|. When more than t members answer, the
 // coordinator can combine several subsets; their differences reveal the
 // R − t combinations of the flooding noises that vanish on the secret
-// polynomial, which leave at least σ/√R of flooding on the scalar (half a
-// bit per doubling of R; 1.2 bits for c = 5) and never an exact equation
-// in a member's share. Consequence: a dropout costs nothing as long as t
+// polynomial, and never an exact equation in a member's share; with t−1
+// colluders what is left on the scalar is σ/A(c, t), which the members'
+// flooding is sized for ("Noise flooding"). Consequence: a dropout costs nothing as long as t
 // of the members asked answer (the coordinator asks all it can reach at
 // once, [NewInfluenceRequest]); if fewer than t answer, the client's
 // influence for that round is lost — the members that answered refuse any

@@ -49,6 +49,10 @@ var (
 	// coefficient share for the same (job, round, client), whatever its
 	// digest, participants or request; it also wraps ErrPolicy.
 	ErrInfluenceServed = errors.New("aggregation: influence share already served for this client and round")
+	// ErrFloodingBudget reports a decryption request beyond the caps the
+	// flooding noise is sized for (he_params.flooding); it also wraps
+	// ErrPolicy.
+	ErrFloodingBudget = errors.New("aggregation: beyond the flooding bound")
 	// ErrDigestMismatch reports a ciphertext that does not hash to the
 	// digest named in the request.
 	ErrDigestMismatch = errors.New("aggregation: ciphertext digest mismatch")

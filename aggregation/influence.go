@@ -23,7 +23,7 @@ const PurposeInfluence = "influence"
 // modulus budget in doc.go and [Parameters.InfluenceMaxL1]). The product
 // with a client ciphertext then has scale 2^LogDefaultScale·Δ_g and is not
 // rescaled: with the default set its constant coefficient stays below Q/8
-// whenever D·‖nᵢΔᵢ‖₁ ≤ 2^45, while the rounding of the gradient costs a
+// whenever D·‖nᵢΔᵢ‖₁ ≤ 2^61, while the rounding of the gradient costs a
 // relative error of about 2^-25·√N in the slots (TestInfluencePrecision).
 const influenceGradientBits = 26
 
@@ -44,7 +44,7 @@ const (
 // with D ≥ 1 the common denominator of the Lagrange coefficients of the
 // committee members whose coefficient shares are combined (1 for t
 // consecutive members, at most 2^11.5 for committees of up to 12). With the
-// default parameters (Q ≥ 2^120) it is 2^45 ≈ 3.5e13; P = 1e5 parameters with
+// default parameters (Q ≈ 2^180, scale 2^104) it is 2^61 ≈ 2.3e18; P = 1e5 parameters with
 // nᵢ ≤ 1e4 and |Δ| ≤ 1 give ‖nᵢΔᵢ‖₁ ≤ 1e9 ≈ 2^30.
 func (p Parameters) InfluenceMaxL1() float64 {
 	// |D·c₀| < Q/8 with c₀ ≤ 2^scale·2^bits·‖x‖₁/slots.

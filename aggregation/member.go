@@ -59,6 +59,11 @@ type Member struct {
 	combiner   multiparty.Combiner
 	ks         multiparty.KeySwitchProtocol
 	zero       *rlwe.SecretKey
+	// flood adds the whole-share flooding noise; coef, for the committee
+	// shape coefC × coefT, the coefficient-share noise (flooding.go).
+	flood        *floodSampler
+	coef         *floodSampler
+	coefC, coefT int
 }
 
 // NewMember creates the member id with its long-term X25519 identity and
@@ -85,19 +90,39 @@ func NewMember(params Parameters, id string, identity *Identity, signer ed25519.
 	if record == nil {
 		record = NewRecord()
 	}
-	sigma := params.NoiseFloodingSigma()
-	ks, err := multiparty.NewKeySwitchProtocol(params.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: 6 * sigma})
+	// The key-switch protocol's own noise is lattigo's error distribution;
+	// the flooding noise, far larger, is added by a floodSampler after
+	// GenShare (flooding.go: lattigo's sampler is not accurate above 2^53).
+	ks, err := multiparty.NewKeySwitchProtocol(params.ckks, rlwe.DefaultXe)
 	if err != nil {
 		return nil, fmt.Errorf("aggregation: key-switch protocol: %w", err)
 	}
+	rq := params.ckks.RingQ().AtLevel(params.ckks.MaxLevel())
+	flood, err := newFloodSampler(rq, params.AggregateFloodingSigma(), params.aggregateTail(), rand)
+	if err != nil {
+		return nil, err
+	}
 	return &Member{
 		params: params, id: id, identity: identity, signer: signer, keys: keys, policy: policy, record: record, rand: rand,
-		ks: ks, zero: rlwe.NewSecretKey(params.ckks),
+		ks: ks, zero: rlwe.NewSecretKey(params.ckks), flood: flood,
 	}, nil
 }
 
 // ID is the member's identity.
 func (m *Member) ID() string { return m.id }
+
+// floodingSigmas are the standard deviations of the flooding noise this
+// member adds to each coefficient of a whole decryption share and to a
+// coefficient share.
+func (m *Member) floodingSigmas() (whole, coefficient float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, t := m.params.cfg.Flooding.Committee, 1
+	if m.inst != nil {
+		c, t = len(m.inst.members), m.inst.t
+	}
+	return m.flood.sigma, m.params.InfluenceFloodingSigma(c, t)
+}
 
 // Info is the public description to register with the coordinator.
 func (m *Member) Info() MemberInfo {
@@ -372,9 +397,12 @@ func (m *Member) checkRequest(req DecryptRequest) error {
 // decrypted this round by fewer than k clients; it fails with
 // [ErrDigestMismatch] when ct does not hash to req.Digests[block]. The
 // share is c1·λᵢ·sᵢ + e with λᵢ the Lagrange coefficient of this member
-// for the participant set and e flooding noise of σ = 2^LogNoiseFlooding
-// (Mouchet et al., ePrint 2022/780). The digest is recorded before the
-// share is returned.
+// for the participant set and e flooding noise of
+// σ = [Parameters.AggregateFloodingSigma] (Mouchet et al., ePrint
+// 2022/780; doc.go, "Noise flooding"). Beyond the flooding caps (more
+// contributors, or more block decryptions than the bound covers) it fails
+// with [ErrFloodingBudget]. The digest is recorded before the share is
+// returned.
 func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -394,6 +422,9 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 		return nil, fmt.Errorf("%w: block %d hashes to %x, request names %x", ErrDigestMismatch, block, d[:8], req.Digests[block][:8])
 	}
 	if err := m.record.check(req, req.Digests[block], m.policy.minContributors); err != nil {
+		return nil, err
+	}
+	if err := m.checkWholeBudget(req); err != nil {
 		return nil, err
 	}
 	c, info, err := parseCiphertext(m.params, ct)
@@ -418,8 +449,14 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	share := m.ks.AllocateShare(c.Level())
 	m.ks.GenShare(additive, m.zero, c, &share)
 	// GenShare leaves coefficients lazily reduced (below 2q); the wire
-	// form requires canonical residues.
-	m.params.ckks.RingQ().AtLevel(c.Level()).Reduce(share.Value, share.Value)
+	// form requires canonical residues. The flooding noise is drawn in
+	// the coefficient domain and added in the NTT domain of the share.
+	rq := m.params.ckks.RingQ().AtLevel(c.Level())
+	noise := rq.NewPoly()
+	m.flood.add(noise)
+	rq.NTT(noise, noise)
+	rq.Add(share.Value, noise, share.Value)
+	rq.Reduce(share.Value, share.Value)
 	// The additive share is the secret scaled by a public constant:
 	// wipe it rather than leave it to the garbage collector.
 	for _, row := range append(additive.Value.Q.Coeffs, additive.Value.P.Coeffs...) {

@@ -28,25 +28,32 @@ type ParametersConfig struct {
 	// most 53: above that lattigo switches to big.Float and is ~17× slower
 	// (docs/DESIGN.md §6 measurement).
 	EncoderPrecision int `yaml:"encoder_precision"`
-	// LogNoiseFlooding is log2 of the standard deviation of the noise each
-	// member adds to its decryption share.
+	// LogNoiseFlooding, when set, is a floor on log2 of the standard
+	// deviation of the noise each member adds to its decryption shares;
+	// the noise itself is derived from Flooding, and this can only raise
+	// it.
 	LogNoiseFlooding int `yaml:"log_noise_flooding"`
+	// Flooding is the bound the flooding noise is derived from: the
+	// statistical security level and the caps on what a job releases
+	// (doc.go, "Noise flooding").
+	Flooding FloodingConfig `yaml:"flooding"`
 	// Insecure must be set to accept a set below 128-bit security (see
 	// [MaxLogQP]). Only tests should ever set it.
 	Insecure bool `yaml:"insecure"`
 }
 
-// DefaultConfig returns the parameter literal of docs/DESIGN.md §6: LogN 14, two
-// 60-bit Q primes, one 61-bit P prime, scale 2^60, a 53-bit encoder and
-// decryption noise flooding with σ = 2^30.
+// DefaultConfig returns the default parameter literal (doc.go,
+// "Parameters and security"): LogN 14, three 60-bit Q primes, one 61-bit P
+// prime, scale 2^104, a 53-bit encoder and decryption noise flooding
+// derived from [DefaultFlooding] (λ = 40).
 func DefaultConfig() ParametersConfig {
 	return ParametersConfig{
 		LogN:             14,
-		LogQ:             []int{60, 60},
+		LogQ:             []int{60, 60, 60},
 		LogP:             []int{61},
-		LogDefaultScale:  60,
+		LogDefaultScale:  104,
 		EncoderPrecision: 53,
-		LogNoiseFlooding: 30,
+		Flooding:         DefaultFlooding(),
 	}
 }
 
@@ -69,6 +76,9 @@ type Parameters struct {
 	ckks ckks.Parameters
 	cfg  ParametersConfig
 	id   [8]byte
+	// floodAgg and floodInf are the flooding σ of whole shares and the
+	// target σ of influence scalars, derived from cfg.Flooding.
+	floodAgg, floodInf float64
 }
 
 // DefaultParameters returns the parameters of [DefaultConfig].
@@ -105,9 +115,7 @@ func NewParameters(cfg ParametersConfig) (Parameters, error) {
 	if cfg.EncoderPrecision == 0 {
 		cfg.EncoderPrecision = def.EncoderPrecision
 	}
-	if cfg.LogNoiseFlooding == 0 {
-		cfg.LogNoiseFlooding = def.LogNoiseFlooding
-	}
+	cfg.Flooding = cfg.Flooding.withDefaults()
 	cfg.LogQ = append([]int(nil), cfg.LogQ...)
 	cfg.LogP = append([]int(nil), cfg.LogP...)
 
@@ -145,11 +153,11 @@ func NewParameters(cfg ParametersConfig) (Parameters, error) {
 	if cfg.EncoderPrecision < 24 || cfg.EncoderPrecision > 53 {
 		bad("encoder_precision %d outside [24, 53]", cfg.EncoderPrecision)
 	}
-	// Flooding noise above scale/2^20 would cost more than 20 bits of
-	// precision; below 2^10 it no longer hides the fresh encryption noise.
-	if cfg.LogNoiseFlooding < 10 || cfg.LogNoiseFlooding > cfg.LogDefaultScale-20 {
-		bad("log_noise_flooding %d outside [10, log_default_scale−20 = %d]", cfg.LogNoiseFlooding, cfg.LogDefaultScale-20)
+	// A floor above scale/2^20 would cost more than 20 bits of precision.
+	if cfg.LogNoiseFlooding != 0 && (cfg.LogNoiseFlooding < 10 || cfg.LogNoiseFlooding > cfg.LogDefaultScale-20) {
+		bad("log_noise_flooding %d outside [10, log_default_scale−20 = %d] (or 0: derived from flooding)", cfg.LogNoiseFlooding, cfg.LogDefaultScale-20)
 	}
+	cfg.Flooding.validate(bad)
 	if maxQP, ok := MaxLogQP(cfg.LogN); ok && sumQ+sumP > maxQP && !cfg.Insecure {
 		bad("log(QP) = %d bits exceeds the 128-bit bound %d for log_n %d (set insecure: true for tests only)", sumQ+sumP, maxQP, cfg.LogN)
 	}
@@ -168,8 +176,41 @@ func NewParameters(cfg ParametersConfig) (Parameters, error) {
 		return Parameters{}, fmt.Errorf("%w: lattigo: %v", ErrInvalidConfig, err)
 	}
 	p := Parameters{ckks: cp, cfg: cfg}
+	p.floodAgg, p.floodInf = p.deriveFlooding(cfg.Flooding)
+	floor := math.Exp2(float64(cfg.LogNoiseFlooding))
+	p.floodAgg, p.floodInf = max(p.floodAgg, floor), max(p.floodInf, floor)
+	if err := p.checkFlooding(); err != nil {
+		return Parameters{}, err
+	}
 	p.id = p.computeID()
 	return p, nil
+}
+
+// checkFlooding refuses a bound whose noise the modulus cannot carry: the
+// slot noise of a decryption by a whole committee must stay 20 bits below
+// one (2^-20 on a decrypted sum), and the largest flooding of an influence
+// scalar, grown by the combiner's Σ|cᵢ| ≤ 2^17 and six standard
+// deviations, must stay below Q/16, half the budget of
+// [Parameters.InfluenceMaxL1].
+func (p Parameters) checkFlooding() error {
+	f := p.cfg.Flooding
+	n := float64(p.ckks.N())
+	slot := math.Sqrt(2*n*float64(f.Committee)) * p.floodAgg
+	var errs []error
+	if lim := math.Exp2(float64(p.cfg.LogDefaultScale - 20)); slot > lim {
+		errs = append(errs, fmt.Errorf("%w: flooding: σ = 2^%.1f for λ = %d over %d block decryptions of up to %d contributors gives slot noise 2^%.1f, above 2^-20; raise log_default_scale to at least %d (and log_q with it) or lower the caps",
+			ErrInvalidConfig, math.Log2(p.floodAgg), f.Security, f.Decryptions, f.Contributors, math.Log2(slot)-float64(p.cfg.LogDefaultScale), int(math.Ceil(math.Log2(slot)))+20))
+	}
+	logQ := 0.0
+	for _, q := range p.ckks.Q() {
+		logQ += math.Log2(float64(q))
+	}
+	inf := p.floodInf * maxInfluenceAmplification(f.Committee) * 6 * math.Exp2(17)
+	if math.Log2(inf) > logQ-4 {
+		errs = append(errs, fmt.Errorf("%w: flooding: influence σ = 2^%.1f for λ = %d over %d scalars of up to %d blocks (committees up to %d) does not fit below Q/16 = 2^%.1f; add log_q primes or lower the caps",
+			ErrInvalidConfig, math.Log2(p.floodInf), f.Security, f.Scalars, f.Blocks, f.Committee, logQ-4))
+	}
+	return errors.Join(errs...)
 }
 
 // computeID fingerprints everything that changes the meaning of a message:
@@ -194,6 +235,12 @@ func (p Parameters) computeID() [8]byte {
 	put(uint64(p.cfg.LogDefaultScale))
 	put(uint64(p.cfg.EncoderPrecision))
 	put(uint64(p.cfg.LogNoiseFlooding))
+	f := p.cfg.Flooding
+	for _, v := range []int{f.Security, f.Decryptions, f.Scalars, f.Contributors, f.Blocks, f.Committee} {
+		put(uint64(v))
+	}
+	put(math.Float64bits(p.floodAgg))
+	put(math.Float64bits(p.floodInf))
 	var id [8]byte
 	copy(id[:], h.Sum(nil))
 	return id
@@ -237,10 +284,9 @@ func (p Parameters) Insecure() bool {
 }
 
 // NoiseFloodingSigma is the standard deviation of the noise a member adds
-// to each decryption share.
-func (p Parameters) NoiseFloodingSigma() float64 {
-	return math.Exp2(float64(p.cfg.LogNoiseFlooding))
-}
+// to each coefficient of a whole decryption share
+// ([Parameters.AggregateFloodingSigma]).
+func (p Parameters) NoiseFloodingSigma() float64 { return p.floodAgg }
 
 // MaxAbsValue bounds |nᵢ·Δᵢ| accepted by the encryptor. It keeps a sum of
 // up to 2^16 such values below 2^(log Q − scale − 4), far from the Q/2
@@ -261,33 +307,31 @@ func (p Parameters) MaxAbsValue() float64 {
 // divides by the total weight.
 //
 // Derivation. Decryption adds to c₀ + c₁·s the participants' shares, each
-// carrying fresh Gaussian flooding noise of σ_f = 2^LogNoiseFlooding on
-// every coefficient (lattigo KeySwitchProtocol.GenShare; the Lagrange
+// carrying fresh Gaussian flooding noise of σ_f =
+// [Parameters.NoiseFloodingSigma] on every coefficient (the Lagrange
 // coefficients multiply the secret shares, not the noise), so the
 // coefficients of the decrypted plaintext carry noise of variance t·σ_f².
-// Each contributor adds the noise of one fresh public-key encryption,
-// e₀ + u·e_pk + e₁·s with σ_e = 3.2, e_pk and s sums over the members, and
-// the rounding of its encoding (variance 1/12): in all at most
-// σ_e²·(1 + 4·N·members) + 1/12 per coefficient, about 2^-40 of the
-// flooding term for the default set. Decoding evaluates the polynomial at
-// the slots' roots of unity and divides by the scale Δ = 2^LogDefaultScale:
-// a slot is a signed sum of the N coefficients, one of them with weight 1
-// and the others with weight 2·cos(·) for the conjugate-invariant ring, so
-// its variance is about 2N times the coefficient variance (measured by
-// TestSlotNoiseSigma: the ratio of measured to predicted standard
-// deviation is close to 1). Hence
+// Each contributor adds the noise of one fresh public-key encryption and
+// the rounding of its encoding, [Parameters.FreshNoiseVariance] per
+// coefficient, about 2^-120 of the flooding term for the default set.
+// Decoding evaluates the polynomial at the slots' roots of unity and
+// divides by the scale Δ = 2^LogDefaultScale: a slot is a signed sum of
+// the N coefficients, one of them with weight 1 and the others with
+// weight 2·cos(·) for the conjugate-invariant ring, so its variance is
+// about 2N times the coefficient variance (measured by TestSlotNoiseSigma:
+// the ratio of measured to predicted standard deviation is close to 1).
+// Hence
 //
-//	σ_slot = √(2N·(t·σ_f² + contributors·(σ_e²·(1 + 4·N·members) + 1/12))) / Δ.
+//	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
 //
-// For the default set with t = 3 that is √(2^15·3·2^60)/2^60 ≈ 2.9e-7.
+// For the default set with t = 3 that is √(2^15·3·2^143.2)/2^104 ≈ 5.6e-8.
 // The float64 FFT of encoding and decoding adds a relative error near
 // 2^-53 of the vector's norm, negligible against this for aggregates below
 // 1e8. Both encoding and flooding noise are independent across slots.
 func (p Parameters) SlotNoiseSigma(contributors, members, participants int) float64 {
 	n := float64(p.ckks.N())
-	const sigmaErr = 3.2 // lattigo's default error distribution (rlwe.DefaultNoise)
 	flood := p.NoiseFloodingSigma()
-	fresh := sigmaErr*sigmaErr*(1+4*n*float64(max(members, 1))) + 1.0/12
+	fresh := p.FreshNoiseVariance(members)
 	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh
 	return math.Sqrt(2*n*v) / math.Exp2(float64(p.cfg.LogDefaultScale))
 }

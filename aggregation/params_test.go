@@ -2,6 +2,7 @@ package aggregation
 
 import (
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -16,17 +17,18 @@ func TestDefaultParameters(t *testing.T) {
 		got, want float64
 	}{
 		{"slots", float64(p.Slots()), 16384},
-		{"logQP", p.LogQP(), 181},
-		{"sigma", p.NoiseFloodingSigma(), 1 << 30},
-		{"levels", float64(p.CKKS().MaxLevel() + 1), 2},
+		{"logQP", p.LogQP(), 241},
+		{"log2 sigma", math.Round(math.Log2(p.NoiseFloodingSigma())), 72},
+		{"log2 influence sigma", math.Round(math.Log2(p.InfluenceFloodingTarget())), 90},
+		{"levels", float64(p.CKKS().MaxLevel() + 1), 3},
 		{"P primes", float64(len(p.CKKS().P())), 1},
-		{"ciphertext bytes", float64(p.CiphertextSize()), 524288 + ciphertextHeaderSize},
+		{"ciphertext bytes", float64(p.CiphertextSize()), 786432 + ciphertextHeaderSize},
 		{"blocks for 1M", float64(p.Blocks(1_000_000)), 62},
 		{"blocks for 16383", float64(p.Blocks(16383)), 1},
 		{"blocks for 16384", float64(p.Blocks(16384)), 2},
 	} {
 		if c.name == "logQP" {
-			if c.got < 180 || c.got > 181.5 {
+			if c.got < 240 || c.got > 241.5 {
 				t.Errorf("%s = %v, want ≈ %v", c.name, c.got, c.want)
 			}
 			continue
@@ -74,7 +76,7 @@ func TestParametersConfigFiles(t *testing.T) {
 		want []string
 	}{
 		{"logn-small.bad.yaml", []string{
-			"aggregation: invalid configuration: log(QP) = 181 bits exceeds the 128-bit bound 54 for log_n 11 (set insecure: true for tests only)",
+			"aggregation: invalid configuration: log(QP) = 241 bits exceeds the 128-bit bound 54 for log_n 11 (set insecure: true for tests only)",
 		}},
 		{"many.bad.yaml", []string{
 			"aggregation: invalid configuration: log_n 9 outside [10, 15]",
@@ -82,7 +84,7 @@ func TestParametersConfigFiles(t *testing.T) {
 			"aggregation: invalid configuration: log_p[0] = 20 outside [30, 61]",
 			"aggregation: invalid configuration: log_default_scale 125 outside [20, Σlog_q−20 = 110]",
 			"aggregation: invalid configuration: encoder_precision 64 outside [24, 53]",
-			"aggregation: invalid configuration: log_noise_flooding 5 outside [10, log_default_scale−20 = 105]",
+			"aggregation: invalid configuration: log_noise_flooding 5 outside [10, log_default_scale−20 = 105] (or 0: derived from flooding)",
 		}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {

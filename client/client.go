@@ -394,6 +394,14 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 			LogN: int(hp.GetLogN()), LogDefaultScale: int(hp.GetLogDefaultScale()), EncoderPrecision: int(hp.GetEncoderPrecision()),
 			LogNoiseFlooding: int(hp.GetLogNoiseFlooding()), Insecure: hp.GetInsecure(),
 		}
+		// Members derive their flooding σ from the bound the job states;
+		// absent (an older coordinator), the defaults apply.
+		if f := hp.GetFlooding(); f != nil {
+			cfg.Flooding = aggregation.FloodingConfig{
+				Security: int(f.GetSecurity()), Decryptions: int(f.GetDecryptions()), Scalars: int(f.GetScalars()),
+				Contributors: int(f.GetContributors()), Blocks: int(f.GetBlocks()), Committee: int(f.GetCommittee()),
+			}
+		}
 		for _, q := range hp.GetLogQ() {
 			cfg.LogQ = append(cfg.LogQ, int(q))
 		}

@@ -163,6 +163,10 @@ func TestRunEncryptedUpdate(t *testing.T) {
 	hp := &tallyv1.HEParameters{
 		LogN: int32(pc.LogN), LogDefaultScale: int32(pc.LogDefaultScale), EncoderPrecision: int32(pc.EncoderPrecision),
 		LogNoiseFlooding: int32(pc.LogNoiseFlooding), Insecure: pc.Insecure,
+		Flooding: &tallyv1.HEFlooding{
+			Security: int32(pc.Flooding.Security), Decryptions: int64(pc.Flooding.Decryptions), Scalars: int64(pc.Flooding.Scalars),
+			Contributors: int64(pc.Flooding.Contributors), Blocks: int64(pc.Flooding.Blocks), Committee: int32(pc.Flooding.Committee),
+		},
 	}
 	for _, q := range pc.LogQ {
 		hp.LogQ = append(hp.LogQ, int32(q))

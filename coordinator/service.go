@@ -162,6 +162,10 @@ func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger)
 		spec.HeParams = &tallyv1.HEParameters{
 			LogN: int32(hp.LogN), LogDefaultScale: int32(hp.LogDefaultScale), EncoderPrecision: int32(hp.EncoderPrecision),
 			LogNoiseFlooding: int32(hp.LogNoiseFlooding), Insecure: hp.Insecure,
+			Flooding: &tallyv1.HEFlooding{
+				Security: int32(hp.Flooding.Security), Decryptions: int64(hp.Flooding.Decryptions), Scalars: int64(hp.Flooding.Scalars),
+				Contributors: int64(hp.Flooding.Contributors), Blocks: int64(hp.Flooding.Blocks), Committee: int32(hp.Flooding.Committee),
+			},
 		}
 		for _, q := range hp.LogQ {
 			spec.HeParams.LogQ = append(spec.HeParams.LogQ, int32(q))

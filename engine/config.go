@@ -446,6 +446,16 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		var err error
 		if params, err = aggregation.NewParameters(*c.HEParams); err != nil {
 			errs = append(errs, fmt.Errorf("%w: he_params: %v", ErrConfig, err))
+		} else {
+			// Members refuse what the flooding bound does not cover; a
+			// job that could not finish is refused here instead.
+			f := params.Config().Flooding
+			if c.Committee.Size > f.Committee {
+				bad("committee.size", "is %d but he_params.flooding.committee covers committees of at most %d", c.Committee.Size, f.Committee)
+			}
+			if n > f.Contributors {
+				bad("clients.enrolment", "lists %d clients but he_params.flooding.contributors covers aggregates of at most %d", n, f.Contributors)
+			}
 		}
 	default:
 		bad("secure_aggregation", "must be \"he\" or \"none\", got %q", c.SecureAggregation)

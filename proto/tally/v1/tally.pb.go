@@ -474,8 +474,11 @@ type HEParameters struct {
 	EncoderPrecision int32                  `protobuf:"varint,5,opt,name=encoder_precision,json=encoderPrecision,proto3" json:"encoder_precision,omitempty"`
 	LogNoiseFlooding int32                  `protobuf:"varint,6,opt,name=log_noise_flooding,json=logNoiseFlooding,proto3" json:"log_noise_flooding,omitempty"`
 	Insecure         bool                   `protobuf:"varint,7,opt,name=insecure,proto3" json:"insecure,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// flooding is the bound the decryption shares' flooding noise is derived
+	// from (aggregation.FloodingConfig); members derive the same σ from it.
+	Flooding      *HEFlooding `protobuf:"bytes,8,opt,name=flooding,proto3" json:"flooding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HEParameters) Reset() {
@@ -557,6 +560,97 @@ func (x *HEParameters) GetInsecure() bool {
 	return false
 }
 
+func (x *HEParameters) GetFlooding() *HEFlooding {
+	if x != nil {
+		return x.Flooding
+	}
+	return nil
+}
+
+type HEFlooding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Security      int32                  `protobuf:"varint,1,opt,name=security,proto3" json:"security,omitempty"`
+	Decryptions   int64                  `protobuf:"varint,2,opt,name=decryptions,proto3" json:"decryptions,omitempty"`
+	Scalars       int64                  `protobuf:"varint,3,opt,name=scalars,proto3" json:"scalars,omitempty"`
+	Contributors  int64                  `protobuf:"varint,4,opt,name=contributors,proto3" json:"contributors,omitempty"`
+	Blocks        int64                  `protobuf:"varint,5,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Committee     int32                  `protobuf:"varint,6,opt,name=committee,proto3" json:"committee,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HEFlooding) Reset() {
+	*x = HEFlooding{}
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HEFlooding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HEFlooding) ProtoMessage() {}
+
+func (x *HEFlooding) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HEFlooding.ProtoReflect.Descriptor instead.
+func (*HEFlooding) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HEFlooding) GetSecurity() int32 {
+	if x != nil {
+		return x.Security
+	}
+	return 0
+}
+
+func (x *HEFlooding) GetDecryptions() int64 {
+	if x != nil {
+		return x.Decryptions
+	}
+	return 0
+}
+
+func (x *HEFlooding) GetScalars() int64 {
+	if x != nil {
+		return x.Scalars
+	}
+	return 0
+}
+
+func (x *HEFlooding) GetContributors() int64 {
+	if x != nil {
+		return x.Contributors
+	}
+	return 0
+}
+
+func (x *HEFlooding) GetBlocks() int64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *HEFlooding) GetCommittee() int32 {
+	if x != nil {
+		return x.Committee
+	}
+	return 0
+}
+
 type ModelSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -568,7 +662,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +674,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +687,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -630,7 +724,7 @@ type TrainConfig struct {
 
 func (x *TrainConfig) Reset() {
 	*x = TrainConfig{}
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +736,7 @@ func (x *TrainConfig) String() string {
 func (*TrainConfig) ProtoMessage() {}
 
 func (x *TrainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +749,7 @@ func (x *TrainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
 func (*TrainConfig) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TrainConfig) GetEpochs() int32 {
@@ -703,7 +797,7 @@ type Scaler struct {
 
 func (x *Scaler) Reset() {
 	*x = Scaler{}
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +809,7 @@ func (x *Scaler) String() string {
 func (*Scaler) ProtoMessage() {}
 
 func (x *Scaler) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +822,7 @@ func (x *Scaler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scaler.ProtoReflect.Descriptor instead.
 func (*Scaler) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Scaler) GetMean() []float64 {
@@ -758,7 +852,7 @@ type NextTaskRequest struct {
 
 func (x *NextTaskRequest) Reset() {
 	*x = NextTaskRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +864,7 @@ func (x *NextTaskRequest) String() string {
 func (*NextTaskRequest) ProtoMessage() {}
 
 func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +877,7 @@ func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskRequest.ProtoReflect.Descriptor instead.
 func (*NextTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NextTaskRequest) GetWaitMs() int32 {
@@ -819,7 +913,7 @@ type NextTaskResponse struct {
 
 func (x *NextTaskResponse) Reset() {
 	*x = NextTaskResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +925,7 @@ func (x *NextTaskResponse) String() string {
 func (*NextTaskResponse) ProtoMessage() {}
 
 func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +938,7 @@ func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskResponse.ProtoReflect.Descriptor instead.
 func (*NextTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NextTaskResponse) GetTask() isNextTaskResponse_Task {
@@ -992,7 +1086,7 @@ type KeyGenTask struct {
 
 func (x *KeyGenTask) Reset() {
 	*x = KeyGenTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1098,7 @@ func (x *KeyGenTask) String() string {
 func (*KeyGenTask) ProtoMessage() {}
 
 func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1111,7 @@ func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyGenTask.ProtoReflect.Descriptor instead.
 func (*KeyGenTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyGenTask) GetTaskId() string {
@@ -1051,7 +1145,7 @@ type RevealTask struct {
 
 func (x *RevealTask) Reset() {
 	*x = RevealTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1157,7 @@ func (x *RevealTask) String() string {
 func (*RevealTask) ProtoMessage() {}
 
 func (x *RevealTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1170,7 @@ func (x *RevealTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealTask.ProtoReflect.Descriptor instead.
 func (*RevealTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevealTask) GetTaskId() string {
@@ -1117,7 +1211,7 @@ type ThresholdTask struct {
 
 func (x *ThresholdTask) Reset() {
 	*x = ThresholdTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1223,7 @@ func (x *ThresholdTask) String() string {
 func (*ThresholdTask) ProtoMessage() {}
 
 func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1236,7 @@ func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThresholdTask.ProtoReflect.Descriptor instead.
 func (*ThresholdTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ThresholdTask) GetTaskId() string {
@@ -1183,7 +1277,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1289,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1302,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DecryptTask) GetTaskId() string {
@@ -1249,7 +1343,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1355,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1368,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -1307,7 +1401,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1413,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1426,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -1403,7 +1497,7 @@ type MomentsTask struct {
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1509,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1522,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -1458,7 +1552,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1564,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1577,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -1518,7 +1612,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1624,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1637,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -1579,7 +1673,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1685,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1698,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubmitHeader) GetTaskId() string {
@@ -1661,7 +1755,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1767,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1780,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1719,7 +1813,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1825,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1838,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DownloadModelRequest) GetTaskId() string {
@@ -1766,7 +1860,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1872,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1885,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -1823,7 +1917,7 @@ type SchemaRequest struct {
 
 func (x *SchemaRequest) Reset() {
 	*x = SchemaRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1929,7 @@ func (x *SchemaRequest) String() string {
 func (*SchemaRequest) ProtoMessage() {}
 
 func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1942,7 @@ func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaRequest.ProtoReflect.Descriptor instead.
 func (*SchemaRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 type SchemaResponse struct {
@@ -1863,7 +1957,7 @@ type SchemaResponse struct {
 
 func (x *SchemaResponse) Reset() {
 	*x = SchemaResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1969,7 @@ func (x *SchemaResponse) String() string {
 func (*SchemaResponse) ProtoMessage() {}
 
 func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1982,7 @@ func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaResponse.ProtoReflect.Descriptor instead.
 func (*SchemaResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SchemaResponse) GetJobId() string {
@@ -1920,7 +2014,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2026,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2039,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 type JobStatusResponse struct {
@@ -1963,7 +2057,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2069,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2082,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -2052,7 +2146,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2158,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2171,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -2125,7 +2219,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2231,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2244,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -2198,7 +2292,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2304,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2317,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -2249,7 +2343,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2355,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2368,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2299,7 +2393,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2405,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2418,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2357,7 +2451,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2463,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2476,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2401,7 +2495,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2507,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2520,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2445,7 +2539,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2551,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2564,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2489,7 +2583,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +2595,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +2608,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2566,7 +2660,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\the_params\x18\f \x01(\v2\x16.tally.v1.HEParametersR\bheParams\x12$\n" +
 	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\x12\x1f\n" +
 	"\vclass_names\x18\x0e \x03(\tR\n" +
-	"classNames\"\xf0\x01\n" +
+	"classNames\"\xa2\x02\n" +
 	"\fHEParameters\x12\x13\n" +
 	"\x05log_n\x18\x01 \x01(\x05R\x04logN\x12\x13\n" +
 	"\x05log_q\x18\x02 \x03(\x05R\x04logQ\x12\x13\n" +
@@ -2574,7 +2668,16 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x11log_default_scale\x18\x04 \x01(\x05R\x0flogDefaultScale\x12+\n" +
 	"\x11encoder_precision\x18\x05 \x01(\x05R\x10encoderPrecision\x12,\n" +
 	"\x12log_noise_flooding\x18\x06 \x01(\x05R\x10logNoiseFlooding\x12\x1a\n" +
-	"\binsecure\x18\a \x01(\bR\binsecure\"W\n" +
+	"\binsecure\x18\a \x01(\bR\binsecure\x120\n" +
+	"\bflooding\x18\b \x01(\v2\x14.tally.v1.HEFloodingR\bflooding\"\xbe\x01\n" +
+	"\n" +
+	"HEFlooding\x12\x1a\n" +
+	"\bsecurity\x18\x01 \x01(\x05R\bsecurity\x12 \n" +
+	"\vdecryptions\x18\x02 \x01(\x03R\vdecryptions\x12\x18\n" +
+	"\ascalars\x18\x03 \x01(\x03R\ascalars\x12\"\n" +
+	"\fcontributors\x18\x04 \x01(\x03R\fcontributors\x12\x16\n" +
+	"\x06blocks\x18\x05 \x01(\x03R\x06blocks\x12\x1c\n" +
+	"\tcommittee\x18\x06 \x01(\x05R\tcommittee\"W\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06hidden\x18\x02 \x03(\x05R\x06hidden\x12\x1e\n" +
@@ -2736,7 +2839,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
@@ -2744,87 +2847,89 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*ResumeResponse)(nil),        // 3: tally.v1.ResumeResponse
 	(*JobSpec)(nil),               // 4: tally.v1.JobSpec
 	(*HEParameters)(nil),          // 5: tally.v1.HEParameters
-	(*ModelSpec)(nil),             // 6: tally.v1.ModelSpec
-	(*TrainConfig)(nil),           // 7: tally.v1.TrainConfig
-	(*Scaler)(nil),                // 8: tally.v1.Scaler
-	(*NextTaskRequest)(nil),       // 9: tally.v1.NextTaskRequest
-	(*NextTaskResponse)(nil),      // 10: tally.v1.NextTaskResponse
-	(*KeyGenTask)(nil),            // 11: tally.v1.KeyGenTask
-	(*RevealTask)(nil),            // 12: tally.v1.RevealTask
-	(*ThresholdTask)(nil),         // 13: tally.v1.ThresholdTask
-	(*DecryptTask)(nil),           // 14: tally.v1.DecryptTask
-	(*WaitTask)(nil),              // 15: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 16: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 17: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 18: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 19: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 20: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 21: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 22: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 23: tally.v1.DownloadModelResponse
-	(*SchemaRequest)(nil),         // 24: tally.v1.SchemaRequest
-	(*SchemaResponse)(nil),        // 25: tally.v1.SchemaResponse
-	(*JobStatusRequest)(nil),      // 26: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 27: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 28: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 29: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 30: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 31: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 32: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 33: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 34: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 35: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 36: tally.v1.ReceiptsResponse
-	nil,                           // 37: tally.v1.RevealTask.CommitmentsEntry
-	nil,                           // 38: tally.v1.ThresholdTask.SealedEntry
+	(*HEFlooding)(nil),            // 6: tally.v1.HEFlooding
+	(*ModelSpec)(nil),             // 7: tally.v1.ModelSpec
+	(*TrainConfig)(nil),           // 8: tally.v1.TrainConfig
+	(*Scaler)(nil),                // 9: tally.v1.Scaler
+	(*NextTaskRequest)(nil),       // 10: tally.v1.NextTaskRequest
+	(*NextTaskResponse)(nil),      // 11: tally.v1.NextTaskResponse
+	(*KeyGenTask)(nil),            // 12: tally.v1.KeyGenTask
+	(*RevealTask)(nil),            // 13: tally.v1.RevealTask
+	(*ThresholdTask)(nil),         // 14: tally.v1.ThresholdTask
+	(*DecryptTask)(nil),           // 15: tally.v1.DecryptTask
+	(*WaitTask)(nil),              // 16: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 17: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 18: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 19: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 20: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 21: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 22: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 23: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 24: tally.v1.DownloadModelResponse
+	(*SchemaRequest)(nil),         // 25: tally.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 26: tally.v1.SchemaResponse
+	(*JobStatusRequest)(nil),      // 27: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 28: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 29: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 30: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 31: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 32: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 33: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 34: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 35: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 36: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 37: tally.v1.ReceiptsResponse
+	nil,                           // 38: tally.v1.RevealTask.CommitmentsEntry
+	nil,                           // 39: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
 	4,  // 1: tally.v1.ResumeResponse.job:type_name -> tally.v1.JobSpec
-	6,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
-	7,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
-	8,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
+	7,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
+	8,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
+	9,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
 	5,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
-	15, // 6: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	16, // 7: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	17, // 8: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	18, // 9: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
-	11, // 10: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
-	13, // 11: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
-	14, // 12: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	12, // 13: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
-	37, // 14: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
-	38, // 15: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
-	8,  // 16: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	20, // 17: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	28, // 18: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	29, // 19: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	33, // 20: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 21: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	2,  // 22: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
-	9,  // 23: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	19, // 24: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	22, // 25: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	26, // 26: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	24, // 27: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
-	30, // 28: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	32, // 29: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	35, // 30: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 31: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 32: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	10, // 33: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	21, // 34: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	23, // 35: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	27, // 36: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	25, // 37: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
-	31, // 38: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	34, // 39: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	36, // 40: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	6,  // 6: tally.v1.HEParameters.flooding:type_name -> tally.v1.HEFlooding
+	16, // 7: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	17, // 8: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	18, // 9: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	19, // 10: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	12, // 11: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
+	14, // 12: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
+	15, // 13: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
+	13, // 14: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
+	38, // 15: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
+	39, // 16: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	9,  // 17: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	21, // 18: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	29, // 19: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	30, // 20: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	34, // 21: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 22: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 23: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	10, // 24: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	20, // 25: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	23, // 26: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	27, // 27: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	25, // 28: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	31, // 29: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	33, // 30: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	36, // 31: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 32: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 33: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	11, // 34: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	22, // 35: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	24, // 36: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	28, // 37: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	26, // 38: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	32, // 39: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	35, // 40: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	37, // 41: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -2832,7 +2937,7 @@ func file_tally_v1_tally_proto_init() {
 	if File_tally_v1_tally_proto != nil {
 		return
 	}
-	file_tally_v1_tally_proto_msgTypes[10].OneofWrappers = []any{
+	file_tally_v1_tally_proto_msgTypes[11].OneofWrappers = []any{
 		(*NextTaskResponse_Wait)(nil),
 		(*NextTaskResponse_Train)(nil),
 		(*NextTaskResponse_Moments)(nil),
@@ -2848,7 +2953,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
