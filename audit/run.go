@@ -1,0 +1,362 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
+)
+
+// Row is one line of the results table: one release kind attacked on one
+// dataset and model, averaged over its trials. A metric that does not
+// apply to the release is NaN (written as an empty cell).
+type Row struct {
+	Dataset, Model, Release string
+	// K is the number of client updates summed in the release (1 for a
+	// plaintext update); Rows the mean training rows behind it.
+	K      int
+	Rows   float64
+	Trials int
+	// Image metrics (digits): mean over the true images of the best
+	// match among the reconstructions, and the same for as many guesses
+	// drawn from the attacker's own validation images.
+	PSNR, PSNRGuess, SSIM, SSIMGuess float64
+	// Table metrics (breast-cancer), in standard deviations of each
+	// feature: RMS distance from each true row to its nearest
+	// reconstruction, and the mean absolute per-feature error of that
+	// match; again beside as many guessed rows.
+	RowDist, RowDistGuess, FeatErr, FeatErrGuess float64
+	// LabelAcc is the share of the rows' labels recovered as a multiset
+	// (labelOverlap); LabelAccGuess the same for the prior guess (the
+	// validation set's label shares times the row count).
+	LabelAcc, LabelAccGuess float64
+	// AUC is the membership-inference AUC for the release's rows against
+	// label-matched non-members; 0.5 is random guessing.
+	AUC float64
+}
+
+// Picture is one figure: original images (raw pixels) beside their best
+// reconstruction.
+type Picture struct {
+	Name      string // file stem, e.g. "digits-mlp-plaintext-8"
+	Caption   string
+	Originals [][]float64
+	Recons    [][]float64
+	Side      int     // image side (8)
+	Lo, Hi    float64 // pixel range
+}
+
+// Result is what Run measured.
+type Result struct {
+	Config   Config
+	Rows     []Row
+	Pictures []Picture
+}
+
+// Run plays the coordinator of every (dataset, model) pair of cfg: it
+// simulates what tally's clients release with the real local training of
+// package model, attacks each release and measures the attack against
+// random guessing. It is deterministic in cfg.Seed.
+func Run(cfg Config) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	res := &Result{Config: cfg}
+	for _, d := range cfg.Datasets {
+		for _, m := range cfg.Models {
+			e, err := newEnv(cfg, d, m)
+			if err != nil {
+				return nil, err
+			}
+			rows, pics, err := e.small()
+			if err != nil {
+				return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+			}
+			res.Rows = append(res.Rows, rows...)
+			res.Pictures = append(res.Pictures, pics...)
+			rows, pics, err = e.job()
+			if err != nil {
+				return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+			}
+			res.Rows = append(res.Rows, rows...)
+			res.Pictures = append(res.Pictures, pics...)
+		}
+	}
+	return res, nil
+}
+
+// derive is the audit's keyed randomness: a PCG seeded from SHA-256 of
+// (seed, purpose, i, j), independent across purposes and of call order.
+func derive(seed uint64, purpose string, i, j int) *rand.Rand {
+	h := sha256.Sum256(fmt.Appendf(nil, "%d|audit|%s|%d|%d", seed, purpose, i, j))
+	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(h[:8]), binary.LittleEndian.Uint64(h[8:16])))
+}
+
+func newEnv(cfg Config, name, kind string) (*env, error) {
+	ds, err := dataset.Embedded(name)
+	if err != nil {
+		return nil, err
+	}
+	spec := model.Spec{Kind: kind}
+	if kind == model.KindMLP {
+		spec.Hidden, spec.Activation = cfg.Hidden, cfg.Activation
+	}
+	spec = spec.WithDefaults()
+	train, val, test, err := dataset.Split(ds.Examples, 0.2, 0.2, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	// The job's federated scaling: the coordinator learns the pooled
+	// moments, so the attacker knows the scaler and can undo it.
+	sc := dataset.ComputeMoments(train).Scaler()
+	e := &env{
+		cfg: cfg, data: name, spec: spec, classes: ds.Classes(),
+		arch:  newArch(spec, ds.Examples.Features, ds.Classes()),
+		image: name == "digits",
+		lo:    0, hi: 16, side: 8,
+		scaler: sc, train: sc.Apply(train), val: sc.Apply(val), test: sc.Apply(test), valRaw: val,
+	}
+	e.prior = labelCounts(val.Y, e.classes)
+	return e, nil
+}
+
+// labelShares of ys over classes.
+func labelCounts(ys []int, classes int) []float64 {
+	out := make([]float64, classes)
+	for _, y := range ys {
+		out[y]++
+	}
+	for j := range out {
+		out[j] /= float64(len(ys))
+	}
+	return out
+}
+
+func counts(ys []int, classes int) []int {
+	out := make([]int, classes)
+	for _, y := range ys {
+		out[y]++
+	}
+	return out
+}
+
+// newModel builds the job's model with its initial weights for trial t.
+func (e *env) newModel(t int) (model.Model, error) {
+	return model.New(e.spec, e.train.Features, e.classes, e.cfg.Seed+uint64(t)*7919)
+}
+
+// localUpdate is what a tally client sends: the difference between its
+// locally trained parameters and the global ones (client/client.go, train).
+func (e *env) localUpdate(m model.Model, global []float64, data model.Examples, rng *rand.Rand) ([]float64, error) {
+	if err := m.SetParams(global); err != nil {
+		return nil, err
+	}
+	if _, err := m.Train(data, e.cfg.Train, rng); err != nil {
+		return nil, err
+	}
+	local := m.Params()
+	for i := range local {
+		local[i] -= global[i]
+	}
+	return local, nil
+}
+
+// release is what the coordinator sees of one decryption: Σ nᵢΔᵢ over its
+// clients and Σ nᵢ, with the clients' rows kept aside to score the attack.
+type release struct {
+	sum   []float64
+	n     int
+	per   int // rows per client (the step count's input)
+	truth model.Examples
+}
+
+func (e *env) sumOf(updates [][]float64, data []model.Examples) release {
+	r := release{sum: make([]float64, len(updates[0])), truth: model.Examples{Features: e.train.Features}}
+	for i, u := range updates {
+		ni := data[i].Len()
+		for j, v := range u {
+			r.sum[j] += float64(ni) * v
+		}
+		r.n += ni
+		r.truth.X = append(r.truth.X, data[i].X...)
+		r.truth.Y = append(r.truth.Y, data[i].Y...)
+	}
+	r.per = int(math.Round(float64(r.n) / float64(len(updates))))
+	return r
+}
+
+// score is the per-release measurement before averaging over trials.
+type score struct {
+	psnr, psnrG, ssim, ssimG   float64
+	rowD, rowDG, featE, featEG float64
+	label, labelG, auc         float64
+	originals, recons          [][]float64
+}
+
+// attackRelease runs the reconstruction, label and membership attacks on
+// one release made from the global parameters.
+func (e *env) attackRelease(m model.Model, global []float64, r release, rng *rand.Rand) (score, error) {
+	var s score
+	avg := make([]float64, len(r.sum))
+	for j, v := range r.sum {
+		avg[j] = v / float64(r.n)
+	}
+	cands := firstLayerInversion(e.arch, avg)
+	guesses := make([][]float64, max(len(cands), 1))
+	for i := range guesses {
+		guesses[i] = e.valRaw.Row(rng.IntN(e.valRaw.Len()))
+	}
+	if e.image {
+		pix := make([][]float64, len(cands))
+		for i, c := range cands {
+			pix[i] = e.unscale(c)
+		}
+		s.psnr, s.ssim, s.originals, s.recons = e.bestImages(r.truth, pix)
+		s.psnrG, s.ssimG, _, _ = e.bestImages(r.truth, guesses)
+	} else {
+		scaledGuesses := make([][]float64, len(guesses))
+		g := e.scaler.Apply(model.Examples{X: flat(guesses), Y: make([]int, len(guesses)), Features: e.train.Features})
+		for i := range scaledGuesses {
+			scaledGuesses[i] = g.Row(i)
+		}
+		s.rowD, s.featE = bestRows(r.truth, cands)
+		s.rowDG, s.featEG = bestRows(r.truth, scaledGuesses)
+	}
+	shares := labelShares(e.arch, global, avg, r.per, e.cfg.Train, e.val)
+	truth := counts(r.truth.Y, e.classes)
+	s.label = labelOverlap(countsFromShares(shares, r.n), truth)
+	s.labelG = labelOverlap(countsFromShares(e.prior, r.n), truth)
+	auc, err := e.membership(m, global, r)
+	if err != nil {
+		return s, err
+	}
+	s.auc = auc
+	return s, nil
+}
+
+// membership scores each candidate row by the cosine between the released
+// sum and the descent direction of that row's loss at the global model:
+// training on a row moves the parameters along −∇ℓ(row), so members align
+// with the update (the gradient-alignment test of Nasr et al. 2019, in its
+// simplest form). Non-members are test rows of the same labels as the
+// members, so that label skew alone does not pass for membership.
+func (e *env) membership(m model.Model, global []float64, r release) (float64, error) {
+	if err := m.SetParams(global); err != nil {
+		return 0, err
+	}
+	g := make([]float64, len(global))
+	scoreRow := func(data model.Examples, i int) (float64, error) {
+		if err := m.Gradient(data.Subset([]int{i}), g); err != nil {
+			return 0, err
+		}
+		return -Cosine(r.sum, g), nil
+	}
+	non := e.labelMatched(r.truth.Y)
+	var mem, nonm []float64
+	for i := range r.truth.Len() {
+		v, err := scoreRow(r.truth, i)
+		if err != nil {
+			return 0, err
+		}
+		mem = append(mem, v)
+	}
+	for _, i := range non {
+		v, err := scoreRow(e.test, i)
+		if err != nil {
+			return 0, err
+		}
+		nonm = append(nonm, v)
+	}
+	return AUC(mem, nonm), nil
+}
+
+// labelMatched picks, for each label in ys, a test row of that label, in
+// turn, so non-members follow the members' label distribution.
+func (e *env) labelMatched(ys []int) []int {
+	byClass := make([][]int, e.classes)
+	for i, y := range e.test.Y {
+		byClass[y] = append(byClass[y], i)
+	}
+	next := make([]int, e.classes)
+	out := make([]int, 0, len(ys))
+	for _, y := range ys {
+		if len(byClass[y]) == 0 {
+			continue
+		}
+		out = append(out, byClass[y][next[y]%len(byClass[y])])
+		next[y]++
+	}
+	return out
+}
+
+func flat(rows [][]float64) []float64 {
+	var out []float64
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
+// unscale maps a scaled row back to raw pixels, clipped to the pixel range.
+func (e *env) unscale(z []float64) []float64 {
+	out := make([]float64, len(z))
+	for i, v := range z {
+		out[i] = min(max(v*e.scaler.Std[i]+e.scaler.Mean[i], e.lo), e.hi)
+	}
+	return out
+}
+
+// bestImages matches each true image (scaled rows, unscaled here) with the
+// candidate of highest SSIM and returns the mean PSNR and SSIM of those
+// matches, with the pairs.
+func (e *env) bestImages(truth model.Examples, cands [][]float64) (psnr, ssim float64, orig, rec [][]float64) {
+	if len(cands) == 0 {
+		return math.NaN(), math.NaN(), nil, nil
+	}
+	for i := range truth.Len() {
+		x := e.unscale(truth.Row(i))
+		best, bi := math.Inf(-1), 0
+		for j, c := range cands {
+			if v := SSIM(x, c, e.side, e.hi-e.lo); v > best {
+				best, bi = v, j
+			}
+		}
+		ssim += best
+		psnr += min(PSNR(x, cands[bi], e.hi-e.lo), psnrCap)
+		orig = append(orig, x)
+		rec = append(rec, cands[bi])
+	}
+	n := float64(truth.Len())
+	return psnr / n, ssim / n, orig, rec
+}
+
+// bestRows matches each true row with its nearest candidate (RMS distance
+// in standard deviations) and returns the mean distance and the mean
+// absolute per-feature error of those matches.
+func bestRows(truth model.Examples, cands [][]float64) (dist, feat float64) {
+	if len(cands) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	for i := range truth.Len() {
+		x := truth.Row(i)
+		best, bi := math.Inf(1), 0
+		for j, c := range cands {
+			if d := rms(x, c); d < best {
+				best, bi = d, j
+			}
+		}
+		dist += best
+		mae := 0.0
+		for f := range x {
+			mae += math.Abs(x[f] - cands[bi][f])
+		}
+		feat += mae / float64(len(x))
+	}
+	n := float64(truth.Len())
+	return dist / n, feat / n
+}
