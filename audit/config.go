@@ -45,6 +45,9 @@ type Config struct {
 	Clients int
 	Rounds  int
 	Alpha   float64
+	// MatchIters is the number of Adam steps of gradient matching
+	// (gradmatch.go); default 600, and -1 turns the attack off.
+	MatchIters int
 }
 
 func (c Config) withDefaults() Config {
@@ -78,6 +81,12 @@ func (c Config) withDefaults() Config {
 	}
 	if out.Alpha == 0 {
 		out.Alpha = 0.5
+	}
+	switch out.MatchIters {
+	case 0:
+		out.MatchIters = 600
+	case -1:
+		out.MatchIters = 0
 	}
 	return out
 }
@@ -127,6 +136,9 @@ func (c Config) validate() error {
 	if c.Rounds < 1 {
 		bad("rounds", "must be ≥ 1, got %d", c.Rounds)
 	}
+	if c.MatchIters < 0 {
+		bad("match_iters", "must be ≥ 0 (or −1 before defaults), got %d", c.MatchIters)
+	}
 	if !(c.Alpha > 0) {
 		bad("alpha", "must be > 0, got %v", c.Alpha)
 	}
@@ -149,6 +161,7 @@ type env struct {
 	val, test model.Examples // scaled: the coordinator's validation rows, and non-members
 	valRaw    model.Examples // the attacker's validation rows unscaled, for its guesses
 	prior     []float64      // label shares of the validation rows
+	meanImage []float64      // the mean validation image: the constant guess
 }
 
 func modelSpecMLP(c Config) model.Spec {

@@ -34,6 +34,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	clients := fs.Int("clients", 10, "clients of the job-sized federation (and of the groups mode)")
 	rounds := fs.Int("rounds", 20, "rounds of the job-sized federation, whose influence scalars are attacked")
 	alpha := fs.Float64("alpha", 0.5, "Dirichlet label skew of the job-sized federation")
+	match := fs.Int("match-iters", 600, "Adam steps of the gradient-matching attack (0: analytic attacks only)")
 	out := fs.String("out", "audit/results", "directory for results.md, results.csv and the PNG pictures")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
@@ -46,6 +47,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Datasets: splitList(*datasets), Models: splitList(*models),
 		Train: model.TrainConfig{Epochs: *epochs, BatchSize: *batch, LearningRate: *lr, Momentum: *momentum},
 		Seed:  *seed, Trials: *trials, SmallRows: *rows, Clients: *clients, Rounds: *rounds, Alpha: *alpha,
+		MatchIters: *match,
+	}
+	if *match == 0 {
+		cfg.MatchIters = -1
 	}
 	var err error
 	if cfg.Hidden, err = intList("--hidden", *hidden); err != nil {
