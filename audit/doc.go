@@ -30,9 +30,17 @@
 // each class) yields a blend of the rows that reached it, and a neuron that
 // fired for one row only yields that row: the separation that Fowl et al.
 // ("Robbing the Fed", ICLR 2022) force with a malicious model and that a
-// fresh model gives by chance. Each true row is scored against its best
-// candidate, and guessing gets as many candidates drawn from the
-// attacker's own validation rows.
+// fresh model gives by chance. Gradient matching (DLG: Zhu, Liu & Han,
+// "Deep Leakage from Gradients", NeurIPS 2019, in the cosine form of
+// Geiping et al., "Inverting Gradients — How easy is it to break privacy
+// in federated learning?", NeurIPS 2020) then optimises one dummy row per
+// true row, with the inferred labels, until their gradient at the global
+// model points along the update (gradmatch.go). The release's
+// reconstruction is the union of both attacks' candidates, paired one to
+// one with the true rows (greedily by similarity, as the inversion papers
+// pair reconstructions with originals); guessing gets as many candidates
+// drawn from the attacker's own validation rows, paired the same way, so
+// it is the attacker who knows the population but not the client.
 //
 // Labels follow from the last layer's bias: one row's gradient there is
 // p − onehot(y), so the label is the one entry of the other sign (iDLG:
@@ -51,12 +59,14 @@
 // non-members are test rows with the members' labels, so that label skew
 // does not pass for membership. The AUC is the Mann–Whitney statistic.
 //
-// Gradient matching (DLG: Zhu, Liu & Han, "Deep Leakage from Gradients",
-// NeurIPS 2019; Geiping et al., "Inverting Gradients — How easy is it to
-// break privacy in federated learning?", NeurIPS 2020) optimises dummy
-// rows until their gradient matches the observed one, and the Cocktail
-// Party Attack (Kariyappa et al., ICML 2023) separates a sum of linear
-// layer gradients by ICA; see gradmatch.go for what of that is here.
+// Not here: the Cocktail Party Attack (Kariyappa et al., ICML 2023), which
+// separates a sum of first-layer gradients by independent component
+// analysis and is reported to recover inputs from sums of large batches;
+// gradient matching that unrolls the local steps (Geiping et al. §5)
+// rather than matching one gradient at the global model; and malicious
+// coordinators (crafted models, substituted validation gradients), which
+// the threat model excludes. The numbers are therefore lower bounds on
+// what a determined coordinator learns.
 //
 // # Metrics
 //
@@ -64,8 +74,8 @@
 // "Image quality assessment: from error visibility to structural
 // similarity", IEEE TIP 2004) as the mean over 3×3 windows. Tables
 // (breast-cancer): the RMS distance, in standard deviations, from each true
-// row to its nearest reconstruction and the mean absolute per-feature
-// error of that match. Labels: the share of a release's label multiset
+// row to the reconstruction paired with it (nearest pairs first, one to
+// one) and the mean absolute per-feature error of that pair. Labels: the share of a release's label multiset
 // recovered. Membership: AUC, 0.5 being random guessing.
 //
 // # Purity

@@ -37,11 +37,12 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 		"Job releases: %d clients, Dirichlet(%g) label skew over the training split (60 %% of the rows), FedAvg of every client for %d rounds. Seed %d.\n\n",
 		c.Train.Epochs, c.Train.BatchSize, c.Train.LearningRate, c.Train.Momentum, c.Train.WeightDecay,
 		hiddenOf(c), activationOf(c), c.SmallRows, c.Trials, c.Clients, c.Alpha, c.Rounds, c.Seed)
-	b.WriteString("Reconstruction: for each true row, the best match among the attack's candidates (one per first-layer unit); " +
-		"*guess* = as many rows drawn from the attacker's own validation set, matched the same way. " +
+	b.WriteString("Reconstruction: the candidates of the analytic first-layer inversion (one per first-layer unit) and of gradient matching " +
+		"(one per row, " + strconv.Itoa(c.MatchIters) + " Adam steps), paired one to one with the true rows, most similar pairs first; " +
+		"*guess* = as many rows drawn from the attacker's own validation set, paired the same way (the attacker who knows the population, not the client). " +
 		"Labels: share of the rows' label multiset recovered; *guess* = the validation label shares times the row count. " +
 		"MIA AUC: members against test rows of the same labels; 0.5 is random guessing.\n\n")
-	b.WriteString("## Images: digits (8×8, 0–16)\n\n")
+	b.WriteString("## Images: digits (8×8, 0–16)\n\nPSNR (peak 16) and SSIM (mean over 3×3 windows) of each true image against its reconstruction.\n\n")
 	b.WriteString("| model | release | k | rows | PSNR dB | guess | SSIM | guess | labels | guess | MIA AUC |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {
@@ -53,7 +54,7 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 			cell(r.LabelAcc, 3), cell(r.LabelAccGuess, 3), cell(r.AUC, 3))
 	}
 	b.WriteString("\n## Tables: breast-cancer (30 features, in standard deviations)\n\n")
-	b.WriteString("| model | release | k | rows | nearest-row RMS | guess | per-feature error | guess | labels | guess | MIA AUC |\n")
+	b.WriteString("| model | release | k | rows | row RMS | guess | per-feature error | guess | labels | guess | MIA AUC |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {
 		if r.Dataset != "breast-cancer" {

@@ -22,14 +22,14 @@ type Row struct {
 	K      int
 	Rows   float64
 	Trials int
-	// Image metrics (digits): mean over the true images of the best
-	// match among the reconstructions, and the same for as many guesses
-	// drawn from the attacker's own validation images.
+	// Image metrics (digits): mean over the true images of their
+	// reconstruction's (paired one to one, see assign), and the same for
+	// as many guesses drawn from the attacker's own validation images.
 	PSNR, PSNRGuess, SSIM, SSIMGuess float64
 	// Table metrics (breast-cancer), in standard deviations of each
-	// feature: RMS distance from each true row to its nearest
-	// reconstruction, and the mean absolute per-feature error of that
-	// match; again beside as many guessed rows.
+	// feature: RMS distance from each true row to its reconstruction
+	// (paired one to one by distance), and the mean absolute per-feature
+	// error of that pair; again beside as many guessed rows.
 	RowDist, RowDistGuess, FeatErr, FeatErrGuess float64
 	// LabelAcc is the share of the rows' labels recovered as a multiset
 	// (labelOverlap); LabelAccGuess the same for the prior guess (the
