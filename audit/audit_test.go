@@ -146,3 +146,27 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// Run is a function of its config: the same seed gives the same table.
+func TestRunDeterministic(t *testing.T) {
+	cfg := Config{Datasets: []string{"breast-cancer"}, Models: []string{model.KindLogReg}, Trials: 1, Ks: []int{2},
+		GroupK: 2, Clients: 3, Rounds: 2, MatchIters: 20, SmallRows: 4}
+	a, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Rows) != len(b.Rows) || len(a.Rows) == 0 {
+		t.Fatalf("%d rows, then %d", len(a.Rows), len(b.Rows))
+	}
+	for i := range a.Rows {
+		x, y := a.Rows[i], b.Rows[i]
+		same := func(u, v float64) bool { return u == v || (math.IsNaN(u) && math.IsNaN(v)) }
+		if x.Release != y.Release || !same(x.RowDist, y.RowDist) || !same(x.LabelAcc, y.LabelAcc) || !same(x.AUC, y.AUC) {
+			t.Errorf("row %d differs between runs:\n%+v\n%+v", i, x, y)
+		}
+	}
+}
