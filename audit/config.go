@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/tallyfl/tally/dataset"
@@ -48,6 +49,11 @@ type Config struct {
 	// MatchIters is the number of Adam steps of gradient matching
 	// (gradmatch.go); default 600, and -1 turns the attack off.
 	MatchIters int
+	// DPEpsilons are the per-client budgets, at DPDelta over Rounds
+	// rounds, of the differentially private releases (dp.go); default
+	// 1, 4, 8 at δ = 1e-5.
+	DPEpsilons []float64
+	DPDelta    float64
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +87,12 @@ func (c Config) withDefaults() Config {
 	}
 	if out.Alpha == 0 {
 		out.Alpha = 0.5
+	}
+	if len(out.DPEpsilons) == 0 {
+		out.DPEpsilons = []float64{1, 4, 8}
+	}
+	if out.DPDelta == 0 {
+		out.DPDelta = 1e-5
 	}
 	switch out.MatchIters {
 	case 0:
@@ -138,6 +150,14 @@ func (c Config) validate() error {
 	}
 	if c.MatchIters < 0 {
 		bad("match_iters", "must be ≥ 0 (or −1 before defaults), got %d", c.MatchIters)
+	}
+	for i, eps := range c.DPEpsilons {
+		if !(eps > 0) || math.IsInf(eps, 0) {
+			bad(fmt.Sprintf("dp_epsilons[%d]", i), "must be finite and > 0, got %v", eps)
+		}
+	}
+	if !(c.DPDelta > 0 && c.DPDelta < 1) {
+		bad("dp_delta", "must be in (0, 1), got %v", c.DPDelta)
 	}
 	if !(c.Alpha > 0) {
 		bad("alpha", "must be > 0, got %v", c.Alpha)

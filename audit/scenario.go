@@ -30,6 +30,29 @@ func (e *env) small() ([]Row, []Picture, error) {
 	groups := cfg.Clients / cfg.GroupK
 	names = append(names, fmt.Sprintf("group sums, %d clients in %d groups (groups)", cfg.Clients, groups))
 	ks = append(ks, cfg.Clients/groups)
+	// Differentially private releases: one client's update, and a sum of
+	// GroupK, each at every ε of cfg.DPEpsilons over cfg.Rounds rounds.
+	type dpRel struct {
+		k     int
+		sigma float64
+	}
+	var dps []dpRel
+	for _, k := range []int{1, cfg.GroupK} {
+		for _, eps := range cfg.DPEpsilons {
+			sigma, err := noiseMultiplier(eps, cfg.DPDelta, cfg.Rounds)
+			if err != nil {
+				return nil, nil, err
+			}
+			dps = append(dps, dpRel{k, sigma})
+			what := fmt.Sprintf("plaintext update, %d rows", n)
+			if k > 1 {
+				what = fmt.Sprintf("sum of %d updates", k)
+			}
+			names = append(names, fmt.Sprintf("%s, DP ε = %g (σ = %.3g, δ = %g, %d rounds)", what, eps, sigma, cfg.DPDelta, cfg.Rounds))
+			ks = append(ks, k)
+		}
+	}
+	firstDP := len(names) - len(dps)
 	all := make([][]score, len(names))
 	rows := make([]float64, len(names))
 	var pics []Picture
@@ -81,9 +104,23 @@ func (e *env) small() ([]Row, []Picture, error) {
 			}
 			gs = append(gs, s)
 		}
-		gi := len(names) - 1
+		gi := firstDP - 1
 		all[gi] = append(all[gi], meanScore(gs))
 		rows[gi] += float64(cfg.Clients*n) / float64(groups) / float64(cfg.Trials)
+		clip := medianNorm(updates)
+		for d, dp := range dps {
+			members := seq(0, dp.k)
+			rel := e.dpRelease(pick(updates, members), pick(data, members), clip, dp.sigma, derive(cfg.Seed, "dpnoise", t, d))
+			s, err := e.attackRelease(m, global, rel, rng)
+			if err != nil {
+				return nil, nil, err
+			}
+			all[firstDP+d] = append(all[firstDP+d], s)
+			rows[firstDP+d] += float64(dp.k*n) / float64(cfg.Trials)
+			if t == 0 && e.image && dp.k == 1 && d == 0 {
+				pics = append(pics, e.pictureNamed(fmt.Sprintf("%s-%s-k1-%d-dp%g", e.data, e.spec.Kind, n, cfg.DPEpsilons[0]), names[firstDP+d], s))
+			}
+		}
 	}
 	out := make([]Row, len(names))
 	for i := range names {
@@ -288,14 +325,18 @@ func (e *env) row(name string, k int, rows float64, ss []score) Row {
 }
 
 func (e *env) picture(release string, k int, s score) Picture {
+	stem := fmt.Sprintf("%s-%s-k%d-%d", e.data, e.spec.Kind, k, len(s.originals))
+	if len(release) > 4 && release[:4] == "job:" {
+		stem = fmt.Sprintf("%s-%s-job-round1", e.data, e.spec.Kind)
+	}
+	return e.pictureNamed(stem, release, s)
+}
+
+func (e *env) pictureNamed(stem, release string, s score) Picture {
 	const show = 16
 	o, r := s.originals, s.recons
 	if len(o) > show {
 		o, r = o[:show], r[:show]
-	}
-	stem := fmt.Sprintf("%s-%s-k%d-%d", e.data, e.spec.Kind, k, len(s.originals))
-	if len(release) > 4 && release[:4] == "job:" {
-		stem = fmt.Sprintf("%s-%s-job-round1", e.data, e.spec.Kind)
 	}
 	return Picture{
 		Name: stem, Caption: fmt.Sprintf("%s, %s: %s", e.data, e.spec.Kind, release),
