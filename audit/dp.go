@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/tallyfl/tally/accountant"
+	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -86,4 +87,64 @@ func medianNorm(updates [][]float64) float64 {
 	}
 	slices.Sort(ns)
 	return ns[len(ns)/2]
+}
+
+// Utility is the test accuracy of the job-sized federation's final model,
+// trained without DP (Epsilon 0) or with the DP releases at Epsilon: what
+// a budget costs, beside what it protects.
+type Utility struct {
+	Dataset, Model string
+	Epsilon, Sigma float64
+	Accuracy       float64
+}
+
+// utility trains the job-sized federation (the partition and initial
+// model of job) for cfg.Rounds rounds and returns the final test
+// accuracy. With sigma > 0 each round is DP-FedAvg: updates clipped to a
+// norm fixed at the median norm of the first round's updates (a job
+// parameter in a deployment; here taken from the data once, which a real
+// job must not do), summed with equal weights, plus N(0, σ²·clip²) noise.
+func (e *env) utility(sigma float64) (float64, error) {
+	cfg := e.cfg
+	parts, err := dataset.Partition(e.train, e.classes, cfg.Clients, dataset.PartitionSpec{Kind: dataset.PartitionDirichlet, Alpha: cfg.Alpha}, cfg.Seed)
+	if err != nil {
+		return 0, err
+	}
+	m, err := e.newModel(0)
+	if err != nil {
+		return 0, err
+	}
+	global := m.Params()
+	clip := 0.0
+	noise := derive(cfg.Seed, "dputility", int(sigma*1000), 0)
+	for r := range cfg.Rounds {
+		updates := make([][]float64, len(parts))
+		for i, p := range parts {
+			if updates[i], err = e.localUpdate(m, global, p, derive(cfg.Seed, "jobtrain", i, r)); err != nil {
+				return 0, err
+			}
+		}
+		if sigma == 0 {
+			rel := e.sumOf(updates, parts)
+			for j := range global {
+				global[j] += rel.sum[j] / float64(rel.n)
+			}
+			continue
+		}
+		if r == 0 {
+			clip = medianNorm(updates)
+		}
+		rel := e.dpRelease(updates, parts, clip, sigma, noise)
+		for j := range global {
+			global[j] += rel.sum[j] / float64(rel.n)
+		}
+	}
+	if err := m.SetParams(global); err != nil {
+		return 0, err
+	}
+	met, err := m.Evaluate(e.test)
+	if err != nil {
+		return 0, err
+	}
+	return met.Accuracy, nil
 }

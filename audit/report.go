@@ -34,9 +34,11 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 	fmt.Fprintf(&b, "Local training as tally's clients run it (package model): %d epochs, batch %d, learning rate %g, momentum %g, weight decay %g; "+
 		"features standardised by the job's federated scaler, which the coordinator knows. MLP hidden %v (%s). "+
 		"Small-client releases: clients of %d rows, first round (fresh model), %d trials. "+
-		"Job releases: %d clients, Dirichlet(%g) label skew over the training split (60 %% of the rows), FedAvg of every client for %d rounds. Seed %d.\n\n",
+		"Job releases: %d clients, Dirichlet(%g) label skew over the training split (60 %% of the rows), FedAvg of every client for %d rounds. "+
+		"DP releases: each update clipped to the median update norm of the trial, equal weights, Gaussian noise of σ times that norm in the sum, "+
+		"σ the smallest for which the RDP accountant (package accountant) gives the stated ε at δ = %g per client over %d rounds. Seed %d.\n\n",
 		c.Train.Epochs, c.Train.BatchSize, c.Train.LearningRate, c.Train.Momentum, c.Train.WeightDecay,
-		hiddenOf(c), activationOf(c), c.SmallRows, c.Trials, c.Clients, c.Alpha, c.Rounds, c.Seed)
+		hiddenOf(c), activationOf(c), c.SmallRows, c.Trials, c.Clients, c.Alpha, c.Rounds, c.DPDelta, c.Rounds, c.Seed)
 	b.WriteString("Reconstruction: the candidates of the analytic first-layer inversion (one per first-layer unit) and of gradient matching " +
 		"(one per row, " + strconv.Itoa(c.MatchIters) + " Adam steps), paired one to one with the true rows, most similar pairs first; " +
 		"*guess* = as many rows drawn from the attacker's own validation set, paired the same way (the attacker who knows the population, not the client). " +
@@ -63,6 +65,18 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 		fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", r.Model, r.Release, r.K, r.Rows,
 			cell(r.RowDist, 3), cell(r.RowDistGuess, 3), cell(r.FeatErr, 3), cell(r.FeatErrGuess, 3),
 			cell(r.LabelAcc, 3), cell(r.LabelAccGuess, 3), cell(r.AUC, 3))
+	}
+	if len(res.Utility) > 0 {
+		fmt.Fprintf(&b, "\n## What DP costs: test accuracy of the job-sized federation after %d rounds\n\n", c.Rounds)
+		b.WriteString("DP-FedAvg as in the DP releases, the clipping norm fixed at the median norm of the first round's updates.\n\n")
+		b.WriteString("| dataset | model | ε (δ = " + strconv.FormatFloat(c.DPDelta, 'g', -1, 64) + ") | σ | test accuracy |\n|---|---|---:|---:|---:|\n")
+		for _, u := range res.Utility {
+			eps, sigma := "no DP", "—"
+			if u.Epsilon > 0 {
+				eps, sigma = strconv.FormatFloat(u.Epsilon, 'g', -1, 64), strconv.FormatFloat(u.Sigma, 'f', 2, 64)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f |\n", u.Dataset, u.Model, eps, sigma, u.Accuracy)
+		}
 	}
 	if len(res.Pictures) > 0 {
 		b.WriteString("\n## Pictures\n\nTop row: a client's true digits; bottom row: the best reconstruction of each.\n\n")
@@ -139,4 +153,22 @@ func WritePNG(w io.Writer, p Picture) error {
 		draw(p.Recons[i], i, 1)
 	}
 	return png.Encode(w, img)
+}
+
+// WriteUtilityCSV writes the accuracy of the job-sized federation per ε
+// (0: no DP).
+func WriteUtilityCSV(w io.Writer, res *Result) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"dataset", "model", "epsilon", "delta", "rounds", "sigma", "test_accuracy"}); err != nil {
+		return err
+	}
+	for _, u := range res.Utility {
+		if err := cw.Write([]string{u.Dataset, u.Model, strconv.FormatFloat(u.Epsilon, 'g', -1, 64),
+			strconv.FormatFloat(res.Config.DPDelta, 'g', -1, 64), strconv.Itoa(res.Config.Rounds),
+			strconv.FormatFloat(u.Sigma, 'g', 6, 64), strconv.FormatFloat(u.Accuracy, 'g', 6, 64)}); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }

@@ -56,6 +56,7 @@ type Result struct {
 	Config   Config
 	Rows     []Row
 	Pictures []Picture
+	Utility  []Utility
 }
 
 // Run plays the coordinator of every (dataset, model) pair of cfg: it
@@ -86,6 +87,18 @@ func Run(cfg Config) (*Result, error) {
 			}
 			res.Rows = append(res.Rows, rows...)
 			res.Pictures = append(res.Pictures, pics...)
+			for _, eps := range append([]float64{0}, cfg.DPEpsilons...) {
+				u := Utility{Dataset: d, Model: m, Epsilon: eps}
+				if eps > 0 {
+					if u.Sigma, err = noiseMultiplier(eps, cfg.DPDelta, cfg.Rounds); err != nil {
+						return nil, err
+					}
+				}
+				if u.Accuracy, err = e.utility(u.Sigma); err != nil {
+					return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+				}
+				res.Utility = append(res.Utility, u)
+			}
 		}
 	}
 	return res, nil
@@ -219,12 +232,12 @@ func (e *env) attackRelease(m model.Model, global []float64, r release, rng *ran
 		avg[j] = v / float64(r.n)
 	}
 	shares := labelShares(e.arch, global, avg, r.per, e.cfg.Train, e.val)
-	guessCounts := countsFromShares(shares, r.n)
+	inferred := countsFromShares(shares, r.n)
 	// The strongest attack is the union of both: a guess gets as many
 	// candidates as the two produce together.
 	cands := firstLayerInversion(e.arch, avg)
 	if e.cfg.MatchIters > 0 {
-		cands = append(cands, e.gradientMatch(global, avg, labelList(guessCounts), matchConfig{iters: e.cfg.MatchIters, lr: matchLR}, rng)...)
+		cands = append(cands, e.gradientMatch(global, avg, labelList(inferred), matchConfig{iters: e.cfg.MatchIters, lr: matchLR}, rng)...)
 	}
 	guesses := make([][]float64, max(len(cands), 1))
 	for i := range guesses {
@@ -247,7 +260,7 @@ func (e *env) attackRelease(m model.Model, global []float64, r release, rng *ran
 		s.rowDG, s.featEG = bestRows(r.truth, scaledGuesses)
 	}
 	truth := counts(r.truth.Y, e.classes)
-	s.label = labelOverlap(guessCounts, truth)
+	s.label = labelOverlap(inferred, truth)
 	s.labelG = labelOverlap(countsFromShares(e.prior, r.n), truth)
 	auc, err := e.membership(m, global, r)
 	if err != nil {

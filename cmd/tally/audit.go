@@ -35,7 +35,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rounds := fs.Int("rounds", 20, "rounds of the job-sized federation, whose influence scalars are attacked")
 	alpha := fs.Float64("alpha", 0.5, "Dirichlet label skew of the job-sized federation")
 	match := fs.Int("match-iters", 600, "Adam steps of the gradient-matching attack (0: analytic attacks only)")
-	out := fs.String("out", "audit/results", "directory for results.md, results.csv and the PNG pictures")
+	out := fs.String("out", "audit/results", "directory for results.md, results.csv, utility.csv and the PNG pictures")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
 		fs.PrintDefaults()
@@ -91,6 +91,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := write("results.csv", func(w io.Writer) error { return audit.WriteCSV(w, res) }); err != nil {
+		return err
+	}
+	if err := write("utility.csv", func(w io.Writer) error { return audit.WriteUtilityCSV(w, res) }); err != nil {
 		return err
 	}
 	for _, p := range res.Pictures {
