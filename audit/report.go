@@ -68,14 +68,14 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 	}
 	if len(res.Utility) > 0 {
 		fmt.Fprintf(&b, "\n## What DP costs: test accuracy of the job-sized federation after %d rounds\n\n", c.Rounds)
-		b.WriteString("DP-FedAvg as in the DP releases, the clipping norm fixed at the median norm of the first round's updates.\n\n")
-		b.WriteString("| dataset | model | ε (δ = " + strconv.FormatFloat(c.DPDelta, 'g', -1, 64) + ") | σ | test accuracy |\n|---|---|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "DP-FedAvg as in the DP releases, the clipping norm fixed at the median norm of the first round's updates; mean and range over %d federations (seeds %d to %d).\n\n", utilityRepeats, c.Seed, c.Seed+utilityRepeats-1)
+		b.WriteString("| dataset | model | ε (δ = " + strconv.FormatFloat(c.DPDelta, 'g', -1, 64) + ") | σ | test accuracy | range |\n|---|---|---:|---:|---:|---:|\n")
 		for _, u := range res.Utility {
 			eps, sigma := "no DP", "—"
 			if u.Epsilon > 0 {
 				eps, sigma = strconv.FormatFloat(u.Epsilon, 'g', -1, 64), strconv.FormatFloat(u.Sigma, 'f', 2, 64)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f |\n", u.Dataset, u.Model, eps, sigma, u.Accuracy)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f–%.3f |\n", u.Dataset, u.Model, eps, sigma, u.Accuracy, u.Min, u.Max)
 		}
 	}
 	if len(res.Pictures) > 0 {
@@ -159,13 +159,14 @@ func WritePNG(w io.Writer, p Picture) error {
 // (0: no DP).
 func WriteUtilityCSV(w io.Writer, res *Result) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write([]string{"dataset", "model", "epsilon", "delta", "rounds", "sigma", "test_accuracy"}); err != nil {
+	if err := cw.Write([]string{"dataset", "model", "epsilon", "delta", "rounds", "sigma", "test_accuracy", "min", "max"}); err != nil {
 		return err
 	}
 	for _, u := range res.Utility {
 		if err := cw.Write([]string{u.Dataset, u.Model, strconv.FormatFloat(u.Epsilon, 'g', -1, 64),
 			strconv.FormatFloat(res.Config.DPDelta, 'g', -1, 64), strconv.Itoa(res.Config.Rounds),
-			strconv.FormatFloat(u.Sigma, 'g', 6, 64), strconv.FormatFloat(u.Accuracy, 'g', 6, 64)}); err != nil {
+			strconv.FormatFloat(u.Sigma, 'g', 6, 64), strconv.FormatFloat(u.Accuracy, 'g', 6, 64),
+			strconv.FormatFloat(u.Min, 'g', 6, 64), strconv.FormatFloat(u.Max, 'g', 6, 64)}); err != nil {
 			return err
 		}
 	}

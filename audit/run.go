@@ -94,8 +94,14 @@ func Run(cfg Config) (*Result, error) {
 						return nil, err
 					}
 				}
-				if u.Accuracy, err = e.utility(u.Sigma); err != nil {
-					return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+				u.Min, u.Max = math.Inf(1), math.Inf(-1)
+				for rep := range utilityRepeats {
+					acc, err := e.utility(u.Sigma, rep)
+					if err != nil {
+						return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+					}
+					u.Accuracy += acc / utilityRepeats
+					u.Min, u.Max = min(u.Min, acc), max(u.Max, acc)
 				}
 				res.Utility = append(res.Utility, u)
 			}
