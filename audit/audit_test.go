@@ -15,7 +15,8 @@ import (
 func TestBaselineAttackBeatsGuessing(t *testing.T) {
 	for _, kind := range []string{model.KindLogReg, model.KindMLP} {
 		t.Run(kind, func(t *testing.T) {
-			cfg := Config{Datasets: []string{"digits"}, Models: []string{kind}, Trials: 1}.withDefaults()
+			// Few iterations of gradient matching keep it fast under -race.
+			cfg := Config{Datasets: []string{"digits"}, Models: []string{kind}, Trials: 1, MatchIters: 200}.withDefaults()
 			if err := cfg.validate(); err != nil {
 				t.Fatal(err)
 			}

@@ -17,7 +17,12 @@
 //     sums over a seeded partition into groups of ≥ k (the `groups`
 //     valuation mode);
 //   - the influence mode's scalars aᵢ,ᵣ = ⟨∇L_val(w_r), nᵢΔᵢ,ᵣ⟩, one per
-//     client and round, over every round of a job.
+//     client and round, over every round of a job;
+//   - one client's update and a sum of k under differential privacy.
+//
+// The releases are simulated, not read from a job's decryption
+// transcript: the audit measures what each kind of release gives away,
+// not what one particular job released.
 //
 // # Attacks
 //
@@ -67,6 +72,17 @@
 // coordinators (crafted models, substituted validation gradients), which
 // the threat model excludes. The numbers are therefore lower bounds on
 // what a determined coordinator learns.
+//
+// # Differential privacy
+//
+// The DP releases (dp.go) are DP-FedAvg (McMahan et al., ICLR 2018):
+// updates clipped to a norm, summed with equal weights, Gaussian noise of
+// σ times the norm added to the sum, with σ the smallest for which package
+// accountant gives the target ε at the target δ per client over the job's
+// rounds. They are attacked like the others, and the job-sized federation
+// is trained under them to show the accuracy they cost. The clipping norm
+// is read from the updates (their median norm), which a deployment must
+// not do: there it is a job parameter.
 //
 // # Metrics
 //
