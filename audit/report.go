@@ -79,7 +79,7 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 		}
 	}
 	if len(res.Pictures) > 0 {
-		b.WriteString("\n## Pictures\n\nTop row: a client's true digits; bottom row: the best reconstruction of each.\n\n")
+		b.WriteString("\n## Pictures\n\nTop row: the release's true digits (at most 16); bottom row: the reconstruction paired with each.\n\n")
 		for _, p := range res.Pictures {
 			fmt.Fprintf(&b, "- %s: ![%s](%s.png)\n", p.Caption, p.Name, p.Name)
 		}
