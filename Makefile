@@ -97,3 +97,11 @@ clean:
 experiments: build
 	rm -rf experiments/results/plots
 	$(TALLY) experiment run experiments/scenarios/*.yaml --out experiments/results
+
+# Reconstruction attacks (issue 21): what a coordinator can rebuild from
+# each release (a plaintext update, sums of k, group sums, influence
+# scalars), beside random guessing; table, CSV and pictures with the
+# machine and date into audit/results.
+.PHONY: audit
+audit: build
+	$(TALLY) audit --out audit/results

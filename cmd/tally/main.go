@@ -34,6 +34,7 @@ func commands() []command {
 		{"dashboard", "serve the web dashboard of a job from its state file (tally dashboard --state FILE)", runDashboard},
 		{"receipts", "a data holder's page of its own receipts, each verified (tally receipts render|serve)", runReceipts},
 		{"experiment", "benchmark valuation methods and privacy modes on scenario files against ground truth", runExperiment},
+		{"audit", "attack what a coordinator sees (updates, sums, group sums, influence scalars) and measure the reconstructions against random guessing", runAudit},
 	}
 }
 

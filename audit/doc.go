@@ -1,0 +1,102 @@
+// Package audit measures what a tally coordinator could rebuild of a
+// client's data from what it sees, so that the threat model's claims rest
+// on evidence (issue 21). It plays an honest-but-curious coordinator: it
+// simulates each release a job makes with the real local training of
+// package model (the job's epochs, batch size, learning rate and momentum,
+// on rows standardised by the job's federated scaler), runs the strongest
+// attack it has against that release, and scores the result beside random
+// guessing. `tally audit` (make audit) writes the table, a CSV and
+// pictures into audit/results.
+//
+// # Releases
+//
+//   - one client's plaintext update Δᵢ (what a coordinator without secure
+//     aggregation sees: the baseline), for a client of one row, of a small
+//     batch, and of a job-sized shard;
+//   - Σ nᵢΔᵢ over k = 2, 3, 5, 10 clients (what `he` decrypts), and the
+//     sums over a seeded partition into groups of ≥ k (the `groups`
+//     valuation mode);
+//   - the influence mode's scalars aᵢ,ᵣ = ⟨∇L_val(w_r), nᵢΔᵢ,ᵣ⟩, one per
+//     client and round, over every round of a job;
+//   - one client's update and a sum of k under differential privacy.
+//
+// The releases are simulated, not read from a job's decryption
+// transcript: the audit measures what each kind of release gives away,
+// not what one particular job released.
+//
+// # Attacks
+//
+// Reconstruction is analytic. For one example, the gradient of a
+// first-layer unit's weights divided by that of its bias is the input
+// (Phong et al., "Privacy-preserving deep learning via additively
+// homomorphic encryption", IEEE TIFS 2018); it stays exact after any number
+// of local steps with momentum, since every step adds a multiple of the
+// same row. For a batch, each ReLU neuron (or, for logistic regression,
+// each class) yields a blend of the rows that reached it, and a neuron that
+// fired for one row only yields that row: the separation that Fowl et al.
+// ("Robbing the Fed", ICLR 2022) force with a malicious model and that a
+// fresh model gives by chance. Gradient matching (DLG: Zhu, Liu & Han,
+// "Deep Leakage from Gradients", NeurIPS 2019, in the cosine form of
+// Geiping et al., "Inverting Gradients — How easy is it to break privacy
+// in federated learning?", NeurIPS 2020) then optimises one dummy row per
+// true row, with the inferred labels, until their gradient at the global
+// model points along the update (gradmatch.go). The release's
+// reconstruction is the union of both attacks' candidates, paired one to
+// one with the true rows (greedily by similarity, as the inversion papers
+// pair reconstructions with originals); guessing gets as many candidates
+// drawn from the attacker's own validation rows, paired the same way, so
+// it is the attacker who knows the population but not the client.
+//
+// Labels follow from the last layer's bias: one row's gradient there is
+// p − onehot(y), so the label is the one entry of the other sign (iDLG:
+// Zhao, Mopuri & Bilen, "iDLG: Improved Deep Leakage from Gradients",
+// 2020), and a batch's or a sum's label counts follow from Δb_L ≈
+// −η·Ω·(p̄ − π), with Ω the momentum-weighted step count the attacker knows
+// from the reported sample count (labelShares). From the influence
+// scalars, label shares are fitted by non-negative least squares against
+// the class-conditional validation gradients (scalarShares).
+//
+// Membership is the cosine between the release and a candidate row's
+// descent direction at the global model (the gradient-alignment idea of
+// Nasr, Shokri & Houmansadr, "Comprehensive Privacy Analysis of Deep
+// Learning", IEEE S&P 2019), or, for the scalars, the correlation over
+// rounds between a client's scalars and the row's own ⟨∇L_val, −∇ℓ⟩;
+// non-members are test rows with the members' labels, so that label skew
+// does not pass for membership. The AUC is the Mann–Whitney statistic.
+//
+// Not here: the Cocktail Party Attack (Kariyappa et al., ICML 2023), which
+// separates a sum of first-layer gradients by independent component
+// analysis and is reported to recover inputs from sums of large batches;
+// gradient matching that unrolls the local steps (Geiping et al. §5)
+// rather than matching one gradient at the global model; and malicious
+// coordinators (crafted models, substituted validation gradients), which
+// the threat model excludes. The numbers are therefore lower bounds on
+// what a determined coordinator learns.
+//
+// # Differential privacy
+//
+// The DP releases (dp.go) are DP-FedAvg (McMahan et al., ICLR 2018):
+// updates clipped to a norm, summed with equal weights, Gaussian noise of
+// σ times the norm added to the sum, with σ the smallest for which package
+// accountant gives the target ε at the target δ per client over the job's
+// rounds. They are attacked like the others, and the job-sized federation
+// is trained under them to show the accuracy they cost. The clipping norm
+// is read from the updates (their median norm), which a deployment must
+// not do: there it is a job parameter.
+//
+// # Metrics
+//
+// Images (digits, 8×8, 0–16): PSNR with peak 16, and SSIM (Wang et al.,
+// "Image quality assessment: from error visibility to structural
+// similarity", IEEE TIP 2004) as the mean over 3×3 windows. Tables
+// (breast-cancer): the RMS distance, in standard deviations, from each true
+// row to the reconstruction paired with it (nearest pairs first, one to
+// one) and the mean absolute per-feature error of that pair. Labels: the share of a release's label multiset
+// recovered. Membership: AUC, 0.5 being random guessing.
+//
+// # Purity
+//
+// Run is deterministic in Config.Seed: every random choice comes from a
+// PCG keyed by SHA-256 of (seed, purpose, indices). It reads no clock and
+// writes no file; cmd/tally adds the machine and date.
+package audit
