@@ -22,6 +22,12 @@ const (
 	ModeOff       = "off"
 )
 
+// Server steps a coalition is valued after (ValuationConfig.Step).
+const (
+	StepLineSearch = "line-search"
+	StepFedAvg     = "fedavg"
+)
+
 // Vector methods, computed from updates or scalars rather than a game.
 const (
 	MethodCGSV      = "cgsv"
@@ -72,6 +78,13 @@ type ValuationConfig struct {
 	// Utility is what a coalition's model is scored by: loss (the
 	// negative validation loss, default) or accuracy.
 	Utility string `yaml:"utility"`
+	// Step is the server step a coalition is scored after: line-search
+	// (default: the best step along the coalition's direction, beyond what
+	// the server already knows, the previous global change; see
+	// valuation.FederatedOptions.LineSearch) or fedavg (the FedAvg step of
+	// the coalition's updates, which rewards diluting an overshooting step
+	// and echoing the previous change).
+	Step string `yaml:"step"`
 	// Decay weighs round r's values by decay^(R−r) in the job's totals; 1
 	// (default) sums them (FedSV).
 	Decay float64 `yaml:"decay"`
@@ -114,6 +127,9 @@ func (j *JobConfig) valuationDefaults() {
 	}
 	if v.Utility == "" {
 		v.Utility = "loss"
+	}
+	if v.Step == "" {
+		v.Step = StepLineSearch
 	}
 	if v.Decay == 0 {
 		v.Decay = 1
@@ -158,6 +174,11 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 	default:
 		bad("valuation.utility", "must be loss or accuracy, got %q", v.Utility)
 	}
+	switch v.Step {
+	case StepLineSearch, StepFedAvg:
+	default:
+		bad("valuation.step", "must be %s or %s, got %q", StepLineSearch, StepFedAvg, v.Step)
+	}
 	if !(v.Decay > 0 && v.Decay <= 1) {
 		bad("valuation.decay", "must be in (0, 1], got %g", v.Decay)
 	}
@@ -178,14 +199,22 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 
 // Valuer scores one round's players. It is pure computation; the engine
 // calls it synchronously after a round's aggregate is known.
+//
+// known is what the server knows before the round, the previous global
+// change (nil in the first round and after a restart); with the
+// line-search step a coalition is valued beyond it.
 type Valuer interface {
 	// Game values players from their (mean) updates and weights against
 	// base, with the configured coalition or vector method.
-	Game(round int, base []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
-	// Surrogate values players from influence scalars a_i = ⟨∇L_val, n_i·Δ_i⟩.
-	Surrogate(round int, a, weights []float64) (valuation.Result, error)
-	// Gradient is ∇L_val at base, for the influence scalars.
-	Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error)
+	Game(round int, base, known []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+	// Surrogate values players from influence scalars a_i = ⟨v, n_i·Δ_i⟩
+	// against the public vector v of Gradient; total is the round's
+	// decrypted aggregate step.
+	Surrogate(round int, base, known, total, a, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+	// Gradient is the influence scalars' public vector: ∇L_val at base, or
+	// with the line-search step at the server's own step along known,
+	// with its component along known removed.
+	Gradient(base, known []float64, scaler *dataset.Scaler) ([]float64, error)
 }
 
 // RoundValuation is what the valuation of one round produced.
@@ -359,7 +388,7 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 		for i, r := range results {
 			updates[i], weights[i] = r.Update, float64(r.Samples)
 		}
-		if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+		if res, err = e.valuer.Game(t.Round, e.global, e.known, updates, weights, e.scaler); err == nil {
 			for i, r := range results {
 				rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
 			}
@@ -383,20 +412,32 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 			}
 		}
 		if err == nil {
-			if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+			if res, err = e.valuer.Game(t.Round, e.global, e.known, updates, weights, e.scaler); err == nil {
 				err = e.splitGroups(rv, res, func(id string) float64 { return float64(byID[id].Samples) })
 			}
 		}
 	case ModeInfluence:
 		var g []float64
-		if g, err = e.valuer.Gradient(e.global, e.scaler); err == nil {
+		if g, err = e.valuer.Gradient(e.global, e.known, e.scaler); err == nil {
 			updates, weights := make([][]float64, len(results)), make([]float64, len(results))
 			for i, r := range results {
 				updates[i], weights[i] = r.Update, float64(r.Samples)
 			}
-			var a []float64
+			var a, total []float64
 			if a, err = valuation.InfluenceCoefficients(g, updates, weights); err == nil {
-				if res, err = e.valuer.Surrogate(t.Round, a, weights); err == nil {
+				// The round's FedAvg step, as the committee would decrypt it.
+				total = make([]float64, len(e.global))
+				var n float64
+				for i, u := range updates {
+					n += weights[i]
+					for k, x := range u {
+						total[k] += weights[i] * x
+					}
+				}
+				for k := range total {
+					total[k] /= n
+				}
+				if res, err = e.valuer.Surrogate(t.Round, e.global, e.known, total, a, weights, e.scaler); err == nil {
 					for i, r := range results {
 						rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
 					}
