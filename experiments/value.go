@@ -140,16 +140,39 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 	w := t.fed.weights
 	n := len(w)
 	rg := &roundGame{mode: mode, release: func() {}}
+	// What the server knows before round r, the previous global change, as
+	// the coordinator keeps it (engine.Engine.known): a coalition is valued
+	// after the server's own best step along it, with it projected off.
+	var known []float64
+	if r > 0 {
+		prev := t.rounds[r-1].base
+		known = make([]float64, len(rt.base))
+		for k := range known {
+			known[k] = rt.base[k] - prev[k]
+		}
+	}
 	gradient := func() error {
 		start := time.Now()
+		l := pool.lease()
+		sc, err := l.newScorer()
+		if err != nil {
+			l.release()
+			return err
+		}
+		at, err := valuation.KnownStep(rt.base, known, sc.Score)
+		l.release()
+		if err != nil {
+			return err
+		}
 		m := t.proto.Clone()
-		if err := m.SetParams(rt.base); err != nil {
+		if err := m.SetParams(at); err != nil {
 			return err
 		}
 		rg.grad = make([]float64, m.NumParams())
 		if err := m.Gradient(t.fed.val, rg.grad); err != nil {
 			return err
 		}
+		rg.grad = valuation.ProjectOff(rg.grad, known)
 		rg.gradWall = time.Since(start)
 		return nil
 	}
@@ -177,7 +200,7 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 			}
 		}
 		l := pool.lease()
-		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{})
+		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{LineSearch: true, Known: known})
 		if err != nil {
 			return nil, err
 		}
