@@ -484,13 +484,10 @@ func (e *Engine) valueInfluence(rec *RoundRecord, t *Task, total []float64, item
 		rv.Error = "no influence scalar could be decrypted"
 		return
 	}
-	res, err := e.valuer.Surrogate(t.Round, e.global, e.known, total, a, w, e.scaler)
+	res, err := e.surrogateAsOne(rv, t, ids, total, a, w)
 	if err != nil {
 		rv.Error = err.Error()
 		return
-	}
-	for i, id := range ids {
-		rv.Values[id], rv.StdErr[id] = res.Values[i], at(res.StdErr, i)
 	}
 	rv.Evaluations = res.Evaluations
 }

@@ -226,7 +226,12 @@ type RoundValuation struct {
 	Values map[string]float64 `json:"values"`
 	StdErr map[string]float64 `json:"stderr"`
 	// Groups lists the partition in groups mode.
-	Groups      [][]string `json:"groups,omitempty"`
+	Groups [][]string `json:"groups,omitempty"`
+	// Replicas lists the clusters of clients found to be copies of one
+	// another (valuation.UpdateReplicas in plain mode, ScalarReplicas in
+	// influence mode), each valued as one player and its value shared
+	// equally among them.
+	Replicas    [][]string `json:"replicas,omitempty"`
 	Evaluations int        `json:"utility_evaluations"`
 	Error       string     `json:"error,omitempty"`
 	// Payouts and Quotas are what each contributor earned this round;
@@ -385,14 +390,13 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 	switch cfg.Mode {
 	case ModePlain:
 		updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+		ids := make([]string, len(results))
 		for i, r := range results {
-			updates[i], weights[i] = r.Update, float64(r.Samples)
+			updates[i], weights[i], ids[i] = r.Update, float64(r.Samples), r.Client
 		}
-		if res, err = e.valuer.Game(t.Round, e.global, e.known, updates, weights, e.scaler); err == nil {
-			for i, r := range results {
-				rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
-			}
-		}
+		res, err = valueAsOne(rv, ids, valuation.UpdateReplicas(updates), updates, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
+			return e.valuer.Game(t.Round, e.global, e.known, us, ws, e.scaler)
+		})
 	case ModeGroups:
 		byID := map[string]Result{}
 		for _, r := range results {
@@ -437,11 +441,11 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 				for k := range total {
 					total[k] /= n
 				}
-				if res, err = e.valuer.Surrogate(t.Round, e.global, e.known, total, a, weights, e.scaler); err == nil {
-					for i, r := range results {
-						rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
-					}
+				ids := make([]string, len(results))
+				for i, r := range results {
+					ids[i] = r.Client
 				}
+				res, err = e.surrogateAsOne(rv, t, ids, total, a, weights)
 			}
 		}
 	}
@@ -449,6 +453,52 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 	if err != nil {
 		rv.Error = err.Error()
 	}
+}
+
+// valueAsOne values a round whose players ids (updates, weights) fall into
+// clusters of copies: each cluster is one player (MergeReplicas) and its
+// value is shared equally (SplitReplicas). It fills rv's values and
+// replicas and returns the game's result.
+func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]float64, weights []float64, value func([][]float64, []float64) (valuation.Result, error)) (valuation.Result, error) {
+	us, ws, err := valuation.MergeReplicas(clusters, updates, weights)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	res, err := value(us, ws)
+	if err != nil {
+		return res, err
+	}
+	vals, ses := valuation.SplitReplicas(clusters, res.Values, res.StdErr, len(ids))
+	for i, id := range ids {
+		rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
+	}
+	for _, c := range clusters {
+		if len(c) > 1 {
+			names := make([]string, len(c))
+			for k, i := range c {
+				names[k] = ids[i]
+			}
+			rv.Replicas = append(rv.Replicas, names)
+		}
+	}
+	return res, nil
+}
+
+// surrogateAsOne values influence scalars a (of clients ids, weights) on
+// the surrogate game with copies (ScalarReplicas) as one player: their
+// mean scalar and mean weight.
+func (e *Engine) surrogateAsOne(rv *RoundValuation, t *Task, ids []string, total, a, weights []float64) (valuation.Result, error) {
+	as := make([][]float64, len(a))
+	for i, x := range a {
+		as[i] = []float64{x}
+	}
+	return valueAsOne(rv, ids, valuation.ScalarReplicas(a, weights), as, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
+		m := make([]float64, len(us))
+		for c, u := range us {
+			m[c] = u[0]
+		}
+		return e.valuer.Surrogate(t.Round, e.global, e.known, total, m, ws, e.scaler)
+	})
 }
 
 // splitGroups shares each group's value among its members by weight.

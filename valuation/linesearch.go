@@ -19,63 +19,113 @@ const (
 	// undershooting round (the optimum of the demo's rounds lay in [0.2,
 	// 1.6]) and keeps one player's odd direction from being followed far.
 	StepMax = 4.0
-	// lineSearchIters golden-section steps shrink [0, StepMax] to
-	// 4·0.618^24 ≈ 4e-5 of the grand step, far below the validation
-	// loss's sensitivity that matters for a value.
-	lineSearchIters = 24
+	// lineSearchIters bounds Brent's steps; lineTol is the step's
+	// precision, relative to the step (1e-3 of a grand step changes a
+	// near-quadratic loss by ~1e-6 of its curvature, far below the
+	// differences between clients' values).
+	lineSearchIters = 30
+	lineTol         = 1e-3
 	// knownTol: an update whose component off the known direction is at
 	// most this fraction of its norm carries nothing new (an echo of the
 	// previous global change, up to rounding) and counts as exactly zero.
 	knownTol = 1e-9
 )
 
-// invPhi is 1/φ, the golden ratio's inverse.
-var invPhi = (math.Sqrt(5) - 1) / 2
+// cgold is the golden-section fraction (3 − √5)/2 of Brent's method.
+var cgold = (3 - math.Sqrt(5)) / 2
 
-// maximise returns the largest f(t) over t ∈ [0, hi] found by a
-// golden-section search, never less than f(0): a step that does not help is
-// not taken. The search is deterministic (the same f gives the same
-// evaluations in the same order) and costs lineSearchIters+3 evaluations.
-// f is assumed unimodal on [0, hi], as the validation loss of a convex
-// model is along a line; for other models it finds a local maximum.
+// maximise returns the largest f(t) found over t ∈ [0, hi] by Brent's
+// method (R. P. Brent, "Algorithms for Minimization without Derivatives",
+// 1973, ch. 5: golden-section steps with parabolic interpolation once the
+// function looks smooth), never less than f(0): a step that does not help
+// is not taken. Along a line the validation loss of a convex model is
+// smooth and unimodal, and the parabolic steps converge in a few
+// evaluations where golden section alone needed about 27 for the same
+// bracket (make experiments ran 20× longer); for other models it finds a
+// local maximum. It stops when the bracket is within lineTol·(1+|t|) of
+// the best point, or after lineSearchIters steps. The search is
+// deterministic: the same f gives the same evaluations in the same order.
 func maximise(f func(t float64) (float64, error), hi float64) (float64, error) {
-	f0, err := f(0)
+	// Brent minimises; minimise −f.
+	g := func(t float64) (float64, error) {
+		v, err := f(t)
+		return -v, err
+	}
+	f0, err := g(0)
 	if err != nil {
 		return 0, err
 	}
 	a, b := 0.0, hi
-	c, d := b-invPhi*(b-a), a+invPhi*(b-a)
-	fc, err := f(c)
+	// Start where FedAvg steps: t = 1 grand step, inside [0, hi].
+	x := min(1, hi/2)
+	fx, err := g(x)
 	if err != nil {
 		return 0, err
 	}
-	fd, err := f(d)
-	if err != nil {
-		return 0, err
-	}
-	best := max(f0, fc, fd)
+	w, v, fw, fv := x, x, fx, fx
+	var d, e float64
 	for range lineSearchIters {
-		if fc >= fd {
-			b, d, fd = d, c, fc
-			c = b - invPhi*(b-a)
-			if fc, err = f(c); err != nil {
-				return 0, err
+		m := (a + b) / 2
+		tol := lineTol * (1 + math.Abs(x))
+		if math.Abs(x-m) <= 2*tol-(b-a)/2 {
+			break
+		}
+		parabolic := false
+		if math.Abs(e) > tol {
+			r := (x - w) * (fx - fv)
+			q := (x - v) * (fx - fw)
+			p := (x-v)*q - (x-w)*r
+			q = 2 * (q - r)
+			if q > 0 {
+				p = -p
 			}
-			best = max(best, fc)
+			q = math.Abs(q)
+			if math.Abs(p) < math.Abs(q*e/2) && p > q*(a-x) && p < q*(b-x) {
+				e, d = d, p/q
+				parabolic = true
+				if u := x + d; u-a < 2*tol || b-u < 2*tol {
+					d = math.Copysign(tol, m-x)
+				}
+			}
+		}
+		if !parabolic {
+			if x >= m {
+				e = a - x
+			} else {
+				e = b - x
+			}
+			d = cgold * e
+		}
+		u := x + d
+		if math.Abs(d) < tol {
+			u = x + math.Copysign(tol, d)
+		}
+		fu, err := g(u)
+		if err != nil {
+			return 0, err
+		}
+		if fu <= fx {
+			if u >= x {
+				a = x
+			} else {
+				b = x
+			}
+			v, w, x = w, x, u
+			fv, fw, fx = fw, fx, fu
 		} else {
-			a, c, fc = c, d, fd
-			d = a + invPhi*(b-a)
-			if fd, err = f(d); err != nil {
-				return 0, err
+			if u < x {
+				a = u
+			} else {
+				b = u
 			}
-			best = max(best, fd)
+			if fu <= fw || w == x {
+				v, w, fv, fw = w, u, fw, fu
+			} else if fu <= fv || v == x || v == w {
+				v, fv = u, fu
+			}
 		}
 	}
-	fb, err := f(hi)
-	if err != nil {
-		return 0, err
-	}
-	return max(best, fb), nil
+	return -min(f0, fx), nil
 }
 
 // lineGame is the precomputed state of a line-search federated game.
