@@ -203,6 +203,8 @@ type lineGame struct {
 	step float64
 	// f0 is the score of base, U(∅), the start of every search.
 	f0 float64
+	// weights are the players' n_i, for each coalition's FedAvg step.
+	weights []float64
 	// start is where every coalition's search starts: the grand
 	// coalition's best step, near which most coalitions' optima lie.
 	start float64
@@ -213,7 +215,7 @@ type lineGame struct {
 // goroutine) and returns the game's state, with U(∅) and the grand
 // coalition's best step.
 func newLineGame(base []float64, updates [][]float64, weights []float64, known []float64, score func([]float64) (float64, error)) (*lineGame, error) {
-	g := &lineGame{base: append([]float64(nil), base...), dirs: make([][]float64, len(updates))}
+	g := &lineGame{base: append([]float64(nil), base...), dirs: make([][]float64, len(updates)), weights: weights}
 	var unit []float64
 	if nk := norm(known); nk > 0 {
 		unit = make([]float64, len(known))
@@ -307,8 +309,13 @@ func (g *lineGame) utility(s Coalition, score func([]float64) (float64, error), 
 func (g *lineGame) search(s Coalition, score func([]float64) (float64, error), dir, out []float64) (float64, float64, error) {
 	clear(dir)
 	has := false
+	var weight float64
 	for i, d := range g.dirs {
-		if d == nil || !s.Has(i) {
+		if !s.Has(i) {
+			continue
+		}
+		weight += g.weights[i]
+		if d == nil {
 			continue
 		}
 		has = true
@@ -332,10 +339,28 @@ func (g *lineGame) search(s Coalition, score func([]float64) (float64, error), d
 		}
 		return s, err
 	}, StepMax, g.start, g.f0)
+	if err != nil {
+		return 0, 0, err
+	}
 	if g.f0 >= best {
 		arg = 0
 	}
-	return v, arg, err
+	// No step beyond the coalition's own FedAvg step, of length
+	// ‖d_S‖/Σ_S n_i (every member's weight counts, a zero update's too):
+	// the loss is unimodal along the line, so when the free optimum lies
+	// beyond, the capped one is at the cap. Diluting a coalition shortens
+	// its cap and so can only lower its utility; while the cap does not
+	// bind, the search, and so the utility, is the same bit for bit.
+	if capT := nd / weight / g.step; arg > capT {
+		for k := range out {
+			out[k] = g.base[k] + capT*c*dir[k]
+		}
+		if v, err = score(out); err != nil {
+			return 0, 0, err
+		}
+		v, arg = max(v, g.f0), capT
+	}
+	return v, arg, nil
 }
 
 // KnownStep returns the point a line-search game's coalitions step from:

@@ -67,8 +67,10 @@ func freeRiderRound(t *testing.T, lineSearch bool) []float64 {
 // TestLineSearchPaysFreeRidersNothing: with the FedAvg step, diluting the
 // honest clients' overshooting step helps, so exact Shapley pays the zero,
 // random and echo free riders (issue 15: +0.48 to +0.85 for the demo's
-// random free rider). With the line search the zero and echo riders add
-// nothing, exactly, and the random one cannot help.
+// random free rider). With the line search, capped at each coalition's
+// FedAvg step, a zero or echo update can only shorten the cap (here it
+// binds in a few coalitions: −0.03 against honest +2.4), and the random one
+// does not help.
 func TestLineSearchPaysFreeRidersNothing(t *testing.T) {
 	v := freeRiderRound(t, true)
 	t.Logf("values: honest %.4g %.4g %.4g, zero %.4g, random %.4g, echo %.4g", v[0], v[1], v[2], v[3], v[4], v[5])
@@ -77,14 +79,14 @@ func TestLineSearchPaysFreeRidersNothing(t *testing.T) {
 			t.Errorf("honest client %d valued %g, want > 0", i, v[i])
 		}
 	}
-	if v[3] != 0 {
-		t.Errorf("zero free rider valued %g, want exactly 0", v[3])
+	if !(v[3] <= 0) {
+		t.Errorf("zero free rider valued %g, want ≤ 0", v[3])
 	}
 	if !(v[4] <= 0) {
 		t.Errorf("random free rider valued %g, want ≤ 0", v[4])
 	}
-	if math.Abs(v[5]) > 1e-12 {
-		t.Errorf("echo free rider valued %g, want 0", v[5])
+	if !(v[5] <= 0) || v[5] != v[3] {
+		t.Errorf("echo free rider valued %g, want ≤ 0 and what the zero free rider gets (%g): nothing beyond the previous change", v[5], v[3])
 	}
 }
 
