@@ -28,16 +28,17 @@ type FederatedOptions struct {
 	// therefore how many utilities it computes at once; callers beyond it
 	// wait. 0 means runtime.GOMAXPROCS(0), the Evaluator's default pool size.
 	MaxScorers int `yaml:"max_scorers" json:"max_scorers"`
-	// LineSearch scores a coalition by the best step along its direction
-	// rather than by its FedAvg step (see linesearch.go):
+	// LineSearch scores a coalition by the best step along its direction,
+	// no longer than its FedAvg step, rather than by its FedAvg step (see
+	// linesearch.go):
 	//
-	//	U(S) = max_{t∈[0,StepMax]} score(b + t·ℓ·d_S/‖d_S‖),  U(∅) = score(b),
+	//	U(S) = max_{t∈[0,1]} score(b + t·d_S/Σ_S n_i),  U(∅) = score(b),
 	//
-	// with d_S = Σ_{i∈S} n_i·P(Δ_i), P the projection off Known, ℓ the grand
-	// coalition's step length ‖d_N‖/Σ_N n_i, and b the base after the
-	// server's own best step along Known. A zero update changes no
-	// coalition's utility, bit for bit, nor does an update along Known;
-	// diluting a coalition changes nothing either.
+	// with d_S = Σ_{i∈S} n_i·P(Δ_i), P the projection off Known, and b the
+	// base after the server's own best step along Known. A zero update,
+	// or one along Known, only shortens a coalition's step: its marginal
+	// is ≤ 0 always and exactly 0 while the best step is shorter than
+	// the cap, as it is when the clients' steps overshoot.
 	LineSearch bool `yaml:"line_search" json:"line_search"`
 	// Known is what the server already knows before the round (the
 	// previous global change), or nil; only with LineSearch.

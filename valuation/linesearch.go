@@ -11,13 +11,13 @@ import (
 // with a fixed step a coalition diluted by a zero or random update has a
 // shorter, better step: exact Shapley paid a random free rider +0.48 to
 // +0.85 on every demo seed (issue 15). With the step length chosen on the
-// validation set, what a coalition is worth no longer depends on how much
-// it is diluted, only on where it points.
+// validation set, up to the coalition's own FedAvg step, diluting a
+// coalition can only lower what it is worth: a shorter cap.
 const (
-	// StepMax bounds the step along a coalition's (unit) direction, in
-	// units of the grand coalition's FedAvg step length: 4 covers an
-	// undershooting round (the optimum of the demo's rounds lay in [0.2,
-	// 1.6]) and keeps one player's odd direction from being followed far.
+	// StepMax bounds the free search along a coalition's direction, in
+	// units of the grand coalition's FedAvg step length; the coalition's
+	// own FedAvg step caps it further (lineGame.search), so it only
+	// bounds the search's bracket.
 	StepMax = 4.0
 	// lineSearchIters bounds the parabolic jumps; lineTol is the step's
 	// precision, relative to 1+step. Measured on six demo rounds (every
