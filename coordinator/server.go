@@ -307,17 +307,17 @@ type timedValuer struct {
 	note phaseNote
 }
 
-func (v timedValuer) Game(round int, base []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
+func (v timedValuer) Game(round int, base, known []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
 	defer v.note(telemetry.PhaseValuate, time.Now())
-	return v.Valuer.Game(round, base, updates, weights, scaler)
+	return v.Valuer.Game(round, base, known, updates, weights, scaler)
 }
 
-func (v timedValuer) Surrogate(round int, a, weights []float64) (valuation.Result, error) {
+func (v timedValuer) Surrogate(round int, base, known, total, a, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
 	defer v.note(telemetry.PhaseValuate, time.Now())
-	return v.Valuer.Surrogate(round, a, weights)
+	return v.Valuer.Surrogate(round, base, known, total, a, weights, scaler)
 }
 
-func (v timedValuer) Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error) {
+func (v timedValuer) Gradient(base, known []float64, scaler *dataset.Scaler) ([]float64, error) {
 	defer v.note(telemetry.PhaseValuate, time.Now())
-	return v.Valuer.Gradient(base, scaler)
+	return v.Valuer.Gradient(base, known, scaler)
 }

@@ -436,7 +436,7 @@ func (e *Engine) finishDecrypted() []Action {
 			next[i] += v
 		}
 		if collect.Influence != nil {
-			e.valueInfluence(&rec, collect, items[1:])
+			e.valueInfluence(&rec, collect, items[0].values, items[1:])
 		}
 		err = e.advance(&rec, next)
 	}
@@ -457,7 +457,7 @@ func (e *Engine) valueGroups(rec *RoundRecord, t *Task, items []*decItem) {
 		rv.Groups = append(rv.Groups, it.agg.Contributors)
 		updates[g], weights[g] = it.values, it.weight
 	}
-	res, err := e.valuer.Game(t.Round, e.global, updates, weights, e.scaler)
+	res, err := e.valuer.Game(t.Round, e.global, e.known, updates, weights, e.scaler)
 	if err == nil {
 		err = e.splitGroups(rv, res, func(id string) float64 { return float64(rec.Samples[id]) })
 	}
@@ -470,7 +470,7 @@ func (e *Engine) valueGroups(rec *RoundRecord, t *Task, items []*decItem) {
 // valueInfluence scores the round on the first-order surrogate game from
 // the decrypted influence scalars a_i and the public weights n_i. A client
 // whose scalar is missing is left out of this round's game.
-func (e *Engine) valueInfluence(rec *RoundRecord, t *Task, items []*decItem) {
+func (e *Engine) valueInfluence(rec *RoundRecord, t *Task, total []float64, items []*decItem) {
 	cfg := e.job.Valuation
 	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
 	rec.Valuation = rv
@@ -486,13 +486,10 @@ func (e *Engine) valueInfluence(rec *RoundRecord, t *Task, items []*decItem) {
 		rv.Error = "no influence scalar could be decrypted"
 		return
 	}
-	res, err := e.valuer.Surrogate(t.Round, a, w)
+	res, err := e.surrogateAsOne(rv, t, ids, total, a, w)
 	if err != nil {
 		rv.Error = err.Error()
 		return
-	}
-	for i, id := range ids {
-		rv.Values[id], rv.StdErr[id] = res.Values[i], at(res.StdErr, i)
 	}
 	rv.Evaluations = res.Evaluations
 }

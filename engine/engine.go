@@ -47,13 +47,17 @@ type Engine struct {
 	attempt      int
 	failedInARow int
 	global       []float64
-	scaler       *dataset.Scaler
-	task         *Task
-	got          map[string]received
-	declined     declines // clients of the open task that cannot contribute (decline.go)
-	history      []RoundRecord
-	he           *heState // nil without secure aggregation
-	baskets      map[string]*payout.Basket
+	// known is the last completed round's global change, what the server
+	// knows before the next round (nil before the first, and after a
+	// restart: it is not persisted).
+	known    []float64
+	scaler   *dataset.Scaler
+	task     *Task
+	got      map[string]received
+	declined declines // clients of the open task that cannot contribute (decline.go)
+	history  []RoundRecord
+	he       *heState // nil without secure aggregation
+	baskets  map[string]*payout.Basket
 	// short is set while a round cannot start for want of clients, since
 	// tick shortSince; lastWaitLog is when the engine last said what it
 	// waits for.
@@ -516,6 +520,13 @@ func (e *Engine) advance(rec *RoundRecord, next []float64) error {
 	m, err := e.eval.Evaluate(next, e.scaler)
 	if err != nil {
 		return fmt.Errorf("evaluate: %w", err)
+	}
+	// What the server knows before the next round: this round's change.
+	if e.known == nil {
+		e.known = make([]float64, len(next))
+	}
+	for k := range next {
+		e.known[k] = next[k] - e.global[k]
 	}
 	e.global = next
 	rec.ValLoss, rec.ValAccuracy = m.Loss, m.Accuracy

@@ -16,7 +16,7 @@ import (
 // the valuer can tell who is who from the update alone.
 type scriptedValuer struct{ values [][]float64 }
 
-func (s scriptedValuer) Game(round int, _ []float64, updates [][]float64, _ []float64, _ *dataset.Scaler) (valuation.Result, error) {
+func (s scriptedValuer) Game(round int, _, _ []float64, updates [][]float64, _ []float64, _ *dataset.Scaler) (valuation.Result, error) {
 	out := make([]float64, len(updates))
 	for i, u := range updates {
 		out[i] = s.values[round-1][int(u[0])]
@@ -24,11 +24,11 @@ func (s scriptedValuer) Game(round int, _ []float64, updates [][]float64, _ []fl
 	return valuation.Result{Values: out}, nil
 }
 
-func (scriptedValuer) Surrogate(int, []float64, []float64) (valuation.Result, error) {
+func (scriptedValuer) Surrogate(int, []float64, []float64, []float64, []float64, []float64, *dataset.Scaler) (valuation.Result, error) {
 	return valuation.Result{}, fmt.Errorf("not scripted")
 }
 
-func (scriptedValuer) Gradient([]float64, *dataset.Scaler) ([]float64, error) {
+func (scriptedValuer) Gradient([]float64, []float64, *dataset.Scaler) ([]float64, error) {
 	return nil, fmt.Errorf("not scripted")
 }
 

@@ -338,7 +338,7 @@ func (e *Engine) attachAccumulator(t *Task) error {
 	}
 	t.Acc = acc
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeInfluence {
-		g, err := e.valuer.Gradient(e.global, e.scaler)
+		g, err := e.valuer.Gradient(e.global, e.known, e.scaler)
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,12 @@ const (
 	ModeOff       = "off"
 )
 
+// Server steps a coalition is valued after (ValuationConfig.Step).
+const (
+	StepLineSearch = "line-search"
+	StepFedAvg     = "fedavg"
+)
+
 // Vector methods, computed from updates or scalars rather than a game.
 const (
 	MethodCGSV      = "cgsv"
@@ -72,6 +78,13 @@ type ValuationConfig struct {
 	// Utility is what a coalition's model is scored by: loss (the
 	// negative validation loss, default) or accuracy.
 	Utility string `yaml:"utility"`
+	// Step is the server step a coalition is scored after: line-search
+	// (default: the best step along the coalition's direction, beyond what
+	// the server already knows, the previous global change; see
+	// valuation.FederatedOptions.LineSearch) or fedavg (the FedAvg step of
+	// the coalition's updates, which rewards diluting an overshooting step
+	// and echoing the previous change).
+	Step string `yaml:"step"`
 	// Decay weighs round r's values by decay^(R−r) in the job's totals; 1
 	// (default) sums them (FedSV).
 	Decay float64 `yaml:"decay"`
@@ -146,6 +159,9 @@ func (j *JobConfig) valuationDefaults() {
 	if v.Utility == "" {
 		v.Utility = "loss"
 	}
+	if v.Step == "" {
+		v.Step = StepLineSearch
+	}
 	if v.Decay == 0 {
 		v.Decay = 1
 	}
@@ -189,6 +205,11 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 	default:
 		bad("valuation.utility", "must be loss or accuracy, got %q", v.Utility)
 	}
+	switch v.Step {
+	case StepLineSearch, StepFedAvg:
+	default:
+		bad("valuation.step", "must be %s or %s, got %q", StepLineSearch, StepFedAvg, v.Step)
+	}
 	if !(v.Decay > 0 && v.Decay <= 1) {
 		bad("valuation.decay", "must be in (0, 1], got %g", v.Decay)
 	}
@@ -218,14 +239,22 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 
 // Valuer scores one round's players. It is pure computation; the engine
 // calls it synchronously after a round's aggregate is known.
+//
+// known is what the server knows before the round, the previous global
+// change (nil in the first round and after a restart); with the
+// line-search step a coalition is valued beyond it.
 type Valuer interface {
 	// Game values players from their (mean) updates and weights against
 	// base, with the configured coalition or vector method.
-	Game(round int, base []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
-	// Surrogate values players from influence scalars a_i = ⟨∇L_val, n_i·Δ_i⟩.
-	Surrogate(round int, a, weights []float64) (valuation.Result, error)
-	// Gradient is ∇L_val at base, for the influence scalars.
-	Gradient(base []float64, scaler *dataset.Scaler) ([]float64, error)
+	Game(round int, base, known []float64, updates [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+	// Surrogate values players from influence scalars a_i = ⟨v, n_i·Δ_i⟩
+	// against the public vector v of Gradient; total is the round's
+	// decrypted aggregate step.
+	Surrogate(round int, base, known, total, a, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+	// Gradient is the influence scalars' public vector: ∇L_val at base, or
+	// with the line-search step at the server's own step along known,
+	// with its component along known removed.
+	Gradient(base, known []float64, scaler *dataset.Scaler) ([]float64, error)
 }
 
 // RoundValuation is what the valuation of one round produced.
@@ -237,7 +266,12 @@ type RoundValuation struct {
 	Values map[string]float64 `json:"values"`
 	StdErr map[string]float64 `json:"stderr"`
 	// Groups lists the partition in groups mode.
-	Groups      [][]string `json:"groups,omitempty"`
+	Groups [][]string `json:"groups,omitempty"`
+	// Replicas lists the clusters of clients found to be copies of one
+	// another (valuation.UpdateReplicas in plain mode, ScalarReplicas in
+	// influence mode), each valued as one player and its value shared
+	// equally among them.
+	Replicas    [][]string `json:"replicas,omitempty"`
 	Evaluations int        `json:"utility_evaluations"`
 	Error       string     `json:"error,omitempty"`
 	// Payouts and Quotas are what each contributor earned this round;
@@ -534,14 +568,13 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 	switch cfg.Mode {
 	case ModePlain:
 		updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+		ids := make([]string, len(results))
 		for i, r := range results {
-			updates[i], weights[i] = r.Update, float64(r.Samples)
+			updates[i], weights[i], ids[i] = r.Update, float64(r.Samples), r.Client
 		}
-		if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
-			for i, r := range results {
-				rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
-			}
-		}
+		res, err = valueAsOne(rv, ids, valuation.UpdateReplicas(updates), updates, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
+			return e.valuer.Game(t.Round, e.global, e.known, us, ws, e.scaler)
+		})
 	case ModeGroups:
 		byID := map[string]Result{}
 		for _, r := range results {
@@ -561,24 +594,36 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 			}
 		}
 		if err == nil {
-			if res, err = e.valuer.Game(t.Round, e.global, updates, weights, e.scaler); err == nil {
+			if res, err = e.valuer.Game(t.Round, e.global, e.known, updates, weights, e.scaler); err == nil {
 				err = e.splitGroups(rv, res, func(id string) float64 { return float64(byID[id].Samples) })
 			}
 		}
 	case ModeInfluence:
 		var g []float64
-		if g, err = e.valuer.Gradient(e.global, e.scaler); err == nil {
+		if g, err = e.valuer.Gradient(e.global, e.known, e.scaler); err == nil {
 			updates, weights := make([][]float64, len(results)), make([]float64, len(results))
 			for i, r := range results {
 				updates[i], weights[i] = r.Update, float64(r.Samples)
 			}
-			var a []float64
+			var a, total []float64
 			if a, err = valuation.InfluenceCoefficients(g, updates, weights); err == nil {
-				if res, err = e.valuer.Surrogate(t.Round, a, weights); err == nil {
-					for i, r := range results {
-						rv.Values[r.Client], rv.StdErr[r.Client] = res.Values[i], at(res.StdErr, i)
+				// The round's FedAvg step, as the committee would decrypt it.
+				total = make([]float64, len(e.global))
+				var n float64
+				for i, u := range updates {
+					n += weights[i]
+					for k, x := range u {
+						total[k] += weights[i] * x
 					}
 				}
+				for k := range total {
+					total[k] /= n
+				}
+				ids := make([]string, len(results))
+				for i, r := range results {
+					ids[i] = r.Client
+				}
+				res, err = e.surrogateAsOne(rv, t, ids, total, a, weights)
 			}
 		}
 	}
@@ -586,6 +631,52 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 	if err != nil {
 		rv.Error = err.Error()
 	}
+}
+
+// valueAsOne values a round whose players ids (updates, weights) fall into
+// clusters of copies: each cluster is one player (MergeReplicas) and its
+// value is shared equally (SplitReplicas). It fills rv's values and
+// replicas and returns the game's result.
+func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]float64, weights []float64, value func([][]float64, []float64) (valuation.Result, error)) (valuation.Result, error) {
+	us, ws, err := valuation.MergeReplicas(clusters, updates, weights)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	res, err := value(us, ws)
+	if err != nil {
+		return res, err
+	}
+	vals, ses := valuation.SplitReplicas(clusters, res.Values, res.StdErr, len(ids))
+	for i, id := range ids {
+		rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
+	}
+	for _, c := range clusters {
+		if len(c) > 1 {
+			names := make([]string, len(c))
+			for k, i := range c {
+				names[k] = ids[i]
+			}
+			rv.Replicas = append(rv.Replicas, names)
+		}
+	}
+	return res, nil
+}
+
+// surrogateAsOne values influence scalars a (of clients ids, weights) on
+// the surrogate game with copies (ScalarReplicas) as one player: their
+// mean scalar and mean weight.
+func (e *Engine) surrogateAsOne(rv *RoundValuation, t *Task, ids []string, total, a, weights []float64) (valuation.Result, error) {
+	as := make([][]float64, len(a))
+	for i, x := range a {
+		as[i] = []float64{x}
+	}
+	return valueAsOne(rv, ids, valuation.ScalarReplicas(a, weights), as, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
+		m := make([]float64, len(us))
+		for c, u := range us {
+			m[c] = u[0]
+		}
+		return e.valuer.Surrogate(t.Round, e.global, e.known, total, m, ws, e.scaler)
+	})
 }
 
 // splitGroups shares each group's value among its members by weight.

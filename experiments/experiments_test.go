@@ -185,15 +185,16 @@ func TestFreeRiders(t *testing.T) {
 		val := find(t, sr, ModePlain, "exact-shapley")
 		v := val.Totals
 		for r, row := range val.Rounds {
+			// The line-search utility, capped at each coalition's FedAvg
+			// step: a zero update, and an echo of the previous global change
+			// (projected off every update, so a zero too), can only shorten
+			// a coalition's cap: ≤ 0 in every round (under the FedAvg step
+			// the echo was paid > 0 in every round after the first).
 			if !(row[5] <= 0) {
 				t.Errorf("seed %d round %d: zero free rider valued %.4g > 0", sr.Seed, r, row[5])
 			}
-			if r == 0 {
-				if d := math.Abs(row[7] - row[5]); !(d <= 1e-9) {
-					t.Errorf("seed %d round 0: echo %.6g and zero %.6g free riders send the same zeros but differ by %.3g", sr.Seed, row[7], row[5], d)
-				}
-			} else if !(row[7] > 0) {
-				t.Errorf("seed %d round %d: echo free rider valued %.4g, want > 0 (it replays a downhill step)", sr.Seed, r, row[7])
+			if !(row[7] <= 0) {
+				t.Errorf("seed %d round %d: echo free rider valued %.4g > 0", sr.Seed, r, row[7])
 			}
 		}
 		if !(v[6] <= 0) {

@@ -1,6 +1,8 @@
 package experiments
 
 import (
+	"github.com/tallyfl/tally/ledger/payout"
+
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -251,10 +253,16 @@ func fmtMetric(x float64) string {
 // gives the same file.
 func WriteValues(w io.Writer, runs []SeedRun) error {
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"scenario", "seed", "run", "mode", "method", "client", "corruption", "weight", "value", "reference", "stderr"})
+	cw.Write([]string{"scenario", "seed", "run", "mode", "method", "client", "corruption", "weight", "value", "reference", "stderr", "payout"})
 	for _, sr := range runs {
 		emit := func(run string, ref Valued, vs []Valued, corr []string, weights []float64) {
 			for _, v := range append([]Valued{ref}, vs...) {
+				// The share of a budget of 1 under the end-of-job rule:
+				// ledger/payout.Payouts applied once to the job's totals.
+				pay, _, err := payout.Payouts(v.Totals, 1, 0, nil)
+				if err != nil {
+					pay = nanSlice(len(v.Totals))
+				}
 				for i, x := range v.Totals {
 					c := "none"
 					if i < len(corr) {
@@ -267,7 +275,7 @@ func WriteValues(w io.Writer, runs []SeedRun) error {
 						}
 					}
 					cw.Write([]string{sr.Scenario, strconv.FormatUint(sr.Seed, 10), run, v.Mode, v.Method, strconv.Itoa(i), c,
-						fmtFloat(weights[i]), fmtFloat(x), fmtFloat(ref.Totals[i]), fmtFloat(math.Sqrt(se))})
+						fmtFloat(weights[i]), fmtFloat(x), fmtFloat(ref.Totals[i]), fmtFloat(math.Sqrt(se)), fmtFloat(pay[i])})
 				}
 			}
 		}

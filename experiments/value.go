@@ -65,7 +65,9 @@ type roundGame struct {
 	mode    string
 	game    valuation.Game
 	players int
-	// groups[g] lists the clients of player g in groups mode; nil otherwise.
+	// groups[g] lists the clients of player g in groups mode, or of a
+	// cluster of copies valued as one (valuation.UpdateReplicas in plain,
+	// ScalarReplicas in influence mode); nil when every client is a player.
 	groups [][]int
 	// updates and weights are the players' (for groups: the groups') updates
 	// and weights; a the influence coefficients (influence mode).
@@ -140,16 +142,39 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 	w := t.fed.weights
 	n := len(w)
 	rg := &roundGame{mode: mode, release: func() {}}
+	// What the server knows before round r, the previous global change, as
+	// the coordinator keeps it (engine.Engine.known): a coalition is valued
+	// after the server's own best step along it, with it projected off.
+	var known []float64
+	if r > 0 {
+		prev := t.rounds[r-1].base
+		known = make([]float64, len(rt.base))
+		for k := range known {
+			known[k] = rt.base[k] - prev[k]
+		}
+	}
 	gradient := func() error {
 		start := time.Now()
+		l := pool.lease()
+		sc, err := l.newScorer()
+		if err != nil {
+			l.release()
+			return err
+		}
+		at, err := valuation.KnownStep(rt.base, known, sc.Score)
+		l.release()
+		if err != nil {
+			return err
+		}
 		m := t.proto.Clone()
-		if err := m.SetParams(rt.base); err != nil {
+		if err := m.SetParams(at); err != nil {
 			return err
 		}
 		rg.grad = make([]float64, m.NumParams())
 		if err := m.Gradient(t.fed.val, rg.grad); err != nil {
 			return err
 		}
+		rg.grad = valuation.ProjectOff(rg.grad, known)
 		rg.gradWall = time.Since(start)
 		return nil
 	}
@@ -176,8 +201,18 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 				rg.cost.MinContributors = min(rg.cost.MinContributors, len(members))
 			}
 		}
+		if mode == ModePlain {
+			// Copies are one player, their value shared (engine.valueAsOne).
+			if cl := valuation.UpdateReplicas(rt.updates); len(cl) < n {
+				us, ws, err := valuation.MergeReplicas(cl, rt.updates, w)
+				if err != nil {
+					return nil, err
+				}
+				rg.groups, rg.updates, rg.weights = cl, us, ws
+			}
+		}
 		l := pool.lease()
-		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{})
+		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{LineSearch: true, Known: known})
 		if err != nil {
 			return nil, err
 		}
@@ -193,18 +228,36 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 		if err != nil {
 			return nil, err
 		}
-		game, err := valuation.NewSurrogateGame(a, w)
+		ws := w
+		if cl := valuation.ScalarReplicas(a, w); len(cl) < n {
+			as := make([][]float64, n)
+			for i, x := range a {
+				as[i] = []float64{x}
+			}
+			merged, mw, err := valuation.MergeReplicas(cl, as, w)
+			if err != nil {
+				return nil, err
+			}
+			a, ws = make([]float64, len(cl)), mw
+			for c, u := range merged {
+				a[c] = u[0]
+			}
+			rg.groups = cl
+		}
+		game, err := valuation.NewSurrogateGame(a, ws)
 		if err != nil {
 			return nil, err
 		}
-		rg.a, rg.weights, rg.game = a, w, game
+		rg.a, rg.weights, rg.game = a, ws, game
 		rg.cost = Cost{VectorDecryptions: 1, ScalarDecryptions: n, MinContributors: n}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrMode, mode)
 	}
 	var sizes []int
 	for _, g := range rg.groups {
-		sizes = append(sizes, len(g))
+		if mode == ModeGroups {
+			sizes = append(sizes, len(g))
+		}
 	}
 	he := heRound(mode, n, blocks, sizes, sc.GroupSize)
 	rg.cost.HEAdds, rg.cost.HEMults, rg.cost.DecShares, rg.cost.DecCombines = he.HEAdds, he.HEMults, he.DecShares, he.DecCombines
@@ -283,11 +336,19 @@ func valueRound(ctx context.Context, seed uint64, r int, rg *roundGame, m Method
 		return nil, nil, 0, 0, err
 	}
 	wall += time.Since(start)
+	vals, ses, err = spread(rg, pv, pse, clientWeights)
+	return vals, ses, evals, wall, err
+}
+
+// spread turns players' values into clients' values: a group's or a
+// cluster of copies' value is shared among its members by weight (copies
+// have equal weights, so equally, as engine.valueAsOne shares them).
+func spread(rg *roundGame, pv, pse, clientWeights []float64) (vals, ses []float64, err error) {
 	if rg.groups == nil {
 		if pse == nil {
 			pse = make([]float64, len(pv))
 		}
-		return pv, pse, evals, wall, nil
+		return pv, pse, nil
 	}
 	vals, ses = make([]float64, len(clientWeights)), make([]float64, len(clientWeights))
 	for g, members := range rg.groups {
@@ -301,13 +362,13 @@ func valueRound(ctx context.Context, seed uint64, r int, rg *roundGame, m Method
 		}
 		v, s, e := valuation.SplitByWeight(pv[g], se, ws)
 		if e != nil {
-			return nil, nil, 0, 0, e
+			return nil, nil, e
 		}
 		for k, i := range members {
 			vals[i], ses[i] = v[k], s[k]
 		}
 	}
-	return vals, ses, evals, wall, nil
+	return vals, ses, nil
 }
 
 // referenceMethod is the ground truth's method for a scenario.
@@ -371,13 +432,17 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 				if err != nil {
 					return ref, nil, fmt.Errorf("round %d, reference: %w", r, err)
 				}
-				ref.Rounds[r], ref.StdErr[r] = res.Values, res.StdErr
+				vals, ses, err := spread(rg, res.Values, res.StdErr, t.fed.weights)
+				if err != nil {
+					return ref, nil, err
+				}
+				ref.Rounds[r], ref.StdErr[r] = vals, ses
 				ref.Evaluations += res.Evaluations
 				ref.Wall += res.Wall
 				ref.Cost = add(ref.Cost, rg.cost, r)
 				// Exact Shapley in plain mode is the reference itself: reuse it.
 				if v, ok := byKey[ModePlain+"|"+valuation.MethodExactShapley]; ok && rm.Name == valuation.MethodExactShapley {
-					v.Rounds[r], v.StdErr[r] = res.Values, res.StdErr
+					v.Rounds[r], v.StdErr[r] = vals, ses
 					v.Evaluations += res.Evaluations
 					v.Wall += res.Wall
 					v.Cost = add(v.Cost, rg.cost, r)

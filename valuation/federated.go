@@ -28,6 +28,21 @@ type FederatedOptions struct {
 	// therefore how many utilities it computes at once; callers beyond it
 	// wait. 0 means runtime.GOMAXPROCS(0), the Evaluator's default pool size.
 	MaxScorers int `yaml:"max_scorers" json:"max_scorers"`
+	// LineSearch scores a coalition by the best step along its direction,
+	// no longer than its FedAvg step, rather than by its FedAvg step (see
+	// linesearch.go):
+	//
+	//	U(S) = max_{t∈[0,1]} score(b + t·d_S/Σ_S n_i),  U(∅) = score(b),
+	//
+	// with d_S = Σ_{i∈S} n_i·P(Δ_i), P the projection off Known, and b the
+	// base after the server's own best step along Known. A zero update,
+	// or one along Known, only shortens a coalition's step: its marginal
+	// is ≤ 0 always and exactly 0 while the best step is shorter than
+	// the cap, as it is when the clients' steps overshoot.
+	LineSearch bool `yaml:"line_search" json:"line_search"`
+	// Known is what the server already knows before the round (the
+	// previous global change), or nil; only with LineSearch.
+	Known []float64 `yaml:"-" json:"-"`
 }
 
 // FederatedGame is one round's game: the players are the round's clients (or
@@ -51,11 +66,14 @@ type FederatedGame struct {
 	tokens chan struct{} // one per scorer that may exist
 	mu     sync.Mutex
 	idle   []*fedWorker
+
+	line *lineGame // with FederatedOptions.LineSearch
 }
 
 type fedWorker struct {
 	scorer ParamScorer
 	buf    []float64
+	dir    []float64 // the line search's direction
 }
 
 // NewFederatedGame validates its inputs and returns the game. newScorer is
@@ -80,18 +98,47 @@ func NewFederatedGame(base []float64, updates [][]float64, weights []float64, ne
 	if opts.MaxScorers < 0 {
 		return nil, fmt.Errorf("%w: max_scorers %d is negative", ErrConfig, opts.MaxScorers)
 	}
+	if opts.Known != nil && (!opts.LineSearch || len(opts.Known) != len(base)) {
+		return nil, fmt.Errorf("%w: known direction of %d values needs line_search and %d values", ErrLength, len(opts.Known), len(base))
+	}
+	for k, x := range opts.Known {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("%w: known[%d] = %v", ErrInput, k, x)
+		}
+	}
 	m := opts.MaxScorers
 	if m == 0 {
 		m = runtime.GOMAXPROCS(0)
 	}
-	return &FederatedGame{
+	g := &FederatedGame{
 		base:      base,
 		updates:   updates,
 		weights:   weights,
 		newScorer: newScorer,
 		tokens:    make(chan struct{}, m),
 		idle:      make([]*fedWorker, 0, m),
-	}, nil
+	}
+	if opts.LineSearch {
+		w, err := g.borrow()
+		if err != nil {
+			return nil, err
+		}
+		g.line, err = newLineGame(base, updates, weights, opts.Known, w.scorer.Score)
+		g.giveBack(w)
+		if err != nil {
+			return nil, fmt.Errorf("%w: server step along the known direction: %w", ErrScorer, err)
+		}
+	}
+	return g, nil
+}
+
+// Base is the point every coalition steps from: the round's model, or
+// with a known direction the model after the server's own step along it.
+func (g *FederatedGame) Base() []float64 {
+	if g.line != nil {
+		return g.line.base
+	}
+	return g.base
 }
 
 // Players returns the number of updates.
@@ -144,10 +191,21 @@ func (g *FederatedGame) Utility(ctx context.Context, s Coalition) (float64, erro
 		return 0, err
 	}
 	defer g.giveBack(w)
-	if err := g.Params(s, w.buf); err != nil {
-		return 0, err
+	var v float64
+	if g.line != nil {
+		if s&^Grand(len(g.updates)) != 0 {
+			return 0, fmt.Errorf("%w: %v in a game of %d players", ErrCoalition, s, len(g.updates))
+		}
+		if w.dir == nil {
+			w.dir = make([]float64, len(g.base))
+		}
+		v, err = g.line.utility(s, w.scorer.Score, w.dir, w.buf)
+	} else {
+		if err := g.Params(s, w.buf); err != nil {
+			return 0, err
+		}
+		v, err = w.scorer.Score(w.buf)
 	}
-	v, err := w.scorer.Score(w.buf)
 	if err != nil {
 		return 0, fmt.Errorf("%w: coalition %v: %w", ErrScorer, s, err)
 	}

@@ -1,0 +1,91 @@
+package engine
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// recordingValuer records what each round's game was given and values
+// player p at p+1.
+type recordingValuer struct {
+	known   [][]float64
+	players []int
+}
+
+func (v *recordingValuer) Game(round int, base, known []float64, updates [][]float64, weights []float64, _ *dataset.Scaler) (valuation.Result, error) {
+	v.known = append(v.known, slices.Clone(known))
+	v.players = append(v.players, len(updates))
+	vals := make([]float64, len(updates))
+	for i := range vals {
+		vals[i] = float64(i + 1)
+	}
+	return valuation.Result{Values: vals}, nil
+}
+
+func (v *recordingValuer) Surrogate(int, []float64, []float64, []float64, []float64, []float64, *dataset.Scaler) (valuation.Result, error) {
+	panic("not in plain mode")
+}
+
+func (v *recordingValuer) Gradient([]float64, []float64, *dataset.Scaler) ([]float64, error) {
+	panic("not in plain mode")
+}
+
+// TestValuationKnownAndReplicas: the engine gives the valuer the previous
+// round's global change (nothing in the first round), and values a copy
+// (c3 sends c1's update) together with its original as one player whose
+// value the two share, listing them in the round's record.
+func TestValuationKnownAndReplicas(t *testing.T) {
+	e := NewEngine(traceJob(t, map[string]string{"wait_for": "3", "min": "3"}), FedAvg{Fraction: 1, Min: 3, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
+	v := &recordingValuer{}
+	e.SetValuer(v)
+	for _, c := range []string{"c1", "c2", "c3"} {
+		e.Step(EvJoin{Client: c, Samples: 10})
+	}
+	var records []RoundRecord
+	updates := map[string][]float64{"c1": {0.5, 0.25}, "c2": {-0.25, 1}, "c3": {0.5, 0.25}}
+	for round := 1; round <= 2; round++ {
+		task := e.Task()
+		if task == nil {
+			t.Fatalf("round %d: no task", round)
+		}
+		before := slices.Clone(e.Global())
+		for _, c := range []string{"c1", "c2", "c3"} {
+			for _, a := range e.Step(EvSubmit{Client: c, TaskID: task.ID, Samples: 10, Update: updates[c]}) {
+				if d, ok := a.(ActRoundDone); ok {
+					records = append(records, d.Record)
+				}
+			}
+		}
+		if len(records) != round {
+			t.Fatalf("round %d did not close", round)
+		}
+		if round == 1 {
+			change := make([]float64, 2)
+			for k := range change {
+				change[k] = e.Global()[k] - before[k]
+			}
+			updates["known"] = change
+		}
+	}
+	if v.known[0] != nil {
+		t.Errorf("round 1 was valued against a known direction %v, want none", v.known[0])
+	}
+	if !slices.Equal(v.known[1], updates["known"]) {
+		t.Errorf("round 2 was valued against %v, want round 1's global change %v", v.known[1], updates["known"])
+	}
+	for r, rec := range records {
+		rv := rec.Valuation
+		if v.players[r] != 2 {
+			t.Errorf("round %d: game of %d players, want 2 (c1 and its copy c3 as one)", r+1, v.players[r])
+		}
+		if len(rv.Replicas) != 1 || !slices.Equal(rv.Replicas[0], []string{"c1", "c3"}) {
+			t.Errorf("round %d: replicas %v, want [[c1 c3]]", r+1, rv.Replicas)
+		}
+		if rv.Values["c1"] != rv.Values["c3"] || rv.Values["c1"]+rv.Values["c3"] != 1 || rv.Values["c2"] != 2 {
+			t.Errorf("round %d: values %v, want c1 = c3 = 0.5 (sharing player 0's 1) and c2 = 2", r+1, rv.Values)
+		}
+	}
+}
