@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -93,6 +93,17 @@ type Config struct {
 	// may implement BeginTask(client, task string, deadline time.Time),
 	// which is called before each training task.
 	NewModel func(spec model.Spec, features, classes int, seed uint64) (model.Model, error)
+	// Manifest, if set, is the job manifest this data holder pinned: the
+	// client refuses any task, parameter, committee, identity or receipt
+	// that contradicts it (client/manifest.go), and checks receipts with
+	// its receipt key. nil trusts the coordinator's word (tests, and the
+	// in-process simulation of issue 13's past).
+	Manifest *manifest.Manifest
+	// TestOnlyWeakParameters lifts the local floor (no insecure HE set, no
+	// log_n below 14, no k below 3) so that tests can use small, fast,
+	// insecure parameters. TEST ONLY: nothing in cmd/ sets it, and no flag
+	// or environment variable does.
+	TestOnlyWeakParameters bool
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -221,6 +232,11 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		switch {
+		case violation(err):
+			// The coordinator contradicted the manifest or this client's
+			// floor: it is not to be worked for any further.
+			c.log.Error("refusing the coordinator", "err", err)
+			return err
 		case status.Code(err) == codes.Unauthenticated:
 			c.log.Warn("call refused as unauthenticated, joining again", "err", err)
 			c.job = nil
@@ -310,6 +326,9 @@ func (c *Client) checkData(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: schema: %v", ErrRefused, err)
 	}
+	if err := c.checkSchema(schema); err != nil {
+		return err
+	}
 	classes := schema.GetClassNames()
 	if len(classes) < 2 {
 		return fmt.Errorf("%w: job %s names %d classes, want at least 2", ErrJob, schema.GetJobId(), len(classes))
@@ -386,6 +405,12 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
+		if err := c.checkFloor(job, c.params); err != nil {
+			return err
+		}
+	}
+	if err := c.checkJob(id, job, c.params); err != nil {
+		return err
 	}
 	c.sig.bind(job.GetJobId(), id)
 	if c.cfg.KeyFile != "" {
@@ -394,8 +419,10 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		}
 	}
 	c.job, c.mdl = job, m
-	if c.book != nil && len(receiptKey) == ed25519.PublicKeySize {
-		c.book.pub = ed25519.PublicKey(receiptKey)
+	if c.book != nil {
+		if err := c.book.useKey(c.receiptKey(receiptKey)); err != nil {
+			return err
+		}
 	}
 	c.log.Info(how, "client", id, "job", job.GetJobId())
 	return nil
@@ -417,7 +444,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
-		if err := c.keepReceipts(t.Done.GetReceipts()); err != nil {
+		if err := c.keepReceipts(t.Done.GetReceipts()); violation(err) {
+			return true, err
+		} else if err != nil {
 			c.log.Warn("could not keep the last receipts", "err", err)
 		}
 		if final, rounds := t.Done.GetFinalRound(), c.job.GetRounds(); final < rounds {
@@ -437,7 +466,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		_, err := c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
 		return false, err
 	case *tallyv1.NextTaskResponse_Train:
-		if err := c.syncReceipts(ctx); err != nil {
+		if err := c.syncReceipts(ctx); violation(err) {
+			return false, err
+		} else if err != nil {
 			c.log.Warn("could not fetch receipts", "err", err)
 		}
 		return false, c.train(ctx, t.Train)

@@ -140,7 +140,7 @@ func TestRunEncryptedUpdate(t *testing.T) {
 	f.serve(lis)
 	data := testData()
 	c, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: data, PollWait: 50 * time.Millisecond,
-		ReceiptsFile: filepath.Join(t.TempDir(), "receipts.jsonl")})
+		ReceiptsFile: filepath.Join(t.TempDir(), "receipts.jsonl"), TestOnlyWeakParameters: true})
 	if err != nil {
 		t.Fatal(err)
 	}

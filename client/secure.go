@@ -163,6 +163,9 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 	if err != nil {
 		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
 	}
+	if err := c.checkCommittee(t.GetTaskId(), inst); err != nil {
+		return err
+	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
 		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.policy, c.record, rand.Reader)
 		if err != nil {
@@ -219,6 +222,12 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	var req aggregation.DecryptRequest
 	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
 		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
+	if err := c.checkDecryptRequest(t.GetTaskId(), req); err != nil {
+		if rerr := c.refuse(ctx, t.GetTaskId(), err); rerr != nil {
+			c.log.Warn("could not tell the coordinator of the refusal", "task", t.GetTaskId(), "err", rerr)
+		}
+		return err
 	}
 	if t.GetCoefficient() {
 		ct, err := c.fetch(ctx, t.GetTaskId(), "ciphertext/0")

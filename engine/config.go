@@ -86,6 +86,12 @@ type CommitteeConfig struct {
 	Size int `yaml:"size"`
 	// Threshold t: any t members decrypt; up to c − t may drop out.
 	Threshold int `yaml:"threshold"`
+	// Seed, if set, draws the committee by the job manifest's rule
+	// (manifest.DrawCommittee over (seed, epoch, id)), which a client
+	// recomputes, and only when Size candidates are present: a client
+	// holding a manifest refuses a smaller committee. The coordinator sets
+	// it from the manifest; a job file cannot.
+	Seed []byte `yaml:"-"`
 }
 
 // DataConfig is the data schema every client must match, and the
