@@ -37,5 +37,8 @@ func LoadJob(path string) (engine.Job, error) {
 	if err != nil {
 		return engine.Job{}, fmt.Errorf("%s: %w", path, err)
 	}
+	if err := bindManifest(&job); err != nil {
+		return engine.Job{}, fmt.Errorf("%s: %w", path, err)
+	}
 	return job, nil
 }

@@ -67,13 +67,24 @@ const recoverHint = `: the coordinator does not start over on a damaged state fi
 // in the file), so a coordinator never appends to a ledger that is already
 // broken. Each refusal wraps ledger.ErrCorrupt or ledger.ErrVerify and
 // names the file; the file is left as it was.
-func OpenBoltStore(path, job string) (*BoltStore, error) {
+func OpenBoltStore(path, job string) (*BoltStore, error) { return openBoltStore(path, job, nil) }
+
+// openBoltStore is OpenBoltStore signing with key, when not nil: a new
+// file stores it, a file holding another key is refused (ledger.ErrOtherKey).
+func openBoltStore(path, job string, key ed25519.PrivateKey) (*BoltStore, error) {
 	db, err := ledger.Open(path, ledger.Options{})
 	if err != nil {
 		if errors.Is(err, ledger.ErrCorrupt) {
 			err = fmt.Errorf("%w%s", err, recoverHint)
 		}
 		return nil, err
+	}
+	if key != nil {
+		// Before anything reads the key: a new file would make one.
+		if err := db.AdoptSigningKey(key); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("coordinator: state file: %w", err)
+		}
 	}
 	if err := db.Verify(); err != nil && !errors.Is(err, ledger.ErrNoKey) {
 		db.Close()
@@ -93,7 +104,7 @@ func OpenBoltStore(path, job string) (*BoltStore, error) {
 		db.Close()
 		return nil, err
 	}
-	key, err := db.SigningKey()
+	key, err = db.SigningKey()
 	if err != nil {
 		db.Close()
 		return nil, err
