@@ -87,6 +87,11 @@ type JobConfig struct {
 	// key (PEM, PKCS #8), whose public half is in the manifest; a state
 	// file holding another key is refused. Empty: the state file's own key.
 	ReceiptKey string `yaml:"receipt_key"`
+	// TLSCert and TLSKey name the coordinator's TLS certificate and key
+	// (PEM), which it serves unless run with --insecure-plaintext; with a
+	// manifest, the certificate must be the one it pins.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // CommitteeConfig sizes the decryption committee.
@@ -97,9 +102,9 @@ type CommitteeConfig struct {
 	Threshold int `yaml:"threshold"`
 	// Seed, if set, draws the committee by the job manifest's rule
 	// (manifest.DrawCommittee over (seed, epoch, id)), which a client
-	// recomputes, and only when Size candidates are present: a client
-	// holding a manifest refuses a smaller committee. The coordinator sets
-	// it from the manifest; a job file cannot.
+	// recomputes, and only when at least Threshold candidates are present:
+	// a client holding a manifest refuses a committee below the threshold.
+	// The coordinator sets it from the manifest; a job file cannot.
 	Seed []byte `yaml:"-"`
 }
 

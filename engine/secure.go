@@ -120,8 +120,8 @@ func (e *Engine) startKeyGen() []Action {
 	if seed := e.job.Committee.Seed; len(seed) > 0 {
 		// The manifest's rule: a client checks the committee it is shown
 		// against it, and refuses one of another size.
-		if len(candidates) < e.job.Committee.Size {
-			return []Action{ActLog{Msg: "waiting for clients to form the manifest's decryption committee", Attrs: []any{"live", len(candidates), "size", e.job.Committee.Size}}}
+		if size < e.job.Committee.Threshold {
+			return []Action{ActLog{Msg: "waiting for clients to form the manifest's decryption committee", Attrs: []any{"live", len(candidates), "threshold", e.job.Committee.Threshold}}}
 		}
 		h.epoch++
 		drawn = manifest.DrawCommittee(seed, h.epoch, candidates, size)
