@@ -143,7 +143,7 @@ func TestMaliciousUploadsBounded(t *testing.T) {
 	addr := freePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", "3", "--rounds", "5", "--listen", addr, "--out", dir).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", "3", "--rounds", "5", "--listen", addr, "--out", dir, "--insecure-plaintext").CombinedOutput(); err != nil {
 		t.Fatalf("tally data: %v\n%s", err, out)
 	}
 	// The round starts when two clients joined, so the third joins
@@ -175,7 +175,9 @@ func TestMaliciousUploadsBounded(t *testing.T) {
 	f.Close()
 
 	var coordOut, coordErr bytes.Buffer
-	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", jobFile, "--metrics-addr", "")
+	// Plaintext and no manifest: the attacker speaks gRPC directly, and
+	// the job is patched to plaintext updates, which a manifest refuses.
+	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", jobFile, "--metrics-addr", "", "--insecure-plaintext")
 	coord.Stdout, coord.Stderr = &coordOut, &coordErr
 	if err := coord.Start(); err != nil {
 		t.Fatal(err)

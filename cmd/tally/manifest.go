@@ -12,7 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -59,14 +59,28 @@ its job; create writes one for yours.
 			fmt.Fprintf(fs.Output(), "Usage: tally manifest %s [--sha256 HEX] FILE\n\nFlags:\n", args[0])
 			fs.PrintDefaults()
 		}
-		if err := parse(fs, args[1:]); err != nil {
-			return err
+		// FILE first or last: tally manifest verify FILE --sha256 X reads
+		// as well as the other order.
+		rest, file := args[1:], ""
+		if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+			file, rest = rest[0], rest[1:]
 		}
-		if fs.NArg() != 1 {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return errUsage
+		}
+		if file == "" && fs.NArg() == 1 {
+			file = fs.Arg(0)
+		} else if fs.NArg() > 0 {
+			file = ""
+		}
+		if file == "" {
 			fs.Usage()
 			return errUsage
 		}
-		m, err := manifest.Load(fs.Arg(0))
+		m, err := manifest.Load(file)
 		if err != nil {
 			return err
 		}
@@ -78,7 +92,7 @@ its job; create writes one for yours.
 		if args[0] == "show" {
 			printManifest(stdout, m)
 		}
-		fmt.Fprintf(stdout, "manifest %s verifies: job %s, signed by %s\nsha256 %s\n", fs.Arg(0), m.Job, hex.EncodeToString(m.Owner), m.FingerprintHex())
+		fmt.Fprintf(stdout, "manifest %s verifies: job %s, signed by %s\nsha256 %s\n", file, m.Job, hex.EncodeToString(m.Owner), m.FingerprintHex())
 		return nil
 	}
 	return fmt.Errorf("tally manifest: unknown subcommand %q; want create, show or verify", args[0])
