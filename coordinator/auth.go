@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -378,7 +379,7 @@ var unknownClientKey = func() ed25519.PublicKey {
 // id it named exists: an unknown id and a wrong key both get "signature
 // does not verify", and a revoked client is told so only once its call
 // verified.
-func (s *Service) authenticateCall(ctx context.Context, method string) (string, error) {
+func (s *Service) authenticateCall(ctx context.Context, method string, body []byte) (string, error) {
 	now := time.Now()
 	refuse := func(client, why string, err error) (string, error) {
 		s.logs.Log(slog.LevelWarn, "call refused", "method", method, "client", client, "peer", peerAddr(ctx), "reason", why)
@@ -390,6 +391,12 @@ func (s *Service) authenticateCall(ctx context.Context, method string) (string, 
 	if err != nil {
 		err = fmt.Errorf("%w: %v", ErrBadSession, err)
 		return refuse("", err.Error(), err)
+	}
+	if !bytes.Equal(c.Body, body) {
+		// A unary call signs its request's digest; a stream signs none.
+		// Either way the request received must be the one signed.
+		err := fmt.Errorf("%w: %v: the request is not the one the call's signature covers", ErrBadSession, auth.ErrBadSig)
+		return refuse(c.Client, "request body does not match its signed digest", err)
 	}
 	s.mu.Lock()
 	key := s.keys[c.Client]
@@ -430,7 +437,11 @@ func (s *Service) UnaryAuth(ctx context.Context, req any, info *grpc.UnaryServer
 	if !needsSignature(info.FullMethod) {
 		return handler(ctx, req)
 	}
-	id, err := s.authenticateCall(ctx, info.FullMethod)
+	body, err := auth.BodyDigest(req)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %v", ErrBadSession, err))
+	}
+	id, err := s.authenticateCall(ctx, info.FullMethod, body)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -443,7 +454,7 @@ func (s *Service) StreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if !needsSignature(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	id, err := s.authenticateCall(ss.Context(), info.FullMethod)
+	id, err := s.authenticateCall(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return toStatus(err)
 	}
