@@ -232,10 +232,25 @@ func writeJobManifest(job engine.Job, owner ed25519.PrivateKey, ps []manifest.Pa
 	if err != nil {
 		return nil, "", err
 	}
+	m, err := buildManifest(job, owner, receipt.Public().(ed25519.PublicKey), pin, ps, seed)
+	if err != nil {
+		return nil, "", err
+	}
+	path := jobPath(job, cfg.Manifest)
+	if err := m.Save(path); err != nil {
+		return nil, "", err
+	}
+	return m, path, nil
+}
+
+// buildManifest signs the manifest of job with owner; seed nil draws a
+// fresh committee seed. It checks the job against it, as the coordinator
+// will.
+func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.PublicKey, pin []byte, ps []manifest.Participant, seed []byte) (*manifest.Manifest, error) {
 	if seed == nil {
 		seed = make([]byte, 32)
 		if _, err := rand.Read(seed); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
@@ -248,20 +263,16 @@ func writeJobManifest(job engine.Job, owner ed25519.PrivateKey, ps []manifest.Pa
 		Security: manifest.Security{SecureAggregation: job.SecureAggregation, HEParams: hex.EncodeToString(pid[:]),
 			MinLogN: pc.LogN, MinLogNoiseFlooding: pc.LogNoiseFlooding, MinGroupSize: job.MinGroupSize},
 		Committee:    manifest.Committee{Size: job.Committee.Size, Threshold: job.Committee.Threshold, Rule: manifest.RuleSHA256Rank, Seed: seed},
-		Coordinator:  manifest.Coordinator{ReceiptKey: manifest.HexBytes(receipt.Public().(ed25519.PublicKey)), TLSCertSHA256: pin},
+		Coordinator:  manifest.Coordinator{ReceiptKey: manifest.HexBytes(receipt), TLSCertSHA256: pin},
 		Participants: ps,
 	}
 	if err := m.Sign(owner); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := coordinator.CheckManifest(job, m); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	path := jobPath(job, cfg.Manifest)
-	if err := m.Save(path); err != nil {
-		return nil, "", err
-	}
-	return m, path, nil
+	return m, nil
 }
 
 // jobPath resolves a path of the job file against its folder.
