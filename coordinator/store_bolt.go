@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/engine"
@@ -170,7 +171,7 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 				return err
 			}
 			if !r.Failed && r.Valuation != nil && !tx.HasReceiptsForRound(s.job, r.Round) {
-				if _, err := tx.AppendReceipts(s.key, receiptsFor(s.job, r)); err != nil {
+				if _, err := tx.AppendReceipts(s.key, receiptsFor(s.job, r, time.Now())); err != nil {
 					return err
 				}
 			}
@@ -184,8 +185,9 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 	})
 }
 
-// receiptsFor builds the unsigned receipts of a completed round.
-func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
+// receiptsFor builds the unsigned receipts of a completed round, issued at
+// now (the driver's clock: the engine keeps none).
+func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	var dec []ledger.Decryption
 	for _, d := range r.Decryptions {
 		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
@@ -200,7 +202,7 @@ func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
 		out = append(out, ledger.Receipt{
 			Job: job, Round: r.Round, Client: id, SubmissionDigest: digest, Decrypted: dec,
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
-			Payout: rv.Payouts[id], Quota: rv.Quotas[id],
+			Payout: rv.Payouts[id], Quota: rv.Quotas[id], IssuedAt: now.UnixMilli(),
 		})
 	}
 	return out
