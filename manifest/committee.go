@@ -58,8 +58,10 @@ func DrawCommittee(seed []byte, epoch uint64, candidates []string, size int) []s
 }
 
 // CheckCommittee checks a committee a client was shown for key-generation
-// epoch: its size and threshold are the manifest's, every member is a
-// participant, and the members are the ones the rule draws from the
+// epoch: its threshold is the manifest's, its size the manifest's or, when
+// too few participants are present, smaller but at least the threshold
+// (fewer than t colluders still learn nothing, whatever c is), every
+// member is a participant, and the members are the ones the rule draws from the
 // participants the coordinator treated as present. The coordinator does not
 // say who was absent, so absent means every participant that scores lower
 // than the highest-scoring member and is not a member: that is the
@@ -67,8 +69,8 @@ func DrawCommittee(seed []byte, epoch uint64, candidates []string, size int) []s
 // a client can log it.
 func (m *Manifest) CheckCommittee(epoch uint64, members []string, threshold int) (absent []string, err error) {
 	c := m.Committee
-	if len(members) != c.Size {
-		return nil, fmt.Errorf("%w: epoch %d: committee of %d members, the manifest says %d", ErrCommittee, epoch, len(members), c.Size)
+	if len(members) > c.Size || len(members) < c.Threshold {
+		return nil, fmt.Errorf("%w: epoch %d: committee of %d members, the manifest says %d (at least the threshold %d when participants are absent)", ErrCommittee, epoch, len(members), c.Size, c.Threshold)
 	}
 	if threshold != c.Threshold {
 		return nil, fmt.Errorf("%w: epoch %d: threshold %d, the manifest says %d", ErrCommittee, epoch, threshold, c.Threshold)

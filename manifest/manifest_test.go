@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -137,8 +138,11 @@ func TestCommitteeRule(t *testing.T) {
 	if _, err := m.CheckCommittee(4, []string{drawn[0], drawn[1], "mallory"}, 2); !errors.Is(err, ErrCommittee) || !strings.Contains(err.Error(), `"mallory" is not a participant`) {
 		t.Fatalf("member outside the manifest: %v", err)
 	}
-	if _, err := m.CheckCommittee(4, drawn[:2], 2); !errors.Is(err, ErrCommittee) {
-		t.Fatalf("short committee: %v", err)
+	if _, err := m.CheckCommittee(4, drawn[:1], 2); !errors.Is(err, ErrCommittee) {
+		t.Fatalf("committee below the threshold: %v", err)
+	}
+	if _, err := m.CheckCommittee(4, append(slices.Clone(drawn), "client-7"), 2); !errors.Is(err, ErrCommittee) {
+		t.Fatalf("committee above the manifest's size: %v", err)
 	}
 	if _, err := m.CheckCommittee(4, drawn, 3); !errors.Is(err, ErrCommittee) {
 		t.Fatalf("wrong threshold: %v", err)
