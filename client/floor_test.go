@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -106,5 +109,62 @@ func TestReceiptsResignedRefused(t *testing.T) {
 	}
 	if !errors.Is(err, ErrReceiptChain) {
 		t.Fatalf("Run against a re-signed chain: %v, want %v", err, ErrReceiptChain)
+	}
+}
+
+// TestReceiptsForkedChainRefused (attack f, a forked chain): the
+// coordinator, same key, serves receipts that rewrite what the client
+// kept: another receipt under a kept sequence number, a second receipt for
+// a round already receipted, and a next receipt that does not chain from
+// the last one kept. Each is refused with ErrReceiptChain and the file is
+// left as it was; a resent copy of a kept receipt is skipped.
+func TestReceiptsForkedChainRefused(t *testing.T) {
+	f := newFakeCoord(t, 1)
+	receipts := filepath.Join(t.TempDir(), "receipts.jsonl")
+	lis := listen(t, "")
+	f.serve(lis)
+	c, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, ReceiptsFile: receipts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runClient(t, context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	kept := f.receipts[0] // seq 1, round 0
+	before, _ := os.ReadFile(receipts)
+	forge := func(r ledger.Receipt) []byte {
+		r.Hash = r.ComputeHash()
+		h, _ := hex.DecodeString(r.Hash)
+		r.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(f.receipt, h))
+		b, _ := json.Marshal(r)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		r    ledger.Receipt
+		want string
+	}{
+		{"same-seq", ledger.Receipt{Seq: 1, Job: kept.Job, Round: 0, Client: kept.Client, SubmissionDigest: kept.SubmissionDigest, Method: "fake", Mode: "plain", Value: 9}, "seq 1 has hash"},
+		{"same-round", ledger.Receipt{Seq: 2, Job: kept.Job, Round: 0, Client: kept.Client, SubmissionDigest: kept.SubmissionDigest, Method: "fake", Mode: "plain", Value: 9, PrevHash: kept.Hash}, "round 0 was receipted"},
+		{"unchained", ledger.Receipt{Seq: 2, Job: kept.Job, Round: 1, Client: kept.Client, Method: "fake", Mode: "plain", PrevHash: strings.Repeat("ab", 32)}, "chains from"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c2, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: testData(), ReceiptsFile: receipts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2.sig.bind(kept.Job, kept.Client)
+			c2.book.pub = f.receipt.Public().(ed25519.PublicKey)
+			batch := [][]byte{forge(kept), forge(tc.r)} // a resent kept receipt, then the forgery
+			if tc.r.Seq == kept.Seq {
+				batch = batch[1:]
+			}
+			if err := c2.keepReceipts(batch); !errors.Is(err, ErrReceiptChain) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("keepReceipts: %v, want %v saying %q", err, ErrReceiptChain, tc.want)
+			}
+			if after, _ := os.ReadFile(receipts); string(after) != string(before) {
+				t.Errorf("the receipts file changed:\n%s", after)
+			}
+		})
 	}
 }
