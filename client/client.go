@@ -21,6 +21,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -562,7 +563,8 @@ func (c *Client) rng(round int) *rand.Rand {
 }
 
 func (c *Client) download(ctx context.Context, taskID string, n int) ([]float64, error) {
-	stream, err := c.api.DownloadModel(ctx, &tallyv1.DownloadModelRequest{TaskId: taskID})
+	req := &tallyv1.DownloadModelRequest{TaskId: taskID}
+	stream, err := c.api.DownloadModel(auth.WithFirstMessage(ctx, req), req)
 	if err != nil {
 		return nil, err
 	}
@@ -593,18 +595,20 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(x))
 	}
 	digest := sha256.Sum256(buf)
-	stream, err := c.api.SubmitUpdate(ctx)
-	if err != nil {
-		return nil, err
-	}
 	header := &tallyv1.SubmitHeader{
 		TaskId: taskID, Round: int32(round), Samples: samples,
 		Encoding: "f64le", Length: int64(len(v)), Digest: digest[:],
 	}
+	// The first message is made before the stream: its signature covers it.
+	first := &tallyv1.SubmitUpdateRequest{Header: header, Data: buf[:min(chunkBytes, len(buf))]}
+	stream, err := c.api.SubmitUpdate(auth.WithFirstMessage(ctx, first))
+	if err != nil {
+		return nil, err
+	}
 	for off := 0; off == 0 || off < len(buf); off += chunkBytes {
-		msg := &tallyv1.SubmitUpdateRequest{Data: buf[off:min(off+chunkBytes, len(buf))]}
-		if off == 0 {
-			msg.Header = header
+		msg := first
+		if off > 0 {
+			msg = &tallyv1.SubmitUpdateRequest{Data: buf[off:min(off+chunkBytes, len(buf))]}
 		}
 		if err := stream.Send(msg); err != nil {
 			break // the real error comes from CloseAndRecv

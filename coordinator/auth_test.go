@@ -294,6 +294,26 @@ func TestSignedCalls(t *testing.T) {
 			t.Errorf("%s call: %v, want Unauthenticated", tc.name, err)
 		}
 	}
+	// A stream's signature covers its first message: one signed for a
+	// header naming task x and sent with task y is refused, and so is one
+	// signed for no first message.
+	signedFor := &tallyv1.SubmitUpdateRequest{Header: &tallyv1.SubmitHeader{TaskId: "x", Encoding: "f64le"}}
+	up, err := a.api.SubmitUpdate(auth.WithFirstMessage(ctx, signedFor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Send(&tallyv1.SubmitUpdateRequest{Header: &tallyv1.SubmitHeader{TaskId: "y", Encoding: "f64le"}})
+	if _, err := up.CloseAndRecv(); code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "first message is not the one its signature covers") {
+		t.Errorf("a stream whose first message is not the signed one: %v, want Unauthenticated", err)
+	}
+	up, err = a.api.SubmitUpdate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Send(signedFor)
+	if _, err := up.CloseAndRecv(); code(err) != codes.Unauthenticated {
+		t.Errorf("a stream signed without its first message: %v, want Unauthenticated", err)
+	}
 	// A restarted client resumes with its key; unsigned, Resume is refused.
 	if _, err := raw.Resume(ctx, &tallyv1.ResumeRequest{Samples: 5, Features: 2}); code(err) != codes.Unauthenticated {
 		t.Errorf("unsigned Resume: %v, want Unauthenticated", err)
@@ -306,7 +326,6 @@ func TestSignedCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	var err error
 	for time.Now().Before(deadline) {
 		if _, err = a.api.NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: 10}); code(err) == codes.PermissionDenied {
 			break

@@ -83,12 +83,12 @@ func enrolAttacker(ctx context.Context, t *testing.T, conn *grpc.ClientConn, job
 // sends up to budget bytes of it in 1 MiB messages, until the coordinator
 // ends the stream.
 func (a *attacker) uploadFlood(ctx context.Context, taskID string, budget int) (int, error) {
-	s, err := a.api.SubmitUpdate(ctx)
+	chunk := make([]byte, 1<<20)
+	h := &tallyv1.SubmitHeader{TaskId: taskID, Round: 1, Samples: 100, Encoding: "f64le", Length: 1 << 27, Digest: make([]byte, 32)}
+	s, err := a.api.SubmitUpdate(auth.WithFirstMessage(ctx, &tallyv1.SubmitUpdateRequest{Header: h, Data: chunk}))
 	if err != nil {
 		return 0, err
 	}
-	chunk := make([]byte, 1<<20)
-	h := &tallyv1.SubmitHeader{TaskId: taskID, Round: 1, Samples: 100, Encoding: "f64le", Length: 1 << 27, Digest: make([]byte, 32)}
 	sent := 0
 	for sent < budget {
 		msg := &tallyv1.SubmitUpdateRequest{Data: chunk}
@@ -106,11 +106,11 @@ func (a *attacker) uploadFlood(ctx context.Context, taskID string, budget int) (
 
 // sharesFlood sends budget bytes of protocol shares for taskID.
 func (a *attacker) sharesFlood(ctx context.Context, taskID string, budget int) (int, error) {
-	s, err := a.api.SubmitShares(ctx)
+	chunk := make([]byte, 1<<20)
+	s, err := a.api.SubmitShares(auth.WithFirstMessage(ctx, &tallyv1.SubmitSharesRequest{Part: "public-key-share", Data: chunk, Header: &tallyv1.SharesHeader{TaskId: taskID}}))
 	if err != nil {
 		return 0, err
 	}
-	chunk := make([]byte, 1<<20)
 	sent := 0
 	for sent < budget {
 		msg := &tallyv1.SubmitSharesRequest{Part: "public-key-share", Data: chunk}

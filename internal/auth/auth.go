@@ -68,9 +68,9 @@ const (
 // message is what a call's signature covers: a domain label, the job (a
 // signature for one job is worthless at another), the client, the full gRPC
 // method (a signed NextTask cannot be turned into a SubmitUpdate), the time,
-// the nonce and the request's digest (empty for a stream: its messages are
-// not covered), each length-prefixed so that no two tuples encode alike.
-// v2 added the digest.
+// the nonce and the digest of the request (a stream's first message: see
+// WithFirstMessage; its later messages are not covered), each
+// length-prefixed so that no two tuples encode alike. v2 added the digest.
 func message(job, client, method string, unixMilli int64, nonce, body []byte) []byte {
 	var b []byte
 	for _, f := range [][]byte{[]byte("tally call v2"), []byte(job), []byte(client), []byte(method), []byte(strconv.FormatInt(unixMilli, 10)), nonce, body} {
@@ -107,6 +107,20 @@ func SignBody(key ed25519.PrivateKey, job, client, method string, body []byte, n
 		md.Set(MDBody, hex.EncodeToString(body))
 	}
 	return md, nil
+}
+
+// firstKey carries the first message of a stream about to be opened.
+type firstKey struct{}
+
+// WithFirstMessage returns ctx carrying msg, the first message of the
+// stream the caller is about to open through a Conn: the stream's
+// signature then covers msg's digest, as a unary call's covers its
+// request, and the server checks the first message it receives against
+// it. Metadata leaves with the stream's opening, so the message must be
+// known before the stream is; a stream of a client-streaming call carries
+// its header in its first message, a server-streaming call its request.
+func WithFirstMessage(ctx context.Context, msg any) context.Context {
+	return context.WithValue(ctx, firstKey{}, msg)
 }
 
 // BodyDigest is the SHA-256 of a request's deterministic protobuf encoding,
@@ -342,7 +356,14 @@ func (c signedConn) Invoke(ctx context.Context, method string, args, reply any, 
 }
 
 func (c signedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	ctx, err := c.sign(ctx, method, nil)
+	var body []byte
+	if m := ctx.Value(firstKey{}); m != nil {
+		var err error
+		if body, err = BodyDigest(m); err != nil {
+			return nil, err
+		}
+	}
+	ctx, err := c.sign(ctx, method, body)
 	if err != nil {
 		return nil, err
 	}
