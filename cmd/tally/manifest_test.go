@@ -119,10 +119,15 @@ func TestClientRefusesPlaintextCoordinator(t *testing.T) {
 	if err := coord.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		coord.Process.Kill()
-		coord.Wait()
-	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			coord.Process.Kill()
+			coord.Wait()
+		}
+	}
+	defer stop()
 	f, err := os.Open(filepath.Join(dir, "tokens.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +145,7 @@ func TestClientRefusesPlaintextCoordinator(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "does not speak TLS") {
 		t.Fatalf("client against a plaintext coordinator: %v\n%s", err, out)
 	}
+	stop() // before its output is read
 	if strings.Contains(coordOut.String(), "client enrolled") {
 		t.Errorf("the client enrolled over plaintext:\n%s", coordOut.String())
 	}
