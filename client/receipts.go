@@ -31,7 +31,7 @@ type receiptBook struct {
 	// index their hashes.
 	kept    []ledger.Receipt
 	bySeq   map[uint64]string
-	byRound map[int]string
+	byRound map[string]string // roundKey → hash
 	lastSeq uint64
 	// digests holds the hex SHA-256 of this client's latest submission per round.
 	digests map[int]string
@@ -82,7 +82,7 @@ func (b *receiptBook) extend(r ledger.Receipt) (bool, error) {
 		}
 		return false, nil
 	}
-	if h, ok := b.byRound[r.Round]; ok && h != r.Hash {
+	if h, ok := b.byRound[roundKey(r)]; ok && h != r.Hash {
 		return false, fmt.Errorf("%w: round %d was receipted as %s in %s, the coordinator now sends seq %d, %s", ErrReceiptChain, r.Round, h, b.path, r.Seq, r.Hash)
 	}
 	if r.Seq < b.lastSeq {
@@ -96,7 +96,7 @@ func (b *receiptBook) extend(r ledger.Receipt) (bool, error) {
 
 func (b *receiptBook) add(r ledger.Receipt) {
 	b.kept = append(b.kept, r)
-	b.bySeq[r.Seq], b.byRound[r.Round] = r.Hash, r.Hash
+	b.bySeq[r.Seq], b.byRound[roundKey(r)] = r.Hash, r.Hash
 	b.lastSeq = max(b.lastSeq, r.Seq)
 }
 
@@ -162,7 +162,7 @@ func (c *Client) keepReceipts(raws [][]byte) error {
 // client resumes after the last receipt it kept, and checks that the
 // coordinator extends it rather than rewriting it.
 func openReceiptBook(path string) (*receiptBook, error) {
-	b := &receiptBook{path: path, digests: map[int]string{}, bySeq: map[uint64]string{}, byRound: map[int]string{}}
+	b := &receiptBook{path: path, digests: map[int]string{}, bySeq: map[uint64]string{}, byRound: map[string]string{}}
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
 		return b, nil
@@ -182,4 +182,19 @@ func openReceiptBook(path string) (*receiptBook, error) {
 		b.add(r)
 	}
 	return b, nil
+}
+
+// roundKey names what a receipt is the one receipt of: its round, and its
+// kind when the ledger gives receipts one (a settlement receipt names the
+// last round of its period, beside that round's own receipt). The kind is
+// read from the receipt's JSON, so that the key follows whatever kinds
+// ledger.Receipt carries.
+func roundKey(r ledger.Receipt) string {
+	var k struct {
+		Kind string `json:"kind"`
+	}
+	if b, err := json.Marshal(r); err == nil {
+		_ = json.Unmarshal(b, &k)
+	}
+	return fmt.Sprintf("%s/%d", k.Kind, r.Round)
 }
