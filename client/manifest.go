@@ -127,8 +127,8 @@ func (c *Client) checkJob(id string, job *tallyv1.JobSpec, params aggregation.Pa
 		if cfg.LogN < m.Security.MinLogN {
 			sec("he_params.log_n %d, the manifest's security.min_log_n is %d", cfg.LogN, m.Security.MinLogN)
 		}
-		if cfg.LogNoiseFlooding < m.Security.MinLogNoiseFlooding {
-			sec("he_params.log_noise_flooding %d, the manifest's security.min_log_noise_flooding is %d", cfg.LogNoiseFlooding, m.Security.MinLogNoiseFlooding)
+		if lf := manifest.LogFlooding(params.NoiseFloodingSigma()); lf < m.Security.MinLogNoiseFlooding {
+			sec("flooding noise σ = 2^%d, the manifest's security.min_log_noise_flooding is %d", lf, m.Security.MinLogNoiseFlooding)
 		}
 		if k := int(job.GetMinGroupSize()); k < m.Security.MinGroupSize {
 			sec("min_group_size %d, the manifest's security.min_group_size is %d", k, m.Security.MinGroupSize)

@@ -137,7 +137,7 @@ func TestManifestRefusesSecurity(t *testing.T) {
 		wants []string
 	}{
 		{"log_n", func(f *fakeCoord) { f.job.HeParams.LogN = 11 }, []string{"HE parameter set", "security.he_params"}},
-		{"flooding", func(f *fakeCoord) { f.job.HeParams.LogNoiseFlooding = 10 }, []string{"log_noise_flooding 10, the manifest's security.min_log_noise_flooding is 30"}},
+		{"flooding", func(f *fakeCoord) { f.job.HeParams.LogNoiseFlooding = 10 }, []string{"flooding noise σ = 2^10, the manifest's security.min_log_noise_flooding is 30"}},
 		{"k", func(f *fakeCoord) {}, nil},
 		{"plaintext", func(f *fakeCoord) { f.job.SecureAggregation = "none" }, []string{`secure_aggregation "none", the manifest's is "he"`}},
 	} {

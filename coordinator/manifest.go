@@ -92,8 +92,8 @@ func CheckManifest(job engine.Job, m *manifest.Manifest) error {
 		if cfg.LogN < m.Security.MinLogN {
 			bad("he_params.log_n", cfg.LogN, fmt.Sprintf("at least %d", m.Security.MinLogN))
 		}
-		if cfg.LogNoiseFlooding < m.Security.MinLogNoiseFlooding {
-			bad("he_params.log_noise_flooding", cfg.LogNoiseFlooding, fmt.Sprintf("at least %d", m.Security.MinLogNoiseFlooding))
+		if lf := manifest.LogFlooding(job.Params.NoiseFloodingSigma()); lf < m.Security.MinLogNoiseFlooding {
+			bad("the flooding noise (log2 σ)", lf, fmt.Sprintf("at least %d", m.Security.MinLogNoiseFlooding))
 		}
 	}
 	if job.MinGroupSize < m.Security.MinGroupSize {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -292,6 +293,16 @@ func (m *Manifest) CheckFingerprint(want string) error {
 		return fmt.Errorf("%w: manifest of job %q has %s, pinned %s", ErrFingerprint, m.Job, got, want)
 	}
 	return nil
+}
+
+// LogFlooding is the flooding floor a parameter set meets: ⌊log2 σ⌋ of
+// its decryption-share noise (aggregation.Parameters.NoiseFloodingSigma),
+// whatever that σ is derived from.
+func LogFlooding(sigma float64) int {
+	if sigma < 1 {
+		return 0
+	}
+	return int(math.Floor(math.Log2(sigma)))
 }
 
 // IdentityKey returns the identity key the manifest lists for id.

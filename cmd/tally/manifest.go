@@ -261,7 +261,7 @@ func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.Pub
 		Schema: manifest.Schema{Features: job.Data.Features, Classes: job.Data.ClassNames, ModelKind: job.Model.Kind,
 			Hidden: job.Model.Hidden, Activation: job.Model.Activation},
 		Security: manifest.Security{SecureAggregation: job.SecureAggregation, HEParams: hex.EncodeToString(pid[:]),
-			MinLogN: pc.LogN, MinLogNoiseFlooding: pc.LogNoiseFlooding, MinGroupSize: job.MinGroupSize},
+			MinLogN: pc.LogN, MinLogNoiseFlooding: manifest.LogFlooding(job.Params.NoiseFloodingSigma()), MinGroupSize: job.MinGroupSize},
 		Committee:    manifest.Committee{Size: job.Committee.Size, Threshold: job.Committee.Threshold, Rule: manifest.RuleSHA256Rank, Seed: seed},
 		Coordinator:  manifest.Coordinator{ReceiptKey: manifest.HexBytes(receipt), TLSCertSHA256: pin},
 		Participants: ps,
