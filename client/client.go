@@ -23,6 +23,8 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/internal/auth"
+	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -102,10 +104,22 @@ type Config struct {
 	// valid signature of every committee member. nil falls back to the
 	// identity keys the coordinator reports for the members, with a loud
 	// warning: the checks still run, but a coordinator that invents a
-	// whole committee is not caught.
+	// whole committee is not caught. New sets it to Manifest when only
+	// that is given.
 	MemberKeys interface {
 		IdentityKey(id string) (ed25519.PublicKey, bool)
 	}
+	// Manifest, if set, is the job manifest this data holder pinned: the
+	// client refuses any task, parameter, committee, identity or receipt
+	// that contradicts it (client/manifest.go), and checks receipts with
+	// its receipt key. nil trusts the coordinator's word (tests, and the
+	// in-process simulation of issue 13's past).
+	Manifest *manifest.Manifest
+	// TestOnlyWeakParameters lifts the local floor (no insecure HE set, no
+	// log_n below 14, no k below 3) so that tests can use small, fast,
+	// insecure parameters. TEST ONLY: nothing in cmd/ sets it, and no flag
+	// or environment variable does.
+	TestOnlyWeakParameters bool
 }
 
 // Client is a participant's loop: enrol, wait for tasks, train, submit.
@@ -155,6 +169,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.PollWait == 0 {
 		cfg.PollWait = 5 * time.Second
+	}
+	if cfg.MemberKeys == nil && cfg.Manifest != nil {
+		// The pinned manifest lists every participant's identity key: the
+		// committee's key-generation signatures are checked against it.
+		cfg.MemberKeys = cfg.Manifest
 	}
 	log := cfg.Log
 	if log == nil {
@@ -241,6 +260,11 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		switch {
+		case violation(err):
+			// The coordinator contradicted the manifest or this client's
+			// floor: it is not to be worked for any further.
+			c.log.Error("refusing the coordinator", "err", err)
+			return err
 		case status.Code(err) == codes.Unauthenticated:
 			c.log.Warn("call refused as unauthenticated, joining again", "err", err)
 			c.job = nil
@@ -330,6 +354,9 @@ func (c *Client) checkData(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: schema: %v", ErrRefused, err)
 	}
+	if err := c.checkSchema(schema); err != nil {
+		return err
+	}
 	classes := schema.GetClassNames()
 	if len(classes) < 2 {
 		return fmt.Errorf("%w: job %s names %d classes, want at least 2", ErrJob, schema.GetJobId(), len(classes))
@@ -414,6 +441,12 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
+		if err := c.checkFloor(job, c.params); err != nil {
+			return err
+		}
+	}
+	if err := c.checkJob(id, job, c.params); err != nil {
+		return err
 	}
 	c.sig.bind(job.GetJobId(), id)
 	if c.cfg.KeyFile != "" {
@@ -422,8 +455,10 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		}
 	}
 	c.job, c.mdl = job, m
-	if c.book != nil && len(receiptKey) == ed25519.PublicKeySize {
-		c.book.pub = ed25519.PublicKey(receiptKey)
+	if c.book != nil {
+		if err := c.book.useKey(c.receiptKey(receiptKey)); err != nil {
+			return err
+		}
 	}
 	c.log.Info(how, "client", id, "job", job.GetJobId())
 	return nil
@@ -445,7 +480,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
-		if err := c.keepReceipts(t.Done.GetReceipts()); err != nil {
+		if err := c.keepReceipts(t.Done.GetReceipts()); violation(err) {
+			return true, err
+		} else if err != nil {
 			c.log.Warn("could not keep the last receipts", "err", err)
 		}
 		if final, rounds := t.Done.GetFinalRound(), c.job.GetRounds(); final < rounds {
@@ -465,7 +502,9 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		_, err := c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
 		return false, err
 	case *tallyv1.NextTaskResponse_Train:
-		if err := c.syncReceipts(ctx); err != nil {
+		if err := c.syncReceipts(ctx); violation(err) {
+			return false, err
+		} else if err != nil {
 			c.log.Warn("could not fetch receipts", "err", err)
 		}
 		return false, c.train(ctx, t.Train)
@@ -561,7 +600,8 @@ func (c *Client) rng(round int) *rand.Rand {
 }
 
 func (c *Client) download(ctx context.Context, taskID string, n int) ([]float64, error) {
-	stream, err := c.api.DownloadModel(ctx, &tallyv1.DownloadModelRequest{TaskId: taskID})
+	req := &tallyv1.DownloadModelRequest{TaskId: taskID}
+	stream, err := c.api.DownloadModel(auth.WithFirstMessage(ctx, req), req)
 	if err != nil {
 		return nil, err
 	}
@@ -592,18 +632,20 @@ func (c *Client) submit(ctx context.Context, taskID string, round int, samples i
 		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(x))
 	}
 	digest := sha256.Sum256(buf)
-	stream, err := c.api.SubmitUpdate(ctx)
-	if err != nil {
-		return nil, err
-	}
 	header := &tallyv1.SubmitHeader{
 		TaskId: taskID, Round: int32(round), Samples: samples,
 		Encoding: "f64le", Length: int64(len(v)), Digest: digest[:],
 	}
+	// The first message is made before the stream: its signature covers it.
+	first := &tallyv1.SubmitUpdateRequest{Header: header, Data: buf[:min(chunkBytes, len(buf))]}
+	stream, err := c.api.SubmitUpdate(auth.WithFirstMessage(ctx, first))
+	if err != nil {
+		return nil, err
+	}
 	for off := 0; off == 0 || off < len(buf); off += chunkBytes {
-		msg := &tallyv1.SubmitUpdateRequest{Data: buf[off:min(off+chunkBytes, len(buf))]}
-		if off == 0 {
-			msg.Header = header
+		msg := first
+		if off > 0 {
+			msg = &tallyv1.SubmitUpdateRequest{Data: buf[off:min(off+chunkBytes, len(buf))]}
 		}
 		if err := stream.Send(msg); err != nil {
 			break // the real error comes from CloseAndRecv

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"unicode/utf8"
 
+	"github.com/tallyfl/tally/internal/auth"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -33,12 +34,13 @@ func (c *Client) decline(ctx context.Context, t *tallyv1.TrainTask, why error) {
 			reason = reason[:len(reason)-1]
 		}
 	}
-	stream, err := c.api.SubmitUpdate(ctx)
+	msg := &tallyv1.SubmitUpdateRequest{
+		Header: &tallyv1.SubmitHeader{TaskId: t.GetTaskId(), Round: t.GetRound(), Encoding: encodingDecline},
+		Data:   []byte(reason),
+	}
+	stream, err := c.api.SubmitUpdate(auth.WithFirstMessage(ctx, msg))
 	if err == nil {
-		err = stream.Send(&tallyv1.SubmitUpdateRequest{
-			Header: &tallyv1.SubmitHeader{TaskId: t.GetTaskId(), Round: t.GetRound(), Encoding: encodingDecline},
-			Data:   []byte(reason),
-		})
+		err = stream.Send(msg)
 		if _, cerr := stream.CloseAndRecv(); err == nil {
 			err = cerr
 		}

@@ -71,6 +71,13 @@ type fakeCoord struct {
 	// has its enrolment's answer and has bound its key to its identity.
 	polling  chan struct{}
 	pollOnce sync.Once
+	// script, if set, is asked first by NextTask (with f.mu held) and
+	// its task served unless it returns nil; objects are what Download
+	// serves besides the public key, by name; shares records every
+	// SubmitShares (manifest_test.go).
+	script  func() *tallyv1.NextTaskResponse
+	objects map[string][]byte
+	shares  []map[string][]byte
 	// wrong records calls that broke the protocol (unsigned, signed by
 	// another key, a header that does not match the task); the test fails
 	// on any.
@@ -255,6 +262,11 @@ func (f *fakeCoord) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) 
 		f.failNext--
 		f.failed++
 		return nil, status.Error(codes.Unavailable, "fake: restarting")
+	}
+	if f.script != nil {
+		if t := f.script(); t != nil {
+			return t, nil
+		}
 	}
 	if f.round >= int(f.job.GetRounds()) {
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{

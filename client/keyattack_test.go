@@ -7,22 +7,11 @@ import (
 	"time"
 
 	"github.com/tallyfl/tally/aggregation"
-	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
 // useHE makes f's job run under secure aggregation with h's key.
 func (f *fakeCoord) useHE(h *fakeHE) {
-	pc := h.params.Config()
-	hp := &tallyv1.HEParameters{
-		LogN: int32(pc.LogN), LogDefaultScale: int32(pc.LogDefaultScale), EncoderPrecision: int32(pc.EncoderPrecision),
-		LogNoiseFlooding: int32(pc.LogNoiseFlooding), Insecure: pc.Insecure,
-	}
-	for _, q := range pc.LogQ {
-		hp.LogQ = append(hp.LogQ, int32(q))
-	}
-	for _, q := range pc.LogP {
-		hp.LogP = append(hp.LogP, int32(q))
-	}
+	hp := heJobParams(h.params.Config())
 	f.he = h
 	f.job.SecureAggregation, f.job.HeParams, f.job.MinGroupSize = "he", hp, 2
 }
@@ -77,7 +66,7 @@ func TestClientRefusesUnsignedKey(t *testing.T) {
 			f.useHE(h)
 			lis := listen(t, "")
 			f.serve(lis)
-			cfg := Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond}
+			cfg := Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, TestOnlyWeakParameters: true}
 			if tc.pinned {
 				cfg.MemberKeys = h.keys
 			}

@@ -15,12 +15,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/internal/auth"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
 // fetch downloads a named object of a task.
 func (c *Client) fetch(ctx context.Context, taskID, name string) ([]byte, error) {
-	stream, err := c.api.Download(ctx, &tallyv1.DownloadRequest{TaskId: taskID, Name: name})
+	req := &tallyv1.DownloadRequest{TaskId: taskID, Name: name}
+	stream, err := c.api.Download(auth.WithFirstMessage(ctx, req), req)
 	if err != nil {
 		return nil, err
 	}
@@ -103,28 +105,38 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 	for _, ct := range cts {
 		h.Write(ct)
 	}
-	stream, err := c.api.SubmitUpdate(ctx)
-	if err != nil {
-		return nil, err
-	}
 	digest := h.Sum(nil)
 	header := &tallyv1.SubmitHeader{
 		TaskId: taskID, Round: int32(round), Samples: int64(weight),
 		Encoding: "ckks", Length: int64(len(cts)), Digest: digest,
 	}
+	// One ciphertext per message when it fits, so the coordinator adds it
+	// from the message without reassembling it; larger ones go in
+	// chunkBytes pieces, which it reassembles.
+	pieceOf := func(ct []byte) int {
+		if len(ct) <= ciphertextMessageBytes {
+			return len(ct)
+		}
+		return chunkBytes
+	}
+	// The first message is made before the stream: its signature covers it.
+	var firstMsg *tallyv1.SubmitUpdateRequest
+	if len(cts) > 0 {
+		firstMsg = &tallyv1.SubmitUpdateRequest{Header: header, Data: cts[0][:min(pieceOf(cts[0]), len(cts[0]))]}
+	} else {
+		firstMsg = &tallyv1.SubmitUpdateRequest{Header: header}
+	}
+	stream, err := c.api.SubmitUpdate(auth.WithFirstMessage(ctx, firstMsg))
+	if err != nil {
+		return nil, err
+	}
 	first := true
 	for _, ct := range cts {
-		// One ciphertext per message when it fits, so the coordinator adds
-		// it from the message without reassembling it; larger ones go in
-		// chunkBytes pieces, which it reassembles.
-		piece := chunkBytes
-		if len(ct) <= ciphertextMessageBytes {
-			piece = len(ct)
-		}
+		piece := pieceOf(ct)
 		for off := 0; off < len(ct); off += piece {
 			msg := &tallyv1.SubmitUpdateRequest{Data: ct[off:min(off+piece, len(ct))]}
 			if first {
-				msg.Header, first = header, false
+				msg, first = firstMsg, false
 			}
 			if err := stream.Send(msg); err != nil {
 				goto done // the real error comes from CloseAndRecv
@@ -141,22 +153,28 @@ done:
 
 // sendShares streams named parts to the coordinator.
 func (c *Client) sendShares(ctx context.Context, taskID string, parts map[string][]byte) error {
-	stream, err := c.api.SubmitShares(ctx)
-	if err != nil {
-		return err
-	}
 	names := make([]string, 0, len(parts))
 	for n := range parts {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	// The first message is made before the stream: its signature covers it.
+	firstMsg := &tallyv1.SubmitSharesRequest{Header: &tallyv1.SharesHeader{TaskId: taskID}}
+	if len(names) > 0 {
+		d := parts[names[0]]
+		firstMsg.Part, firstMsg.Data = names[0], d[:min(chunkBytes, len(d))]
+	}
+	stream, err := c.api.SubmitShares(auth.WithFirstMessage(ctx, firstMsg))
+	if err != nil {
+		return err
+	}
 	first := true
 	for _, n := range names {
 		data := parts[n]
 		for off := 0; off == 0 || off < len(data); off += chunkBytes {
 			msg := &tallyv1.SubmitSharesRequest{Part: n, Data: data[off:min(off+chunkBytes, len(data))]}
 			if first {
-				msg.Header, first = &tallyv1.SharesHeader{TaskId: taskID}, false
+				msg, first = firstMsg, false
 			}
 			if err := stream.Send(msg); err != nil {
 				_, err = stream.CloseAndRecv()
@@ -194,6 +212,9 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 	inst, err := aggregation.UnmarshalKeyGenInstance(c.params, t.GetInstance())
 	if err != nil {
 		return fmt.Errorf("client: key-generation task %s: %w", t.GetTaskId(), err)
+	}
+	if err := c.checkCommittee(t.GetTaskId(), inst); err != nil {
+		return err
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
 		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.record, rand.Reader)
@@ -281,6 +302,12 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	var req aggregation.DecryptRequest
 	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
 		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
+	if err := c.checkDecryptRequest(t.GetTaskId(), req); err != nil {
+		if rerr := c.refuse(ctx, t.GetTaskId(), err); rerr != nil {
+			c.log.Warn("could not tell the coordinator of the refusal", "task", t.GetTaskId(), "err", rerr)
+		}
+		return err
 	}
 	if t.GetCoefficient() {
 		ct, err := c.fetch(ctx, t.GetTaskId(), "ciphertext/0")

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
@@ -378,18 +381,28 @@ var unknownClientKey = func() ed25519.PublicKey {
 // id it named exists: an unknown id and a wrong key both get "signature
 // does not verify", and a revoked client is told so only once its call
 // verified.
-func (s *Service) authenticateCall(ctx context.Context, method string) (string, error) {
+func (s *Service) authenticateCall(ctx context.Context, method string, body []byte, stream bool) (string, []byte, error) {
 	now := time.Now()
-	refuse := func(client, why string, err error) (string, error) {
+	refuse := func(client, why string, err error) (string, []byte, error) {
 		s.logs.Log(slog.LevelWarn, "call refused", "method", method, "client", client, "peer", peerAddr(ctx), "reason", why)
 		s.tel.Refused(method, refusedReason(err))
-		return "", err
+		return "", nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	c, err := auth.Parse(md)
 	if err != nil {
 		err = fmt.Errorf("%w: %v", ErrBadSession, err)
 		return refuse("", err.Error(), err)
+	}
+	switch {
+	case stream && c.Body == nil:
+		// A stream signs the digest of its first message, which the
+		// stream wrapper (StreamAuth) checks when it arrives.
+		err := fmt.Errorf("%w: %v: the stream's signature covers no first message", ErrBadSession, auth.ErrBadSig)
+		return refuse(c.Client, "stream signed without its first message", err)
+	case !stream && !bytes.Equal(c.Body, body):
+		err := fmt.Errorf("%w: %v: the request is not the one the call's signature covers", ErrBadSession, auth.ErrBadSig)
+		return refuse(c.Client, "request body does not match its signed digest", err)
 	}
 	s.mu.Lock()
 	key := s.keys[c.Client]
@@ -419,9 +432,9 @@ func (s *Service) authenticateCall(ctx context.Context, method string) (string, 
 	s.mu.Unlock()
 	if !joined && method != tallyv1.CoordinatorService_Resume_FullMethodName {
 		s.logs.Log(slog.LevelInfo, "client must resume", "client", c.Client, "method", method)
-		return "", fmt.Errorf("%w: client %s", ErrNotJoined, c.Client)
+		return "", nil, fmt.Errorf("%w: client %s", ErrNotJoined, c.Client)
 	}
-	return c.Client, nil
+	return c.Client, c.Body, nil
 }
 
 // UnaryAuth is the server's unary interceptor: it authenticates signed
@@ -430,7 +443,11 @@ func (s *Service) UnaryAuth(ctx context.Context, req any, info *grpc.UnaryServer
 	if !needsSignature(info.FullMethod) {
 		return handler(ctx, req)
 	}
-	id, err := s.authenticateCall(ctx, info.FullMethod)
+	body, err := auth.BodyDigest(req)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %v", ErrBadSession, err))
+	}
+	id, _, err := s.authenticateCall(ctx, info.FullMethod, body, false)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -443,11 +460,11 @@ func (s *Service) StreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if !needsSignature(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	id, err := s.authenticateCall(ss.Context(), info.FullMethod)
+	id, first, err := s.authenticateCall(ss.Context(), info.FullMethod, nil, true)
 	if err != nil {
 		return toStatus(err)
 	}
-	return handler(srv, callerStream{ss, context.WithValue(ss.Context(), callerKey{}, id)})
+	return handler(srv, &callerStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callerKey{}, id), first: first, method: info.FullMethod, s: s})
 }
 
 // peerAddr is the caller's network address, for refusal logs.
@@ -469,9 +486,41 @@ func refusedReason(err error) string {
 	return "unauthenticated"
 }
 
+// callerStream carries the caller in its context and checks the stream's
+// first message against the digest its signature covers.
 type callerStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx     context.Context
+	first   []byte // the signed digest of the first message; nil once checked
+	method  string
+	s       *Service
+	checked bool
 }
 
-func (c callerStream) Context() context.Context { return c.ctx }
+func (c *callerStream) Context() context.Context { return c.ctx }
+
+func (c *callerStream) RecvMsg(m any) error {
+	if err := c.ServerStream.RecvMsg(m); err != nil || c.checked {
+		return err
+	}
+	c.checked = true
+	got, err := auth.BodyDigest(m)
+	if err != nil || !bytes.Equal(got, c.first) {
+		id, _ := caller(c.ctx)
+		c.s.logs.Log(slog.LevelWarn, "call refused", "method", c.method, "client", id, "peer", peerAddr(c.ctx), "reason", "the stream's first message does not match its signed digest")
+		c.s.tel.Refused(c.method, refusedReason(ErrBadSession))
+		return unauthenticated{fmt.Errorf("%w: %v: the stream's first message is not the one its signature covers", ErrBadSession, auth.ErrBadSig)}
+	}
+	return nil
+}
+
+// unauthenticated is Unauthenticated both to a handler that maps the
+// error it got from Recv (toStatus sees ErrBadSession) and to gRPC when a
+// handler returns it as is (a generated server-streaming handler does).
+type unauthenticated struct{ error }
+
+func (e unauthenticated) Unwrap() error { return e.error }
+
+func (e unauthenticated) GRPCStatus() *status.Status {
+	return status.New(codes.Unauthenticated, e.Error())
+}

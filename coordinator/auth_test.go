@@ -246,17 +246,23 @@ func TestSignedCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := tallyv1.NewCoordinatorServiceClient(conn)
+	pollReq := &tallyv1.NextTaskRequest{WaitMs: 10}
 	poll := func(md metadata.MD) error {
-		_, err := raw.NextTask(metadata.NewOutgoingContext(ctx, md), &tallyv1.NextTaskRequest{WaitMs: 10})
+		_, err := raw.NextTask(metadata.NewOutgoingContext(ctx, md), pollReq)
 		return err
 	}
-	sign := func(job, method string, at time.Time) metadata.MD {
-		md, err := auth.Sign(a.key, job, "a", method, at)
+	signReq := func(job, method string, req any, at time.Time) metadata.MD {
+		body, err := auth.BodyDigest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := auth.SignBody(a.key, job, "a", method, body, at)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return md
 	}
+	sign := func(job, method string, at time.Time) metadata.MD { return signReq(job, method, pollReq, at) }
 	next := tallyv1.CoordinatorService_NextTask_FullMethodName
 	md := sign(job.ID, next, time.Now())
 	if err := poll(md); err != nil {
@@ -272,11 +278,41 @@ func TestSignedCalls(t *testing.T) {
 		{"from the future", sign(job.ID, next, time.Now().Add(auth.DefaultSkew+time.Minute))},
 		{"signed for another job", sign("other-job", next, time.Now())},
 		{"signed for another method", sign(job.ID, tallyv1.CoordinatorService_Receipts_FullMethodName, time.Now())},
+		// The signature covers the request: one signed for another body
+		// (a relay that rewrites what the client asked) is refused.
+		{"signed for another request", signReq(job.ID, next, &tallyv1.NextTaskRequest{WaitMs: 10, ReceiptsAfter: 7}, time.Now())},
+		{"signed without the request", func() metadata.MD {
+			md, err := auth.Sign(a.key, job.ID, "a", next, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return md
+		}()},
 		{"malformed", metadata.Pairs(auth.MDClient, "a", auth.MDTime, "soon", auth.MDNonce, "00", auth.MDSig, "x")},
 	} {
 		if err := poll(tc.md); code(err) != codes.Unauthenticated {
 			t.Errorf("%s call: %v, want Unauthenticated", tc.name, err)
 		}
+	}
+	// A stream's signature covers its first message: one signed for a
+	// header naming task x and sent with task y is refused, and so is one
+	// signed for no first message.
+	signedFor := &tallyv1.SubmitUpdateRequest{Header: &tallyv1.SubmitHeader{TaskId: "x", Encoding: "f64le"}}
+	up, err := a.api.SubmitUpdate(auth.WithFirstMessage(ctx, signedFor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Send(&tallyv1.SubmitUpdateRequest{Header: &tallyv1.SubmitHeader{TaskId: "y", Encoding: "f64le"}})
+	if _, err := up.CloseAndRecv(); code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "first message is not the one its signature covers") {
+		t.Errorf("a stream whose first message is not the signed one: %v, want Unauthenticated", err)
+	}
+	up, err = a.api.SubmitUpdate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Send(signedFor)
+	if _, err := up.CloseAndRecv(); code(err) != codes.Unauthenticated {
+		t.Errorf("a stream signed without its first message: %v, want Unauthenticated", err)
 	}
 	// A restarted client resumes with its key; unsigned, Resume is refused.
 	if _, err := raw.Resume(ctx, &tallyv1.ResumeRequest{Samples: 5, Features: 2}); code(err) != codes.Unauthenticated {
@@ -290,7 +326,6 @@ func TestSignedCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	var err error
 	for time.Now().Before(deadline) {
 		if _, err = a.api.NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: 10}); code(err) == codes.PermissionDenied {
 			break

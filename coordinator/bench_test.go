@@ -108,7 +108,7 @@ func runClients(ctx context.Context, b *testing.B, addr string, job engine.JobCo
 			b.Fatal(err)
 		}
 		conns = append(conns, conn)
-		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: data, PollWait: time.Second, Shared: shared})
+		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: data, PollWait: time.Second, Shared: shared, TestOnlyWeakParameters: true})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/internal/telemetry"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -248,14 +249,15 @@ func TestEmptyUploadStream(t *testing.T) {
 	if _, err := a.enroll(ctx, "token-aaaa", 2); err != nil {
 		t.Fatal(err)
 	}
-	up, err := a.api.SubmitUpdate(ctx)
+	// Signed for a first message that never comes.
+	up, err := a.api.SubmitUpdate(auth.WithFirstMessage(ctx, &tallyv1.SubmitUpdateRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := up.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("empty SubmitUpdate stream: %v, want InvalidArgument", err)
 	}
-	sh, err := a.api.SubmitShares(ctx)
+	sh, err := a.api.SubmitShares(auth.WithFirstMessage(ctx, &tallyv1.SubmitSharesRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}

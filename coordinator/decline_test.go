@@ -52,7 +52,7 @@ func TestClientWithBrokenTrainerDeclines(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, e := range job.Clients.Enrolment {
-		cfg := client.Config{Conn: conn, Token: e.Token, Data: fed.Clients[i], PollWait: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+		cfg := client.Config{Conn: conn, Token: e.Token, Data: fed.Clients[i], PollWait: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, TestOnlyWeakParameters: true}
 		if e.ID == "c2" {
 			cfg.NewModel = func(spec model.Spec, features, classes int, seed uint64) (model.Model, error) {
 				m, err := model.New(spec, features, classes, seed)

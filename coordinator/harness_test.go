@@ -79,7 +79,7 @@ func serveFederation(t *testing.T, srv *Server, job engine.Job, shards []model.E
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, e := range job.Clients.Enrolment {
-		c, err := client.New(client.Config{Conn: conn, Token: e.Token, Data: shards[i], PollWait: pollWait})
+		c, err := client.New(client.Config{Conn: conn, Token: e.Token, Data: shards[i], PollWait: pollWait, TestOnlyWeakParameters: true})
 		if err != nil {
 			t.Fatal(err)
 		}

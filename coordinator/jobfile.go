@@ -12,8 +12,23 @@ import (
 	"github.com/tallyfl/tally/engine"
 )
 
-// LoadJob reads and validates a job file. Unknown fields are errors.
+// LoadJob reads and validates a job file, and binds it to the manifest
+// it names (which must exist, verify and agree with it). Unknown fields
+// are errors.
 func LoadJob(path string) (engine.Job, error) {
+	job, err := LoadJobUnbound(path)
+	if err != nil {
+		return engine.Job{}, err
+	}
+	if err := bindManifest(&job); err != nil {
+		return engine.Job{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return job, nil
+}
+
+// LoadJobUnbound is LoadJob without the manifest: what `tally manifest
+// create` reads to write the manifest the job file names.
+func LoadJobUnbound(path string) (engine.Job, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return engine.Job{}, fmt.Errorf("%w: %v", engine.ErrConfig, err)

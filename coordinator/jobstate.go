@@ -51,10 +51,13 @@ const keyJobIdentity = "job_identity"
 //   - valuation.estimator.workers: parallelism; estimates depend on the
 //     seed, not on the number of workers.
 //   - id: checked on its own (ErrOtherJob), before the identity.
+//   - manifest, receipt_key, tls_cert, tls_key: file paths. What the manifest pins is checked
+//     against the job's defining fields at every start (CheckManifest),
+//     and the receipt key against the state file's (ErrOtherKey).
 var operationalFields = []string{
 	"id", "rounds", "listen", "round_timeout", "tick", "on_round_failure", "max_failed_rounds",
 	"clients.wait_for", "clients.enrol_timeout", "clients.liveness", "clients.enrolment",
-	"data.validation", "data.test", "valuation.estimator.workers",
+	"data.validation", "data.test", "valuation.estimator.workers", "manifest", "receipt_key", "tls_cert", "tls_key",
 }
 
 // JobIdentity is what a state file records of the job it belongs to: the
@@ -170,7 +173,11 @@ func OpenJobStore(path string, job engine.Job, log *slog.Logger) (*BoltStore, er
 	if err != nil {
 		return nil, err
 	}
-	s, err := OpenBoltStore(path, job.ID)
+	key, err := jobReceiptKey(job)
+	if err != nil {
+		return nil, err
+	}
+	s, err := openBoltStore(path, job.ID, key)
 	if err != nil {
 		return nil, err
 	}

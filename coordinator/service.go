@@ -267,7 +267,7 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, ErrBadToken), errors.Is(err, ErrBadSession), errors.Is(err, engine.ErrUnknownClient), errors.Is(err, ErrTokenExpired), errors.Is(err, ErrNotJoined):
 		code = codes.Unauthenticated
-	case errors.Is(err, engine.ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
+	case errors.Is(err, engine.ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked), errors.Is(err, ErrNotParticipant):
 		code = codes.PermissionDenied
 	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, engine.ErrWeight), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
 		code = codes.InvalidArgument
@@ -311,6 +311,9 @@ func (s *Service) Enroll(ctx context.Context, req *tallyv1.EnrollRequest) (*tall
 		return nil, toStatus(fmt.Errorf("%w: client %s sent a %d-byte auth_key, want its %d-byte Ed25519 public key", ErrBadKey, id, len(req.GetAuthKey()), ed25519.PublicKeySize))
 	}
 	key := ed25519.PublicKey(slices.Clone(req.GetAuthKey()))
+	if err := checkParticipant(s.job, id, key); err != nil {
+		return nil, s.refuseEnrol(ctx, id, err)
+	}
 	if err := s.auth.Bind(e.id, e.uses, Binding{Client: id, Key: key, Token: e.id, At: now.UTC()}); err != nil {
 		if errors.Is(err, ErrTokenUsed) {
 			return nil, s.refuseEnrol(ctx, id, err)

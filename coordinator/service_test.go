@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/internal/auth"
 	"github.com/tallyfl/tally/model"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -29,11 +30,12 @@ func encode(v []float64) ([]byte, []byte) {
 }
 
 func submitRaw(ctx context.Context, api tallyv1.CoordinatorServiceClient, h *tallyv1.SubmitHeader, data []byte) error {
-	s, err := api.SubmitUpdate(ctx)
+	msg := &tallyv1.SubmitUpdateRequest{Header: h, Data: data}
+	s, err := api.SubmitUpdate(auth.WithFirstMessage(ctx, msg))
 	if err != nil {
 		return err
 	}
-	if err := s.Send(&tallyv1.SubmitUpdateRequest{Header: h, Data: data}); err != nil {
+	if err := s.Send(msg); err != nil {
 		return err
 	}
 	_, err = s.CloseAndRecv()

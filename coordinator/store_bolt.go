@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/engine"
@@ -67,13 +68,24 @@ const recoverHint = `: the coordinator does not start over on a damaged state fi
 // in the file), so a coordinator never appends to a ledger that is already
 // broken. Each refusal wraps ledger.ErrCorrupt or ledger.ErrVerify and
 // names the file; the file is left as it was.
-func OpenBoltStore(path, job string) (*BoltStore, error) {
+func OpenBoltStore(path, job string) (*BoltStore, error) { return openBoltStore(path, job, nil) }
+
+// openBoltStore is OpenBoltStore signing with key, when not nil: a new
+// file stores it, a file holding another key is refused (ledger.ErrOtherKey).
+func openBoltStore(path, job string, key ed25519.PrivateKey) (*BoltStore, error) {
 	db, err := ledger.Open(path, ledger.Options{})
 	if err != nil {
 		if errors.Is(err, ledger.ErrCorrupt) {
 			err = fmt.Errorf("%w%s", err, recoverHint)
 		}
 		return nil, err
+	}
+	if key != nil {
+		// Before anything reads the key: a new file would make one.
+		if err := db.AdoptSigningKey(key); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("coordinator: state file: %w", err)
+		}
 	}
 	if err := db.Verify(); err != nil && !errors.Is(err, ledger.ErrNoKey) {
 		db.Close()
@@ -93,7 +105,7 @@ func OpenBoltStore(path, job string) (*BoltStore, error) {
 		db.Close()
 		return nil, err
 	}
-	key, err := db.SigningKey()
+	key, err = db.SigningKey()
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -159,14 +171,14 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 				return err
 			}
 			if !r.Failed && r.Valuation != nil && !tx.HasReceiptsForRound(s.job, r.Round) {
-				if _, err := tx.AppendReceipts(s.key, receiptsFor(s.job, r)); err != nil {
+				if _, err := tx.AppendReceipts(s.key, receiptsFor(s.job, r, time.Now())); err != nil {
 					return err
 				}
 			}
 			// A period's settlement is written with the record that carries
 			// it, once: a step replayed after a crash finds it stored.
 			if st := r.Settlement; st != nil && !tx.HasSettlement(s.job, st.Through) {
-				if _, err := tx.AppendReceipts(s.key, settlementReceipts(s.job, r)); err != nil {
+				if _, err := tx.AppendReceipts(s.key, settlementReceipts(s.job, r, time.Now())); err != nil {
 					return err
 				}
 			}
@@ -180,8 +192,9 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 	})
 }
 
-// receiptsFor builds the unsigned receipts of a completed round.
-func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
+// receiptsFor builds the unsigned receipts of a completed round, issued at
+// now (the driver's clock: the engine keeps none).
+func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	var dec []ledger.Decryption
 	for _, d := range r.Decryptions {
 		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
@@ -196,7 +209,7 @@ func receiptsFor(job string, r *engine.RoundRecord) []ledger.Receipt {
 		out = append(out, ledger.Receipt{
 			Job: job, Round: r.Round, Client: id, SubmissionDigest: digest, Decrypted: dec,
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
-			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r),
+			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r), IssuedAt: now.UnixMilli(),
 		})
 	}
 	return out
@@ -212,7 +225,7 @@ func decayOf(r *engine.RoundRecord) float64 {
 
 // settlementReceipts builds the unsigned receipts of a period's
 // settlement, one per client valued in the period, in client order.
-func settlementReceipts(job string, r *engine.RoundRecord) []ledger.Receipt {
+func settlementReceipts(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	st := r.Settlement
 	ids := make([]string, 0, len(st.Values))
 	for id := range st.Values {
@@ -227,7 +240,7 @@ func settlementReceipts(job string, r *engine.RoundRecord) []ledger.Receipt {
 	for _, id := range ids {
 		out = append(out, ledger.Receipt{
 			Job: job, Round: st.Through, Client: id, Kind: ledger.KindSettlement, FromRound: st.From,
-			Method: method, Mode: mode, Value: st.Values[id], Payout: st.Payouts[id], Quota: st.Quotas[id], Decay: st.Decay,
+			Method: method, Mode: mode, Value: st.Values[id], Payout: st.Payouts[id], Quota: st.Quotas[id], Decay: st.Decay, IssuedAt: now.UnixMilli(),
 		})
 	}
 	return out

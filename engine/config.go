@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -78,6 +79,19 @@ type JobConfig struct {
 	Valuation ValuationConfig `yaml:"valuation"`
 	// Payment turns the scores into payouts and usage quotas.
 	Payment PaymentConfig `yaml:"payment"`
+	// Manifest names the job's signed manifest (tally manifest create),
+	// resolved against the job file's folder; the coordinator refuses to
+	// start when the job file contradicts it. Empty: no manifest.
+	Manifest string `yaml:"manifest"`
+	// ReceiptKey names the file holding the coordinator's receipt-signing
+	// key (PEM, PKCS #8), whose public half is in the manifest; a state
+	// file holding another key is refused. Empty: the state file's own key.
+	ReceiptKey string `yaml:"receipt_key"`
+	// TLSCert and TLSKey name the coordinator's TLS certificate and key
+	// (PEM), which it serves unless run with --insecure-plaintext; with a
+	// manifest, the certificate must be the one it pins.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // CommitteeConfig sizes the decryption committee.
@@ -86,6 +100,12 @@ type CommitteeConfig struct {
 	Size int `yaml:"size"`
 	// Threshold t: any t members decrypt; up to c − t may drop out.
 	Threshold int `yaml:"threshold"`
+	// Seed, if set, draws the committee by the job manifest's rule
+	// (manifest.DrawCommittee over (seed, epoch, id)), which a client
+	// recomputes, and only when at least Threshold candidates are present:
+	// a client holding a manifest refuses a committee below the threshold.
+	// The coordinator sets it from the manifest; a job file cannot.
+	Seed []byte `yaml:"-"`
 }
 
 // DataConfig is the data schema every client must match, and the
@@ -229,6 +249,9 @@ type Job struct {
 	Dir string
 	// Params are the validated CKKS parameters (with secure_aggregation: he).
 	Params aggregation.Parameters
+	// Pinned is the verified manifest JobConfig.Manifest names, loaded and
+	// checked against the job by coordinator.LoadJob; nil without one.
+	Pinned *manifest.Manifest
 }
 
 // Secure reports whether updates travel under multiparty CKKS.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/manifest"
 )
 
 // Limits of the secure-aggregation protocol steps.
@@ -119,13 +120,26 @@ func (e *Engine) startKeyGen() []Action {
 	if size < 2 || t < 2 {
 		return []Action{ActLog{Msg: "waiting for clients to form a decryption committee", Attrs: []any{"live", len(candidates)}}}
 	}
-	h.epoch++
-	rng := e.rng(fmt.Sprintf("committee/%d", h.epoch))
-	perm := rng.Perm(len(candidates))[:size]
-	sort.Ints(perm)
+	var drawn []string
+	if seed := e.job.Committee.Seed; len(seed) > 0 {
+		// The manifest's rule: a client checks the committee it is shown
+		// against it, and refuses one of another size.
+		if size < e.job.Committee.Threshold {
+			return []Action{ActLog{Msg: "waiting for clients to form the manifest's decryption committee", Attrs: []any{"live", len(candidates), "threshold", e.job.Committee.Threshold}}}
+		}
+		h.epoch++
+		drawn = manifest.DrawCommittee(seed, h.epoch, candidates, size)
+	} else {
+		h.epoch++
+		rng := e.rng(fmt.Sprintf("committee/%d", h.epoch))
+		perm := rng.Perm(len(candidates))[:size]
+		sort.Ints(perm)
+		for _, p := range perm {
+			drawn = append(drawn, candidates[p])
+		}
+	}
 	c := aggregation.Committee{Job: e.job.ID, Seed: e.seedBytes("crp"), Epoch: h.epoch, Threshold: t}
-	for _, p := range perm {
-		id := candidates[p]
+	for _, id := range drawn {
 		c.Members = append(c.Members, aggregation.MemberInfo{ID: id, PublicKey: e.clients[id].identity, SigningKey: e.clients[id].signing})
 	}
 	inst, err := aggregation.NewKeyGenInstance(h.params, c)

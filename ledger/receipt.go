@@ -71,6 +71,10 @@ type Receipt struct {
 	Decay float64 `json:"decay,omitempty"`
 	// PrevHash is the Hash of the receipt with Seq-1, "" for Seq 1.
 	PrevHash string `json:"prev_hash"`
+	// IssuedAt is when the coordinator issued the receipt, in milliseconds
+	// since 1970 (UTC), by its clock; 0 in receipts written before it
+	// existed, which keep their v1 encoding.
+	IssuedAt int64 `json:"issued_at,omitempty"`
 	// Hash is the hex SHA-256 of Canonical().
 	Hash string `json:"hash"`
 	// Signature is the standard base64 Ed25519 signature of the 32 bytes
@@ -81,6 +85,9 @@ type Receipt struct {
 // canonicalTag separates receipt hashes from anything else the key might
 // ever sign; a new encoding must change it.
 const canonicalTag = "tally-receipt-v1\x00"
+
+// canonicalTagV2 is the tag of a receipt that carries IssuedAt.
+const canonicalTagV2 = "tally-receipt-v2\x00"
 
 // Canonical returns the deterministic encoding that Hash covers: every
 // field except Hash and Signature, in this order, with no separators:
@@ -95,8 +102,15 @@ const canonicalTag = "tally-receipt-v1\x00"
 //	Method, Mode                        string
 //	Value, StdErr, Payout, Quota        float64 as IEEE-754 binary64 bits
 //	PrevHash                            string
+//	IssuedAt                            int64, v2 only
 //	then, only if Kind, FromRound or Decay is set:
 //	Kind string, FromRound int64, Decay float64 bits
+//
+// A receipt with IssuedAt set is encoded as v2: the tag
+// "tally-receipt-v2\x00" and IssuedAt after PrevHash. One without is v1,
+// as every receipt was before timestamps, so old ledgers still verify.
+// The settlement fields come last and only when set, so receipts from
+// before them hash as they always did.
 //
 // Integers are big-endian; a string is its byte length as a big-endian
 // uint32 followed by its bytes. Length prefixes make the encoding
@@ -105,7 +119,11 @@ const canonicalTag = "tally-receipt-v1\x00"
 // JSON form carries the same bits.
 func (r *Receipt) Canonical() []byte {
 	var b bytes.Buffer
-	b.WriteString(canonicalTag)
+	if r.IssuedAt != 0 {
+		b.WriteString(canonicalTagV2)
+	} else {
+		b.WriteString(canonicalTag)
+	}
 	u64 := func(v uint64) { b.Write(binary.BigEndian.AppendUint64(nil, v)) }
 	str := func(s string) {
 		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
@@ -128,6 +146,9 @@ func (r *Receipt) Canonical() []byte {
 		u64(math.Float64bits(f))
 	}
 	str(r.PrevHash)
+	if r.IssuedAt != 0 {
+		u64(uint64(r.IssuedAt))
+	}
 	// Receipts from before these fields hash as they always did; a
 	// receipt that has them is longer, so the encoding stays injective.
 	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 {

@@ -83,12 +83,12 @@ func enrolAttacker(ctx context.Context, t *testing.T, conn *grpc.ClientConn, job
 // sends up to budget bytes of it in 1 MiB messages, until the coordinator
 // ends the stream.
 func (a *attacker) uploadFlood(ctx context.Context, taskID string, budget int) (int, error) {
-	s, err := a.api.SubmitUpdate(ctx)
+	chunk := make([]byte, 1<<20)
+	h := &tallyv1.SubmitHeader{TaskId: taskID, Round: 1, Samples: 100, Encoding: "f64le", Length: 1 << 27, Digest: make([]byte, 32)}
+	s, err := a.api.SubmitUpdate(auth.WithFirstMessage(ctx, &tallyv1.SubmitUpdateRequest{Header: h, Data: chunk}))
 	if err != nil {
 		return 0, err
 	}
-	chunk := make([]byte, 1<<20)
-	h := &tallyv1.SubmitHeader{TaskId: taskID, Round: 1, Samples: 100, Encoding: "f64le", Length: 1 << 27, Digest: make([]byte, 32)}
 	sent := 0
 	for sent < budget {
 		msg := &tallyv1.SubmitUpdateRequest{Data: chunk}
@@ -106,11 +106,11 @@ func (a *attacker) uploadFlood(ctx context.Context, taskID string, budget int) (
 
 // sharesFlood sends budget bytes of protocol shares for taskID.
 func (a *attacker) sharesFlood(ctx context.Context, taskID string, budget int) (int, error) {
-	s, err := a.api.SubmitShares(ctx)
+	chunk := make([]byte, 1<<20)
+	s, err := a.api.SubmitShares(auth.WithFirstMessage(ctx, &tallyv1.SubmitSharesRequest{Part: "public-key-share", Data: chunk, Header: &tallyv1.SharesHeader{TaskId: taskID}}))
 	if err != nil {
 		return 0, err
 	}
-	chunk := make([]byte, 1<<20)
 	sent := 0
 	for sent < budget {
 		msg := &tallyv1.SubmitSharesRequest{Part: "public-key-share", Data: chunk}
@@ -143,7 +143,7 @@ func TestMaliciousUploadsBounded(t *testing.T) {
 	addr := freePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", "3", "--rounds", "5", "--listen", addr, "--out", dir).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", "3", "--rounds", "5", "--listen", addr, "--out", dir, "--insecure-plaintext").CombinedOutput(); err != nil {
 		t.Fatalf("tally data: %v\n%s", err, out)
 	}
 	// The round starts when two clients joined, so the third joins
@@ -175,7 +175,9 @@ func TestMaliciousUploadsBounded(t *testing.T) {
 	f.Close()
 
 	var coordOut, coordErr bytes.Buffer
-	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", jobFile, "--metrics-addr", "")
+	// Plaintext and no manifest: the attacker speaks gRPC directly, and
+	// the job is patched to plaintext updates, which a manifest refuses.
+	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", jobFile, "--metrics-addr", "", "--insecure-plaintext")
 	coord.Stdout, coord.Stderr = &coordOut, &coordErr
 	if err := coord.Start(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,9 +14,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -37,6 +40,7 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	modelCommand := fs.String("model-command", "", "the job's model is external: the coordinator evaluates with this adapter command (clients then need --trainer)")
 	scaling := fs.String("scaling", "federated", "feature scaling in the generated job file: federated or none")
 	lr := fs.Float64("lr", 0.05, "the clients' learning rate in the generated job file")
+	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: write a job with no manifest, TLS certificate or key files, for a coordinator and clients run with --insecure-plaintext (clients also with --insecure-no-manifest); for tests")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally data --out DIR [flags]
        tally data --csv FILE [--label COLUMN] [--classes a,b] [--validation V.csv [--test T.csv]] --out DIR [flags]
@@ -45,7 +49,12 @@ Writes a job file, job.yaml, for running a coordinator and clients as
 separate processes, and one fresh single-use enrolment token per client,
 issued as by tally token create: its hash in JOB_ID.tokens for the
 coordinator, the token itself in tokens.txt (id, token, CSV file) to hand
-out.
+out. It also writes what a real set-up needs, as the ML team and the data
+holders would make it: a CA and the coordinator's TLS certificate (tls/),
+the coordinator's receipt key (receipt.key), each client's identity key
+(CLIENT.csv.key, as tally client keygen makes it), the ML team's owner key
+(owner.key) and the job manifest signed with it (job.manifest.json), whose
+fingerprint it prints. Clients find the manifest next to their CSV file.
 
 Without --csv it writes an embedded dataset as CSV files: client-0.csv …
 client-N.csv (one shard each), validation.csv and test.csv (the
@@ -180,6 +189,10 @@ Flags:
 	for i := range *clients {
 		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("client-%d", i)})
 	}
+	if !*plaintext {
+		cfg.Manifest, cfg.ReceiptKey = "job.manifest.json", "receipt.key"
+		cfg.TLSCert, cfg.TLSKey = filepath.Join("tls", "coordinator.pem"), filepath.Join("tls", "coordinator.key")
+	}
 	job, err := engine.NewJob(cfg, *out)
 	if err != nil {
 		return fmt.Errorf("the job file would be invalid: %w", err)
@@ -207,6 +220,12 @@ Flags:
 	if err := os.WriteFile(filepath.Join(*out, "tokens.txt"), []byte(tokens), 0o600); err != nil {
 		return err
 	}
+	var pinned string
+	if !*plaintext {
+		if pinned, err = writeDataTrust(job, *out, *listen, files, stdout); err != nil {
+			return err
+		}
+	}
 	if *csvFile != "" {
 		fmt.Fprintf(stdout, "%s: %d rows, %d features, label column %q\n", *csvFile, ds.Examples.Len(), ds.Examples.Features, *label)
 		fmt.Fprintf(stdout, "classes (%s):\n", order)
@@ -216,9 +235,12 @@ Flags:
 	}
 	if *valFile != "" {
 		fmt.Fprintf(stdout, "wrote job.yaml, %s and tokens.txt to %s\n", filepath.Base(coordinator.TokensPath(job)), *out)
-		return nil
+	} else {
+		fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml, %s and tokens.txt to %s\n", *clients, filepath.Base(coordinator.TokensPath(job)), *out)
 	}
-	fmt.Fprintf(stdout, "wrote %d client shards, validation.csv, test.csv, job.yaml, %s and tokens.txt to %s\n", *clients, filepath.Base(coordinator.TokensPath(job)), *out)
+	if pinned != "" {
+		fmt.Fprint(stdout, pinned)
+	}
 	return nil
 }
 
@@ -293,4 +315,44 @@ func isZeroNode(n *yaml.Node) bool {
 		}
 	}
 	return false
+}
+
+// writeDataTrust writes the trust material of a generated job: the
+// coordinator's TLS certificate, the receipt key, one identity key per
+// client (what each data holder's tally client keygen would make), the
+// owner key and the signed manifest. It returns the lines to print.
+func writeDataTrust(job engine.Job, out, listen string, files []string, stdout io.Writer) (string, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		host = ""
+	}
+	if _, _, err := writePKI(filepath.Join(out, "tls"), []string{host}); err != nil {
+		return "", err
+	}
+	var ps []manifest.Participant
+	var keys []string
+	for i, e := range job.Clients.Enrolment {
+		path := filepath.Join(out, files[i]+".key")
+		if files[i] == "-" {
+			path = filepath.Join(out, e.ID+".key")
+		}
+		pub, err := client.KeyFilePublicKey(path)
+		if err != nil {
+			if pub, err = client.CreateKeyFile(path); err != nil {
+				return "", err
+			}
+		}
+		ps = append(ps, manifest.Participant{ID: e.ID, Key: manifest.HexBytes(pub)})
+		keys = append(keys, filepath.Base(path))
+	}
+	owner, _, err := loadOrCreateKey(filepath.Join(out, "owner.key"))
+	if err != nil {
+		return "", err
+	}
+	m, _, err := writeJobManifest(job, owner, ps, nil)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("wrote tls/ (CA and coordinator certificate), receipt.key, owner.key, client keys %s and job.manifest.json\n"+
+		"manifest sha256 %s (the data holders pin this, or the file)\n", strings.Join(keys, ", "), m.FingerprintHex()), nil
 }

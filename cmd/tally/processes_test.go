@@ -43,17 +43,15 @@ func TestSeparateProcesses(t *testing.T) {
 }
 
 // TestSeparateProcessesMutualTLS is the same recipe with mutual TLS: the
-// coordinator serves a certificate of a CA the clients trust and admits
-// only client certificates of the clients' CA.
+// coordinator serves the certificate the manifest pins and admits only
+// client certificates of the clients' CA.
 func TestSeparateProcessesMutualTLS(t *testing.T) {
 	pki := t.TempDir()
-	serverCA, serverCAFile, _ := issue(t, pki, "server-ca", nil, nil, 0)
 	clientCA, clientCAFile, _ := issue(t, pki, "client-ca", nil, nil, 0)
-	_, serverCert, serverKey := issue(t, pki, "coordinator", serverCA.cert, serverCA.key, x509.ExtKeyUsageServerAuth)
 	_, clientCert, clientKey := issue(t, pki, "hospital", clientCA.cert, clientCA.key, x509.ExtKeyUsageClientAuth)
 	runSeparateProcesses(t,
-		[]string{"--tls-cert", serverCert, "--tls-key", serverKey, "--client-ca", clientCAFile},
-		[]string{"--tls-ca", serverCAFile, "--tls-cert", clientCert, "--tls-key", clientKey})
+		[]string{"--client-ca", clientCAFile},
+		[]string{"--tls-cert", clientCert, "--tls-key", clientKey})
 }
 
 // runSeparateProcesses runs the recipe with extra coordinator and client

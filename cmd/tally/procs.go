@@ -54,6 +54,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
 	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
 	fs.StringVar(&tf.ca, "client-ca", "", "mutual TLS: admit only connections with a client certificate signed by this CA (PEM)")
+	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: serve plaintext gRPC without TLS (the job file's tls_cert is ignored); every client must pass --insecure-plaintext too. For loopback tests only")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
 
@@ -116,7 +117,7 @@ Flags:
 	}
 	// After the server: the last round's metrics and spans are flushed.
 	defer shutdownTelemetry(tel, log)
-	tlsCfg, err := tf.serverTLS()
+	tlsCfg, err := coordinatorTLS(job, tf, *plaintext, stderr, log)
 	if err != nil {
 		return err
 	}
@@ -271,6 +272,9 @@ func loadSource(job engine.Job, src engine.SourceConfig, field string) (model.Ex
 }
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		return runClientKeygen(args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("client")
 	fs.SetOutput(stderr)
 	join := fs.String("join", "", "coordinator address, host:port")
@@ -287,8 +291,13 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&tf.cert, "tls-cert", "", "connect over TLS presenting this client certificate (PEM), for a coordinator with --client-ca; needs --tls-key")
 	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
 	fs.StringVar(&tf.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --join)")
+	manifestFile := fs.String("manifest", "", "the job manifest this client holds the coordinator to (default: job.manifest.json next to --data, if there)")
+	manifestSHA := fs.String("manifest-sha256", "", "fetch the manifest from the coordinator and accept it only with this fingerprint (hex, as the ML team gave it to you)")
+	noManifest := fs.Bool("insecure-no-manifest", false, "INSECURE: run without a manifest, taking the job, its HE parameters, the committee and the receipt key on the coordinator's word")
+	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: connect without TLS, only to a coordinator started with --insecure-plaintext")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally client --join ADDR --token T --data FILE.csv [flags]
+       tally client keygen --key FILE
 
 Joins a job as a data holder: enrols with the token, binding a key pair it
 generates (kept in --key) to its identity, waits for tasks, trains on the
@@ -342,9 +351,21 @@ Flags:
 		}
 		return ds.Examples, nil
 	}
-	transport, err := tf.dialOption()
+	if *manifestFile == "" && *manifestSHA == "" {
+		if def := filepath.Join(filepath.Dir(*data), "job.manifest.json"); fileExists(def) {
+			*manifestFile = def
+		}
+	}
+	ctx, fatal := context.WithCancelCause(ctx)
+	defer fatal(nil)
+	m, transport, err := clientTransport(ctx, *join, tf, *manifestFile, *manifestSHA, *noManifest, *plaintext, fatal)
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		if err := checkKeyListed(m, *keyFile); err != nil {
+			return err
+		}
 	}
 	conn, err := grpc.NewClient(*join, transport)
 	if err != nil {
@@ -358,11 +379,17 @@ Flags:
 	tr := &trainers{command: *trainer, stderr: stderr, log: log}
 	defer tr.Close()
 	c, err := client.New(client.Config{Conn: conn, Token: *token, Name: *name, Labels: labels, Log: log, MaxBackoff: 5 * time.Second, ReceiptsFile: *receipts, KeyFile: *keyFile,
-		NewModel: tr.newModel})
+		NewModel: tr.newModel, Manifest: m})
 	if err != nil {
 		return err
 	}
+	if m != nil {
+		log.Info("holding the coordinator to the manifest", "job", m.Job, "sha256", m.FingerprintHex(), "participants", len(m.Participants))
+	}
 	if err := c.Run(ctx); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, client.ErrPlaintextCoordinator) || errors.Is(cause, client.ErrCertPin) {
+			return cause
+		}
 		return err
 	}
 	fmt.Fprintf(stdout, "job finished; %d model updates submitted; receipts in %s\n", c.Submitted, *receipts)

@@ -29,6 +29,7 @@ import (
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
+	"github.com/tallyfl/tally/manifest"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -345,6 +346,15 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	if o.Verbose {
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
+	// Under he the clients hold the coordinator to a manifest and pin its
+	// TLS certificate, as separate processes would (simtrust.go).
+	var trust *simTrust
+	if job.Secure() {
+		if trust, err = newSimTrust(&job, o.DB); err != nil {
+			return nil, err
+		}
+		defer trust.close()
+	}
 	rep := &simReport{Seed: o.Seed, Dataset: ds.Name, Model: job.Model, Partition: o.Partition, SecureAggregation: job.SecureAggregation}
 	if job.Secure() {
 		rep.Committee = &committeeRep{Size: job.Committee.Size, Threshold: job.Committee.Threshold}
@@ -358,6 +368,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		if job.Secure() {
 			fmt.Fprintf(stdout, "secure aggregation: multiparty CKKS (LogN %d), committee of %d with threshold %d, aggregates of ≥ %d clients only\n",
 				job.Params.Config().LogN, job.Committee.Size, job.Committee.Threshold, job.MinGroupSize)
+			fmt.Fprintf(stdout, "clients hold the coordinator to manifest %s…, over TLS pinned to its certificate\n", trust.m.FingerprintHex()[:16])
 		} else {
 			fmt.Fprintln(stdout, "secure aggregation: none (the coordinator sees every update)")
 		}
@@ -405,8 +416,12 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		return nil, err
 	}
 	defer closeEvaluator.Close()
-	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry,
-		GRPCOptions: o.Dashboard.grpcOptions(), Model: evaluator})
+	scfg := coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry,
+		GRPCOptions: o.Dashboard.grpcOptions(), Model: evaluator}
+	if trust != nil {
+		scfg.TLS = trust.serverTLS()
+	}
+	srv, err := coordinator.NewServer(scfg)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +462,13 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	for i := range ids {
 		// Each client dials its own connection, as a client in another
 		// process would: the coordinator cannot tell that they share one.
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		transport := grpc.WithTransportCredentials(insecure.NewCredentials())
+		var m *manifest.Manifest
+		var keyFile string
+		if trust != nil {
+			transport, m, keyFile = trust.dial(), trust.m, trust.keyFiles[ids[i]]
+		}
+		conn, err := grpc.NewClient(lis.Addr().String(), transport)
 		if err != nil {
 			return nil, err
 		}
@@ -458,7 +479,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			Conn: conn, Token: job.Clients.Enrolment[i].Token, Name: ids[i], Data: fed.Clients[i],
 			Hook: freeRiderHook(fed.Corruptions[i], o.Seed, i), Log: log.With("client", ids[i]),
 			PollWait: time.Second, ReceiptsFile: receiptsPath(o.ReceiptsDir, ids[i]), Shared: shared,
-			NewModel: tr.newModel,
+			NewModel: tr.newModel, Manifest: m, KeyFile: keyFile,
 		})
 		if err != nil {
 			return nil, err

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // Metadata keys of a signed call.
@@ -23,6 +24,9 @@ const (
 	MDTime   = "tally-time"
 	MDNonce  = "tally-nonce"
 	MDSig    = "tally-sig"
+	// MDBody is the hex SHA-256 of a unary call's request (BodyDigest);
+	// absent on streams.
+	MDBody = "tally-body"
 )
 
 // NonceBytes is the length of a call's nonce.
@@ -63,11 +67,13 @@ const (
 
 // message is what a call's signature covers: a domain label, the job (a
 // signature for one job is worthless at another), the client, the full gRPC
-// method (a signed NextTask cannot be turned into a SubmitUpdate), the time
-// and the nonce, each length-prefixed so that no two tuples encode alike.
-func message(job, client, method string, unixMilli int64, nonce []byte) []byte {
+// method (a signed NextTask cannot be turned into a SubmitUpdate), the time,
+// the nonce and the digest of the request (a stream's first message: see
+// WithFirstMessage; its later messages are not covered), each
+// length-prefixed so that no two tuples encode alike. v2 added the digest.
+func message(job, client, method string, unixMilli int64, nonce, body []byte) []byte {
 	var b []byte
-	for _, f := range [][]byte{[]byte("tally call v1"), []byte(job), []byte(client), []byte(method), []byte(strconv.FormatInt(unixMilli, 10)), nonce} {
+	for _, f := range [][]byte{[]byte("tally call v2"), []byte(job), []byte(client), []byte(method), []byte(strconv.FormatInt(unixMilli, 10)), nonce, body} {
 		b = append(b, byte(len(f)>>8), byte(len(f)))
 		b = append(b, f...)
 	}
@@ -75,20 +81,61 @@ func message(job, client, method string, unixMilli int64, nonce []byte) []byte {
 }
 
 // Sign returns the metadata that authenticates one call of method by client
-// at job, signed with key at time now under a fresh random nonce.
+// at job, signed with key at time now under a fresh random nonce, covering
+// no request body (a stream).
 func Sign(key ed25519.PrivateKey, job, client, method string, now time.Time) (metadata.MD, error) {
+	return SignBody(key, job, client, method, nil, now)
+}
+
+// SignBody is Sign for a unary call whose request has the digest body
+// (BodyDigest): the signature covers it, so a call cannot be replayed or
+// relayed with another request, even by a party that terminates TLS.
+func SignBody(key ed25519.PrivateKey, job, client, method string, body []byte, now time.Time) (metadata.MD, error) {
 	nonce := make([]byte, NonceBytes)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
 	ms := now.UnixMilli()
-	sig := ed25519.Sign(key, message(job, client, method, ms, nonce))
-	return metadata.Pairs(
+	sig := ed25519.Sign(key, message(job, client, method, ms, nonce, body))
+	md := metadata.Pairs(
 		MDClient, client,
 		MDTime, strconv.FormatInt(ms, 10),
 		MDNonce, hex.EncodeToString(nonce),
 		MDSig, base64.RawStdEncoding.EncodeToString(sig),
-	), nil
+	)
+	if body != nil {
+		md.Set(MDBody, hex.EncodeToString(body))
+	}
+	return md, nil
+}
+
+// firstKey carries the first message of a stream about to be opened.
+type firstKey struct{}
+
+// WithFirstMessage returns ctx carrying msg, the first message of the
+// stream the caller is about to open through a Conn: the stream's
+// signature then covers msg's digest, as a unary call's covers its
+// request, and the server checks the first message it receives against
+// it. Metadata leaves with the stream's opening, so the message must be
+// known before the stream is; a stream of a client-streaming call carries
+// its header in its first message, a server-streaming call its request.
+func WithFirstMessage(ctx context.Context, msg any) context.Context {
+	return context.WithValue(ctx, firstKey{}, msg)
+}
+
+// BodyDigest is the SHA-256 of a request's deterministic protobuf encoding,
+// which client and server compute alike from the same message.
+func BodyDigest(req any) ([]byte, error) {
+	m, ok := req.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%w: request %T is not a protobuf message", ErrMalformed, req)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return sum[:], nil
 }
 
 // Call is a parsed, not yet verified, call signature.
@@ -97,7 +144,9 @@ type Call struct {
 	Time   time.Time
 	Nonce  [NonceBytes]byte
 	Sig    []byte
-	ms     int64
+	// Body is the request digest the call claims to sign; nil on a stream.
+	Body []byte
+	ms   int64
 }
 
 // Parse reads a call's signature from its metadata. ErrMissing means the
@@ -134,6 +183,15 @@ func Parse(md metadata.MD) (Call, error) {
 	copy(c.Nonce[:], n)
 	if c.Sig, err = base64.RawStdEncoding.DecodeString(sig); err != nil || len(c.Sig) != ed25519.SignatureSize {
 		return Call{}, fmt.Errorf("%w: %s is not a base64 Ed25519 signature", ErrMalformed, MDSig)
+	}
+	switch v := md.Get(MDBody); len(v) {
+	case 0:
+	case 1:
+		if c.Body, err = hex.DecodeString(v[0]); err != nil || len(c.Body) != sha256.Size {
+			return Call{}, fmt.Errorf("%w: %s is not a hex SHA-256", ErrMalformed, MDBody)
+		}
+	default:
+		return Call{}, fmt.Errorf("%w: more than one %s", ErrMalformed, MDBody)
 	}
 	return c, nil
 }
@@ -177,7 +235,7 @@ func (v *Verifier) Verify(c Call, pub ed25519.PublicKey, method string, now time
 		return fmt.Errorf("%w: signed at %s, %s from this server's clock (at most %s allowed)", ErrExpired,
 			c.Time.UTC().Format(time.RFC3339), time.Duration(d)*time.Millisecond, v.Skew)
 	}
-	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, message(v.Job, c.Client, method, c.ms, c.Nonce[:]), c.Sig) {
+	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, message(v.Job, c.Client, method, c.ms, c.Nonce[:], c.Body), c.Sig) {
 		return ErrBadSig
 	}
 	v.mu.Lock()
@@ -270,12 +328,12 @@ type signedConn struct {
 	now    func() time.Time
 }
 
-func (c signedConn) sign(ctx context.Context, method string) (context.Context, error) {
+func (c signedConn) sign(ctx context.Context, method string, body []byte) (context.Context, error) {
 	key, job, client := c.signer()
 	if client == "" {
 		return ctx, nil
 	}
-	md, err := Sign(key, job, client, method, c.now())
+	md, err := SignBody(key, job, client, method, body, c.now())
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +344,11 @@ func (c signedConn) sign(ctx context.Context, method string) (context.Context, e
 }
 
 func (c signedConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	ctx, err := c.sign(ctx, method)
+	body, err := BodyDigest(args)
+	if err != nil {
+		return err
+	}
+	ctx, err = c.sign(ctx, method, body)
 	if err != nil {
 		return err
 	}
@@ -294,7 +356,14 @@ func (c signedConn) Invoke(ctx context.Context, method string, args, reply any, 
 }
 
 func (c signedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	ctx, err := c.sign(ctx, method)
+	var body []byte
+	if m := ctx.Value(firstKey{}); m != nil {
+		var err error
+		if body, err = BodyDigest(m); err != nil {
+			return nil, err
+		}
+	}
+	ctx, err := c.sign(ctx, method, body)
 	if err != nil {
 		return nil, err
 	}

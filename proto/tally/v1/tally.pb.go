@@ -1950,7 +1950,12 @@ type SchemaResponse struct {
 	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Features int32                  `protobuf:"varint,2,opt,name=features,proto3" json:"features,omitempty"`
 	// class_names as in JobSpec.
-	ClassNames    []string `protobuf:"bytes,3,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	ClassNames []string `protobuf:"bytes,3,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	// manifest is the job's signed manifest file (JSON), when the job has
+	// one: a client started with only the manifest's fingerprint
+	// (tally client --manifest-sha256) fetches it here and checks it
+	// against the fingerprint before trusting anything in it.
+	Manifest      []byte `protobuf:"bytes,4,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2002,6 +2007,13 @@ func (x *SchemaResponse) GetFeatures() int32 {
 func (x *SchemaResponse) GetClassNames() []string {
 	if x != nil {
 		return x.ClassNames
+	}
+	return nil
+}
+
+func (x *SchemaResponse) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
 	}
 	return nil
 }
@@ -2772,12 +2784,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x14\n" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\"\x0f\n" +
-	"\rSchemaRequest\"d\n" +
+	"\rSchemaRequest\"\x80\x01\n" +
 	"\x0eSchemaResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bfeatures\x18\x02 \x01(\x05R\bfeatures\x12\x1f\n" +
 	"\vclass_names\x18\x03 \x03(\tR\n" +
-	"classNames\"\x12\n" +
+	"classNames\x12\x1a\n" +
+	"\bmanifest\x18\x04 \x01(\fR\bmanifest\"\x12\n" +
 	"\x10JobStatusRequest\"\x80\x02\n" +
 	"\x11JobStatusResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +

@@ -1,0 +1,93 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// selfSigned is a loopback server certificate and the SHA-256 of its DER.
+func selfSigned(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coordinator"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, sum[:]
+}
+
+// TestPinnedTLS (attack g): a client that pins the coordinator's
+// certificate refuses a coordinator that answers in plaintext, and one
+// that shows another certificate, with a named error and before it sends
+// its token; it runs the job with the pinned one (the control).
+func TestPinnedTLS(t *testing.T) {
+	cert, pin := selfSigned(t)
+	other, _ := selfSigned(t)
+	for _, tc := range []struct {
+		name string
+		opts []grpc.ServerOption
+		want error
+	}{
+		{"pinned", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&cert))}, nil},
+		{"plaintext", nil, ErrPlaintextCoordinator},
+		{"other-certificate", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&other))}, ErrCertPin},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCoord(t, 1)
+			srv := grpc.NewServer(tc.opts...)
+			tallyv1.RegisterCoordinatorServiceServer(srv, f)
+			lis := listen(t, "")
+			go srv.Serve(lis)
+			t.Cleanup(srv.Stop)
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			ctx, stop := context.WithTimeout(ctx, time.Minute)
+			defer stop()
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS(pin, nil, cancel)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c, err := New(Config{Conn: conn, Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Run(ctx)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("Run over the pinned certificate: %v", err)
+				}
+				return
+			}
+			if n := f.counts().enrolls; n != 0 {
+				t.Errorf("%d enrolments reached the coordinator, want 0", n)
+			}
+			if cause := context.Cause(ctx); !errors.Is(cause, tc.want) {
+				t.Fatalf("Run: %v, cause %v; want %v", err, cause, tc.want)
+			}
+		})
+	}
+}
