@@ -139,7 +139,7 @@ func (m Moments) Scaler() Scaler { return m.ScalerWithNoise(0) }
 // ScalerWithNoise returns the standardising scaler of the data the moments
 // describe, when Count and each entry of Sum and SumSq may carry independent additive
 // noise of standard deviation up to noise, such as the noise floor of a
-// decrypted CKKS aggregate (aggregation.Parameters.SlotNoiseSigma); noise 0
+// decrypted CKKS aggregate (aggregation.Parameters.SlotNoiseSigmaAt); noise 0
 // means exact sums. It gives the mean and the population standard
 // deviation of each feature.
 //
