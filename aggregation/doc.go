@@ -219,7 +219,14 @@
 // and encoding noise (far smaller), spread over the slots by decoding
 // (variance ×2N for the conjugate-invariant ring) and divided by the scale:
 // √(2N·t)·σ_f/Δ ≈ 5.6e-8 for the default set and t = 3.
-// TestSlotNoiseSigma measures it within 2% on aggregates of zeros. A
+// TestSlotNoiseSigma measures it within 2% on aggregates of zeros. The
+// float64 FFT of encoding and decoding adds round-off relative to the
+// block's magnitude, about 2^-51 of its slots' root mean square, on every
+// slot ([Parameters.RoundoffSigma]); [Parameters.SlotNoiseSigmaAt] is the
+// floor with it. Large values beside zeros (sums of squares near 1e9 of
+// breast-cancer areas) put a zero slot at 2,000 times SlotNoiseSigma for
+// logN = 10 and 34 times for the default set
+// (TestSlotNoiseSigmaLargeMoments), within 1.4 of SlotNoiseSigmaAt. A
 // decrypted sum smaller than a few of these is indistinguishable from zero;
 // the coordinator's feature scaling uses it to tell a zero variance from
 // noise (dataset.Moments.ScalerWithNoise).

@@ -325,13 +325,48 @@ func (p Parameters) MaxAbsValue() float64 {
 //	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
 //
 // For the default set with t = 3 that is √(2^15·3·2^143.2)/2^104 ≈ 5.6e-8.
-// The float64 FFT of encoding and decoding adds a relative error near
-// 2^-53 of the vector's norm, negligible against this for aggregates below
-// 1e8. Both encoding and flooding noise are independent across slots.
+// It leaves out the float64 round-off of encoding and decoding, which
+// grows with the block's magnitude: [Parameters.SlotNoiseSigmaAt] adds it.
+// Both encoding and flooding noise are independent across slots.
 func (p Parameters) SlotNoiseSigma(contributors, members, participants int) float64 {
 	n := float64(p.ckks.N())
 	flood := p.NoiseFloodingSigma()
 	fresh := p.FreshNoiseVariance(members)
 	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh
 	return math.Sqrt(2*n*v) / math.Exp2(float64(p.cfg.LogDefaultScale))
+}
+
+// SlotNoiseSigmaAt is [Parameters.SlotNoiseSigma] plus the float64
+// round-off of encoding and decoding ([Parameters.RoundoffSigma]), whose
+// size depends on the vectors: sumSquares bounds the sum of the squared
+// slots of every vector that went through a float64 transform, each
+// contributor's encoded block and the decoded aggregate. It is the noise
+// floor of a block whose slots are large beside others that are zero,
+// such as the sums of squares of large features beside a constant one.
+func (p Parameters) SlotNoiseSigmaAt(contributors, members, participants int, sumSquares float64) float64 {
+	s := p.SlotNoiseSigma(contributors, members, participants)
+	r := p.RoundoffSigma(sumSquares)
+	return math.Sqrt(s*s + r*r)
+}
+
+// RoundoffSigma bounds the standard deviation of the float64 round-off on
+// each decoded slot, given sumSquares, the sum over the vectors that were
+// transformed (each contributor's encoded block and the decoded
+// aggregate) of their squared slots. The encoder's and decoder's FFT work
+// in float64: each of its log₂ N butterfly levels rounds to 2^-53 of the
+// running values, so a slot's error is about 2^-53·√(log₂ N) times the
+// root mean square of the block's slots, whatever the scale. An
+// encode-decode round trip measures 2^-51.0 of the root mean square for
+// logN = 10 and 2^-50.6 for logN = 14; the bound counts 2·2^-53·√(log₂ N)
+// for each transformed vector, independent across vectors. The encoding
+// also rounds the coefficients to integers at its scale 2^k, which
+// [encode] picks with 2^-k < 8‖v‖₁/(N·2^encodeBits): with ‖v‖₁² ≤ N‖v‖₂²
+// and the 2N of decoding, a slot variance of at most (64/6)·2^-122·N times
+// the mean square, 2^-52.3 of the root mean square for logN = 14, added
+// here. The decoder's division by the last prime rounds by 1/2 at the
+// remaining scale, 2^-40 of the flooding noise at most (see combine).
+func (p Parameters) RoundoffSigma(sumSquares float64) float64 {
+	fft := 4 * math.Exp2(-106) * float64(p.cfg.LogN)
+	rounding := 64.0 / 6 * math.Exp2(-2*encodeBits) * float64(p.ckks.N())
+	return math.Sqrt((fft + rounding) * max(sumSquares, 0) / float64(p.Slots()))
 }

@@ -93,7 +93,13 @@ func TestFederatedScalingNoiseFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sigma := params.SlotNoiseSigma(5, 3, 2)
+	// The floor the engine uses: it includes the round-off that grows
+	// with the moments' magnitude (aggregation.SlotNoiseSigmaAt).
+	ds, err := dataset.Embedded("breast-cancer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigma := params.SlotNoiseSigmaAt(5, 3, 2, dataset.ComputeMoments(ds.Examples).FlatSquaresBound()+5+25)
 	rows := clear.Clip*clear.Clip + 1
 	for j := range features - zeros {
 		mean, variance := clear.Mean[j], clear.Std[j]*clear.Std[j]

@@ -42,8 +42,11 @@
 //
 // Sums decrypted from a CKKS aggregate are exact only up to the
 // aggregation's noise, of standard deviation σ on every entry, which the
-// caller knows from the HE parameters (aggregation.Parameters.SlotNoiseSigma:
-// √(2N·t)·σ_flood/Δ, about 2.9e-7 for the default set and t = 3).
+// caller knows from the HE parameters and the moments' magnitude
+// (aggregation.Parameters.SlotNoiseSigmaAt: √(2N·t)·σ_flood/Δ, plus the
+// float64 round-off of encoding and decoding, about 2^-51 of the block's
+// root mean square, bounded from the summed moments by
+// Moments.FlatSquaresBound).
 // Moments.ScalerWithNoise(σ) propagates 8σ on the count, sum and sum of
 // squares to the variance, z·σ·(1 + 2|mean| + |E[x²] − 2·mean²|)/n, and
 // treats a feature whose variance lies below that floor as constant (Std

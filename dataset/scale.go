@@ -68,6 +68,25 @@ func (m Moments) Flatten() []float64 {
 	return append(out, m.SumSq...)
 }
 
+// FlatSquaresBound bounds, from the summed moments m alone, the sum of the
+// squared entries of the flattened moments of every part that was added
+// into m plus those of m itself: the magnitude that the float64 round-off
+// of encoding each part and decoding the sum depends on
+// (aggregation.Parameters.SlotNoiseSigmaAt). Counts and sums of squares
+// are non-negative, so the parts' squares sum to at most the square of
+// their sum; a part's |Sum[j]| ≤ √(Count·SumSq[j]) by Cauchy–Schwarz, so
+// its squared sums add to at most m.Count·m.SumSq[j]. Entries carrying
+// noise count by their absolute value.
+func (m Moments) FlatSquaresBound() float64 {
+	n := math.Abs(m.Count)
+	b := 2 * n * n
+	for j := range m.SumSq {
+		q := math.Abs(m.SumSq[j])
+		b += 2*q*q + n*q + m.Sum[j]*m.Sum[j]
+	}
+	return b
+}
+
 // MomentsFromFlat inverts Flatten. It fails with ErrMoments unless
 // len(v) == 1+2·features and every entry is finite. Entries need not be
 // integral or exactly consistent: after approximate (CKKS) aggregation the
@@ -120,7 +139,7 @@ func (m Moments) Scaler() Scaler { return m.ScalerWithNoise(0) }
 // ScalerWithNoise returns the standardising scaler of the data the moments
 // describe, when Count and each entry of Sum and SumSq may carry independent additive
 // noise of standard deviation up to noise, such as the noise floor of a
-// decrypted CKKS aggregate (aggregation.Parameters.SlotNoiseSigma); noise 0
+// decrypted CKKS aggregate (aggregation.Parameters.SlotNoiseSigmaAt); noise 0
 // means exact sums. It gives the mean and the population standard
 // deviation of each feature.
 //

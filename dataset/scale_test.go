@@ -334,3 +334,30 @@ func BenchmarkComputeMoments(b *testing.B) {
 		b.ReportMetric(float64(len(d.Examples.X)*b.N)/b.Elapsed().Seconds(), "values/s")
 	})
 }
+
+// TestFlatSquaresBound checks that the bound from the summed moments holds
+// for the parts' flattened moments, with sums of mixed signs that cancel
+// in the total.
+func TestFlatSquaresBound(t *testing.T) {
+	parts := []model.Examples{
+		{X: []float64{-3, 0, 100, 0, -5, 0}, Y: []int{0, 1, 0}, Features: 2},
+		{X: []float64{3, 0, -100, 0}, Y: []int{1, 0}, Features: 2},
+	}
+	var total Moments
+	var got float64
+	for _, e := range parts {
+		m := ComputeMoments(e)
+		for _, v := range m.Flatten() {
+			got += v * v
+		}
+		if err := total.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range total.Flatten() {
+		got += v * v
+	}
+	if b := total.FlatSquaresBound(); b < got {
+		t.Errorf("FlatSquaresBound %g below the parts' and the sum's squares %g", b, got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/dataset"
 )
 
 // decItem is one aggregate the committee is asked to decrypt.
@@ -408,9 +409,17 @@ func (e *Engine) finishDecrypted() []Action {
 			// total weight is the number of clients and avg·weight the sum.
 			sum[i] = v * it.weight
 		}
-		// The noise floor of that sum: every contributor's encryption
-		// and the flooding of the t shares that decrypted it.
-		err = e.setScaler(sum, h.params.SlotNoiseSigma(len(rec.Contributors), len(h.inst.Members()), h.inst.Threshold()))
+		// The noise floor of that sum: every contributor's encryption,
+		// the flooding of the t shares that decrypted it, and the
+		// float64 round-off of encoding and decoding, which grows with
+		// the moments' magnitude (large sums of squares beside an
+		// all-zero feature); the weight slot adds 1 to each
+		// contributor's vector and their number to the sum.
+		c := len(rec.Contributors)
+		err = e.setScaler(sum, func(m dataset.Moments) float64 {
+			squares := m.FlatSquaresBound() + float64(c+c*c)
+			return h.params.SlotNoiseSigmaAt(c, len(h.inst.Members()), h.inst.Threshold(), squares)
+		})
 	case collect.GroupAcc != nil:
 		// The groups partition the contributors: the round's FedAvg is the
 		// weighted mean of the group means.

@@ -387,7 +387,7 @@ func (e *Engine) close(why string) []Action {
 				sum[i] += v
 			}
 		}
-		err = e.setScaler(sum, 0)
+		err = e.setScaler(sum, nil)
 	} else {
 		results := make([]Result, len(contributors))
 		for i, id := range contributors {
@@ -536,10 +536,11 @@ func (e *Engine) advance(rec *RoundRecord, next []float64) error {
 // setScaler turns the sum of the clients' flattened moments into a
 // standardisation. Only the sum is used, so the step is the same in the
 // clear and under secure aggregation, except for noise: the standard
-// deviation of the error on each entry of sum (0 in the clear; the
-// decryption's noise floor under HE, see aggregation.SlotNoiseSigma), below
-// which a variance is not told from zero.
-func (e *Engine) setScaler(sum []float64, noise float64) error {
+// deviation of the error on each entry of sum, given the moments it
+// depends on (nil in the clear, no noise; the decryption's noise floor
+// under HE, see aggregation.SlotNoiseSigmaAt), below which a variance is
+// not told from zero.
+func (e *Engine) setScaler(sum []float64, noise func(dataset.Moments) float64) error {
 	m, err := dataset.MomentsFromFlat(sum, e.job.Data.Features)
 	if err != nil {
 		return err
@@ -547,7 +548,11 @@ func (e *Engine) setScaler(sum []float64, noise float64) error {
 	if m.Count < 2 {
 		return fmt.Errorf("scaling needs at least 2 rows in all, got %g", m.Count)
 	}
-	s := m.ScalerWithNoise(noise)
+	sigma := 0.0
+	if noise != nil {
+		sigma = noise(m)
+	}
+	s := m.ScalerWithNoise(sigma)
 	e.scaler = &s
 	return nil
 }
