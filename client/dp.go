@@ -1,0 +1,68 @@
+package client
+
+import (
+	crand "crypto/rand"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// dpSettings are a job's differential-privacy settings as the client
+// applies them, checked when it joins.
+type dpSettings struct {
+	clip, noiseStd float64
+}
+
+// dpFromSpec checks the job's DPSpec and derives the noise this client
+// adds. The client computes the standard deviation itself from σ, C and
+// m rather than taking noise_std on trust: a coordinator that sent a
+// smaller noise_std than σ·C/√m is refused.
+func dpFromSpec(d *tallyv1.DPSpec) (*dpSettings, error) {
+	if d == nil {
+		return nil, nil
+	}
+	sigma, clip, m := d.GetSigma(), d.GetClip(), d.GetContributors()
+	if !(sigma > 0) || math.IsInf(sigma, 0) || !(clip > 0) || math.IsInf(clip, 0) || m < 1 {
+		return nil, fmt.Errorf("%w: dp: sigma %g, clip %g, contributors %d: want sigma > 0, clip > 0, contributors ≥ 1", ErrJob, sigma, clip, m)
+	}
+	std := sigma * clip / math.Sqrt(float64(m))
+	if got := d.GetNoiseStd(); got < std*(1-1e-9) {
+		return nil, fmt.Errorf("%w: dp: noise_std %g is below σ·C/√m = %g", ErrJob, got, std)
+	}
+	return &dpSettings{clip: clip, noiseStd: std}, nil
+}
+
+// privatize turns the update Δ of a client of weight w into the one it
+// sends under distributed DP: the contribution w·Δ, the vector the sum
+// adds, is scaled down to L2 norm at most clip, N(0, noiseStd²) is added
+// to each coordinate, and the result is divided by w again, because the
+// submission paths multiply by the weight (submitEncrypted) or the
+// coordinator does (plain). It writes into out, which may alias update.
+//
+// The noise must be secret from the coordinator, so in a job rng is
+// seeded from crypto/rand (newNoiseRNG), not from the job seed: noise the
+// coordinator could regenerate would protect nothing.
+func privatize(out, update []float64, w float64, s dpSettings, rng *rand.Rand) {
+	var sq float64
+	for _, x := range update {
+		sq += (w * x) * (w * x)
+	}
+	scale := w
+	if n := math.Sqrt(sq); n > s.clip {
+		scale = w * s.clip / n
+	}
+	for i, x := range update {
+		out[i] = (scale*x + s.noiseStd*rng.NormFloat64()) / w
+	}
+}
+
+// newNoiseRNG returns a PRNG keyed from the operating system's entropy.
+func newNoiseRNG() (*rand.Rand, error) {
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("client: dp noise seed: %w", err)
+	}
+	return rand.New(rand.NewChaCha8(seed)), nil
+}
