@@ -49,12 +49,13 @@ func privatize(out, update []float64, w float64, s dpSettings, rng *rand.Rand) {
 	for _, x := range update {
 		sq += (w * x) * (w * x)
 	}
-	scale := w
+	// keep is the factor on Δ itself: 1 (exactly) within the clip.
+	keep := 1.0
 	if n := math.Sqrt(sq); n > s.clip {
-		scale = w * s.clip / n
+		keep = s.clip / n
 	}
 	for i, x := range update {
-		out[i] = (scale*x + s.noiseStd*rng.NormFloat64()) / w
+		out[i] = keep*x + s.noiseStd*rng.NormFloat64()/w
 	}
 }
 

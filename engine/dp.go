@@ -49,11 +49,11 @@ func (d DPMechanism) NoiseStd() float64 {
 	return d.Sigma * d.Clip / math.Sqrt(float64(d.Contributors))
 }
 
-// Epsilon returns the ε at the mechanism's δ after a client has taken
+// EpsilonAfter returns the ε at the mechanism's δ after a client has taken
 // part in rounds rounds. Selection is public (it is derived from the job
 // seed, and the coordinator knows who submitted), so no amplification by
 // subsampling is claimed: each round is a full Gaussian mechanism (q = 1).
-func (d DPMechanism) Epsilon(rounds int) (float64, error) {
+func (d DPMechanism) EpsilonAfter(rounds int) (float64, error) {
 	return dpEpsilon(d.Sigma, d.Delta, rounds)
 }
 
