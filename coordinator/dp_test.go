@@ -56,7 +56,22 @@ func TestJobStatusReportsAccountantEpsilon(t *testing.T) {
 		math.Abs(d.GetNoiseStd()-job.DP.Sigma*50/math.Sqrt(float64(job.Clients.Min))) > 1e-12 {
 		t.Errorf("job spec's dp = %v, want σ %g, m %d, noise σC/√m", d, job.DP.Sigma, job.Clients.Min)
 	}
-	serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
+	out := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
+	last := map[string]float64{}
+	for _, r := range out.History {
+		if r.Failed {
+			continue
+		}
+		if len(r.DPEpsilon) != len(r.Contributors) || r.DPDelta != 1e-5 {
+			t.Errorf("round %d records ε for %d of %d contributors at δ %g", r.Round, len(r.DPEpsilon), len(r.Contributors), r.DPDelta)
+		}
+		for id, e := range r.DPEpsilon {
+			if e <= last[id] {
+				t.Errorf("round %d: client %s's ε %g did not grow from %g", r.Round, id, e, last[id])
+			}
+			last[id] = e
+		}
+	}
 	st, err := srv.service.JobStatus(context.Background(), &tallyv1.JobStatusRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +96,9 @@ func TestJobStatusReportsAccountantEpsilon(t *testing.T) {
 		}
 		if c.GetRoundsContributed() == 0 {
 			want = 0
+		}
+		if rec := last[c.GetClientId()]; rec != c.GetDpEpsilon() {
+			t.Errorf("client %s: the round record's ε %g (which the receipts carry) differs from JobStatus's %g", c.GetClientId(), rec, c.GetDpEpsilon())
 		}
 		if c.GetDpEpsilon() != want || !(want > 0) {
 			t.Errorf("client %s (%d rounds): JobStatus ε = %g, accountant ε = %g", c.GetClientId(), c.GetRoundsContributed(), c.GetDpEpsilon(), want)

@@ -137,3 +137,31 @@ func (c *JobConfig) validatePrivacy(bad func(field, format string, args ...any))
 	}
 	return &DPMechanism{DPConfig: *d, Sigma: sigma, Contributors: m}
 }
+
+// accountDP records in rec, under privacy.dp, each contributor's ε over
+// the completed rounds it took part in (those of the history and rec).
+func (e *Engine) accountDP(rec *RoundRecord) {
+	d := e.job.DP
+	if d == nil {
+		return
+	}
+	rounds := map[string]int{}
+	for _, r := range e.history {
+		if r.Failed {
+			continue
+		}
+		for _, id := range r.Contributors {
+			rounds[id]++
+		}
+	}
+	rec.DPDelta = d.Delta
+	rec.DPEpsilon = make(map[string]float64, len(rec.Contributors))
+	for _, id := range rec.Contributors {
+		eps, err := d.EpsilonAfter(rounds[id] + 1)
+		if err != nil {
+			// σ and δ were validated when the job was built.
+			panic(fmt.Sprintf("engine: dp accounting of client %s: %v", id, err))
+		}
+		rec.DPEpsilon[id] = eps
+	}
+}
