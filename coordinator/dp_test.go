@@ -52,9 +52,10 @@ func TestJobStatusReportsAccountantEpsilon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := srv.service.spec.GetDp(); d == nil || d.GetSigma() != job.DP.Sigma || d.GetContributors() != int32(job.Clients.Min) ||
-		math.Abs(d.GetNoiseStd()-job.DP.Sigma*50/math.Sqrt(float64(job.Clients.Min))) > 1e-12 {
-		t.Errorf("job spec's dp = %v, want σ %g, m %d, noise σC/√m", d, job.DP.Sigma, job.Clients.Min)
+	// Updates in the clear: each must carry all of σ·C (m = 1).
+	if d := srv.service.spec.GetDp(); d == nil || d.GetSigma() != job.DP.Sigma || d.GetContributors() != 1 ||
+		math.Abs(d.GetNoiseStd()-job.DP.Sigma*50) > 1e-9 {
+		t.Errorf("job spec's dp = %v, want σ %g, m 1, noise σC", d, job.DP.Sigma)
 	}
 	out := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
 	last := map[string]float64{}

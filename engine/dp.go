@@ -38,8 +38,10 @@ type DPMechanism struct {
 	// Delta)-DP for a client that takes part in all of them.
 	Sigma float64
 	// Contributors is m, the fewest updates in any sum the job releases
-	// (clients.min, and under "he" at most min_group_size): each client
-	// adds N(0, σ²C²/m), so every released sum carries at least σ·C.
+	// (clients.min, and under "he" at most min_group_size; 1 when the
+	// coordinator sees a quantity of one client alone: updates in the
+	// clear, or the "influence" scalars): each client adds N(0, σ²C²/m),
+	// so every release carries at least σ·C.
 	Contributors int
 }
 
@@ -129,6 +131,13 @@ func (c *JobConfig) validatePrivacy(bad func(field, format string, args ...any))
 	m := c.Clients.Min
 	if c.SecureAggregation == "he" && c.MinGroupSize >= 1 {
 		m = min(m, c.MinGroupSize)
+	}
+	// Whatever the coordinator learns of one client alone (its update in
+	// the clear, or under "influence" the scalar computed from its
+	// update) is post-processing of that client's noised update only,
+	// which then must carry all of σ·C by itself.
+	if c.SecureAggregation == "none" || c.Valuation.Mode == ModeInfluence || c.Valuation.Mode == ModePlain {
+		m = 1
 	}
 	sigma, err := dpSigma(d.Epsilon, d.Delta, c.Rounds)
 	if err != nil {
