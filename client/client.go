@@ -452,7 +452,7 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 	if err := c.checkJob(id, job, c.params); err != nil {
 		return err
 	}
-	dp, err := dpFromSpec(job.GetDp())
+	dp, err := dpFromSpec(job.GetDp(), int(job.GetRounds()))
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/tallyfl/tally/accountant"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -19,13 +20,30 @@ type dpSettings struct {
 // adds. The client computes the standard deviation itself from σ, C and
 // m rather than taking noise_std on trust: a coordinator that sent a
 // smaller noise_std than σ·C/√m is refused.
-func dpFromSpec(d *tallyv1.DPSpec) (*dpSettings, error) {
+//
+// It also recomputes, with the accountant, the ε that σ gives over the
+// job's rounds, and refuses a σ too small for the ε the job claims.
+func dpFromSpec(d *tallyv1.DPSpec, rounds int) (*dpSettings, error) {
 	if d == nil {
 		return nil, nil
 	}
 	sigma, clip, m := d.GetSigma(), d.GetClip(), d.GetContributors()
 	if !(sigma > 0) || math.IsInf(sigma, 0) || !(clip > 0) || math.IsInf(clip, 0) || m < 1 {
 		return nil, fmt.Errorf("%w: dp: sigma %g, clip %g, contributors %d: want sigma > 0, clip > 0, contributors ≥ 1", ErrJob, sigma, clip, m)
+	}
+	a, err := accountant.New()
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Compose(1, sigma, rounds); err != nil {
+		return nil, fmt.Errorf("%w: dp: %v", ErrJob, err)
+	}
+	eps, _, err := a.Epsilon(d.GetDelta())
+	if err != nil {
+		return nil, fmt.Errorf("%w: dp: %v", ErrJob, err)
+	}
+	if eps > d.GetEpsilon()*(1+1e-6) {
+		return nil, fmt.Errorf("%w: dp: σ %g gives ε %g over the job's %d rounds at δ %g, above the job's ε %g", ErrJob, sigma, eps, rounds, d.GetDelta(), d.GetEpsilon())
 	}
 	std := sigma * clip / math.Sqrt(float64(m))
 	if got := d.GetNoiseStd(); got < std*(1-1e-9) {

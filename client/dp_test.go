@@ -65,8 +65,8 @@ func TestPrivatizeClips(t *testing.T) {
 // TestPrivatizeNoiseVariance: the noise on the contribution w·Δ has mean
 // 0 and the configured standard deviation σC/√m, per coordinate.
 func TestPrivatizeNoiseVariance(t *testing.T) {
-	spec := &tallyv1.DPSpec{Sigma: 1.7, Clip: 2, Contributors: 4, NoiseStd: 1.7 * 2 / 2}
-	s, err := dpFromSpec(spec)
+	spec := &tallyv1.DPSpec{Epsilon: 8, Delta: 1e-5, Sigma: 1.7, Clip: 2, Contributors: 4, NoiseStd: 1.7 * 2 / 2}
+	s, err := dpFromSpec(spec, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +98,14 @@ func TestDPSpecRefused(t *testing.T) {
 		name string
 		spec *tallyv1.DPSpec
 	}{
-		{"noise below σC/√m", &tallyv1.DPSpec{Sigma: 2, Clip: 1, Contributors: 4, NoiseStd: 0.5}},
-		{"no clip", &tallyv1.DPSpec{Sigma: 2, Clip: 0, Contributors: 4, NoiseStd: 1}},
-		{"no contributors", &tallyv1.DPSpec{Sigma: 2, Clip: 1, Contributors: 0, NoiseStd: 1}},
+		{"noise below σC/√m", &tallyv1.DPSpec{Epsilon: 8, Delta: 1e-5, Sigma: 2, Clip: 1, Contributors: 4, NoiseStd: 0.5}},
+		{"no clip", &tallyv1.DPSpec{Epsilon: 8, Delta: 1e-5, Sigma: 2, Clip: 0, Contributors: 4, NoiseStd: 1}},
+		{"no contributors", &tallyv1.DPSpec{Epsilon: 8, Delta: 1e-5, Sigma: 2, Clip: 1, Contributors: 0, NoiseStd: 1}},
+		// Over 5 rounds at δ 1e-5, σ 2 gives ε ≈ 6: more than the claimed 1.
+		{"σ too small for ε", &tallyv1.DPSpec{Epsilon: 1, Delta: 1e-5, Sigma: 2, Clip: 1, Contributors: 4, NoiseStd: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := dpFromSpec(tc.spec); !errors.Is(err, ErrJob) {
+			if _, err := dpFromSpec(tc.spec, 5); !errors.Is(err, ErrJob) {
 				t.Errorf("dpFromSpec(%v) = %v, want ErrJob", tc.spec, err)
 			}
 		})
