@@ -42,3 +42,16 @@ func TestIdentityDP(t *testing.T) {
 		t.Errorf("no privacy.dp field in the identity: %v", did.Fields)
 	}
 }
+
+// TestLoadJobDP: a job file's privacy.dp reaches the job with its noise
+// multiplier derived.
+func TestLoadJobDP(t *testing.T) {
+	job, err := LoadJob("testdata/config/dp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := job.DP
+	if d == nil || d.Epsilon != 4 || d.Delta != 1e-5 || d.Clip != 2 || !(d.Sigma > 0) || d.Contributors != 1 {
+		t.Fatalf("privacy.dp read as %+v, want ε 4, δ 1e-5, C 2, σ > 0, m 1 (updates in the clear)", d)
+	}
+}
