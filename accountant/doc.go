@@ -24,6 +24,7 @@
 // Fractional orders are accepted only without subsampling (q = 1), where
 // the closed form holds for every α > 1.
 //
-// The package is pure: no clock, no I/O, no randomness. Nothing in tally
-// adds noise yet; this is the accounting a per-job DP option will report.
+// The package is pure: no clock, no I/O, no randomness. A job's
+// privacy.dp option (package engine, dp.go) sizes its clients' noise
+// with it and reports each client's ε from it.
 package accountant

@@ -130,6 +130,10 @@ type Client struct {
 	sig *signer
 	job *tallyv1.JobSpec
 	mdl model.Model
+	// dp, when the job adds differential privacy, is how this client
+	// clips and noises its updates; noise is its secret noise source.
+	dp    *dpSettings
+	noise *rand.Rand
 	// classes are the job's class names the local data was checked
 	// against before joining; nil until then.
 	classes []string
@@ -448,6 +452,16 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 	if err := c.checkJob(id, job, c.params); err != nil {
 		return err
 	}
+	dp, err := dpFromSpec(job.GetDp(), int(job.GetRounds()))
+	if err != nil {
+		return err
+	}
+	if dp != nil && c.noise == nil {
+		if c.noise, err = newNoiseRNG(); err != nil {
+			return err
+		}
+	}
+	c.dp = dp
 	c.sig.bind(job.GetJobId(), id)
 	if c.cfg.KeyFile != "" {
 		if err := c.sig.save(c.cfg.KeyFile); err != nil {
@@ -569,6 +583,12 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 	}
 	if c.cfg.Hook != nil {
 		update = c.cfg.Hook(int(t.GetRound()), global, update)
+	}
+	// Privatised after the hook (which tests use to play a deviating
+	// client) and before encryption, so that everything computed from
+	// the update, the valuation scalars included, is post-processing.
+	if c.dp != nil && data.Len() > 0 {
+		privatize(update, update, float64(data.Len()), *c.dp, c.noise)
 	}
 	c.log.Debug("trained", "round", t.GetRound(), "loss", stats.Loss, "samples", stats.Samples)
 	var digest []byte

@@ -174,6 +174,12 @@ func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger)
 			spec.HeParams.LogP = append(spec.HeParams.LogP, int32(q))
 		}
 	}
+	if d := job.DP; d != nil {
+		spec.Dp = &tallyv1.DPSpec{
+			Epsilon: d.Epsilon, Delta: d.Delta, Clip: d.Clip, Sigma: d.Sigma,
+			Contributors: int32(d.Contributors), NoiseStd: d.NoiseStd(),
+		}
+	}
 	for _, h := range job.Model.Hidden {
 		spec.Model.Hidden = append(spec.Model.Hidden, int32(h))
 	}
@@ -946,9 +952,20 @@ func (s *Service) JobStatus(ctx context.Context, _ *tallyv1.JobStatusRequest) (*
 	if s.receipts != nil {
 		resp.ReceiptPublicKey = s.receipts.PublicKey()
 	}
+	if s.job.DP != nil {
+		resp.DpDelta = s.job.DP.Delta
+	}
 	for _, id := range s.job.ClientIDs() {
 		if n, ok := st.Clients[id]; ok {
-			resp.Clients = append(resp.Clients, &tallyv1.ClientStatus{ClientId: id, Samples: n, RoundsContributed: contributed[id]})
+			cs := &tallyv1.ClientStatus{ClientId: id, Samples: n, RoundsContributed: contributed[id]}
+			if s.job.DP != nil {
+				eps, err := s.job.DP.EpsilonAfter(int(contributed[id]))
+				if err != nil {
+					return nil, toStatus(fmt.Errorf("coordinator: client %s: dp accounting: %w", id, err))
+				}
+				cs.DpEpsilon = eps
+			}
+			resp.Clients = append(resp.Clients, cs)
 		}
 	}
 	return resp, nil

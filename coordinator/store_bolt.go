@@ -210,6 +210,7 @@ func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Rece
 			Job: job, Round: r.Round, Client: id, SubmissionDigest: digest, Decrypted: dec,
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
 			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r), IssuedAt: now.UnixMilli(),
+			DPEpsilon: r.DPEpsilon[id], DPDelta: r.DPDelta,
 		})
 	}
 	return out

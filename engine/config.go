@@ -92,6 +92,9 @@ type JobConfig struct {
 	// manifest, the certificate must be the one it pins.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// Privacy adds differential privacy to the clients' updates; off by
+	// default, and absent from the identity of a job without it.
+	Privacy PrivacyConfig `yaml:"privacy,omitempty"`
 }
 
 // CommitteeConfig sizes the decryption committee.
@@ -252,6 +255,9 @@ type Job struct {
 	// Pinned is the verified manifest JobConfig.Manifest names, loaded and
 	// checked against the job by coordinator.LoadJob; nil without one.
 	Pinned *manifest.Manifest
+	// DP is the derived differential-privacy mechanism; nil without
+	// privacy.dp.
+	DP *DPMechanism
 }
 
 // Secure reports whether updates travel under multiparty CKKS.
@@ -449,6 +455,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 		bad("scaling.mode", "must be \"none\", \"fixed\" or \"federated\", got %q", c.Scaling.Mode)
 	}
 	c.validateValuation(bad)
+	dp := c.validatePrivacy(bad)
 	var params aggregation.Parameters
 	switch c.SecureAggregation {
 	case "none":
@@ -486,7 +493,7 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	if len(errs) > 0 {
 		return Job{}, errors.Join(errs...)
 	}
-	return Job{JobConfig: c, Dir: dir, Params: params}, nil
+	return Job{JobConfig: c, Dir: dir, Params: params, DP: dp}, nil
 }
 
 // validateClasses checks data.classes, and fills the names from the count

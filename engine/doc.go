@@ -39,10 +39,37 @@
 // engine's side of multiparty CKKS aggregation, committee key generation
 // (secure.go) and threshold decryption (decrypt.go); the valuation step
 // and payouts (valuation.go); a client declining its task (decline.go);
-// the decryption audit (privacy.go); the job's config types and their
+// the decryption audit (privacy.go); differential privacy's noise
+// multiplier and per-client ε (dp.go); the job's config types and their
 // validation (config.go); and the Store interface with its in-memory
 // implementation (store.go). Reading job files, the gRPC service, the
 // bbolt store, enrolments, clocks and logging are package coordinator's.
+//
+// Differential privacy (privacy.dp, dp.go) is distributed: each client
+// clips its contribution n_i·Δ_i to L2 norm C and adds N(0, σ²C²/m) to
+// every coordinate before it encrypts, m being the fewest updates in any
+// sum the job releases (clients.min, and under "he" at most
+// min_group_size), so every released sum carries noise of at least σ·C
+// and one client changes it by at most C. When the coordinator learns
+// something of one client alone, m is 1 and each client adds all of σ·C:
+// under "none" (it sees each update) and under the "influence" or
+// "plain" valuation (each influence scalar is computed from one client's
+// update, so it is post-processing of that noised update, covered at the
+// same ε with no separate mechanism, but only because that update
+// carries σ·C by itself). σ is the smallest the RDP accountant allows
+// for (ε, δ) over the job's rounds, each counted as a full Gaussian
+// mechanism: selection comes from the job seed and the coordinator knows
+// who submitted, so no amplification by subsampling is claimed.
+// Distributed noise rather than noise through the decryption flooding:
+// the flooding noise is added by committee members at decryption, is
+// sized for the RLWE secret (2^λ statistical distance) in the slot
+// encoding's scale rather than the update's, and a coordinator holding
+// t−1 members' shares could strip it; the clients' own noise is in the
+// update before it leaves the client, so the decrypted sums, the model
+// and the valuation scalars are all post-processing of noised inputs.
+// The price is that a client's share of the noise assumes m − 1 others
+// add theirs: a sum from which colluding clients remove their own noise
+// carries less. The sum of the weights n_i is not covered.
 //
 // FedAvg follows McMahan et al., "Communication-Efficient Learning of Deep
 // Networks from Decentralized Data", AISTATS 2017.

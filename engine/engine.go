@@ -480,6 +480,7 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		return append(out, e.maybeStart()...)
 	}
 	e.pay(&rec)
+	e.accountDP(&rec)
 	if _, end, _ := e.period(); rec.Valuation != nil && e.round >= end {
 		// The period ends with this round: the history must hold the
 		// round before its values are totalled.

@@ -284,6 +284,11 @@ type RoundRecord struct {
 	// client (or the clients of an aggregate): a claim that changed since
 	// the client's last round, or a decrypted Σn_i unlike the claims.
 	WeightFlags []string `json:"weight_flags,omitempty"`
+	// DPEpsilon maps each contributor, under privacy.dp, to the
+	// accountant's ε at the job's δ over every completed round it has
+	// taken part in, this one included.
+	DPEpsilon map[string]float64 `json:"dp_epsilon,omitempty"`
+	DPDelta   float64            `json:"dp_delta,omitempty"`
 	// Settlement, on the record of the round that ended a payment period
 	// (or on the failed attempt that stopped the job), pays the period's
 	// value part.

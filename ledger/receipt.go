@@ -69,6 +69,11 @@ type Receipt struct {
 	// over receipts (Standings) weigh rounds as the coordinator does; 0 in
 	// receipts written before it was recorded, which means 1.
 	Decay float64 `json:"decay,omitempty"`
+	// DPEpsilon is, in a job with differential privacy, the accountant's
+	// ε at DPDelta over the rounds the client took part in up to this
+	// one; both 0 without DP, and in receipts written before they existed.
+	DPEpsilon float64 `json:"dp_epsilon,omitempty"`
+	DPDelta   float64 `json:"dp_delta,omitempty"`
 	// PrevHash is the Hash of the receipt with Seq-1, "" for Seq 1.
 	PrevHash string `json:"prev_hash"`
 	// IssuedAt is when the coordinator issued the receipt, in milliseconds
@@ -151,10 +156,17 @@ func (r *Receipt) Canonical() []byte {
 	}
 	// Receipts from before these fields hash as they always did; a
 	// receipt that has them is longer, so the encoding stays injective.
-	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 {
+	dp := r.DPEpsilon != 0 || r.DPDelta != 0
+	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 || dp {
 		str(r.Kind)
 		u64(uint64(int64(r.FromRound)))
 		u64(math.Float64bits(r.Decay))
+	}
+	// The DP fields follow the settlement fields, which are then always
+	// written: the length-prefixed kind keeps the parse unique.
+	if dp {
+		u64(math.Float64bits(r.DPEpsilon))
+		u64(math.Float64bits(r.DPDelta))
 	}
 	return b.Bytes()
 }
@@ -202,6 +214,14 @@ func (r *Receipt) validate() error {
 	}
 	if math.IsNaN(r.Decay) || r.Decay < 0 || r.Decay > 1 {
 		errs = append(errs, "decay must be within [0, 1]")
+	}
+	if r.DPEpsilon != 0 || r.DPDelta != 0 {
+		if !(r.DPEpsilon >= 0) || math.IsInf(r.DPEpsilon, 0) {
+			errs = append(errs, fmt.Sprintf("dp_epsilon must be finite and ≥ 0, got %v", r.DPEpsilon))
+		}
+		if !(r.DPDelta > 0 && r.DPDelta < 1) {
+			errs = append(errs, fmt.Sprintf("dp_delta must be in (0, 1) when dp_epsilon is given, got %v", r.DPDelta))
+		}
 	}
 	// JSON cannot carry NaN or infinities, and a client could not store a
 	// receipt it cannot write.

@@ -172,6 +172,9 @@ func TestAppendRefusesInvalid(t *testing.T) {
 		"no_purpose":       func(r *Receipt) { r.Decrypted[0].Purpose = "" },
 		"neg_contributors": func(r *Receipt) { r.Decrypted[0].Contributors = -1 },
 		"bad_dec_digest":   func(r *Receipt) { r.Decrypted[0].Digest = "zz" },
+		"dp_no_delta":      func(r *Receipt) { r.DPEpsilon = 2 },
+		"dp_neg_epsilon":   func(r *Receipt) { r.DPEpsilon, r.DPDelta = -1, 1e-5 },
+		"dp_inf_epsilon":   func(r *Receipt) { r.DPEpsilon, r.DPDelta = math.Inf(1), 1e-5 },
 	}
 	for name, mutate := range mutations {
 		t.Run(name, func(t *testing.T) {
@@ -275,6 +278,22 @@ func TestCanonicalHashPinned(t *testing.T) {
 	}
 }
 
+// TestCanonicalDPFieldsDistinct: a receipt's DP fields hash apart from
+// the same bytes read as settlement fields, and the pinned hash above
+// (no DP fields) is the one receipts had before they existed.
+func TestCanonicalDPFieldsDistinct(t *testing.T) {
+	base := testReceipts("job", 2, 3)[1]
+	base.Seq, base.PrevHash = 5, digestOf("p")
+	withDP := base
+	withDP.DPEpsilon, withDP.DPDelta = 3.25, 1e-5
+	if len(withDP.Canonical()) != len(base.Canonical())+4+8+8+16 {
+		t.Errorf("DP receipt encodes in %d bytes, want the %d of the plain one plus the settlement block and two floats", len(withDP.Canonical()), len(base.Canonical()))
+	}
+	if withDP.ComputeHash() == base.ComputeHash() {
+		t.Error("DP fields leave the hash unchanged")
+	}
+}
+
 func TestCanonicalCoversEveryField(t *testing.T) {
 	base := testReceipts("job", 2, 3)[1]
 	base.Seq, base.PrevHash = 5, digestOf("p")
@@ -295,6 +314,8 @@ func TestCanonicalCoversEveryField(t *testing.T) {
 		"payout":                func(r *Receipt) { r.Payout = 0 },
 		"quota":                 func(r *Receipt) { r.Quota = -r.Quota },
 		"prev_hash":             func(r *Receipt) { r.PrevHash = "" },
+		"dp_epsilon":            func(r *Receipt) { r.DPEpsilon, r.DPDelta = 1.5, 1e-5 },
+		"dp_delta":              func(r *Receipt) { r.DPDelta = 1e-6 },
 		// Length prefixes keep the boundary between fields in the hash.
 		"boundary": func(r *Receipt) { r.Job, r.Round, r.Client = "jobc", 2, "1" },
 	}

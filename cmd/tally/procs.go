@@ -167,6 +167,9 @@ Flags:
 	printContributions(stdout, contributionTable(job, out, srv.Status().Clients, contribs))
 	rep := map[string]any{"job": job.ID, "seed": job.Seed, "rounds": out.History, "final_model": out.Global, "contributions": contribs,
 		"receipt_public_key": ledger.FormatPublicKey(store.PublicKey())}
+	if d := dpReport(job, out.History); d != nil {
+		rep["dp"] = d
+	}
 	if out.Done == nil || out.Done.FinalRound < job.Rounds {
 		// A job that stopped early is a failure of the command, with its
 		// reason; the report still records what was done.

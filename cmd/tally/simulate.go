@@ -95,13 +95,15 @@ type simOptions struct {
 	ValuationMethod     string
 	Utility             string
 	Decay               float64
-	Budget              float64
-	BaselineShare       float64
-	DB                  string
-	ReceiptsDir         string
-	CPUProfile          string
-	Dashboard           *dashFlags
-	ModelCommand        string
+	// DPEpsilon > 0 adds privacy.dp {DPEpsilon, DPDelta, DPClip}.
+	DPEpsilon, DPDelta, DPClip float64
+	Budget                     float64
+	BaselineShare              float64
+	DB                         string
+	ReceiptsDir                string
+	CPUProfile                 string
+	Dashboard                  *dashFlags
+	ModelCommand               string
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
@@ -122,6 +124,37 @@ type simReport struct {
 	Valuation               valuationRep  `json:"valuation"`
 	Contributions           []contribRep  `json:"contributions"`
 	Decryptions             []decryptRep  `json:"decryptions"`
+	DP                      *dpRep        `json:"dp,omitempty"`
+}
+
+// dpRep is a job's differential privacy as the reports give it: the
+// target, the derived noise, and each client's ε spent at δ.
+type dpRep struct {
+	Epsilon      float64            `json:"epsilon"`
+	Delta        float64            `json:"delta"`
+	Clip         float64            `json:"clip"`
+	Sigma        float64            `json:"sigma"`
+	Contributors int                `json:"contributors"`
+	Spent        map[string]float64 `json:"epsilon_spent"`
+}
+
+// dpReport reads each client's ε from the last completed round it took
+// part in; nil without DP.
+func dpReport(job engine.Job, history []engine.RoundRecord) *dpRep {
+	d := job.DP
+	if d == nil {
+		return nil
+	}
+	rep := &dpRep{Epsilon: d.Epsilon, Delta: d.Delta, Clip: d.Clip, Sigma: d.Sigma, Contributors: d.Contributors, Spent: map[string]float64{}}
+	for _, r := range history {
+		if r.Failed {
+			continue
+		}
+		for id, e := range r.DPEpsilon {
+			rep.Spent[id] = e
+		}
+	}
+	return rep
 }
 
 type valuationRep struct {
@@ -195,6 +228,9 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.Float64Var(&o.TestFrac, "test-frac", 0.2, "share of rows held out for the final test")
 	fs.StringVar(&o.Scaling, "scaling", "federated", "feature scaling: none or federated (computed from client aggregates)")
 	fs.StringVar(&o.Report, "report", "", "write a JSON report to this file")
+	fs.Float64Var(&o.DPEpsilon, "dp-epsilon", 0, "differential privacy: each client's ε over the job (privacy.dp.epsilon; default 0: off)")
+	fs.Float64Var(&o.DPDelta, "dp-delta", 1e-5, "differential privacy: δ (privacy.dp.delta), with --dp-epsilon")
+	fs.Float64Var(&o.DPClip, "dp-clip", 10, "differential privacy: L2 bound C on a client's contribution n_i·Δ_i (privacy.dp.clip), with --dp-epsilon")
 	fs.BoolVar(&o.Quiet, "quiet", false, "print only the summary: final and centralised test accuracy")
 	fs.BoolVar(&o.Verbose, "verbose", false, "log every coordinator and client event to stderr")
 	fs.DurationVar(&o.RoundTimeout, "round-timeout", time.Minute, "close a round after this long with the updates received")
@@ -333,6 +369,9 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		Committee: engine.CommitteeConfig{Size: o.CommitteeSize, Threshold: o.Threshold},
 		Valuation: engine.ValuationConfig{Mode: o.ValuationMode, Method: o.ValuationMethod, Utility: o.Utility, Decay: o.Decay},
 		Payment:   engine.PaymentConfig{BudgetPerRound: o.Budget, BaselineShare: o.BaselineShare},
+	}
+	if o.DPEpsilon != 0 {
+		cfg.Privacy.DP = &engine.DPConfig{Epsilon: o.DPEpsilon, Delta: o.DPDelta, Clip: o.DPClip}
 	}
 	for i := range ids {
 		ids[i] = fmt.Sprintf("client-%0*d", width, i)
@@ -568,6 +607,10 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		rep.Contributions = append(rep.Contributions, contribRep{Client: c.Client, Samples: fed.Clients[i].Len(), Corruption: fed.Corruptions[i].String(),
 			Value: c.Value, StdErr: c.StdErr, Rank: c.Rank, Payout: c.Payout, Quota: c.Quota})
 	}
+	if rep.DP = dpReport(job, out.History); rep.DP != nil {
+		fmt.Fprintf(stdout, "differential privacy: target ε %g at δ %g, clip %g, σ %.4f over sums of ≥ %d; ε spent: %s\n",
+			rep.DP.Epsilon, rep.DP.Delta, rep.DP.Clip, rep.DP.Sigma, rep.DP.Contributors, formatSpent(rep.DP.Spent))
+	}
 	if !o.Quiet {
 		printContributions(stdout, rep)
 	}
@@ -724,4 +767,18 @@ func receiptsPath(dir, id string) string {
 		return ""
 	}
 	return filepath.Join(dir, id+".jsonl")
+}
+
+// formatSpent lists the clients' ε in client order.
+func formatSpent(spent map[string]float64) string {
+	ids := make([]string, 0, len(spent))
+	for id := range spent {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%s %.3f", id, spent[id])
+	}
+	return strings.Join(parts, ", ")
 }

@@ -331,7 +331,10 @@ type JobSpec struct {
 	MinGroupSize      int32         `protobuf:"varint,13,opt,name=min_group_size,json=minGroupSize,proto3" json:"min_group_size,omitempty"`
 	// class_names name the classes in label order ("0", "1", … for a job
 	// that only counts them); clients map their label fields onto them.
-	ClassNames    []string `protobuf:"bytes,14,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	ClassNames []string `protobuf:"bytes,14,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
+	// dp is set when the job adds differential privacy: the client clips
+	// and noises its update before it is encrypted or sent.
+	Dp            *DPSpec `protobuf:"bytes,15,opt,name=dp,proto3" json:"dp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +467,100 @@ func (x *JobSpec) GetClassNames() []string {
 	return nil
 }
 
+func (x *JobSpec) GetDp() *DPSpec {
+	if x != nil {
+		return x.Dp
+	}
+	return nil
+}
+
+// DPSpec tells a client how to privatise its update: clip the vector the
+// sum adds, n_i·Δ_i, to L2 norm clip, then add N(0, noise_std²) to each
+// coordinate, noise_std = sigma·clip/√contributors.
+type DPSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epsilon       float64                `protobuf:"fixed64,1,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Delta         float64                `protobuf:"fixed64,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	Clip          float64                `protobuf:"fixed64,3,opt,name=clip,proto3" json:"clip,omitempty"`
+	Sigma         float64                `protobuf:"fixed64,4,opt,name=sigma,proto3" json:"sigma,omitempty"`
+	Contributors  int32                  `protobuf:"varint,5,opt,name=contributors,proto3" json:"contributors,omitempty"`
+	NoiseStd      float64                `protobuf:"fixed64,6,opt,name=noise_std,json=noiseStd,proto3" json:"noise_std,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DPSpec) Reset() {
+	*x = DPSpec{}
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DPSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DPSpec) ProtoMessage() {}
+
+func (x *DPSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DPSpec.ProtoReflect.Descriptor instead.
+func (*DPSpec) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DPSpec) GetEpsilon() float64 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *DPSpec) GetDelta() float64 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+func (x *DPSpec) GetClip() float64 {
+	if x != nil {
+		return x.Clip
+	}
+	return 0
+}
+
+func (x *DPSpec) GetSigma() float64 {
+	if x != nil {
+		return x.Sigma
+	}
+	return 0
+}
+
+func (x *DPSpec) GetContributors() int32 {
+	if x != nil {
+		return x.Contributors
+	}
+	return 0
+}
+
+func (x *DPSpec) GetNoiseStd() float64 {
+	if x != nil {
+		return x.NoiseStd
+	}
+	return 0
+}
+
 // HEParameters mirror aggregation.ParametersConfig.
 type HEParameters struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +580,7 @@ type HEParameters struct {
 
 func (x *HEParameters) Reset() {
 	*x = HEParameters{}
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +592,7 @@ func (x *HEParameters) String() string {
 func (*HEParameters) ProtoMessage() {}
 
 func (x *HEParameters) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[5]
+	mi := &file_tally_v1_tally_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +605,7 @@ func (x *HEParameters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HEParameters.ProtoReflect.Descriptor instead.
 func (*HEParameters) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{5}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HEParameters) GetLogN() int32 {
@@ -581,7 +678,7 @@ type HEFlooding struct {
 
 func (x *HEFlooding) Reset() {
 	*x = HEFlooding{}
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +690,7 @@ func (x *HEFlooding) String() string {
 func (*HEFlooding) ProtoMessage() {}
 
 func (x *HEFlooding) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[6]
+	mi := &file_tally_v1_tally_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +703,7 @@ func (x *HEFlooding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HEFlooding.ProtoReflect.Descriptor instead.
 func (*HEFlooding) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{6}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HEFlooding) GetSecurity() int32 {
@@ -662,7 +759,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +771,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[7]
+	mi := &file_tally_v1_tally_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +784,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{7}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -724,7 +821,7 @@ type TrainConfig struct {
 
 func (x *TrainConfig) Reset() {
 	*x = TrainConfig{}
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +833,7 @@ func (x *TrainConfig) String() string {
 func (*TrainConfig) ProtoMessage() {}
 
 func (x *TrainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[8]
+	mi := &file_tally_v1_tally_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +846,7 @@ func (x *TrainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
 func (*TrainConfig) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{8}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TrainConfig) GetEpochs() int32 {
@@ -797,7 +894,7 @@ type Scaler struct {
 
 func (x *Scaler) Reset() {
 	*x = Scaler{}
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +906,7 @@ func (x *Scaler) String() string {
 func (*Scaler) ProtoMessage() {}
 
 func (x *Scaler) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[9]
+	mi := &file_tally_v1_tally_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +919,7 @@ func (x *Scaler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scaler.ProtoReflect.Descriptor instead.
 func (*Scaler) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{9}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Scaler) GetMean() []float64 {
@@ -852,7 +949,7 @@ type NextTaskRequest struct {
 
 func (x *NextTaskRequest) Reset() {
 	*x = NextTaskRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +961,7 @@ func (x *NextTaskRequest) String() string {
 func (*NextTaskRequest) ProtoMessage() {}
 
 func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[10]
+	mi := &file_tally_v1_tally_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +974,7 @@ func (x *NextTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskRequest.ProtoReflect.Descriptor instead.
 func (*NextTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{10}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NextTaskRequest) GetWaitMs() int32 {
@@ -913,7 +1010,7 @@ type NextTaskResponse struct {
 
 func (x *NextTaskResponse) Reset() {
 	*x = NextTaskResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1022,7 @@ func (x *NextTaskResponse) String() string {
 func (*NextTaskResponse) ProtoMessage() {}
 
 func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[11]
+	mi := &file_tally_v1_tally_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1035,7 @@ func (x *NextTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextTaskResponse.ProtoReflect.Descriptor instead.
 func (*NextTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{11}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NextTaskResponse) GetTask() isNextTaskResponse_Task {
@@ -1086,7 +1183,7 @@ type KeyGenTask struct {
 
 func (x *KeyGenTask) Reset() {
 	*x = KeyGenTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1195,7 @@ func (x *KeyGenTask) String() string {
 func (*KeyGenTask) ProtoMessage() {}
 
 func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[12]
+	mi := &file_tally_v1_tally_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1208,7 @@ func (x *KeyGenTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyGenTask.ProtoReflect.Descriptor instead.
 func (*KeyGenTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{12}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyGenTask) GetTaskId() string {
@@ -1145,7 +1242,7 @@ type RevealTask struct {
 
 func (x *RevealTask) Reset() {
 	*x = RevealTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1254,7 @@ func (x *RevealTask) String() string {
 func (*RevealTask) ProtoMessage() {}
 
 func (x *RevealTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[13]
+	mi := &file_tally_v1_tally_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1267,7 @@ func (x *RevealTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealTask.ProtoReflect.Descriptor instead.
 func (*RevealTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{13}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevealTask) GetTaskId() string {
@@ -1211,7 +1308,7 @@ type ThresholdTask struct {
 
 func (x *ThresholdTask) Reset() {
 	*x = ThresholdTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1320,7 @@ func (x *ThresholdTask) String() string {
 func (*ThresholdTask) ProtoMessage() {}
 
 func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[14]
+	mi := &file_tally_v1_tally_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1333,7 @@ func (x *ThresholdTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThresholdTask.ProtoReflect.Descriptor instead.
 func (*ThresholdTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{14}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ThresholdTask) GetTaskId() string {
@@ -1277,7 +1374,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1386,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[15]
+	mi := &file_tally_v1_tally_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1399,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{15}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DecryptTask) GetTaskId() string {
@@ -1343,7 +1440,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1452,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[16]
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1465,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{16}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -1401,7 +1498,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1510,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1523,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -1497,7 +1594,7 @@ type MomentsTask struct {
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1606,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1619,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -1552,7 +1649,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1661,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1674,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -1612,7 +1709,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1721,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1734,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -1673,7 +1770,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1782,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1795,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitHeader) GetTaskId() string {
@@ -1755,7 +1852,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1864,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1877,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1813,7 +1910,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1922,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1935,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadModelRequest) GetTaskId() string {
@@ -1860,7 +1957,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1969,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1982,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -1917,7 +2014,7 @@ type SchemaRequest struct {
 
 func (x *SchemaRequest) Reset() {
 	*x = SchemaRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2026,7 @@ func (x *SchemaRequest) String() string {
 func (*SchemaRequest) ProtoMessage() {}
 
 func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2039,7 @@ func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaRequest.ProtoReflect.Descriptor instead.
 func (*SchemaRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 type SchemaResponse struct {
@@ -1962,7 +2059,7 @@ type SchemaResponse struct {
 
 func (x *SchemaResponse) Reset() {
 	*x = SchemaResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2071,7 @@ func (x *SchemaResponse) String() string {
 func (*SchemaResponse) ProtoMessage() {}
 
 func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2084,7 @@ func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaResponse.ProtoReflect.Descriptor instead.
 func (*SchemaResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SchemaResponse) GetJobId() string {
@@ -2026,7 +2123,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2135,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2148,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 type JobStatusResponse struct {
@@ -2063,13 +2160,15 @@ type JobStatusResponse struct {
 	Clients          []*ClientStatus        `protobuf:"bytes,5,rep,name=clients,proto3" json:"clients,omitempty"`
 	History          []*RoundMetrics        `protobuf:"bytes,6,rep,name=history,proto3" json:"history,omitempty"`
 	ReceiptPublicKey []byte                 `protobuf:"bytes,7,opt,name=receipt_public_key,json=receiptPublicKey,proto3" json:"receipt_public_key,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// dp_delta is the δ the clients' dp_epsilon are reported at; 0 without DP.
+	DpDelta       float64 `protobuf:"fixed64,8,opt,name=dp_delta,json=dpDelta,proto3" json:"dp_delta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2180,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2193,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -2146,19 +2245,29 @@ func (x *JobStatusResponse) GetReceiptPublicKey() []byte {
 	return nil
 }
 
+func (x *JobStatusResponse) GetDpDelta() float64 {
+	if x != nil {
+		return x.DpDelta
+	}
+	return 0
+}
+
 type ClientStatus struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	ClientId          string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	Name              string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Samples           int64                  `protobuf:"varint,3,opt,name=samples,proto3" json:"samples,omitempty"`
 	RoundsContributed int32                  `protobuf:"varint,4,opt,name=rounds_contributed,json=roundsContributed,proto3" json:"rounds_contributed,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// dp_epsilon is the accountant's ε at the job's δ over the rounds the
+	// client took part in; 0 without DP.
+	DpEpsilon     float64 `protobuf:"fixed64,5,opt,name=dp_epsilon,json=dpEpsilon,proto3" json:"dp_epsilon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2279,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2292,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -2214,6 +2323,13 @@ func (x *ClientStatus) GetRoundsContributed() int32 {
 	return 0
 }
 
+func (x *ClientStatus) GetDpEpsilon() float64 {
+	if x != nil {
+		return x.DpEpsilon
+	}
+	return 0
+}
+
 type RoundMetrics struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Round        int32                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
@@ -2231,7 +2347,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2359,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2372,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -2304,7 +2420,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2432,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2445,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -2355,7 +2471,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2483,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2496,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2405,7 +2521,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2533,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2546,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2463,7 +2579,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2591,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2604,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2507,7 +2623,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2635,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2648,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2551,7 +2667,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2679,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2692,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2595,7 +2711,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[37]
+	mi := &file_tally_v1_tally_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2723,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[37]
+	mi := &file_tally_v1_tally_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2736,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{37}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2654,7 +2770,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x0eResumeResponse\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12#\n" +
 	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
-	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xe8\x03\n" +
+	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\x8a\x04\n" +
 	"\aJobSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x1a\n" +
@@ -2672,7 +2788,15 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\the_params\x18\f \x01(\v2\x16.tally.v1.HEParametersR\bheParams\x12$\n" +
 	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\x12\x1f\n" +
 	"\vclass_names\x18\x0e \x03(\tR\n" +
-	"classNames\"\xa2\x02\n" +
+	"classNames\x12 \n" +
+	"\x02dp\x18\x0f \x01(\v2\x10.tally.v1.DPSpecR\x02dp\"\xa3\x01\n" +
+	"\x06DPSpec\x12\x18\n" +
+	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
+	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12\x12\n" +
+	"\x04clip\x18\x03 \x01(\x01R\x04clip\x12\x14\n" +
+	"\x05sigma\x18\x04 \x01(\x01R\x05sigma\x12\"\n" +
+	"\fcontributors\x18\x05 \x01(\x05R\fcontributors\x12\x1b\n" +
+	"\tnoise_std\x18\x06 \x01(\x01R\bnoiseStd\"\xa2\x02\n" +
 	"\fHEParameters\x12\x13\n" +
 	"\x05log_n\x18\x01 \x01(\x05R\x04logN\x12\x13\n" +
 	"\x05log_q\x18\x02 \x03(\x05R\x04logQ\x12\x13\n" +
@@ -2791,7 +2915,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\vclass_names\x18\x03 \x03(\tR\n" +
 	"classNames\x12\x1a\n" +
 	"\bmanifest\x18\x04 \x01(\fR\bmanifest\"\x12\n" +
-	"\x10JobStatusRequest\"\x80\x02\n" +
+	"\x10JobStatusRequest\"\x9b\x02\n" +
 	"\x11JobStatusResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
@@ -2799,12 +2923,15 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06rounds\x18\x04 \x01(\x05R\x06rounds\x120\n" +
 	"\aclients\x18\x05 \x03(\v2\x16.tally.v1.ClientStatusR\aclients\x120\n" +
 	"\ahistory\x18\x06 \x03(\v2\x16.tally.v1.RoundMetricsR\ahistory\x12,\n" +
-	"\x12receipt_public_key\x18\a \x01(\fR\x10receiptPublicKey\"\x88\x01\n" +
+	"\x12receipt_public_key\x18\a \x01(\fR\x10receiptPublicKey\x12\x19\n" +
+	"\bdp_delta\x18\b \x01(\x01R\adpDelta\"\xa7\x01\n" +
 	"\fClientStatus\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\asamples\x18\x03 \x01(\x03R\asamples\x12-\n" +
-	"\x12rounds_contributed\x18\x04 \x01(\x05R\x11roundsContributed\"\xa9\x01\n" +
+	"\x12rounds_contributed\x18\x04 \x01(\x05R\x11roundsContributed\x12\x1d\n" +
+	"\n" +
+	"dp_epsilon\x18\x05 \x01(\x01R\tdpEpsilon\"\xa9\x01\n" +
 	"\fRoundMetrics\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x05R\x05round\x12\x19\n" +
 	"\bval_loss\x18\x02 \x01(\x01R\avalLoss\x12!\n" +
@@ -2852,97 +2979,99 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
 	(*ResumeRequest)(nil),         // 2: tally.v1.ResumeRequest
 	(*ResumeResponse)(nil),        // 3: tally.v1.ResumeResponse
 	(*JobSpec)(nil),               // 4: tally.v1.JobSpec
-	(*HEParameters)(nil),          // 5: tally.v1.HEParameters
-	(*HEFlooding)(nil),            // 6: tally.v1.HEFlooding
-	(*ModelSpec)(nil),             // 7: tally.v1.ModelSpec
-	(*TrainConfig)(nil),           // 8: tally.v1.TrainConfig
-	(*Scaler)(nil),                // 9: tally.v1.Scaler
-	(*NextTaskRequest)(nil),       // 10: tally.v1.NextTaskRequest
-	(*NextTaskResponse)(nil),      // 11: tally.v1.NextTaskResponse
-	(*KeyGenTask)(nil),            // 12: tally.v1.KeyGenTask
-	(*RevealTask)(nil),            // 13: tally.v1.RevealTask
-	(*ThresholdTask)(nil),         // 14: tally.v1.ThresholdTask
-	(*DecryptTask)(nil),           // 15: tally.v1.DecryptTask
-	(*WaitTask)(nil),              // 16: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 17: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 18: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 19: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 20: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 21: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 22: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 23: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 24: tally.v1.DownloadModelResponse
-	(*SchemaRequest)(nil),         // 25: tally.v1.SchemaRequest
-	(*SchemaResponse)(nil),        // 26: tally.v1.SchemaResponse
-	(*JobStatusRequest)(nil),      // 27: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 28: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 29: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 30: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 31: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 32: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 33: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 34: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 35: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 36: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 37: tally.v1.ReceiptsResponse
-	nil,                           // 38: tally.v1.RevealTask.CommitmentsEntry
-	nil,                           // 39: tally.v1.ThresholdTask.SealedEntry
+	(*DPSpec)(nil),                // 5: tally.v1.DPSpec
+	(*HEParameters)(nil),          // 6: tally.v1.HEParameters
+	(*HEFlooding)(nil),            // 7: tally.v1.HEFlooding
+	(*ModelSpec)(nil),             // 8: tally.v1.ModelSpec
+	(*TrainConfig)(nil),           // 9: tally.v1.TrainConfig
+	(*Scaler)(nil),                // 10: tally.v1.Scaler
+	(*NextTaskRequest)(nil),       // 11: tally.v1.NextTaskRequest
+	(*NextTaskResponse)(nil),      // 12: tally.v1.NextTaskResponse
+	(*KeyGenTask)(nil),            // 13: tally.v1.KeyGenTask
+	(*RevealTask)(nil),            // 14: tally.v1.RevealTask
+	(*ThresholdTask)(nil),         // 15: tally.v1.ThresholdTask
+	(*DecryptTask)(nil),           // 16: tally.v1.DecryptTask
+	(*WaitTask)(nil),              // 17: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 18: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 19: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 20: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 21: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 22: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 23: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 24: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 25: tally.v1.DownloadModelResponse
+	(*SchemaRequest)(nil),         // 26: tally.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 27: tally.v1.SchemaResponse
+	(*JobStatusRequest)(nil),      // 28: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 29: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 30: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 31: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 32: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 33: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 34: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 35: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 36: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 37: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 38: tally.v1.ReceiptsResponse
+	nil,                           // 39: tally.v1.RevealTask.CommitmentsEntry
+	nil,                           // 40: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
 	4,  // 1: tally.v1.ResumeResponse.job:type_name -> tally.v1.JobSpec
-	7,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
-	8,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
-	9,  // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
-	5,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
-	6,  // 6: tally.v1.HEParameters.flooding:type_name -> tally.v1.HEFlooding
-	16, // 7: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	17, // 8: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	18, // 9: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	19, // 10: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
-	12, // 11: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
-	14, // 12: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
-	15, // 13: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
-	13, // 14: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
-	38, // 15: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
-	39, // 16: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
-	9,  // 17: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	21, // 18: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	29, // 19: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	30, // 20: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	34, // 21: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 22: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	2,  // 23: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
-	10, // 24: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	20, // 25: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	23, // 26: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	27, // 27: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	25, // 28: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
-	31, // 29: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	33, // 30: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	36, // 31: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 32: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 33: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	11, // 34: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	22, // 35: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	24, // 36: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	28, // 37: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	26, // 38: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
-	32, // 39: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	35, // 40: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	37, // 41: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	8,  // 2: tally.v1.JobSpec.model:type_name -> tally.v1.ModelSpec
+	9,  // 3: tally.v1.JobSpec.train:type_name -> tally.v1.TrainConfig
+	10, // 4: tally.v1.JobSpec.scaler:type_name -> tally.v1.Scaler
+	6,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
+	5,  // 6: tally.v1.JobSpec.dp:type_name -> tally.v1.DPSpec
+	7,  // 7: tally.v1.HEParameters.flooding:type_name -> tally.v1.HEFlooding
+	17, // 8: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	18, // 9: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	19, // 10: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	20, // 11: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	13, // 12: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
+	15, // 13: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
+	16, // 14: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
+	14, // 15: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
+	39, // 16: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
+	40, // 17: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	10, // 18: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	22, // 19: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	30, // 20: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	31, // 21: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	35, // 22: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 23: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 24: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	11, // 25: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	21, // 26: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	24, // 27: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	28, // 28: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	26, // 29: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	32, // 30: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	34, // 31: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	37, // 32: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 33: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 34: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	12, // 35: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	23, // 36: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	25, // 37: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	29, // 38: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	27, // 39: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	33, // 40: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	36, // 41: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	38, // 42: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	33, // [33:43] is the sub-list for method output_type
+	23, // [23:33] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -2950,7 +3079,7 @@ func file_tally_v1_tally_proto_init() {
 	if File_tally_v1_tally_proto != nil {
 		return
 	}
-	file_tally_v1_tally_proto_msgTypes[11].OneofWrappers = []any{
+	file_tally_v1_tally_proto_msgTypes[12].OneofWrappers = []any{
 		(*NextTaskResponse_Wait)(nil),
 		(*NextTaskResponse_Train)(nil),
 		(*NextTaskResponse_Moments)(nil),
@@ -2966,7 +3095,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
