@@ -165,21 +165,7 @@ func (f *fakeCoord) Download(req *tallyv1.DownloadRequest, stream grpc.ServerStr
 func TestRunEncryptedUpdate(t *testing.T) {
 	f := newFakeCoord(t, 1)
 	f.he = newFakeHE(t, f.job.GetJobId())
-	pc := f.he.params.Config()
-	hp := &tallyv1.HEParameters{
-		LogN: int32(pc.LogN), LogDefaultScale: int32(pc.LogDefaultScale), EncoderPrecision: int32(pc.EncoderPrecision),
-		LogNoiseFlooding: int32(pc.LogNoiseFlooding), Insecure: pc.Insecure,
-		Flooding: &tallyv1.HEFlooding{
-			Security: int32(pc.Flooding.Security), Decryptions: int64(pc.Flooding.Decryptions), Scalars: int64(pc.Flooding.Scalars),
-			Contributors: int64(pc.Flooding.Contributors), Blocks: int64(pc.Flooding.Blocks), Committee: int32(pc.Flooding.Committee),
-		},
-	}
-	for _, q := range pc.LogQ {
-		hp.LogQ = append(hp.LogQ, int32(q))
-	}
-	for _, q := range pc.LogP {
-		hp.LogP = append(hp.LogP, int32(q))
-	}
+	hp := heJobParams(f.he.params.Config())
 	f.job.SecureAggregation, f.job.HeParams, f.job.MinGroupSize = "he", hp, 2
 	lis := listen(t, "")
 	f.serve(lis)
