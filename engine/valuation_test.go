@@ -161,16 +161,16 @@ func TestSettlementValuesCopiesAsOne(t *testing.T) {
 
 // TestValuationCapsPerRow: c3 declares 4 rows, less than half of c1's and
 // c2's 10, and the valuer pays it 3 against their 1 and 2: its value per
-// row (0.75) is capped at the best larger client's (c2: 0.2), 0.8 in all
-// (valuation.CapPerWeight); c1 and c2 are not capped.
+// row (0.75) is capped at the rate of the larger clients' rows, 3 over 20,
+// so 0.6 in all (valuation.CapPerWeight); c1 and c2 are not capped.
 func TestValuationCapsPerRow(t *testing.T) {
 	e := NewEngine(traceJob(t, map[string]string{"wait_for": "3", "min": "3"}), FedAvg{Fraction: 1, Min: 3, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
 	e.SetValuer(&recordingValuer{})
 	records := runScripted(t, e, map[string]int64{"c1": 10, "c2": 10, "c3": 4},
 		map[string][]float64{"c1": {0.5, 0.25}, "c2": {-0.25, 1}, "c3": {1, -1}})
 	for r, rec := range records {
-		if v := rec.Valuation.Values; v["c1"] != 1 || v["c2"] != 2 || math.Abs(v["c3"]-0.8) > 1e-12 {
-			t.Errorf("round %d: values %v, want c1 1, c2 2 and c3 capped at 0.8", r+1, v)
+		if v := rec.Valuation.Values; v["c1"] != 1 || v["c2"] != 2 || math.Abs(v["c3"]-0.6) > 1e-12 {
+			t.Errorf("round %d: values %v, want c1 1, c2 2 and c3 capped at 0.6", r+1, v)
 		}
 	}
 }

@@ -284,24 +284,26 @@ func (r *Redundancy) Replicas(ids []string) [][]int {
 // clients declare (n_i, bounded by what each declared at enrolment). So
 // tally keeps the Shapley value and caps it per row against larger
 // holders (CapPerWeight): the parts, holding a third of the rows of the
-// others, may earn per row no more than the best of them.
+// others, may earn per row no more than the others' rows earn together.
 const (
-	// CapRatio: a player's value per unit of weight is capped at the best
-	// rate among the players with at least CapRatio times its weight. At 2
-	// a holder as large as the others that splits into two or more parts
-	// is capped, and near-equal holders (breast cancer's 68 and 69 rows)
-	// never cap one another. Measured on the exported games of seeds 1–5
-	// (experiments/README.md): sybil-bc5's gain +0.000 to +0.019 at 1.25,
-	// 1.5 and 2 alike; the cost falls on honest holders of few rows, whose
-	// rows earn more under Shapley when the utility saturates (size-skew-bc5,
-	// sizes 2:3:4:5:6: Spearman against uncapped Shapley 0.78 on average
-	// at 2).
+	// CapRatio: a player's value per unit of weight is capped at the rate
+	// of the players with at least CapRatio times its weight. At 2 a
+	// holder as large as the others that splits into two or more parts is
+	// capped, and near-equal holders (breast cancer's 68 and 69 rows) never
+	// cap one another. Measured on the exported games of seeds 1–10
+	// (experiments/README.md): sybil-bc5's gain −0.016 to +0.010 with the
+	// larger players' pooled rate (with their best rate instead, up to
+	// +0.027); the cost falls on honest holders of few rows, whose rows
+	// earn more under Shapley when the utility saturates (size-skew-bc5,
+	// sizes 2:3:4:5:6: Spearman against uncapped Shapley 0.72 on average,
+	// 0.20 at worst).
 	CapRatio = 2.0
 )
 
-// CapPerWeight caps each player's value v_i at n_i times the best rate
-// v_j/n_j among the players j with a positive value and a weight
-// n_j ≥ CapRatio·n_i. It returns the capped values: a value at or below 0,
+// CapPerWeight caps each player's value v_i at n_i times the rate the
+// larger players' rows earn together, Σ_j v_j / Σ_j n_j over the players j
+// with a positive value and a weight n_j ≥ CapRatio·n_i. It returns the
+// capped values: a value at or below 0,
 // a player without such larger players (the largest, and every player of
 // a federation of near-equal weights) and one whose rate is below the cap
 // are unchanged, so the cap never raises a value and a free rider gains
@@ -328,16 +330,15 @@ func CapPerWeight(values, weights []float64) ([]float64, error) {
 		if !(v > 0) {
 			continue
 		}
-		best := math.Inf(1)
+		var earned, rows float64
 		for j, u := range values {
 			if u > 0 && weights[j] >= CapRatio*weights[i] {
-				if r := u / weights[j]; best == math.Inf(1) || r > best {
-					best = r
-				}
+				earned += u
+				rows += weights[j]
 			}
 		}
-		if best != math.Inf(1) {
-			out[i] = math.Min(v, best*weights[i])
+		if rows > 0 {
+			out[i] = math.Min(v, earned/rows*weights[i])
 		}
 	}
 	return out, nil

@@ -121,9 +121,10 @@ func TestRedundancyAccumulates(t *testing.T) {
 }
 
 // TestCapPerWeight: three identities of 20 rows that each earn what a
-// 60-row client earns are capped at the best 60-row client's rate; clients
-// of 60 and 61 rows do not cap each other; a negative value, and a rate
-// below the cap, are kept.
+// 60-row client earns are capped at the rate the 60- and 61-row clients'
+// rows earn together (20.1 over 241 rows); clients of 60 and 61 rows do
+// not cap each other; a negative value, and a rate below the cap, are
+// kept.
 func TestCapPerWeight(t *testing.T) {
 	vals := []float64{6, 5, 3, 6.1, 6, 6, 1, -1}
 	ws := []float64{60, 60, 60, 61, 20, 20, 20, 60}
@@ -131,7 +132,8 @@ func TestCapPerWeight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []float64{6, 5, 3, 6.1, 2, 2, 1, -1}
+	c := 20.1 / 241 * 20
+	want := []float64{6, 5, 3, 6.1, c, c, 1, -1}
 	for i := range want {
 		if math.Abs(got[i]-want[i]) > 1e-12 {
 			t.Fatalf("capped %v, want %v", got, want)
