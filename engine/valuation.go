@@ -542,9 +542,10 @@ type Contribution struct {
 
 // Contributions totals the valued rounds of history: values credited and
 // summed with the job's freshness decay (payout.Totals, as settlements
-// and `tally scores` do; in rounds a settlement covers, its clusters of
-// copies valued as one, as it valued them), payouts summed over rounds and settlements,
-// quota balances as they stand. Clients are sorted by rank.
+// and `tally scores` do; in the rounds a settlement covers, with its
+// clusters of copies valued as one, as it valued them), payouts summed
+// over rounds and settlements, quota balances as they stand. Clients are
+// sorted by rank.
 func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
 	acc, err := payout.NewTotals(job.Valuation.Decay)
 	if err != nil {
@@ -719,8 +720,9 @@ func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]
 	if err != nil {
 		return res, err
 	}
-	// No player earns more per row than the round's going rate, so that
-	// splitting one's rows among identities does not pay (CapPerWeight).
+	// No player earns more per declared row than the rows of the players
+	// holding at least twice as many earn together, so that splitting
+	// one's rows among identities does not pay (CapPerWeight).
 	capped, err := valuation.CapPerWeight(res.Values, ws)
 	if err != nil {
 		return res, err
