@@ -180,9 +180,10 @@ func SplitReplicas(clusters [][]int, values, stderr []float64, n int) ([]float64
 
 // Redundancy accumulates, over a job's rounds, how far apart each pair of
 // clients' updates are, so that a copy that trains with its own randomness,
-// close to its original in most rounds but not in every one, is recognised
-// from the whole job rather than from one round (JobCopyDistance). It keeps
-// two sums per pair of clients that took part in a round together. The zero
+// within the spread of honest pairs in any one round, is recognised from
+// the whole job (JobCopyDistance). It keeps two sums per pair of clients
+// that took part in a round together: O(n²) memory, and Add costs
+// O(n²·P) for n updates of P parameters, as UpdateReplicas does. The zero
 // value is not usable; use NewRedundancy. Not safe for concurrent use.
 type Redundancy struct {
 	pairs map[[2]string]*pairDistance
