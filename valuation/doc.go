@@ -53,10 +53,10 @@
 // Sybils, one holder's rows split among identities, are no closer to each
 // other than independent holders: similarity cannot find them. They gain
 // because the federated utility saturates, so that each identity's Shapley
-// value hardly depends on its rows; Han et al. show the gain under
-// replication is set by how a semivalue weighs coalition sizes (the Shapley
-// value, weighing all alike, being the vulnerable one), but the robust
-// semivalues were unstable here (redundant.go). What a split conserves is
+// value hardly depends on its rows; Han et al. characterise the robustness
+// of semivalues to replication by their weights over coalition sizes, the
+// Shapley value being exploitable, but the semivalues tried in its place
+// (Banzhaf, Beta(4,1)) were unstable here (redundant.go). What a split conserves is
 // the declared rows, so CapPerWeight caps each player's value per row at
 // the rate that the rows of the players holding at least twice as many
 // (CapRatio) earn together: the split client of sybil-bc5 gained −0.016 to

@@ -273,12 +273,14 @@ func (r *Redundancy) Replicas(ids []string) [][]int {
 // allocation in submodular cooperative games", IEEE Transactions on
 // Artificial Intelligence, 2022; first as arXiv 2006.14583,
 // "Replication-robust payoff allocation with applications in machine
-// learning marketplaces") show that in such submodular games what a
-// replicating player gains is set by how a semivalue weighs coalitions of
-// each size: the Shapley value is vulnerable, values that weigh large
-// coalitions (where a part adds little) are robust. Recomputed on
-// sybil-bc5's exported games (seeds 1–5) such semivalues were no remedy
-// here: normalised Banzhaf gained +0.059 on average and Beta(4,1) −0.06,
+// learning marketplaces") characterise, for submodular games, how robust
+// each semivalue (the Shapley and Banzhaf values among them) is to a
+// player replicating itself, by the semivalue's weights over coalition
+// sizes, and find the Shapley value exploitable. Semivalues that weigh
+// large coalitions more, where a part adds little, were the candidates
+// (our reading; only the abstract was at hand). Recomputed on sybil-bc5's
+// exported games (seeds 1–5) they were no remedy here: normalised Banzhaf
+// gained +0.059 on average and Beta(4,1) −0.06,
 // but seed by seed from −0.21 to +0.28, their normalisation by a sum near
 // zero in late rounds being unstable, and they would replace the Shapley
 // value for everyone. What a split conserves is the rows, which the
