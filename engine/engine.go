@@ -13,6 +13,7 @@ import (
 
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/ledger/payout"
+	"github.com/tallyfl/tally/valuation"
 )
 
 // Errors a submission can be refused with. The driver maps them to gRPC codes.
@@ -64,6 +65,12 @@ type Engine struct {
 	short       bool
 	shortSince  int
 	lastWaitLog int
+
+	// redundancy accumulates how far apart the clients' updates are over
+	// the job's plain-mode rounds, to value copies as one at settlement
+	// (nil until the first; not persisted: after a restart it holds only
+	// the rounds run since).
+	redundancy *valuation.Redundancy
 }
 
 // NewEngine starts a job from initial parameters. A resumed job passes the

@@ -12,14 +12,14 @@ import (
 )
 
 // scriptedValuer values round r's players with values[r-1], by client:
-// every client of a payJob submits the update {k, 0} for its index k, so
-// the valuer can tell who is who from the update alone.
+// every client of a payJob submits the update k·(cos k, sin k) for its
+// index k, so the valuer can tell who is who from the update's norm.
 type scriptedValuer struct{ values [][]float64 }
 
 func (s scriptedValuer) Game(round int, _, _ []float64, updates [][]float64, _ []float64, _ *dataset.Scaler) (valuation.Result, error) {
 	out := make([]float64, len(updates))
 	for i, u := range updates {
-		out[i] = s.values[round-1][int(u[0])]
+		out[i] = s.values[round-1][int(math.Round(math.Hypot(u[0], u[1])))]
 	}
 	return valuation.Result{Values: out}, nil
 }
@@ -86,7 +86,11 @@ func payRun(t *testing.T, e *Engine, n int, values [][]float64, stopAfter int, p
 		for _, id := range task.Selected {
 			var k int
 			fmt.Sscanf(id, "c%d", &k)
-			apply(e.Step(EvSubmit{Client: id, TaskID: task.ID, Samples: 10, Update: []float64{float64(k), 0}, Digest: [32]byte{byte(k), byte(task.Round)}}))
+			// Updates a radian apart, so that no two clients look like
+			// copies of each other (valuation.JobCopyDistance) and the
+			// scripted values are what is settled.
+			u := []float64{float64(k) * math.Cos(float64(k)), float64(k) * math.Sin(float64(k))}
+			apply(e.Step(EvSubmit{Client: id, TaskID: task.ID, Samples: 10, Update: u, Digest: [32]byte{byte(k), byte(task.Round)}}))
 		}
 		if stopAfter > 0 && e.lastCompleted() >= stopAfter {
 			break

@@ -309,6 +309,11 @@ type Settlement struct {
 	Quotas  map[string]float64 `json:"quotas"`
 	Balance map[string]float64 `json:"balance"`
 	Unspent float64            `json:"unspent"`
+	// Replicas are the clusters of copies found over the job so far
+	// (valuation.Redundancy, plain mode), valued as one player in every
+	// round of the period before the totals were taken
+	// (valuation.JobReplicaValues).
+	Replicas [][]string `json:"replicas,omitempty"`
 }
 
 // settled returns the last round a settlement covers (0: none) and the
@@ -396,6 +401,7 @@ func (e *Engine) settle(through int) *Settlement {
 	if err != nil {
 		panic(err) // validated with the job
 	}
+	jobReplicas := e.jobReplicas()
 	done := 0
 	for _, r := range e.history {
 		if r.Failed || r.Round < from || r.Round > through {
@@ -406,6 +412,7 @@ func (e *Engine) settle(through int) *Settlement {
 			continue
 		}
 		ids, vals, ses := roundValues(r.Valuation)
+		vals = asOneOverJob(ids, vals, r.Valuation.Replicas, jobReplicas)
 		if err := totals.AddRound(ids, vals, ses); err != nil {
 			panic(fmt.Sprintf("engine: round %d values: %v", r.Round, err)) // finite, checked when valued
 		}
@@ -430,7 +437,55 @@ func (e *Engine) settle(through int) *Settlement {
 		credited, _ := e.basket(id).Credit(credits[i])
 		s.Values[id], s.Payouts[id], s.Quotas[id], s.Balance[id] = vals[i], pays[i], credited, e.basket(id).Balance
 	}
+	s.Replicas = jobReplicas
 	return s
+}
+
+// jobReplicas lists the clusters of copies found over the job's plain-mode
+// rounds so far (valuation.Redundancy), each sorted, in a fixed order.
+func (e *Engine) jobReplicas() [][]string {
+	if e.redundancy == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, r := range e.history {
+		if r.Failed || r.Valuation == nil {
+			continue
+		}
+		for id := range r.Valuation.Values {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	sort.Strings(ids)
+	var out [][]string
+	for _, c := range e.redundancy.Replicas(ids) {
+		if len(c) > 1 {
+			names := make([]string, len(c))
+			for k, i := range c {
+				names[k] = ids[i]
+			}
+			out = append(out, names)
+		}
+	}
+	return out
+}
+
+// asOneOverJob values one round's clients of each cluster found over the
+// job as one player (valuation.JobReplicaValues), given the clusters the
+// round itself merged.
+func asOneOverJob(ids []string, vals []float64, merged, job [][]string) []float64 {
+	if len(job) == 0 {
+		return vals
+	}
+	out, err := valuation.JobReplicaValues(ids, vals, merged, job)
+	if err != nil {
+		panic(fmt.Sprintf("engine: %v", err)) // ids and vals come from one map
+	}
+	return out
 }
 
 // roundValues lists a round's values by client id.
@@ -487,8 +542,10 @@ type Contribution struct {
 
 // Contributions totals the valued rounds of history: values credited and
 // summed with the job's freshness decay (payout.Totals, as settlements
-// and `tally scores` do), payouts summed over rounds and settlements,
-// quota balances as they stand. Clients are sorted by rank.
+// and `tally scores` do; in the rounds a settlement covers, with its
+// clusters of copies valued as one, as it valued them), payouts summed
+// over rounds and settlements, quota balances as they stand. Clients are
+// sorted by rank.
 func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
 	acc, err := payout.NewTotals(job.Valuation.Decay)
 	if err != nil {
@@ -503,10 +560,21 @@ func Contributions(job Job, history []RoundRecord) ([]Contribution, error) {
 		}
 		return c
 	}
+	// Rounds a settlement covers are totalled as it totalled them, copies
+	// found over the job valued as one.
+	jobReplicas := func(round int) [][]string {
+		for _, r := range history {
+			if s := r.Settlement; s != nil && s.From <= round && round <= s.Through {
+				return s.Replicas
+			}
+		}
+		return nil
+	}
 	for _, r := range history {
 		if !r.Failed && r.Valuation != nil {
 			rv := r.Valuation
 			ids, vals, ses := roundValues(rv)
+			vals = asOneOverJob(ids, vals, rv.Replicas, jobReplicas(r.Round))
 			if err := acc.AddRound(ids, vals, ses); err != nil {
 				return nil, fmt.Errorf("round %d: %w", r.Round, err)
 			}
@@ -572,6 +640,12 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 		for i, r := range results {
 			updates[i], weights[i], ids[i] = r.Update, float64(r.Samples), r.Client
 		}
+		if e.redundancy == nil {
+			e.redundancy = valuation.NewRedundancy()
+		}
+		if err = e.redundancy.Add(ids, updates); err != nil {
+			break
+		}
 		res, err = valueAsOne(rv, ids, valuation.UpdateReplicas(updates), updates, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
 			return e.valuer.Game(t.Round, e.global, e.known, us, ws, e.scaler)
 		})
@@ -634,9 +708,9 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 }
 
 // valueAsOne values a round whose players ids (updates, weights) fall into
-// clusters of copies: each cluster is one player (MergeReplicas) and its
-// value is shared equally (SplitReplicas). It fills rv's values and
-// replicas and returns the game's result.
+// clusters of copies: each cluster is one player (MergeReplicas), its
+// value capped per row (CapPerWeight) and shared equally (SplitReplicas).
+// It fills rv's values and replicas and returns the game's result.
 func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]float64, weights []float64, value func([][]float64, []float64) (valuation.Result, error)) (valuation.Result, error) {
 	us, ws, err := valuation.MergeReplicas(clusters, updates, weights)
 	if err != nil {
@@ -646,7 +720,14 @@ func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]
 	if err != nil {
 		return res, err
 	}
-	vals, ses := valuation.SplitReplicas(clusters, res.Values, res.StdErr, len(ids))
+	// No player earns more per declared row than the rows of the players
+	// holding at least twice as many earn together, so that splitting
+	// one's rows among identities does not pay (CapPerWeight).
+	capped, err := valuation.CapPerWeight(res.Values, ws)
+	if err != nil {
+		return res, err
+	}
+	vals, ses := valuation.SplitReplicas(clusters, capped, res.StdErr, len(ids))
 	for i, id := range ids {
 		rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
 	}

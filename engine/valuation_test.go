@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"maps"
+	"math"
 	"slices"
 	"testing"
 
@@ -86,6 +88,89 @@ func TestValuationKnownAndReplicas(t *testing.T) {
 		}
 		if rv.Values["c1"] != rv.Values["c3"] || rv.Values["c1"]+rv.Values["c3"] != 1 || rv.Values["c2"] != 2 {
 			t.Errorf("round %d: values %v, want c1 = c3 = 0.5 (sharing player 0's 1) and c2 = 2", r+1, rv.Values)
+		}
+	}
+}
+
+// runScripted joins clients with the given samples and runs every round of
+// e with the same update per client, returning the round records.
+func runScripted(t *testing.T, e *Engine, samples map[string]int64, updates map[string][]float64) []RoundRecord {
+	t.Helper()
+	ids := slices.Sorted(maps.Keys(samples))
+	for _, c := range ids {
+		e.Step(EvJoin{Client: c, Samples: samples[c]})
+	}
+	var records []RoundRecord
+	for e.Phase() != PhaseDone {
+		task := e.Task()
+		if task == nil {
+			t.Fatalf("round %d: no task (phase %v)", e.Round(), e.Phase())
+		}
+		n := len(records)
+		for _, c := range ids {
+			for _, a := range e.Step(EvSubmit{Client: c, TaskID: task.ID, Samples: samples[c], Update: updates[c]}) {
+				if d, ok := a.(ActRoundDone); ok {
+					records = append(records, d.Record)
+				}
+			}
+		}
+		if len(records) == n {
+			t.Fatalf("round %d did not close", e.Round())
+		}
+	}
+	return records
+}
+
+// TestSettlementValuesCopiesAsOne: c3 sends c1's update 0.2 of its norm
+// away (a copy retrained with its own shuffles), too far to be merged
+// within a round (CopyDistance 0.1) but within JobCopyDistance over the
+// job. Each round is valued with c1 and c3 apart (the valuer pays player p
+// p+1: c1 1, c2 2, c3 3); the settlement values them as one player, the
+// mean of their values shared, so that the pair's total equals c2's, and
+// names them; Contributions totals them the same way.
+func TestSettlementValuesCopiesAsOne(t *testing.T) {
+	e := NewEngine(traceJob(t, map[string]string{"wait_for": "3", "min": "3"}), FedAvg{Fraction: 1, Min: 3, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
+	e.SetValuer(&recordingValuer{})
+	records := runScripted(t, e, map[string]int64{"c1": 10, "c2": 10, "c3": 10},
+		map[string][]float64{"c1": {0.5, 0.25}, "c2": {-0.25, 1}, "c3": {0.5, 0.25 + 0.2*math.Hypot(0.5, 0.25)}})
+	for r, rec := range records {
+		if rv := rec.Valuation; len(rv.Replicas) != 0 || rv.Values["c1"] != 1 || rv.Values["c3"] != 3 {
+			t.Errorf("round %d: replicas %v, values %v; want none merged within the round, c1 1 and c3 3", r+1, rv.Replicas, rv.Values)
+		}
+	}
+	s := records[len(records)-1].Settlement
+	if s == nil {
+		t.Fatal("the last round has no settlement")
+	}
+	if len(s.Replicas) != 1 || !slices.Equal(s.Replicas[0], []string{"c1", "c3"}) {
+		t.Errorf("settlement replicas %v, want [[c1 c3]]", s.Replicas)
+	}
+	if v := s.Values; v["c1"] != v["c3"] || math.Abs(v["c1"]+v["c3"]-v["c2"]) > 1e-12 {
+		t.Errorf("settlement totals %v, want c1 = c3 and c1 + c3 = c2 (the pair earns the mean of 1 and 3 a round)", v)
+	}
+	cs, err := Contributions(e.job, e.History())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if math.Abs(c.Value-s.Values[c.Client]) > 1e-12 {
+			t.Errorf("Contributions: %s's total %v, the settlement's %v", c.Client, c.Value, s.Values[c.Client])
+		}
+	}
+}
+
+// TestValuationCapsPerRow: c3 declares 4 rows, less than half of c1's and
+// c2's 10, and the valuer pays it 3 against their 1 and 2: its value per
+// row (0.75) is capped at the rate of the larger clients' rows, 3 over 20,
+// so 0.6 in all (valuation.CapPerWeight); c1 and c2 are not capped.
+func TestValuationCapsPerRow(t *testing.T) {
+	e := NewEngine(traceJob(t, map[string]string{"wait_for": "3", "min": "3"}), FedAvg{Fraction: 1, Min: 3, Mean: meanForTest}, sumSquares{}, []float64{1, -1})
+	e.SetValuer(&recordingValuer{})
+	records := runScripted(t, e, map[string]int64{"c1": 10, "c2": 10, "c3": 4},
+		map[string][]float64{"c1": {0.5, 0.25}, "c2": {-0.25, 1}, "c3": {1, -1}})
+	for r, rec := range records {
+		if v := rec.Valuation.Values; v["c1"] != 1 || v["c2"] != 2 || math.Abs(v["c3"]-0.6) > 1e-12 {
+			t.Errorf("round %d: values %v, want c1 1, c2 2 and c3 capped at 0.6", r+1, v)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tallyfl/tally/valuation"
 )
 
 // load reads a shipped scenario and shortens it for a test.
@@ -273,7 +275,8 @@ func TestSameSeedSameTables(t *testing.T) {
 // recomputes exact Shapley from a round's CSV alone, by the subset formula
 // φ_i = Σ_{S∌i} |S|!(n−|S|−1)!/n! · (U(S∪i) − U(S)), written here
 // independently of the library; it must equal the library's values, as
-// written to rounds.csv, within 1e-9.
+// written to rounds.csv, within 1e-9, once capped per row as the library
+// caps them (valuation.CapPerWeight).
 func TestExportedGameShapley(t *testing.T) {
 	sc := load(t, "free-riders-bc8", 2, 3)
 	dir := t.TempDir()
@@ -299,6 +302,11 @@ func TestExportedGameShapley(t *testing.T) {
 		phi := shapleyFromCSV(t, path)
 		if len(phi) != 8 {
 			t.Fatalf("%s: %d players, want 8", path, len(phi))
+		}
+		// The library then caps value per row (valuation.CapPerWeight).
+		phi, err = valuation.CapPerWeight(phi, runs[0].Weights)
+		if err != nil {
+			t.Fatal(err)
 		}
 		for i, want := range phi {
 			got, ok := lib[[2]int{round, i}]

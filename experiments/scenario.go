@@ -49,6 +49,11 @@ type Scenario struct {
 	// "duplicate:0", "free-rider:zero|random|echo"). Feature noise is in
 	// standard deviations: the whole dataset is standardised first.
 	Corruptions map[int]dataset.Corruption `yaml:"corruptions"`
+	// RetrainCopies makes a duplicate train on its original's rows with its
+	// own shuffles, as a copy run by another process does (tally simulate's
+	// duplicate), instead of with its original's, which makes its update
+	// bit-identical.
+	RetrainCopies bool `yaml:"retrain_copies"`
 	// Sybil, if set, runs the scenario a second time with client Client's
 	// data split into Parts clients, to measure the Sybil's gain.
 	Sybil *SybilSpec        `yaml:"sybil"`

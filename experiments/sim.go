@@ -150,9 +150,10 @@ func runFedAvg(sc Scenario, seed uint64, fed *federation) (*trace, error) {
 			// A duplicate trains on its original's rows with its original's
 			// shuffles, so its update is bit-identical: the exact replication
 			// of Ohrimenko et al. (2019), where Shapley's symmetry axiom says
-			// the two must be paid the same.
+			// the two must be paid the same. With RetrainCopies it shuffles
+			// on its own stream, as a separate process would.
 			stream := i
-			if c := fed.corruptions[i]; c.Kind == dataset.CorruptDuplicate {
+			if c := fed.corruptions[i]; c.Kind == dataset.CorruptDuplicate && !sc.RetrainCopies {
 				stream = c.Of
 			}
 			if _, err := trainer.Train(data, sc.Train, rng(seed, "train", r, stream)); err != nil {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -202,7 +203,9 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 			}
 		}
 		if mode == ModePlain {
-			// Copies are one player, their value shared (engine.valueAsOne).
+			// Copies are one player, their value shared (engine.valueAsOne);
+			// those found only over the whole job are merged at its end
+			// (valueTrace, valuation.JobReplicaValues).
 			if cl := valuation.UpdateReplicas(rt.updates); len(cl) < n {
 				us, ws, err := valuation.MergeReplicas(cl, rt.updates, w)
 				if err != nil {
@@ -335,9 +338,22 @@ func valueRound(ctx context.Context, seed uint64, r int, rg *roundGame, m Method
 	if err != nil {
 		return nil, nil, 0, 0, err
 	}
+	if pv, err = capRows(rg, pv); err != nil {
+		return nil, nil, 0, 0, err
+	}
 	wall += time.Since(start)
 	vals, ses, err = spread(rg, pv, pse, clientWeights)
 	return vals, ses, evals, wall, err
+}
+
+// capRows caps the players' values per row (valuation.CapPerWeight), as
+// engine.valueAsOne does in plain and influence mode; groups mode shares a
+// group's value by weight and is left alone.
+func capRows(rg *roundGame, pv []float64) ([]float64, error) {
+	if rg.mode == ModeGroups {
+		return pv, nil
+	}
+	return valuation.CapPerWeight(pv, rg.weights)
 }
 
 // spread turns players' values into clients' values: a group's or a
@@ -415,13 +431,31 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 		}
 	}
 	blocks := ciphertextBlocks(t.proto.NumParams())
+	// What the coordinator accumulates over the job to recognise copies
+	// (engine: the job's valuation.Redundancy), and the clusters each
+	// round's plain game already valued as one.
+	ids := clientIDs(n)
+	red := valuation.NewRedundancy()
+	merged := make([][][]string, len(t.rounds))
 	for r := range t.rounds {
+		if err := red.Add(ids, t.rounds[r].updates); err != nil {
+			return ref, nil, fmt.Errorf("round %d: %w", r, err)
+		}
 		for _, mode := range gameModes {
 			rg, err := buildGame(sc, seed, t, pool, mode, r, blocks, games != nil)
 			if err != nil {
 				return ref, nil, fmt.Errorf("round %d, %s: %w", r, mode, err)
 			}
 			if mode == ModePlain {
+				for _, c := range rg.groups {
+					if len(c) > 1 {
+						names := make([]string, len(c))
+						for k, i := range c {
+							names[k] = ids[i]
+						}
+						merged[r] = append(merged[r], names)
+					}
+				}
 				rm := refMethod
 				cfg := valuation.Config{Seed: estimatorSeed(seed, r, "reference", rm), Samples: sc.ReferenceSamples}
 				est, err := valuation.NewEstimator(rm.Name, cfg)
@@ -432,7 +466,11 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 				if err != nil {
 					return ref, nil, fmt.Errorf("round %d, reference: %w", r, err)
 				}
-				vals, ses, err := spread(rg, res.Values, res.StdErr, t.fed.weights)
+				pv, err := capRows(rg, res.Values)
+				if err != nil {
+					return ref, nil, err
+				}
+				vals, ses, err := spread(rg, pv, res.StdErr, t.fed.weights)
 				if err != nil {
 					return ref, nil, err
 				}
@@ -479,7 +517,30 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 			rg.release()
 		}
 	}
+	// Copies found over the whole job are valued as one in every round of
+	// the plain mode (the settlement's rule, engine.settle); the influence
+	// mode has no updates to find them by.
+	var jobClusters [][]string
+	for _, c := range red.Replicas(ids) {
+		if len(c) > 1 {
+			names := make([]string, len(c))
+			for k, i := range c {
+				names[k] = ids[i]
+			}
+			jobClusters = append(jobClusters, names)
+		}
+	}
 	finish := func(v *Valued) {
+		if v.Err == "" && v.Mode == ModePlain && jobClusters != nil {
+			for r, vals := range v.Rounds {
+				out, err := valuation.JobReplicaValues(ids, vals, merged[r], jobClusters)
+				if err != nil {
+					v.Err = err.Error()
+					break
+				}
+				v.Rounds[r] = out
+			}
+		}
 		if v.Err != "" {
 			for r := range v.Rounds {
 				v.Rounds[r], v.StdErr[r] = nanSlice(n), nanSlice(n)
@@ -530,4 +591,13 @@ func nanSlice(n int) []float64 {
 		s[i] = math.NaN()
 	}
 	return s
+}
+
+// clientIDs names clients 0…n−1 as the redundancy accumulator keys them.
+func clientIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = strconv.Itoa(i)
+	}
+	return ids
 }

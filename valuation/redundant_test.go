@@ -1,9 +1,11 @@
 package valuation
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +81,97 @@ func TestReplicaThresholds(t *testing.T) {
 	got := ScalarReplicas(s, []float64{30, 30, 30, 31})
 	if !slices.EqualFunc(got, [][]int{{0, 1}, {2}, {3}}, slices.Equal) {
 		t.Errorf("scalar clusters %v, want [[0 1] [2] [3]] (3 has another weight)", got)
+	}
+}
+
+// TestRedundancyAccumulates: a pair 0.3 apart in one round and 0.1 in
+// three others (of a norm about 1) is a copy over the job,
+// √((0.09+3·0.01)/(1.09+3·1.01)) = 0.17, though not after the first round
+// alone (0.29); a pair always 0.45 apart is not, and a client that only
+// sent zeros is nobody's copy.
+func TestRedundancyAccumulates(t *testing.T) {
+	r := NewRedundancy()
+	ids := []string{"a", "b", "c", "z"}
+	round := func(gap float64) {
+		t.Helper()
+		if err := r.Add(ids, [][]float64{{1, 0}, {1, gap}, {1, -0.5}, {0, 0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round(0.3)
+	if got := r.Replicas(ids); len(got) != 4 {
+		t.Errorf("after one round 0.3 apart: clusters %v, want none", got)
+	}
+	for range 3 {
+		round(0.1)
+	}
+	d, ok := r.Distance("b", "a")
+	if want := math.Sqrt(0.12 / 4.12); !ok || math.Abs(d-want) > 1e-12 {
+		t.Errorf("distance(a, b) = %g, %v; want %g", d, ok, want)
+	}
+	if got := r.Replicas(ids); !slices.EqualFunc(got, [][]int{{0, 1}, {2}, {3}}, slices.Equal) {
+		t.Errorf("after four rounds: clusters %v, want [[0 1] [2] [3]]", got)
+	}
+	if _, ok := r.Distance("z", "z2"); ok {
+		t.Error("a pair never seen together has a distance")
+	}
+	if err := r.Add([]string{"a", "b"}, [][]float64{{1, 2}, {1}}); !errors.Is(err, ErrLength) || !strings.Contains(err.Error(), "client b") {
+		t.Errorf("updates of two lengths: %v, want ErrLength naming client b", err)
+	}
+}
+
+// TestCapPerWeight: three identities of 20 rows that each earn what a
+// 60-row client earns are capped at the rate the 60- and 61-row clients'
+// rows earn together (20.1 over 241 rows); clients of 60 and 61 rows do
+// not cap each other; a negative value, and a rate below the cap, are
+// kept.
+func TestCapPerWeight(t *testing.T) {
+	vals := []float64{6, 5, 3, 6.1, 6, 6, 1, -1}
+	ws := []float64{60, 60, 60, 61, 20, 20, 20, 60}
+	got, err := CapPerWeight(vals, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := 20.1 / 241 * 20
+	want := []float64{6, 5, 3, 6.1, c, c, 1, -1}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-12 {
+			t.Fatalf("capped %v, want %v", got, want)
+		}
+	}
+	if _, err := CapPerWeight([]float64{1}, []float64{0}); !errors.Is(err, ErrWeight) {
+		t.Errorf("zero weight: %v, want ErrWeight", err)
+	}
+}
+
+// TestJobReplicaValues: a job cluster {a, b} valued apart in a round earns
+// the mean of their values, shared; valued as one already (a round
+// cluster), it keeps its values; a cluster {a, b, c} of which a and b were
+// merged in the round has two parts, a+b's and c's.
+func TestJobReplicaValues(t *testing.T) {
+	ids := []string{"a", "b", "c", "d"}
+	vals := []float64{0.2, 0.3, 0.1, 0.4}
+	for _, tc := range []struct {
+		name   string
+		merged [][]string
+		job    [][]string
+		want   []float64
+	}{
+		{"apart", nil, [][]string{{"a", "b"}}, []float64{0.125, 0.125, 0.1, 0.4}},
+		{"merged", [][]string{{"a", "b"}}, [][]string{{"a", "b"}}, vals},
+		{"partly", [][]string{{"a", "b"}}, [][]string{{"a", "b", "c"}}, []float64{0.1, 0.1, 0.1, 0.4}},
+		{"absent", nil, [][]string{{"a", "x"}}, vals},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := JobReplicaValues(ids, vals, tc.merged, tc.job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				if math.Abs(got[i]-tc.want[i]) > 1e-15 {
+					t.Fatalf("values %v, want %v", got, tc.want)
+				}
+			}
+		})
 	}
 }
