@@ -84,7 +84,8 @@ proto: tools
 
 # The Kubernetes deployment (deploy/), checked offline: helm lint, helm
 # template with the defaults and with every option on (the edge template
-# must refuse to render: tally edge is not built), each rendered object
+# must refuse to render: tally edge is not built; values.schema.json must
+# refuse a badly typed value), each rendered object
 # decoded strictly into its Kubernetes API type (deploy/validate), and the
 # Dockerfile's shape and its build command's output, a static binary (no
 # container daemon here, so the image itself is not built). Helm and the
@@ -103,6 +104,9 @@ chart: chart-tools
 	@if $(BIN)/helm template tally $(CHART) --set edge.enabled=true >/dev/null 2>out/chart/edge.err; then \
 		echo "edge.enabled=true rendered; it must fail until tally edge exists"; exit 1; fi; \
 	grep -q 'tally edge' out/chart/edge.err && echo "edge.enabled=true refused, as it must be: $$(cat out/chart/edge.err)"
+	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
+		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \
+	grep -q "/coordinator/port" out/chart/schema.err && echo "coordinator.port=grpc refused by values.schema.json, as it must be"
 	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/tally-static ./cmd/tally
 	cd deploy/validate && TALLY_STATIC_BINARY=$(BIN)/tally-static $(GO) test -count=1 -run 'TestStaticBinary|TestDockerfileShape' ./...
