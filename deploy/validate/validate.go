@@ -47,6 +47,7 @@ func newScheme() (*runtime.Scheme, error) {
 // Document is one YAML document of a stream: its text, where it came
 // from, and its place in the stream.
 type Document struct {
+	File   string // the stream it was read from
 	Source string // helm's "# Source:" comment, or the file name
 	Index  int    // 1-based, in its file
 	Text   []byte
@@ -61,7 +62,7 @@ func Split(name string, r io.Reader) ([]Document, error) {
 	flush := func() {
 		if hasContent(cur.Bytes()) {
 			index++
-			docs = append(docs, Document{Source: source, Index: index, Text: bytes.Clone(cur.Bytes())})
+			docs = append(docs, Document{File: name, Source: source, Index: index, Text: bytes.Clone(cur.Bytes())})
 		}
 		cur.Reset()
 		source = name
@@ -178,16 +179,35 @@ func main() {
 		fmt.Fprintln(os.Stderr, "validate: no documents in the input")
 		os.Exit(1)
 	}
+	// Each file is one rendering: its objects must fit together.
 	failed := 0
+	byFile := map[string][]Named{}
+	var files []string
 	for _, d := range docs {
-		if _, err := Validate(s, d); err != nil {
+		obj, err := Validate(s, d)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			failed++
+			continue
 		}
+		if _, ok := byFile[d.File]; !ok {
+			files = append(files, d.File)
+		}
+		byFile[d.File] = append(byFile[d.File], Named{Doc: d, Obj: obj})
 	}
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "validate: %d of %d documents failed\n", failed, len(docs))
 		os.Exit(1)
 	}
-	fmt.Printf("validate: %d documents decode strictly into their API types\n", len(docs))
+	for _, f := range files {
+		for _, err := range Wiring(byFile[f]) {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", f, err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "validate: %d wiring errors\n", failed)
+		os.Exit(1)
+	}
+	fmt.Printf("validate: %d documents in %d files decode strictly into their API types and fit together\n", len(docs), len(files))
 }
