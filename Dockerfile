@@ -8,7 +8,7 @@
 # build stage's go build and checks that its output is static.
 
 # The Go of go.mod's go directive.
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.26.8 AS build
 WORKDIR /src
 # Modules first, so that a source change does not download them again.
 COPY go.mod go.sum ./
