@@ -11,7 +11,7 @@ BUF_VERSION            := v1.50.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.5.1
 
-.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics chromium test-dashboard
+.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics chromium test-dashboard chart chart-tools
 
 all: build
 
@@ -81,6 +81,39 @@ tools:
 
 proto: tools
 	cd proto && $(BIN)/buf lint && $(BIN)/buf generate
+
+# The Kubernetes deployment (deploy/), checked offline: helm lint, helm
+# template with the defaults and with every option on (the edge template
+# must refuse to render: tally edge is not built; values.schema.json must
+# refuse a badly typed value), each rendered object
+# decoded strictly into its Kubernetes API type (deploy/validate), and the
+# Dockerfile's shape and its build command's output, a static binary (no
+# container daemon here, so the image itself is not built), which then runs
+# the rendered pods' command lines as local processes (TestRehearse: the
+# demo job completes and its ledger verifies). Helm and the
+# Kubernetes modules are pinned in deploy/tools and deploy/validate, their
+# own modules, so the main go.mod has none of them.
+CHART := deploy/helm/tally
+chart-tools:
+	cd deploy/tools && GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm
+
+chart: chart-tools
+	$(BIN)/helm lint --strict $(CHART)
+	$(BIN)/helm lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
+	mkdir -p out/chart
+	$(BIN)/helm template tally $(CHART) > out/chart/default.yaml
+	$(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml > out/chart/all-on.yaml
+	$(BIN)/helm template tally $(CHART) --set clients.enabled=true > out/chart/rehearse.yaml
+	@if $(BIN)/helm template tally $(CHART) --set edge.enabled=true >/dev/null 2>out/chart/edge.err; then \
+		echo "edge.enabled=true rendered; it must fail until tally edge exists"; exit 1; fi; \
+	grep -q 'tally edge' out/chart/edge.err && echo "edge.enabled=true refused, as it must be: $$(cat out/chart/edge.err)"
+	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
+		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \
+	grep -q "/coordinator/port" out/chart/schema.err && echo "coordinator.port=grpc refused by values.schema.json, as it must be"
+	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/tally-static ./cmd/tally
+	cd deploy/validate && TALLY_STATIC_BINARY=$(BIN)/tally-static TALLY_BINARY=$(BIN)/tally-static TALLY_REHEARSE=$(CURDIR)/out/chart/rehearse.yaml \
+		$(GO) test -count=1 -run 'TestStaticBinary|TestDockerfileShape|TestRehearse' ./...
 
 # Each fuzz target runs for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

@@ -86,6 +86,13 @@ type ServerConfig struct {
 	// ClientAuth set to tls.RequireAndVerifyClientCert and ClientCAs, only
 	// clients holding a certificate of those CAs can connect (mutual TLS).
 	TLS *tls.Config
+	// HealthListener, if set, is where Run also serves the standard health
+	// service, alone and in plaintext, reporting what the main server's
+	// reports. It is for probes that speak no TLS (the kubelet's gRPC
+	// probes take no TLS settings) beside a TLS or mutual-TLS server; it
+	// offers nothing else, no reflection and no coordinator service. Run
+	// closes it.
+	HealthListener net.Listener
 	// Model, if set, is the job's model, used as given: an external
 	// model's evaluator (extmodel). nil builds the built-in model of the
 	// job's spec and seed.
@@ -201,7 +208,9 @@ func (s *Server) Model() model.Model { return s.model.Clone() }
 // after it; health then reports NOT_SERVING, the service lingers so polling
 // clients learn the job ended, and the gRPC server stops gracefully,
 // finishing calls in flight (their events find the driver stopped and
-// change nothing).
+// change nothing). The plaintext health server (HealthListener) stops
+// last, at once: its calls are short probes, and it reports NOT_SERVING
+// until then.
 func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
 	// Fixed windows: gRPC's BDP estimator would otherwise grow every
 	// stream's window to megabytes on a fast link, and an upload stream
@@ -234,20 +243,37 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) (Outcome, error) {
 	reflection.Register(srv)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() {
 		defer wg.Done()
 		serveErr <- srv.Serve(lis)
 	}()
+	var probes *grpc.Server
+	if s.cfg.HealthListener != nil {
+		// The same health server behind both: one status, set in one place.
+		probes = grpc.NewServer()
+		healthpb.RegisterHealthServer(probes, hs)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveErr <- probes.Serve(s.cfg.HealthListener)
+		}()
+	}
 	runErr := s.driver.Run(ctx)
 	hs.Shutdown()
 	if runErr == nil {
 		s.linger(ctx)
 	}
 	srv.GracefulStop()
+	if probes != nil {
+		probes.Stop()
+	}
 	wg.Wait()
-	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) && runErr == nil {
-		runErr = err
+	close(serveErr)
+	for err := range serveErr {
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) && runErr == nil {
+			runErr = err
+		}
 	}
 	st := s.driver.Status()
 	return Outcome{Global: s.engine.Global(), Scaler: s.engine.Scaler(), History: st.History, Done: st.Done}, runErr

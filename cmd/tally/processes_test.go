@@ -12,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // buildTally compiles the command once per test binary run.
@@ -44,14 +48,39 @@ func TestSeparateProcesses(t *testing.T) {
 
 // TestSeparateProcessesMutualTLS is the same recipe with mutual TLS: the
 // coordinator serves the certificate the manifest pins and admits only
-// client certificates of the clients' CA.
+// client certificates of the clients' CA. Its --health-addr answers a
+// plaintext health check with no certificate, as the kubelet's gRPC probe
+// makes one (the chart's probes).
 func TestSeparateProcessesMutualTLS(t *testing.T) {
 	pki := t.TempDir()
 	clientCA, clientCAFile, _ := issue(t, pki, "client-ca", nil, nil, 0)
 	_, clientCert, clientKey := issue(t, pki, "hospital", clientCA.cert, clientCA.key, x509.ExtKeyUsageClientAuth)
 	runSeparateProcesses(t,
-		[]string{"--client-ca", clientCAFile},
+		[]string{"--client-ca", clientCAFile, "--health-addr", freePort(t)},
 		[]string{"--tls-cert", clientCert, "--tls-key", clientKey})
+}
+
+// waitServing asks the plaintext health service at addr until it answers
+// SERVING, failing the test if ctx ends first.
+func waitServing(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	var last error
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		r, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		last = err
+	}
+	t.Fatalf("plaintext health check at --health-addr %s: never SERVING (last error %v)", addr, last)
 }
 
 // runSeparateProcesses runs the recipe with extra coordinator and client
@@ -74,6 +103,11 @@ func runSeparateProcesses(t *testing.T, coordFlags, clientFlags []string) {
 	coord.Stdout, coord.Stderr = &coordOut, &coordErr
 	if err := coord.Start(); err != nil {
 		t.Fatal(err)
+	}
+	for i, f := range coordFlags {
+		if f == "--health-addr" {
+			waitServing(ctx, t, coordFlags[i+1])
+		}
 	}
 	f, err := os.Open(filepath.Join(dir, "tokens.txt"))
 	if err != nil {

@@ -49,6 +49,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	verbose := fs.Bool("verbose", false, "debug logging")
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
+	healthAddr := fs.String("health-addr", "", "also serve the gRPC health service (grpc.health.v1), alone and in plaintext, on this address, for probes that speak no TLS such as Kubernetes' gRPC probes (default: off)")
 	dash := addDashFlags(fs)
 	var tf tlsFiles
 	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
@@ -129,8 +130,17 @@ Flags:
 		return err
 	}
 	defer closeEvaluator.Close()
+	var probes net.Listener
+	if *healthAddr != "" {
+		if probes, err = net.Listen("tcp", *healthAddr); err != nil {
+			return fmt.Errorf("--health-addr: listen on %s: %w", *healthAddr, err)
+		}
+		// srv.Run closes it; this covers a return before Run.
+		defer probes.Close()
+		log.Info("health service in plaintext for probes", "addr", probes.Addr().String())
+	}
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator})
+		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator, HealthListener: probes})
 	if err != nil {
 		return err
 	}
