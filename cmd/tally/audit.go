@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tallyfl/tally/audit"
+	"github.com/tallyfl/tally/extmodel"
 	"github.com/tallyfl/tally/model"
 )
 
@@ -24,7 +26,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("audit")
 	fs.SetOutput(stderr)
 	datasets := fs.String("datasets", "digits,breast-cancer", "embedded datasets to attack: digits (images) and/or breast-cancer (tabular)")
-	models := fs.String("models", "logreg,mlp", "model kinds: logreg and/or mlp")
+	models := fs.String("models", "logreg,mlp,cnn", "model kinds: logreg, mlp and/or cnn (examples/pytorch/digits_cnn.py on digits, attacked with PyTorch by audit/cnn_attack.py)")
 	hidden := fs.String("hidden", "32", "mlp hidden layer widths, comma-separated")
 	epochs := fs.Int("epochs", 2, "local epochs per round (the job's train.epochs)")
 	batch := fs.Int("batch-size", 16, "local mini-batch size")
@@ -54,6 +56,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *match == 0 {
 		cfg.MatchIters = -1
+	}
+	if slices.Contains(cfg.Models, audit.KindCNN) {
+		// Loudly: a results table without the CNN's rows must be asked for.
+		py, err := extmodel.FindPython("torch", "numpy")
+		if err != nil {
+			return fmt.Errorf("tally audit: the cnn model needs Python with PyTorch: %w; install Debian's python3-torch and python3-numpy (make torch), or leave the CNN out with --models logreg,mlp", err)
+		}
+		cfg.CNN = audit.PythonCNN{Python: py}
 	}
 	var err error
 	if cfg.Hidden, err = intList("--hidden", *hidden); err != nil {
