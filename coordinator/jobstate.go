@@ -280,6 +280,10 @@ func checkDPRaise(tx *ledger.Tx, job engine.Job, was int) error {
 		return nil
 	}
 	d := job.DP
+	if was < 1 {
+		return fmt.Errorf("rounds raised to %d under privacy.dp after %d rounds, and the state file does not record the rounds its σ was derived for; "+
+			"start a new job with another state file", job.Rounds, last)
+	}
 	before, err := d.SigmaFor(was)
 	if err != nil {
 		return err
