@@ -134,7 +134,25 @@ experiments: build
 # Reconstruction attacks (issue 21): what a coordinator can rebuild from
 # each release (a plaintext update, sums of k, group sums, influence
 # scalars), beside random guessing; table, CSV and pictures with the
-# machine and date into audit/results.
-.PHONY: audit
-audit: build
+# machine and date into audit/results. The bring-your-own-model CNN
+# (examples/pytorch/digits_cnn.py) is attacked with PyTorch
+# (audit/cnn_attack.py): Debian's python3-torch, installed here when
+# missing; without it and without apt-get, make audit fails and says so.
+.PHONY: audit torch
+audit: build torch
 	$(TALLY) audit --out audit/results
+
+torch:
+	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch, numpy' >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 || { echo "PyTorch missing (the audit's CNN needs it) and no apt-get: install python3-torch and python3-numpy, or run tally audit --models logreg,mlp"; exit 1; }; \
+		echo "PyTorch missing: installing Debian's python3-torch and python3-numpy for the audit's CNN"; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends python3-torch python3-numpy; }
+	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch; print("torch", torch.__version__)'
+
+# What differential privacy costs (issue 21): test accuracy and the Spearman
+# ρ of the clients' values against plaintext exact Shapley, without DP and at
+# ε = 1, 4, 8, seeds 1 to 3, on breast-cancer with skewed sizes, a label
+# flipper and a free rider; audit/results/dp-fidelity.md and .csv.
+.PHONY: audit-dp
+audit-dp: build
+	$(TALLY) audit dp --out audit/results

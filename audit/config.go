@@ -20,8 +20,13 @@ type Config struct {
 	// Datasets are embedded dataset names; default digits and
 	// breast-cancer.
 	Datasets []string
-	// Models are model kinds; default logreg and mlp.
+	// Models are model kinds; default logreg and mlp. KindCNN adds the
+	// bring-your-own-model CNN of examples/pytorch/digits_cnn.py on
+	// digits (the CNN reads 8×8 images; it is not run on breast-cancer),
+	// attacked by CNN.
 	Models []string
+	// CNN makes and attacks the CNN's releases; required with KindCNN.
+	CNN CNNAttacker
 	// Hidden and Activation are the MLP's; defaults as in model.Spec.
 	Hidden     []int
 	Activation string
@@ -115,8 +120,17 @@ func (c Config) validate() error {
 		}
 	}
 	for i, m := range c.Models {
-		if m != model.KindLogReg && m != model.KindMLP {
-			bad(fmt.Sprintf("models[%d]", i), "want %q or %q, got %q", model.KindLogReg, model.KindMLP, m)
+		switch m {
+		case model.KindLogReg, model.KindMLP:
+		case KindCNN:
+			if c.CNN == nil {
+				errs = append(errs, fmt.Errorf("%w: models[%d]: %w", ErrConfig, i, ErrNoCNN))
+			}
+			if !slices.Contains(c.Datasets, "digits") {
+				bad(fmt.Sprintf("models[%d]", i), "%q reads 8×8 images: it needs the digits dataset, datasets are %v", m, c.Datasets)
+			}
+		default:
+			bad(fmt.Sprintf("models[%d]", i), "want %q, %q or %q, got %q", model.KindLogReg, model.KindMLP, KindCNN, m)
 		}
 	}
 	if slices.Contains(c.Models, model.KindMLP) {

@@ -22,7 +22,24 @@
 //
 // The releases are simulated, not read from a job's decryption
 // transcript: the audit measures what each kind of release gives away,
-// not what one particular job released.
+// not what one particular job released. Reading a real job's transcript
+// waits for issue 14's decryption transcript.
+//
+// # The bring-your-own-model CNN
+//
+// KindCNN is examples/pytorch/digits_cnn.py, the small CNN a job runs
+// through package extmodel (conv 3×3 ×8, pool, conv 3×3 ×16, pool,
+// linear; raw pixels, no feature scaling). Its releases are made by that
+// script's own trainer, the one a tally client runs with --trainer, and
+// attacked in Python with torch autograd by audit/cnn_attack.py, which a
+// CNNAttacker (PythonCNN) runs once per audit: Go chooses every row,
+// seed and release (the same rows as the built-in models' trials) and
+// scores the answer with the same metrics. The CNN gets the small-client
+// releases only (one row, SmallRows rows, sums of k); the group sums,
+// the DP releases and the job-sized federation are not run for it. There
+// is no analytic inversion through a convolution, so its reconstruction
+// is gradient matching alone, over raw pixels: a weaker attack than the
+// MLP's, and a lower bound.
 //
 // # Attacks
 //
@@ -64,7 +81,9 @@
 // non-members are test rows with the members' labels, so that label skew
 // does not pass for membership. The AUC is the Mann–Whitney statistic.
 //
-// Not here: the Cocktail Party Attack (Kariyappa et al., ICML 2023), which
+// Not here: the last-layer feature inversion of the CNN (its linear
+// layer's weight and bias gradients give a lone row's pooled features,
+// which a second optimisation could invert); the Cocktail Party Attack (Kariyappa et al., ICML 2023), which
 // separates a sum of first-layer gradients by independent component
 // analysis and is reported to recover inputs from sums of large batches;
 // gradient matching that unrolls the local steps (Geiping et al. §5)
@@ -83,6 +102,13 @@
 // is trained under them to show the accuracy they cost. The clipping norm
 // is read from the updates (their median norm), which a deployment must
 // not do: there it is a job parameter.
+//
+// What DP costs a real job — its test accuracy, and the Spearman ρ of its
+// clients' values against plaintext exact Shapley — is measured by
+// `tally audit dp` (make audit-dp) in cmd/tally rather than here, since
+// it runs whole jobs through tally simulate with privacy.dp: a job with
+// skewed sizes, a label flipper and a free rider, whose values differ
+// clearly, without DP and at ε = 1, 4, 8 (audit/results/dp-fidelity.md).
 //
 // # Metrics
 //

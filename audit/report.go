@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -39,6 +40,11 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 		"σ the smallest for which the RDP accountant (package accountant) gives the stated ε at δ = %g per client over %d rounds. Seed %d.\n\n",
 		c.Train.Epochs, c.Train.BatchSize, c.Train.LearningRate, c.Train.Momentum, c.Train.WeightDecay,
 		hiddenOf(c), activationOf(c), c.SmallRows, c.Trials, c.Clients, c.Alpha, c.Rounds, c.DPDelta, c.Rounds, c.Seed)
+	if slices.Contains(c.Models, KindCNN) {
+		b.WriteString("CNN (digits only): examples/pytorch/digits_cnn.py through the bring-your-own-model path (conv 3×3 ×8, max-pool, conv 3×3 ×16, max-pool, linear; " +
+			"raw pixels, no scaling), its updates made by that script's own trainer with the settings above and attacked with torch autograd by audit/cnn_attack.py; " +
+			"small-client releases only, the same rows as the other models' trials; reconstruction by gradient matching alone (no analytic inversion through a convolution), over raw pixels.\n\n")
+	}
 	b.WriteString("Reconstruction: the candidates of the analytic first-layer inversion (one per first-layer unit) and of gradient matching " +
 		"(one per row, " + strconv.Itoa(c.MatchIters) + " Adam steps), paired one to one with the true rows, most similar pairs first; " +
 		"*guess* = as many rows drawn from the attacker's own validation set, paired the same way (the attacker who knows the population, not the client). " +

@@ -71,6 +71,22 @@ func Run(cfg Config) (*Result, error) {
 	res := &Result{Config: cfg}
 	for _, d := range cfg.Datasets {
 		for _, m := range cfg.Models {
+			if m == KindCNN {
+				if d != "digits" {
+					continue
+				}
+				e, err := newCNNEnv(cfg)
+				if err != nil {
+					return nil, err
+				}
+				rows, pics, err := e.cnn(cfg.CNN)
+				if err != nil {
+					return nil, fmt.Errorf("audit: %s/%s: %w", d, m, err)
+				}
+				res.Rows = append(res.Rows, rows...)
+				res.Pictures = append(res.Pictures, pics...)
+				continue
+			}
 			e, err := newEnv(cfg, d, m)
 			if err != nil {
 				return nil, err

@@ -2,7 +2,12 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +108,147 @@ func TestJobStatusReportsAccountantEpsilon(t *testing.T) {
 		}
 		if c.GetDpEpsilon() != want || !(want > 0) {
 			t.Errorf("client %s (%d rounds): JobStatus ε = %g, accountant ε = %g", c.GetClientId(), c.GetRoundsContributed(), c.GetDpEpsilon(), want)
+		}
+	}
+}
+
+// composedEpsilon is the accountant's ε at delta of a client that took part
+// in n1 rounds at noise multiplier s1 and n2 at s2.
+func composedEpsilon(t *testing.T, delta, s1 float64, n1 int, s2 float64, n2 int) float64 {
+	t.Helper()
+	a, err := accountant.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Compose(1, s1, n1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Compose(1, s2, n2); err != nil {
+		t.Fatal(err)
+	}
+	e, _, err := a.Epsilon(delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestRoundsRaisedUnderDP: a DP job's σ is derived from (ε, δ, rounds), so
+// raising rounds after some have run would run the rest at the σ of the
+// larger job while the rounds done kept the smaller σ of the smaller one:
+// the client's ε would pass the target while the accountant, reckoning
+// every round at the new σ, reported less. The state file must refuse the
+// raise, naming the ε it would reach, and leave the recorded rounds alone;
+// a raise before any round ran is allowed (nothing has been spent), and
+// the job resumed as it was reports ε within the target.
+func TestRoundsRaisedUnderDP(t *testing.T) {
+	const target, delta = 4.0, 1e-5
+	base, fed, _ := smallJob(t, "dpraise", "none", engine.ModeOff, "")
+	withRounds := func(rounds int) engine.Job {
+		cfg := base.JobConfig
+		cfg.Rounds = rounds
+		cfg.Privacy.DP = &engine.DPConfig{Epsilon: target, Delta: delta, Clip: 50}
+		// Clients enrol again when the job resumes.
+		cfg.Clients.Enrolment = slices.Clone(cfg.Clients.Enrolment)
+		for i := range cfg.Clients.Enrolment {
+			cfg.Clients.Enrolment[i].Uses = 2
+		}
+		job, err := engine.NewJob(cfg, ".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return job
+	}
+	run := func(job engine.Job, s *BoltStore) (Outcome, *tallyv1.JobStatusResponse) {
+		srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Store: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
+		st, err := srv.service.JobStatus(context.Background(), &tallyv1.JobStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, st
+	}
+	small, raised := withRounds(2), withRounds(4)
+	if !(raised.DP.Sigma > small.DP.Sigma) {
+		t.Fatalf("σ for 4 rounds %g not above σ for 2 rounds %g", raised.DP.Sigma, small.DP.Sigma)
+	}
+
+	t.Run("raised before any round", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		s, err := OpenJobStore(path, small, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s, err = OpenJobStore(path, raised, nil)
+		if err != nil {
+			t.Fatalf("raise with no round run refused: %v", err)
+		}
+		s.Close()
+	})
+
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenJobStore(path, small, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st := run(small, s)
+	s.Close()
+	first := map[string]int{}
+	for _, c := range st.GetClients() {
+		first[c.GetClientId()] = int(c.GetRoundsContributed())
+	}
+
+	s, err = OpenJobStore(path, raised, nil)
+	if err == nil {
+		// What the unguarded raise does: rounds 3 and 4 at the new σ.
+		_, st := run(raised, s)
+		s.Close()
+		for _, c := range st.GetClients() {
+			n1 := first[c.GetClientId()]
+			n2 := int(c.GetRoundsContributed()) - n1
+			if truth := composedEpsilon(t, delta, small.DP.Sigma, n1, raised.DP.Sigma, n2); truth > target {
+				t.Errorf("client %s: JobStatus reports ε = %.3f after %d rounds at σ %.4g and %d at σ %.4g, which compose to ε = %.3f > target %g",
+					c.GetClientId(), c.GetDpEpsilon(), n1, small.DP.Sigma, n2, raised.DP.Sigma, truth, target)
+			}
+		}
+		t.Fatalf("rounds raised from 2 to 4 after 2 DP rounds were accepted")
+	}
+	worst := 0
+	for _, n := range first {
+		worst = max(worst, n)
+	}
+	want := composedEpsilon(t, delta, small.DP.Sigma, worst, raised.DP.Sigma, 2)
+	if !errors.Is(err, ErrDPRoundsRaised) || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("ε would reach %.3f", want)) {
+		t.Fatalf("OpenJobStore with rounds raised = %v; want %v naming %s and ε %.3f", err, ErrDPRoundsRaised, path, want)
+	}
+	t.Logf("refused: %v", err)
+
+	// The refusal recorded nothing: the raise is refused again, and the job
+	// as it was resumes with every client's ε within the target.
+	if _, err := OpenJobStore(path, raised, nil); !errors.Is(err, ErrDPRoundsRaised) {
+		t.Fatalf("second raise = %v, want %v", err, ErrDPRoundsRaised)
+	}
+	s, err = OpenJobStore(path, small, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv, err := NewServer(ServerConfig{Job: small, Validation: fed.Validation, Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = srv.service.JobStatus(context.Background(), &tallyv1.JobStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.GetClients() {
+		if !(c.GetDpEpsilon() > 0) || c.GetDpEpsilon() > target {
+			t.Errorf("client %s: JobStatus ε = %g after %d rounds, want in (0, %g]", c.GetClientId(), c.GetDpEpsilon(), c.GetRoundsContributed(), target)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tallyfl/tally/accountant"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/ledger"
 )
@@ -21,6 +22,12 @@ import (
 // from those recorded in the state file: resuming would mix two jobs'
 // rounds, receipts and payouts under one name.
 var ErrJobChanged = errors.New("coordinator: the job file differs from the job in the state file")
+
+// ErrDPRoundsRaised is returned when the job file raises the rounds of a
+// job under privacy.dp after rounds have run: its σ was derived for the
+// rounds it had, and the rounds added would take a client's ε past
+// privacy.dp.epsilon.
+var ErrDPRoundsRaised = errors.New("coordinator: rounds raised beyond the privacy.dp budget")
 
 // keyJobIdentity holds the JobIdentity of the job a state file belongs to.
 const keyJobIdentity = "job_identity"
@@ -40,7 +47,9 @@ const keyJobIdentity = "job_identity"
 //   - rounds: raising it extends a finished or running job, which is
 //     legitimate (the rounds done keep their receipts and the next ones
 //     continue from the stored model); lowering it ends the job sooner.
-//     The value recorded is updated and the change logged.
+//     The value recorded is updated and the change logged. Under
+//     privacy.dp, whose σ is derived from the rounds, a raise after
+//     rounds have run is refused (ErrDPRoundsRaised, checkDPRaise).
 //   - clients.enrolment[].token, token_sha256, uses: credentials, which
 //     are rotated (tally token create) without changing the job; who may
 //     take part (the ids) is defining.
@@ -201,6 +210,13 @@ func OpenJobStore(path string, job engine.Job, log *slog.Logger) (*BoltStore, er
 		if had && stored.Rounds == id.Rounds {
 			return nil
 		}
+		// Checked before the new rounds are recorded, so that a refused
+		// raise is refused again at the next start.
+		if had && id.Rounds > stored.Rounds && job.DP != nil {
+			if err := checkDPRaise(tx, job, stored.Rounds); err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrDPRoundsRaised, path, err)
+			}
+		}
 		return tx.Put(bucketState, keyJobIdentity, id)
 	})
 	if err != nil {
@@ -216,4 +232,84 @@ func OpenJobStore(path string, job engine.Job, log *slog.Logger) (*BoltStore, er
 		log.Info("rounds changed in the job file", "state", path, "from", stored.Rounds, "to", id.Rounds)
 	}
 	return s, nil
+}
+
+// checkDPRaise refuses to raise a DP job's rounds from was to job.Rounds
+// once rounds have run. The σ of a DP job is derived from (ε, δ, rounds),
+// so the job file raised derives a larger σ for the rounds left while the
+// rounds done ran at the smaller one derived for was: a client in all of
+// them would compose beyond ε (and the accountant, reckoning every round
+// at the new σ, would report less than that). The ε named is that of the
+// client with the most rounds done, if it also took part in every round
+// left: its rounds done at σ(was), the rest at σ(job.Rounds). A raise
+// before any round has run spends nothing and passes.
+//
+// Re-deriving a larger σ for the rounds left, so that the total stays
+// within ε, is not done: clients check the σ of the spec against ε over
+// the job's rounds at one σ, and the accountant reports ε at one σ, so a
+// job's σ is one number for all its rounds. The rounds done are counted
+// at σ(was) even if an earlier start had lowered rounds (and so ran its
+// first rounds at a larger σ), which overstates their cost: the check
+// errs towards refusing.
+func checkDPRaise(tx *ledger.Tx, job engine.Job, was int) error {
+	done := map[string]int{}
+	last := 0
+	if err := tx.ForEach(bucketRounds, func(_ string, v []byte) error {
+		var r engine.RoundRecord
+		if err := jsonUnmarshal(v, &r); err != nil {
+			return err
+		}
+		if r.Failed {
+			return nil
+		}
+		last = max(last, r.Round)
+		for _, id := range r.Contributors {
+			done[id]++
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	worst, n := "", 0
+	for _, id := range slices.Sorted(maps.Keys(done)) {
+		if done[id] > n {
+			worst, n = id, done[id]
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	d := job.DP
+	if was < 1 {
+		return fmt.Errorf("rounds raised to %d under privacy.dp after %d rounds, and the state file does not record the rounds its σ was derived for; "+
+			"start a new job with another state file", job.Rounds, last)
+	}
+	before, err := d.SigmaFor(was)
+	if err != nil {
+		return err
+	}
+	left := max(job.Rounds-last, 0)
+	a, err := accountant.New()
+	if err != nil {
+		return err
+	}
+	if err := a.Compose(1, before, n); err != nil {
+		return err
+	}
+	if err := a.Compose(1, d.Sigma, left); err != nil {
+		return err
+	}
+	eps, _, err := a.Epsilon(d.Delta)
+	if err != nil {
+		return err
+	}
+	// dpSigma's bisection stops within a relative 1e-6 of σ, on the side
+	// of ε ≤ target; the margin only absorbs rounding in the accountant.
+	if eps <= d.Epsilon*(1+1e-9) {
+		return nil
+	}
+	return fmt.Errorf("rounds raised from %d to %d under privacy.dp after %d rounds: client %s took part in %d of them at σ = %.4g "+
+		"(derived for %d rounds); with σ = %.4g derived for %d rounds over the %d rounds left, its ε would reach %.3f at δ = %g, "+
+		"above privacy.dp.epsilon %g; keep rounds at %d, or start a new job with another state file",
+		was, job.Rounds, last, worst, n, before, was, d.Sigma, job.Rounds, left, eps, d.Delta, d.Epsilon, was)
 }

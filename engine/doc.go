@@ -59,7 +59,11 @@
 // carries σ·C by itself). σ is the smallest the RDP accountant allows
 // for (ε, δ) over the job's rounds, each counted as a full Gaussian
 // mechanism: selection comes from the job seed and the coordinator knows
-// who submitted, so no amplification by subsampling is claimed.
+// who submitted, so no amplification by subsampling is claimed. Since
+// σ depends on the rounds, the coordinator refuses to raise a DP job's
+// rounds once a round has run (coordinator.ErrDPRoundsRaised): the rounds
+// added would get a larger σ than the rounds done, and their sum would
+// pass ε while the accountant, reckoning one σ, reported less.
 // Distributed noise rather than noise through the decryption flooding:
 // the flooding noise is added by committee members at decryption, is
 // sized for the RLWE secret (2^λ statistical distance) in the slot

@@ -59,6 +59,13 @@ func (d DPMechanism) EpsilonAfter(rounds int) (float64, error) {
 	return dpEpsilon(d.Sigma, d.Delta, rounds)
 }
 
+// SigmaFor returns the noise multiplier the target derives for a job of
+// rounds rounds: the smallest σ (to a relative 1e-6) whose rounds-fold
+// composition is (Epsilon, Delta)-DP.
+func (d DPConfig) SigmaFor(rounds int) (float64, error) {
+	return dpSigma(d.Epsilon, d.Delta, rounds)
+}
+
 func dpEpsilon(sigma, delta float64, rounds int) (float64, error) {
 	if rounds == 0 {
 		return 0, nil

@@ -7,21 +7,26 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tallyfl/tally/audit"
+	"github.com/tallyfl/tally/extmodel"
 	"github.com/tallyfl/tally/model"
 )
 
 // runAudit plays the coordinator against the releases of a simulated job
 // (package audit) and writes the results table, CSV and pictures.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "dp" {
+		return runAuditDP(ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("audit")
 	fs.SetOutput(stderr)
 	datasets := fs.String("datasets", "digits,breast-cancer", "embedded datasets to attack: digits (images) and/or breast-cancer (tabular)")
-	models := fs.String("models", "logreg,mlp", "model kinds: logreg and/or mlp")
+	models := fs.String("models", "logreg,mlp,cnn", "model kinds: logreg, mlp and/or cnn (examples/pytorch/digits_cnn.py on digits, attacked with PyTorch by audit/cnn_attack.py)")
 	hidden := fs.String("hidden", "32", "mlp hidden layer widths, comma-separated")
 	epochs := fs.Int("epochs", 2, "local epochs per round (the job's train.epochs)")
 	batch := fs.Int("batch-size", 16, "local mini-batch size")
@@ -37,7 +42,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	match := fs.Int("match-iters", 600, "Adam steps of the gradient-matching attack (0: analytic attacks only)")
 	out := fs.String("out", "audit/results", "directory for results.md, results.csv, utility.csv and the PNG pictures")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n       tally audit dp [flags]   (what DP costs a job's accuracy and valuation; tally audit dp -h)\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -51,6 +56,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *match == 0 {
 		cfg.MatchIters = -1
+	}
+	if slices.Contains(cfg.Models, audit.KindCNN) {
+		// Loudly: a results table without the CNN's rows must be asked for.
+		py, err := extmodel.FindPython("torch", "numpy")
+		if err != nil {
+			return fmt.Errorf("tally audit: the cnn model needs Python with PyTorch: %w; install Debian's python3-torch and python3-numpy (make torch), or leave the CNN out with --models logreg,mlp", err)
+		}
+		cfg.CNN = audit.PythonCNN{Python: py}
 	}
 	var err error
 	if cfg.Hidden, err = intList("--hidden", *hidden); err != nil {
