@@ -137,7 +137,7 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		h.queue, h.done = h.queue[1:], append(h.done, it)
 		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
 	}
-	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, live)
+	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(h.collect.Gradient), live)
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
