@@ -265,8 +265,24 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if err != nil {
 			fail(err)
 		}
-		for _, ct := range cts {
+		// As a client does: it signs what it sends, and the coordinator
+		// keeps the signed statement and each block's c1 for the members.
+		sub, err := aggregation.NewSubmission(params, s.e.job.ID, m.id, uint64(t.Round), uint64(t.Attempt), uint64(w), cts, m.signer)
+		if err != nil {
+			fail(err)
+		}
+		raw, err := sub.MarshalBinary()
+		if err != nil {
+			fail(err)
+		}
+		if err := t.Submissions.Put(m.id, raw, sub); err != nil {
+			fail(err)
+		}
+		for b, ct := range cts {
 			if err := t.Acc.Add(m.id, ct); err != nil {
+				fail(err)
+			}
+			if err := t.Submissions.AddBlock(m.id, b, ct); err != nil {
 				fail(err)
 			}
 		}
@@ -274,6 +290,22 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 	case TaskDecrypt:
 		var req aggregation.DecryptRequest
 		if err := req.UnmarshalBinary(t.Blob); err != nil {
+			fail(err)
+		}
+		ev := aggregation.Evidence{Ciphertexts: t.Ciphertexts, Submissions: map[string][]byte{}, Gradient: t.Gradient,
+			Contribution: func(client string, b int) ([]byte, error) {
+				c1, ok := t.Submissions.Contribution(client, b)
+				if !ok {
+					return nil, fmt.Errorf("no contribution %s/%d", client, b)
+				}
+				return c1, nil
+			}}
+		for _, id := range req.Contributors {
+			if raw, _, ok := t.Submissions.Submission(id); ok {
+				ev.Submissions[id] = raw
+			}
+		}
+		if err := m.member.VerifyAggregate(req, ev); err != nil {
 			fail(err)
 		}
 		parts := map[string][]byte{}
