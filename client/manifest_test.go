@@ -375,12 +375,26 @@ func TestManifestRefusesContributor(t *testing.T) {
 						t.Error(err)
 						return nil
 					}
+					objects := map[string][]byte{}
 					for _, who := range tc.contributors {
 						cts, err := enc.EncryptUpdate([]float64{1, 2, 3, 4}, 1)
 						if err != nil {
 							t.Error(err)
 							return nil
 						}
+						// Each contributor signs its ciphertexts with its
+						// manifest key (mallory, with a key of its own).
+						signer := fx.others[who]
+						if signer == nil {
+							_, signer, _ = ed25519.GenerateKey(rand.Reader)
+						}
+						sub, err := aggregation.NewSubmission(params, f.job.GetJobId(), who, 1, 0, 1, cts, signer)
+						if err != nil {
+							t.Error(err)
+							return nil
+						}
+						objects["submission/"+who], _ = sub.MarshalBinary()
+						objects["contribution/"+who+"/0"] = aggregation.ContributionC1(cts[0])
 						for _, ct := range cts {
 							if err := acc.Add(who, ct); err != nil {
 								t.Error(err)
@@ -399,7 +413,8 @@ func TestManifestRefusesContributor(t *testing.T) {
 						t.Error(err)
 						return nil
 					}
-					f.objects = map[string][]byte{"ciphertext/0": agg.Ciphertexts[0]}
+					objects["ciphertext/0"] = agg.Ciphertexts[0]
+					f.objects = objects
 					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: "decrypt/1", Request: rb, Blocks: 1}}}
 				case step == 4 && len(f.shares) == 4:
 					step++
