@@ -20,7 +20,7 @@ const (
 // aggregate. Its ID is the content hash of its canonical form (docs/STYLE.md §4):
 // a retry with other participants is a new request, and since members
 // never serve a digest twice it needs a fresh aggregate (see
-// [Encryptor.Rerandomize]).
+// [Encryptor.RerandomizeAggregate] and Retry).
 type DecryptRequest struct {
 	// Key is the key-generation instance the aggregate is encrypted under.
 	Key [32]byte

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
@@ -397,7 +398,8 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	} else {
 		it.scalar = a
 	}
-	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered})
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
+		Gradient: hex.EncodeToString(h.req.Gradient[:])})
 	h.queue, h.done = h.queue[1:], append(h.done, it)
 	return append(out, e.nextDecryption()...)
 }

@@ -310,6 +310,9 @@ type DecryptionRecord struct {
 	// Clients are the contributors summed in what was decrypted.
 	Clients      []string `json:"clients"`
 	Participants []string `json:"participants"`
+	// Gradient is, for an influence scalar, the hex digest of the
+	// multiplier vector the members were given and checked against.
+	Gradient string `json:"gradient,omitempty"`
 }
 
 // Strategy chooses a round's participants and combines their results.
