@@ -302,9 +302,13 @@ func TestManifestRefusesContributor(t *testing.T) {
 		name         string
 		contributors []string
 		refused      bool
+		// single: the ciphertext is the first contributor's update alone,
+		// labelled with all of them (issue 14, attack (a)).
+		single bool
 	}{
-		{"participants", []string{"client-1", "client-2"}, false},
-		{"mallory", []string{"client-1", "mallory"}, true},
+		{"participants", []string{"client-1", "client-2"}, false, false},
+		{"mallory", []string{"client-1", "mallory"}, true, false},
+		{"one update relabelled", []string{"client-1", "client-2"}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := heFake(t, 0)
@@ -395,6 +399,9 @@ func TestManifestRefusesContributor(t *testing.T) {
 						}
 						objects["submission/"+who], _ = sub.MarshalBinary()
 						objects["contribution/"+who+"/0"] = aggregation.ContributionC1(cts[0])
+						if tc.single && who != tc.contributors[0] {
+							continue
+						}
 						for _, ct := range cts {
 							if err := acc.Add(who, ct); err != nil {
 								t.Error(err)
@@ -407,6 +414,7 @@ func TestManifestRefusesContributor(t *testing.T) {
 						t.Error(err)
 						return nil
 					}
+					agg.Contributors = tc.contributors
 					req := aggregation.NewDecryptRequest(agg, "total", 1, []string{"client-0", "client-1"})
 					rb, err := req.MarshalBinary()
 					if err != nil {
@@ -443,6 +451,13 @@ func TestManifestRefusesContributor(t *testing.T) {
 			}
 			if last["share/0"] != nil {
 				t.Errorf("the member sent a decryption share of an aggregate with an unknown contributor")
+			}
+			if tc.single {
+				// Refused with the reason, and the client goes on.
+				if err != nil || !strings.Contains(string(last["refused"]), aggregation.ErrNotASum.Error()) {
+					t.Fatalf("Run: %v, refusal %q; want nil and a refusal naming %v", err, last["refused"], aggregation.ErrNotASum)
+				}
+				return
 			}
 			if !errors.Is(err, ErrManifestIdentity) || !strings.Contains(err.Error(), `contributor "mallory" is not a participant`) {
 				t.Fatalf("Run: %v, want %v naming mallory", err, ErrManifestIdentity)
