@@ -629,7 +629,24 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 			return fmt.Errorf("%w: block %d of the %q aggregate of %d contributors (retry %d) differs from the sum of their signed c1", ErrNotASum, b, req.Purpose, len(req.Contributors), req.Retry)
 		}
 	}
-	v.verified[req.ID()] = true
+	// c₀ is not checked, so the same c₁ could come again under another c₀
+	// (another digest) and other participants: two shares of one c₁ with
+	// different Lagrange weights give c₁·s̃ᵢ exactly by lattice reduction
+	// (doc.go, "Dropouts"), hence the key share. Each verified c₁ is
+	// recorded, persistently, for the one request it was verified for.
+	id := req.ID()
+	c1s := make([][32]byte, len(ev.Ciphertexts))
+	for b, ct := range ev.Ciphertexts {
+		c1s[b] = digestPart(domainC1, ContributionC1(ct))
+		if prev, ok := m.record.c1[c1s[b]]; ok && prev != id {
+			return fmt.Errorf("%w: %w: block %d's c1 %x was verified for request %x; the same c1 under another c0 or participant set is not served again",
+				ErrPolicy, ErrAlreadyServed, b, c1s[b][:8], prev[:8])
+		}
+	}
+	for _, d := range c1s {
+		m.record.c1[d] = id
+	}
+	v.verified[id] = true
 	return nil
 }
 

@@ -203,6 +203,48 @@ func TestAttackRelatedC1(t *testing.T) {
 			t.Fatalf("re-randomised aggregate decrypts to weight %v (%v), want 6", weight, err)
 		}
 	})
+	t.Run("c1 reused under another c0 and participant set", func(t *testing.T) {
+		// Two shares of one c₁ with different Lagrange weights give c₁·s̃ᵢ
+		// by lattice reduction. The honest aggregate is served to {m00,
+		// m01}; the same c₁ with a changed c₀ (a new digest) is then asked
+		// of {m00, m02}.
+		fresh, _ := encryptedRound(t, cm, 40, []float64{1, 2, 3}, 22)
+		first := NewDecryptRequest(fresh, "total", 3, []string{cm.ids[0], cm.ids[1]})
+		if _, err := decryptOrRefuse(t, cm, cm.ids[0], first, fresh.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
+		c, info, err := parseCiphertext(params, fresh.Ciphertexts[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := rq.ModuliChain()[0]
+		c.Value[0].Coeffs[0][0] = (c.Value[0].Coeffs[0][0] + 1) % q
+		forged := *fresh
+		forged.Ciphertexts = [][]byte{marshalCiphertext(params, fresh.Key, info.block, info.blocks, c, nil)}
+		forged.Digests = [][32]byte{sha256.Sum256(forged.Ciphertexts[0])}
+		cm.register(forged.Digests[0], cm.sources[fresh.Digests[0]])
+		again := NewDecryptRequest(&forged, "total", 3, []string{cm.ids[0], cm.ids[2]})
+		if _, err := decryptOrRefuse(t, cm, cm.ids[0], again, forged.Ciphertexts, nil); !errors.Is(err, ErrAlreadyServed) {
+			t.Fatalf("err = %v, want ErrAlreadyServed", err)
+		}
+		// m02 never served that c₁: for it the request is a valid sum.
+		if _, err := decryptOrRefuse(t, cm, cm.ids[2], again, forged.Ciphertexts, nil); err != nil {
+			t.Fatalf("m02: %v", err)
+		}
+		// The rule survives a restart: the record keeps the c₁.
+		b, err := cm.members[cm.ids[0]].Record().MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Record
+		if err := r.UnmarshalJSON(b); err != nil {
+			t.Fatal(err)
+		}
+		d := digestPart(domainC1, ContributionC1(fresh.Ciphertexts[0]))
+		if got, ok := r.c1[d]; !ok || got != first.ID() {
+			t.Fatalf("restored record lost the verified c1 (%v)", ok)
+		}
+	})
 	t.Run("a share without verification", func(t *testing.T) {
 		req := NewDecryptRequest(agg, "total", 9, parts)
 		if _, err := cm.members[parts[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); !errors.Is(err, ErrNotVerified) {
