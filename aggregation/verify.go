@@ -277,9 +277,11 @@ func NewSubmissionStore() *SubmissionStore {
 }
 
 // Put records client's signed submission (already verified by the
-// caller). A second, different submission of the same client is refused
-// with [ErrSubmissionMismatch]: the blocks already kept are covered by the
-// first one only. The same one again is a no-op.
+// caller). The same one again is a no-op. Another one replaces it while no
+// block of the first was kept (an upload broken off before its first
+// ciphertext, resent re-encrypted); after that it is refused with
+// [ErrSubmissionMismatch], since the blocks kept are covered by the first
+// one only.
 func (st *SubmissionStore) Put(client string, raw []byte, sub *Submission) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -287,7 +289,11 @@ func (st *SubmissionStore) Put(client string, raw []byte, sub *Submission) error
 		if bytes.Equal(old.raw, raw) {
 			return nil
 		}
-		return fmt.Errorf("%w: client %q already submitted another signed statement in this task; a resent upload must carry the same ciphertexts", ErrSubmissionMismatch, client)
+		for _, c1 := range old.c1 {
+			if c1 != nil {
+				return fmt.Errorf("%w: client %q already uploaded blocks under another signed statement in this task; a resent upload must carry the same ciphertexts", ErrSubmissionMismatch, client)
+			}
+		}
 	}
 	st.subs[client] = &storedSubmission{raw: bytes.Clone(raw), sub: sub, c1: make([][]byte, sub.Blocks())}
 	return nil

@@ -414,3 +414,49 @@ func TestSubmissionRoundTrip(t *testing.T) {
 		t.Fatalf("truncated: err = %v, want ErrMalformed", err)
 	}
 }
+
+// A store keeps the first statement once a block it covers is kept: the
+// blocks in the sum are covered by it only.
+func TestSubmissionStoreReplacement(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	enc, err := NewEncryptor(params, cm.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cm.clientKey("c00")
+	sign := func() ([]byte, *Submission, [][]byte) {
+		cts, err := enc.EncryptUpdate(update(1, 1500), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := NewSubmission(params, "job", "c00", 1, 0, 3, cts, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := sub.MarshalBinary()
+		return raw, sub, cts
+	}
+	st := NewSubmissionStore()
+	raw1, sub1, _ := sign()
+	raw2, sub2, cts2 := sign()
+	raw3, sub3, _ := sign()
+	if err := st.Put("c00", raw1, sub1); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put("c00", raw1, sub1); err != nil {
+		t.Fatalf("the same statement again: %v", err)
+	}
+	if err := st.Put("c00", raw2, sub2); err != nil {
+		t.Fatalf("a new statement before any block: %v", err)
+	}
+	if err := st.AddBlock("c00", 0, cts2[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put("c00", raw3, sub3); !errors.Is(err, ErrSubmissionMismatch) {
+		t.Fatalf("a new statement after a block: err = %v, want ErrSubmissionMismatch", err)
+	}
+	if got, _, _ := st.Submission("c00"); !bytes.Equal(got, raw2) {
+		t.Fatal("the store does not keep the statement its block is covered by")
+	}
+}
