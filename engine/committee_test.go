@@ -61,6 +61,9 @@ type committeeSim struct {
 	openSince   int
 	done        *ActJobDone
 	left        []string // members whose EvLeft is due
+	// verifiedRetries counts the re-randomised decryption requests
+	// (Retry > 0) a member verified: the public zero it recomputed.
+	verifiedRetries int
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -308,6 +311,9 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if err := m.member.VerifyAggregate(req, ev); err != nil {
 			fail(err)
 		}
+		if req.Retry > 0 {
+			s.verifiedRetries++
+		}
 		parts := map[string][]byte{}
 		for b, ct := range t.Ciphertexts {
 			share, err := m.member.DecryptShare(req, b, ct)
@@ -389,7 +395,10 @@ func TestCommitteeLosesCMinusT(t *testing.T) {
 					t.Errorf("round %d took %d ticks after the deaths in round 2; later rounds must run at normal speed", r, took)
 				}
 			}
-			t.Logf("round timeouts: %v", s.timeouts)
+			t.Logf("round timeouts: %v; re-randomised requests verified by members: %d", s.timeouts, s.verifiedRetries)
+			if how == "after-submitting" && s.verifiedRetries == 0 {
+				t.Error("no member verified a re-randomised request, though the first decryption's participants died")
+			}
 			if how == "after-submitting-left" && len(s.timeouts) > 0 {
 				t.Errorf("timeouts %v, though the engine was told both members left before any decryption", s.timeouts)
 			}
