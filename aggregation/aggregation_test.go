@@ -94,6 +94,9 @@ func TestThresholdMinusOneFails(t *testing.T) {
 	ct := agg.Ciphertexts[0]
 	shares := map[string][]byte{}
 	for _, p := range req.Participants[:2] {
+		if err := cm.verifyRequest(t, p, req, agg.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
 		if shares[p], err = cm.members[p].DecryptShare(req, 0, ct); err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +122,9 @@ func TestThresholdMinusOneFails(t *testing.T) {
 	// And t shares from another participant set do not combine either: a
 	// member's share is bound to the set through its Lagrange coefficient.
 	other := NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[1], cm.ids[4]})
+	if err := cm.verifyRequest(t, cm.ids[4], other, agg.Ciphertexts, nil); err != nil {
+		t.Fatal(err)
+	}
 	s4, err := cm.members[cm.ids[4]].DecryptShare(other, 0, ct)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +177,9 @@ func TestMemberPolicy(t *testing.T) {
 	}
 
 	t.Run("second-share-same-digest", func(t *testing.T) {
+		if err := cm.verifyRequest(t, m.ID(), base, agg.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := m.DecryptShare(base, 0, ct); err != nil {
 			t.Fatal(err)
 		}
@@ -220,19 +229,24 @@ func TestMemberPolicy(t *testing.T) {
 		}
 		// The same set in another round is fine.
 		req.Round = 2
+		if err := cm.verifyRequest(t, m.ID(), req, agg2.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
 			t.Fatal(err)
 		}
 	})
 }
 
-// A retry after a dropout needs a fresh aggregate: Rerandomize gives a new
-// digest with the same plaintext.
+// A retry after a dropout needs a fresh aggregate: RerandomizeAggregate
+// gives a new digest with the same plaintext, by a public encryption of
+// zero every member recomputes.
 func TestRerandomizedRetry(t *testing.T) {
 	params := testParams(t)
 	cm := newCommittee(t, params, 3, 2)
-	agg, want := encryptedRound(t, cm, 30, []float64{1, 2, 3}, 11)
+	agg, want := encryptedRound(t, cm, 1500, []float64{1, 2, 3}, 11)
 	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
+	cm.verifyAll(t, req, agg.Ciphertexts)
 	if _, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -241,19 +255,36 @@ func TestRerandomizedRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := &Aggregate{Key: agg.Key, NumParams: agg.NumParams, Contributors: agg.Contributors}
-	for _, ct := range agg.Ciphertexts {
-		r, err := enc.Rerandomize(ct)
-		if err != nil {
+	fresh, err := enc.RerandomizeAggregate(agg, "total", 1, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := range fresh.Digests {
+		if fresh.Digests[b] == agg.Digests[b] {
+			t.Fatalf("rerandomised block %d has the same digest", b)
+		}
+	}
+	cm.register(fresh.Digests[0], cm.sources[agg.Digests[0]])
+	retry := NewDecryptRequest(fresh, "total", 1, []string{cm.ids[0], cm.ids[2]})
+	retry.Retry = 1
+	cm.verifyAll(t, retry, fresh.Ciphertexts)
+	dec, err := NewDecryptor(params, cm.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := make([][]float64, len(fresh.Ciphertexts))
+	for b, ct := range fresh.Ciphertexts {
+		shares := map[string][]byte{}
+		for _, p := range retry.Participants {
+			if shares[p], err = cm.members[p].DecryptShare(retry, b, ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if blocks[b], err = dec.CombineBlock(retry, b, ct, shares); err != nil {
 			t.Fatal(err)
 		}
-		fresh.Ciphertexts = append(fresh.Ciphertexts, r)
-		fresh.Digests = append(fresh.Digests, sha256Sum(r))
 	}
-	if fresh.Digests[0] == agg.Digests[0] {
-		t.Fatal("rerandomised ciphertext has the same digest")
-	}
-	got, _, err := decrypt(t, cm, fresh, 1, []string{cm.ids[0], cm.ids[2]})
+	got, _, err := Assemble(agg.NumParams, blocks)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,6 +160,9 @@ func BenchmarkDecrypt(b *testing.B) {
 			}
 			b.StartTimer()
 			req := NewDecryptRequest(agg, "total", 1, cm.ids[1:4])
+			b.StopTimer()
+			cm.verifyAll(b, req, agg.Ciphertexts)
+			b.StartTimer()
 			blocks := make([][]float64, len(agg.Ciphertexts))
 			for blk, ct := range agg.Ciphertexts {
 				shares := map[string][]byte{}
@@ -251,7 +254,11 @@ func BenchmarkInfluence(b *testing.B) {
 			for _, m := range cm.members {
 				m.record = NewRecord()
 			}
-			req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+			cm.register(d, &testSource{cts: map[string][][]byte{"c": cts}, weights: map[string]float64{"c": 40}, grad: grad})
+			req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.gradientDigest(d), cm.ids)
+			b.StopTimer()
+			cm.verifyAll(b, req, [][]byte{ict})
+			b.StartTimer()
 			shares := map[string][]byte{}
 			start = time.Now()
 			for _, p := range cm.ids[:3] {

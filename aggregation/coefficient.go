@@ -136,6 +136,11 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 	if err := m.checkCoefficientBudget(info.blocks); err != nil {
 		return nil, err
 	}
+	// Only an influence ciphertext VerifyAggregate found to be the product
+	// of the client's signed ciphertexts with the committed vector.
+	if err := m.requireVerified(req); err != nil {
+		return nil, err
+	}
 	level := c.Level()
 	flood, err := m.coefficientSampler(level)
 	if err != nil {

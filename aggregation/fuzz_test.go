@@ -53,6 +53,7 @@ func FuzzCombineShare(f *testing.F) {
 	cm := newCommittee(f, params, 3, 2)
 	agg, _ := encryptedRound(f, cm, 10, []float64{1, 2, 3}, 1)
 	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
+	cm.verifyAll(f, req, agg.Ciphertexts)
 	s0, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0])
 	if err != nil {
 		f.Fatal(err)
@@ -184,7 +185,9 @@ func influenceFixture(f *testing.F) (*committee, DecryptRequest, []byte, map[str
 	if err != nil {
 		f.Fatal(err)
 	}
-	req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+	cm.register(d, &testSource{cts: map[string][][]byte{"c": {blk}}, weights: map[string]float64{"c": 5}, grad: update(3, 10)})
+	req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.gradientDigest(d), cm.ids)
+	cm.verifyAll(f, req, [][]byte{ct})
 	shares := map[string][]byte{}
 	for _, p := range cm.ids[:2] {
 		if shares[p], err = cm.members[p].DecryptCoefficientShare(req, ct); err != nil {

@@ -64,6 +64,11 @@ type Member struct {
 	flood        *floodSampler
 	coef         *floodSampler
 	coefC, coefT int
+	// verify is what VerifyAggregate keeps for the current round, and
+	// gradients the multiplier vector digest of every (key, round) it
+	// saw an influence request of (verify.go).
+	verify    *verifyState
+	gradients map[roundKey][32]byte
 }
 
 // NewMember creates the member id with its long-term X25519 identity and
@@ -436,6 +441,11 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	}
 	if info.block != block || info.blocks != len(req.Digests) {
 		return nil, fmt.Errorf("%w: ciphertext is block %d of %d, request asks block %d of %d", ErrBlockMismatch, info.block, info.blocks, block, len(req.Digests))
+	}
+	// Only a request whose ciphertext VerifyAggregate found to be a sum of
+	// client-signed ciphertexts gets a share (verify.go).
+	if err := m.requireVerified(req); err != nil {
+		return nil, err
 	}
 
 	active := make([]multiparty.ShamirPublicPoint, len(req.Participants))

@@ -46,6 +46,10 @@ type Record struct {
 	served map[[32]byte]ServedShare
 	sets   map[roundKey][][]string
 	coeffs map[coefficientKey]ServedCoefficient
+	// c1 maps the c₁ digest of every block a member verified for a whole
+	// share to the request it was verified for (verify.go): the same c₁
+	// under another c₀ has another digest, and must not be served again.
+	c1 map[[32]byte][32]byte
 }
 
 // coefficientKey names what an influence coefficient share is limited to:
@@ -81,7 +85,7 @@ type ServedShare struct {
 
 // NewRecord returns an empty record.
 func NewRecord() *Record {
-	return &Record{served: map[[32]byte]ServedShare{}, sets: map[roundKey][][]string{}, coeffs: map[coefficientKey]ServedCoefficient{}}
+	return &Record{served: map[[32]byte]ServedShare{}, sets: map[roundKey][][]string{}, coeffs: map[coefficientKey]ServedCoefficient{}, c1: map[[32]byte][32]byte{}}
 }
 
 // ServedCoefficient reports whether an influence coefficient share was
@@ -178,6 +182,14 @@ type recordJSON struct {
 	// Coefficients was added after version 1 shipped; records without it
 	// decode as having served none.
 	Coefficients []coefficientJSON `json:"coefficients,omitempty"`
+	// C1 was added later still (verify.go); records without it decode as
+	// having verified no c₁.
+	C1 []c1JSON `json:"c1,omitempty"`
+}
+
+type c1JSON struct {
+	Digest  string `json:"digest"`
+	Request string `json:"request"`
 }
 
 type coefficientJSON struct {
@@ -232,6 +244,10 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 	slices.SortFunc(out.Coefficients, func(a, b coefficientJSON) int {
 		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.Round, b.Round), cmp.Compare(a.Client, b.Client))
 	})
+	for d, req := range r.c1 {
+		out.C1 = append(out.C1, c1JSON{Digest: hex.EncodeToString(d[:]), Request: hex.EncodeToString(req[:])})
+	}
+	slices.SortFunc(out.C1, func(a, b c1JSON) int { return cmp.Compare(a.Digest, b.Digest) })
 	return json.Marshal(out)
 }
 
@@ -283,6 +299,15 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 			continue
 		}
 		out.coeffs[coefficientKey{c.Job, c.Round, c.Client}] = ServedCoefficient{Request: req, Key: key, Digest: d}
+	}
+	for i, c := range in.C1 {
+		d, e1 := hex32(c.Digest)
+		req, e2 := hex32(c.Request)
+		if err := errors.Join(e1, e2); err != nil {
+			errs = append(errs, fmt.Errorf("c1 %d: %w", i, err))
+			continue
+		}
+		out.c1[d] = req
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: record: %w", ErrMalformed, errors.Join(errs...))

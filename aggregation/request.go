@@ -20,7 +20,7 @@ const (
 // aggregate. Its ID is the content hash of its canonical form (docs/STYLE.md §4):
 // a retry with other participants is a new request, and since members
 // never serve a digest twice it needs a fresh aggregate (see
-// [Encryptor.Rerandomize]).
+// [Encryptor.RerandomizeAggregate] and Retry).
 type DecryptRequest struct {
 	// Key is the key-generation instance the aggregate is encrypted under.
 	Key [32]byte
@@ -29,6 +29,8 @@ type DecryptRequest struct {
 	Purpose string
 	// Round is the training round.
 	Round uint64
+	// Attempt is the attempt of the round.
+	Attempt uint64
 	// Digests are the SHA-256 digests of the aggregate's block ciphertexts,
 	// in block order ([Aggregate.Digests]).
 	Digests [][32]byte
@@ -38,6 +40,14 @@ type DecryptRequest struct {
 	// combined: each member weights its share with Lagrange coefficients
 	// for this set, so shares for different sets do not mix.
 	Participants []string
+	// Retry counts the public encryptions of zero added to the sum of the
+	// contributors' ciphertexts ([Encryptor.RerandomizeAggregate]); 0 is
+	// the plain sum. Members recompute that zero when they check the sum.
+	Retry uint32
+	// Gradient is the digest ([GradientDigest]) of the multiplier vector
+	// of an influence request, sent to members in the clear; zero
+	// otherwise.
+	Gradient [32]byte
 }
 
 // NewDecryptRequest builds the canonical request for agg with the given
@@ -99,6 +109,7 @@ func (r DecryptRequest) encode(prefix []byte) []byte {
 	b = append(b, r.Key[:]...)
 	b = appendBytes(b, []byte(r.Purpose))
 	b = binary.BigEndian.AppendUint64(b, r.Round)
+	b = binary.BigEndian.AppendUint64(b, r.Attempt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Digests)))
 	for _, d := range r.Digests {
 		b = append(b, d[:]...)
@@ -109,7 +120,8 @@ func (r DecryptRequest) encode(prefix []byte) []byte {
 			b = appendBytes(b, []byte(id))
 		}
 	}
-	return b
+	b = binary.BigEndian.AppendUint32(b, r.Retry)
+	return append(b, r.Gradient[:]...)
 }
 
 var requestMagic = []byte{'T', 'A', 'D', 'R', wireVersion}
@@ -137,6 +149,7 @@ func (r *DecryptRequest) UnmarshalBinary(b []byte) error {
 	copy(out.Key[:], rd.take(32))
 	out.Purpose = string(rd.bytes(maxPurposeLen))
 	out.Round = rd.u64()
+	out.Attempt = rd.u64()
 	n := rd.u32()
 	if rd.err == nil && (n > maxBlocks || int64(n)*32 > int64(len(rd.b))) {
 		return fmt.Errorf("%w: decryption request: %d digests", ErrMalformed, n)
@@ -161,6 +174,8 @@ func (r *DecryptRequest) UnmarshalBinary(b []byte) error {
 			out.Participants = ids
 		}
 	}
+	out.Retry = rd.u32()
+	copy(out.Gradient[:], rd.take(32))
 	if rd.err != nil {
 		return fmt.Errorf("%w: decryption request: %v", ErrMalformed, rd.err)
 	}

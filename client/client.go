@@ -150,9 +150,13 @@ type Client struct {
 	record   *aggregation.Record
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
-	book     *receiptBook
-	declined string // the task this client declined (decline.go)
-	unpinned sync.Once
+	// grad is the last influence multiplier vector a decrypt task sent
+	// this member, kept for the round's other requests (by digest).
+	grad       []float64
+	gradDigest [32]byte
+	book       *receiptBook
+	declined   string // the task this client declined (decline.go)
+	unpinned   sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -510,7 +514,7 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		if key := t.Moments.GetKeyId(); len(key) > 0 {
 			// Weight 1: the coordinator learns the sum of the moments, and
 			// from the total weight only the number of clients.
-			_, err := c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, 0, 1, m.Flatten())
+			_, err := c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, int(t.Moments.GetRound()), int(t.Moments.GetAttempt()), 1, m.Flatten())
 			return false, err
 		}
 		_, err := c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
@@ -594,7 +598,7 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 	var digest []byte
 	var err2 error
 	if key := t.GetKeyId(); len(key) > 0 {
-		digest, err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), float64(data.Len()), update)
+		digest, err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), int(t.GetAttempt()), float64(data.Len()), update)
 	} else {
 		digest, err2 = c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
 	}

@@ -5,6 +5,20 @@
 // in chunks with their SHA-256. It also answers the federated-scaling task
 // with per-feature counts, sums and sums of squares of its data.
 //
+// Under secure aggregation it encrypts its update under the committee's
+// collective key and signs, with the same Ed25519 key, a statement over
+// the ciphertexts (job, round, attempt, key instance, weight, per block the
+// SHA-256 of c₀ and c₁: aggregation.Submission) that travels with them.
+// As a committee member it decrypts only what it has verified
+// (aggregation.Member.VerifyAggregate): it fetches each contributor's
+// signed statement and c₁ (Download "submission/<id>",
+// "contribution/<id>/<block>") and, in the influence mode, the round's
+// multiplier vector ("gradient", once per round), and refuses, telling the
+// coordinator why, a ciphertext that is not the sum of its contributors'
+// signed ciphertexts or not their product with the committed vector. With
+// a manifest, every contributor must be a participant and sign with the
+// key the manifest lists.
+//
 // The client survives a coordinator that goes away: transport failures are
 // retried with exponential backoff; a client process that restarts resumes
 // with its key instead of enrolling again (its token admitted one

@@ -197,7 +197,7 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	var dec []ledger.Decryption
 	for _, d := range r.Decryptions {
-		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors, Gradient: d.Gradient})
 	}
 	rv := r.Valuation
 	out := make([]ledger.Receipt, 0, len(r.Contributors))

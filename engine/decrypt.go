@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
@@ -120,7 +120,7 @@ func (e *Engine) nextDecryption() []Action {
 	if it := h.queue[0]; it.coefficient {
 		return e.requestCoefficient(it)
 	}
-	h.agg, h.attempts, h.skip, h.since = h.queue[0].agg, 0, nil, 0
+	h.agg, h.retry, h.attempts, h.skip, h.since = h.queue[0].agg, 0, 0, nil, 0
 	return e.requestDecryption()
 }
 
@@ -137,7 +137,8 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		h.queue, h.done = h.queue[1:], append(h.done, it)
 		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
 	}
-	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, live)
+	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(h.collect.Gradient), live)
+	h.req.Attempt = uint64(h.collect.Attempt)
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
@@ -148,6 +149,7 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
 		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true,
+		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
 	}
 	return []Action{ActPublish{Task: e.task}}
 }
@@ -194,6 +196,7 @@ func (e *Engine) requestDecryption() []Action {
 	participants := order[:t]
 	item := h.queue[0]
 	h.req = aggregation.NewDecryptRequest(h.agg, item.purpose, uint64(h.collect.Round), participants)
+	h.req.Attempt, h.req.Retry = uint64(h.collect.Attempt), h.retry
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal decryption request: %v", err))
@@ -204,6 +207,10 @@ func (e *Engine) requestDecryption() []Action {
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
 		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID,
+		// Members check the sum against the contributors' signed
+		// ciphertexts; given the round's multiplier vector, they derive
+		// each contributor's influence product in the same pass.
+		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
 	}
 	return []Action{ActPublish{Task: e.task}}
 }
@@ -240,17 +247,20 @@ func (e *Engine) decryptTimeout() []Action {
 }
 
 // rerandomize gives the aggregate being decrypted a fresh digest (members
-// never serve one twice) and asks the members that are live now.
+// never serve one twice) and asks the members that are live now. The
+// encryption of zero added to the sum is derived from a public seed (the
+// aggregate's key, purpose, round, attempt, contributors and the retry
+// counter), not drawn: members recompute it and check that the retried
+// ciphertext is still exactly the sum of the signed ones plus that zero,
+// so a retry is no way to have them decrypt a c1 of the coordinator's
+// choosing (issue 14, attack (b)). Each retry adds its zero to the
+// original sum, not to the previous retry's.
 func (e *Engine) rerandomize() []Action {
 	h := e.he
-	fresh := &aggregation.Aggregate{Key: h.agg.Key, NumParams: h.agg.NumParams, Contributors: h.agg.Contributors,
-		Ciphertexts: make([][]byte, len(h.agg.Ciphertexts)), Digests: make([][32]byte, len(h.agg.Ciphertexts))}
-	for b, ct := range h.agg.Ciphertexts {
-		r, err := h.enc.Rerandomize(ct)
-		if err != nil {
-			panic(fmt.Sprintf("coordinator: re-randomise block %d: %v", b, err))
-		}
-		fresh.Ciphertexts[b], fresh.Digests[b] = r, sha256.Sum256(r)
+	h.retry++
+	fresh, err := h.enc.RerandomizeAggregate(h.queue[0].agg, h.queue[0].purpose, uint64(h.collect.Round), uint64(h.collect.Attempt), h.retry)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: re-randomise the %s aggregate: %v", h.queue[0].purpose, err))
 	}
 	h.agg = fresh
 	return e.requestDecryption()
@@ -388,7 +398,8 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	} else {
 		it.scalar = a
 	}
-	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered})
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
+		Gradient: hex.EncodeToString(h.req.Gradient[:])})
 	h.queue, h.done = h.queue[1:], append(h.done, it)
 	return append(out, e.nextDecryption()...)
 }

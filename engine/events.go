@@ -82,8 +82,15 @@ type Task struct {
 	// Ciphertexts are the aggregate's blocks (decrypt).
 	Ciphertexts [][]byte
 	// Influence turns each client's ciphertexts, as they arrive, into a
-	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode).
+	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode), and
+	// Gradient is that ∇L_val, which members get in the clear with the
+	// decrypt tasks of the round (its digest is in each influence request).
 	Influence *aggregation.Influence
+	Gradient  []float64
+	// Submissions keeps each client's signed submission and the c1 of its
+	// ciphertexts (train and moments tasks; the decrypt tasks of their
+	// aggregates share it), which members check every sum against.
+	Submissions *aggregation.SubmissionStore
 	// Coefficient marks a decrypt task for an influence scalar.
 	Coefficient bool
 	// Groups is the seeded partition of the selected clients in the groups
@@ -303,6 +310,9 @@ type DecryptionRecord struct {
 	// Clients are the contributors summed in what was decrypted.
 	Clients      []string `json:"clients"`
 	Participants []string `json:"participants"`
+	// Gradient is, for an influence scalar, the hex digest of the
+	// multiplier vector the members were given and checked against.
+	Gradient string `json:"gradient,omitempty"`
 }
 
 // Strategy chooses a round's participants and combines their results.

@@ -36,6 +36,11 @@ type Decryption struct {
 	Contributors int `json:"contributors"`
 	// Digest is the hex SHA-256 of the decrypted ciphertext, when known.
 	Digest string `json:"digest,omitempty"`
+	// Gradient is, for an influence scalar, the hex digest
+	// (aggregation.GradientDigest) of the multiplier vector the committee
+	// was given in the clear and checked the product against: what a
+	// client's scalar is the inner product of its update with.
+	Gradient string `json:"gradient,omitempty"`
 }
 
 // Receipt is the coordinator's signed statement about one client in one
@@ -157,16 +162,28 @@ func (r *Receipt) Canonical() []byte {
 	// Receipts from before these fields hash as they always did; a
 	// receipt that has them is longer, so the encoding stays injective.
 	dp := r.DPEpsilon != 0 || r.DPDelta != 0
-	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 || dp {
+	grads := false
+	for _, d := range r.Decrypted {
+		grads = grads || d.Gradient != ""
+	}
+	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 || dp || grads {
 		str(r.Kind)
 		u64(uint64(int64(r.FromRound)))
 		u64(math.Float64bits(r.Decay))
 	}
 	// The DP fields follow the settlement fields, which are then always
 	// written: the length-prefixed kind keeps the parse unique.
-	if dp {
+	if dp || grads {
 		u64(math.Float64bits(r.DPEpsilon))
 		u64(math.Float64bits(r.DPDelta))
+	}
+	// The multiplier-vector digests, one per decryption, follow the DP
+	// fields, which are then always written; receipts without them hash
+	// as before.
+	if grads {
+		for _, d := range r.Decrypted {
+			str(d.Gradient)
+		}
 	}
 	return b.Bytes()
 }

@@ -294,6 +294,30 @@ func TestCanonicalDPFieldsDistinct(t *testing.T) {
 	}
 }
 
+// TestCanonicalGradientDistinct: an influence decryption's multiplier
+// vector digest is hashed (after the settlement and DP blocks, then always
+// written), which decryption it belongs to counts, and receipts without
+// one hash as before (the pinned hash above).
+func TestCanonicalGradientDistinct(t *testing.T) {
+	base := testReceipts("job", 2, 3)[1]
+	base.Seq, base.PrevHash = 5, digestOf("p")
+	if len(base.Decrypted) < 2 {
+		t.Fatalf("fixture has %d decryptions, want 2", len(base.Decrypted))
+	}
+	g := digestOf("gradient")
+	first, second := base, base
+	first.Decrypted = append([]Decryption(nil), base.Decrypted...)
+	second.Decrypted = append([]Decryption(nil), base.Decrypted...)
+	first.Decrypted[0].Gradient, second.Decrypted[1].Gradient = g, g
+	if first.ComputeHash() == second.ComputeHash() {
+		t.Error("the same gradient digest on two different decryptions hashes alike")
+	}
+	extra := 4 + 8 + 8 + 16 + (4 + len(g)) + 4*(len(base.Decrypted)-1)
+	if n := len(first.Canonical()); n != len(base.Canonical())+extra {
+		t.Errorf("receipt with a gradient encodes in %d bytes, want %d", n, len(base.Canonical())+extra)
+	}
+}
+
 func TestCanonicalCoversEveryField(t *testing.T) {
 	base := testReceipts("job", 2, 3)[1]
 	base.Seq, base.PrevHash = 5, digestOf("p")
@@ -316,6 +340,7 @@ func TestCanonicalCoversEveryField(t *testing.T) {
 		"prev_hash":             func(r *Receipt) { r.PrevHash = "" },
 		"dp_epsilon":            func(r *Receipt) { r.DPEpsilon, r.DPDelta = 1.5, 1e-5 },
 		"dp_delta":              func(r *Receipt) { r.DPDelta = 1e-6 },
+		"decrypted_gradient":    func(r *Receipt) { r.Decrypted[1].Gradient = digestOf("g") },
 		// Length prefixes keep the boundary between fields in the hash.
 		"boundary": func(r *Receipt) { r.Job, r.Round, r.Client = "jobc", 2, "1" },
 	}

@@ -1585,9 +1585,12 @@ func (x *TrainTask) GetKeyId() []byte {
 // MomentsTask asks for per-feature count, sum and sum of squares of the
 // client's data, for federated feature scaling.
 type MomentsTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	KeyId         []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	KeyId  []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// round and attempt are what the client's signed submission names.
+	Round         int32 `protobuf:"varint,20,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt       int32 `protobuf:"varint,21,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1634,6 +1637,20 @@ func (x *MomentsTask) GetKeyId() []byte {
 		return x.KeyId
 	}
 	return nil
+}
+
+func (x *MomentsTask) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *MomentsTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 type DoneTask struct {
@@ -1763,7 +1780,14 @@ type SubmitHeader struct {
 	// length is the number of values (f64le) or of ciphertexts (ckks).
 	Length int64 `protobuf:"varint,6,opt,name=length,proto3" json:"length,omitempty"`
 	// sha256 of the whole payload, checked on arrival.
-	Digest        []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	// submission is aggregation.Submission in its binary form (encoding
+	// "ckks"): the client's Ed25519 signature, with the key the manifest lists
+	// for it, over (job, round, attempt, key instance, weight, per block the
+	// SHA-256 of c0 and of c1). The coordinator refuses ciphertexts it does
+	// not cover and hands it to committee members, who decrypt only sums of
+	// ciphertexts so signed.
+	Submission    []byte `protobuf:"bytes,20,opt,name=submission,proto3" json:"submission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1836,6 +1860,13 @@ func (x *SubmitHeader) GetLength() int64 {
 func (x *SubmitHeader) GetDigest() []byte {
 	if x != nil {
 		return x.Digest
+	}
+	return nil
+}
+
+func (x *SubmitHeader) GetSubmission() []byte {
+	if x != nil {
+		return x.Submission
 	}
 	return nil
 }
@@ -2879,10 +2910,12 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\x05 \x01(\x03R\x0edeadlineUnixMs\x12(\n" +
 	"\x06scaler\x18\x06 \x01(\v2\x10.tally.v1.ScalerR\x06scaler\x12\x17\n" +
 	"\atask_id\x18\a \x01(\tR\x06taskId\x12\x15\n" +
-	"\x06key_id\x18\b \x01(\fR\x05keyId\"=\n" +
+	"\x06key_id\x18\b \x01(\fR\x05keyId\"m\n" +
 	"\vMomentsTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\fR\x05keyId\"_\n" +
+	"\x06key_id\x18\x02 \x01(\fR\x05keyId\x12\x14\n" +
+	"\x05round\x18\x14 \x01(\x05R\x05round\x12\x18\n" +
+	"\aattempt\x18\x15 \x01(\x05R\aattempt\"_\n" +
 	"\bDoneTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vfinal_round\x18\x02 \x01(\x05R\n" +
@@ -2890,14 +2923,17 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\breceipts\x18\x03 \x03(\fR\breceipts\"Y\n" +
 	"\x13SubmitUpdateRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SubmitHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xc9\x01\n" +
 	"\fSubmitHeader\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x05R\x05round\x12\x18\n" +
 	"\asamples\x18\x04 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bencoding\x18\x05 \x01(\tR\bencoding\x12\x16\n" +
 	"\x06length\x18\x06 \x01(\x03R\x06length\x12\x16\n" +
-	"\x06digest\x18\a \x01(\fR\x06digestJ\x04\b\x01\x10\x02\"h\n" +
+	"\x06digest\x18\a \x01(\fR\x06digest\x12\x1e\n" +
+	"\n" +
+	"submission\x18\x14 \x01(\fR\n" +
+	"submissionJ\x04\b\x01\x10\x02\"h\n" +
 	"\x14SubmitUpdateResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x16\n" +
