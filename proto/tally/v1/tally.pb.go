@@ -1367,9 +1367,16 @@ type DecryptTask struct {
 	Blocks  int32  `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
 	// coefficient asks for a share of the constant coefficient only (the
 	// influence valuation: one scalar per client and round).
-	Coefficient   bool `protobuf:"varint,4,opt,name=coefficient,proto3" json:"coefficient,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Coefficient bool `protobuf:"varint,4,opt,name=coefficient,proto3" json:"coefficient,omitempty"`
+	// transcript_entries are the decryption transcript's entries
+	// (aggregation.TranscriptEntry in its binary form, with the signatures
+	// collected) that the member has not signed or been sent since its last
+	// head; it checks them and the request against the whole chain before it
+	// answers, and sends its signature of the new head as the part
+	// "transcript-signature".
+	TranscriptEntries [][]byte `protobuf:"bytes,30,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
@@ -1428,6 +1435,13 @@ func (x *DecryptTask) GetCoefficient() bool {
 		return x.Coefficient
 	}
 	return false
+}
+
+func (x *DecryptTask) GetTranscriptEntries() [][]byte {
+	if x != nil {
+		return x.TranscriptEntries
+	}
+	return nil
 }
 
 // WaitTask says: nothing to do yet, poll again.
@@ -2512,7 +2526,8 @@ type SubmitSharesRequest struct {
 	Header *SharesHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	// part names the message this chunk belongs to: "commitment",
 	// "public-key-share", "sealed/<recipient>", "ack", "public-key-signature",
-	// "share/<block>". Chunks of one part are consecutive.
+	// "share/<block>", "coefficient", "transcript-signature", "refused".
+	// Chunks of one part are consecutive.
 	Part          string `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
 	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2862,12 +2877,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06sealed\x18\x03 \x03(\v2#.tally.v1.ThresholdTask.SealedEntryR\x06sealed\x1a9\n" +
 	"\vSealedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"z\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa9\x01\n" +
 	"\vDecryptTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arequest\x18\x02 \x01(\fR\arequest\x12\x16\n" +
 	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\x12 \n" +
-	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\"\"\n" +
+	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\x12-\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries\"\"\n" +
 	"\bWaitTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf6\x01\n" +
 	"\tTrainTask\x12\x14\n" +
