@@ -284,7 +284,7 @@ func TestFloodingBudget(t *testing.T) {
 		cts, digests := influenceRun(t, cm, c)
 		for i, client := range c.clients {
 			req := NewInfluenceRequest(cm.inst.ID(), 1, client, digests[i], cm.ids)
-			_, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[i])
+			_, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[i])
 			if i == 0 && err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +298,7 @@ func TestFloodingBudget(t *testing.T) {
 		c := realisticCase(5, 20, []float64{5}, false)
 		cts, digests := influenceRun(t, cm, c)
 		req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.ids)
-		if _, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
+		if _, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
 			t.Fatalf("committee of 4 with a cap of 3: got %v, want ErrFloodingBudget", err)
 		}
 	})

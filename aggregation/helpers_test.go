@@ -221,7 +221,7 @@ func decrypt(t testing.TB, cm *committee, agg *Aggregate, round uint64, particip
 	for b, ct := range agg.Ciphertexts {
 		shares := map[string][]byte{}
 		for _, p := range req.Participants {
-			s, err := cm.members[p].DecryptShare(req, b, ct)
+			s, err := cm.members[p].admitDecryptShare(req, b, ct)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -250,3 +250,28 @@ func maxAbsDiff(a, b []float64) float64 {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// admitDecryptShare admits req with no transcript entries from elsewhere
+// (the member's own chain only) and returns its share of block.
+func (m *Member) admitDecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptShare(req, block, ct)
+}
+
+// admitCoefficientShare is admitDecryptShare for a coefficient share.
+func (m *Member) admitCoefficientShare(req DecryptRequest, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptCoefficientShare(req, ct)
+}
+
+// forget clears what a member took part in, so that a benchmark can time
+// the same aggregate again.
+func (m *Member) forget() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.transcript, m.admitted, m.served, m.blocks, m.scalars = nil, map[[32]byte][]byte{}, map[[32]byte]bool{}, 0, 0
+}

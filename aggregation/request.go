@@ -29,6 +29,9 @@ type DecryptRequest struct {
 	Purpose string
 	// Round is the training round.
 	Round uint64
+	// Attempt is the round's attempt (1 for the first); a retried round
+	// keeps its round and takes the next attempt.
+	Attempt uint64
 	// Digests are the SHA-256 digests of the aggregate's block ciphertexts,
 	// in block order ([Aggregate.Digests]).
 	Digests [][32]byte
@@ -99,6 +102,7 @@ func (r DecryptRequest) encode(prefix []byte) []byte {
 	b = append(b, r.Key[:]...)
 	b = appendBytes(b, []byte(r.Purpose))
 	b = binary.BigEndian.AppendUint64(b, r.Round)
+	b = binary.BigEndian.AppendUint64(b, r.Attempt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Digests)))
 	for _, d := range r.Digests {
 		b = append(b, d[:]...)
@@ -137,6 +141,7 @@ func (r *DecryptRequest) UnmarshalBinary(b []byte) error {
 	copy(out.Key[:], rd.take(32))
 	out.Purpose = string(rd.bytes(maxPurposeLen))
 	out.Round = rd.u64()
+	out.Attempt = rd.u64()
 	n := rd.u32()
 	if rd.err == nil && (n > maxBlocks || int64(n)*32 > int64(len(rd.b))) {
 		return fmt.Errorf("%w: decryption request: %d digests", ErrMalformed, n)

@@ -140,19 +140,20 @@ type Client struct {
 
 	// Secure aggregation. identity is the long-term X25519 key committee
 	// shares are sealed to; member holds this client's key share when it
-	// sits on the committee of instance inst; record lists every digest it
-	// served a decryption share for, across committees.
-	identity *aggregation.Identity
-	params   aggregation.Parameters
-	policy   aggregation.Policy
-	member   *aggregation.Member
-	inst     *aggregation.KeyGenInstance
-	record   *aggregation.Record
-	enc      *aggregation.Encryptor
-	encBuf   [][]byte
-	book     *receiptBook
-	declined string // the task this client declined (decline.go)
-	unpinned sync.Once
+	// sits on the committee of instance inst; transcript is the job's
+	// decryption transcript as this member holds it, across committees
+	// and restarts (transcript.go).
+	identity   *aggregation.Identity
+	params     aggregation.Parameters
+	policy     aggregation.Policy
+	member     *aggregation.Member
+	inst       *aggregation.KeyGenInstance
+	transcript *aggregation.Transcript
+	enc        *aggregation.Encryptor
+	encBuf     [][]byte
+	book       *receiptBook
+	declined   string // the task this client declined (decline.go)
+	unpinned   sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -191,7 +192,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id, record: aggregation.NewRecord()}
+	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id}
+	if c.transcript, err = loadTranscript(c.transcriptPath()); err != nil {
+		return nil, err
+	}
 	if cfg.ReceiptsFile != "" {
 		if c.book, err = openReceiptBook(cfg.ReceiptsFile); err != nil {
 			return nil, err

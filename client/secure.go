@@ -217,7 +217,13 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 		return err
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
-		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.record, rand.Reader)
+		if c.transcript == nil {
+			c.transcript = aggregation.NewTranscript(inst.Job())
+		}
+		if j := c.transcript.Job(); j != inst.Job() {
+			return fmt.Errorf("client: key-generation task %s is for job %q, the transcript file %s is job %q's", t.GetTaskId(), inst.Job(), c.transcriptPath(), j)
+		}
+		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.transcript, rand.Reader)
 		if err != nil {
 			return err
 		}
@@ -309,6 +315,27 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		}
 		return err
 	}
+	// The transcript first: the entries since this member's head, then
+	// the request as the next entry, under the job-wide rules; persisted
+	// before any share leaves, so that a restart cannot serve it again.
+	entries, err := transcriptEntries(t.GetTaskId(), t.GetTranscriptEntries())
+	if err != nil {
+		return err
+	}
+	sig, err := c.member.Admit(req, entries)
+	if serr := c.saveTranscript(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, aggregation.ErrTranscriptFork) || errors.Is(err, aggregation.ErrTranscript) {
+		c.log.Error("THE COORDINATOR SHOWS THIS MEMBER A DECRYPTION TRANSCRIPT THAT DOES NOT HOLD; refusing", "task", t.GetTaskId(), "err", err)
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if errors.Is(err, aggregation.ErrPolicy) {
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
 	if t.GetCoefficient() {
 		ct, err := c.fetch(ctx, t.GetTaskId(), "ciphertext/0")
 		if err != nil {
@@ -321,9 +348,9 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		if err != nil {
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
-		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share})
+		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share, "transcript-signature": sig})
 	}
-	parts := map[string][]byte{}
+	parts := map[string][]byte{"transcript-signature": sig}
 	for b := 0; b < int(t.GetBlocks()); b++ {
 		ct, err := c.fetch(ctx, t.GetTaskId(), fmt.Sprintf("ciphertext/%d", b))
 		if err != nil {

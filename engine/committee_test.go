@@ -276,6 +276,9 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if err := req.UnmarshalBinary(t.Blob); err != nil {
 			fail(err)
 		}
+		if _, err := m.member.Admit(req, nil); err != nil {
+			fail(err)
+		}
 		parts := map[string][]byte{}
 		for b, ct := range t.Ciphertexts {
 			share, err := m.member.DecryptShare(req, b, ct)
