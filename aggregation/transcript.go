@@ -125,15 +125,21 @@ func SignTranscriptHead(signer ed25519.PrivateKey, head [32]byte) []byte {
 	return ed25519.Sign(signer, headMessage(head))
 }
 
-// Verify checks the entry's signatures: at least one, each from one of its
+// Verify checks the entry's signatures: each from one of its
 // participants, each valid under the key keys gives for it. keys returns
 // false for a member whose key it does not know; such a signature is an
 // error unless unknownOK (the caller has no pinned keys, and the
 // coordinator vouches for identities anyway).
+//
+// An entry may carry no signature at all: a request the coordinator
+// published that no participant answered (dead members, a coordinator
+// restart before any answer). Accepting it cannot loosen anything, since
+// an entry only adds to what the rules forbid; refusing it would strand
+// every member the coordinator must show it to. What the signatures give
+// is attribution — a participant cannot deny an entry it signed, and two
+// signed heads at one position prove the coordinator forked the chain —
+// while fork resistance rests on each member's own entries (doc.go).
 func (e *TranscriptEntry) Verify(keys func(id string) (ed25519.PublicKey, bool), unknownOK bool) error {
-	if len(e.Signatures) == 0 {
-		return fmt.Errorf("%w: entry %d (round %d, %s) carries no participant's signature", ErrTranscript, e.Seq, e.Round, e.Purpose)
-	}
 	head := e.Head()
 	for id, sig := range e.Signatures {
 		if _, ok := slices.BinarySearch(e.Participants, id); !ok {
@@ -423,7 +429,7 @@ func (t *Transcript) Append(e TranscriptEntry, p Policy) error {
 // ones — and appends the new ones after verifying each: an entry at a
 // position already held must be the very entry held (same head), else the
 // chain was forked ([ErrTranscriptFork]); new entries follow without a gap,
-// each signed by its participants ([TranscriptEntry.Verify]) and passing
+// their signatures valid ([TranscriptEntry.Verify]) and each passing
 // the rules ([Transcript.Check]) against everything before it. An entry
 // that breaks a rule is refused with [ErrTranscript] as well: members that
 // signed it deviated. Entries accepted before an error stay appended.
@@ -657,4 +663,18 @@ func (m *Member) identityKey(id string) (ed25519.PublicKey, bool) {
 		return p.SigningKey, true
 	}
 	return nil, false
+}
+
+// Restore appends an entry read back from storage, checking only that it
+// extends the chain (the rules held when it was appended): the
+// coordinator's copy after a restart.
+func (t *Transcript) Restore(e TranscriptEntry) error {
+	if e.Job != t.job || e.Seq != uint64(len(t.entries)) || e.Prev != t.head {
+		return fmt.Errorf("%w: entry %d does not extend the chain of %d entries", ErrTranscript, e.Seq, len(t.entries))
+	}
+	if err := e.validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrTranscript, err)
+	}
+	t.add(cloneEntry(e))
+	return nil
 }

@@ -337,7 +337,9 @@ func TestTranscriptSignatures(t *testing.T) {
 		name   string
 		mangle func(e *TranscriptEntry)
 	}{
-		{"unsigned", func(e *TranscriptEntry) { e.Signatures = nil }},
+		{"signature under another key", func(e *TranscriptEntry) {
+			e.Signatures = map[string][]byte{"m00": e.Signatures["m01"]}
+		}},
 		{"signed by a non-participant", func(e *TranscriptEntry) { e.Signatures = map[string][]byte{"m02": e.Signatures["m00"]} }},
 		{"signature of another head", func(e *TranscriptEntry) { e.Round++ }},
 	} {
@@ -349,6 +351,14 @@ func TestTranscriptSignatures(t *testing.T) {
 				t.Fatalf("err = %v, want ErrTranscript", err)
 			}
 		})
+	}
+	// An entry no participant answered carries no signature: it only adds
+	// to what is forbidden, and is accepted — and enforced.
+	unsigned := cloneEntry(chain.entries[0])
+	unsigned.Signatures = nil
+	same := NewDecryptRequest(agg, "round", 1, []string{"m02", "m03"})
+	if _, err := cm.members["m03"].Admit(same, []TranscriptEntry{unsigned}); !errors.Is(err, ErrAlreadyServed) {
+		t.Fatalf("after an unsigned entry of the same digest: err = %v, want ErrAlreadyServed", err)
 	}
 	if _, err := cm.members["m02"].Admit(req, chain.Entries(0)); err != nil {
 		t.Fatalf("the genuine chain: %v", err)

@@ -19,14 +19,18 @@ import (
 
 // Buckets of the coordinator's state in its bbolt file.
 const (
-	bucketClients   = "clients"
-	bucketRounds    = "rounds"
-	bucketState     = "state"
-	keyGlobal       = "global"
-	keyScaler       = "scaler"
-	keyCommittee    = "committee"
-	keyJob          = "job"
-	roundKeyAttempt = "%s/%06d"
+	bucketClients = "clients"
+	bucketRounds  = "rounds"
+	bucketState   = "state"
+	// bucketTranscript holds the decryption transcript, one entry per
+	// key (its sequence number, zero-padded so that keys sort in order).
+	bucketTranscript = "transcript"
+	transcriptKey    = "%012d"
+	keyGlobal        = "global"
+	keyScaler        = "scaler"
+	keyCommittee     = "committee"
+	keyJob           = "job"
+	roundKeyAttempt  = "%s/%06d"
 )
 
 // BoltStore is the crash-safe Store: every ActPersist is one bbolt
@@ -188,6 +192,11 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 				return err
 			}
 		}
+		if t := p.Transcript; t != nil {
+			if err := tx.PutRaw(bucketTranscript, fmt.Sprintf(transcriptKey, t.Seq), t.Entry); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -292,7 +301,13 @@ func (s *BoltStore) Load() (engine.Snapshot, error) {
 		} else if ok {
 			snap.Committee = &cm
 		}
-		return nil
+		return tx.ForEach(bucketTranscript, func(k string, v []byte) error {
+			if want := fmt.Sprintf(transcriptKey, len(snap.Transcript)); k != want {
+				return fmt.Errorf("coordinator: state file %s: transcript entry %q where %q belongs", s.db.Path(), k, want)
+			}
+			snap.Transcript = append(snap.Transcript, slices.Clone(v))
+			return nil
+		})
 	})
 	return snap, err
 }

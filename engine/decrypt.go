@@ -138,18 +138,30 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
 	}
 	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, live)
+	h.req.Attempt = uint64(h.collect.Attempt)
+	if err := h.ts.check(h.req); err != nil {
+		// The members would refuse it (a scalar already released for
+		// this client and round): the client is not valued this round.
+		it.missing = true
+		h.queue, h.done = h.queue[1:], append(h.done, it)
+		return append([]Action{ActLog{Msg: "influence scalar not requested: the transcript forbids it", Attrs: []any{"client", it.client, "err", err.Error()}}}, e.nextDecryption()...)
+	}
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
+	}
+	entries, persist, err := h.ts.publish(h.req)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
 	}
 	h.shares, h.refusals = map[string]map[int][]byte{}, nil
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
-		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true,
+		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true, Transcript: entries,
 	}
-	return []Action{ActPublish{Task: e.task}}
+	return []Action{persist, ActPublish{Task: e.task}}
 }
 
 // requestDecryption publishes a decryption task for h.agg to t live members.
@@ -194,18 +206,30 @@ func (e *Engine) requestDecryption() []Action {
 	participants := order[:t]
 	item := h.queue[0]
 	h.req = aggregation.NewDecryptRequest(h.agg, item.purpose, uint64(h.collect.Round), participants)
+	h.req.Attempt = uint64(h.collect.Attempt)
+	if err := h.ts.check(h.req); err != nil {
+		// Honest members would refuse it (docs: the transcript's rules):
+		// the attempt fails here rather than after asking them.
+		collect, rec := h.collect, h.rec
+		h.collect, h.agg, h.queue = nil, nil, nil
+		return e.fail(collect, rec, fmt.Errorf("the committee would refuse to decrypt this %s aggregate: %w", item.purpose, err))
+	}
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal decryption request: %v", err))
+	}
+	entries, persist, err := h.ts.publish(h.req)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
 	}
 	h.shares = map[string]map[int][]byte{}
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/i%d/d%d", e.job.ID, item.purpose, h.collect.Round, h.collect.Attempt, len(h.done), h.attempts),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
-		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID,
+		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID, Transcript: entries,
 	}
-	return []Action{ActPublish{Task: e.task}}
+	return []Action{persist, ActPublish{Task: e.task}}
 }
 
 // decryptTimeout: a participant did not answer. The aggregate is
@@ -285,8 +309,12 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 	if _, dup := h.shares[ev.Client]; dup {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
 	}
+	persist, err := e.transcriptSignature(ev)
+	if err != nil {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
+	}
 	h.shares[ev.Client] = got
-	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	out := []Action{persist, ActReply{Client: ev.Client, TaskID: ev.TaskID}}
 	if len(h.shares) < len(h.req.Participants) {
 		return out
 	}
@@ -307,7 +335,6 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 	}
 	item := h.queue[0]
 	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Clients: h.req.Contributors, Participants: h.req.Participants})
-	var err error
 	if item.values, item.weight, err = aggregation.Assemble(h.collect.Length, vals); err != nil {
 		collect, rec := h.collect, h.rec
 		h.collect, h.agg, h.queue = nil, nil, nil
@@ -367,8 +394,12 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	if _, dup := h.shares[ev.Client]; dup {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
 	}
+	persist, err := e.transcriptSignature(ev)
+	if err != nil {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
+	}
 	h.shares[ev.Client] = map[int][]byte{0: share}
-	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	out := []Action{persist, ActReply{Client: ev.Client, TaskID: ev.TaskID}}
 	if len(h.shares) < h.inst.Threshold() {
 		return out
 	}

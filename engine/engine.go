@@ -81,6 +81,12 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 	}
 	if job.Secure() {
 		e.he = &heState{params: job.Params}
+		ts, err := newTranscriptState(job.ID, job.MinGroupSize)
+		if err != nil {
+			// The job was validated: min_group_size ≥ 2.
+			panic(fmt.Sprintf("coordinator: transcript policy: %v", err))
+		}
+		e.he.ts = ts
 	}
 	return e
 }
@@ -126,6 +132,11 @@ func (e *Engine) Restore(snap Snapshot) error {
 	}
 	if snap.Committee != nil && e.he != nil {
 		if err := e.he.restore(*snap.Committee); err != nil {
+			return err
+		}
+	}
+	if len(snap.Transcript) > 0 && e.he != nil {
+		if err := e.he.ts.restore(snap.Transcript); err != nil {
 			return err
 		}
 	}

@@ -86,6 +86,10 @@ type Task struct {
 	Influence *aggregation.Influence
 	// Coefficient marks a decrypt task for an influence scalar.
 	Coefficient bool
+	// Transcript maps each participant of a decrypt task to the
+	// transcript entries (binary, signed) it has not seen; it checks them
+	// before it answers (transcript.go).
+	Transcript map[string][][]byte
 	// Groups is the seeded partition of the selected clients in the groups
 	// valuation mode, with one accumulator per group instead of Acc.
 	Groups   [][]string
@@ -203,6 +207,9 @@ type ActPersist struct {
 	Global    []float64
 	Scaler    *dataset.Scaler
 	Committee *CommitteeRecord
+	// Transcript is an entry of the decryption transcript, new or with
+	// more signatures (it replaces the stored entry of its Seq).
+	Transcript *TranscriptRecord
 }
 
 // CommitteeRecord is a completed key generation: enough, with the members'
