@@ -205,8 +205,26 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 // now (the driver's clock: the engine keeps none).
 func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	var dec []ledger.Decryption
-	for _, d := range r.Decryptions {
-		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+	var head string
+	if r.TranscriptHead != "" {
+		// Under secure aggregation every decryption is in the transcript:
+		// the receipts list its entries since the previous round's, and
+		// only what the committee did not decrypt (updates valued in the
+		// clear) from the record.
+		head = r.TranscriptHead
+		for _, d := range r.Transcript {
+			dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors, Seq: uint64(d.Seq),
+				Round: d.Round, Attempt: d.Attempt, Request: d.Request, Status: d.Status})
+		}
+		for _, d := range r.Decryptions {
+			if d.Purpose == "cleartext-update" {
+				dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+			}
+		}
+	} else {
+		for _, d := range r.Decryptions {
+			dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+		}
 	}
 	rv := r.Valuation
 	out := make([]ledger.Receipt, 0, len(r.Contributors))
@@ -220,6 +238,7 @@ func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Rece
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
 			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r), IssuedAt: now.UnixMilli(),
 			DPEpsilon: r.DPEpsilon[id], DPDelta: r.DPDelta,
+			TranscriptHead: head, TranscriptLen: uint64(r.TranscriptLen),
 		})
 	}
 	return out

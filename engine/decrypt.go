@@ -333,6 +333,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		}
 		vals[b] = v
 	}
+	h.ts.done()
 	item := h.queue[0]
 	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Clients: h.req.Contributors, Participants: h.req.Participants})
 	if item.values, item.weight, err = aggregation.Assemble(h.collect.Length, vals); err != nil {
@@ -418,6 +419,7 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 		out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
 	} else {
 		it.scalar = a
+		h.ts.done()
 	}
 	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered})
 	h.queue, h.done = h.queue[1:], append(h.done, it)

@@ -139,6 +139,9 @@ func (e *Engine) Restore(snap Snapshot) error {
 		if err := e.he.ts.restore(snap.Transcript); err != nil {
 			return err
 		}
+		for _, r := range snap.Rounds {
+			e.he.ts.reported = max(e.he.ts.reported, r.TranscriptLen)
+		}
 	}
 	if last >= e.job.Rounds {
 		e.round = last
@@ -489,6 +492,9 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		e.phase = PhaseTraining
 		out := []Action{ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(rec.Contributors)}}}
 		return append(out, e.maybeStart()...)
+	}
+	if e.he != nil {
+		e.he.ts.report(&rec)
 	}
 	e.pay(&rec)
 	e.accountDP(&rec)

@@ -300,7 +300,37 @@ type RoundRecord struct {
 	// (or on the failed attempt that stopped the job), pays the period's
 	// value part.
 	Settlement *Settlement `json:"settlement,omitempty"`
+	// Transcript lists, on a completed round's record, every decryption
+	// request of the job's transcript since the previous completed
+	// round's record — failed attempts, the feature moments, influence
+	// scalars — and TranscriptHead (hex) and TranscriptLen the chain's
+	// head and length after them; the round's receipts carry both.
+	Transcript     []TranscriptDecryption `json:"transcript,omitempty"`
+	TranscriptHead string                 `json:"transcript_head,omitempty"`
+	TranscriptLen  int                    `json:"transcript_len,omitempty"`
 }
+
+// TranscriptDecryption is one entry of the decryption transcript as a
+// round's record and receipts list it.
+type TranscriptDecryption struct {
+	Seq          int    `json:"seq"`
+	Round        int    `json:"round"`
+	Attempt      int    `json:"attempt"`
+	Purpose      string `json:"purpose"`
+	Contributors int    `json:"contributors"`
+	// Request is the hex ID of the decryption request.
+	Request string `json:"request"`
+	// Status is StatusDecrypted or StatusFailed.
+	Status string `json:"status"`
+}
+
+// Statuses of a transcript entry: decrypted (the shares combined), or
+// failed (timed out, refused or not combined; shares may still have
+// reached the coordinator, which is why the entry counts for the rules).
+const (
+	StatusDecrypted = "decrypted"
+	StatusFailed    = "failed"
+)
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
 // how many client updates it summed.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -29,6 +30,10 @@ type transcriptState struct {
 	seen map[string]int
 	// pending is the entry of the decryption in flight, -1 if none.
 	pending int
+	// decrypted marks the entries whose shares combined; reported is the
+	// number of entries already listed on a completed round's record.
+	decrypted map[int]bool
+	reported  int
 }
 
 func newTranscriptState(job string, k int) (*transcriptState, error) {
@@ -36,7 +41,7 @@ func newTranscriptState(job string, k int) (*transcriptState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &transcriptState{chain: aggregation.NewTranscript(job), policy: p, seen: map[string]int{}, pending: -1}, nil
+	return &transcriptState{chain: aggregation.NewTranscript(job), policy: p, seen: map[string]int{}, pending: -1, decrypted: map[int]bool{}}, nil
 }
 
 // restore rebuilds the chain from its stored entries.
@@ -98,6 +103,35 @@ func (ts *transcriptState) sign(member string, key []byte, sig []byte) (ActPersi
 	ts.encoded[ts.pending] = b
 	ts.seen[member] = ts.pending + 1
 	return ActPersist{Transcript: &TranscriptRecord{Seq: ts.pending, Entry: b}}, nil
+}
+
+// done marks the pending entry decrypted.
+func (ts *transcriptState) done() {
+	if ts.pending >= 0 {
+		ts.decrypted[ts.pending] = true
+	}
+}
+
+// report lists the entries since the last report on rec, with the
+// chain's head. Entries restored after a restart and not reported before
+// it belonged to an attempt the restart ended: they are listed as failed
+// (their decrypted status died with the old process, and a receipt must
+// not claim less than may have happened).
+func (ts *transcriptState) report(rec *RoundRecord) {
+	for i := ts.reported; i < ts.chain.Len(); i++ {
+		e, _ := ts.chain.Entry(i)
+		status := StatusFailed
+		if ts.decrypted[i] {
+			status = StatusDecrypted
+		}
+		rec.Transcript = append(rec.Transcript, TranscriptDecryption{
+			Seq: i, Round: int(e.Round), Attempt: int(e.Attempt), Purpose: e.Purpose, Contributors: len(e.Contributors),
+			Request: hex.EncodeToString(e.Request[:]), Status: status,
+		})
+	}
+	head := ts.chain.Head()
+	ts.reported = ts.chain.Len()
+	rec.TranscriptHead, rec.TranscriptLen = hex.EncodeToString(head[:]), ts.chain.Len()
 }
 
 // TranscriptRecord is one stored entry of the decryption transcript
