@@ -2674,10 +2674,13 @@ func (x *SubmitSharesResponse) GetAccepted() bool {
 }
 
 type ReceiptsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// transcript_after is the number of decryption-transcript entries the
+	// client holds; the response carries the entries after them.
+	TranscriptAfter uint64 `protobuf:"varint,30,opt,name=transcript_after,json=transcriptAfter,proto3" json:"transcript_after,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReceiptsRequest) Reset() {
@@ -2717,11 +2720,23 @@ func (x *ReceiptsRequest) GetAfterSeq() uint64 {
 	return 0
 }
 
+func (x *ReceiptsRequest) GetTranscriptAfter() uint64 {
+	if x != nil {
+		return x.TranscriptAfter
+	}
+	return 0
+}
+
 type ReceiptsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Receipts      [][]byte               `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Receipts [][]byte               `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	// transcript_entries are the decryption transcript's entries after
+	// transcript_after (aggregation.TranscriptEntry, binary, signed): the
+	// client checks that they extend the chain it holds and that every
+	// receipt's transcript head and decryptions are on it.
+	TranscriptEntries [][]byte `protobuf:"bytes,30,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ReceiptsResponse) Reset() {
@@ -2757,6 +2772,13 @@ func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
 	if x != nil {
 		return x.Receipts
+	}
+	return nil
+}
+
+func (x *ReceiptsResponse) GetTranscriptEntries() [][]byte {
+	if x != nil {
+		return x.TranscriptEntries
 	}
 	return nil
 }
@@ -2966,11 +2988,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\fSharesHeader\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskIdJ\x04\b\x01\x10\x02\"2\n" +
 	"\x14SubmitSharesResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted\"4\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"_\n" +
 	"\x0fReceiptsRequest\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeqJ\x04\b\x01\x10\x02\".\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12)\n" +
+	"\x10transcript_after\x18\x1e \x01(\x04R\x0ftranscriptAfterJ\x04\b\x01\x10\x02\"]\n" +
 	"\x10ReceiptsResponse\x12\x1a\n" +
-	"\breceipts\x18\x01 \x03(\fR\breceipts2\xd2\x05\n" +
+	"\breceipts\x18\x01 \x03(\fR\breceipts\x12-\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries2\xd2\x05\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12;\n" +
 	"\x06Resume\x12\x17.tally.v1.ResumeRequest\x1a\x18.tally.v1.ResumeResponse\x12A\n" +
