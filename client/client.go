@@ -149,11 +149,14 @@ type Client struct {
 	member     *aggregation.Member
 	inst       *aggregation.KeyGenInstance
 	transcript *aggregation.Transcript
-	enc        *aggregation.Encryptor
-	encBuf     [][]byte
-	book       *receiptBook
-	declined   string // the task this client declined (decline.go)
-	unpinned   sync.Once
+	// observed is the job's decryption transcript as the coordinator
+	// showed it with the receipts (receipts.go), in memory.
+	observed *aggregation.Transcript
+	enc      *aggregation.Encryptor
+	encBuf   [][]byte
+	book     *receiptBook
+	declined string // the task this client declined (decline.go)
+	unpinned sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -498,6 +501,13 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
+		// The last receipts name the transcript's last head: fetch the
+		// entries up to it first (and any receipt not yet kept).
+		if err := c.syncReceipts(ctx); violation(err) {
+			return true, err
+		} else if err != nil {
+			c.log.Warn("could not fetch the last receipts and transcript", "err", err)
+		}
 		if err := c.keepReceipts(t.Done.GetReceipts()); violation(err) {
 			return true, err
 		} else if err != nil {

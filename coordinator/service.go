@@ -981,7 +981,7 @@ func (s *Service) Receipts(ctx context.Context, req *tallyv1.ReceiptsRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &tallyv1.ReceiptsResponse{Receipts: rr}, nil
+	return &tallyv1.ReceiptsResponse{Receipts: rr, TranscriptEntries: s.driver.transcriptAfter(req.GetTranscriptAfter())}, nil
 }
 
 func (s *Service) receiptsJSON(client string, after uint64) ([][]byte, error) {

@@ -152,6 +152,16 @@ func (e *Engine) Transcript() *aggregation.Transcript {
 	return e.he.ts.chain
 }
 
+// TranscriptEntries returns the encoded entries of the coordinator's
+// transcript (aggregation.TranscriptEntry, binary, with the signatures
+// collected): what a restarted driver serves clients from.
+func (e *Engine) TranscriptEntries() [][]byte {
+	if e.he == nil || e.he.ts == nil {
+		return nil
+	}
+	return slices.Clone(e.he.ts.encoded)
+}
+
 // memberKey is the identity key the committee instance lists for member.
 func (h *heState) memberKey(member string) ([]byte, bool) {
 	for _, m := range h.inst.Members() {
