@@ -449,7 +449,13 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		if c.params, err = c.cfg.Shared.parameters(cfg); err != nil {
 			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
 		}
-		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
+		pc := aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}
+		if m := c.cfg.Manifest; m != nil {
+			// L, the influence scalars a member releases per client and
+			// round, is the manifest's (0: the default, 1).
+			pc.MaxScalarsPerRound = m.Security.MaxScalarsPerClientRound
+		}
+		if c.policy, err = aggregation.NewPolicy(pc); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
 		if err := c.checkFloor(job, c.params); err != nil {
