@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -85,5 +86,46 @@ func TestTranscriptHoldsEveryDecryption(t *testing.T) {
 				t.Fatalf("restored last entry has %d signatures, want %d", len(last.Signatures), len(want.Signatures))
 			}
 		})
+	}
+}
+
+// The engine checks a request against its transcript before it asks: a
+// retried attempt whose contributors differ from the first attempt's by
+// one client is not published (the members would refuse it), the same
+// set is, and each participant is handed the entries it has not signed.
+func TestEngineChecksRetryAgainstTranscript(t *testing.T) {
+	ts, err := newTranscriptState("job", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(attempt uint64, digest byte, contributors ...string) aggregation.DecryptRequest {
+		return aggregation.DecryptRequest{Purpose: "round", Round: 4, Attempt: attempt, Digests: [][32]byte{{digest}},
+			Contributors: contributors, Participants: []string{"m0", "m1", "m2"}}
+	}
+	first := req(1, 1, "a", "b", "c", "d")
+	if err := ts.check(first); err != nil {
+		t.Fatal(err)
+	}
+	entries, persist, err := ts.publish(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if persist.Transcript == nil || persist.Transcript.Seq != 0 || len(entries["m0"]) != 0 {
+		t.Fatalf("first publish: persist %+v, entries for m0 %d", persist.Transcript, len(entries["m0"]))
+	}
+	if err := ts.check(req(2, 2, "a", "b", "c")); !errors.Is(err, aggregation.ErrSetDifference) {
+		t.Fatalf("retry without d: err = %v, want ErrSetDifference", err)
+	}
+	same := req(2, 3, "a", "b", "c", "d")
+	if err := ts.check(same); err != nil {
+		t.Fatalf("retry with the same contributors: %v", err)
+	}
+	entries, _, err = ts.publish(same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody signed entry 0: everyone is handed it with the retry.
+	if len(entries["m1"]) != 1 {
+		t.Fatalf("m1 is handed %d entries, want the unsigned first one", len(entries["m1"]))
 	}
 }
