@@ -97,7 +97,7 @@ func TestThresholdMinusOneFails(t *testing.T) {
 		if err := cm.verifyRequest(t, p, req, agg.Ciphertexts, nil); err != nil {
 			t.Fatal(err)
 		}
-		if shares[p], err = cm.members[p].DecryptShare(req, 0, ct); err != nil {
+		if shares[p], err = cm.members[p].admitDecryptShare(req, 0, ct); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,7 +125,7 @@ func TestThresholdMinusOneFails(t *testing.T) {
 	if err := cm.verifyRequest(t, cm.ids[4], other, agg.Ciphertexts, nil); err != nil {
 		t.Fatal(err)
 	}
-	s4, err := cm.members[cm.ids[4]].DecryptShare(other, 0, ct)
+	s4, err := cm.members[cm.ids[4]].admitDecryptShare(other, 0, ct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +152,9 @@ func TestMemberPolicy(t *testing.T) {
 	tooMany := NewDecryptRequest(agg, "total", 1, cm.ids)
 	wrongDigest := base
 	wrongDigest.Digests = [][32]byte{{1}}
+	// Another c₁ digest too, or the transcript would refuse base's c₁
+	// after this entry (one c₁ is decrypted once).
+	wrongDigest.C1 = [][32]byte{{2}}
 
 	for _, tc := range []struct {
 		name string
@@ -167,53 +170,55 @@ func TestMemberPolicy(t *testing.T) {
 		{"truncated-ciphertext", base, ct[:100], ErrDigestMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := m.DecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
+			if _, err := m.admitDecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
 	}
-	if m.Record().Len() != 0 {
-		t.Fatalf("refused requests were recorded: %d digests", m.Record().Len())
+	// Requests refused at admission left no entry; the two that passed it
+	// (and then failed on their ciphertext) are in the transcript.
+	if n := m.transcript.Len(); n != 2 {
+		t.Fatalf("transcript has %d entries after the refusals, want 2 (digest-mismatch, truncated-ciphertext)", n)
 	}
 
 	t.Run("second-share-same-digest", func(t *testing.T) {
 		if err := cm.verifyRequest(t, m.ID(), base, agg.Ciphertexts, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.DecryptShare(base, 0, ct); err != nil {
+		if _, err := m.admitDecryptShare(base, 0, ct); err != nil {
 			t.Fatal(err)
 		}
 		// The identical retry, and a request with other participants or
 		// purpose for the same digest, are all refused.
 		retries := []DecryptRequest{base, NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[2]}), NewDecryptRequest(agg, "other", 2, parts)}
 		for i, r := range retries {
-			if _, err := m.DecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
+			if _, err := m.admitDecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
 				t.Fatalf("retry %d: err = %v, want ErrAlreadyServed", i, err)
 			}
 		}
-		// The record survives export and import.
-		b, err := m.Record().MarshalJSON()
+		// The transcript survives export and import.
+		b, err := m.MarshalTranscript()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r Record
-		if err := r.UnmarshalJSON(b); err != nil {
+		r, err := UnmarshalTranscript(b)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := r.Served(base.Digests[0]); !ok || r.Len() != 1 {
-			t.Fatalf("imported record lost the served digest: %s", b)
+		if e, ok := r.FindRequest(base.ID()); !ok || e.Digests[0] != base.Digests[0] || r.Head() != m.transcript.Head() {
+			t.Fatalf("imported transcript lost the served request")
 		}
-		b2, _ := r.MarshalJSON()
+		b2, _ := r.MarshalBinary()
 		if string(b) != string(b2) {
-			t.Fatalf("record export not stable:\n%s\n%s", b, b2)
+			t.Fatal("transcript export not stable")
 		}
 		policy, _ := NewPolicy(PolicyConfig{})
-		restarted, err := NewMember(params, m.ID(), m.identity, m.signer, m.keys, policy, &r, m.rand)
+		restarted, err := NewMember(params, m.ID(), m.identity, m.signer, m.keys, policy, r, m.rand)
 		if err != nil {
 			t.Fatal(err)
 		}
 		restarted.inst, restarted.tsk, restarted.combiner = m.inst, m.tsk, m.combiner
-		if _, err := restarted.DecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
+		if _, err := restarted.admitDecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
 			t.Fatalf("after restart: err = %v, want ErrAlreadyServed", err)
 		}
 	})
@@ -224,7 +229,7 @@ func TestMemberPolicy(t *testing.T) {
 		// client's update by subtraction.
 		agg2, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3}, 6)
 		req := NewDecryptRequest(agg2, "total", 1, parts)
-		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
+		if _, err := m.admitDecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
 			t.Fatalf("err = %v, want ErrPolicy", err)
 		}
 		// The same set in another round is fine.
@@ -232,7 +237,7 @@ func TestMemberPolicy(t *testing.T) {
 		if err := cm.verifyRequest(t, m.ID(), req, agg2.Ciphertexts, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
+		if _, err := m.admitDecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -247,7 +252,7 @@ func TestRerandomizedRetry(t *testing.T) {
 	agg, want := encryptedRound(t, cm, 1500, []float64{1, 2, 3}, 11)
 	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
 	cm.verifyAll(t, req, agg.Ciphertexts)
-	if _, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
+	if _, err := cm.members[cm.ids[0]].admitDecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
 		t.Fatal(err)
 	}
 	// Member 1 dropped before answering; retry with members 0 and 2.
@@ -276,7 +281,7 @@ func TestRerandomizedRetry(t *testing.T) {
 	for b, ct := range fresh.Ciphertexts {
 		shares := map[string][]byte{}
 		for _, p := range retry.Participants {
-			if shares[p], err = cm.members[p].DecryptShare(retry, b, ct); err != nil {
+			if shares[p], err = cm.members[p].admitDecryptShare(retry, b, ct); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -47,11 +47,14 @@
 //     one running sum per block; [Accumulator.Finalize] gives the
 //     [Aggregate] with a SHA-256 digest per block.
 //   - Decryption. A [DecryptRequest] names the key, purpose, round,
-//     attempt, digests, contributors, exactly t participants, the retry
-//     counter and (influence) the multiplier vector's digest. Each
-//     participant first checks the ciphertext is what the request says
-//     ([Member.VerifyAggregate], "What members check" below), then its
-//     [Policy] and [Record], and returns c₁·λᵢ·s̃ᵢ + eᵢ
+//     attempt, digests, the c₁ digest of each block, contributors, exactly
+//     t participants, the retry counter and (influence) the multiplier
+//     vector's digest. Each participant runs two checks before any share:
+//     it verifies that the ciphertext is what the request says
+//     ([Member.VerifyAggregate], "What members check" below), and admits
+//     the request into the job's decryption transcript under its [Policy]
+//     ([Member.Admit], "The decryption transcript" below); only a request
+//     that passed both gets c₁·λᵢ·s̃ᵢ + eᵢ
 //     ([Member.DecryptShare]), λᵢ its Lagrange coefficient for the
 //     participant set and eᵢ Gaussian flooding noise; [Decryptor.CombineBlock]
 //     adds the t shares to c₀ and decodes, [Assemble] divides by Σ nᵢ.
@@ -89,14 +92,19 @@
 // Then: no update is ever decrypted; the coordinator learns only the
 // aggregates that t members agree to decrypt; a member refuses (1) an
 // aggregate of fewer than k contributors (default 3; the one exception,
-// a single coefficient per client per round, is described under
-// "Influence"), (2) a second share for a ciphertext digest, retries
-// included, (3) a ciphertext that does not
+// at most L scalars per client per round, is described under
+// "Influence"), (2) a ciphertext digest that is already in the job's
+// transcript, by any participant set, (3) a ciphertext that does not
 // hash to the named digest, and (4) a contributor set that differs from
-// one it already decrypted in the same round by fewer than k clients
-// (decrypting S and S∖{i} would reveal client i by subtraction), and (5)
-// a ciphertext that is not the sum of its contributors' signed
-// ciphertexts ("What members check"). Shamir shares are not verifiable (the
+// one decrypted for the same round — any attempt, any key instance — by
+// fewer than k clients (decrypting S and S∖{i} would reveal client i by
+// subtraction), (5) a ciphertext that is not the sum of its contributors'
+// signed ciphertexts, or an influence ciphertext that is not the product
+// of the client's signed ciphertexts with a committed vector ("What
+// members check"), and (6) a c₁ already decrypted under another c₀.
+// Rules (2), (4), (6) and the scalar and vector budgets are applied to the
+// whole transcript, not to what one member served ("The decryption
+// transcript"). Shamir shares are not verifiable (the
 // commitments bind the public-key shares, not the Shamir polynomials): a
 // malicious member can make key generation fail, not leak.
 // Up to c − t members may vanish after key generation; the public key needs
@@ -176,6 +184,54 @@
 // and restarts, and the count of influence scalars per client and round,
 // are the decryption transcript's (issue 14 item 3), not this check's.
 //
+// # The decryption transcript
+//
+// Every decryption request of a job — whole aggregates, the feature
+// moments, influence coefficients, failed attempts included — is an entry
+// of a hash chain ([Transcript], transcript.go): (seq, previous head, job,
+// key instance, round, attempt, purpose, request ID, digests, contributor
+// set, participants, scalars), whose head each participant signs with its
+// Ed25519 identity key when it answers. The coordinator keeps the chain
+// (persisted in its state file) and hands each member, with a decryption
+// task, the entries it has not seen. [Member.Admit] checks that they
+// extend the member's own head ([ErrTranscriptFork]), that every signature
+// they carry is a participant's under its pinned identity key
+// ([ErrTranscript]), and applies the rules of [Transcript.Check] to the
+// request as the chain's next entry, over the whole chain: a digest is
+// decrypted once, by one participant set ([ErrAlreadyServed]); no two
+// whole decryptions of one round — which is one global model: retried
+// attempts and re-keys included — have contributor sets S, T with
+// 0 < |S∖T| < k or 0 < |T∖S| < k ([ErrSetDifference]); at most L =
+// [PolicyConfig].MaxScalarsPerRound influence scalars per client and
+// round ([ErrScalarBudget]); and rounds never go back ([ErrStaleRound]),
+// so that no scalar is served for an old round and relabelling a request
+// as a later round burns that round of the job. Only then is any share
+// computed; the client persists the transcript beside its key file
+// before the share leaves, so a restarted member resumes it, and a member
+// of a new committee receives the chain from genesis and checks it whole.
+// An entry the coordinator published that no participant answered carries
+// no signature and is accepted: an entry can only add to what the rules
+// forbid. Attack tests: TestAttackScalarsByRelabelling (c),
+// TestAttackRetryLeaveOneOut (e, also after a re-key, a member restart and
+// for a new committee), TestAttackSameDigestTwoParticipantSets (f).
+//
+// Fork resistance. A coordinator that deviates can show members different
+// chains, omitting entries from some. A member always has its own entries,
+// so an omission is caught when the two participant sets of conflicting
+// requests share an honest member: two sets of at least t of the c
+// members share at least 2t − c, so the rules hold job-wide when
+// 2t − c > (number of members colluding with the coordinator). The job's
+// default threshold, ⌊c/2⌋ + 1, gives 2t > c for every c (c = 5, t = 3:
+// any two sets share a member), which covers a coordinator with no
+// colluding member; a job that sets committee.threshold with 2t ≤ c gives
+// up this guarantee and is protected only against a coordinator that
+// shows every member the same chain (then every member sees every entry,
+// and the rules hold at each). A forked chain cannot be joined again: the
+// next time a member is shown the other branch it refuses with
+// [ErrTranscriptFork]. Receipts carry the transcript head, and clients
+// check that it is on the chain they saw (client/receipts.go), which
+// exposes a coordinator that shows clients another chain than members.
+//
 // # Parameters and security
 //
 // [DefaultParameters]: LogN 14 over the conjugate-invariant ring (16,384
@@ -249,7 +305,7 @@
 // level, with nearly matching lower bounds. So the bits are paid.
 //
 // What is counted ([FloodingConfig], caps the members enforce from their
-// [Record], failing with [ErrFloodingBudget], and NewJob checks against
+// transcript, failing with [ErrFloodingBudget], and NewJob checks against
 // the committee and enrolment): every coefficient of a decrypted block is
 // released (the coordinator gets the whole polynomial, not only the used
 // slots), so aggregates count M = decryptions × N × c; influence counts
@@ -367,9 +423,9 @@
 // whole share. Policy: purpose "influence" only, one digest, one
 // contributor (the one case below k contributors, allowed because one
 // scalar is released), the ciphertext hashing to the digest, and at most
-// one share per (job, round, client) ever — across retries, participant
-// sets, digests and re-keys of the job — recorded in the [Record] before
-// the share leaves. Whole shares ([Member.DecryptShare]) refuse purpose
+// L (default 1) scalars per (job, round, client) ever — across retries,
+// attempts, participant sets, digests and re-keys of the job — from the
+// transcript, into which the request is admitted before the share leaves. Whole shares ([Member.DecryptShare]) refuse purpose
 // "influence", and an influence ciphertext has its own wire kind, which
 // DecryptShare does not parse, so it can never be decrypted whole. The
 // committee thus bounds what the coordinator learns about a client to one

@@ -287,7 +287,7 @@ func TestFloodingBudget(t *testing.T) {
 			if err := cm.verifyRequest(t, cm.ids[0], req, [][]byte{cts[i]}, nil); err != nil {
 				t.Fatal(err)
 			}
-			_, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[i])
+			_, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[i])
 			if i == 0 && err != nil {
 				t.Fatal(err)
 			}
@@ -301,7 +301,7 @@ func TestFloodingBudget(t *testing.T) {
 		c := realisticCase(5, 20, []float64{5}, false)
 		cts, digests := influenceRun(t, cm, c)
 		req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.gradientDigest(digests[0]), cm.ids)
-		if _, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
+		if _, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
 			t.Fatalf("committee of 4 with a cap of 3: got %v, want ErrFloodingBudget", err)
 		}
 	})

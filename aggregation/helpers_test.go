@@ -237,7 +237,7 @@ func decrypt(t testing.TB, cm *committee, agg *Aggregate, round uint64, particip
 					return nil, 0, err
 				}
 			}
-			s, err := cm.members[p].DecryptShare(req, b, ct)
+			s, err := cm.members[p].admitDecryptShare(req, b, ct)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -381,4 +381,29 @@ func (cm *committee) add(acc *Accumulator, id string, cts [][]byte, weight float
 		}
 	}
 	return nil
+}
+
+// admitDecryptShare admits req with no transcript entries from elsewhere
+// (the member's own chain only) and returns its share of block.
+func (m *Member) admitDecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptShare(req, block, ct)
+}
+
+// admitCoefficientShare is admitDecryptShare for a coefficient share.
+func (m *Member) admitCoefficientShare(req DecryptRequest, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptCoefficientShare(req, ct)
+}
+
+// forget clears what a member took part in, so that a benchmark can time
+// the same aggregate again.
+func (m *Member) forget() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.transcript, m.admitted, m.served, m.blocks, m.scalars = nil, map[[32]byte][]byte{}, map[[32]byte]bool{}, 0, 0
 }

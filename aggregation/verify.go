@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
@@ -124,6 +125,13 @@ func digestPart(domain string, b []byte) [32]byte {
 func ContributionC1(ct []byte) []byte {
 	_, c1 := ciphertextHalves(ct)
 	return c1
+}
+
+// C1Digest is the digest of the c₁ half of a marshalled ciphertext (one
+// block of an aggregate, or a client's), as [DecryptRequest.C1] and the
+// transcript record it. ct must have a ciphertext's size.
+func C1Digest(ct []byte) [32]byte {
+	return digestPart(domainC1, ContributionC1(ct))
 }
 
 // NewSubmission signs the statement of client about its ciphertexts cts
@@ -495,9 +503,8 @@ type verifyState struct {
 	key            [32]byte
 	round, attempt uint64
 	subs           map[string]*Submission
-	grad           [32]byte
-	infl           *Influence
-	products       map[string][32]byte
+	infls          map[[32]byte]*Influence
+	products       map[productRef][32]byte
 	verified       map[[32]byte]bool
 }
 
@@ -505,7 +512,7 @@ func (m *Member) verifyStateFor(req DecryptRequest) *verifyState {
 	v := m.verify
 	if v == nil || v.key != req.Key || v.round != req.Round || v.attempt != req.Attempt {
 		v = &verifyState{key: req.Key, round: req.Round, attempt: req.Attempt,
-			subs: map[string]*Submission{}, products: map[string][32]byte{}, verified: map[[32]byte]bool{}}
+			subs: map[string]*Submission{}, infls: map[[32]byte]*Influence{}, products: map[productRef][32]byte{}, verified: map[[32]byte]bool{}}
 		m.verify = v
 	}
 	return v
@@ -570,6 +577,14 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 		if info.key != m.inst.id || info.block != b || info.blocks != blocks {
 			return fmt.Errorf("%w: ciphertext %d is block %d of %d under key %x", ErrBlockMismatch, b, info.block, info.blocks, info.key[:8])
 		}
+		// The request names each block's c₁ digest, which goes into the
+		// transcript: one c₁ is decrypted once, job-wide (transcript.go).
+		if len(req.C1) != blocks {
+			return fmt.Errorf("%w: a %q request must name the c1 digest of each of its %d blocks, it names %d", ErrDigestMismatch, req.Purpose, blocks, len(req.C1))
+		}
+		if d := C1Digest(ct); d != req.C1[b] {
+			return fmt.Errorf("%w: block %d's c1 hashes to %x, request names %x", ErrDigestMismatch, b, d[:8], req.C1[b][:8])
+		}
 	}
 	v := m.verifyStateFor(req)
 	if err := m.verifySubmissions(v, req, ev, blocks); err != nil {
@@ -612,7 +627,7 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 			}
 		}
 		if infl != nil {
-			v.products[id] = digestRows(m.params, prod)
+			v.products[productRef{id, GradientDigest(ev.Gradient)}] = digestRows(m.params, prod)
 		}
 	}
 	if req.Retry > 0 {
@@ -638,21 +653,22 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 	// c₀ is not checked, so the same c₁ could come again under another c₀
 	// (another digest) and other participants: two shares of one c₁ with
 	// different Lagrange weights give c₁·s̃ᵢ exactly by lattice reduction
-	// (doc.go, "Dropouts"), hence the key share. Each verified c₁ is
-	// recorded, persistently, for the one request it was verified for.
-	id := req.ID()
-	c1s := make([][32]byte, len(ev.Ciphertexts))
-	for b, ct := range ev.Ciphertexts {
-		c1s[b] = digestPart(domainC1, ContributionC1(ct))
-		if prev, ok := m.record.c1[c1s[b]]; ok && prev != id {
-			return fmt.Errorf("%w: %w: block %d's c1 %x was verified for request %x; the same c1 under another c0 or participant set is not served again",
-				ErrPolicy, ErrAlreadyServed, b, c1s[b][:8], prev[:8])
+	// (doc.go, "Dropouts"), hence the key share. The c₁ digests checked
+	// above are in the request, so in its transcript entry, and
+	// [Member.Admit] refuses a c₁ digest the job's transcript already
+	// holds, whoever decrypted it — across attempts, re-keys and restarts;
+	// a c₁ already in this member's transcript is refused here already.
+	if m.transcript != nil {
+		for b, d := range req.C1 {
+			if j, ok := m.transcript.c1[d]; ok {
+				if o := m.transcript.entries[j]; o.Request != req.ID() {
+					return fmt.Errorf("%w: %w: block %d's c1 %x was decrypted in transcript entry %d (request %x, participants %q); the same c1 under another c0 or participant set is not served again",
+						ErrPolicy, ErrAlreadyServed, b, d[:8], o.Seq, o.Request[:8], o.Participants)
+				}
+			}
 		}
 	}
-	for _, d := range c1s {
-		m.record.c1[d] = id
-	}
-	v.verified[id] = true
+	v.verified[req.ID()] = true
 	return nil
 }
 
@@ -740,21 +756,28 @@ func (m *Member) influenceFor(v *verifyState, req DecryptRequest, grad []float64
 		return nil, fmt.Errorf("%w: the vector sent hashes to %x, the request commits to %x", ErrGradientMismatch, d[:8], req.Gradient[:8])
 	}
 	if m.gradients == nil {
-		m.gradients = map[roundKey][32]byte{}
+		m.gradients = map[roundKey][][32]byte{}
 	}
+	// At most L = PolicyConfig.MaxScalarsPerRound distinct committed
+	// vectors per (key, round): a valuation mode may release up to L
+	// scalars per client and round, each the product with one vector; the
+	// transcript applies the same bound job-wide ([Transcript.Check]).
 	rk := roundKey{req.Key, req.Round}
-	if seen, ok := m.gradients[rk]; ok && seen != d {
-		return nil, fmt.Errorf("%w: round %d already had multiplier vector %x, this one is %x", ErrGradientMismatch, req.Round, seen[:8], d[:8])
+	seen := m.gradients[rk]
+	if !slices.Contains(seen, d) && len(seen) >= m.policy.MaxScalarsPerRound() {
+		return nil, fmt.Errorf("%w: round %d already had %d multiplier vectors (at most %d per round, security.max_scalars_per_client_round), this one is %x", ErrGradientMismatch, req.Round, len(seen), m.policy.MaxScalarsPerRound(), d[:8])
 	}
-	if v.infl != nil && v.grad == d {
-		return v.infl, nil
+	if infl, ok := v.infls[d]; ok {
+		return infl, nil
 	}
 	infl, err := NewInfluence(m.params, m.inst.id, grad, len(grad))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrGradientMismatch, err)
 	}
-	m.gradients[rk] = d
-	v.grad, v.infl = d, infl
+	if !slices.Contains(seen, d) {
+		m.gradients[rk] = append(seen, d)
+	}
+	v.infls[d] = infl
 	return infl, nil
 }
 
@@ -789,7 +812,8 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 		return err
 	}
 	client := req.Contributors[0]
-	want, ok := v.products[client]
+	pr := productRef{client, req.Gradient}
+	want, ok := v.products[pr]
 	if !ok {
 		rq := m.params.ckks.RingQ().AtLevel(m.params.ckks.MaxLevel())
 		prod := rq.NewPoly()
@@ -801,7 +825,7 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 			infl.mulAddC1(prod, b, c1)
 		}
 		want = digestRows(m.params, prod)
-		v.products[client] = want
+		v.products[pr] = want
 	}
 	half := (len(ct) - influenceHeader) / 2
 	if got := digestPart(domainC1, ct[influenceHeader+half:]); got != want {
@@ -809,6 +833,13 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 	}
 	v.verified[req.ID()] = true
 	return nil
+}
+
+// productRef names a client's influence product with one committed
+// multiplier vector.
+type productRef struct {
+	client string
+	vector [32]byte
 }
 
 // digestRows is the c₁ digest of a polynomial over Q at the top level.

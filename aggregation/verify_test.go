@@ -23,9 +23,9 @@ func decryptOrRefuse(t *testing.T, cm *committee, p string, req DecryptRequest, 
 		return nil, err
 	}
 	if req.Purpose == PurposeInfluence {
-		return cm.members[p].DecryptCoefficientShare(req, cts[0])
+		return cm.members[p].admitCoefficientShare(req, cts[0])
 	}
-	return cm.members[p].DecryptShare(req, 0, cts[0])
+	return cm.members[p].admitDecryptShare(req, 0, cts[0])
 }
 
 // (a) One client's update presented as an aggregate of k = 3 with invented
@@ -191,7 +191,7 @@ func TestAttackRelatedC1(t *testing.T) {
 		}
 		shares := map[string][]byte{}
 		for _, p := range req.Participants {
-			if shares[p], err = cm.members[p].DecryptShare(req, 0, fresh.Ciphertexts[0]); err != nil {
+			if shares[p], err = cm.members[p].admitDecryptShare(req, 0, fresh.Ciphertexts[0]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -231,23 +231,35 @@ func TestAttackRelatedC1(t *testing.T) {
 		if _, err := decryptOrRefuse(t, cm, cm.ids[2], again, forged.Ciphertexts, nil); err != nil {
 			t.Fatalf("m02: %v", err)
 		}
-		// The rule survives a restart: the record keeps the c₁.
-		b, err := cm.members[cm.ids[0]].Record().MarshalJSON()
+		// The rule survives a restart: the c₁ digest is in the member's
+		// transcript entry, which the client persists.
+		b, err := cm.members[cm.ids[0]].MarshalTranscript()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r Record
-		if err := r.UnmarshalJSON(b); err != nil {
+		tr, err := UnmarshalTranscript(b)
+		if err != nil {
 			t.Fatal(err)
 		}
-		d := digestPart(domainC1, ContributionC1(fresh.Ciphertexts[0]))
-		if got, ok := r.c1[d]; !ok || got != first.ID() {
-			t.Fatalf("restored record lost the verified c1 (%v)", ok)
+		d := C1Digest(fresh.Ciphertexts[0])
+		if j, ok := tr.c1[d]; !ok || tr.entries[j].Request != first.ID() {
+			t.Fatalf("restored transcript lost the verified c1 (%v)", ok)
+		}
+		// And it holds over the chain, whoever decrypted: the same c₁
+		// under another c₀ does not pass the transcript's rules as the
+		// entry after the first decryption, for any participant set.
+		pol, err := NewPolicy(PolicyConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := NewTranscriptEntry(tr.Job(), uint64(tr.Len()), tr.Head(), NewDecryptRequest(&forged, "total", 3, []string{cm.ids[1], cm.ids[2]}))
+		if err := tr.Check(&e, pol); !errors.Is(err, ErrAlreadyServed) {
+			t.Fatalf("same c1 as the chain's next entry: err = %v, want ErrAlreadyServed", err)
 		}
 	})
 	t.Run("a share without verification", func(t *testing.T) {
 		req := NewDecryptRequest(agg, "total", 9, parts)
-		if _, err := cm.members[parts[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); !errors.Is(err, ErrNotVerified) {
+		if _, err := cm.members[parts[0]].admitDecryptShare(req, 0, agg.Ciphertexts[0]); !errors.Is(err, ErrNotVerified) {
 			t.Fatalf("err = %v, want ErrNotVerified", err)
 		}
 	})

@@ -140,14 +140,18 @@ type Client struct {
 
 	// Secure aggregation. identity is the long-term X25519 key committee
 	// shares are sealed to; member holds this client's key share when it
-	// sits on the committee of instance inst; record lists every digest it
-	// served a decryption share for, across committees.
-	identity *aggregation.Identity
-	params   aggregation.Parameters
-	policy   aggregation.Policy
-	member   *aggregation.Member
-	inst     *aggregation.KeyGenInstance
-	record   *aggregation.Record
+	// sits on the committee of instance inst; transcript is the job's
+	// decryption transcript as this member holds it, across committees
+	// and restarts (transcript.go).
+	identity   *aggregation.Identity
+	params     aggregation.Parameters
+	policy     aggregation.Policy
+	member     *aggregation.Member
+	inst       *aggregation.KeyGenInstance
+	transcript *aggregation.Transcript
+	// observed is the job's decryption transcript as the coordinator
+	// showed it with the receipts (receipts.go), in memory.
+	observed *aggregation.Transcript
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
 	// grad is the last influence multiplier vector a decrypt task sent
@@ -195,7 +199,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id, record: aggregation.NewRecord()}
+	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id}
+	if c.transcript, err = loadTranscript(c.transcriptPath()); err != nil {
+		return nil, err
+	}
 	if cfg.ReceiptsFile != "" {
 		if c.book, err = openReceiptBook(cfg.ReceiptsFile); err != nil {
 			return nil, err
@@ -446,7 +453,13 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		if c.params, err = c.cfg.Shared.parameters(cfg); err != nil {
 			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
 		}
-		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
+		pc := aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}
+		if m := c.cfg.Manifest; m != nil {
+			// L, the influence scalars a member releases per client and
+			// round, is the manifest's (0: the default, 1).
+			pc.MaxScalarsPerRound = m.Security.MaxScalarsPerClientRound
+		}
+		if c.policy, err = aggregation.NewPolicy(pc); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
 		if err := c.checkFloor(job, c.params); err != nil {
@@ -498,6 +511,13 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
+		// The last receipts name the transcript's last head: fetch the
+		// entries up to it first (and any receipt not yet kept).
+		if err := c.syncReceipts(ctx); violation(err) {
+			return true, err
+		} else if err != nil {
+			c.log.Warn("could not fetch the last receipts and transcript", "err", err)
+		}
 		if err := c.keepReceipts(t.Done.GetReceipts()); violation(err) {
 			return true, err
 		} else if err != nil {

@@ -31,6 +31,19 @@
 // restart) declines the task, saying why, so that the round closes with
 // the other clients' updates instead of waiting for its deadline.
 //
+// On the decryption committee, the client's aggregation.Member admits each
+// decryption task into the job's decryption transcript — the entries the
+// coordinator hands it since its last head, then the request, under the
+// job-wide rules (aggregation/doc.go) — and persists the transcript
+// beside its key file (KeyFile + ".transcript", written atomically and
+// synced; a damaged file is an error naming it, never a fresh start)
+// before any share leaves, so that a restarted client keeps what it took
+// part in. With the receipts it fetches the transcript's new entries and
+// checks that they extend the chain it saw, carry valid signatures and
+// pass the rules, and that every receipt's transcript head and listed
+// decryptions are on that chain; otherwise it stops trusting the
+// coordinator (ErrTranscriptHead).
+//
 // Local training randomness comes from a PRNG keyed by (job seed, client,
 // round, attempt), so a job seed fixes the whole run.
 package client

@@ -263,6 +263,11 @@ func TestRunEncryptedUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, id := range req.Participants {
+		if _, err := f.he.members[id].Admit(req, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	plain := make([][]float64, len(agg.Ciphertexts))
 	for b, ct := range agg.Ciphertexts {
 		shares := map[string][]byte{}

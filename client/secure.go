@@ -228,7 +228,13 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 		return err
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
-		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.record, rand.Reader)
+		if c.transcript == nil {
+			c.transcript = aggregation.NewTranscript(inst.Job())
+		}
+		if j := c.transcript.Job(); j != inst.Job() {
+			return fmt.Errorf("client: key-generation task %s is for job %q, the transcript file %s is job %q's", t.GetTaskId(), inst.Job(), c.transcriptPath(), j)
+		}
+		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.transcript, rand.Reader)
 		if err != nil {
 			return err
 		}
@@ -304,8 +310,10 @@ func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error 
 }
 
 // decrypt produces this member's decryption share of each block of an
-// aggregate, after the member's policy checked the request: enough
-// contributors, a digest never served before, ciphertexts that match it.
+// aggregate (or its coefficient share of an influence ciphertext) after
+// two checks: the ciphertext is what the request says, a sum (or product)
+// of client-signed ciphertexts (Member.VerifyAggregate), and the request
+// passes the job's decryption transcript's rules (Member.Admit).
 func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	if c.member == nil {
 		return fmt.Errorf("client: decryption task %s for a committee this client holds no share of", t.GetTaskId())
@@ -342,6 +350,28 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		c.log.Error("decryption request not verified: no share", "task", t.GetTaskId(), "purpose", req.Purpose, "err", err)
 		return c.refuse(ctx, t.GetTaskId(), fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err))
 	}
+	// Then the transcript: the entries since this member's head, then the
+	// verified request (its c₁ digests checked above) as the next entry,
+	// under the job-wide rules; persisted before any share leaves, so
+	// that a restart cannot serve it again.
+	entries, err := transcriptEntries(t.GetTaskId(), t.GetTranscriptEntries())
+	if err != nil {
+		return err
+	}
+	sig, err := c.member.Admit(req, entries)
+	if serr := c.saveTranscript(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, aggregation.ErrTranscriptFork) || errors.Is(err, aggregation.ErrTranscript) {
+		c.log.Error("THE COORDINATOR SHOWS THIS MEMBER A DECRYPTION TRANSCRIPT THAT DOES NOT HOLD; refusing", "task", t.GetTaskId(), "err", err)
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if errors.Is(err, aggregation.ErrPolicy) {
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
 	if t.GetCoefficient() {
 		share, err := c.member.DecryptCoefficientShare(req, cts[0])
 		if errors.Is(err, aggregation.ErrPolicy) {
@@ -350,9 +380,9 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		if err != nil {
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
-		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share})
+		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share, "transcript-signature": sig})
 	}
-	parts := map[string][]byte{}
+	parts := map[string][]byte{"transcript-signature": sig}
 	for b, ct := range cts {
 		share, err := c.member.DecryptShare(req, b, ct)
 		if errors.Is(err, aggregation.ErrPolicy) {

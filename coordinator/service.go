@@ -533,7 +533,7 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 		}
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
 	case engine.TaskDecrypt:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient}}}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}}}
 	}
 	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
 	if len(t.Params)*8 <= InlineModelBytes {
@@ -1058,7 +1058,7 @@ func (s *Service) Receipts(ctx context.Context, req *tallyv1.ReceiptsRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &tallyv1.ReceiptsResponse{Receipts: rr}, nil
+	return &tallyv1.ReceiptsResponse{Receipts: rr, TranscriptEntries: s.driver.transcriptAfter(req.GetTranscriptAfter())}, nil
 }
 
 func (s *Service) receiptsJSON(client string, after uint64) ([][]byte, error) {

@@ -64,6 +64,7 @@ type committeeSim struct {
 	// verifiedRetries counts the re-randomised decryption requests
 	// (Retry > 0) a member verified: the public zero it recomputed.
 	verifiedRetries int
+	persist         Store // if set, receives every ActPersist
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -111,6 +112,12 @@ func (s *committeeSim) step(ev Event) {
 	s.t.Helper()
 	for _, a := range s.e.Step(ev) {
 		switch a := a.(type) {
+		case ActPersist:
+			if s.persist != nil {
+				if err := s.persist.Apply(a); err != nil {
+					s.t.Fatal(err)
+				}
+			}
 		case ActPublish:
 			s.publish(a.Task)
 		case ActRoundDone:
@@ -314,7 +321,19 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if req.Retry > 0 {
 			s.verifiedRetries++
 		}
-		parts := map[string][]byte{}
+		var entries []aggregation.TranscriptEntry
+		for _, b := range t.Transcript[m.id] {
+			var e aggregation.TranscriptEntry
+			if err := e.UnmarshalBinary(b); err != nil {
+				fail(err)
+			}
+			entries = append(entries, e)
+		}
+		sig, err := m.member.Admit(req, entries)
+		if err != nil {
+			fail(err)
+		}
+		parts := map[string][]byte{"transcript-signature": sig}
 		for b, ct := range t.Ciphertexts {
 			share, err := m.member.DecryptShare(req, b, ct)
 			if err != nil {

@@ -62,6 +62,10 @@ type heState struct {
 	// since is the tick from which a member must have been heard to be
 	// preferred as a participant (the last timed-out request's start).
 	since int
+
+	// ts is the job's decryption transcript (transcript.go), kept across
+	// committees.
+	ts *transcriptState
 }
 
 // members returns the current committee's ids.
