@@ -409,3 +409,53 @@ func TestTranscriptRoundTripAndCorruption(t *testing.T) {
 		t.Fatalf("truncated: err = %v, want ErrMalformed", err)
 	}
 }
+
+// With L = 2 a valuation mode may release two scalars per client and
+// round, each the product with its own committed vector: the round may
+// have two distinct vectors, not a third (ErrGradientMismatch), and a
+// client's product with one vector is decrypted once (ErrAlreadyServed).
+func TestTranscriptVectorsPerRound(t *testing.T) {
+	p2, err := NewPolicy(PolicyConfig{MaxScalarsPerRound: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, parts := [32]byte{7}, []string{"m00", "m01"}
+	tr := NewTranscript("job")
+	n := byte(0)
+	ask := func(client string, vector byte) error {
+		n++
+		req := NewInfluenceRequest(key, 9, client, [32]byte{0xdd, n}, [32]byte{0xee, vector}, parts)
+		return tr.Append(NewTranscriptEntry("job", uint64(tr.Len()), tr.Head(), req), p2)
+	}
+	for _, c := range []struct {
+		client string
+		vector byte
+		want   error
+	}{
+		{"c00", 1, nil},
+		{"c00", 2, nil},
+		{"c01", 1, nil},
+		{"c01", 1, ErrAlreadyServed},
+		{"c02", 3, ErrGradientMismatch},
+		{"c02", 2, nil},
+	} {
+		err := ask(c.client, c.vector)
+		if c.want == nil && err != nil || c.want != nil && (!errors.Is(err, c.want) || !errors.Is(err, ErrPolicy)) {
+			t.Fatalf("%s with vector %d: err = %v, want %v", c.client, c.vector, err, c.want)
+		}
+	}
+	// The chain keeps the vector digests: a restored copy applies the
+	// same rules.
+	raw, err := tr.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := UnmarshalTranscript(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewTranscriptEntry("job", uint64(back.Len()), back.Head(), NewInfluenceRequest(key, 9, "c03", [32]byte{0xdd, 0xff}, [32]byte{0xee, 4}, parts))
+	if err := back.Check(&e, p2); !errors.Is(err, ErrGradientMismatch) {
+		t.Fatalf("restored transcript, a third vector: err = %v, want ErrGradientMismatch", err)
+	}
+}
