@@ -86,11 +86,18 @@
 // colluding member can commit to a share chosen before seeing the others;
 // that gives it nothing, as the key's secret is the sum of all c.
 //
-// For the rest of the protocol the coordinator is honest-but-curious,
-// clients are semi-honest, and fewer than t committee members collude with
-// the coordinator (docs/DESIGN.md §3).
-// Then: no update is ever decrypted; the coordinator learns only the
-// aggregates that t members agree to decrypt; a member refuses (1) an
+// Decryption holds against a coordinator that deviates in what it asks
+// members to decrypt — it may relabel, forge or re-randomise ciphertexts,
+// invent contributors, relabel rounds and attempts, choose participant
+// sets and show members different transcripts — with clients semi-honest
+// and fewer than t committee members colluding with it (docs/DESIGN.md
+// §3), given a pinned manifest ([MemberKeys]) and, for the job-wide rules
+// under a forked transcript, 2t − c greater than the number of colluding
+// members ("Fork resistance" below). Then: no update is ever decrypted;
+// the coordinator learns only the aggregates that t members agree to
+// decrypt; before any share a member runs two checks, verification
+// ([Member.VerifyAggregate]) and admission into the job's transcript
+// ([Member.Admit]), and refuses (1) an
 // aggregate of fewer than k contributors (default 3; the one exception,
 // at most L scalars per client per round, is described under
 // "Influence"), (2) a ciphertext digest that is already in the job's
@@ -131,12 +138,18 @@
 // [Encryptor.RerandomizeAggregate]) under the collective key the member
 // certified; the member recomputes that zero's c₁ and includes it. Such a
 // zero is known to the coordinator, as the drawn one was; what it can no
-// longer do is choose it. Each verified c₁ is recorded in the [Record] for
-// its one request ([ErrAlreadyServed]), since c₀ is not checked and two
+// longer do is choose it. The request names each block's c₁ digest
+// ([DecryptRequest.C1], [C1Digest]); the member checks them against the
+// ciphertexts ([ErrDigestMismatch]) and they go into the request's
+// transcript entry, where [Transcript.Check] refuses a c₁ digest already
+// in the chain ([ErrAlreadyServed]), since c₀ is not checked and two
 // shares of one c₁ under different participant sets give the key share
-// ("Dropouts" below). Only then do [Member.DecryptShare] and
-// [Member.DecryptCoefficientShare] serve the request ID ([ErrNotVerified]
-// otherwise). This closes, with honest members (attack tests
+// ("Dropouts" below): one c₁ is decrypted once, by one participant set,
+// job-wide, and the rule survives restarts with the persisted transcript.
+// [Member.DecryptShare] and [Member.DecryptCoefficientShare] serve only a
+// request that was verified ([ErrNotVerified]) and admitted
+// ([ErrNotAdmitted]); the client verifies first, then admits and
+// persists, then shares. This closes, with honest members (attack tests
 // TestAttackSingleUpdateAsAggregate, TestAttackRelatedC1): one update
 // relabelled as an aggregate of k with invented or borrowed names, a
 // coordinator-chosen c₁ (r·c₁, a large constant that reads λᵢs̃ᵢ out of
@@ -151,15 +164,18 @@
 // Influence (item 2). ∇L_val goes to members in the clear with the
 // request, whose Gradient field is its [GradientDigest] (so part of the
 // request ID), and the digest is in the round's receipts. The member
-// checks the vector against the digest and that it is the only vector of
-// that (key, round) ([ErrGradientMismatch]), encodes it exactly as
+// checks the vector against the digest and that it is one of at most L =
+// [PolicyConfig].MaxScalarsPerRound distinct vectors of that (key, round)
+// ([ErrGradientMismatch]; the transcript applies the same bound job-wide,
+// below), so that a valuation mode releasing L scalars per client and
+// round, each the product with its own vector, fits; it encodes it exactly as
 // [NewInfluence] does, and recomputes Σ_b c₁ᵢ,b·pt(g_b) from the client's
 // signed c₁ ([ErrProductMismatch]; TestAttackInfluenceVector). Given the
 // vector with the round's total, it derives every contributor's product in
 // the same pass and keeps only its digest, so the influence requests that
 // follow fetch nothing (TestVerifyInfluenceReusesTotalPass); the state
-// kept per round is a few dozen bytes per contributor and one encoded
-// vector, dropped when the next round starts.
+// kept per round is a few dozen bytes per contributor and product and one
+// encoded vector per committed vector, dropped when the next round starts.
 //
 // Cost (BenchmarkVerifyAggregate, default parameters, one block, 2-core
 // machine shared with other jobs): with 8 contributors a member spends
@@ -179,10 +195,11 @@
 // coordinator's word, and invented contributors with keys of its own pass;
 // only a manifest closes attack (a). A member cannot tell whether the
 // multiplier vector is really ∇L_val at the round's model: it can only
-// hold the coordinator to one vector per round, in the open, committed in
-// the receipts. The "differ by fewer than k" rule across attempts, re-keys
-// and restarts, and the count of influence scalars per client and round,
-// are the decryption transcript's (issue 14 item 3), not this check's.
+// hold the coordinator to at most L vectors per round, in the open,
+// committed in the transcript and the receipts. Verification recomputes
+// every sum in full (no spot check), so its cost grows with the
+// contributors (above). c₀ is never checked (by design, see above). The
+// transcript's job-wide rules rest on the fork-resistance condition below.
 //
 // # The decryption transcript
 //
@@ -190,20 +207,27 @@
 // moments, influence coefficients, failed attempts included — is an entry
 // of a hash chain ([Transcript], transcript.go): (seq, previous head, job,
 // key instance, round, attempt, purpose, request ID, digests, contributor
-// set, participants, scalars), whose head each participant signs with its
+// set, participants, scalars, the committed vector's digest of an
+// influence request, and the c₁ digest of each block of a whole one),
+// whose head each participant signs with its
 // Ed25519 identity key when it answers. The coordinator keeps the chain
 // (persisted in its state file) and hands each member, with a decryption
-// task, the entries it has not seen. [Member.Admit] checks that they
+// task, the entries it has not seen. After [Member.VerifyAggregate] (the
+// c₁ digests and the vector in the entry are the ones the member checked),
+// [Member.Admit] checks that they
 // extend the member's own head ([ErrTranscriptFork]), that every signature
 // they carry is a participant's under its pinned identity key
 // ([ErrTranscript]), and applies the rules of [Transcript.Check] to the
-// request as the chain's next entry, over the whole chain: a digest is
-// decrypted once, by one participant set ([ErrAlreadyServed]); no two
+// request as the chain's next entry, over the whole chain: a digest, and a
+// c₁ digest, is decrypted once, by one participant set
+// ([ErrAlreadyServed]); no two
 // whole decryptions of one round — which is one global model: retried
 // attempts and re-keys included — have contributor sets S, T with
 // 0 < |S∖T| < k or 0 < |T∖S| < k ([ErrSetDifference]); at most L =
 // [PolicyConfig].MaxScalarsPerRound influence scalars per client and
-// round ([ErrScalarBudget]); and rounds never go back ([ErrStaleRound]),
+// round ([ErrScalarBudget]), at most L distinct committed vectors per
+// round ([ErrGradientMismatch]) and one decryption per client, round and
+// vector ([ErrAlreadyServed]); and rounds never go back ([ErrStaleRound]),
 // so that no scalar is served for an old round and relabelling a request
 // as a later round burns that round of the job. Only then is any share
 // computed; the client persists the transcript beside its key file

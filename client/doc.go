@@ -31,14 +31,16 @@
 // restart) declines the task, saying why, so that the round closes with
 // the other clients' updates instead of waiting for its deadline.
 //
-// On the decryption committee, the client's aggregation.Member admits each
-// decryption task into the job's decryption transcript — the entries the
-// coordinator hands it since its last head, then the request, under the
-// job-wide rules (aggregation/doc.go) — and persists the transcript
+// Once a task is verified, and only then, the client's aggregation.Member
+// admits it into the job's decryption transcript — the entries the
+// coordinator hands it since its last head, then the request, with the c₁
+// digests and the vector it verified, under the job-wide rules
+// (aggregation/doc.go) — and persists the transcript
 // beside its key file (KeyFile + ".transcript", written atomically and
 // synced; a damaged file is an error naming it, never a fresh start)
 // before any share leaves, so that a restarted client keeps what it took
-// part in. With the receipts it fetches the transcript's new entries and
+// part in; its shares go back with its signature of the new head. Both
+// checks pass or no share leaves. With the receipts it fetches the transcript's new entries and
 // checks that they extend the chain it saw, carry valid signatures and
 // pass the rules, and that every receipt's transcript head and listed
 // decryptions are on that chain; otherwise it stops trusting the
