@@ -139,7 +139,7 @@ func (c *Client) checkTranscriptHead(r ledger.Receipt) error {
 		}
 		e, ok := c.observed.Entry(int(d.Seq))
 		if !ok || hex.EncodeToString(e.Request[:]) != d.Request || int(e.Round) != d.Round || int(e.Attempt) != d.Attempt ||
-			e.Purpose != d.Purpose || len(e.Contributors) != d.Contributors {
+			e.Purpose != d.Purpose || len(e.Contributors) != d.Contributors || entryGradient(e) != d.Gradient {
 			return fmt.Errorf("%w: receipt seq %d decryption %d (entry %d, %s round %d attempt %d) is not the transcript's entry %d", ErrTranscriptHead, r.Seq, i, d.Seq, d.Purpose, d.Round, d.Attempt, d.Seq)
 		}
 	}
@@ -299,4 +299,13 @@ func roundKey(r ledger.Receipt) string {
 		_ = json.Unmarshal(b, &k)
 	}
 	return fmt.Sprintf("%s/%d", k.Kind, r.Round)
+}
+
+// entryGradient is the hex digest of the multiplier vector a transcript
+// entry commits to, as the receipts list it ("" for none).
+func entryGradient(e aggregation.TranscriptEntry) string {
+	if e.Gradient == ([32]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(e.Gradient[:])
 }

@@ -131,7 +131,7 @@ func VerifyTranscript(db *ledger.DB) (TranscriptReport, error) {
 			}
 			e, ok := chain.Entry(int(d.Seq))
 			if !ok || hex.EncodeToString(e.Request[:]) != d.Request || int(e.Round) != d.Round || int(e.Attempt) != d.Attempt ||
-				e.Purpose != d.Purpose || len(e.Contributors) != d.Contributors {
+				e.Purpose != d.Purpose || len(e.Contributors) != d.Contributors || entryGradient(e) != d.Gradient {
 				return rep, fmt.Errorf("%w: %s: receipt seq %d (round %d, client %s) decryption %d (%s, round %d attempt %d) is not transcript entry %d", ErrTranscriptVerify, db.Path(), r.Seq, r.Round, r.Client, i, d.Purpose, d.Round, d.Attempt, d.Seq)
 			}
 			if s, seen := listed[d.Seq]; seen && s != d.Status {
@@ -154,4 +154,13 @@ func VerifyTranscript(db *ledger.DB) (TranscriptReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// entryGradient is the hex digest of the multiplier vector a transcript
+// entry commits to, as the receipts list it ("" for none).
+func entryGradient(e aggregation.TranscriptEntry) string {
+	if e.Gradient == ([32]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(e.Gradient[:])
 }

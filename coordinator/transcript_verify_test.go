@@ -123,6 +123,9 @@ func TestVerifyTranscript(t *testing.T) {
 		{"a receipt calling an entry another attempt", func(_ []aggregation.TranscriptEntry, rec *engine.RoundRecord) {
 			rec.Transcript[2].Attempt = 3
 		}, "is not transcript entry 2"},
+		{"a receipt naming a multiplier vector the entry does not commit to", func(_ []aggregation.TranscriptEntry, rec *engine.RoundRecord) {
+			rec.Transcript[0].Gradient = strings.Repeat("cd", 32)
+		}, "is not transcript entry 0"},
 		{"a forged signature", func(entries []aggregation.TranscriptEntry, _ *engine.RoundRecord) {
 			entries[1].Signatures["c0"] = entries[1].Signatures["c1"]
 		}, "not valid"},
