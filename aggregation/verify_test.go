@@ -472,3 +472,33 @@ func TestSubmissionStoreReplacement(t *testing.T) {
 		t.Fatal("the store does not keep the statement its block is covered by")
 	}
 }
+
+// With L = 2 a member verifies influence products with two committed
+// vectors in one round, and refuses a third (ErrGradientMismatch): a
+// valuation mode may release L scalars per client and round, each the
+// product with its own vector, and no more vectors than that.
+func TestVerifyVectorsPerRound(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	p2, err := NewPolicy(PolicyConfig{MaxScalarsPerRound: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cm.ids[0]
+	cm.members[p].policy = p2
+	for i, seed := range []uint64{41, 42, 43} {
+		c := realisticCase(seed, 50, []float64{10, 20, 30}, false)
+		cts, digests := influenceRun(t, cm, c)
+		req := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], GradientDigest(c.grad), cm.ids)
+		// Each vector in its own attempt: the clients sign one
+		// submission per attempt, and the bound is per round.
+		req.Attempt = uint64(i + 1)
+		err := cm.verifyRequest(t, p, req, [][]byte{cts[0]}, nil)
+		if i < 2 && err != nil {
+			t.Fatalf("vector %d of 2: %v", i+1, err)
+		}
+		if i == 2 && !errors.Is(err, ErrGradientMismatch) {
+			t.Fatalf("a third vector with L = 2: err = %v, want ErrGradientMismatch", err)
+		}
+	}
+}
