@@ -205,26 +205,3 @@ func (a *Accumulator) Finalize() (*Aggregate, error) {
 	}
 	return agg, nil
 }
-
-// Rerandomize returns a fresh ciphertext of the same plaintext, adding an
-// encryption of zero under the collective key. A decryption retry after a
-// committee member dropped needs it: members never serve a second share
-// for a digest, and the fresh ciphertext has a new one.
-func (e *Encryptor) Rerandomize(ct []byte) ([]byte, error) {
-	c, info, err := parseCiphertext(e.params, ct)
-	if err != nil {
-		return nil, err
-	}
-	if info.key != e.key {
-		return nil, fmt.Errorf("%w: ciphertext under key instance %x, encryptor has %x", ErrKeyMismatch, info.key[:8], e.key[:8])
-	}
-	w := <-e.workers
-	defer func() { e.workers <- w }()
-	if err := w.enc.EncryptZero(w.ct); err != nil {
-		return nil, fmt.Errorf("aggregation: encrypt zero: %w", err)
-	}
-	r := e.params.ckks.RingQ()
-	r.Add(c.Value[0], w.ct.Value[0], c.Value[0])
-	r.Add(c.Value[1], w.ct.Value[1], c.Value[1])
-	return marshalCiphertext(e.params, e.key, info.block, info.blocks, c, nil), nil
-}

@@ -94,7 +94,10 @@ func TestThresholdMinusOneFails(t *testing.T) {
 	ct := agg.Ciphertexts[0]
 	shares := map[string][]byte{}
 	for _, p := range req.Participants[:2] {
-		if shares[p], err = cm.members[p].DecryptShare(req, 0, ct); err != nil {
+		if err := cm.verifyRequest(t, p, req, agg.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
+		if shares[p], err = cm.members[p].admitDecryptShare(req, 0, ct); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,7 +122,10 @@ func TestThresholdMinusOneFails(t *testing.T) {
 	// And t shares from another participant set do not combine either: a
 	// member's share is bound to the set through its Lagrange coefficient.
 	other := NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[1], cm.ids[4]})
-	s4, err := cm.members[cm.ids[4]].DecryptShare(other, 0, ct)
+	if err := cm.verifyRequest(t, cm.ids[4], other, agg.Ciphertexts, nil); err != nil {
+		t.Fatal(err)
+	}
+	s4, err := cm.members[cm.ids[4]].admitDecryptShare(other, 0, ct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +152,9 @@ func TestMemberPolicy(t *testing.T) {
 	tooMany := NewDecryptRequest(agg, "total", 1, cm.ids)
 	wrongDigest := base
 	wrongDigest.Digests = [][32]byte{{1}}
+	// Another c₁ digest too, or the transcript would refuse base's c₁
+	// after this entry (one c₁ is decrypted once).
+	wrongDigest.C1 = [][32]byte{{2}}
 
 	for _, tc := range []struct {
 		name string
@@ -161,50 +170,55 @@ func TestMemberPolicy(t *testing.T) {
 		{"truncated-ciphertext", base, ct[:100], ErrDigestMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := m.DecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
+			if _, err := m.admitDecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
 	}
-	if m.Record().Len() != 0 {
-		t.Fatalf("refused requests were recorded: %d digests", m.Record().Len())
+	// Requests refused at admission left no entry; the two that passed it
+	// (and then failed on their ciphertext) are in the transcript.
+	if n := m.transcript.Len(); n != 2 {
+		t.Fatalf("transcript has %d entries after the refusals, want 2 (digest-mismatch, truncated-ciphertext)", n)
 	}
 
 	t.Run("second-share-same-digest", func(t *testing.T) {
-		if _, err := m.DecryptShare(base, 0, ct); err != nil {
+		if err := cm.verifyRequest(t, m.ID(), base, agg.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.admitDecryptShare(base, 0, ct); err != nil {
 			t.Fatal(err)
 		}
 		// The identical retry, and a request with other participants or
 		// purpose for the same digest, are all refused.
 		retries := []DecryptRequest{base, NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[2]}), NewDecryptRequest(agg, "other", 2, parts)}
 		for i, r := range retries {
-			if _, err := m.DecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
+			if _, err := m.admitDecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
 				t.Fatalf("retry %d: err = %v, want ErrAlreadyServed", i, err)
 			}
 		}
-		// The record survives export and import.
-		b, err := m.Record().MarshalJSON()
+		// The transcript survives export and import.
+		b, err := m.MarshalTranscript()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r Record
-		if err := r.UnmarshalJSON(b); err != nil {
+		r, err := UnmarshalTranscript(b)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := r.Served(base.Digests[0]); !ok || r.Len() != 1 {
-			t.Fatalf("imported record lost the served digest: %s", b)
+		if e, ok := r.FindRequest(base.ID()); !ok || e.Digests[0] != base.Digests[0] || r.Head() != m.transcript.Head() {
+			t.Fatalf("imported transcript lost the served request")
 		}
-		b2, _ := r.MarshalJSON()
+		b2, _ := r.MarshalBinary()
 		if string(b) != string(b2) {
-			t.Fatalf("record export not stable:\n%s\n%s", b, b2)
+			t.Fatal("transcript export not stable")
 		}
 		policy, _ := NewPolicy(PolicyConfig{})
-		restarted, err := NewMember(params, m.ID(), m.identity, m.signer, m.keys, policy, &r, m.rand)
+		restarted, err := NewMember(params, m.ID(), m.identity, m.signer, m.keys, policy, r, m.rand)
 		if err != nil {
 			t.Fatal(err)
 		}
 		restarted.inst, restarted.tsk, restarted.combiner = m.inst, m.tsk, m.combiner
-		if _, err := restarted.DecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
+		if _, err := restarted.admitDecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
 			t.Fatalf("after restart: err = %v, want ErrAlreadyServed", err)
 		}
 	})
@@ -215,25 +229,30 @@ func TestMemberPolicy(t *testing.T) {
 		// client's update by subtraction.
 		agg2, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3}, 6)
 		req := NewDecryptRequest(agg2, "total", 1, parts)
-		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
+		if _, err := m.admitDecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
 			t.Fatalf("err = %v, want ErrPolicy", err)
 		}
 		// The same set in another round is fine.
 		req.Round = 2
-		if _, err := m.DecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
+		if err := cm.verifyRequest(t, m.ID(), req, agg2.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.admitDecryptShare(req, 0, agg2.Ciphertexts[0]); err != nil {
 			t.Fatal(err)
 		}
 	})
 }
 
-// A retry after a dropout needs a fresh aggregate: Rerandomize gives a new
-// digest with the same plaintext.
+// A retry after a dropout needs a fresh aggregate: RerandomizeAggregate
+// gives a new digest with the same plaintext, by a public encryption of
+// zero every member recomputes.
 func TestRerandomizedRetry(t *testing.T) {
 	params := testParams(t)
 	cm := newCommittee(t, params, 3, 2)
-	agg, want := encryptedRound(t, cm, 30, []float64{1, 2, 3}, 11)
+	agg, want := encryptedRound(t, cm, 1500, []float64{1, 2, 3}, 11)
 	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
-	if _, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
+	cm.verifyAll(t, req, agg.Ciphertexts)
+	if _, err := cm.members[cm.ids[0]].admitDecryptShare(req, 0, agg.Ciphertexts[0]); err != nil {
 		t.Fatal(err)
 	}
 	// Member 1 dropped before answering; retry with members 0 and 2.
@@ -241,19 +260,36 @@ func TestRerandomizedRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := &Aggregate{Key: agg.Key, NumParams: agg.NumParams, Contributors: agg.Contributors}
-	for _, ct := range agg.Ciphertexts {
-		r, err := enc.Rerandomize(ct)
-		if err != nil {
+	fresh, err := enc.RerandomizeAggregate(agg, "total", 1, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := range fresh.Digests {
+		if fresh.Digests[b] == agg.Digests[b] {
+			t.Fatalf("rerandomised block %d has the same digest", b)
+		}
+	}
+	cm.register(fresh.Digests[0], cm.sources[agg.Digests[0]])
+	retry := NewDecryptRequest(fresh, "total", 1, []string{cm.ids[0], cm.ids[2]})
+	retry.Retry = 1
+	cm.verifyAll(t, retry, fresh.Ciphertexts)
+	dec, err := NewDecryptor(params, cm.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := make([][]float64, len(fresh.Ciphertexts))
+	for b, ct := range fresh.Ciphertexts {
+		shares := map[string][]byte{}
+		for _, p := range retry.Participants {
+			if shares[p], err = cm.members[p].admitDecryptShare(retry, b, ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if blocks[b], err = dec.CombineBlock(retry, b, ct, shares); err != nil {
 			t.Fatal(err)
 		}
-		fresh.Ciphertexts = append(fresh.Ciphertexts, r)
-		fresh.Digests = append(fresh.Digests, sha256Sum(r))
 	}
-	if fresh.Digests[0] == agg.Digests[0] {
-		t.Fatal("rerandomised ciphertext has the same digest")
-	}
-	got, _, err := decrypt(t, cm, fresh, 1, []string{cm.ids[0], cm.ids[2]})
+	got, _, err := Assemble(agg.NumParams, blocks)
 	if err != nil {
 		t.Fatal(err)
 	}

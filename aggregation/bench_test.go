@@ -156,16 +156,19 @@ func BenchmarkDecrypt(b *testing.B) {
 			// Members never serve a digest twice: forget between
 			// iterations so the same aggregate can be timed again.
 			for _, m := range cm.members {
-				m.record = NewRecord()
+				m.forget()
 			}
 			b.StartTimer()
 			req := NewDecryptRequest(agg, "total", 1, cm.ids[1:4])
+			b.StopTimer()
+			cm.verifyAll(b, req, agg.Ciphertexts)
+			b.StartTimer()
 			blocks := make([][]float64, len(agg.Ciphertexts))
 			for blk, ct := range agg.Ciphertexts {
 				shares := map[string][]byte{}
 				start := time.Now()
 				for _, p := range req.Participants {
-					s, err := cm.members[p].DecryptShare(req, blk, ct)
+					s, err := cm.members[p].admitDecryptShare(req, blk, ct)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -249,13 +252,17 @@ func BenchmarkInfluence(b *testing.B) {
 			// refuse its digest a second time, so they forget between
 			// iterations (outside the timed sections).
 			for _, m := range cm.members {
-				m.record = NewRecord()
+				m.forget()
 			}
-			req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+			cm.register(d, &testSource{cts: map[string][][]byte{"c": cts}, weights: map[string]float64{"c": 40}, grad: grad})
+			req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.gradientDigest(d), cm.ids)
+			b.StopTimer()
+			cm.verifyAll(b, req, [][]byte{ict})
+			b.StartTimer()
 			shares := map[string][]byte{}
 			start = time.Now()
 			for _, p := range cm.ids[:3] {
-				if shares[p], err = cm.members[p].DecryptCoefficientShare(req, ict); err != nil {
+				if shares[p], err = cm.members[p].admitCoefficientShare(req, ict); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -99,11 +99,12 @@ func checkInfluenceRequest(req DecryptRequest, inst *KeyGenInstance) error {
 //
 // Policy: purpose [PurposeInfluence] only; exactly one contributor and one
 // digest; ct must hash to the digest; the member must be among the
-// participants; and at most one such share per (job, round, client), ever:
-// a second request for the same client and round fails with
-// [ErrInfluenceServed] whatever its digest, participants or purpose
-// spelling, and the digest is recorded as served so no whole share of it
-// can follow. The record is updated before the share is returned.
+// participants; and the request must have been admitted ([Member.Admit]),
+// which allows at most L scalars per (job, round, client), ever: across
+// retries, attempts, participant sets, digests and key instances, from the
+// job's transcript ([ErrScalarBudget]), and no scalar for a round before
+// the transcript's latest ([ErrStaleRound]). The digest is in the
+// transcript, so no whole share of it can follow.
 func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -123,8 +124,11 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 	if d := sha256.Sum256(ct); d != req.Digests[0] {
 		return nil, fmt.Errorf("%w: influence ciphertext hashes to %x, request names %x", ErrDigestMismatch, d[:8], req.Digests[0][:8])
 	}
-	if err := m.record.checkCoefficient(m.inst.job, req); err != nil {
-		return nil, err
+	if _, ok := m.admitted[req.ID()]; !ok {
+		return nil, fmt.Errorf("%w: member %q: influence request for %q round %d was not admitted (Member.Admit)", ErrNotAdmitted, m.id, req.Contributors[0], req.Round)
+	}
+	if m.served[req.Digests[0]] {
+		return nil, fmt.Errorf("%w: %w: member %q already produced a coefficient share of digest %x", ErrPolicy, ErrAlreadyServed, m.id, req.Digests[0][:8])
 	}
 	c, info, err := parseInfluence(m.params, ct)
 	if err != nil {
@@ -134,6 +138,11 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 		return nil, fmt.Errorf("%w: influence ciphertext under key instance %x", ErrKeyMismatch, info.key[:8])
 	}
 	if err := m.checkCoefficientBudget(info.blocks); err != nil {
+		return nil, err
+	}
+	// Only an influence ciphertext VerifyAggregate found to be the product
+	// of the client's signed ciphertexts with the committed vector.
+	if err := m.requireVerified(req); err != nil {
 		return nil, err
 	}
 	level := c.Level()
@@ -161,7 +170,7 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 		clear(row)
 	}
 
-	m.record.markCoefficient(m.inst.job, req, out.request)
+	m.served[req.Digests[0]] = true
 	return out.marshal(m.params), nil
 }
 

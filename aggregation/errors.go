@@ -53,6 +53,26 @@ var (
 	// flooding noise is sized for (he_params.flooding); it also wraps
 	// ErrPolicy.
 	ErrFloodingBudget = errors.New("aggregation: beyond the flooding bound")
+	// ErrTranscript reports a decryption transcript that does not hold:
+	// an entry unsigned, signed by a non-participant or under a wrong key,
+	// for another job, or signed although it breaks the rules.
+	ErrTranscript = errors.New("aggregation: decryption transcript rejected")
+	// ErrTranscriptFork reports entries that do not extend the head this
+	// party holds: the coordinator shows parties different chains.
+	ErrTranscriptFork = errors.New("aggregation: decryption transcript forked")
+	// ErrSetDifference reports a whole decryption whose contributor set
+	// differs from one already decrypted in the same round by fewer than
+	// k clients; it also wraps ErrPolicy.
+	ErrSetDifference = errors.New("aggregation: contributor set differs from a decrypted one by fewer than k")
+	// ErrScalarBudget reports an influence request beyond the scalars
+	// allowed per client and round; it also wraps ErrPolicy.
+	ErrScalarBudget = errors.New("aggregation: influence scalars per client and round exhausted")
+	// ErrStaleRound reports a request for a round before the latest one in
+	// the transcript; it also wraps ErrPolicy.
+	ErrStaleRound = errors.New("aggregation: request for a round before the transcript's latest")
+	// ErrNotAdmitted reports a share asked for a request the member has not
+	// admitted ([Member.Admit]).
+	ErrNotAdmitted = errors.New("aggregation: request not admitted to the transcript")
 	// ErrDigestMismatch reports a ciphertext that does not hash to the
 	// digest named in the request.
 	ErrDigestMismatch = errors.New("aggregation: ciphertext digest mismatch")

@@ -356,22 +356,23 @@ func (p Parameters) influenceTail() float64 {
 
 // checkWholeBudget refuses a whole-share request beyond the bound's caps:
 // more contributors than it assumes, or one block decryption more than it
-// covers over the member's record (the job's; the record survives
-// re-keys).
+// covers over the member's transcript (the job's; it survives re-keys
+// and restarts).
 func (m *Member) checkWholeBudget(req DecryptRequest) error {
 	f := m.params.cfg.Flooding
 	if len(req.Contributors) > f.Contributors {
 		return fmt.Errorf("%w: %w: %d contributors, the flooding bound covers aggregates of at most %d (he_params.flooding.contributors)", ErrPolicy, ErrFloodingBudget, len(req.Contributors), f.Contributors)
 	}
-	if n := m.record.Len() - len(m.record.coeffs); n >= f.Decryptions {
-		return fmt.Errorf("%w: %w: member %q served %d block decryptions, the flooding bound covers %d (he_params.flooding.decryptions)", ErrPolicy, ErrFloodingBudget, m.id, n, f.Decryptions)
+	if n := m.blocks; n+len(req.Digests) > f.Decryptions {
+		return fmt.Errorf("%w: %w: member %q took part in %d block decryptions, the flooding bound covers %d (he_params.flooding.decryptions)", ErrPolicy, ErrFloodingBudget, m.id, n, f.Decryptions)
 	}
 	return nil
 }
 
 // checkCoefficientBudget refuses a coefficient share beyond the caps: a
 // committee larger than the bound assumes, an influence ciphertext of
-// more blocks, or one scalar more than it covers.
+// more blocks, or (at admission, blocks = 0) one scalar more than it
+// covers.
 func (m *Member) checkCoefficientBudget(blocks int) error {
 	f := m.params.cfg.Flooding
 	if c := len(m.inst.members); c > f.Committee {
@@ -380,8 +381,8 @@ func (m *Member) checkCoefficientBudget(blocks int) error {
 	if blocks > f.Blocks {
 		return fmt.Errorf("%w: %w: influence ciphertext of %d blocks, the flooding bound covers at most %d (he_params.flooding.blocks)", ErrPolicy, ErrFloodingBudget, blocks, f.Blocks)
 	}
-	if n := len(m.record.coeffs); n >= f.Scalars {
-		return fmt.Errorf("%w: %w: member %q served %d influence scalars, the flooding bound covers %d (he_params.flooding.scalars)", ErrPolicy, ErrFloodingBudget, m.id, n, f.Scalars)
+	if n := m.scalars; blocks == 0 && n >= f.Scalars {
+		return fmt.Errorf("%w: %w: member %q took part in %d influence scalars, the flooding bound covers %d (he_params.flooding.scalars)", ErrPolicy, ErrFloodingBudget, m.id, n, f.Scalars)
 	}
 	return nil
 }

@@ -283,8 +283,11 @@ func TestFloodingBudget(t *testing.T) {
 		c := realisticCase(5, 20, []float64{5, 7}, false)
 		cts, digests := influenceRun(t, cm, c)
 		for i, client := range c.clients {
-			req := NewInfluenceRequest(cm.inst.ID(), 1, client, digests[i], cm.ids)
-			_, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[i])
+			req := NewInfluenceRequest(cm.inst.ID(), 1, client, digests[i], cm.gradientDigest(digests[i]), cm.ids)
+			if err := cm.verifyRequest(t, cm.ids[0], req, [][]byte{cts[i]}, nil); err != nil {
+				t.Fatal(err)
+			}
+			_, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[i])
 			if i == 0 && err != nil {
 				t.Fatal(err)
 			}
@@ -297,8 +300,8 @@ func TestFloodingBudget(t *testing.T) {
 		cm := floodingCommittee(t, 4, 2, f)
 		c := realisticCase(5, 20, []float64{5}, false)
 		cts, digests := influenceRun(t, cm, c)
-		req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.ids)
-		if _, err := cm.members[cm.ids[0]].DecryptCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
+		req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.gradientDigest(digests[0]), cm.ids)
+		if _, err := cm.members[cm.ids[0]].admitCoefficientShare(req, cts[0]); !errors.Is(err, ErrFloodingBudget) {
 			t.Fatalf("committee of 4 with a cap of 3: got %v, want ErrFloodingBudget", err)
 		}
 	})

@@ -44,7 +44,7 @@ func FuzzDecryptShare(f *testing.F) {
 		if err := r.UnmarshalBinary(rawReq); err != nil {
 			r = req
 		}
-		_, _ = m.DecryptShare(r, block, ct)
+		_, _ = m.admitDecryptShare(r, block, ct)
 	})
 }
 
@@ -53,11 +53,12 @@ func FuzzCombineShare(f *testing.F) {
 	cm := newCommittee(f, params, 3, 2)
 	agg, _ := encryptedRound(f, cm, 10, []float64{1, 2, 3}, 1)
 	req := NewDecryptRequest(agg, "total", 1, cm.ids[:2])
-	s0, err := cm.members[cm.ids[0]].DecryptShare(req, 0, agg.Ciphertexts[0])
+	cm.verifyAll(f, req, agg.Ciphertexts)
+	s0, err := cm.members[cm.ids[0]].admitDecryptShare(req, 0, agg.Ciphertexts[0])
 	if err != nil {
 		f.Fatal(err)
 	}
-	s1, err := cm.members[cm.ids[1]].DecryptShare(req, 0, agg.Ciphertexts[0])
+	s1, err := cm.members[cm.ids[1]].admitDecryptShare(req, 0, agg.Ciphertexts[0])
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -155,14 +156,19 @@ func FuzzKeyGenInstance(f *testing.F) {
 	})
 }
 
-func FuzzRecord(f *testing.F) {
-	r := NewRecord()
-	r.mark(DecryptRequest{Round: 1, Purpose: "total", Digests: [][32]byte{{1}}, Contributors: []string{"a", "b", "c"}}, [32]byte{2}, 0)
-	raw, _ := r.MarshalJSON()
+func FuzzTranscript(f *testing.F) {
+	tr := NewTranscript("j")
+	e := NewTranscriptEntry("j", 0, tr.Head(), DecryptRequest{Round: 1, Purpose: "total", Digests: [][32]byte{{1}}, Contributors: []string{"a", "b", "c"}, Participants: []string{"m"}})
+	e.Signatures = map[string][]byte{"m": make([]byte, 64)}
+	tr.add(e)
+	raw, _ := tr.MarshalBinary()
 	f.Add(raw)
+	eb, _ := e.MarshalBinary()
+	f.Add(eb)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var r Record
-		_ = r.UnmarshalJSON(b)
+		_, _ = UnmarshalTranscript(b)
+		var e TranscriptEntry
+		_ = e.UnmarshalBinary(b)
 	})
 }
 
@@ -184,10 +190,12 @@ func influenceFixture(f *testing.F) (*committee, DecryptRequest, []byte, map[str
 	if err != nil {
 		f.Fatal(err)
 	}
-	req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.ids)
+	cm.register(d, &testSource{cts: map[string][][]byte{"c": {blk}}, weights: map[string]float64{"c": 5}, grad: update(3, 10)})
+	req := NewInfluenceRequest(cm.inst.ID(), 1, "c", d, cm.gradientDigest(d), cm.ids)
+	cm.verifyAll(f, req, [][]byte{ct})
 	shares := map[string][]byte{}
 	for _, p := range cm.ids[:2] {
-		if shares[p], err = cm.members[p].DecryptCoefficientShare(req, ct); err != nil {
+		if shares[p], err = cm.members[p].admitCoefficientShare(req, ct); err != nil {
 			f.Fatal(err)
 		}
 	}

@@ -34,6 +34,13 @@ type committee struct {
 	keys    pinnedKeys
 	pk      []byte
 	cert    []byte
+	// sources maps a ciphertext digest (an aggregate's block 0, an
+	// influence ciphertext) to the client ciphertexts it was made from,
+	// which verifyRequest signs and relays as the evidence.
+	sources map[[32]byte]*testSource
+	// pending collects what add accumulated, for aggregates not
+	// registered by digest.
+	pending *testSource
 }
 
 func memberID(i int) string { return fmt.Sprintf("m%02d", i) }
@@ -144,7 +151,7 @@ func newCommittee(t testing.TB, params Parameters, c, thr int) *committee {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm := &committee{params: params, members: map[string]*Member{}}
+	cm := &committee{params: params, members: map[string]*Member{}, sources: map[[32]byte]*testSource{}}
 	ms, keys := newTestMembers(t, params, c, policy)
 	cm.keys = keys
 	for _, m := range ms {
@@ -185,6 +192,7 @@ func encryptedRound(t testing.TB, cm *committee, numParams int, weights []float6
 	// The accumulator keeps nothing of what it is given, so each client
 	// reuses the previous one's buffers, exercising EncryptUpdateInto.
 	var cts [][]byte
+	src := &testSource{cts: map[string][][]byte{}, weights: map[string]float64{}}
 	for i, w := range weights {
 		u := update(seed+uint64(i), numParams)
 		updates = append(updates, u)
@@ -192,16 +200,19 @@ func encryptedRound(t testing.TB, cm *committee, numParams int, weights []float6
 		if err != nil {
 			t.Fatal(err)
 		}
+		id := fmt.Sprintf("c%02d", i)
 		for _, ct := range cts {
-			if err := acc.Add(fmt.Sprintf("c%02d", i), ct); err != nil {
+			if err := acc.Add(id, ct); err != nil {
 				t.Fatal(err)
 			}
 		}
+		src.cts[id], src.weights[id] = cloneAll(cts), w
 	}
 	agg, err := acc.Finalize()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cm.register(agg.Digests[0], src)
 	want, err := FedAvg(updates, weights)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +232,12 @@ func decrypt(t testing.TB, cm *committee, agg *Aggregate, round uint64, particip
 	for b, ct := range agg.Ciphertexts {
 		shares := map[string][]byte{}
 		for _, p := range req.Participants {
-			s, err := cm.members[p].DecryptShare(req, b, ct)
+			if b == 0 {
+				if err := cm.verifyRequest(t, p, req, agg.Ciphertexts, nil); err != nil {
+					return nil, 0, err
+				}
+			}
+			s, err := cm.members[p].admitDecryptShare(req, b, ct)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -250,3 +266,144 @@ func maxAbsDiff(a, b []float64) float64 {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// testSource is what an aggregate or influence ciphertext of a test was
+// made from: every client's block ciphertexts and weight, and the
+// multiplier vector of an influence round.
+type testSource struct {
+	cts     map[string][][]byte
+	weights map[string]float64
+	grad    []float64
+}
+
+func cloneAll(cts [][]byte) [][]byte {
+	out := make([][]byte, len(cts))
+	for i, ct := range cts {
+		out[i] = bytes.Clone(ct)
+	}
+	return out
+}
+
+// register records src as the origin of the ciphertext with digest d.
+func (cm *committee) register(d [32]byte, src *testSource) { cm.sources[d] = src }
+
+// clientKey is test client id's Ed25519 identity key, derived from its
+// name; it is pinned in cm.keys the first time it is asked for.
+func (cm *committee) clientKey(id string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test client key/" + id))
+	sk := ed25519.NewKeyFromSeed(seed[:])
+	if _, ok := cm.keys[id]; !ok {
+		cm.keys[id] = sk.Public().(ed25519.PublicKey)
+	}
+	return sk
+}
+
+// evidence is what an honest coordinator relays for req: the signed
+// submissions of its contributors (signed here, for the request's round
+// and attempt, as each client would have signed its upload) and their c₁.
+func (cm *committee) evidence(t testing.TB, req DecryptRequest, cts [][]byte) Evidence {
+	t.Helper()
+	src, ok := cm.sources[req.Digests[0]]
+	if !ok && cm.pending != nil {
+		src, ok = cm.pending, true
+	}
+	if !ok {
+		t.Fatalf("no registered source for digest %x", req.Digests[0][:8])
+	}
+	ev := Evidence{Ciphertexts: cts, Submissions: map[string][]byte{}}
+	for _, id := range req.Contributors {
+		blocks, ok := src.cts[id]
+		if !ok {
+			continue
+		}
+		sub, err := NewSubmission(cm.params, cm.inst.Job(), id, req.Round, req.Attempt, uint64(src.weights[id]), blocks, cm.clientKey(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Submissions[id], err = sub.MarshalBinary(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev.Contribution = func(client string, b int) ([]byte, error) {
+		blocks, ok := src.cts[client]
+		if !ok || b >= len(blocks) {
+			return nil, fmt.Errorf("no contribution %s/%d", client, b)
+		}
+		return ContributionC1(blocks[b]), nil
+	}
+	if req.Purpose == PurposeInfluence {
+		ev.Gradient = src.grad
+	}
+	return ev
+}
+
+// verifyRequest has member p verify req with the honest evidence; mutate,
+// if not nil, changes the evidence first (an attack).
+func (cm *committee) verifyRequest(t testing.TB, p string, req DecryptRequest, cts [][]byte, mutate func(*Evidence)) error {
+	t.Helper()
+	ev := cm.evidence(t, req, cts)
+	if mutate != nil {
+		mutate(&ev)
+	}
+	return cm.members[p].VerifyAggregate(req, ev)
+}
+
+// verifyAll has every participant of req verify it, failing the test on a
+// refusal.
+func (cm *committee) verifyAll(t testing.TB, req DecryptRequest, cts [][]byte) {
+	t.Helper()
+	for _, p := range req.Participants {
+		if err := cm.verifyRequest(t, p, req, cts, nil); err != nil {
+			t.Fatalf("member %s: %v", p, err)
+		}
+	}
+}
+
+// gradientDigest is the commitment to the multiplier vector the
+// ciphertext with digest d was made with (zero if none).
+func (cm *committee) gradientDigest(d [32]byte) [32]byte {
+	if src, ok := cm.sources[d]; ok && src.grad != nil {
+		return GradientDigest(src.grad)
+	}
+	return [32]byte{}
+}
+
+// add accumulates client id's ciphertexts into acc and records them as
+// the evidence of aggregates with no registered source.
+func (cm *committee) add(acc *Accumulator, id string, cts [][]byte, weight float64) error {
+	if cm.pending == nil {
+		cm.pending = &testSource{cts: map[string][][]byte{}, weights: map[string]float64{}}
+	}
+	cm.pending.cts[id], cm.pending.weights[id] = cloneAll(cts), weight
+	for _, ct := range cts {
+		if err := acc.Add(id, ct); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// admitDecryptShare admits req with no transcript entries from elsewhere
+// (the member's own chain only) and returns its share of block.
+func (m *Member) admitDecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptShare(req, block, ct)
+}
+
+// admitCoefficientShare is admitDecryptShare for a coefficient share.
+func (m *Member) admitCoefficientShare(req DecryptRequest, ct []byte) ([]byte, error) {
+	if _, err := m.Admit(req, nil); err != nil {
+		return nil, err
+	}
+	return m.DecryptCoefficientShare(req, ct)
+}
+
+// forget clears what a member took part in, so that a benchmark can time
+// the same aggregate again.
+func (m *Member) forget() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.transcript, m.admitted, m.served, m.blocks, m.scalars = nil, map[[32]byte][]byte{}, map[[32]byte]bool{}, 0, 0
+}

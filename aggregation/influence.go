@@ -182,28 +182,35 @@ func (f *Influence) Add(client string, ct []byte) error {
 	if st.sum == nil {
 		st.sum = ckks.NewCiphertext(f.params.ckks, 1, f.params.ckks.MaxLevel())
 	}
-	n := f.params.ckks.N()
 	data := ct[ciphertextHeaderSize:]
-	g := f.grad[info.block].Coeffs
-	for k := 0; k < 2; k++ {
-		for r, q := range f.moduli {
-			// Fused read, Montgomery product with the gradient (stored as
-			// g·2^64 mod q, so MRed gives x·g mod q) and reduced add: the
-			// ciphertext is never copied into a lattigo polynomial.
-			src := data[(k*len(f.moduli)+r)*n*8:]
-			acc, gr, mred := st.sum.Value[k].Coeffs[r], g[r], f.mred[r]
-			for i := range acc {
-				s := acc[i] + ring.MRed(binary.LittleEndian.Uint64(src[8*i:]), gr[i], q, mred)
-				if s >= q {
-					s -= q
-				}
-				acc[i] = s
-			}
-		}
-	}
+	half := len(data) / 2
+	f.mulAddC1(st.sum.Value[0], info.block, data[:half])
+	f.mulAddC1(st.sum.Value[1], info.block, data[half:])
 	st.got[info.block] = true
 	st.n++
 	return nil
+}
+
+// mulAddC1 adds into acc the product of one ciphertext polynomial (its
+// marshalled rows, src) with the gradient's block b. Members use it on c₁
+// alone to recompute a client's product (verify.go), exactly as Add does.
+func (f *Influence) mulAddC1(acc ring.Poly, b int, src []byte) {
+	n := f.params.ckks.N()
+	g := f.grad[b].Coeffs
+	for r, q := range f.moduli {
+		// Fused read, Montgomery product with the gradient (stored as
+		// g·2^64 mod q, so MRed gives x·g mod q) and reduced add: the
+		// ciphertext is never copied into a lattigo polynomial.
+		row := src[r*n*8:]
+		out, gr, mred := acc.Coeffs[r], g[r], f.mred[r]
+		for i := range out {
+			s := out[i] + ring.MRed(binary.LittleEndian.Uint64(row[8*i:]), gr[i], q, mred)
+			if s >= q {
+				s -= q
+			}
+			out[i] = s
+		}
+	}
 }
 
 // Finalize returns client's influence ciphertext, marshalled, and its
@@ -231,11 +238,12 @@ func (f *Influence) Finalize(client string) ([]byte, [32]byte, error) {
 }
 
 // NewInfluenceRequest is the canonical request for client's influence
-// ciphertext (digest from [Influence.Finalize]) in round, addressed to
+// ciphertext (digest from [Influence.Finalize]) in round, committed to the
+// multiplier vector whose [GradientDigest] is gradient, addressed to
 // participants: every committee member asked, at least t of them. Unlike a
 // whole decryption, any t of their coefficient shares combine, so the
 // coordinator asks all the members it can reach at once.
-func NewInfluenceRequest(key [32]byte, round uint64, client string, digest [32]byte, participants []string) DecryptRequest {
+func NewInfluenceRequest(key [32]byte, round uint64, client string, digest, gradient [32]byte, participants []string) DecryptRequest {
 	return DecryptRequest{
 		Key:          key,
 		Purpose:      PurposeInfluence,
@@ -243,6 +251,7 @@ func NewInfluenceRequest(key [32]byte, round uint64, client string, digest [32]b
 		Digests:      [][32]byte{digest},
 		Contributors: []string{client},
 		Participants: participants,
+		Gradient:     gradient,
 	}.Canonical()
 }
 

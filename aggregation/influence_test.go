@@ -80,11 +80,13 @@ func influenceRun(t testing.TB, cm *committee, c influenceCase) (cts [][]byte, d
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.clients))
+	src := &testSource{cts: map[string][][]byte{}, weights: map[string]float64{}, grad: c.grad}
 	for i, id := range c.clients {
 		blocks, err := enc.EncryptUpdate(c.updates[i], c.weights[i])
 		if err != nil {
 			t.Fatal(err)
 		}
+		src.cts[id], src.weights[id] = blocks, c.weights[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -106,6 +108,7 @@ func influenceRun(t testing.TB, cm *committee, c influenceCase) (cts [][]byte, d
 		if err != nil {
 			t.Fatal(err)
 		}
+		cm.register(d, src)
 		cts, digests = append(cts, ct), append(digests, d)
 	}
 	return cts, digests
@@ -116,7 +119,10 @@ func coefficientShares(t testing.TB, cm *committee, req DecryptRequest, ct []byt
 	t.Helper()
 	out := map[string][]byte{}
 	for _, p := range asked {
-		s, err := cm.members[p].DecryptCoefficientShare(req, ct)
+		if err := cm.verifyRequest(t, p, req, [][]byte{ct}, nil); err != nil {
+			t.Fatalf("member %s: %v", p, err)
+		}
+		s, err := cm.members[p].admitCoefficientShare(req, ct)
 		if err != nil {
 			t.Fatalf("member %s: %v", p, err)
 		}
@@ -157,7 +163,7 @@ func TestInfluenceAnyTOfC(t *testing.T) {
 	// points 1, 2, 5) combine as well as consecutive ones.
 	answered := [][]string{cm.ids, {"m00", "m01", "m04"}, {"m01", "m02", "m03"}}
 	for i, id := range c.clients {
-		req := NewInfluenceRequest(cm.inst.ID(), 1, id, digests[i], cm.ids)
+		req := NewInfluenceRequest(cm.inst.ID(), 1, id, digests[i], cm.gradientDigest(digests[i]), cm.ids)
 		all := coefficientShares(t, cm, req, cts[i], cm.ids)
 		want, bound, _ := c.want(params, i)
 		for _, set := range answered {
@@ -184,7 +190,7 @@ func TestInfluenceThresholdMinusOne(t *testing.T) {
 	c := realisticCase(2, params.Slots(), []float64{300}, true)
 	cts, digests := influenceRun(t, cm, c)
 	dec, _ := NewDecryptor(params, cm.inst)
-	req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.ids)
+	req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.gradientDigest(digests[0]), cm.ids)
 	shares := coefficientShares(t, cm, req, cts[0], cm.ids[:2])
 	if _, err := dec.CombineCoefficient(req, cts[0], shares); !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("2 of threshold 3 shares: %v, want ErrIncomplete", err)
@@ -219,8 +225,9 @@ func TestInfluencePolicy(t *testing.T) {
 	cts2, digests2 := influenceRun(t, cm, c)
 	key := cm.inst.ID()
 	m := cm.members["m00"]
-	first := NewInfluenceRequest(key, 7, "c00", digests[0], cm.ids)
-	if _, err := m.DecryptCoefficientShare(first, cts[0]); err != nil {
+	first := NewInfluenceRequest(key, 7, "c00", digests[0], cm.gradientDigest(digests[0]), cm.ids)
+	cm.verifyAll(t, first, [][]byte{cts[0]})
+	if _, err := m.admitCoefficientShare(first, cts[0]); err != nil {
 		t.Fatal(err)
 	}
 	agg, _ := encryptedRound(t, cm, 50, []float64{1, 2, 3}, 9)
@@ -232,20 +239,20 @@ func TestInfluencePolicy(t *testing.T) {
 		want error
 	}{
 		{"same request again", first, cts[0], ErrAlreadyServed},
-		{"other participants", NewInfluenceRequest(key, 7, "c00", digests[0], []string{"m00", "m01"}), cts[0], ErrAlreadyServed},
-		{"other digest", NewInfluenceRequest(key, 7, "c00", digests2[0], cm.ids), cts2[0], ErrInfluenceServed},
-		{"other digest and participants", NewInfluenceRequest(key, 7, "c00", digests2[0], []string{"m00", "m03"}), cts2[0], ErrInfluenceServed},
-		{"other purpose", withPurpose(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.ids), "total"), cts2[0], ErrPolicy},
-		{"two contributors", withContributors(NewInfluenceRequest(key, 7, "c01", digests[1], cm.ids), "c00", "c01"), cts[1], ErrPolicy},
-		{"two digests", withDigests(NewInfluenceRequest(key, 7, "c01", digests[1], cm.ids), digests[1], digests2[1]), cts[1], ErrPolicy},
-		{"digest mismatch", NewInfluenceRequest(key, 7, "c01", digests[1], cm.ids), cts2[1], ErrDigestMismatch},
-		{"fewer than t participants", NewInfluenceRequest(key, 7, "c01", digests[1], []string{"m00"}), cts[1], ErrInvalidInput},
-		{"not a participant", NewInfluenceRequest(key, 7, "c01", digests[1], []string{"m01", "m02"}), cts[1], ErrNotMember},
-		{"aggregate ciphertext", NewInfluenceRequest(key, 8, "c01", agg.Digests[0], cm.ids), agg.Ciphertexts[0], ErrMalformed},
+		{"other participants", NewInfluenceRequest(key, 7, "c00", digests[0], cm.gradientDigest(digests[0]), []string{"m00", "m01"}), cts[0], ErrAlreadyServed},
+		{"other digest", NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids), cts2[0], ErrScalarBudget},
+		{"other digest and participants", NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), []string{"m00", "m03"}), cts2[0], ErrScalarBudget},
+		{"other purpose", withPurpose(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids), "total"), cts2[0], ErrPolicy},
+		{"two contributors", withContributors(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), "c00", "c01"), cts[1], ErrPolicy},
+		{"two digests", withDigests(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), digests[1], digests2[1]), cts[1], ErrPolicy},
+		{"digest mismatch", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), cts2[1], ErrDigestMismatch},
+		{"fewer than t participants", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m00"}), cts[1], ErrInvalidInput},
+		{"not a participant", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m01", "m02"}), cts[1], ErrNotMember},
+		{"aggregate ciphertext", NewInfluenceRequest(key, 7, "c02", agg.Digests[0], cm.gradientDigest(agg.Digests[0]), cm.ids), agg.Ciphertexts[0], ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.DecryptCoefficientShare(tc.req, tc.ct)
+			_, err := m.admitCoefficientShare(tc.req, tc.ct)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -254,45 +261,47 @@ func TestInfluencePolicy(t *testing.T) {
 
 	t.Run("other client or round allowed", func(t *testing.T) {
 		for _, req := range []DecryptRequest{
-			NewInfluenceRequest(key, 7, "c01", digests[1], cm.ids),
-			NewInfluenceRequest(key, 8, "c00", digests2[0], cm.ids),
+			NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids),
+			NewInfluenceRequest(key, 8, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids),
 		} {
 			ct := cts[1]
 			if req.Round == 8 {
 				ct = cts2[0]
 			}
-			if _, err := m.DecryptCoefficientShare(req, ct); err != nil {
+			cm.verifyAll(t, req, [][]byte{ct})
+			if _, err := m.admitCoefficientShare(req, ct); err != nil {
 				t.Fatalf("%s round %d: %v", req.Contributors[0], req.Round, err)
 			}
 		}
 	})
 
-	t.Run("record survives a restart", func(t *testing.T) {
-		raw, err := m.Record().MarshalJSON()
+	t.Run("transcript survives a restart", func(t *testing.T) {
+		raw, err := m.MarshalTranscript()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var restored Record
-		if err := restored.UnmarshalJSON(raw); err != nil {
+		restored, err := UnmarshalTranscript(raw)
+		if err != nil {
 			t.Fatal(err)
 		}
-		s, ok := restored.ServedCoefficient("job", 7, "c00")
-		if !ok || s.Digest != digests[0] || s.Request != first.ID() {
-			t.Fatalf("restored record lost the coefficient share: %+v %v", s, ok)
+		e, ok := restored.FindRequest(first.ID())
+		if !ok || e.Digests[0] != digests[0] || e.Scalars != 1 {
+			t.Fatalf("restored transcript lost the coefficient share: %+v %v", e, ok)
 		}
-		again, _ := restored.MarshalJSON()
+		again, _ := restored.MarshalBinary()
 		if string(again) != string(raw) {
-			t.Fatalf("record does not round-trip:\n%s\n%s", raw, again)
+			t.Fatal("transcript does not round-trip")
 		}
-		// A member restarted with the record refuses the retry.
-		m2, err := NewMember(params, "m00", m.identity, m.signer, m.keys, m.policy, &restored, m.rand)
+		// A member restarted with the transcript refuses a second scalar
+		// for (c00, round 8), whatever the digest.
+		m2, err := NewMember(params, "m00", m.identity, m.signer, m.keys, m.policy, restored, m.rand)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m2.inst, m2.tsk = m.inst, m.tsk
 		cts3, digests3 := influenceRun(t, cm, c)
-		if _, err := m2.DecryptCoefficientShare(NewInfluenceRequest(key, 7, "c00", digests3[0], cm.ids), cts3[0]); !errors.Is(err, ErrInfluenceServed) {
-			t.Fatalf("restarted member: %v, want ErrInfluenceServed", err)
+		if _, err := m2.admitCoefficientShare(NewInfluenceRequest(key, 8, "c00", digests3[0], cm.gradientDigest(digests3[0]), cm.ids), cts3[0]); !errors.Is(err, ErrScalarBudget) {
+			t.Fatalf("restarted member: %v, want ErrScalarBudget", err)
 		}
 	})
 }
@@ -314,13 +323,13 @@ func TestDecryptShareRefusesInfluence(t *testing.T) {
 	// contributors and exactly t participants.
 	req := DecryptRequest{Key: cm.inst.ID(), Purpose: PurposeInfluence, Round: 1, Digests: [][32]byte{digests[0]},
 		Contributors: c.clients, Participants: cm.ids[:2]}.Canonical()
-	if _, err := m.DecryptShare(req, 0, cts[0]); !errors.Is(err, ErrPolicy) {
+	if _, err := m.admitDecryptShare(req, 0, cts[0]); !errors.Is(err, ErrPolicy) {
 		t.Fatalf("whole share of an influence request: %v, want ErrPolicy", err)
 	}
 	// Relabelled as an aggregate, an influence ciphertext does not parse
 	// as one: it can never be decrypted whole.
 	req.Purpose = "total"
-	if _, err := m.DecryptShare(req, 0, cts[0]); !errors.Is(err, ErrMalformed) {
+	if _, err := m.admitDecryptShare(req, 0, cts[0]); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("whole share of an influence ciphertext: %v, want ErrMalformed", err)
 	}
 }
@@ -338,8 +347,9 @@ func TestCoefficientShareSize(t *testing.T) {
 	cm := newCommittee(t, params, 3, 2)
 	c := realisticCase(5, 20, []float64{5}, false)
 	cts, digests := influenceRun(t, cm, c)
-	req := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], cm.ids)
-	s, err := cm.members["m01"].DecryptCoefficientShare(req, cts[0])
+	req := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], cm.gradientDigest(digests[0]), cm.ids)
+	cm.verifyAll(t, req, [][]byte{cts[0]})
+	s, err := cm.members["m01"].admitCoefficientShare(req, cts[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,8 +433,9 @@ func TestInfluenceWire(t *testing.T) {
 	cm := newCommittee(t, params, 3, 2)
 	c := realisticCase(6, 20, []float64{5}, false)
 	cts, digests := influenceRun(t, cm, c)
-	req := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], cm.ids)
-	share, err := cm.members["m00"].DecryptCoefficientShare(req, cts[0])
+	req := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], cm.gradientDigest(digests[0]), cm.ids)
+	cm.verifyAll(t, req, [][]byte{cts[0]})
+	share, err := cm.members["m00"].admitCoefficientShare(req, cts[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +544,7 @@ func TestInfluencePrecision(t *testing.T) {
 		c := realisticCase(7, numParams, []float64{1, 37, 1500, 10000}, aligned)
 		cts, digests := influenceRun(t, cm, c)
 		for i, id := range c.clients {
-			req := NewInfluenceRequest(cm.inst.ID(), uint64(round), id, digests[i], cm.ids)
+			req := NewInfluenceRequest(cm.inst.ID(), uint64(round), id, digests[i], cm.gradientDigest(digests[i]), cm.ids)
 			all := coefficientShares(t, cm, req, cts[i], cm.ids)
 			want, bound, unit := c.want(params, i)
 			for _, set := range [][]string{{"m00", "m01", "m02"}, {"m00", "m01", "m04"}} {
@@ -597,7 +608,7 @@ func TestInfluenceBudget(t *testing.T) {
 			}
 			c.updates = [][]float64{u}
 			cts, digests := influenceRun(t, cm, c)
-			req := NewInfluenceRequest(cm.inst.ID(), uint64(round), "big", digests[0], cm.ids)
+			req := NewInfluenceRequest(cm.inst.ID(), uint64(round), "big", digests[0], cm.gradientDigest(digests[0]), cm.ids)
 			got, err := dec.CombineCoefficient(req, cts[0], coefficientShares(t, cm, req, cts[0], cm.ids))
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)

@@ -31,10 +31,12 @@ import (
 //	CertifyPublicKey(inst, shares)    ← all c revealed shares, checked against the
 //	                                    commitments; → its signature of the collective key
 //	ReceiveThresholdShares(inst, …)   ← the sealed shares addressed to this member
-//	DecryptShare(req, block, ct)      → a decryption share, as often as the policy allows
+//	Admit(req, entries)               ← the transcript entries since this member's head;
+//	                                  → its signature of the new head, if the rules allow
+//	DecryptShare(req, block, ct)      → a decryption share of an admitted request
 //
-// A new instance (re-key) replaces the previous key state; the record is
-// kept across instances.
+// A new instance (re-key) replaces the previous key state; the transcript
+// is the job's and is kept across instances.
 type Member struct {
 	mu       sync.Mutex
 	params   Parameters
@@ -43,8 +45,18 @@ type Member struct {
 	signer   ed25519.PrivateKey
 	keys     MemberKeys
 	policy   Policy
-	record   *Record
 	rand     io.Reader
+
+	// transcript is the job's decryption transcript as this member holds
+	// it (transcript.go); admitted maps each request this member admitted
+	// since it was made to its signature of the head, served the digests
+	// it produced a whole share for since, and blocks and scalars count
+	// its own releases over the whole transcript, for the flooding caps.
+	transcript *Transcript
+	admitted   map[[32]byte][]byte
+	served     map[[32]byte]bool
+	blocks     int
+	scalars    int
 
 	inst       *KeyGenInstance
 	sk         *rlwe.SecretKey // from Commit until Reveal
@@ -64,6 +76,11 @@ type Member struct {
 	flood        *floodSampler
 	coef         *floodSampler
 	coefC, coefT int
+	// verify is what VerifyAggregate keeps for the current round, and
+	// gradients the multiplier vector digests (at most L) of every (key,
+	// round) it saw an influence request of (verify.go).
+	verify    *verifyState
+	gradients map[roundKey][][32]byte
 }
 
 // NewMember creates the member id with its long-term X25519 identity and
@@ -72,9 +89,11 @@ type Member struct {
 // manifest); nil falls back to the keys each instance lists, which only the
 // coordinator vouches for. rand supplies the nonces of sealed messages
 // (crypto/rand.Reader); lattigo draws the secret key and Shamir polynomials
-// from its own cryptographically secure PRNG. record may be nil (a fresh
-// record) or one restored with [Record.UnmarshalJSON].
-func NewMember(params Parameters, id string, identity *Identity, signer ed25519.PrivateKey, keys MemberKeys, policy Policy, record *Record, rand io.Reader) (*Member, error) {
+// from its own cryptographically secure PRNG. transcript may be nil (a
+// fresh one, for the job of the first instance) or one restored with
+// [UnmarshalTranscript] (a restart: the rules keep holding over what the
+// member took part in before).
+func NewMember(params Parameters, id string, identity *Identity, signer ed25519.PrivateKey, keys MemberKeys, policy Policy, transcript *Transcript, rand io.Reader) (*Member, error) {
 	if id == "" || len(id) > maxIDLength {
 		return nil, fmt.Errorf("%w: member id must have 1 to %d bytes", ErrInvalidInput, maxIDLength)
 	}
@@ -86,9 +105,6 @@ func NewMember(params Parameters, id string, identity *Identity, signer ed25519.
 	}
 	if policy.minContributors == 0 {
 		return nil, fmt.Errorf("%w: policy not built with NewPolicy", ErrInvalidInput)
-	}
-	if record == nil {
-		record = NewRecord()
 	}
 	// The key-switch protocol's own noise is lattigo's error distribution;
 	// the flooding noise, far larger, is added by a floodSampler after
@@ -102,10 +118,17 @@ func NewMember(params Parameters, id string, identity *Identity, signer ed25519.
 	if err != nil {
 		return nil, err
 	}
-	return &Member{
-		params: params, id: id, identity: identity, signer: signer, keys: keys, policy: policy, record: record, rand: rand,
+	m := &Member{
+		params: params, id: id, identity: identity, signer: signer, keys: keys, policy: policy, rand: rand,
+		transcript: transcript, admitted: map[[32]byte][]byte{}, served: map[[32]byte]bool{},
 		ks: ks, zero: rlwe.NewSecretKey(params.ckks), flood: flood,
-	}, nil
+	}
+	if transcript != nil {
+		for _, e := range transcript.entries {
+			m.count(&e)
+		}
+	}
+	return m, nil
 }
 
 // ID is the member's identity.
@@ -129,10 +152,30 @@ func (m *Member) Info() MemberInfo {
 	return MemberInfo{ID: m.id, PublicKey: m.identity.PublicKey(), SigningKey: m.signer.Public().(ed25519.PublicKey)}
 }
 
-// Record returns the member's record; persist it with MarshalJSON after
-// every DecryptShare. The caller must not use it concurrently with the
-// member.
-func (m *Member) Record() *Record { return m.record }
+// MarshalTranscript encodes the member's transcript for persistence
+// ([Transcript.MarshalBinary]); nil before the first admitted request. The
+// client persists it after every [Member.Admit], before any share of the
+// request leaves.
+func (m *Member) MarshalTranscript() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.transcript == nil {
+		return nil, nil
+	}
+	return m.transcript.MarshalBinary()
+}
+
+// TranscriptHead is the position (number of entries) and head of the
+// member's transcript; the genesis head of job before it took part in any
+// decryption.
+func (m *Member) TranscriptHead(job string) (int, [32]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.transcript == nil {
+		return 0, GenesisHead(job)
+	}
+	return m.transcript.Len(), m.transcript.Head()
+}
 
 // Ready reports whether the member holds a threshold share for inst.
 func (m *Member) Ready(inst [32]byte) bool {
@@ -391,18 +434,16 @@ func (m *Member) checkRequest(req DecryptRequest) error {
 
 // DecryptShare returns this member's decryption share of block `block` of
 // the aggregate named by req, given that block's marshalled ciphertext.
-// It refuses (errors wrapping [ErrPolicy]) when the request has fewer than
-// k contributors, when a share was ever produced for the digest (retries
-// included), or when the contributor set differs from one already
-// decrypted this round by fewer than k clients; it fails with
+// The request must have been admitted ([Member.Admit], which applies the
+// transcript's rules; else [ErrNotAdmitted]); a second share of the same
+// block is refused ([ErrAlreadyServed]); it fails with
 // [ErrDigestMismatch] when ct does not hash to req.Digests[block]. The
 // share is c1·λᵢ·sᵢ + e with λᵢ the Lagrange coefficient of this member
 // for the participant set and e flooding noise of
 // σ = [Parameters.AggregateFloodingSigma] (Mouchet et al., ePrint
 // 2022/780; doc.go, "Noise flooding"). Beyond the flooding caps (more
 // contributors, or more block decryptions than the bound covers) it fails
-// with [ErrFloodingBudget]. The digest is recorded before the share is
-// returned.
+// with [ErrFloodingBudget] at admission.
 func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -421,11 +462,12 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	if d := sha256.Sum256(ct); d != req.Digests[block] {
 		return nil, fmt.Errorf("%w: block %d hashes to %x, request names %x", ErrDigestMismatch, block, d[:8], req.Digests[block][:8])
 	}
-	if err := m.record.check(req, req.Digests[block], m.policy.minContributors); err != nil {
-		return nil, err
+	id := req.ID()
+	if _, ok := m.admitted[id]; !ok {
+		return nil, fmt.Errorf("%w: member %q: request %x (round %d, %s) was not admitted (Member.Admit)", ErrNotAdmitted, m.id, id[:8], req.Round, req.Purpose)
 	}
-	if err := m.checkWholeBudget(req); err != nil {
-		return nil, err
+	if m.served[req.Digests[block]] {
+		return nil, fmt.Errorf("%w: %w: member %q already produced a share of block %d (digest %x)", ErrPolicy, ErrAlreadyServed, m.id, block, req.Digests[block][:8])
 	}
 	c, info, err := parseCiphertext(m.params, ct)
 	if err != nil {
@@ -436,6 +478,11 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	}
 	if info.block != block || info.blocks != len(req.Digests) {
 		return nil, fmt.Errorf("%w: ciphertext is block %d of %d, request asks block %d of %d", ErrBlockMismatch, info.block, info.blocks, block, len(req.Digests))
+	}
+	// Only a request whose ciphertext VerifyAggregate found to be a sum of
+	// client-signed ciphertexts gets a share (verify.go).
+	if err := m.requireVerified(req); err != nil {
+		return nil, err
 	}
 
 	active := make([]multiparty.ShamirPublicPoint, len(req.Participants))
@@ -463,8 +510,7 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 		clear(row)
 	}
 
-	id := req.ID()
-	m.record.mark(req, id, block)
+	m.served[req.Digests[block]] = true
 	return marshalDecryptShare(m.params, m.inst.id, id, block, len(req.Digests), share.Value), nil
 }
 

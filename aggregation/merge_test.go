@@ -21,6 +21,14 @@ func TestMergeAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The merged aggregate is the sum of both groups' signed ciphertexts.
+	union := &testSource{cts: map[string][][]byte{}, weights: map[string]float64{}}
+	for prefix, src := range map[string]*testSource{"": cm.sources[a.Digests[0]], "other-": cm.sources[b.Digests[0]]} {
+		for id, cts := range src.cts {
+			union.cts[prefix+id], union.weights[prefix+id] = cts, src.weights[id]
+		}
+	}
+	cm.register(m.Digests[0], union)
 	if len(m.Contributors) != 6 {
 		t.Fatalf("%d contributors, want 6", len(m.Contributors))
 	}

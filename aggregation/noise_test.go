@@ -42,7 +42,7 @@ func TestSlotNoiseSigma(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := acc.Add(fmt.Sprintf("c%02d", i), cts[0]); err != nil {
+				if err := cm.add(acc, fmt.Sprintf("c%02d", i), cts, 1); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -123,7 +123,7 @@ func TestSlotNoiseSigmaLargeMoments(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := acc.Add(fmt.Sprintf("c%02d", i), cts[0]); err != nil {
+				if err := cm.add(acc, fmt.Sprintf("c%02d", i), cts, 1); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -20,7 +20,7 @@ const (
 // aggregate. Its ID is the content hash of its canonical form (docs/STYLE.md §4):
 // a retry with other participants is a new request, and since members
 // never serve a digest twice it needs a fresh aggregate (see
-// [Encryptor.Rerandomize]).
+// [Encryptor.RerandomizeAggregate] and Retry).
 type DecryptRequest struct {
 	// Key is the key-generation instance the aggregate is encrypted under.
 	Key [32]byte
@@ -29,6 +29,9 @@ type DecryptRequest struct {
 	Purpose string
 	// Round is the training round.
 	Round uint64
+	// Attempt is the round's attempt (1 for the first); a retried round
+	// keeps its round and takes the next attempt.
+	Attempt uint64
 	// Digests are the SHA-256 digests of the aggregate's block ciphertexts,
 	// in block order ([Aggregate.Digests]).
 	Digests [][32]byte
@@ -38,6 +41,24 @@ type DecryptRequest struct {
 	// combined: each member weights its share with Lagrange coefficients
 	// for this set, so shares for different sets do not mix.
 	Participants []string
+	// Retry counts the public encryptions of zero added to the sum of the
+	// contributors' ciphertexts ([Encryptor.RerandomizeAggregate]); 0 is
+	// the plain sum. Members recompute that zero when they check the sum.
+	Retry uint32
+	// Gradient is the digest ([GradientDigest]) of the multiplier vector
+	// of an influence request, sent to members in the clear; zero
+	// otherwise.
+	Gradient [32]byte
+	// C1 are the digests of the c₁ half of each block ciphertext
+	// ([C1Digest]), in block order, for a whole decryption; the transcript
+	// records them, so that one c₁ is decrypted once, by one participant
+	// set, over the whole job, whatever c₀ it comes with (doc.go, "What
+	// members check"). [Member.VerifyAggregate] refuses a whole request
+	// without them or whose ciphertexts' c₁ hash otherwise. Empty for an
+	// influence request, whose c₁ is fixed by its client's signed
+	// ciphertexts and its committed vector (the transcript's rules over
+	// Gradient cover it).
+	C1 [][32]byte
 }
 
 // NewDecryptRequest builds the canonical request for agg with the given
@@ -50,7 +71,24 @@ func NewDecryptRequest(agg *Aggregate, purpose string, round uint64, participant
 		Digests:      agg.Digests,
 		Contributors: agg.Contributors,
 		Participants: participants,
+		C1:           c1Digests(agg.Ciphertexts),
 	}.Canonical()
+}
+
+// c1Digests are the [C1Digest]s of cts; nil if any is too short to be a
+// ciphertext (the member's checks name the problem).
+func c1Digests(cts [][]byte) [][32]byte {
+	if len(cts) == 0 {
+		return nil
+	}
+	out := make([][32]byte, len(cts))
+	for i, ct := range cts {
+		if len(ct) <= ciphertextHeaderSize {
+			return nil
+		}
+		out[i] = C1Digest(ct)
+	}
+	return out
 }
 
 // validate checks the shape of the request (not the policy): sizes, and
@@ -62,6 +100,9 @@ func (r DecryptRequest) validate() error {
 	}
 	if len(r.Digests) == 0 || len(r.Digests) > maxBlocks {
 		return fmt.Errorf("%w: %d digests", ErrInvalidInput, len(r.Digests))
+	}
+	if len(r.C1) != 0 && len(r.C1) != len(r.Digests) {
+		return fmt.Errorf("%w: %d c1 digests for %d blocks", ErrInvalidInput, len(r.C1), len(r.Digests))
 	}
 	check := func(what string, ids []string, max int) error {
 		if len(ids) == 0 || len(ids) > max {
@@ -87,6 +128,7 @@ func (r DecryptRequest) validate() error {
 // (duplicates are left for validation to reject).
 func (r DecryptRequest) Canonical() DecryptRequest {
 	r.Digests = slices.Clone(r.Digests)
+	r.C1 = slices.Clone(r.C1)
 	r.Contributors = slices.Clone(r.Contributors)
 	r.Participants = slices.Clone(r.Participants)
 	slices.Sort(r.Contributors)
@@ -99,6 +141,7 @@ func (r DecryptRequest) encode(prefix []byte) []byte {
 	b = append(b, r.Key[:]...)
 	b = appendBytes(b, []byte(r.Purpose))
 	b = binary.BigEndian.AppendUint64(b, r.Round)
+	b = binary.BigEndian.AppendUint64(b, r.Attempt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Digests)))
 	for _, d := range r.Digests {
 		b = append(b, d[:]...)
@@ -108,6 +151,12 @@ func (r DecryptRequest) encode(prefix []byte) []byte {
 		for _, id := range ids {
 			b = appendBytes(b, []byte(id))
 		}
+	}
+	b = binary.BigEndian.AppendUint32(b, r.Retry)
+	b = append(b, r.Gradient[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.C1)))
+	for _, d := range r.C1 {
+		b = append(b, d[:]...)
 	}
 	return b
 }
@@ -137,6 +186,7 @@ func (r *DecryptRequest) UnmarshalBinary(b []byte) error {
 	copy(out.Key[:], rd.take(32))
 	out.Purpose = string(rd.bytes(maxPurposeLen))
 	out.Round = rd.u64()
+	out.Attempt = rd.u64()
 	n := rd.u32()
 	if rd.err == nil && (n > maxBlocks || int64(n)*32 > int64(len(rd.b))) {
 		return fmt.Errorf("%w: decryption request: %d digests", ErrMalformed, n)
@@ -160,6 +210,17 @@ func (r *DecryptRequest) UnmarshalBinary(b []byte) error {
 		} else {
 			out.Participants = ids
 		}
+	}
+	out.Retry = rd.u32()
+	copy(out.Gradient[:], rd.take(32))
+	n = rd.u32()
+	if rd.err == nil && (n > maxBlocks || int64(n)*32 > int64(len(rd.b))) {
+		return fmt.Errorf("%w: decryption request: %d c1 digests", ErrMalformed, n)
+	}
+	for i := uint32(0); i < n && rd.err == nil; i++ {
+		var d [32]byte
+		copy(d[:], rd.take(32))
+		out.C1 = append(out.C1, d)
 	}
 	if rd.err != nil {
 		return fmt.Errorf("%w: decryption request: %v", ErrMalformed, rd.err)

@@ -387,7 +387,7 @@ func TestEncryptBlockLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := acc.Add(c, ct); err != nil {
+		if err := cm.add(acc, c, [][]byte{ct}, float64(i+1)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -140,19 +140,27 @@ type Client struct {
 
 	// Secure aggregation. identity is the long-term X25519 key committee
 	// shares are sealed to; member holds this client's key share when it
-	// sits on the committee of instance inst; record lists every digest it
-	// served a decryption share for, across committees.
-	identity *aggregation.Identity
-	params   aggregation.Parameters
-	policy   aggregation.Policy
-	member   *aggregation.Member
-	inst     *aggregation.KeyGenInstance
-	record   *aggregation.Record
+	// sits on the committee of instance inst; transcript is the job's
+	// decryption transcript as this member holds it, across committees
+	// and restarts (transcript.go).
+	identity   *aggregation.Identity
+	params     aggregation.Parameters
+	policy     aggregation.Policy
+	member     *aggregation.Member
+	inst       *aggregation.KeyGenInstance
+	transcript *aggregation.Transcript
+	// observed is the job's decryption transcript as the coordinator
+	// showed it with the receipts (receipts.go), in memory.
+	observed *aggregation.Transcript
 	enc      *aggregation.Encryptor
 	encBuf   [][]byte
-	book     *receiptBook
-	declined string // the task this client declined (decline.go)
-	unpinned sync.Once
+	// grad is the last influence multiplier vector a decrypt task sent
+	// this member, kept for the round's other requests (by digest).
+	grad       []float64
+	gradDigest [32]byte
+	book       *receiptBook
+	declined   string // the task this client declined (decline.go)
+	unpinned   sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }
@@ -191,7 +199,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id, record: aggregation.NewRecord()}
+	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id}
+	if c.transcript, err = loadTranscript(c.transcriptPath()); err != nil {
+		return nil, err
+	}
 	if cfg.ReceiptsFile != "" {
 		if c.book, err = openReceiptBook(cfg.ReceiptsFile); err != nil {
 			return nil, err
@@ -442,7 +453,13 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		if c.params, err = c.cfg.Shared.parameters(cfg); err != nil {
 			return fmt.Errorf("%w: HE parameters: %v", ErrJob, err)
 		}
-		if c.policy, err = aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}); err != nil {
+		pc := aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}
+		if m := c.cfg.Manifest; m != nil {
+			// L, the influence scalars a member releases per client and
+			// round, is the manifest's (0: the default, 1).
+			pc.MaxScalarsPerRound = m.Security.MaxScalarsPerClientRound
+		}
+		if c.policy, err = aggregation.NewPolicy(pc); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)
 		}
 		if err := c.checkFloor(job, c.params); err != nil {
@@ -494,6 +511,13 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
+		// The last receipts name the transcript's last head: fetch the
+		// entries up to it first (and any receipt not yet kept).
+		if err := c.syncReceipts(ctx); violation(err) {
+			return true, err
+		} else if err != nil {
+			c.log.Warn("could not fetch the last receipts and transcript", "err", err)
+		}
 		if err := c.keepReceipts(t.Done.GetReceipts()); violation(err) {
 			return true, err
 		} else if err != nil {
@@ -510,7 +534,7 @@ func (c *Client) step(ctx context.Context) (done bool, err error) {
 		if key := t.Moments.GetKeyId(); len(key) > 0 {
 			// Weight 1: the coordinator learns the sum of the moments, and
 			// from the total weight only the number of clients.
-			_, err := c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, 0, 1, m.Flatten())
+			_, err := c.submitEncrypted(ctx, t.Moments.GetTaskId(), key, int(t.Moments.GetRound()), int(t.Moments.GetAttempt()), 1, m.Flatten())
 			return false, err
 		}
 		_, err := c.submit(ctx, t.Moments.GetTaskId(), 0, int64(c.cfg.Data.Len()), m.Flatten())
@@ -594,7 +618,7 @@ func (c *Client) train(ctx context.Context, t *tallyv1.TrainTask) error {
 	var digest []byte
 	var err2 error
 	if key := t.GetKeyId(); len(key) > 0 {
-		digest, err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), float64(data.Len()), update)
+		digest, err2 = c.submitEncrypted(ctx, t.GetTaskId(), key, int(t.GetRound()), int(t.GetAttempt()), float64(data.Len()), update)
 	} else {
 		digest, err2 = c.submit(ctx, t.GetTaskId(), int(t.GetRound()), int64(data.Len()), update)
 	}

@@ -191,6 +191,26 @@ func TestRunEncryptedUpdate(t *testing.T) {
 			s.Header.GetEncoding(), s.Header.GetLength(), s.Header.GetSamples(), len(s.Messages), blocks, data.Len())
 	}
 
+	// The header carries the client's statement over exactly these
+	// ciphertexts, signed with its identity key.
+	var sub aggregation.Submission
+	if err := sub.UnmarshalBinary(s.Header.GetSubmission()); err != nil {
+		t.Fatalf("signed submission: %v", err)
+	}
+	if err := sub.Verify(c.sig.publicKey()); err != nil {
+		t.Fatal(err)
+	}
+	if sub.Job != f.job.GetJobId() || sub.Client != f.clientID || sub.Round != 0 || sub.Weight != uint64(data.Len()) || sub.Key != f.he.keyID {
+		t.Fatalf("submission names job %q client %q round %d weight %d key %x; want %q, %q, 0, %d, %x",
+			sub.Job, sub.Client, sub.Round, sub.Weight, sub.Key[:8], f.job.GetJobId(), f.clientID, data.Len(), f.he.keyID[:8])
+	}
+	for b, ct := range s.Messages {
+		if err := sub.CheckCiphertext(f.he.params, b, ct); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.he.keys[f.clientID] = c.sig.publicKey()
+
 	acc, err := aggregation.NewAccumulator(f.he.params, f.he.keyID, numParams)
 	if err != nil {
 		t.Fatal(err)
@@ -214,14 +234,39 @@ func TestRunEncryptedUpdate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	zpub, zkey, _ := ed25519.GenerateKey(rand.Reader)
+	f.he.keys["zero"] = zpub
+	zsub, err := aggregation.NewSubmission(f.he.params, f.job.GetJobId(), "zero", sub.Round, sub.Attempt, 1, zeros, zkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zraw, _ := zsub.MarshalBinary()
 	agg, err := acc.Finalize()
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := aggregation.NewDecryptRequest(agg, "total", 0, f.he.ids[:2])
+	req.Attempt = sub.Attempt
+	// The members check the sum against both signed submissions.
+	c1s := map[string][][]byte{f.clientID: s.Messages, "zero": zeros}
+	ev := aggregation.Evidence{Ciphertexts: agg.Ciphertexts,
+		Submissions: map[string][]byte{f.clientID: s.Header.GetSubmission(), "zero": zraw},
+		Contribution: func(client string, b int) ([]byte, error) {
+			return aggregation.ContributionC1(c1s[client][b]), nil
+		}}
+	for _, id := range req.Participants {
+		if err := f.he.members[id].VerifyAggregate(req, ev); err != nil {
+			t.Fatalf("member %s: %v", id, err)
+		}
+	}
 	dec, err := aggregation.NewDecryptor(f.he.params, f.he.inst)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, id := range req.Participants {
+		if _, err := f.he.members[id].Admit(req, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	plain := make([][]float64, len(agg.Ciphertexts))
 	for b, ct := range agg.Ciphertexts {

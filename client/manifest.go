@@ -212,7 +212,7 @@ var _ interface {
 // violation reports whether err is a contradiction of the manifest, the
 // floor or the receipts kept, on which a client stops.
 func violation(err error) bool {
-	for _, e := range []error{ErrManifestTask, ErrManifestSecurity, ErrManifestCommittee, ErrManifestIdentity, ErrFloor, ErrReceiptChain} {
+	for _, e := range []error{ErrManifestTask, ErrManifestSecurity, ErrManifestCommittee, ErrManifestIdentity, ErrFloor, ErrReceiptChain, ErrTranscriptHead} {
 		if errors.Is(err, e) {
 			return true
 		}

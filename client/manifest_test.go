@@ -302,9 +302,13 @@ func TestManifestRefusesContributor(t *testing.T) {
 		name         string
 		contributors []string
 		refused      bool
+		// single: the ciphertext is the first contributor's update alone,
+		// labelled with all of them (issue 14, attack (a)).
+		single bool
 	}{
-		{"participants", []string{"client-1", "client-2"}, false},
-		{"mallory", []string{"client-1", "mallory"}, true},
+		{"participants", []string{"client-1", "client-2"}, false, false},
+		{"mallory", []string{"client-1", "mallory"}, true, false},
+		{"one update relabelled", []string{"client-1", "client-2"}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := heFake(t, 0)
@@ -375,11 +379,28 @@ func TestManifestRefusesContributor(t *testing.T) {
 						t.Error(err)
 						return nil
 					}
+					objects := map[string][]byte{}
 					for _, who := range tc.contributors {
 						cts, err := enc.EncryptUpdate([]float64{1, 2, 3, 4}, 1)
 						if err != nil {
 							t.Error(err)
 							return nil
+						}
+						// Each contributor signs its ciphertexts with its
+						// manifest key (mallory, with a key of its own).
+						signer := fx.others[who]
+						if signer == nil {
+							_, signer, _ = ed25519.GenerateKey(rand.Reader)
+						}
+						sub, err := aggregation.NewSubmission(params, f.job.GetJobId(), who, 1, 0, 1, cts, signer)
+						if err != nil {
+							t.Error(err)
+							return nil
+						}
+						objects["submission/"+who], _ = sub.MarshalBinary()
+						objects["contribution/"+who+"/0"] = aggregation.ContributionC1(cts[0])
+						if tc.single && who != tc.contributors[0] {
+							continue
 						}
 						for _, ct := range cts {
 							if err := acc.Add(who, ct); err != nil {
@@ -393,13 +414,15 @@ func TestManifestRefusesContributor(t *testing.T) {
 						t.Error(err)
 						return nil
 					}
+					agg.Contributors = tc.contributors
 					req := aggregation.NewDecryptRequest(agg, "total", 1, []string{"client-0", "client-1"})
 					rb, err := req.MarshalBinary()
 					if err != nil {
 						t.Error(err)
 						return nil
 					}
-					f.objects = map[string][]byte{"ciphertext/0": agg.Ciphertexts[0]}
+					objects["ciphertext/0"] = agg.Ciphertexts[0]
+					f.objects = objects
 					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: "decrypt/1", Request: rb, Blocks: 1}}}
 				case step == 4 && len(f.shares) == 4:
 					step++
@@ -428,6 +451,13 @@ func TestManifestRefusesContributor(t *testing.T) {
 			}
 			if last["share/0"] != nil {
 				t.Errorf("the member sent a decryption share of an aggregate with an unknown contributor")
+			}
+			if tc.single {
+				// Refused with the reason, and the client goes on.
+				if err != nil || !strings.Contains(string(last["refused"]), aggregation.ErrNotASum.Error()) {
+					t.Fatalf("Run: %v, refusal %q; want nil and a refusal naming %v", err, last["refused"], aggregation.ErrNotASum)
+				}
+				return
 			}
 			if !errors.Is(err, ErrManifestIdentity) || !strings.Contains(err.Error(), `contributor "mallory" is not a participant`) {
 				t.Fatalf("Run: %v, want %v naming mallory", err, ErrManifestIdentity)

@@ -3,11 +3,13 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/ledger"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -18,6 +20,13 @@ import (
 // right after the last one kept that does not chain from it, or a
 // receipts file not signed by the key the client checks receipts with.
 var ErrReceiptChain = errors.New("client: the coordinator's receipts rewrite the chain this client kept")
+
+// ErrTranscriptHead: the coordinator's decryption transcript does not hold
+// for this client: entries that do not extend the chain it saw, are
+// signed wrongly or break the rules, a receipt whose transcript head is
+// not on that chain, or a decryption a receipt lists that the chain does
+// not have.
+var ErrTranscriptHead = errors.New("client: the coordinator's decryption transcript does not extend the one this client saw")
 
 // receiptBook is the client's own copy of its receipts: each one is
 // checked (the coordinator's signature, this client's id, the digest of
@@ -42,11 +51,99 @@ func (c *Client) syncReceipts(ctx context.Context) error {
 	if c.book == nil || c.book.pub == nil {
 		return nil
 	}
-	resp, err := c.api.Receipts(ctx, &tallyv1.ReceiptsRequest{AfterSeq: c.book.lastSeq})
+	req := &tallyv1.ReceiptsRequest{AfterSeq: c.book.lastSeq}
+	if c.observed != nil {
+		req.TranscriptAfter = uint64(c.observed.Len())
+	}
+	resp, err := c.api.Receipts(ctx, req)
 	if err != nil {
 		return err
 	}
+	if err := c.observeTranscript(resp.GetTranscriptEntries()); err != nil {
+		return err
+	}
 	return c.keepReceipts(resp.GetReceipts())
+}
+
+// observeTranscript extends the chain this client saw with entries the
+// coordinator sent: they must extend it, carry valid signatures and pass
+// the members' rules (this client's own update among the contributors
+// included), and the chain must still hold every transcript head of the
+// receipts kept and, for a committee member, the member's own head.
+func (c *Client) observeTranscript(raw [][]byte) error {
+	if len(raw) == 0 || c.job == nil {
+		return nil
+	}
+	entries, err := transcriptEntries("receipts", raw)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrTranscriptHead, err)
+	}
+	if c.observed == nil {
+		c.observed = aggregation.NewTranscript(c.job.GetJobId())
+	}
+	keys := c.cfg.MemberKeys
+	lookup := func(id string) (ed25519.PublicKey, bool) {
+		if keys == nil {
+			return nil, false
+		}
+		return keys.IdentityKey(id)
+	}
+	if err := c.observed.Extend(entries, c.policy, lookup, keys == nil); err != nil {
+		c.log.Error("THE COORDINATOR'S DECRYPTION TRANSCRIPT DOES NOT HOLD; this client stops trusting it", "err", err)
+		return fmt.Errorf("%w: %w", ErrTranscriptHead, err)
+	}
+	if c.member != nil {
+		if n, head := c.member.TranscriptHead(c.job.GetJobId()); n > 0 && n <= c.observed.Len() {
+			if e, _ := c.observed.Entry(n - 1); e.Head() != head {
+				c.log.Error("THE COORDINATOR SHOWS CLIENTS ANOTHER DECRYPTION TRANSCRIPT THAN THIS MEMBER SIGNED", "position", n, "member_head", hex.EncodeToString(head[:]))
+				return fmt.Errorf("%w: entry %d of the chain the receipts name has head %x, this member holds %x", ErrTranscriptHead, n-1, e.Head(), head)
+			}
+		}
+	}
+	if c.book != nil {
+		for _, r := range c.book.kept {
+			if uint64(c.observed.Len()) < r.TranscriptLen {
+				continue
+			}
+			if err := c.checkTranscriptHead(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkTranscriptHead checks a receipt's transcript head and decryptions
+// against the chain this client saw.
+func (c *Client) checkTranscriptHead(r ledger.Receipt) error {
+	if r.TranscriptHead == "" {
+		return nil
+	}
+	if c.observed == nil || uint64(c.observed.Len()) < r.TranscriptLen || r.TranscriptLen == 0 {
+		have := 0
+		if c.observed != nil {
+			have = c.observed.Len()
+		}
+		// Not evidence yet: the entries up to the head have not arrived
+		// (a failed fetch); the receipt is not kept until they have.
+		return fmt.Errorf("client: receipt seq %d (round %d) names transcript entry %d, the coordinator sent %d so far; not kept until the entries arrive", r.Seq, r.Round, r.TranscriptLen, have)
+	}
+	e, _ := c.observed.Entry(int(r.TranscriptLen) - 1)
+	if h := e.Head(); hex.EncodeToString(h[:]) != r.TranscriptHead {
+		c.log.Error("A RECEIPT'S TRANSCRIPT HEAD IS NOT ON THE CHAIN THIS CLIENT SAW", "seq", r.Seq, "round", r.Round, "head", r.TranscriptHead)
+		return fmt.Errorf("%w: receipt seq %d (round %d) has head %s at %d entries, the chain has %x", ErrTranscriptHead, r.Seq, r.Round, r.TranscriptHead, r.TranscriptLen, h)
+	}
+	for i, d := range r.Decrypted {
+		if d.Status == "" {
+			continue
+		}
+		e, ok := c.observed.Entry(int(d.Seq))
+		if !ok || hex.EncodeToString(e.Request[:]) != d.Request || int(e.Round) != d.Round || int(e.Attempt) != d.Attempt ||
+			e.Purpose != d.Purpose || len(e.Contributors) != d.Contributors || entryGradient(e) != d.Gradient {
+			return fmt.Errorf("%w: receipt seq %d decryption %d (entry %d, %s round %d attempt %d) is not the transcript's entry %d", ErrTranscriptHead, r.Seq, i, d.Seq, d.Purpose, d.Round, d.Attempt, d.Seq)
+		}
+	}
+	return nil
 }
 
 // lastSeq is the sequence number of the last receipt kept.
@@ -113,6 +210,11 @@ func (c *Client) keepReceipts(raws [][]byte) error {
 			return fmt.Errorf("client: malformed receipt from the coordinator: %w", err)
 		}
 		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		if err := c.checkTranscriptHead(r); err != nil {
+			return err
+		}
 	}
 	if err := ledger.VerifyClientReceipts(rs, b.pub, c.clientID(), b.digests); err != nil {
 		// A receipt that does not verify is evidence: keep nothing of it
@@ -197,4 +299,13 @@ func roundKey(r ledger.Receipt) string {
 		_ = json.Unmarshal(b, &k)
 	}
 	return fmt.Sprintf("%s/%d", k.Kind, r.Round)
+}
+
+// entryGradient is the hex digest of the multiplier vector a transcript
+// entry commits to, as the receipts list it ("" for none).
+func entryGradient(e aggregation.TranscriptEntry) string {
+	if e.Gradient == ([32]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(e.Gradient[:])
 }

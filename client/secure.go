@@ -78,9 +78,12 @@ func (c *Client) encryptor(ctx context.Context, taskID string, keyID []byte) (*a
 }
 
 // submitEncrypted encrypts weight·v and weight under the collective key
-// and streams the ciphertexts back to back. Nobody without t committee
-// members' help can read them, the coordinator included.
-func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byte, round int, weight float64, v []float64) ([]byte, error) {
+// and streams the ciphertexts back to back, with this client's signed
+// statement over them (job, round, attempt, key, weight, each block's c0
+// and c1 digests): committee members decrypt only sums of ciphertexts so
+// signed. Nobody without t committee members' help can read them, the
+// coordinator included.
+func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byte, round, attempt int, weight float64, v []float64) ([]byte, error) {
 	enc, err := c.encryptor(ctx, taskID, keyID)
 	if err != nil {
 		return nil, err
@@ -106,9 +109,17 @@ func (c *Client) submitEncrypted(ctx context.Context, taskID string, keyID []byt
 		h.Write(ct)
 	}
 	digest := h.Sum(nil)
+	sub, err := aggregation.NewSubmission(c.params, c.job.GetJobId(), c.clientID(), uint64(round), uint64(attempt), uint64(weight), cts, c.sig.key)
+	if err != nil {
+		return nil, fmt.Errorf("client: sign submission for task %s: %w", taskID, err)
+	}
+	signed, err := sub.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("client: sign submission for task %s: %w", taskID, err)
+	}
 	header := &tallyv1.SubmitHeader{
 		TaskId: taskID, Round: int32(round), Samples: int64(weight),
-		Encoding: "ckks", Length: int64(len(cts)), Digest: digest,
+		Encoding: "ckks", Length: int64(len(cts)), Digest: digest, Submission: signed,
 	}
 	// One ciphertext per message when it fits, so the coordinator adds it
 	// from the message without reassembling it; larger ones go in
@@ -217,7 +228,13 @@ func (c *Client) keyGen(ctx context.Context, t *tallyv1.KeyGenTask) error {
 		return err
 	}
 	if c.inst == nil || c.inst.ID() != inst.ID() {
-		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.record, rand.Reader)
+		if c.transcript == nil {
+			c.transcript = aggregation.NewTranscript(inst.Job())
+		}
+		if j := c.transcript.Job(); j != inst.Job() {
+			return fmt.Errorf("client: key-generation task %s is for job %q, the transcript file %s is job %q's", t.GetTaskId(), inst.Job(), c.transcriptPath(), j)
+		}
+		m, err := aggregation.NewMember(c.params, c.clientID(), c.identity, c.sig.key, c.memberKeys(), c.policy, c.transcript, rand.Reader)
 		if err != nil {
 			return err
 		}
@@ -293,8 +310,10 @@ func (c *Client) threshold(ctx context.Context, t *tallyv1.ThresholdTask) error 
 }
 
 // decrypt produces this member's decryption share of each block of an
-// aggregate, after the member's policy checked the request: enough
-// contributors, a digest never served before, ciphertexts that match it.
+// aggregate (or its coefficient share of an influence ciphertext) after
+// two checks: the ciphertext is what the request says, a sum (or product)
+// of client-signed ciphertexts (Member.VerifyAggregate), and the request
+// passes the job's decryption transcript's rules (Member.Admit).
 func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	if c.member == nil {
 		return fmt.Errorf("client: decryption task %s for a committee this client holds no share of", t.GetTaskId())
@@ -309,26 +328,62 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		}
 		return err
 	}
+	blocks := int(t.GetBlocks())
 	if t.GetCoefficient() {
-		ct, err := c.fetch(ctx, t.GetTaskId(), "ciphertext/0")
+		blocks = 1
+	}
+	cts := make([][]byte, blocks)
+	for b := range cts {
+		ct, err := c.fetch(ctx, t.GetTaskId(), fmt.Sprintf("ciphertext/%d", b))
 		if err != nil {
 			return err
 		}
-		share, err := c.member.DecryptCoefficientShare(req, ct)
+		cts[b] = ct
+	}
+	ev, err := c.evidence(ctx, t.GetTaskId(), req, cts)
+	if err != nil {
+		return err
+	}
+	if err := c.member.VerifyAggregate(req, ev); err != nil {
+		// The coordinator named a ciphertext that is not what its labels
+		// say (or could not show that it is): no share, and it is told.
+		c.log.Error("decryption request not verified: no share", "task", t.GetTaskId(), "purpose", req.Purpose, "err", err)
+		return c.refuse(ctx, t.GetTaskId(), fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err))
+	}
+	// Then the transcript: the entries since this member's head, then the
+	// verified request (its c₁ digests checked above) as the next entry,
+	// under the job-wide rules; persisted before any share leaves, so
+	// that a restart cannot serve it again.
+	entries, err := transcriptEntries(t.GetTaskId(), t.GetTranscriptEntries())
+	if err != nil {
+		return err
+	}
+	sig, err := c.member.Admit(req, entries)
+	if serr := c.saveTranscript(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, aggregation.ErrTranscriptFork) || errors.Is(err, aggregation.ErrTranscript) {
+		c.log.Error("THE COORDINATOR SHOWS THIS MEMBER A DECRYPTION TRANSCRIPT THAT DOES NOT HOLD; refusing", "task", t.GetTaskId(), "err", err)
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if errors.Is(err, aggregation.ErrPolicy) {
+		return c.refuse(ctx, t.GetTaskId(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
+	}
+	if t.GetCoefficient() {
+		share, err := c.member.DecryptCoefficientShare(req, cts[0])
 		if errors.Is(err, aggregation.ErrPolicy) {
 			return c.refuse(ctx, t.GetTaskId(), err)
 		}
 		if err != nil {
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
-		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share})
+		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share, "transcript-signature": sig})
 	}
-	parts := map[string][]byte{}
-	for b := 0; b < int(t.GetBlocks()); b++ {
-		ct, err := c.fetch(ctx, t.GetTaskId(), fmt.Sprintf("ciphertext/%d", b))
-		if err != nil {
-			return err
-		}
+	parts := map[string][]byte{"transcript-signature": sig}
+	for b, ct := range cts {
 		share, err := c.member.DecryptShare(req, b, ct)
 		if errors.Is(err, aggregation.ErrPolicy) {
 			return c.refuse(ctx, t.GetTaskId(), err)
@@ -340,6 +395,48 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	}
 	c.log.Info("decryption shares sent", "task", t.GetTaskId(), "purpose", req.Purpose, "contributors", len(req.Contributors))
 	return c.sendShares(ctx, t.GetTaskId(), parts)
+}
+
+// evidence fetches what this member checks req against: every
+// contributor's signed submission, a way to fetch each contributor's c1
+// (called once per block by VerifyAggregate), and the round's influence
+// multiplier vector when the task has one (kept by digest, so the round's
+// many influence requests fetch it once).
+func (c *Client) evidence(ctx context.Context, taskID string, req aggregation.DecryptRequest, cts [][]byte) (aggregation.Evidence, error) {
+	ev := aggregation.Evidence{Ciphertexts: cts, Submissions: make(map[string][]byte, len(req.Contributors))}
+	for _, id := range req.Contributors {
+		raw, err := c.fetch(ctx, taskID, "submission/"+id)
+		if status.Code(err) == codes.NotFound || status.Code(err) == codes.FailedPrecondition {
+			// VerifyAggregate names the contributor without one.
+			continue
+		}
+		if err != nil {
+			return ev, err
+		}
+		ev.Submissions[id] = raw
+	}
+	ev.Contribution = func(client string, b int) ([]byte, error) {
+		return c.fetch(ctx, taskID, fmt.Sprintf("contribution/%s/%d", client, b))
+	}
+	if req.Gradient != ([32]byte{}) && req.Gradient == c.gradDigest {
+		ev.Gradient = c.grad
+		return ev, nil
+	}
+	raw, err := c.fetch(ctx, taskID, "gradient")
+	switch {
+	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
+		// No multiplier vector in this task: VerifyAggregate refuses an
+		// influence request without it.
+		return ev, nil
+	case err != nil:
+		return ev, err
+	}
+	grad, err := aggregation.UnmarshalGradient(raw)
+	if err != nil {
+		return ev, fmt.Errorf("client: decryption task %s: gradient: %w", taskID, err)
+	}
+	ev.Gradient, c.grad, c.gradDigest = grad, grad, aggregation.GradientDigest(grad)
+	return ev, nil
 }
 
 // refuse tells the coordinator that this member's policy refused a

@@ -249,6 +249,9 @@ type view struct {
 	scaler    *dataset.Scaler
 	committee []string // members of the latest key generation
 	epochs    int      // key generations started
+	// transcript is the decryption transcript's entries (binary), as
+	// persisted: what clients cross-check their receipts' heads with.
+	transcript [][]byte
 }
 
 type call struct {
@@ -276,6 +279,7 @@ func NewDriver(eng *engine.Engine, store engine.Store, tick time.Duration, log *
 	d.view.round = eng.Round()
 	d.view.scaler = eng.Scaler()
 	d.view.history = slices.Clone(eng.History())
+	d.view.transcript = eng.TranscriptEntries()
 	if eng.Phase() == engine.PhaseDone {
 		d.view.done = &engine.ActJobDone{Reason: "the job had already completed", FinalRound: eng.Round()}
 	}
@@ -379,6 +383,13 @@ func (d *Driver) perform(acts []engine.Action) error {
 			if a.Scaler != nil {
 				d.view.scaler = a.Scaler
 			}
+			if t := a.Transcript; t != nil {
+				if t.Seq < len(d.view.transcript) {
+					d.view.transcript[t.Seq] = t.Entry
+				} else {
+					d.view.transcript = append(d.view.transcript, t.Entry)
+				}
+			}
 		case engine.ActPublish:
 			d.view.task = a.Task
 			d.view.selected = make(map[string]bool, len(a.Task.Selected))
@@ -471,6 +482,16 @@ func (d *Driver) pending(client string) (*engine.Task, *engine.ActJobDone, <-cha
 		d.wake[client] = ch
 	}
 	return t, d.view.done, ch
+}
+
+// transcriptAfter returns the transcript's entries after the first n.
+func (d *Driver) transcriptAfter(n uint64) [][]byte {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if n >= uint64(len(d.view.transcript)) {
+		return nil
+	}
+	return slices.Clone(d.view.transcript[n:])
 }
 
 func (d *Driver) engineScaler() *dataset.Scaler {

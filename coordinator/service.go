@@ -99,6 +99,11 @@ var (
 	ErrBadSession  = errors.New("coordinator: call not authenticated")
 	ErrBadSchema   = errors.New("coordinator: client data does not match the job's schema")
 	ErrBadEncoding = engine.ErrBadEncoding
+	// ErrBadSubmission refuses encrypted ciphertexts whose signed
+	// statement (SubmitHeader.submission) is missing, does not verify
+	// under the client's enrolled key, names another task, or does not
+	// cover them: members would refuse every sum that includes them.
+	ErrBadSubmission = errors.New("coordinator: ciphertexts not covered by the client's signed submission")
 	// ErrBusy refuses a second upload stream of a client while its first
 	// is open: each stream may hold up to a task's expected size, so one
 	// per client and method bounds what a client can make the coordinator
@@ -275,7 +280,7 @@ func toStatus(err error) error {
 		code = codes.Unauthenticated
 	case errors.Is(err, engine.ErrNotSelected), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked), errors.Is(err, ErrNotParticipant):
 		code = codes.PermissionDenied
-	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, engine.ErrWeight), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey):
+	case errors.Is(err, engine.ErrWrongLength), errors.Is(err, engine.ErrBadUpdate), errors.Is(err, engine.ErrWeight), errors.Is(err, ErrBadEncoding), errors.Is(err, ErrBadSchema), errors.Is(err, ErrBadKey), errors.Is(err, ErrBadSubmission):
 		code = codes.InvalidArgument
 	case errors.Is(err, engine.ErrConflict):
 		code = codes.AlreadyExists
@@ -515,7 +520,7 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 	}
 	switch t.Kind {
 	case engine.TaskMoments:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID, KeyId: keyID}}}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Moments{Moments: &tallyv1.MomentsTask{TaskId: t.ID, KeyId: keyID, Round: int32(t.Round), Attempt: int32(t.Attempt)}}}
 	case engine.TaskKeyGen:
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Keygen{Keygen: &tallyv1.KeyGenTask{TaskId: t.ID, Instance: t.Blob}}}
 	case engine.TaskReveal:
@@ -528,7 +533,7 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 		}
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
 	case engine.TaskDecrypt:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient}}}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}}}
 	}
 	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
 	if len(t.Params)*8 <= InlineModelBytes {
@@ -697,6 +702,12 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 	if h.GetLength() != int64(blocks) {
 		return s.refuseUpload(id, kind, fmt.Errorf("%w: client %s announced %d ciphertexts, task %s takes %d", engine.ErrWrongLength, id, h.GetLength(), task.ID, blocks))
 	}
+	// The signed statement is checked before any ciphertext touches a sum:
+	// members decrypt only sums of ciphertexts their clients signed.
+	sub, err := s.checkSubmission(id, h, task, blocks)
+	if err != nil {
+		return s.refuseUpload(id, kind, err)
+	}
 	digest := sha256.New()
 	cts := ciphertextCutter{size: s.job.Params.CiphertextSize()}
 	var total int64
@@ -705,8 +716,14 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 		if added == blocks {
 			return fmt.Errorf("%w: more ciphertexts than the %d announced", ErrBadEncoding, blocks)
 		}
+		if err := sub.CheckCiphertext(s.job.Params, added, ct); err != nil {
+			return fmt.Errorf("%w: client %s ciphertext %d: %w", ErrBadSubmission, id, added, err)
+		}
 		if err := acc.Add(id, ct); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
 			return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
+		}
+		if err := task.Submissions.AddBlock(id, added, ct); err != nil {
+			return fmt.Errorf("%w: client %s ciphertext %d: %w", ErrBadSubmission, id, added, err)
 		}
 		if task.Influence != nil {
 			if err := task.Influence.Add(id, ct); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
@@ -753,6 +770,44 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 	return replyFor(acts, id, func(r engine.ActReply) error {
 		return stream.SendAndClose(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: r.Duplicate})
 	})
+}
+
+// checkSubmission verifies the signed submission in an encrypted upload's
+// header against client id's enrolled key and the task, and records it in
+// the task's store (a resent upload must carry the same one).
+func (s *Service) checkSubmission(id string, h *tallyv1.SubmitHeader, task *engine.Task, blocks int) (*aggregation.Submission, error) {
+	if task.Submissions == nil {
+		return nil, fmt.Errorf("%w: task %s keeps no submissions", ErrBadSubmission, task.ID)
+	}
+	raw := h.GetSubmission()
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: client %s sent no signed submission with its ciphertexts for task %s", ErrBadSubmission, id, task.ID)
+	}
+	sub := new(aggregation.Submission)
+	if err := sub.UnmarshalBinary(raw); err != nil {
+		return nil, fmt.Errorf("%w: client %s: %w", ErrBadSubmission, id, err)
+	}
+	s.mu.Lock()
+	key := s.keys[id]
+	s.mu.Unlock()
+	if err := sub.Verify(key); err != nil {
+		return nil, fmt.Errorf("%w: client %s: not signed by its enrolled key: %w", ErrBadSubmission, id, err)
+	}
+	switch {
+	case sub.Client != id, sub.Job != s.job.ID, sub.Round != uint64(task.Round), sub.Attempt != uint64(task.Attempt):
+		return nil, fmt.Errorf("%w: client %s signed (client %q, job %q, round %d, attempt %d) for task %s (job %q, round %d, attempt %d)",
+			ErrBadSubmission, id, sub.Client, sub.Job, sub.Round, sub.Attempt, task.ID, s.job.ID, task.Round, task.Attempt)
+	case sub.Key != task.KeyID:
+		return nil, fmt.Errorf("%w: client %s signed ciphertexts under key %x, task %s takes key %x", ErrBadSubmission, id, sub.Key[:8], task.ID, task.KeyID[:8])
+	case sub.Blocks() != blocks:
+		return nil, fmt.Errorf("%w: client %s signed %d ciphertexts, task %s takes %d", ErrBadSubmission, id, sub.Blocks(), task.ID, blocks)
+	case h.GetSamples() < 0 || sub.Weight != uint64(h.GetSamples()):
+		return nil, fmt.Errorf("%w: client %s signed weight %d, its header says %d samples", ErrBadSubmission, id, sub.Weight, h.GetSamples())
+	}
+	if err := task.Submissions.Put(id, raw, sub); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSubmission, err)
+	}
+	return sub, nil
 }
 
 // ciphertextCutter cuts a stream of messages into ciphertexts of size
@@ -902,6 +957,28 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 		}
 		data = t.Ciphertexts[b]
+	case strings.HasPrefix(name, "submission/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
+		// What members check a sum against: each contributor's signed
+		// statement and the c1 of its ciphertexts.
+		raw, _, ok := t.Submissions.Submission(strings.TrimPrefix(name, "submission/"))
+		if !ok {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		data = raw
+	case strings.HasPrefix(name, "contribution/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
+		rest := strings.TrimPrefix(name, "contribution/")
+		i := strings.LastIndexByte(rest, '/')
+		b, err := strconv.Atoi(rest[i+1:])
+		if i < 0 || err != nil {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		c1, ok := t.Submissions.Contribution(rest[:i], b)
+		if !ok {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		data = c1
+	case name == "gradient" && t.Kind == engine.TaskDecrypt && t.Gradient != nil:
+		data = aggregation.MarshalGradient(t.Gradient)
 	default:
 		return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 	}
@@ -981,7 +1058,7 @@ func (s *Service) Receipts(ctx context.Context, req *tallyv1.ReceiptsRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &tallyv1.ReceiptsResponse{Receipts: rr}, nil
+	return &tallyv1.ReceiptsResponse{Receipts: rr, TranscriptEntries: s.driver.transcriptAfter(req.GetTranscriptAfter())}, nil
 }
 
 func (s *Service) receiptsJSON(client string, after uint64) ([][]byte, error) {

@@ -19,14 +19,18 @@ import (
 
 // Buckets of the coordinator's state in its bbolt file.
 const (
-	bucketClients   = "clients"
-	bucketRounds    = "rounds"
-	bucketState     = "state"
-	keyGlobal       = "global"
-	keyScaler       = "scaler"
-	keyCommittee    = "committee"
-	keyJob          = "job"
-	roundKeyAttempt = "%s/%06d"
+	bucketClients = "clients"
+	bucketRounds  = "rounds"
+	bucketState   = "state"
+	// bucketTranscript holds the decryption transcript, one entry per
+	// key (its sequence number, zero-padded so that keys sort in order).
+	bucketTranscript = "transcript"
+	transcriptKey    = "%012d"
+	keyGlobal        = "global"
+	keyScaler        = "scaler"
+	keyCommittee     = "committee"
+	keyJob           = "job"
+	roundKeyAttempt  = "%s/%06d"
 )
 
 // BoltStore is the crash-safe Store: every ActPersist is one bbolt
@@ -188,6 +192,11 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 				return err
 			}
 		}
+		if t := p.Transcript; t != nil {
+			if err := tx.PutRaw(bucketTranscript, fmt.Sprintf(transcriptKey, t.Seq), t.Entry); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -196,8 +205,26 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 // now (the driver's clock: the engine keeps none).
 func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Receipt {
 	var dec []ledger.Decryption
-	for _, d := range r.Decryptions {
-		dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+	var head string
+	if r.TranscriptHead != "" {
+		// Under secure aggregation every decryption is in the transcript:
+		// the receipts list its entries since the previous round's, and
+		// only what the committee did not decrypt (updates valued in the
+		// clear) from the record.
+		head = r.TranscriptHead
+		for _, d := range r.Transcript {
+			dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors, Seq: uint64(d.Seq),
+				Round: d.Round, Attempt: d.Attempt, Request: d.Request, Status: d.Status, Gradient: d.Gradient})
+		}
+		for _, d := range r.Decryptions {
+			if d.Purpose == "cleartext-update" {
+				dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors})
+			}
+		}
+	} else {
+		for _, d := range r.Decryptions {
+			dec = append(dec, ledger.Decryption{Purpose: d.Purpose, Contributors: d.Contributors, Gradient: d.Gradient})
+		}
 	}
 	rv := r.Valuation
 	out := make([]ledger.Receipt, 0, len(r.Contributors))
@@ -211,6 +238,7 @@ func receiptsFor(job string, r *engine.RoundRecord, now time.Time) []ledger.Rece
 			Method: rv.Method, Mode: rv.Mode, Value: rv.Values[id], StdErr: rv.StdErr[id],
 			Payout: rv.Payouts[id], Quota: rv.Quotas[id], Decay: decayOf(r), IssuedAt: now.UnixMilli(),
 			DPEpsilon: r.DPEpsilon[id], DPDelta: r.DPDelta,
+			TranscriptHead: head, TranscriptLen: uint64(r.TranscriptLen),
 		})
 	}
 	return out
@@ -292,7 +320,13 @@ func (s *BoltStore) Load() (engine.Snapshot, error) {
 		} else if ok {
 			snap.Committee = &cm
 		}
-		return nil
+		return tx.ForEach(bucketTranscript, func(k string, v []byte) error {
+			if want := fmt.Sprintf(transcriptKey, len(snap.Transcript)); k != want {
+				return fmt.Errorf("coordinator: state file %s: transcript entry %q where %q belongs", s.db.Path(), k, want)
+			}
+			snap.Transcript = append(snap.Transcript, slices.Clone(v))
+			return nil
+		})
 	})
 	return snap, err
 }

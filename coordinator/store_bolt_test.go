@@ -247,3 +247,46 @@ func TestIdentityCoversEveryDefiningField(t *testing.T) {
 		}
 	}
 }
+
+// The decryption transcript is kept in the state file: each entry under
+// its sequence number, replaced when more signatures arrive, read back in
+// order; a gap in the stored sequence is refused with the file named.
+func TestBoltStoreKeepsTranscript(t *testing.T) {
+	job := storeJob(t, nil)
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenJobStore(path, job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := [][]byte{[]byte("entry 0"), []byte("entry 1 unsigned")}
+	for i, e := range entries {
+		if err := s.Apply(engine.ActPersist{Transcript: &engine.TranscriptRecord{Seq: i, Entry: e}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries[1] = []byte("entry 1 signed")
+	if err := s.Apply(engine.ActPersist{Transcript: &engine.TranscriptRecord{Seq: 1, Entry: entries[1]}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenJobStore(path, job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Transcript) != 2 || !bytes.Equal(snap.Transcript[0], entries[0]) || !bytes.Equal(snap.Transcript[1], entries[1]) {
+		t.Fatalf("transcript read back as %q, want %q", snap.Transcript, entries)
+	}
+	if err := s.Apply(engine.ActPersist{Transcript: &engine.TranscriptRecord{Seq: 3, Entry: []byte("after a gap")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("a gap in the stored transcript: err = %v, want one naming %s", err, path)
+	}
+	s.Close()
+}

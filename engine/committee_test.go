@@ -61,6 +61,10 @@ type committeeSim struct {
 	openSince   int
 	done        *ActJobDone
 	left        []string // members whose EvLeft is due
+	// verifiedRetries counts the re-randomised decryption requests
+	// (Retry > 0) a member verified: the public zero it recomputed.
+	verifiedRetries int
+	persist         Store // if set, receives every ActPersist
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -108,6 +112,12 @@ func (s *committeeSim) step(ev Event) {
 	s.t.Helper()
 	for _, a := range s.e.Step(ev) {
 		switch a := a.(type) {
+		case ActPersist:
+			if s.persist != nil {
+				if err := s.persist.Apply(a); err != nil {
+					s.t.Fatal(err)
+				}
+			}
 		case ActPublish:
 			s.publish(a.Task)
 		case ActRoundDone:
@@ -265,8 +275,24 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if err != nil {
 			fail(err)
 		}
-		for _, ct := range cts {
+		// As a client does: it signs what it sends, and the coordinator
+		// keeps the signed statement and each block's c1 for the members.
+		sub, err := aggregation.NewSubmission(params, s.e.job.ID, m.id, uint64(t.Round), uint64(t.Attempt), uint64(w), cts, m.signer)
+		if err != nil {
+			fail(err)
+		}
+		raw, err := sub.MarshalBinary()
+		if err != nil {
+			fail(err)
+		}
+		if err := t.Submissions.Put(m.id, raw, sub); err != nil {
+			fail(err)
+		}
+		for b, ct := range cts {
 			if err := t.Acc.Add(m.id, ct); err != nil {
+				fail(err)
+			}
+			if err := t.Submissions.AddBlock(m.id, b, ct); err != nil {
 				fail(err)
 			}
 		}
@@ -276,7 +302,38 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 		if err := req.UnmarshalBinary(t.Blob); err != nil {
 			fail(err)
 		}
-		parts := map[string][]byte{}
+		ev := aggregation.Evidence{Ciphertexts: t.Ciphertexts, Submissions: map[string][]byte{}, Gradient: t.Gradient,
+			Contribution: func(client string, b int) ([]byte, error) {
+				c1, ok := t.Submissions.Contribution(client, b)
+				if !ok {
+					return nil, fmt.Errorf("no contribution %s/%d", client, b)
+				}
+				return c1, nil
+			}}
+		for _, id := range req.Contributors {
+			if raw, _, ok := t.Submissions.Submission(id); ok {
+				ev.Submissions[id] = raw
+			}
+		}
+		if err := m.member.VerifyAggregate(req, ev); err != nil {
+			fail(err)
+		}
+		if req.Retry > 0 {
+			s.verifiedRetries++
+		}
+		var entries []aggregation.TranscriptEntry
+		for _, b := range t.Transcript[m.id] {
+			var e aggregation.TranscriptEntry
+			if err := e.UnmarshalBinary(b); err != nil {
+				fail(err)
+			}
+			entries = append(entries, e)
+		}
+		sig, err := m.member.Admit(req, entries)
+		if err != nil {
+			fail(err)
+		}
+		parts := map[string][]byte{"transcript-signature": sig}
 		for b, ct := range t.Ciphertexts {
 			share, err := m.member.DecryptShare(req, b, ct)
 			if err != nil {
@@ -357,7 +414,10 @@ func TestCommitteeLosesCMinusT(t *testing.T) {
 					t.Errorf("round %d took %d ticks after the deaths in round 2; later rounds must run at normal speed", r, took)
 				}
 			}
-			t.Logf("round timeouts: %v", s.timeouts)
+			t.Logf("round timeouts: %v; re-randomised requests verified by members: %d", s.timeouts, s.verifiedRetries)
+			if how == "after-submitting" && s.verifiedRetries == 0 {
+				t.Error("no member verified a re-randomised request, though the first decryption's participants died")
+			}
 			if how == "after-submitting-left" && len(s.timeouts) > 0 {
 				t.Errorf("timeouts %v, though the engine was told both members left before any decryption", s.timeouts)
 			}

@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
@@ -120,7 +120,7 @@ func (e *Engine) nextDecryption() []Action {
 	if it := h.queue[0]; it.coefficient {
 		return e.requestCoefficient(it)
 	}
-	h.agg, h.attempts, h.skip, h.since = h.queue[0].agg, 0, nil, 0
+	h.agg, h.retry, h.attempts, h.skip, h.since = h.queue[0].agg, 0, 0, nil, 0
 	return e.requestDecryption()
 }
 
@@ -137,19 +137,32 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		h.queue, h.done = h.queue[1:], append(h.done, it)
 		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
 	}
-	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, live)
+	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(h.collect.Gradient), live)
+	h.req.Attempt = uint64(h.collect.Attempt)
+	if err := h.ts.check(h.req); err != nil {
+		// The members would refuse it (a scalar already released for
+		// this client and round): the client is not valued this round.
+		it.missing = true
+		h.queue, h.done = h.queue[1:], append(h.done, it)
+		return append([]Action{ActLog{Msg: "influence scalar not requested: the transcript forbids it", Attrs: []any{"client", it.client, "err", err.Error()}}}, e.nextDecryption()...)
+	}
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
+	}
+	entries, persist, err := h.ts.publish(h.req)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
 	}
 	h.shares, h.refusals = map[string]map[int][]byte{}, nil
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
-		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true,
+		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true, Transcript: entries,
+		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
 	}
-	return []Action{ActPublish{Task: e.task}}
+	return []Action{persist, ActPublish{Task: e.task}}
 }
 
 // requestDecryption publishes a decryption task for h.agg to t live members.
@@ -194,18 +207,34 @@ func (e *Engine) requestDecryption() []Action {
 	participants := order[:t]
 	item := h.queue[0]
 	h.req = aggregation.NewDecryptRequest(h.agg, item.purpose, uint64(h.collect.Round), participants)
+	h.req.Attempt, h.req.Retry = uint64(h.collect.Attempt), h.retry
+	if err := h.ts.check(h.req); err != nil {
+		// Honest members would refuse it (docs: the transcript's rules):
+		// the attempt fails here rather than after asking them.
+		collect, rec := h.collect, h.rec
+		h.collect, h.agg, h.queue = nil, nil, nil
+		return e.fail(collect, rec, fmt.Errorf("the committee would refuse to decrypt this %s aggregate: %w", item.purpose, err))
+	}
 	blob, err := h.req.MarshalBinary()
 	if err != nil {
 		panic(fmt.Sprintf("coordinator: marshal decryption request: %v", err))
+	}
+	entries, persist, err := h.ts.publish(h.req)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
 	}
 	h.shares = map[string]map[int][]byte{}
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/i%d/d%d", e.job.ID, item.purpose, h.collect.Round, h.collect.Attempt, len(h.done), h.attempts),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
-		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID,
+		Blob: blob, Ciphertexts: h.agg.Ciphertexts, KeyID: h.keyID, Transcript: entries,
+		// Members check the sum against the contributors' signed
+		// ciphertexts; given the round's multiplier vector, they derive
+		// each contributor's influence product in the same pass.
+		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
 	}
-	return []Action{ActPublish{Task: e.task}}
+	return []Action{persist, ActPublish{Task: e.task}}
 }
 
 // decryptTimeout: a participant did not answer. The aggregate is
@@ -240,17 +269,20 @@ func (e *Engine) decryptTimeout() []Action {
 }
 
 // rerandomize gives the aggregate being decrypted a fresh digest (members
-// never serve one twice) and asks the members that are live now.
+// never serve one twice) and asks the members that are live now. The
+// encryption of zero added to the sum is derived from a public seed (the
+// aggregate's key, purpose, round, attempt, contributors and the retry
+// counter), not drawn: members recompute it and check that the retried
+// ciphertext is still exactly the sum of the signed ones plus that zero,
+// so a retry is no way to have them decrypt a c1 of the coordinator's
+// choosing (issue 14, attack (b)). Each retry adds its zero to the
+// original sum, not to the previous retry's.
 func (e *Engine) rerandomize() []Action {
 	h := e.he
-	fresh := &aggregation.Aggregate{Key: h.agg.Key, NumParams: h.agg.NumParams, Contributors: h.agg.Contributors,
-		Ciphertexts: make([][]byte, len(h.agg.Ciphertexts)), Digests: make([][32]byte, len(h.agg.Ciphertexts))}
-	for b, ct := range h.agg.Ciphertexts {
-		r, err := h.enc.Rerandomize(ct)
-		if err != nil {
-			panic(fmt.Sprintf("coordinator: re-randomise block %d: %v", b, err))
-		}
-		fresh.Ciphertexts[b], fresh.Digests[b] = r, sha256.Sum256(r)
+	h.retry++
+	fresh, err := h.enc.RerandomizeAggregate(h.queue[0].agg, h.queue[0].purpose, uint64(h.collect.Round), uint64(h.collect.Attempt), h.retry)
+	if err != nil {
+		panic(fmt.Sprintf("coordinator: re-randomise the %s aggregate: %v", h.queue[0].purpose, err))
 	}
 	h.agg = fresh
 	return e.requestDecryption()
@@ -285,8 +317,12 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 	if _, dup := h.shares[ev.Client]; dup {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
 	}
+	persist, err := e.transcriptSignature(ev)
+	if err != nil {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
+	}
 	h.shares[ev.Client] = got
-	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	out := []Action{persist, ActReply{Client: ev.Client, TaskID: ev.TaskID}}
 	if len(h.shares) < len(h.req.Participants) {
 		return out
 	}
@@ -305,9 +341,9 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		}
 		vals[b] = v
 	}
+	h.ts.done()
 	item := h.queue[0]
 	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: h.req.Purpose, Contributors: len(h.req.Contributors), Clients: h.req.Contributors, Participants: h.req.Participants})
-	var err error
 	if item.values, item.weight, err = aggregation.Assemble(h.collect.Length, vals); err != nil {
 		collect, rec := h.collect, h.rec
 		h.collect, h.agg, h.queue = nil, nil, nil
@@ -367,8 +403,12 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	if _, dup := h.shares[ev.Client]; dup {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
 	}
+	persist, err := e.transcriptSignature(ev)
+	if err != nil {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
+	}
 	h.shares[ev.Client] = map[int][]byte{0: share}
-	out := []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID}}
+	out := []Action{persist, ActReply{Client: ev.Client, TaskID: ev.TaskID}}
 	if len(h.shares) < h.inst.Threshold() {
 		return out
 	}
@@ -387,8 +427,10 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 		out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
 	} else {
 		it.scalar = a
+		h.ts.done()
 	}
-	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered})
+	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
+		Gradient: hex.EncodeToString(h.req.Gradient[:])})
 	h.queue, h.done = h.queue[1:], append(h.done, it)
 	return append(out, e.nextDecryption()...)
 }

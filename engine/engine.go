@@ -88,6 +88,12 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 	}
 	if job.Secure() {
 		e.he = &heState{params: job.Params}
+		ts, err := newTranscriptState(job.ID, job.MinGroupSize)
+		if err != nil {
+			// The job was validated: min_group_size ≥ 2.
+			panic(fmt.Sprintf("coordinator: transcript policy: %v", err))
+		}
+		e.he.ts = ts
 	}
 	return e
 }
@@ -134,6 +140,14 @@ func (e *Engine) Restore(snap Snapshot) error {
 	if snap.Committee != nil && e.he != nil {
 		if err := e.he.restore(*snap.Committee); err != nil {
 			return err
+		}
+	}
+	if len(snap.Transcript) > 0 && e.he != nil {
+		if err := e.he.ts.restore(snap.Transcript); err != nil {
+			return err
+		}
+		for _, r := range snap.Rounds {
+			e.he.ts.reported = max(e.he.ts.reported, r.TranscriptLen)
 		}
 	}
 	if last >= e.job.Rounds {
@@ -485,6 +499,9 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 		e.phase = PhaseTraining
 		out := []Action{ActPersist{Scaler: e.scaler}, ActLog{Msg: "feature scaling computed", Attrs: []any{"clients", len(rec.Contributors)}}}
 		return append(out, e.maybeStart()...)
+	}
+	if e.he != nil {
+		e.he.ts.report(&rec)
 	}
 	e.pay(&rec)
 	e.accountDP(&rec)

@@ -82,10 +82,21 @@ type Task struct {
 	// Ciphertexts are the aggregate's blocks (decrypt).
 	Ciphertexts [][]byte
 	// Influence turns each client's ciphertexts, as they arrive, into a
-	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode).
+	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode), and
+	// Gradient is that ∇L_val, which members get in the clear with the
+	// decrypt tasks of the round (its digest is in each influence request).
 	Influence *aggregation.Influence
+	Gradient  []float64
+	// Submissions keeps each client's signed submission and the c1 of its
+	// ciphertexts (train and moments tasks; the decrypt tasks of their
+	// aggregates share it), which members check every sum against.
+	Submissions *aggregation.SubmissionStore
 	// Coefficient marks a decrypt task for an influence scalar.
 	Coefficient bool
+	// Transcript maps each participant of a decrypt task to the
+	// transcript entries (binary, signed) it has not seen; it checks them
+	// before it answers (transcript.go).
+	Transcript map[string][][]byte
 	// Groups is the seeded partition of the selected clients in the groups
 	// valuation mode, with one accumulator per group instead of Acc.
 	Groups   [][]string
@@ -203,6 +214,9 @@ type ActPersist struct {
 	Global    []float64
 	Scaler    *dataset.Scaler
 	Committee *CommitteeRecord
+	// Transcript is an entry of the decryption transcript, new or with
+	// more signatures (it replaces the stored entry of its Seq).
+	Transcript *TranscriptRecord
 }
 
 // CommitteeRecord is a completed key generation: enough, with the members'
@@ -293,7 +307,41 @@ type RoundRecord struct {
 	// (or on the failed attempt that stopped the job), pays the period's
 	// value part.
 	Settlement *Settlement `json:"settlement,omitempty"`
+	// Transcript lists, on a completed round's record, every decryption
+	// request of the job's transcript since the previous completed
+	// round's record — failed attempts, the feature moments, influence
+	// scalars — and TranscriptHead (hex) and TranscriptLen the chain's
+	// head and length after them; the round's receipts carry both.
+	Transcript     []TranscriptDecryption `json:"transcript,omitempty"`
+	TranscriptHead string                 `json:"transcript_head,omitempty"`
+	TranscriptLen  int                    `json:"transcript_len,omitempty"`
 }
+
+// TranscriptDecryption is one entry of the decryption transcript as a
+// round's record and receipts list it.
+type TranscriptDecryption struct {
+	Seq          int    `json:"seq"`
+	Round        int    `json:"round"`
+	Attempt      int    `json:"attempt"`
+	Purpose      string `json:"purpose"`
+	Contributors int    `json:"contributors"`
+	// Request is the hex ID of the decryption request.
+	Request string `json:"request"`
+	// Status is StatusDecrypted or StatusFailed.
+	Status string `json:"status"`
+	// Gradient is, for an influence scalar, the hex digest of the
+	// committed multiplier vector the entry records
+	// (aggregation.GradientDigest); empty otherwise.
+	Gradient string `json:"gradient,omitempty"`
+}
+
+// Statuses of a transcript entry: decrypted (the shares combined), or
+// failed (timed out, refused or not combined; shares may still have
+// reached the coordinator, which is why the entry counts for the rules).
+const (
+	StatusDecrypted = "decrypted"
+	StatusFailed    = "failed"
+)
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
 // how many client updates it summed.
@@ -303,6 +351,9 @@ type DecryptionRecord struct {
 	// Clients are the contributors summed in what was decrypted.
 	Clients      []string `json:"clients"`
 	Participants []string `json:"participants"`
+	// Gradient is, for an influence scalar, the hex digest of the
+	// multiplier vector the members were given and checked against.
+	Gradient string `json:"gradient,omitempty"`
 }
 
 // Strategy chooses a round's participants and combines their results.

@@ -41,7 +41,7 @@ type heState struct {
 	cert      []byte   // aggregation.KeyCertificate of pk, once every member signed
 	keyID     [32]byte
 	ready     bool
-	enc       *aggregation.Encryptor // for re-randomising aggregates on retry
+	enc       *aggregation.Encryptor // for re-randomising aggregates on retry (a public zero)
 	decryptor *aggregation.Decryptor
 	// unresponsive members of the current committee, not asked again.
 	unresponsive map[string]bool
@@ -53,6 +53,7 @@ type heState struct {
 	queue    []*decItem
 	done     []*decItem
 	agg      *aggregation.Aggregate // the head's current (re-randomised) form
+	retry    uint32                 // how many times agg was re-randomised from the head's sum
 	req      aggregation.DecryptRequest
 	shares   map[string]map[int][]byte // member → block → share
 	refusals map[string]bool           // members whose policy refused this request
@@ -61,6 +62,10 @@ type heState struct {
 	// since is the tick from which a member must have been heard to be
 	// preferred as a participant (the last timed-out request's start).
 	since int
+
+	// ts is the job's decryption transcript (transcript.go), kept across
+	// committees.
+	ts *transcriptState
 }
 
 // members returns the current committee's ids.
@@ -330,6 +335,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 // group of a seeded partition of the selected clients.
 func (e *Engine) attachAccumulator(t *Task) error {
 	t.KeyID, t.PublicKey, t.KeyCertificate = e.he.keyID, e.he.pk, e.he.cert
+	t.Submissions = aggregation.NewSubmissionStore()
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeGroups {
 		t.Groups = partition(t.Selected, e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
 		t.GroupAcc = make([]*aggregation.Accumulator, len(t.Groups))
@@ -359,6 +365,7 @@ func (e *Engine) attachAccumulator(t *Task) error {
 		if t.Influence, err = aggregation.NewInfluence(e.he.params, e.he.keyID, g, t.Length); err != nil {
 			return err
 		}
+		t.Gradient = g
 	}
 	return nil
 }

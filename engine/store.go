@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 
@@ -29,6 +30,9 @@ type Snapshot struct {
 	Global    []float64
 	Scaler    *dataset.Scaler
 	Committee *CommitteeRecord
+	// Transcript is the decryption transcript's entries in order
+	// (aggregation.TranscriptEntry, binary).
+	Transcript [][]byte
 }
 
 // MemoryStore is a Store in memory, for tests and simulations.
@@ -65,6 +69,16 @@ func (m *MemoryStore) Apply(p ActPersist) error {
 		c := *p.Committee
 		m.snap.Committee = &c
 	}
+	if t := p.Transcript; t != nil {
+		switch {
+		case t.Seq < len(m.snap.Transcript):
+			m.snap.Transcript[t.Seq] = slices.Clone(t.Entry)
+		case t.Seq == len(m.snap.Transcript):
+			m.snap.Transcript = append(m.snap.Transcript, slices.Clone(t.Entry))
+		default:
+			return fmt.Errorf("coordinator: transcript entry %d stored after %d entries", t.Seq, len(m.snap.Transcript))
+		}
+	}
 	if p.Scaler != nil {
 		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std), Clip: p.Scaler.Clip}
 		m.snap.Scaler = &s
@@ -80,5 +94,6 @@ func (m *MemoryStore) Load() (Snapshot, error) {
 	s.Clients = slices.Clone(s.Clients)
 	s.Rounds = slices.Clone(s.Rounds)
 	s.Global = slices.Clone(s.Global)
+	s.Transcript = slices.Clone(s.Transcript)
 	return s, nil
 }

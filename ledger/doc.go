@@ -45,6 +45,16 @@
 // total V over them; receipts carry the job's Decay, so that Standings
 // totals them as the coordinator does. Receipts written before Kind,
 // FromRound and Decay existed hash and verify as they always did.
+// Under secure aggregation a receipt lists every decryption since the
+// previous round's receipts — failed attempts, the feature moments and
+// influence scalars included — each with its position in the job's
+// decryption transcript (aggregation.Transcript), round, attempt, request
+// ID and status (decrypted or failed), and carries the transcript's head
+// and length after them (TranscriptHead, TranscriptLen); such receipts
+// encode as v3 (Receipt.Canonical). A client checks the head against the
+// chain the coordinator shows it, and `tally ledger verify` checks the
+// coordinator's stored transcript and that the receipts list it whole
+// (coordinator.VerifyTranscript).
 // Receipts are numbered Seq = 1, 2, 3, ... across all jobs, rounds and
 // clients. Receipt.Canonical is a length-prefixed binary encoding of every
 // field but Hash and Signature, PrevHash included; Hash is its SHA-256,

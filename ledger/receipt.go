@@ -36,6 +36,22 @@ type Decryption struct {
 	Contributors int `json:"contributors"`
 	// Digest is the hex SHA-256 of the decrypted ciphertext, when known.
 	Digest string `json:"digest,omitempty"`
+	// Gradient is, for an influence scalar, the hex digest
+	// (aggregation.GradientDigest) of the multiplier vector the committee
+	// was given in the clear and checked the product against: what a
+	// client's scalar is the inner product of its update with.
+	Gradient string `json:"gradient,omitempty"`
+	// The decryption's entry in the job's decryption transcript (receipts
+	// with a TranscriptHead, v3): its position Seq, the round and attempt
+	// it was requested for, the hex ID of the request, and its Status,
+	// "decrypted" or "failed" (asked, not completed: its shares may still
+	// have reached the coordinator). An item without Status is not a
+	// decryption of the committee (an update valued in the clear).
+	Seq     uint64 `json:"seq,omitempty"`
+	Round   int    `json:"round,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
+	Request string `json:"request,omitempty"`
+	Status  string `json:"status,omitempty"`
 }
 
 // Receipt is the coordinator's signed statement about one client in one
@@ -74,6 +90,15 @@ type Receipt struct {
 	// one; both 0 without DP, and in receipts written before they existed.
 	DPEpsilon float64 `json:"dp_epsilon,omitempty"`
 	DPDelta   float64 `json:"dp_delta,omitempty"`
+	// TranscriptHead is, under secure aggregation, the hex head of the
+	// job's decryption transcript after the decryptions this receipt lists
+	// (every one since the previous round's receipts: failed attempts, the
+	// feature moments and influence scalars included), and TranscriptLen
+	// its number of entries. A client keeps the last head it saw and
+	// refuses a receipt whose head does not extend it. Receipts with them
+	// are v3.
+	TranscriptHead string `json:"transcript_head,omitempty"`
+	TranscriptLen  uint64 `json:"transcript_len,omitempty"`
 	// PrevHash is the Hash of the receipt with Seq-1, "" for Seq 1.
 	PrevHash string `json:"prev_hash"`
 	// IssuedAt is when the coordinator issued the receipt, in milliseconds
@@ -94,6 +119,9 @@ const canonicalTag = "tally-receipt-v1\x00"
 // canonicalTagV2 is the tag of a receipt that carries IssuedAt.
 const canonicalTagV2 = "tally-receipt-v2\x00"
 
+// canonicalTagV3 is the tag of a receipt that carries a transcript head.
+const canonicalTagV3 = "tally-receipt-v3\x00"
+
 // Canonical returns the deterministic encoding that Hash covers: every
 // field except Hash and Signature, in this order, with no separators:
 //
@@ -111,6 +139,11 @@ const canonicalTagV2 = "tally-receipt-v2\x00"
 //	then, only if Kind, FromRound or Decay is set:
 //	Kind string, FromRound int64, Decay float64 bits
 //
+// A receipt with a TranscriptHead is v3: the tag "tally-receipt-v3\x00",
+// IssuedAt, the settlement and DP fields always, then for each decryption
+// Seq uint64, Round int64, Attempt int64, Request and Status strings, and
+// last TranscriptHead string and TranscriptLen uint64.
+//
 // A receipt with IssuedAt set is encoded as v2: the tag
 // "tally-receipt-v2\x00" and IssuedAt after PrevHash. One without is v1,
 // as every receipt was before timestamps, so old ledgers still verify.
@@ -124,7 +157,10 @@ const canonicalTagV2 = "tally-receipt-v2\x00"
 // JSON form carries the same bits.
 func (r *Receipt) Canonical() []byte {
 	var b bytes.Buffer
-	if r.IssuedAt != 0 {
+	v3 := r.TranscriptHead != ""
+	if v3 {
+		b.WriteString(canonicalTagV3)
+	} else if r.IssuedAt != 0 {
 		b.WriteString(canonicalTagV2)
 	} else {
 		b.WriteString(canonicalTag)
@@ -151,22 +187,53 @@ func (r *Receipt) Canonical() []byte {
 		u64(math.Float64bits(f))
 	}
 	str(r.PrevHash)
+	if v3 {
+		u64(uint64(r.IssuedAt))
+		str(r.Kind)
+		u64(uint64(int64(r.FromRound)))
+		u64(math.Float64bits(r.Decay))
+		u64(math.Float64bits(r.DPEpsilon))
+		u64(math.Float64bits(r.DPDelta))
+		for _, d := range r.Decrypted {
+			u64(d.Seq)
+			u64(uint64(int64(d.Round)))
+			u64(uint64(int64(d.Attempt)))
+			str(d.Request)
+			str(d.Status)
+			str(d.Gradient)
+		}
+		str(r.TranscriptHead)
+		u64(r.TranscriptLen)
+		return b.Bytes()
+	}
 	if r.IssuedAt != 0 {
 		u64(uint64(r.IssuedAt))
 	}
 	// Receipts from before these fields hash as they always did; a
 	// receipt that has them is longer, so the encoding stays injective.
 	dp := r.DPEpsilon != 0 || r.DPDelta != 0
-	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 || dp {
+	grads := false
+	for _, d := range r.Decrypted {
+		grads = grads || d.Gradient != ""
+	}
+	if r.Kind != "" || r.FromRound != 0 || r.Decay != 0 || dp || grads {
 		str(r.Kind)
 		u64(uint64(int64(r.FromRound)))
 		u64(math.Float64bits(r.Decay))
 	}
 	// The DP fields follow the settlement fields, which are then always
 	// written: the length-prefixed kind keeps the parse unique.
-	if dp {
+	if dp || grads {
 		u64(math.Float64bits(r.DPEpsilon))
 		u64(math.Float64bits(r.DPDelta))
+	}
+	// The multiplier-vector digests, one per decryption, follow the DP
+	// fields, which are then always written; receipts without them hash
+	// as before.
+	if grads {
+		for _, d := range r.Decrypted {
+			str(d.Gradient)
+		}
 	}
 	return b.Bytes()
 }
@@ -199,6 +266,23 @@ func (r *Receipt) validate() error {
 		if d.Digest != "" && !isHexSHA256(d.Digest) {
 			errs = append(errs, fmt.Sprintf("decryption %d digest must be 64 lower-case hex digits", i))
 		}
+		if r.TranscriptHead == "" && (d.Seq != 0 || d.Round != 0 || d.Attempt != 0 || d.Request != "" || d.Status != "") {
+			errs = append(errs, fmt.Sprintf("decryption %d has transcript fields but the receipt no transcript head", i))
+		}
+		if r.TranscriptHead != "" && d.Status != "" {
+			if !isHexSHA256(d.Request) {
+				errs = append(errs, fmt.Sprintf("decryption %d request must be 64 lower-case hex digits", i))
+			}
+			if d.Status != StatusDecrypted && d.Status != StatusFailed {
+				errs = append(errs, fmt.Sprintf("decryption %d status must be %q or %q, got %q", i, StatusDecrypted, StatusFailed, d.Status))
+			}
+			if d.Seq >= r.TranscriptLen {
+				errs = append(errs, fmt.Sprintf("decryption %d is transcript entry %d, beyond the transcript's %d entries", i, d.Seq, r.TranscriptLen))
+			}
+		}
+	}
+	if r.TranscriptHead != "" && !isHexSHA256(r.TranscriptHead) {
+		errs = append(errs, "transcript head must be 64 lower-case hex digits")
 	}
 	switch r.Kind {
 	case "":
@@ -253,6 +337,12 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 
 // KindSettlement marks a settlement's receipt (Receipt.Kind).
 const KindSettlement = "settlement"
+
+// Statuses of a decryption in a v3 receipt.
+const (
+	StatusDecrypted = "decrypted"
+	StatusFailed    = "failed"
+)
 
 // indexKey is a receipt's key in the (job, round, client) index; a
 // settlement's carries its kind after the client, so that a period ending

@@ -294,6 +294,30 @@ func TestCanonicalDPFieldsDistinct(t *testing.T) {
 	}
 }
 
+// TestCanonicalGradientDistinct: an influence decryption's multiplier
+// vector digest is hashed (after the settlement and DP blocks, then always
+// written), which decryption it belongs to counts, and receipts without
+// one hash as before (the pinned hash above).
+func TestCanonicalGradientDistinct(t *testing.T) {
+	base := testReceipts("job", 2, 3)[1]
+	base.Seq, base.PrevHash = 5, digestOf("p")
+	if len(base.Decrypted) < 2 {
+		t.Fatalf("fixture has %d decryptions, want 2", len(base.Decrypted))
+	}
+	g := digestOf("gradient")
+	first, second := base, base
+	first.Decrypted = append([]Decryption(nil), base.Decrypted...)
+	second.Decrypted = append([]Decryption(nil), base.Decrypted...)
+	first.Decrypted[0].Gradient, second.Decrypted[1].Gradient = g, g
+	if first.ComputeHash() == second.ComputeHash() {
+		t.Error("the same gradient digest on two different decryptions hashes alike")
+	}
+	extra := 4 + 8 + 8 + 16 + (4 + len(g)) + 4*(len(base.Decrypted)-1)
+	if n := len(first.Canonical()); n != len(base.Canonical())+extra {
+		t.Errorf("receipt with a gradient encodes in %d bytes, want %d", n, len(base.Canonical())+extra)
+	}
+}
+
 func TestCanonicalCoversEveryField(t *testing.T) {
 	base := testReceipts("job", 2, 3)[1]
 	base.Seq, base.PrevHash = 5, digestOf("p")
@@ -316,6 +340,7 @@ func TestCanonicalCoversEveryField(t *testing.T) {
 		"prev_hash":             func(r *Receipt) { r.PrevHash = "" },
 		"dp_epsilon":            func(r *Receipt) { r.DPEpsilon, r.DPDelta = 1.5, 1e-5 },
 		"dp_delta":              func(r *Receipt) { r.DPDelta = 1e-6 },
+		"decrypted_gradient":    func(r *Receipt) { r.Decrypted[1].Gradient = digestOf("g") },
 		// Length prefixes keep the boundary between fields in the hash.
 		"boundary": func(r *Receipt) { r.Job, r.Round, r.Client = "jobc", 2, "1" },
 	}
@@ -714,5 +739,59 @@ func TestPublicKeyFormats(t *testing.T) {
 		if _, err := ParsePublicKey(in); !errors.Is(err, ErrPublicKey) {
 			t.Errorf("ParsePublicKey(%q) = %v, want ErrPublicKey", in, err)
 		}
+	}
+}
+
+// A receipt with a transcript head (v3) hashes every transcript field of
+// its decryptions and the head; receipts without one hash as before
+// (TestCanonicalHashPinned); and AppendReceipts refuses transcript fields
+// that do not hold together.
+func TestCanonicalTranscriptFields(t *testing.T) {
+	base := testReceipts("job", 2, 3)[1]
+	base.Seq, base.PrevHash = 5, digestOf("p")
+	base.TranscriptHead, base.TranscriptLen = digestOf("head"), 4
+	base.Decrypted = []Decryption{
+		{Purpose: "moments", Contributors: 3, Seq: 0, Round: 0, Attempt: 1, Request: digestOf("r0"), Status: StatusDecrypted},
+		{Purpose: "round", Contributors: 3, Seq: 1, Round: 1, Attempt: 1, Request: digestOf("r1"), Status: StatusFailed},
+		{Purpose: "round", Contributors: 3, Seq: 3, Round: 1, Attempt: 2, Request: digestOf("r3"), Status: StatusDecrypted},
+	}
+	if err := base.validate(); err != nil {
+		t.Fatal(err)
+	}
+	mutations := map[string]func(r *Receipt){
+		"seq":             func(r *Receipt) { r.Decrypted[1].Seq = 2 },
+		"round":           func(r *Receipt) { r.Decrypted[0].Round = 1 },
+		"attempt":         func(r *Receipt) { r.Decrypted[1].Attempt = 2 },
+		"request":         func(r *Receipt) { r.Decrypted[2].Request = digestOf("other") },
+		"status":          func(r *Receipt) { r.Decrypted[1].Status = StatusDecrypted },
+		"transcript_head": func(r *Receipt) { r.TranscriptHead = digestOf("other") },
+		"transcript_len":  func(r *Receipt) { r.TranscriptLen = 5 },
+		"dropped":         func(r *Receipt) { r.Decrypted = r.Decrypted[1:] },
+	}
+	h := base.ComputeHash()
+	for name, mutate := range mutations {
+		t.Run(name, func(t *testing.T) {
+			r := base
+			r.Decrypted = append([]Decryption(nil), base.Decrypted...)
+			mutate(&r)
+			if r.ComputeHash() == h {
+				t.Errorf("changing %s leaves the hash unchanged", name)
+			}
+		})
+	}
+	for name, mutate := range map[string]func(r *Receipt){
+		"status unknown":          func(r *Receipt) { r.Decrypted[0].Status = "maybe" },
+		"entry beyond the head":   func(r *Receipt) { r.Decrypted[2].Seq = 4 },
+		"request not hex":         func(r *Receipt) { r.Decrypted[0].Request = "r0" },
+		"transcript without head": func(r *Receipt) { r.TranscriptHead = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := base
+			r.Decrypted = append([]Decryption(nil), base.Decrypted...)
+			mutate(&r)
+			if err := r.validate(); !errors.Is(err, ErrInvalidReceipt) {
+				t.Errorf("err = %v, want ErrInvalidReceipt", err)
+			}
+		})
 	}
 }

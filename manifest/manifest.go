@@ -74,6 +74,10 @@ type Security struct {
 	MinLogNoiseFlooding int    `json:"min_log_noise_flooding"`
 	// MinGroupSize is k: no aggregate of fewer than k updates is decrypted.
 	MinGroupSize int `json:"min_group_size"`
+	// MaxScalarsPerClientRound is L: committee members release at most L
+	// influence scalars per client and round, over the job's whole
+	// decryption transcript. Optional; 0 means 1.
+	MaxScalarsPerClientRound int `json:"max_scalars_per_client_round,omitempty"`
 }
 
 // Committee is how the decryption committee is drawn.
@@ -157,6 +161,9 @@ func (m *Manifest) Validate() error {
 	}
 	if s.MinGroupSize < 2 {
 		bad("security.min_group_size", "must be ≥ 2, got %d", s.MinGroupSize)
+	}
+	if s.MaxScalarsPerClientRound < 0 {
+		bad("security.max_scalars_per_client_round", "must be ≥ 0 (0 means 1), got %d", s.MaxScalarsPerClientRound)
 	}
 	c := m.Committee
 	if c.Size < 2 {
@@ -246,6 +253,12 @@ func (m *Manifest) Canonical() []byte {
 		str(p.Key)
 	}
 	str(m.Owner)
+	// Added after manifests were signed without it: written only when
+	// set, so that those still verify; the encoding is then longer, so it
+	// stays injective.
+	if m.Security.MaxScalarsPerClientRound != 0 {
+		num(m.Security.MaxScalarsPerClientRound)
+	}
 	return b
 }
 

@@ -159,3 +159,26 @@ func TestCommitteeRule(t *testing.T) {
 		t.Fatalf("committee without %s: absent %v, %v; want exactly it absent", drawn[0], absent, err)
 	}
 }
+
+// TestMaxScalarsPerClientRound: the optional L leaves the encoding of a
+// manifest without it as it was (its fingerprint unchanged), is covered by
+// the signature when set, and is refused when negative.
+func TestMaxScalarsPerClientRound(t *testing.T) {
+	m, owner := testManifest(t, 3)
+	before := m.Canonical()
+	m.Security.MaxScalarsPerClientRound = 0
+	if !bytes.Equal(m.Canonical(), before) {
+		t.Fatal("an unset max_scalars_per_client_round changed the encoding")
+	}
+	m.Security.MaxScalarsPerClientRound = 2
+	if bytes.Equal(m.Canonical(), before) || !bytes.HasPrefix(m.Canonical(), before) {
+		t.Fatal("max_scalars_per_client_round = 2 is not appended to the encoding")
+	}
+	if err := m.Sign(owner); err != nil {
+		t.Fatal(err)
+	}
+	m.Security.MaxScalarsPerClientRound = -1
+	if err := m.Validate(); err == nil || !strings.Contains(err.Error(), "security.max_scalars_per_client_round") {
+		t.Fatalf("a negative L: err = %v", err)
+	}
+}

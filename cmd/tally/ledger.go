@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/tallyfl/tally/coordinator"
 	"github.com/tallyfl/tally/ledger"
 )
 
@@ -74,6 +75,14 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			rounds[fmt.Sprintf("%s/%d", r.Job, r.Round)] = true
 		}
 		fmt.Fprintf(stdout, "ledger %s verifies: file structure sound (bbolt consistency check), %d receipts over %d rounds, chain intact, every signature valid\n", *db, len(rs), len(rounds))
+		tr, err := coordinator.VerifyTranscript(d)
+		if err != nil {
+			return err
+		}
+		if tr.Entries > 0 {
+			fmt.Fprintf(stdout, "decryption transcript of job %s verifies: %d entries (%d signed by every participant, %d by none), chained from genesis to head %s, every signature valid under the member's enrolled key, the members' rules hold; the receipts list %d of them (%d decrypted, %d failed), each as the transcript has it\n",
+				tr.Job, tr.Entries, tr.Signed, tr.Unsigned, tr.Head, tr.Receipted, tr.Decrypted, tr.Failed)
+		}
 		return nil
 	case *receipts != "" && *db == "":
 		if pub == nil || *client == "" {
@@ -103,7 +112,13 @@ verify checks, offline, a coordinator's ledger or a client's own receipts:
 for a state file, that it is whole (not empty or truncated, both meta
 pages valid, bbolt's consistency check); then every receipt's hash and
 Ed25519 signature, the hash chain, and (for a client's file) that each
-receipt names the client. The first bad record is named.
+receipt names the client. The first bad record is named. Under secure
+aggregation a state file's decryption transcript is checked too: its
+chain from genesis, every member's signature under its enrolled key, the
+members' rules over the whole chain (no two sums of a round whose
+contributors differ by fewer than k, one participant set per ciphertext,
+one influence scalar per client and round), and that the receipts list
+every decryption as the transcript has it.
 
 backup writes a consistent copy of a state file that verifies to COPY
 (replaced atomically) and checks the copy. It needs the file's lock: stop

@@ -9,7 +9,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/manifest"
@@ -117,4 +120,61 @@ func loopbackCert() (tls.Certificate, []byte, error) {
 	}
 	sum := sha256.Sum256(der)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, sum[:], nil
+}
+
+// checkTranscripts compares every simulated member's persisted decryption
+// transcript (beside its key file) with the coordinator's: each must be a
+// prefix of it, and each entry must be held by every participant that
+// signed it. It reports what it found on out.
+func (t *simTrust) checkTranscripts(store engine.Store, out io.Writer) error {
+	if t == nil || store == nil {
+		return nil
+	}
+	snap, err := store.Load()
+	if err != nil {
+		return err
+	}
+	if len(snap.Transcript) == 0 {
+		return nil
+	}
+	coord := make([]aggregation.TranscriptEntry, len(snap.Transcript))
+	for i, b := range snap.Transcript {
+		if err := coord[i].UnmarshalBinary(b); err != nil {
+			return fmt.Errorf("coordinator's transcript entry %d: %w", i, err)
+		}
+	}
+	held := map[string]int{}
+	for id, key := range t.keyFiles {
+		b, err := os.ReadFile(key + ".transcript")
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		tr, err := aggregation.UnmarshalTranscript(b)
+		if err != nil {
+			return fmt.Errorf("member %s: transcript %s.transcript: %w", id, key, err)
+		}
+		n := tr.Len()
+		if n > len(coord) || n > 0 && coord[n-1].Head() != tr.Head() {
+			return fmt.Errorf("member %s holds a transcript of %d entries that is not a prefix of the coordinator's %d", id, n, len(coord))
+		}
+		held[id] = n
+	}
+	signed := 0
+	for _, e := range coord {
+		for id := range e.Signatures {
+			signed++
+			if held[id] <= int(e.Seq) {
+				return fmt.Errorf("member %s signed transcript entry %d but its transcript has %d entries", id, e.Seq, held[id])
+			}
+		}
+	}
+	lo, hi := len(coord), 0
+	for _, n := range held {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	fmt.Fprintf(out, "members' transcripts: %d members hold %d to %d entries, each a prefix of the coordinator's %d; all %d signatures' entries are held by their signers\n", len(held), lo, hi, len(coord), signed)
+	return nil
 }

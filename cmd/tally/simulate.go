@@ -548,6 +548,9 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			return nil, fmt.Errorf("%s: %w", ids[i], err)
 		}
 	}
+	if err := trust.checkTranscripts(store, stdout); err != nil {
+		return nil, fmt.Errorf("decryption transcripts: %w", err)
+	}
 
 	// Final test accuracy of the federated model.
 	m := srv.Model()

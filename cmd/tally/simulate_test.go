@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,10 +126,28 @@ func TestDemoAcceptance(t *testing.T) {
 		}
 	}
 	t.Logf("test accuracy %.4f, centralised %.4f", rep.TestAccuracy, *rep.CentralisedTestAccuracy)
+	// Every decryption is in its members' transcripts too: simulate
+	// compares each member's persisted transcript with the coordinator's.
+	if i := strings.Index(out.String(), "members' transcripts: "); i < 0 {
+		t.Errorf("simulate did not check the members' transcripts:\n%s", out.String())
+	} else {
+		line, _, _ := strings.Cut(out.String()[i:], "\n")
+		t.Log(line)
+	}
 	out.Reset()
 	if code := run([]string{"ledger", "verify", "--db", db}, &out, &out); code != 0 {
 		t.Fatalf("ledger verify: exit %d\n%s", code, out.String())
 	}
+	// Every decryption of the demo is in the coordinator's transcript and
+	// in the receipts: ledger verify checks both and counts them.
+	m := regexp.MustCompile(`decryption transcript of job \S+ verifies: (\d+) entries \((\d+) signed by every participant, (\d+) by none\).*the receipts list (\d+) of them`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("ledger verify did not check a decryption transcript:\n%s", out.String())
+	}
+	if m[1] != m[4] || m[1] == "0" {
+		t.Errorf("the transcript has %s entries, the receipts list %s:\n%s", m[1], m[4], out.String())
+	}
+	t.Logf("ledger verify: %s", strings.TrimSpace(out.String()))
 }
 
 // TestSecureMatchesPlain: the demo under multiparty CKKS and in the clear,

@@ -1367,9 +1367,16 @@ type DecryptTask struct {
 	Blocks  int32  `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
 	// coefficient asks for a share of the constant coefficient only (the
 	// influence valuation: one scalar per client and round).
-	Coefficient   bool `protobuf:"varint,4,opt,name=coefficient,proto3" json:"coefficient,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Coefficient bool `protobuf:"varint,4,opt,name=coefficient,proto3" json:"coefficient,omitempty"`
+	// transcript_entries are the decryption transcript's entries
+	// (aggregation.TranscriptEntry in its binary form, with the signatures
+	// collected) that the member has not signed or been sent since its last
+	// head; it checks them and the request against the whole chain before it
+	// answers, and sends its signature of the new head as the part
+	// "transcript-signature".
+	TranscriptEntries [][]byte `protobuf:"bytes,30,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
@@ -1428,6 +1435,13 @@ func (x *DecryptTask) GetCoefficient() bool {
 		return x.Coefficient
 	}
 	return false
+}
+
+func (x *DecryptTask) GetTranscriptEntries() [][]byte {
+	if x != nil {
+		return x.TranscriptEntries
+	}
+	return nil
 }
 
 // WaitTask says: nothing to do yet, poll again.
@@ -1585,9 +1599,12 @@ func (x *TrainTask) GetKeyId() []byte {
 // MomentsTask asks for per-feature count, sum and sum of squares of the
 // client's data, for federated feature scaling.
 type MomentsTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	KeyId         []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	KeyId  []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// round and attempt are what the client's signed submission names.
+	Round         int32 `protobuf:"varint,20,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt       int32 `protobuf:"varint,21,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1634,6 +1651,20 @@ func (x *MomentsTask) GetKeyId() []byte {
 		return x.KeyId
 	}
 	return nil
+}
+
+func (x *MomentsTask) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *MomentsTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 type DoneTask struct {
@@ -1763,7 +1794,14 @@ type SubmitHeader struct {
 	// length is the number of values (f64le) or of ciphertexts (ckks).
 	Length int64 `protobuf:"varint,6,opt,name=length,proto3" json:"length,omitempty"`
 	// sha256 of the whole payload, checked on arrival.
-	Digest        []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest []byte `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	// submission is aggregation.Submission in its binary form (encoding
+	// "ckks"): the client's Ed25519 signature, with the key the manifest lists
+	// for it, over (job, round, attempt, key instance, weight, per block the
+	// SHA-256 of c0 and of c1). The coordinator refuses ciphertexts it does
+	// not cover and hands it to committee members, who decrypt only sums of
+	// ciphertexts so signed.
+	Submission    []byte `protobuf:"bytes,20,opt,name=submission,proto3" json:"submission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1836,6 +1874,13 @@ func (x *SubmitHeader) GetLength() int64 {
 func (x *SubmitHeader) GetDigest() []byte {
 	if x != nil {
 		return x.Digest
+	}
+	return nil
+}
+
+func (x *SubmitHeader) GetSubmission() []byte {
+	if x != nil {
+		return x.Submission
 	}
 	return nil
 }
@@ -2512,7 +2557,8 @@ type SubmitSharesRequest struct {
 	Header *SharesHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	// part names the message this chunk belongs to: "commitment",
 	// "public-key-share", "sealed/<recipient>", "ack", "public-key-signature",
-	// "share/<block>". Chunks of one part are consecutive.
+	// "share/<block>", "coefficient", "transcript-signature", "refused".
+	// Chunks of one part are consecutive.
 	Part          string `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
 	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2659,10 +2705,13 @@ func (x *SubmitSharesResponse) GetAccepted() bool {
 }
 
 type ReceiptsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// transcript_after is the number of decryption-transcript entries the
+	// client holds; the response carries the entries after them.
+	TranscriptAfter uint64 `protobuf:"varint,30,opt,name=transcript_after,json=transcriptAfter,proto3" json:"transcript_after,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReceiptsRequest) Reset() {
@@ -2702,11 +2751,23 @@ func (x *ReceiptsRequest) GetAfterSeq() uint64 {
 	return 0
 }
 
+func (x *ReceiptsRequest) GetTranscriptAfter() uint64 {
+	if x != nil {
+		return x.TranscriptAfter
+	}
+	return 0
+}
+
 type ReceiptsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Receipts      [][]byte               `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Receipts [][]byte               `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	// transcript_entries are the decryption transcript's entries after
+	// transcript_after (aggregation.TranscriptEntry, binary, signed): the
+	// client checks that they extend the chain it holds and that every
+	// receipt's transcript head and decryptions are on it.
+	TranscriptEntries [][]byte `protobuf:"bytes,30,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ReceiptsResponse) Reset() {
@@ -2742,6 +2803,13 @@ func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
 	if x != nil {
 		return x.Receipts
+	}
+	return nil
+}
+
+func (x *ReceiptsResponse) GetTranscriptEntries() [][]byte {
+	if x != nil {
+		return x.TranscriptEntries
 	}
 	return nil
 }
@@ -2862,12 +2930,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06sealed\x18\x03 \x03(\v2#.tally.v1.ThresholdTask.SealedEntryR\x06sealed\x1a9\n" +
 	"\vSealedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"z\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa9\x01\n" +
 	"\vDecryptTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arequest\x18\x02 \x01(\fR\arequest\x12\x16\n" +
 	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\x12 \n" +
-	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\"\"\n" +
+	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\x12-\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries\"\"\n" +
 	"\bWaitTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf6\x01\n" +
 	"\tTrainTask\x12\x14\n" +
@@ -2879,10 +2948,12 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\x05 \x01(\x03R\x0edeadlineUnixMs\x12(\n" +
 	"\x06scaler\x18\x06 \x01(\v2\x10.tally.v1.ScalerR\x06scaler\x12\x17\n" +
 	"\atask_id\x18\a \x01(\tR\x06taskId\x12\x15\n" +
-	"\x06key_id\x18\b \x01(\fR\x05keyId\"=\n" +
+	"\x06key_id\x18\b \x01(\fR\x05keyId\"m\n" +
 	"\vMomentsTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\fR\x05keyId\"_\n" +
+	"\x06key_id\x18\x02 \x01(\fR\x05keyId\x12\x14\n" +
+	"\x05round\x18\x14 \x01(\x05R\x05round\x12\x18\n" +
+	"\aattempt\x18\x15 \x01(\x05R\aattempt\"_\n" +
 	"\bDoneTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vfinal_round\x18\x02 \x01(\x05R\n" +
@@ -2890,14 +2961,17 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\breceipts\x18\x03 \x03(\fR\breceipts\"Y\n" +
 	"\x13SubmitUpdateRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SubmitHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xc9\x01\n" +
 	"\fSubmitHeader\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x05R\x05round\x12\x18\n" +
 	"\asamples\x18\x04 \x01(\x03R\asamples\x12\x1a\n" +
 	"\bencoding\x18\x05 \x01(\tR\bencoding\x12\x16\n" +
 	"\x06length\x18\x06 \x01(\x03R\x06length\x12\x16\n" +
-	"\x06digest\x18\a \x01(\fR\x06digestJ\x04\b\x01\x10\x02\"h\n" +
+	"\x06digest\x18\a \x01(\fR\x06digest\x12\x1e\n" +
+	"\n" +
+	"submission\x18\x14 \x01(\fR\n" +
+	"submissionJ\x04\b\x01\x10\x02\"h\n" +
 	"\x14SubmitUpdateResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x16\n" +
@@ -2950,11 +3024,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\fSharesHeader\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskIdJ\x04\b\x01\x10\x02\"2\n" +
 	"\x14SubmitSharesResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted\"4\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"_\n" +
 	"\x0fReceiptsRequest\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeqJ\x04\b\x01\x10\x02\".\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12)\n" +
+	"\x10transcript_after\x18\x1e \x01(\x04R\x0ftranscriptAfterJ\x04\b\x01\x10\x02\"]\n" +
 	"\x10ReceiptsResponse\x12\x1a\n" +
-	"\breceipts\x18\x01 \x03(\fR\breceipts2\xd2\x05\n" +
+	"\breceipts\x18\x01 \x03(\fR\breceipts\x12-\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries2\xd2\x05\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12;\n" +
 	"\x06Resume\x12\x17.tally.v1.ResumeRequest\x1a\x18.tally.v1.ResumeResponse\x12A\n" +
