@@ -178,14 +178,19 @@
 // encoded vector per committed vector, dropped when the next round starts.
 //
 // Cost (BenchmarkVerifyAggregate, default parameters, one block, 2-core
-// machine shared with other jobs): with 8 contributors a member spends
-// 37 ms instead of 22 ms per decryption (×1.7) and downloads 3.9 MB instead
-// of 0.79 MB (×5.0); with 1,000 contributors 1.5 s instead of 20 ms (×78)
-// and 394 MB instead of 0.79 MB (×501), per block: every c₁ is fetched,
-// hashed and added. The coordinator keeps half of every client ciphertext
-// until the round's decryptions are done. A spot check (Merkle
-// commitments per block, random coefficient positions) would cut the
-// bytes at a stated soundness error; it is not done.
+// machine shared with other jobs; BENCHMARKS.md): with 8 contributors a
+// member spends ×1.1–1.7 the CPU of an unverified share (21 ms against
+// 19 ms once both paths admit into the transcript) and downloads 3.9 MB
+// instead of 0.79 MB (×5.0); with 1,000 contributors ×78–83 (1.0–1.5 s)
+// and 394 MB (×501), per block: every c₁ is fetched, hashed and added.
+// The coordinator keeps half of every client ciphertext until the round's
+// decryptions are done. A spot check of random coefficient positions
+// against Merkle commitments would not be sound here: changing c₁ in a
+// single coefficient is enough to read a key share, and s samples of the
+// N·L coefficients miss that change with probability 1 − s/(N·L). What
+// would scale is spreading the check over the contributors (each checks
+// its own path through a tree of partial sums and signs the root) or
+// over edges; neither is built.
 //
 // What remains. k−1 colluding real participants (or real clients that
 // submit zero updates) with one honest client still make an aggregate of
