@@ -187,7 +187,7 @@ func runScores(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	db := fs.String("db", "", "a coordinator's state file")
 	format := fs.String("format", "table", "table, csv or json")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally scores --db FILE [--format table|csv|json]\n\nPrints each client's contribution from the signed receipts, totalled as the coordinator\ntotals it: each round's values credited (a round whose values sum to ≤ 0 credits nobody)\nand summed with the job's decay recorded in the receipts (standard errors in quadrature),\nrank, payouts summed (rounds' baselines and settlements), quota credits summed.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally scores --db FILE [--format table|csv|json]\n\nPrints each client's contribution from the signed receipts, totalled as the coordinator\ntotals it: each round's values credited (a round whose values sum to ≤ 0 credits nobody)\nand summed with the job's decay recorded in the receipts (standard errors in quadrature),\na settled period counted by its settlement's total (the one it was paid on, copies valued\nas one), rank, payouts summed (rounds' baselines and settlements), quota credits summed.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
