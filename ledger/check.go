@@ -251,8 +251,9 @@ func touch(b *bolt.Bucket, sink *byte) error {
 
 // Check runs every structural check on the open file: its header
 // (CheckFile, including a meta page that is invalid while the other one
-// is used) and bbolt's consistency check. It does not check the receipts:
-// Verify does. Errors wrap ErrCorrupt.
+// is used), bbolt's consistency check and, in a sealed file, every caller
+// record's checksum (Tx.PutRaw). It does not check the receipts: Verify
+// does. Errors wrap ErrCorrupt.
 func (db *DB) Check() error {
 	rep, err := CheckFile(db.path)
 	if err != nil {
@@ -261,7 +262,17 @@ func (db *DB) Check() error {
 	if len(rep.MetaProblems) > 0 {
 		return fmt.Errorf("%w: %s: %s", ErrCorrupt, db.path, strings.Join(rep.MetaProblems, "; "))
 	}
-	return db.check()
+	if err := db.check(); err != nil {
+		return err
+	}
+	return db.View(func(tx *Tx) error {
+		return tx.tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if checkBucket(string(name)) != nil {
+				return nil // the ledger's own buckets: receipts are hash-chained and signed
+			}
+			return tx.ForEach(string(name), func(string, []byte) error { return nil })
+		})
+	})
 }
 
 // createFile makes a new, initialised ledger at path atomically: it is

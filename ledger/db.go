@@ -3,9 +3,11 @@ package ledger
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"strconv"
@@ -42,7 +44,14 @@ var (
 const DefaultLockTimeout = time.Second
 
 // Format is stored in the meta bucket at creation and checked at Open.
-const Format = "tally-ledger/1"
+// Format 2 seals every caller record with a checksum (see Tx.PutRaw);
+// files of format 1 ([FormatUnsealed]) are still opened, read and written
+// as they were, without checksums.
+const Format = "tally-ledger/2"
+
+// FormatUnsealed is the format of files written before records carried a
+// checksum.
+const FormatUnsealed = "tally-ledger/1"
 
 // Internal bucket names. The "_ledger/" prefix is refused for caller buckets
 // so that the coordinator's own state can never collide with, or overwrite,
@@ -79,6 +88,9 @@ type DB struct {
 	path     string
 	readOnly bool
 	rand     io.Reader
+	// sealed is true when the file's format seals records (Format), false
+	// for a FormatUnsealed file.
+	sealed bool
 
 	keyMu sync.Mutex
 	key   ed25519.PrivateKey // cached after the first SigningKey call
@@ -153,8 +165,13 @@ func (db *DB) init() error {
 		if m == nil {
 			return nil
 		}
-		if f := m.Get([]byte(metaKeyFormat)); string(f) != Format {
-			return fmt.Errorf("%w: %s has format %q, want %q", ErrFormat, db.path, f, Format)
+		switch f := m.Get([]byte(metaKeyFormat)); string(f) {
+		case Format:
+			db.sealed = true
+		case FormatUnsealed:
+			db.sealed = false
+		default:
+			return fmt.Errorf("%w: %s has format %q, want %q or %q", ErrFormat, db.path, f, Format, FormatUnsealed)
 		}
 		return nil
 	}
@@ -229,19 +246,61 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	if db.readOnly {
 		return fmt.Errorf("%w: %s", ErrReadOnly, db.path)
 	}
-	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(db.tx(btx)) })
 }
 
 // View runs fn in a read-only transaction over a consistent snapshot. Byte
 // slices handed to fn's callbacks are valid only until View returns.
 func (db *DB) View(fn func(*Tx) error) error {
-	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return db.bolt.View(func(btx *bolt.Tx) error { return fn(db.tx(btx)) })
 }
+
+func (db *DB) tx(btx *bolt.Tx) *Tx { return &Tx{tx: btx, sealed: db.sealed, path: db.path} }
 
 // Tx is one transaction, valid only inside the function given to Update or
 // View. It is not safe for concurrent use.
 type Tx struct {
-	tx *bolt.Tx
+	tx     *bolt.Tx
+	sealed bool
+	path   string
+}
+
+// sealSize is the length of a record's seal: a CRC-32C (Castagnoli) of the
+// bucket name, the key and the value, appended to the value. It catches a
+// bit flipped or a record moved to another key, which bbolt's page checks
+// do not (they cover the tree's structure, not its data); CRC-32C runs at
+// several GB/s, so sealing a model's parameters or a ciphertext costs
+// little beside writing it. It is not a signature: receipts are signed and
+// hash-chained for that.
+const sealSize = 4
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func seal(bucket, key string, value []byte) uint32 {
+	h := crc32.New(castagnoli)
+	h.Write([]byte(bucket))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	h.Write([]byte{0})
+	h.Write(value)
+	return h.Sum32()
+}
+
+// open returns a stored value without its seal, or an error wrapping
+// ErrCorrupt that names the file and the record when the seal does not
+// match.
+func (t *Tx) open(bucket, key string, stored []byte) ([]byte, error) {
+	if !t.sealed {
+		return stored, nil
+	}
+	if len(stored) < sealSize {
+		return nil, fmt.Errorf("%w: %s: record %s/%s is %d bytes, shorter than its %d-byte checksum; restore the file from a backup (tally ledger backup)", ErrCorrupt, t.path, bucket, key, len(stored), sealSize)
+	}
+	v := stored[:len(stored)-sealSize]
+	if got, want := binary.BigEndian.Uint32(stored[len(v):]), seal(bucket, key, v); got != want {
+		return nil, fmt.Errorf("%w: %s: record %s/%s fails its checksum (stored %08x, computed %08x): it was damaged on disk; restore the file from a backup (tally ledger backup)", ErrCorrupt, t.path, bucket, key, got, want)
+	}
+	return v, nil
 }
 
 func checkBucket(name string) error {
@@ -270,7 +329,9 @@ func (t *Tx) Put(bucket, key string, v any) error {
 
 // PutRaw stores value as given (bbolt copies it) under key in bucket,
 // creating the bucket if needed. Use it for large binary records such as a
-// model's parameters.
+// model's parameters. In a sealed file (Format) the stored record carries a
+// checksum that every read checks: a damaged record is refused with
+// ErrCorrupt, never returned.
 func (t *Tx) PutRaw(bucket, key string, value []byte) error {
 	if err := checkBucket(bucket); err != nil {
 		return err
@@ -284,6 +345,12 @@ func (t *Tx) PutRaw(bucket, key string, value []byte) error {
 	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
 	if err != nil {
 		return fmt.Errorf("ledger: bucket %q: %w", bucket, err)
+	}
+	if t.sealed {
+		sealed := make([]byte, len(value)+sealSize)
+		copy(sealed, value)
+		binary.BigEndian.PutUint32(sealed[len(value):], seal(bucket, key, value))
+		value = sealed
 	}
 	if err := b.Put([]byte(key), value); err != nil {
 		return fmt.Errorf("ledger: put %s/%s: %w", bucket, key, err)
@@ -323,7 +390,14 @@ func (t *Tx) getRaw(bucket, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	v := b.Get([]byte(key))
-	return v, v != nil, nil
+	if v == nil {
+		return nil, false, nil
+	}
+	v, err := t.open(bucket, key, v)
+	if err != nil {
+		return nil, true, err
+	}
+	return v, true, nil
 }
 
 // Delete removes key from bucket; a missing key or bucket is not an error.
@@ -380,6 +454,10 @@ func (t *Tx) ForEachPrefix(bucket, prefix string, fn func(key string, value []by
 		if v == nil {
 			continue // a nested bucket; this package never creates one
 		}
+		v, err := t.open(bucket, string(k), v)
+		if err != nil {
+			return err
+		}
 		if err := fn(string(k), v); err != nil {
 			return err
 		}
@@ -401,6 +479,10 @@ func (t *Tx) Last(bucket string) (key string, value []byte, ok bool, err error) 
 	k, v := b.Cursor().Last()
 	if k == nil {
 		return "", nil, false, nil
+	}
+	v, err = t.open(bucket, string(k), v)
+	if err != nil {
+		return "", nil, true, err
 	}
 	return string(k), bytes.Clone(v), true, nil
 }

@@ -31,8 +31,13 @@
 // ErrCorrupt and names the file. bbolt has no checksums over data pages: a
 // flipped bit in a page header or a branch is found by the consistency
 // check, one inside a receipt by Verify (strict decoding, hash, chain,
-// signature), and one inside another record's value only if that value no
-// longer decodes. DB.Backup writes a consistent copy (Tx.WriteTo).
+// signature), and one inside another record's value by the record's seal:
+// in a file of Format 2 every caller record is stored with a CRC-32C of
+// its bucket, key and value, checked on every read (Get, GetRaw, ForEach,
+// Last) and by Check, so a damaged or misplaced record is refused with
+// ErrCorrupt naming the file and the record, never returned. Files of
+// FormatUnsealed (written before seals) open and work as before, without
+// that check. DB.Backup writes a consistent copy (Tx.WriteTo).
 //
 // # Receipts: hash chain and signatures
 //
