@@ -50,6 +50,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
 	healthAddr := fs.String("health-addr", "", "also serve the gRPC health service (grpc.health.v1), alone and in plaintext, on this address, for probes that speak no TLS such as Kubernetes' gRPC probes (default: off)")
+	afterDone := fs.String("after-done", "exit", "exit or wait: when the job is done, exit, or keep the health service (SERVING) and the dashboard up until a stop signal; a Kubernetes StatefulSet restarts a pod that exits, so the chart passes wait")
 	dash := addDashFlags(fs)
 	var tf tlsFiles
 	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
@@ -76,6 +77,10 @@ Flags:
 	if *config == "" {
 		fmt.Fprintln(stderr, "--config is required")
 		fs.Usage()
+		return errUsage
+	}
+	if !slices.Contains(afterDoneModes, *afterDone) {
+		fmt.Fprintf(stderr, "--after-done %q: want one of %v\n", *afterDone, afterDoneModes)
 		return errUsage
 	}
 	job, err := coordinator.LoadJob(*config)
@@ -218,6 +223,9 @@ Flags:
 		if err := writeJSON(*report, rep); err != nil {
 			return err
 		}
+	}
+	if *afterDone == "wait" {
+		return waitAfterDone(ctx, *healthAddr, stdout, log)
 	}
 	dash.wait(ctx, stdout)
 	return nil

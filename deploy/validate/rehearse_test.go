@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,7 +237,7 @@ func TestRehearse(t *testing.T) {
 	type proc struct {
 		name string
 		cmd  *exec.Cmd
-		out  *bytes.Buffer
+		out  *syncBuffer
 	}
 	var coordinator *proc
 	var clients []*proc
@@ -251,7 +253,7 @@ func TestRehearse(t *testing.T) {
 			t.Fatalf("%s: %d containers, want 1", ss.Name, n)
 		}
 		c := ss.Spec.Template.Spec.Containers[0]
-		p := &proc{name: ss.Name, cmd: command(root, ss, c), out: &bytes.Buffer{}}
+		p := &proc{name: ss.Name, cmd: command(root, ss, c), out: &syncBuffer{}}
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		switch ss.Spec.Template.Labels["app.kubernetes.io/component"] {
 		case "coordinator":
@@ -287,8 +289,24 @@ func TestRehearse(t *testing.T) {
 			t.Errorf("%s did not say %q:\n%s", p.name, want, p.out)
 		}
 	}
+	// The chart's coordinator stays up after the job (--after-done wait),
+	// as a StatefulSet's pod must, until it is stopped like a pod is.
+	waiting := "job done; waiting for a stop signal"
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(coordinator.out.String(), waiting); {
+		select {
+		case err := <-coordDone:
+			t.Fatalf("coordinator exited (%v) after the job instead of waiting; want %q:\n%s", err, waiting, coordinator.out)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator did not say %q within 2 minutes of the clients' end:\n%s", waiting, coordinator.out)
+		}
+	}
+	if err := coordinator.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-coordDone; err != nil {
-		t.Fatalf("coordinator: %v\n%s", err, coordinator.out)
+		t.Fatalf("coordinator after SIGTERM: %v\n%s", err, coordinator.out)
 	}
 	if want := fmt.Sprintf("done after round %d", rounds); !strings.Contains(coordinator.out.String(), want) {
 		t.Fatalf("coordinator did not say %q:\n%s", want, coordinator.out)
@@ -298,4 +316,23 @@ func TestRehearse(t *testing.T) {
 		t.Fatalf("tally ledger verify: %v\n%s", err, out)
 	}
 	t.Logf("%s", bytes.TrimSpace(out))
+}
+
+// syncBuffer is a bytes.Buffer that a process's output copier writes while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
