@@ -79,6 +79,9 @@ type Parameters struct {
 	// floodAgg and floodInf are the flooding σ of whole shares and the
 	// target σ of influence scalars, derived from cfg.Flooding.
 	floodAgg, floodInf float64
+	// c0Drop is 1 when ciphertexts carry c₀ rounded to a multiple of the
+	// last Q prime, without that prime's row ([Parameters.C0Rounded]).
+	c0Drop int
 }
 
 // DefaultParameters returns the parameters of [DefaultConfig].
@@ -182,6 +185,9 @@ func NewParameters(cfg ParametersConfig) (Parameters, error) {
 	if err := p.checkFlooding(); err != nil {
 		return Parameters{}, err
 	}
+	if p.c0RoundingFits() {
+		p.c0Drop = 1
+	}
 	p.id = p.computeID()
 	return p, nil
 }
@@ -271,7 +277,49 @@ func (p Parameters) Blocks(numParams int) int {
 
 // CiphertextSize is the size in bytes of one marshalled ciphertext.
 func (p Parameters) CiphertextSize() int {
-	return ciphertextHeaderSize + 2*(p.ckks.MaxLevel()+1)*p.ckks.N()*8
+	return p.ctLayout().size(p.ckks.N())
+}
+
+// c0RoundingMargin is how far below the flooding σ of one share the
+// rounding of c₀ must stay, in standard deviation, summed over the most
+// contributors the bound allows: 1/4 adds at most 1/16 to the variance of
+// a decrypted coefficient (3% to the noise floor of a single share).
+const c0RoundingMargin = 4
+
+// C0Rounded reports whether ciphertexts carry c₀ rounded to a multiple of
+// the last Q prime q_L, sent as c₀/q_L over the other rows (encrypt.go): a
+// sixth fewer bytes for three primes. It holds when the rounding of the
+// most contributors the flooding bound allows
+// ([Parameters.C0RoundingSigma]) stays c0RoundingMargin times below the
+// flooding σ of one share; otherwise c₀ is sent whole. Rounding c₀ does
+// not change what the flooding hides: c₀' is a function of c₀, and
+// members' shares depend on c₁ alone (doc.go, "Wire formats").
+func (p Parameters) C0Rounded() bool { return p.c0Drop > 0 }
+
+// c0RoundingFits is the condition of [Parameters.C0Rounded].
+func (p Parameters) c0RoundingFits() bool {
+	if p.ckks.MaxLevel() < 1 {
+		return false
+	}
+	return p.c0Rounding(p.cfg.Flooding.Contributors) <= p.floodAgg/c0RoundingMargin
+}
+
+// c0Rounding is the standard deviation, per coefficient, of the rounding
+// of c₀ by q_L summed over contributors ciphertexts: each is uniform in
+// [−q_L/2, q_L/2] (c₀ mod q_L is uniform), variance q_L²/12.
+func (p Parameters) c0Rounding(contributors int) float64 {
+	q := p.ckks.Q()
+	return math.Sqrt(float64(max(contributors, 0))/12) * float64(q[len(q)-1])
+}
+
+// C0RoundingSigma is the standard deviation of the rounding of c₀ on each
+// coefficient of a sum of contributors ciphertexts, 0 when c₀ is sent
+// whole.
+func (p Parameters) C0RoundingSigma(contributors int) float64 {
+	if p.c0Drop == 0 {
+		return 0
+	}
+	return p.c0Rounding(contributors)
 }
 
 // LogQP is the total modulus size in bits.
@@ -332,7 +380,8 @@ func (p Parameters) SlotNoiseSigma(contributors, members, participants int) floa
 	n := float64(p.ckks.N())
 	flood := p.NoiseFloodingSigma()
 	fresh := p.FreshNoiseVariance(members)
-	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh
+	r := p.C0RoundingSigma(contributors)
+	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh + r*r
 	return math.Sqrt(2*n*v) / math.Exp2(float64(p.cfg.LogDefaultScale))
 }
 

@@ -69,12 +69,23 @@ func (k msgKind) String() string {
 
 // layout describes the expected shape of one message kind.
 type layout struct {
-	kind   msgKind
-	levelQ int // highest Q level carried
-	rowsP  int // number of P rows carried per polynomial
-	polys  int
-	extra  int // size of the kind-specific fields after the base header
-	coeffs int // coefficients per row; 0 means the ring degree N
+	kind    msgKind
+	version byte // 0: wireVersion
+	levelQ  int  // highest Q level carried
+	rowsP   int  // number of P rows carried per polynomial
+	polys   int
+	extra   int // size of the kind-specific fields after the base header
+	coeffs  int // coefficients per row; 0 means the ring degree N
+	// dropFirst is how many of its top Q rows the first polynomial
+	// leaves out (a rounded c₀, encrypt.go).
+	dropFirst int
+}
+
+func (l layout) wireVersion() byte {
+	if l.version == 0 {
+		return wireVersion
+	}
+	return l.version
 }
 
 func (l layout) rows() int { return l.levelQ + 1 + l.rowsP }
@@ -83,7 +94,7 @@ func (l layout) size(n int) int {
 	if l.coeffs > 0 {
 		n = l.coeffs
 	}
-	return baseHeaderSize + l.extra + l.polys*l.rows()*n*8
+	return baseHeaderSize + l.extra + (l.polys*l.rows()-l.dropFirst)*n*8
 }
 
 // header is the decoded fixed header.
@@ -96,7 +107,7 @@ type header struct {
 func putHeader(b []byte, p Parameters, l layout, key [32]byte) {
 	b[0], b[1] = 'T', 'A'
 	b[2] = byte(l.kind)
-	b[3] = wireVersion
+	b[3] = l.wireVersion()
 	b[4] = byte(p.cfg.LogN)
 	b[5] = byte(l.levelQ)
 	b[6] = byte(l.rowsP)
@@ -119,8 +130,8 @@ func checkHeader(b []byte, p Parameters, l layout) (header, error) {
 	if msgKind(b[2]) != l.kind {
 		return h, fmt.Errorf("%w: expected %v, got %v", ErrMalformed, l.kind, msgKind(b[2]))
 	}
-	if b[3] != wireVersion {
-		return h, fmt.Errorf("%w: %v: version %d, want %d", ErrMalformed, l.kind, b[3], wireVersion)
+	if v := l.wireVersion(); b[3] != v {
+		return h, fmt.Errorf("%w: %w: %v: version %d, want %d (a job's messages are written and read by one wire format)", ErrMalformed, ErrWireVersion, l.kind, b[3], v)
 	}
 	copy(h.params[:], b[8:16])
 	copy(h.key[:], b[16:48])
