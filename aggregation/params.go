@@ -280,6 +280,26 @@ func (p Parameters) CiphertextSize() int {
 	return p.ctLayout().size(p.ckks.N())
 }
 
+// shareLevel is the highest Q level of a whole decryption share on the
+// wire: the combiner decodes only after dividing the decrypted sum by
+// every top prime the scale exceeds by 2^40 (combine.go), so members send
+// their shares already divided by those primes, rounded (member.go), and
+// each share adds at most 1/2 at the reduced scale, 2^-40 of one slot's
+// unit or less. For the default set the share carries two of the three
+// primes.
+func (p Parameters) shareLevel() int {
+	lvl := p.ckks.MaxLevel()
+	scale := p.ckks.DefaultScale().Float64()
+	for ; lvl > 0; lvl-- {
+		q := float64(p.ckks.Q()[lvl])
+		if scale/q < 1<<40 {
+			break
+		}
+		scale /= q
+	}
+	return lvl
+}
+
 // c0RoundingMargin is how far below the flooding σ of one share the
 // rounding of c₀ must stay, in standard deviation, summed over the most
 // contributors the bound allows: 1/4 adds at most 1/16 to the variance of

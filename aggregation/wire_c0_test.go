@@ -158,3 +158,47 @@ func TestC0Rounding(t *testing.T) {
 		}
 	})
 }
+
+// TestDecryptShareWireSize pins the whole share's wire form for the
+// default set: divided by the last prime, which the combiner drops
+// before decoding (scale 2^104 over a 60-bit prime leaves 2^44), so two
+// rows of N words instead of three.
+func TestDecryptShareWireSize(t *testing.T) {
+	p := DefaultParameters()
+	n := p.CKKS().N()
+	l := p.shareLayout()
+	if want := baseHeaderSize + decryptShareExtra + 2*n*8; l.size(n) != want {
+		t.Fatalf("default decryption share of %d bytes (%.2f per slot), want %d (%.2f per slot)",
+			l.size(n), float64(l.size(n))/float64(n), want, float64(want)/float64(n))
+	}
+}
+
+// TestDecryptShareRounded: shares at the share level combine into the
+// same average as the plaintext FedAvg, to the precision the tests
+// assert, and a share in the version-1 layout is refused by its version.
+func TestDecryptShareRounded(t *testing.T) {
+	params := testParams(t)
+	if params.shareLevel() != params.CKKS().MaxLevel()-1 {
+		t.Fatalf("test set shares at level %d, want %d", params.shareLevel(), params.CKKS().MaxLevel()-1)
+	}
+	cm := newCommittee(t, params, 5, 3)
+	agg, want := encryptedRound(t, cm, 2*params.Slots()+5, []float64{4, 60000, 17}, 9)
+	got, _, err := decrypt(t, cm, agg, 1, cm.ids[1:4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := maxAbsDiff(got, want)
+	t.Logf("max error of the average with rounded c₀ and shares: %.3g", e)
+	if e > precisionBound {
+		t.Errorf("max error %g exceeds %g", e, precisionBound)
+	}
+	share := marshalDecryptShare(params, cm.inst.ID(), [32]byte{1}, 0, 1, params.CKKS().RingQ().NewPoly())
+	share[3] = 1
+	d, err := NewDecryptor(params, cm.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.checkShare(share, [32]byte{1}, 0, 1); !errors.Is(err, ErrWireVersion) {
+		t.Fatalf("version-1 share: got %v, want %v", err, ErrWireVersion)
+	}
+}
