@@ -381,7 +381,9 @@ func (p Parameters) MaxAbsValue() float64 {
 // coefficients of the decrypted plaintext carry noise of variance t·σ_f².
 // Each contributor adds the noise of one fresh public-key encryption and
 // the rounding of its encoding, [Parameters.FreshNoiseVariance] per
-// coefficient, about 2^-120 of the flooding term for the default set.
+// coefficient, about 2^-120 of the flooding term for the default set, and
+// the rounding of its c₀ on the wire, q_L²/12 ([Parameters.C0RoundingSigma];
+// 2^-28 of the flooding term per contributor for the default set, t = 3).
 // Decoding evaluates the polynomial at the slots' roots of unity and
 // divides by the scale Δ = 2^LogDefaultScale: a slot is a signed sum of
 // the N coefficients, one of them with weight 1 and the others with
@@ -390,7 +392,7 @@ func (p Parameters) MaxAbsValue() float64 {
 // the ratio of measured to predicted standard deviation is close to 1).
 // Hence
 //
-//	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
+//	σ_slot = √(2N·(t·σ_f² + contributors·(σ_fresh² + q_L²/12))) / Δ.
 //
 // For the default set with t = 3 that is √(2^15·3·2^143.2)/2^104 ≈ 5.6e-8.
 // It leaves out the float64 round-off of encoding and decoding, which
@@ -432,8 +434,9 @@ func (p Parameters) SlotNoiseSigmaAt(contributors, members, participants int, su
 // [encode] picks with 2^-k < 8‖v‖₁/(N·2^encodeBits): with ‖v‖₁² ≤ N‖v‖₂²
 // and the 2N of decoding, a slot variance of at most (64/6)·2^-122·N times
 // the mean square, 2^-52.3 of the root mean square for logN = 14, added
-// here. The decoder's division by the last prime rounds by 1/2 at the
-// remaining scale, 2^-40 of the flooding noise at most (see combine).
+// here. The division by the last prime before decoding, of c₀ by the
+// combiner and of each of the t shares by its member (shareLevel), rounds
+// by at most (t+1)/2 at the remaining scale, itself at least 2^40.
 func (p Parameters) RoundoffSigma(sumSquares float64) float64 {
 	fft := 4 * math.Exp2(-106) * float64(p.cfg.LogN)
 	rounding := 64.0 / 6 * math.Exp2(-2*encodeBits) * float64(p.ckks.N())

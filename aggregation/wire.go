@@ -11,7 +11,9 @@ import (
 // Wire format. Every polynomial-carrying message starts with a fixed
 // header, followed by kind-specific fields, followed by raw coefficients:
 // for each polynomial, for each modulus row, N little-endian uint64 words,
-// each strictly below its modulus. Lattigo's own encoding trusts the sizes
+// each strictly below its modulus. A ciphertext's c₀ may carry fewer rows
+// than its c₁ (encrypt.go) and a decryption share fewer than the
+// ciphertext (member.go); each kind's version says which layout it has. Lattigo's own encoding trusts the sizes
 // in its headers and allocates from them; parsing our own fixed-size form
 // lets every check happen before a single lattigo call, so no input can
 // panic or exhaust memory.
@@ -19,7 +21,7 @@ import (
 //	offset size field
 //	0      2    magic "TA"
 //	2      1    kind
-//	3      1    version (1)
+//	3      1    version (1; 2 for ciphertexts and decryption shares)
 //	4      1    logN
 //	5      1    levelQ (number of Q rows − 1)
 //	6      1    number of P rows
