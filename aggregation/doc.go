@@ -279,10 +279,15 @@
 //
 // Wire cost (BenchmarkClientEncrypt, BenchmarkDecrypt, 2-core x86-64
 // shared with other jobs, load 12–17, so times are ranges over runs
-// alternating with the previous set): a ciphertext is 786,432 bytes of
-// coefficients (48.8 bytes per parameter, against 32.5 with two primes);
-// a whole decryption share 24.4 bytes per parameter per member (16.3); a
-// coefficient share 104 bytes (96). Encryption encodes below 2^61 and
+// alternating with the previous set): a ciphertext is 655,360 bytes of
+// coefficients, c₀ rounded over two primes and c₁ over three (40.6 bytes
+// per parameter; 48.8 with c₀ whole, 32.5 with two primes); a whole
+// decryption share, divided by the last prime, 16.3 bytes per parameter
+// per member (24.4 with three primes); a coefficient share 104 bytes
+// (96). See "Wire formats". The times below were measured with c₀ and
+// shares whole; on 2 December 2026 (load average 31) the runs with and
+// without rounding alternated within a factor of 3 of each other either
+// way, too loaded to tell a difference. Encryption encodes below 2^61 and
 // shifts to the scale (lattigo's encoder goes through big.Float above
 // 2^64): 1.0–2.1 s per 1M parameters on one core, against 0.9–1.9 s. A
 // member's share takes 0.9–1.6 s per 1M parameters (0.4–0.6 s: the
@@ -298,7 +303,12 @@
 // 5.4e-10 on the average (2.4e-9 to 2.9e-9 with the previous set). Tests assert 1e-6 on the average. The demo (breast-cancer,
 // 8 clients, 20 rounds, seed 1) gives per-round validation losses within
 // 4.5e-8 of the run without encryption (9.8e-7 with the previous set),
-// and the same accuracies; clients upload 6.0 MiB a round (4.0).
+// and the same accuracies; clients upload 6.0 MiB a round (4.0). With c₀
+// and shares rounded (the flooding is random, so figures move between
+// runs): 5.0e-8 and 5.9e-8 in two runs, against 6.8e-8 for a run of the
+// build before them on the same day, the same accuracies, 5.0 MiB a round; the
+// decrypted average of BenchmarkDecrypt is off by 4.6e-10 (4.4e-10 to
+// 5.7e-10 before).
 //
 // # Noise flooding
 //
