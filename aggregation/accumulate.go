@@ -95,10 +95,11 @@ func (a *Accumulator) Add(client string, ct []byte) error {
 	moduli := a.params.moduliRows(l)
 	sum := a.sums[info.block]
 	a.blockMu[info.block].Lock()
-	data := ct[ciphertextHeaderSize:]
-	half := len(data) / 2
-	addRowsMod(sum.Value[0].Coeffs, moduli, data[:half])
-	addRowsMod(sum.Value[1].Coeffs, moduli, data[half:])
+	// The sums stay in the wire form: c₀' row by row (encrypt.go).
+	c0, c1 := splitCiphertext(ct)
+	rows0 := a.params.c0Rows()
+	addRowsMod(sum.Value[0].Coeffs[:rows0], moduli[:rows0], c0)
+	addRowsMod(sum.Value[1].Coeffs, moduli, c1)
 	a.blockMu[info.block].Unlock()
 	return nil
 }
@@ -200,7 +201,7 @@ func (a *Accumulator) Finalize() (*Aggregate, error) {
 		Digests:      make([][32]byte, a.blocks),
 	}
 	for b, sum := range a.sums {
-		agg.Ciphertexts[b] = marshalCiphertext(a.params, a.key, b, a.blocks, sum, nil)
+		agg.Ciphertexts[b] = marshalCiphertextRows(a.params, a.key, b, a.blocks, sum.Value[0].Coeffs[:a.params.c0Rows()], sum.Value[1].Coeffs, nil)
 		agg.Digests[b] = sha256.Sum256(agg.Ciphertexts[b])
 	}
 	return agg, nil

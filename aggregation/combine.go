@@ -105,18 +105,30 @@ func (d *Decryptor) checkShare(b []byte, req [32]byte, block, blocks int) error 
 // many shares there are; tests use it to show that t−1 shares decrypt to
 // garbage.
 func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, error) {
-	moduli := d.params.moduliRows(d.params.shareLayout())
-	for _, b := range shares {
-		addRowsMod(c.Value[0].Coeffs, moduli, b[baseHeaderSize+decryptShareExtra:])
-	}
+	l := d.params.shareLayout()
+	moduli := d.params.moduliRows(l)
 	pt := ckks.NewPlaintext(d.params.ckks, c.Level())
 	pt.Value = c.Value[0]
+	// Shares come divided by the primes above the share level
+	// (member.go); c₀ is divided the same way, rounded (exactly, for a
+	// c₀ rounded on the wire, encrypt.go), and the sum decodes at the
+	// scale divided by those primes.
+	for lvl := c.Level(); lvl > l.levelQ; lvl-- {
+		q := d.params.ckks.RingQ().ModuliChain()[lvl]
+		out := ckks.NewPlaintext(d.params.ckks, lvl-1)
+		d.params.ckks.RingQ().AtLevel(lvl).DivRoundByLastModulusNTT(pt.Value, out.Value)
+		out.Scale = pt.Scale.Div(rlwe.NewScale(float64(q)))
+		pt = out
+	}
+	for _, b := range shares {
+		addRowsMod(pt.Value.Coeffs, moduli, b[baseHeaderSize+decryptShareExtra:])
+	}
 	// Decoding reconstructs every coefficient from its residues with
 	// big integers, a cost that grows with the primes. While the scale
 	// exceeds the last prime by 2^40, divide by it (rounded): 2^-40 of
 	// rounding on the slots, far below the flooding noise's 2^-20 at most
 	// (checkFlooding), and one prime fewer to reconstruct.
-	for lvl := c.Level(); lvl > 0; lvl-- {
+	for lvl := pt.Level(); lvl > 0; lvl-- {
 		q := d.params.ckks.RingQ().ModuliChain()[lvl]
 		if pt.Scale.Float64()/float64(q) < 1<<40 {
 			break

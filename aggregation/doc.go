@@ -279,10 +279,15 @@
 //
 // Wire cost (BenchmarkClientEncrypt, BenchmarkDecrypt, 2-core x86-64
 // shared with other jobs, load 12–17, so times are ranges over runs
-// alternating with the previous set): a ciphertext is 786,432 bytes of
-// coefficients (48.8 bytes per parameter, against 32.5 with two primes);
-// a whole decryption share 24.4 bytes per parameter per member (16.3); a
-// coefficient share 104 bytes (96). Encryption encodes below 2^61 and
+// alternating with the previous set): a ciphertext is 655,360 bytes of
+// coefficients, c₀ rounded over two primes and c₁ over three (40.6 bytes
+// per parameter; 48.8 with c₀ whole, 32.5 with two primes); a whole
+// decryption share, divided by the last prime, 16.3 bytes per parameter
+// per member (24.4 with three primes); a coefficient share 104 bytes
+// (96). See "Wire formats". The times below were measured with c₀ and
+// shares whole; on 2 December 2026 (load average 31) the runs with and
+// without rounding alternated within a factor of 3 of each other either
+// way, too loaded to tell a difference. Encryption encodes below 2^61 and
 // shifts to the scale (lattigo's encoder goes through big.Float above
 // 2^64): 1.0–2.1 s per 1M parameters on one core, against 0.9–1.9 s. A
 // member's share takes 0.9–1.6 s per 1M parameters (0.4–0.6 s: the
@@ -298,7 +303,12 @@
 // 5.4e-10 on the average (2.4e-9 to 2.9e-9 with the previous set). Tests assert 1e-6 on the average. The demo (breast-cancer,
 // 8 clients, 20 rounds, seed 1) gives per-round validation losses within
 // 4.5e-8 of the run without encryption (9.8e-7 with the previous set),
-// and the same accuracies; clients upload 6.0 MiB a round (4.0).
+// and the same accuracies; clients upload 6.0 MiB a round (4.0). With c₀
+// and shares rounded (the flooding is random, so figures move between
+// runs): 5.0e-8 and 5.9e-8 in two runs, against 6.8e-8 for a run of the
+// build before them on the same day, the same accuracies, 5.0 MiB a round; the
+// decrypted average of BenchmarkDecrypt is off by 4.6e-10 (4.4e-10 to
+// 5.7e-10 before).
 //
 // # Noise flooding
 //
@@ -496,6 +506,70 @@
 // ciphertexts and coefficient shares have kinds of their own (6 and 7), so
 // neither can be passed off as an aggregate ciphertext or a whole share;
 // FuzzInfluenceCiphertext and FuzzCoefficientShare cover their decoders.
+//
+// Ciphertexts (kind 1, version 2). c₁ goes whole, over every Q prime; c₀
+// goes rounded to a multiple of the last prime q_L, as c₀' = round(c₀/q_L)
+// over the primes below it (encrypt.go), one row of N words fewer: 40
+// bytes per slot for the default set instead of 48. Sums of ciphertexts
+// are sums of c₀' row by row, so the coordinator adds them as before, and
+// parsing lifts c₀' back to q_L·c₀'. Why it is safe: everything the
+// coordinator and up to t−1 members see under rounding (c₀' and c₁ of
+// every ciphertext, and shares, which depend on c₁ alone) is a function of
+// what they would see without it, so the flooding bound ("Noise flooding")
+// holds unchanged, sized on the noise of the ciphertexts as encrypted
+// (TestCiphertextNoise measures it with c₀ whole). The rounding adds to
+// the decrypted message at most q_L/2 per coefficient and contributor,
+// uniform and independent of the secret (variance q_L²/12,
+// [Parameters.C0RoundingSigma], counted in [Parameters.SlotNoiseSigma]):
+// for the default set and 1,024 contributors 2^63.2 rms per coefficient,
+// 2^-8.4 of one share's flooding σ. [Parameters.C0Rounded] rounds only when
+// that figure for flooding.contributors clients stays below a quarter of
+// the flooding σ, else c₀ goes whole: a set whose scale sits below the
+// last prime would lose its message (TestC0Rounding: forced, the average
+// of 3 clients is off by 29). TestC0Rounding measures the rounding on a
+// sum of 8 (2^59.67 rms against a model of 2^59.71). c₁ cannot be rounded
+// so: rounding it by 2^d adds r·s, secret-dependent, of variance
+// N·c·(2/3)·2^(2d)/12 per coefficient, which the flooding must hide; the
+// noise model already counts lattigo's own rounding of c₁ (its division by
+// P) at (1 + N·c·2/3)/4, so the bound allows d = 0, and each further bit
+// of d costs a bit of σ, hence of scale and of Q, for no saving.
+//
+// Whole decryption shares (kind 5, version 2). The combiner divides the
+// decrypted sum by every top prime the scale exceeds by 2^40 before
+// decoding; members send their shares already divided (rounded, after the
+// flooding, so the rounded share is a function of the one it stands for)
+// and the combiner divides c₀ the same way: the default share carries two
+// primes, 16 bytes per slot and member instead of 24, and the t shares and
+// c₀ add at most (t+1)/2 at the remaining scale 2^44.
+//
+// Compatibility. A job's parameters pin these layouts (the parameters ID
+// is unchanged; whether c₀ is rounded and the share level follow from
+// the parameters). A ciphertext or share in the version-1 layout (written
+// by a tally from before, in a state file or on the wire) is refused with
+// [ErrWireVersion] (TestCiphertextOldVersionRefused,
+// TestDecryptShareRounded); keys, key shares, certificates and the other
+// kinds keep version 1 and stay readable. The security level is that of
+// the parameters ([MaxLogQP]: log₂ QP ≈ 241 against 438 for 128 bits),
+// which the wire form does not touch.
+//
+// What was measured and left. (1) Residues at their primes' width (60
+// bits instead of 64) would give exactly 60/64: 37.5 bytes per slot for a
+// ciphertext, 15 for a share; flate finds only part of it (a default
+// ciphertext compresses to 0.9917 at level 9 and 1.0001 at level 1: the
+// residues are uniform below their prime). Not done: it changes every
+// reader of c₁'s bytes (members' sum check in verify.go, the accumulator's
+// and influence's add loops). (2) The third prime is what the flooding
+// bound costs: Q = 60/60 is refused by [NewParameters] (scale 2^104 above
+// Σ log_q − 20 = 100; at scale 2^100 the slot noise is 2^-19.1, above
+// 2^-20, and the influence flooding 2^90 does not fit below Q/16 =
+// 2^116). (3) Several quantised values per slot would break the per-client
+// products that influence valuation needs; not done. The floor: the
+// flooding σ = 2^71.6 spread over a slot (×√(2N·c), 2^80.9) plus 20 bits of
+// precision fixes the scale at 2^101 or more, and Q at that plus the
+// values' headroom (2^16 for weights up to 60,000, and 20 bits of margin):
+// at least 137 bits for c₁, 17 bytes per slot even at exact bit width,
+// and c₀' 77 more bits. Fewer than 16 bytes per parameter needs less
+// flooding, i.e. a weaker bound or fewer releases.
 //
 // Randomness: secrets, encryption noise and flooding noise come from
 // lattigo's cryptographically secure PRNG and are not reproducible by

@@ -9,16 +9,52 @@ import (
 	"sync/atomic"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/ring"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 )
 
 // A marshalled ciphertext is the base header (key = key-generation
-// instance ID) followed by the block index and the block count, both
-// big-endian uint32, then c0 and c1 over Q at the top level.
+// instance ID, version [ciphertextVersion]) followed by the block index
+// and the block count, both big-endian uint32, then c₀ and c₁ at the top
+// level, NTT domain. c₁ carries every Q row. When the parameters round c₀
+// ([Parameters.C0Rounded]), c₀ is sent as c₀' = round(c₀/q_L) over the Q
+// rows below the last prime q_L, one row fewer: the ciphertext it stands
+// for is (q_L·c₀', c₁), whose c₀ differs from the encryptor's by at most
+// q_L/2 per coefficient (doc.go, "Wire formats"). Sums of such
+// ciphertexts are sums of c₀' row by row, so the coordinator adds them as
+// they come, as before; only [parseCiphertext] lifts c₀' back.
 const ciphertextHeaderSize = baseHeaderSize + 8
 
+// ciphertextVersion is the version of the ciphertext kind: 2 since c₀ may
+// be rounded (version 1 always carried c₀ whole); the other kinds are at
+// [wireVersion].
+const ciphertextVersion = 2
+
 func (p Parameters) ctLayout() layout {
-	return layout{kind: kindCiphertext, levelQ: p.ckks.MaxLevel(), polys: 2, extra: 8}
+	return layout{kind: kindCiphertext, version: ciphertextVersion, levelQ: p.ckks.MaxLevel(), polys: 2, extra: 8, dropFirst: p.c0Drop}
+}
+
+// c0Rows is the number of Q rows of c₀ on the wire.
+func (p Parameters) c0Rows() int { return p.ckks.MaxLevel() + 1 - p.c0Drop }
+
+// splitCiphertext returns the c₀ and c₁ rows of a marshalled ciphertext,
+// c₁ being the last (levelQ+1)·N words as its header states them. A
+// buffer too short for its header gives c₀ empty and c₁ the rest; the
+// callers have checked the size, or let the checks that follow name the
+// problem.
+func splitCiphertext(ct []byte) (c0, c1 []byte) {
+	if len(ct) < ciphertextHeaderSize {
+		return nil, nil
+	}
+	data := ct[ciphertextHeaderSize:]
+	if ct[4] > 20 {
+		return nil, data
+	}
+	n1 := (int(ct[5]) + 1) * (1 << ct[4]) * 8
+	if n1 > len(data) {
+		return nil, data
+	}
+	return data[:len(data)-n1], data[len(data)-n1:]
 }
 
 // ctInfo is what a ciphertext header says about itself.
@@ -43,28 +79,64 @@ func checkCiphertext(p Parameters, b []byte) (ctInfo, error) {
 	if info.blocks == 0 || info.block >= info.blocks {
 		return info, fmt.Errorf("%w: ciphertext block %d of %d", ErrBlockMismatch, info.block, info.blocks)
 	}
-	if err := checkCoeffs(b[ciphertextHeaderSize:], p.moduliRows(l), p.ckks.N(), 2, kindCiphertext); err != nil {
+	moduli := p.moduliRows(l)
+	c0, c1 := splitCiphertext(b)
+	if err := checkCoeffs(c0, moduli[:p.c0Rows()], p.ckks.N(), 1, kindCiphertext); err != nil {
 		return info, err
+	}
+	if err := checkCoeffs(c1, moduli, p.ckks.N(), 1, kindCiphertext); err != nil {
+		return info, fmt.Errorf("c1: %w", err)
 	}
 	return info, nil
 }
 
 // parseCiphertext validates b and decodes it into a lattigo ciphertext
 // carrying the metadata every ciphertext of this package has: default
-// scale, full slots, NTT domain.
+// scale, full slots, NTT domain; a rounded c₀ is lifted back to q_L·c₀'.
 func parseCiphertext(p Parameters, b []byte) (*rlwe.Ciphertext, ctInfo, error) {
 	info, err := checkCiphertext(p, b)
 	if err != nil {
 		return nil, info, err
 	}
 	ct := ckks.NewCiphertext(p.ckks, 1, p.ckks.MaxLevel())
-	off := ciphertextHeaderSize
-	off += readRows(b[off:], ct.Value[0].Coeffs)
-	readRows(b[off:], ct.Value[1].Coeffs)
+	c0, c1 := splitCiphertext(b)
+	readRows(c0, ct.Value[0].Coeffs[:p.c0Rows()])
+	liftC0(p, ct.Value[0])
+	readRows(c1, ct.Value[1].Coeffs)
 	return ct, info, nil
 }
 
+// liftC0 turns c₀' (rows below q_L, row q_L ignored) into q_L·c₀' over
+// every Q row, in place: the c₀ the wire form stands for. It does nothing
+// when the parameters do not round c₀.
+func liftC0(p Parameters, c0 ring.Poly) {
+	if p.c0Drop == 0 {
+		return
+	}
+	rq := p.ckks.RingQ()
+	last := p.ckks.Q()[p.ckks.MaxLevel()]
+	for i, s := range rq.SubRings[:p.c0Rows()] {
+		s.MulScalarMontgomery(c0.Coeffs[i], ring.MForm(last%s.Modulus, s.Modulus, s.BRedConstant), c0.Coeffs[i])
+	}
+	for _, row := range c0.Coeffs[p.c0Rows():] {
+		clear(row)
+	}
+}
+
+// marshalCiphertext writes ct (top level, NTT domain, c₀ whole) in the
+// wire form, rounding c₀ when the parameters say so: it overwrites ct's
+// c₀ with c₀' in that case. For a c₀ that is already a multiple of q_L (a
+// parsed aggregate, a sum of parsed ones) the division is exact.
 func marshalCiphertext(p Parameters, key [32]byte, block, blocks int, ct *rlwe.Ciphertext, out []byte) []byte {
+	if p.c0Drop > 0 {
+		p.ckks.RingQ().AtLevel(p.ckks.MaxLevel()).DivRoundByLastModulusNTT(ct.Value[0], ct.Value[0])
+	}
+	return marshalCiphertextRows(p, key, block, blocks, ct.Value[0].Coeffs[:p.c0Rows()], ct.Value[1].Coeffs, out)
+}
+
+// marshalCiphertextRows writes a ciphertext whose c₀ rows are already in
+// the wire form (c₀' when rounded), as the accumulator keeps its sums.
+func marshalCiphertextRows(p Parameters, key [32]byte, block, blocks int, c0, c1 [][]uint64, out []byte) []byte {
 	l := p.ctLayout()
 	size := l.size(p.ckks.N())
 	if cap(out) < size {
@@ -75,8 +147,8 @@ func marshalCiphertext(p Parameters, key [32]byte, block, blocks int, ct *rlwe.C
 	binary.BigEndian.PutUint32(out[baseHeaderSize:], uint32(block))
 	binary.BigEndian.PutUint32(out[baseHeaderSize+4:], uint32(blocks))
 	off := ciphertextHeaderSize
-	off += putRows(out[off:], ct.Value[0].Coeffs)
-	putRows(out[off:], ct.Value[1].Coeffs)
+	off += putRows(out[off:], c0)
+	putRows(out[off:], c1)
 	return out
 }
 

@@ -15,6 +15,11 @@ var (
 	// ErrMalformed reports bytes received from another party that do not
 	// decode: wrong magic, version, sizes or out-of-range coefficients.
 	ErrMalformed = errors.New("aggregation: malformed message")
+	// ErrWireVersion reports a message in another version of its kind's
+	// wire format (always with [ErrMalformed]): a ciphertext written by a
+	// tally from before c₀ was rounded (version 1), in a state file or
+	// from a client, is refused by name rather than misread.
+	ErrWireVersion = errors.New("aggregation: unsupported wire format version")
 	// ErrParametersMismatch reports a message produced under other
 	// cryptographic parameters.
 	ErrParametersMismatch = errors.New("aggregation: parameters mismatch")

@@ -182,10 +182,11 @@ func (f *Influence) Add(client string, ct []byte) error {
 	if st.sum == nil {
 		st.sum = ckks.NewCiphertext(f.params.ckks, 1, f.params.ckks.MaxLevel())
 	}
-	data := ct[ciphertextHeaderSize:]
-	half := len(data) / 2
-	f.mulAddC1(st.sum.Value[0], info.block, data[:half])
-	f.mulAddC1(st.sum.Value[1], info.block, data[half:])
+	// c₀ goes in as its wire form c₀' (rows below q_L) and the product
+	// sum is lifted once, at Finalize: Σ_b (q_L·c₀'_b)·g_b = q_L·Σ_b c₀'_b·g_b.
+	c0, c1 := splitCiphertext(ct)
+	f.mulAddRows(st.sum.Value[0], info.block, c0, f.params.c0Rows())
+	f.mulAddC1(st.sum.Value[1], info.block, c1)
 	st.got[info.block] = true
 	st.n++
 	return nil
@@ -195,9 +196,14 @@ func (f *Influence) Add(client string, ct []byte) error {
 // marshalled rows, src) with the gradient's block b. Members use it on c₁
 // alone to recompute a client's product (verify.go), exactly as Add does.
 func (f *Influence) mulAddC1(acc ring.Poly, b int, src []byte) {
+	f.mulAddRows(acc, b, src, len(f.moduli))
+}
+
+// mulAddRows is mulAddC1 over the first rows Q rows of src.
+func (f *Influence) mulAddRows(acc ring.Poly, b int, src []byte, rows int) {
 	n := f.params.ckks.N()
 	g := f.grad[b].Coeffs
-	for r, q := range f.moduli {
+	for r, q := range f.moduli[:rows] {
 		// Fused read, Montgomery product with the gradient (stored as
 		// g·2^64 mod q, so MRed gives x·g mod q) and reduced add: the
 		// ciphertext is never copied into a lattigo polynomial.
@@ -232,6 +238,7 @@ func (f *Influence) Finalize(client string) ([]byte, [32]byte, error) {
 	if st.n != f.blocks {
 		return nil, [32]byte{}, fmt.Errorf("%w: client %q delivered %d of %d blocks", ErrIncomplete, client, st.n, f.blocks)
 	}
+	liftC0(f.params, st.sum.Value[0])
 	out := marshalInfluence(f.params, f.key, f.logScale, f.blocks, st.sum)
 	st.done, st.sum = true, nil
 	return out, sha256.Sum256(out), nil

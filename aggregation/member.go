@@ -504,6 +504,13 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	rq.NTT(noise, noise)
 	rq.Add(share.Value, noise, share.Value)
 	rq.Reduce(share.Value, share.Value)
+	// Sent divided (rounded) by the primes above the share level, which
+	// the combiner would drop before decoding anyway (params.go,
+	// shareLevel): after the flooding, so the rounded share is a function
+	// of the one it stands for and reveals nothing more.
+	for lvl := c.Level(); lvl > m.params.shareLevel(); lvl-- {
+		m.params.ckks.RingQ().AtLevel(lvl).DivRoundByLastModulusNTT(share.Value, share.Value)
+	}
 	// The additive share is the secret scaled by a public constant:
 	// wipe it rather than leave it to the garbage collector.
 	for _, row := range append(additive.Value.Q.Coeffs, additive.Value.P.Coeffs...) {
@@ -514,12 +521,18 @@ func (m *Member) DecryptShare(req DecryptRequest, block int, ct []byte) ([]byte,
 	return marshalDecryptShare(m.params, m.inst.id, id, block, len(req.Digests), share.Value), nil
 }
 
-// A decryption share is the base header (key = key instance) followed by
-// the request ID, the block index and count, then one polynomial over Q.
+// A decryption share is the base header (key = key instance, version
+// [shareVersion]) followed by the request ID, the block index and count,
+// then one polynomial over the Q primes up to [Parameters.shareLevel]:
+// the share c₁·λᵢ·s̃ᵢ + eᵢ divided, rounded, by the primes above it.
 const decryptShareExtra = 32 + 8
 
+// shareVersion is the version of the decryption-share kind: 2 since shares
+// are sent at the share level (version 1 carried every Q prime).
+const shareVersion = 2
+
 func (p Parameters) shareLayout() layout {
-	return layout{kind: kindDecryptShare, levelQ: p.ckks.MaxLevel(), polys: 1, extra: decryptShareExtra}
+	return layout{kind: kindDecryptShare, version: shareVersion, levelQ: p.shareLevel(), polys: 1, extra: decryptShareExtra}
 }
 
 func marshalDecryptShare(p Parameters, key, req [32]byte, block, blocks int, poly ring.Poly) []byte {
@@ -529,6 +542,6 @@ func marshalDecryptShare(p Parameters, key, req [32]byte, block, blocks int, pol
 	copy(out[baseHeaderSize:], req[:])
 	binary.BigEndian.PutUint32(out[baseHeaderSize+32:], uint32(block))
 	binary.BigEndian.PutUint32(out[baseHeaderSize+36:], uint32(blocks))
-	putRows(out[baseHeaderSize+decryptShareExtra:], poly.Coeffs)
+	putRows(out[baseHeaderSize+decryptShareExtra:], poly.Coeffs[:l.levelQ+1])
 	return out
 }

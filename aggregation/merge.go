@@ -33,24 +33,23 @@ func MergeAggregates(params Parameters, a, b *Aggregate) (*Aggregate, error) {
 		Ciphertexts:  make([][]byte, len(a.Ciphertexts)),
 		Digests:      make([][32]byte, len(a.Ciphertexts)),
 	}
-	l := params.ctLayout()
-	moduli := params.moduliRows(l)
+	rq := params.ckks.RingQ().AtLevel(params.ckks.MaxLevel())
 	for i := range a.Ciphertexts {
 		ct, info, err := parseCiphertext(params, a.Ciphertexts[i])
 		if err != nil {
 			return nil, fmt.Errorf("aggregate block %d: %w", i, err)
 		}
-		other, err := checkCiphertext(params, b.Ciphertexts[i])
+		ctB, other, err := parseCiphertext(params, b.Ciphertexts[i])
 		if err != nil {
 			return nil, fmt.Errorf("aggregate block %d: %w", i, err)
 		}
 		if info.block != i || other.block != i || info.key != a.Key || other.key != a.Key {
 			return nil, fmt.Errorf("%w: block %d headers disagree", ErrBlockMismatch, i)
 		}
-		data := b.Ciphertexts[i][ciphertextHeaderSize:]
-		half := len(data) / 2
-		addRowsMod(ct.Value[0].Coeffs, moduli, data[:half])
-		addRowsMod(ct.Value[1].Coeffs, moduli, data[half:])
+		// Both lifted, so the sum's c₀ is a multiple of q_L again and the
+		// marshalling divides it exactly.
+		rq.Add(ct.Value[0], ctB.Value[0], ct.Value[0])
+		rq.Add(ct.Value[1], ctB.Value[1], ct.Value[1])
 		out.Ciphertexts[i] = marshalCiphertext(params, a.Key, i, info.blocks, ct, nil)
 		out.Digests[i] = sha256.Sum256(out.Ciphertexts[i])
 	}

@@ -79,6 +79,9 @@ type Parameters struct {
 	// floodAgg and floodInf are the flooding σ of whole shares and the
 	// target σ of influence scalars, derived from cfg.Flooding.
 	floodAgg, floodInf float64
+	// c0Drop is 1 when ciphertexts carry c₀ rounded to a multiple of the
+	// last Q prime, without that prime's row ([Parameters.C0Rounded]).
+	c0Drop int
 }
 
 // DefaultParameters returns the parameters of [DefaultConfig].
@@ -182,6 +185,9 @@ func NewParameters(cfg ParametersConfig) (Parameters, error) {
 	if err := p.checkFlooding(); err != nil {
 		return Parameters{}, err
 	}
+	if p.c0RoundingFits() {
+		p.c0Drop = 1
+	}
 	p.id = p.computeID()
 	return p, nil
 }
@@ -271,7 +277,69 @@ func (p Parameters) Blocks(numParams int) int {
 
 // CiphertextSize is the size in bytes of one marshalled ciphertext.
 func (p Parameters) CiphertextSize() int {
-	return ciphertextHeaderSize + 2*(p.ckks.MaxLevel()+1)*p.ckks.N()*8
+	return p.ctLayout().size(p.ckks.N())
+}
+
+// shareLevel is the highest Q level of a whole decryption share on the
+// wire: the combiner decodes only after dividing the decrypted sum by
+// every top prime the scale exceeds by 2^40 (combine.go), so members send
+// their shares already divided by those primes, rounded (member.go), and
+// each share adds at most 1/2 at the reduced scale, 2^-40 of one slot's
+// unit or less. For the default set the share carries two of the three
+// primes.
+func (p Parameters) shareLevel() int {
+	lvl := p.ckks.MaxLevel()
+	scale := p.ckks.DefaultScale().Float64()
+	for ; lvl > 0; lvl-- {
+		q := float64(p.ckks.Q()[lvl])
+		if scale/q < 1<<40 {
+			break
+		}
+		scale /= q
+	}
+	return lvl
+}
+
+// c0RoundingMargin is how far below the flooding σ of one share the
+// rounding of c₀ must stay, in standard deviation, summed over the most
+// contributors the bound allows: 1/4 adds at most 1/16 to the variance of
+// a decrypted coefficient (3% to the noise floor of a single share).
+const c0RoundingMargin = 4
+
+// C0Rounded reports whether ciphertexts carry c₀ rounded to a multiple of
+// the last Q prime q_L, sent as c₀/q_L over the other rows (encrypt.go): a
+// sixth fewer bytes for three primes. It holds when the rounding of the
+// most contributors the flooding bound allows
+// ([Parameters.C0RoundingSigma]) stays c0RoundingMargin times below the
+// flooding σ of one share; otherwise c₀ is sent whole. Rounding c₀ does
+// not change what the flooding hides: c₀' is a function of c₀, and
+// members' shares depend on c₁ alone (doc.go, "Wire formats").
+func (p Parameters) C0Rounded() bool { return p.c0Drop > 0 }
+
+// c0RoundingFits is the condition of [Parameters.C0Rounded].
+func (p Parameters) c0RoundingFits() bool {
+	if p.ckks.MaxLevel() < 1 {
+		return false
+	}
+	return p.c0Rounding(p.cfg.Flooding.Contributors) <= p.floodAgg/c0RoundingMargin
+}
+
+// c0Rounding is the standard deviation, per coefficient, of the rounding
+// of c₀ by q_L summed over contributors ciphertexts: each is uniform in
+// [−q_L/2, q_L/2] (c₀ mod q_L is uniform), variance q_L²/12.
+func (p Parameters) c0Rounding(contributors int) float64 {
+	q := p.ckks.Q()
+	return math.Sqrt(float64(max(contributors, 0))/12) * float64(q[len(q)-1])
+}
+
+// C0RoundingSigma is the standard deviation of the rounding of c₀ on each
+// coefficient of a sum of contributors ciphertexts, 0 when c₀ is sent
+// whole.
+func (p Parameters) C0RoundingSigma(contributors int) float64 {
+	if p.c0Drop == 0 {
+		return 0
+	}
+	return p.c0Rounding(contributors)
 }
 
 // LogQP is the total modulus size in bits.
@@ -313,7 +381,9 @@ func (p Parameters) MaxAbsValue() float64 {
 // coefficients of the decrypted plaintext carry noise of variance t·σ_f².
 // Each contributor adds the noise of one fresh public-key encryption and
 // the rounding of its encoding, [Parameters.FreshNoiseVariance] per
-// coefficient, about 2^-120 of the flooding term for the default set.
+// coefficient, about 2^-120 of the flooding term for the default set, and
+// the rounding of its c₀ on the wire, q_L²/12 ([Parameters.C0RoundingSigma];
+// 2^-28 of the flooding term per contributor for the default set, t = 3).
 // Decoding evaluates the polynomial at the slots' roots of unity and
 // divides by the scale Δ = 2^LogDefaultScale: a slot is a signed sum of
 // the N coefficients, one of them with weight 1 and the others with
@@ -322,7 +392,7 @@ func (p Parameters) MaxAbsValue() float64 {
 // the ratio of measured to predicted standard deviation is close to 1).
 // Hence
 //
-//	σ_slot = √(2N·(t·σ_f² + contributors·σ_fresh²)) / Δ.
+//	σ_slot = √(2N·(t·σ_f² + contributors·(σ_fresh² + q_L²/12))) / Δ.
 //
 // For the default set with t = 3 that is √(2^15·3·2^143.2)/2^104 ≈ 5.6e-8.
 // It leaves out the float64 round-off of encoding and decoding, which
@@ -332,7 +402,8 @@ func (p Parameters) SlotNoiseSigma(contributors, members, participants int) floa
 	n := float64(p.ckks.N())
 	flood := p.NoiseFloodingSigma()
 	fresh := p.FreshNoiseVariance(members)
-	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh
+	r := p.C0RoundingSigma(contributors)
+	v := float64(max(participants, 1))*flood*flood + float64(max(contributors, 0))*fresh + r*r
 	return math.Sqrt(2*n*v) / math.Exp2(float64(p.cfg.LogDefaultScale))
 }
 
@@ -363,8 +434,9 @@ func (p Parameters) SlotNoiseSigmaAt(contributors, members, participants int, su
 // [encode] picks with 2^-k < 8‖v‖₁/(N·2^encodeBits): with ‖v‖₁² ≤ N‖v‖₂²
 // and the 2N of decoding, a slot variance of at most (64/6)·2^-122·N times
 // the mean square, 2^-52.3 of the root mean square for logN = 14, added
-// here. The decoder's division by the last prime rounds by 1/2 at the
-// remaining scale, 2^-40 of the flooding noise at most (see combine).
+// here. The division by the last prime before decoding, of c₀ by the
+// combiner and of each of the t shares by its member (shareLevel), rounds
+// by at most (t+1)/2 at the remaining scale, itself at least 2^40.
 func (p Parameters) RoundoffSigma(sumSquares float64) float64 {
 	fft := 4 * math.Exp2(-106) * float64(p.cfg.LogN)
 	rounding := 64.0 / 6 * math.Exp2(-2*encodeBits) * float64(p.ckks.N())

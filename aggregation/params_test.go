@@ -22,7 +22,8 @@ func TestDefaultParameters(t *testing.T) {
 		{"log2 influence sigma", math.Round(math.Log2(p.InfluenceFloodingTarget())), 90},
 		{"levels", float64(p.CKKS().MaxLevel() + 1), 3},
 		{"P primes", float64(len(p.CKKS().P())), 1},
-		{"ciphertext bytes", float64(p.CiphertextSize()), 786432 + ciphertextHeaderSize},
+		// c₁ over three primes, c₀ rounded over two (encrypt.go).
+		{"ciphertext bytes", float64(p.CiphertextSize()), 655360 + ciphertextHeaderSize},
 		{"blocks for 1M", float64(p.Blocks(1_000_000)), 62},
 		{"blocks for 16383", float64(p.Blocks(16383)), 1},
 		{"blocks for 16384", float64(p.Blocks(16384)), 2},

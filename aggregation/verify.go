@@ -106,8 +106,7 @@ func (s *Submission) Blocks() int { return len(s.C1) }
 // ciphertextHalves returns the c₀ and c₁ rows of a marshalled ciphertext
 // whose size was checked.
 func ciphertextHalves(ct []byte) (c0, c1 []byte) {
-	data := ct[ciphertextHeaderSize:]
-	return data[:len(data)/2], data[len(data)/2:]
+	return splitCiphertext(ct)
 }
 
 func digestPart(domain string, b []byte) [32]byte {

@@ -11,7 +11,9 @@ import (
 // Wire format. Every polynomial-carrying message starts with a fixed
 // header, followed by kind-specific fields, followed by raw coefficients:
 // for each polynomial, for each modulus row, N little-endian uint64 words,
-// each strictly below its modulus. Lattigo's own encoding trusts the sizes
+// each strictly below its modulus. A ciphertext's c₀ may carry fewer rows
+// than its c₁ (encrypt.go) and a decryption share fewer than the
+// ciphertext (member.go); each kind's version says which layout it has. Lattigo's own encoding trusts the sizes
 // in its headers and allocates from them; parsing our own fixed-size form
 // lets every check happen before a single lattigo call, so no input can
 // panic or exhaust memory.
@@ -19,7 +21,7 @@ import (
 //	offset size field
 //	0      2    magic "TA"
 //	2      1    kind
-//	3      1    version (1)
+//	3      1    version (1; 2 for ciphertexts and decryption shares)
 //	4      1    logN
 //	5      1    levelQ (number of Q rows − 1)
 //	6      1    number of P rows
@@ -69,12 +71,23 @@ func (k msgKind) String() string {
 
 // layout describes the expected shape of one message kind.
 type layout struct {
-	kind   msgKind
-	levelQ int // highest Q level carried
-	rowsP  int // number of P rows carried per polynomial
-	polys  int
-	extra  int // size of the kind-specific fields after the base header
-	coeffs int // coefficients per row; 0 means the ring degree N
+	kind    msgKind
+	version byte // 0: wireVersion
+	levelQ  int  // highest Q level carried
+	rowsP   int  // number of P rows carried per polynomial
+	polys   int
+	extra   int // size of the kind-specific fields after the base header
+	coeffs  int // coefficients per row; 0 means the ring degree N
+	// dropFirst is how many of its top Q rows the first polynomial
+	// leaves out (a rounded c₀, encrypt.go).
+	dropFirst int
+}
+
+func (l layout) wireVersion() byte {
+	if l.version == 0 {
+		return wireVersion
+	}
+	return l.version
 }
 
 func (l layout) rows() int { return l.levelQ + 1 + l.rowsP }
@@ -83,7 +96,7 @@ func (l layout) size(n int) int {
 	if l.coeffs > 0 {
 		n = l.coeffs
 	}
-	return baseHeaderSize + l.extra + l.polys*l.rows()*n*8
+	return baseHeaderSize + l.extra + (l.polys*l.rows()-l.dropFirst)*n*8
 }
 
 // header is the decoded fixed header.
@@ -96,7 +109,7 @@ type header struct {
 func putHeader(b []byte, p Parameters, l layout, key [32]byte) {
 	b[0], b[1] = 'T', 'A'
 	b[2] = byte(l.kind)
-	b[3] = wireVersion
+	b[3] = l.wireVersion()
 	b[4] = byte(p.cfg.LogN)
 	b[5] = byte(l.levelQ)
 	b[6] = byte(l.rowsP)
@@ -119,8 +132,8 @@ func checkHeader(b []byte, p Parameters, l layout) (header, error) {
 	if msgKind(b[2]) != l.kind {
 		return h, fmt.Errorf("%w: expected %v, got %v", ErrMalformed, l.kind, msgKind(b[2]))
 	}
-	if b[3] != wireVersion {
-		return h, fmt.Errorf("%w: %v: version %d, want %d", ErrMalformed, l.kind, b[3], wireVersion)
+	if v := l.wireVersion(); b[3] != v {
+		return h, fmt.Errorf("%w: %w: %v: version %d, want %d (a job's messages are written and read by one wire format)", ErrMalformed, ErrWireVersion, l.kind, b[3], v)
 	}
 	copy(h.params[:], b[8:16])
 	copy(h.key[:], b[16:48])
