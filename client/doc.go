@@ -11,8 +11,10 @@
 // SHA-256 of c₀ and c₁: aggregation.Submission) that travels with them.
 // As a committee member it decrypts only what it has verified
 // (aggregation.Member.VerifyAggregate): it fetches each contributor's
-// signed statement and c₁ (Download "submission/<id>",
-// "contribution/<id>/<block>") and, in the influence mode, the round's
+// signed statement and c₁ (Download "submission/<id>", and
+// "contributions/<id>/<first>/<count>" for up to 8 blocks a call, or
+// "contribution/<id>/<block>" from a coordinator without it) and, in the
+// influence mode, the round's
 // multiplier vector ("gradient", once per round), and refuses, telling the
 // coordinator why, a ciphertext that is not the sum of its contributors'
 // signed ciphertexts or not their product with the committed vector. With

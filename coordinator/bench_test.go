@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
 
+	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/engine"
@@ -32,6 +34,13 @@ import (
 // Local training is kept to one batch of benchRows rows per client so the
 // figures are about the round's protocol, not about gradient descent.
 const benchRows = 16
+
+// coordProfile, when set, makes every coordinator that runCoordinator
+// starts as a child process write a CPU and a heap profile into that
+// directory, named by the number of clients, so that the coordinator's
+// own work can be read apart from the clients' (which -cpuprofile would
+// mix in): go test -bench BenchmarkScale -coordprofile /tmp/p ./coordinator.
+var coordProfile = flag.String("coordprofile", "", "directory for CPU and heap profiles of the child coordinators")
 
 // mlpFor returns an MLP spec for the digits dataset (64 features, 10
 // classes) with one hidden layer sized so that the model has about
@@ -284,6 +293,11 @@ func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.Jo
 	dir := b.TempDir()
 	addr := freeAddr(b)
 	cfg.Listen = addr
+	// Classes is not in the job file (yaml:"-"): a file names the
+	// classes, and NewJob counts them.
+	if len(cfg.Data.ClassNames) == 0 {
+		cfg.Data.ClassNames = engine.NumberedClasses(cfg.Data.Classes)
+	}
 	cfg.Data.Validation = engine.SourceConfig{CSV: "validation.csv"}
 	f, err := os.Create(filepath.Join(dir, "validation.csv"))
 	if err != nil {
@@ -308,7 +322,14 @@ func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.Jo
 	defer cancel()
 	start := time.Now()
 	var stdout bytes.Buffer
-	coord := exec.CommandContext(ctx, bin, "coordinator", "--config", jobFile)
+	// Loopback, and clients in this process that speak plaintext; no
+	// metrics endpoint, whose fixed port benchmarks run at once would share.
+	args := []string{"coordinator", "--config", jobFile, "--insecure-plaintext", "--metrics-addr", ""}
+	if *coordProfile != "" {
+		name := fmt.Sprintf("coord-%s-clients=%d", strings.ReplaceAll(b.Name(), "/", "_"), n)
+		args = append(args, "--cpuprofile", filepath.Join(*coordProfile, name+".cpu"), "--memprofile", filepath.Join(*coordProfile, name+".mem"))
+	}
+	coord := exec.CommandContext(ctx, bin, args...)
 	coord.Stdout = &stdout
 	logs, err := coord.StderrPipe()
 	if err != nil {
@@ -501,6 +522,11 @@ func BenchmarkScale(b *testing.B) {
 		cfg := benchJob(spec, n, rounds, "he")
 		cfg.Valuation.Mode = ""
 		cfg.Committee = engine.CommitteeConfig{Size: 16, Threshold: 11}
+		// The default flooding bound covers committees of up to 12
+		// (aggregation.DefaultFlooding); a committee of 16 needs its own.
+		he := aggregation.DefaultConfig()
+		he.Flooding.Committee = 16
+		cfg.HEParams = &he
 		// A 1,000-client round takes minutes on 2 shared cores; no task
 		// may close on its deadline.
 		cfg.RoundTimeout, cfg.Clients.Liveness = engine.Duration(30*time.Minute), engine.Duration(30*time.Minute)

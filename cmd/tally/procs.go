@@ -56,6 +56,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&tf.cert, "tls-cert", "", "serve TLS with this certificate (PEM); needs --tls-key")
 	fs.StringVar(&tf.key, "tls-key", "", "the private key of --tls-cert (PEM)")
 	fs.StringVar(&tf.ca, "client-ca", "", "mutual TLS: admit only connections with a client certificate signed by this CA (PEM)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the coordinator, from start to exit, to this file, for go tool pprof")
+	memProfile := fs.String("memprofile", "", "write a heap profile (allocations since start, and what is live) to this file when the coordinator exits, for go tool pprof")
 	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: serve plaintext gRPC without TLS (the job file's tls_cert is ignored); every client must pass --insecure-plaintext too. For loopback tests only")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
@@ -83,6 +85,11 @@ Flags:
 		fmt.Fprintf(stderr, "--after-done %q: want one of %v\n", *afterDone, afterDoneModes)
 		return errUsage
 	}
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile, stderr)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	job, err := coordinator.LoadJob(*config)
 	if err != nil {
 		return err
