@@ -11,7 +11,7 @@ BUF_VERSION            := v1.50.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION := v1.5.1
 
-.PHONY: all build test fmt-check vet demo bench proto tools fuzz clean promtool test-metrics chromium test-dashboard chart chart-tools
+.PHONY: all build test test-long fmt-check vet demo bench proto tools fuzz clean promtool test-metrics chromium test-dashboard chart chart-tools
 
 all: build
 
@@ -28,6 +28,15 @@ vet:
 # The race detector is part of the test run, always.
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+# Process-level tests too long for every run call longtest.Gate (package
+# internal/longtest) and skip in `make test`, saying so; they run here, with
+# the race detector too, and CI runs this target after `make test`.
+# LONG_TESTS names every gated test (internal/longtest's TestEveryGateIsRun
+# fails when one is missing); ^$$ while there are none.
+LONG_TESTS := ^$$
+test-long:
+	TALLY_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 60m -run '$(LONG_TESTS)' ./...
 
 # promtool checks the /metrics text in the telemetry tests; it comes with
 # Debian's prometheus package (the tests skip that check without it).
