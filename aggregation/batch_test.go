@@ -292,3 +292,103 @@ func TestAdmitBatchRejects(t *testing.T) {
 		})
 	}
 }
+
+// A batch's requests may multiply different committed vectors (up to L
+// per round, the shape a projection mode needs): with L = 2, each client's
+// products with two vectors go in one batch and each combines to its own
+// scalar; a third vector in the same batch is refused whole with
+// ErrGradientMismatch.
+func TestBatchTwoVectors(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	policy, err := NewPolicy(PolicyConfig{MaxScalarsPerRound: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range cm.members {
+		m.policy = policy
+	}
+	c := realisticCase(23, 80, []float64{3, 4}, false)
+	cts1, digests1 := influenceRun(t, cm, c)
+	src1 := cm.sources[digests1[0]]
+	product := func(grad []float64) ([][]byte, [][32]byte) {
+		src := &testSource{cts: src1.cts, weights: src1.weights, grad: grad}
+		var cts [][]byte
+		var ds [][32]byte
+		for _, id := range c.clients {
+			inf, err := NewInfluence(params, cm.inst.ID(), grad, len(grad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ct := range src.cts[id] {
+				if err := inf.Add(id, ct); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ct, d, err := inf.Finalize(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cm.register(d, src)
+			cts, ds = append(cts, ct), append(ds, d)
+		}
+		return cts, ds
+	}
+	g2 := make([]float64, len(c.grad))
+	for j := range g2 {
+		g2[j] = c.grad[len(c.grad)-1-j]
+	}
+	cts2, digests2 := product(g2)
+	var reqs []DecryptRequest
+	var cts [][]byte
+	var want []float64
+	for i, id := range c.clients {
+		for k, g := range [][]float64{c.grad, g2} {
+			d, ct := digests1[i], cts1[i]
+			if k == 1 {
+				d, ct = digests2[i], cts2[i]
+			}
+			reqs = append(reqs, NewInfluenceRequest(cm.inst.ID(), 1, id, d, GradientDigest(g), cm.ids))
+			cts = append(cts, ct)
+			var a float64
+			for j, x := range c.updates[i] {
+				a += g[j] * c.weights[i] * x
+			}
+			want = append(want, a)
+		}
+	}
+	dec, err := NewDecryptor(params, cm.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shares := map[string]map[int][]byte{}
+	for _, p := range cm.ids[:2] {
+		s, _, err := serveBatch(t, cm, p, reqs, cts, nil)
+		if err != nil {
+			t.Fatalf("member %s: %v", p, err)
+		}
+		shares[p] = s
+	}
+	for i, req := range reqs {
+		per := map[string][]byte{}
+		for p, s := range shares {
+			per[p] = s[i]
+		}
+		got, err := dec.CombineCoefficient(req, cts[i], per)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := math.Abs(got - want[i]); e > 1e-3*math.Max(1, math.Abs(want[i])) {
+			t.Fatalf("request %d: %.9g, want %.9g", i, got, want[i])
+		}
+	}
+	// A third vector: the member that has not answered refuses the batch.
+	g3 := make([]float64, len(c.grad))
+	copy(g3, c.grad)
+	g3[0] *= 2
+	cts3, digests3 := product(g3)
+	third := []DecryptRequest{NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests3[0], GradientDigest(g3), cm.ids)}
+	if _, _, err := serveBatch(t, cm, cm.ids[0], third, cts3[:1], nil); !errors.Is(err, ErrGradientMismatch) {
+		t.Fatalf("a third vector in round 1: %v, want ErrGradientMismatch", err)
+	}
+}
