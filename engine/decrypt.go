@@ -142,6 +142,14 @@ type coefBatch struct {
 	cts   [][]byte
 }
 
+// maxBatchScalars bounds the requests of one batch task, so that the task
+// fits the service's 4 MiB message (coordinator.MaxMessageBytes): a
+// request names every live member, about 1.2 KB with a 64-member
+// committee, so 1,024 of them are about 1.2 MB, leaving room for the
+// transcript entries a member lacks. A round with more scalars (10 per
+// client of 1,000) takes one task per 1,024.
+const maxBatchScalars = 1024
+
 // requestCoefficients asks every live committee member, in one task, for
 // its shares of every influence scalar queued at the head (aggregation's
 // CoefficientBatchVersion): each scalar is its own request and its own
@@ -156,7 +164,7 @@ type coefBatch struct {
 func (e *Engine) requestCoefficients() []Action {
 	h := e.he
 	n := 0
-	for n < len(h.queue) && h.queue[n].coefficient && n < aggregation.MaxBatchRequests {
+	for n < len(h.queue) && h.queue[n].coefficient && n < maxBatchScalars {
 		n++
 	}
 	b := &coefBatch{items: h.queue[:n]}
