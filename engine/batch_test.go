@@ -266,3 +266,36 @@ func TestBatchRefusedBelowThreshold(t *testing.T) {
 		t.Errorf("timeouts %v: refusals below t must end the batch at once", s.timeouts)
 	}
 }
+
+// Members that die once a batch is out leave it short of t answers: at
+// its deadline every scalar of the batch is missing, the round completes
+// with its aggregate (no influence value), and the batch is not retried.
+func TestBatchTimesOutBelowThreshold(t *testing.T) {
+	const rounds = 1
+	s := newInfluenceSim(t, rounds)
+	batches := 0
+	s.onPublish = func(task *Task) {
+		if !task.Coefficient {
+			return
+		}
+		batches++
+		for _, id := range task.Selected[:3] {
+			s.members[id].dead = true
+		}
+	}
+	s.run(20 * 15 * rounds)
+	if s.done == nil || s.done.FinalRound != rounds {
+		t.Fatalf("job did not complete: %+v; timeouts %v", s.done, s.timeouts)
+	}
+	if batches != 1 {
+		t.Fatalf("%d batches, want one (no retry)", batches)
+	}
+	// The round ended at the batch's deadline, not before.
+	if took := s.completed[1] - s.openSince; took < s.e.job.Ticks(s.e.job.RoundTimeout) {
+		t.Fatalf("round 1 completed %d ticks after the batch went out, before its deadline (%d ticks)", took, s.e.job.Ticks(s.e.job.RoundTimeout))
+	}
+	rec := s.records[len(s.records)-1]
+	if rec.Failed || rec.Valuation == nil || rec.Valuation.Error == "" || len(rec.Valuation.Values) != 0 {
+		t.Fatalf("round record %+v, valuation %+v: want a completed round without influence values", rec, rec.Valuation)
+	}
+}
