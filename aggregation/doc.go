@@ -65,6 +65,19 @@
 //     aᵢ = ⟨∇L_val, nᵢ·Δᵢ⟩; members release a share of that coefficient
 //     only ([Member.DecryptCoefficientShare]) and
 //     [Decryptor.CombineCoefficient] returns aᵢ. See "Influence" below.
+//   - Batched scalars (batch.go, wire form [CoefficientBatchVersion]). A
+//     round's influence requests — one per client and committed vector,
+//     each its own request and its own transcript entry — travel in one
+//     decryption task: a member runs [Member.VerifyAggregate] on each,
+//     admits them together with [Member.AdmitBatch] (consecutive entries,
+//     in the coordinator's order, one signature of the last head, which
+//     chains every entry of the batch) and answers with one share per
+//     request. A request that fails a check refuses the whole batch by its
+//     named error: the chain makes any partial answer a prefix ending
+//     where the coordinator put the bad request, and an honest
+//     coordinator, which checks every request under the same rules before
+//     it publishes, sends none (TestAttackBatchOneForged,
+//     TestBatchRestartMidBatch).
 //
 // # Threat model and guarantees
 //
@@ -215,7 +228,9 @@
 // set, participants, scalars, the committed vector's digest of an
 // influence request, and the c₁ digest of each block of a whole one),
 // whose head each participant signs with its
-// Ed25519 identity key when it answers. The coordinator keeps the chain
+// Ed25519 identity key when it answers (a batch of influence requests:
+// the head after its last entry, which commits to the batch's other
+// entries through the chain; those carry no signature of their own). The coordinator keeps the chain
 // (persisted in its state file) and hands each member, with a decryption
 // task, the entries it has not seen. After [Member.VerifyAggregate] (the
 // c₁ digests and the vector in the entry are the ones the member checked),

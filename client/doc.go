@@ -42,7 +42,14 @@
 // synced; a damaged file is an error naming it, never a fresh start)
 // before any share leaves, so that a restarted client keeps what it took
 // part in; its shares go back with its signature of the new head. Both
-// checks pass or no share leaves. With the receipts it fetches the transcript's new entries and
+// checks pass or no share leaves. A round's influence scalars come as one
+// task (batch.go, DecryptTask.coefficient_requests, wire version
+// aggregation.CoefficientBatchVersion; another version is refused with
+// ErrBatchVersion): every request is verified, the batch is admitted
+// whole (aggregation.Member.AdmitBatch) and persisted, and one message
+// carries a share of each request ("coefficients/<i>") and one signature
+// of the batch's last head; a request that fails a check, or whose labels
+// on the task disagree with it (ErrBatchLabels), refuses the whole batch. With the receipts it fetches the transcript's new entries and
 // checks that they extend the chain it saw, carry valid signatures and
 // pass the rules, and that every receipt's transcript head and listed
 // decryptions are on that chain; otherwise it stops trusting the

@@ -319,6 +319,9 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	if c.member == nil {
 		return fmt.Errorf("client: decryption task %s for a committee this client holds no share of", t.GetTaskId())
 	}
+	if len(t.GetCoefficientRequests()) > 0 {
+		return c.decryptBatch(ctx, t)
+	}
 	var req aggregation.DecryptRequest
 	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
 		return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)

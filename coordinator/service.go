@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -533,7 +534,16 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 		}
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
 	case engine.TaskDecrypt:
-		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}}}
+		dt := &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}
+		if len(t.Batch) > 0 {
+			// A batch of influence scalars: the requests ride on the task,
+			// their ciphertexts and vectors are downloads.
+			dt.Request, dt.Blocks, dt.CoefficientBatchVersion = nil, 0, aggregation.CoefficientBatchVersion
+			for _, r := range t.Batch {
+				dt.CoefficientRequests = append(dt.CoefficientRequests, &tallyv1.CoefficientRequest{Request: r.Request, Client: r.Client, Gradient: r.Gradient[:], Ciphertext: r.Ciphertext})
+			}
+		}
+		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: dt}}
 	}
 	tt := &tallyv1.TrainTask{Round: int32(t.Round), Attempt: int32(t.Attempt), NumParams: int32(len(t.Params)), TaskId: t.ID, KeyId: keyID}
 	if len(t.Params)*8 <= InlineModelBytes {
@@ -985,6 +995,19 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		return sendParts(stream, parts)
 	case name == "gradient" && t.Kind == engine.TaskDecrypt && t.Gradient != nil:
 		data = aggregation.MarshalGradient(t.Gradient)
+	case strings.HasPrefix(name, "gradient/") && t.Kind == engine.TaskDecrypt && t.Gradients != nil:
+		// A batch's multiplier vectors, by digest.
+		var d [32]byte
+		raw, err := hex.DecodeString(strings.TrimPrefix(name, "gradient/"))
+		if err != nil || len(raw) != len(d) {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		copy(d[:], raw)
+		g, ok := t.Gradients[d]
+		if !ok {
+			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		}
+		data = aggregation.MarshalGradient(g)
 	default:
 		return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 	}

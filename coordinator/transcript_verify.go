@@ -21,7 +21,8 @@ type TranscriptReport struct {
 	Job string
 	// Entries is the transcript's length; Signed those carrying every
 	// participant's signature, Unsigned those carrying none (requests no
-	// participant answered).
+	// participant answered, and the entries of a batch of influence
+	// requests before its last, whose signed head chains them).
 	Entries, Signed, Unsigned int
 	// Receipted is the number of entries the receipts list (each once, by
 	// the round that follows them); Decrypted and Failed split them by

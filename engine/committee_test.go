@@ -65,9 +65,18 @@ type committeeSim struct {
 	// (Retry > 0) a member verified: the public zero it recomputed.
 	verifiedRetries int
 	persist         Store // if set, receives every ActPersist
+	// records are the round records, failed attempts included.
+	records []RoundRecord
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
+	t.Helper()
+	return newCommitteeSimWith(t, rounds, nil)
+}
+
+// newCommitteeSimWith is newCommitteeSim with the job's configuration
+// changed by set before it is validated.
+func newCommitteeSimWith(t *testing.T, rounds int, set func(*JobConfig)) *committeeSim {
 	t.Helper()
 	cfg := JobConfig{
 		ID: "sim", Seed: 11, Rounds: rounds,
@@ -100,6 +109,9 @@ func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
 		s.members[id] = &simMember{id: id, identity: ident, signer: signer}
 		s.ids = append(s.ids, id)
 	}
+	if set != nil {
+		set(&cfg)
+	}
 	job, err := NewJob(cfg, ".")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +136,7 @@ func (s *committeeSim) step(ev Event) {
 			if !a.Record.Failed {
 				s.completed[a.Record.Round] = s.e.now
 			}
+			s.records = append(s.records, a.Record)
 		case ActJobDone:
 			s.done = &a
 		case ActReply:
@@ -292,12 +305,25 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 			if err := t.Acc.Add(m.id, ct); err != nil {
 				fail(err)
 			}
+			if t.Influence != nil {
+				if err := t.Influence.Add(m.id, ct); err != nil {
+					fail(err)
+				}
+			}
 			if err := t.Submissions.AddBlock(m.id, b, ct); err != nil {
 				fail(err)
 			}
 		}
 		s.step(EvSubmit{Client: m.id, TaskID: t.ID, Samples: 10, Encrypted: true})
 	case TaskDecrypt:
+		if t.Coefficient {
+			parts, err := s.batchAnswer(m, t)
+			if err != nil {
+				fail(err)
+			}
+			s.step(EvShares{Client: m.id, TaskID: t.ID, Parts: parts})
+			return
+		}
 		var req aggregation.DecryptRequest
 		if err := req.UnmarshalBinary(t.Blob); err != nil {
 			fail(err)

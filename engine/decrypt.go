@@ -28,6 +28,10 @@ type decItem struct {
 	digest      [32]byte
 	scalar      float64
 	missing     bool
+	decrypted   bool
+	// gradient is the multiplier vector the scalar is the product with;
+	// nil is the round's (Task.Gradient).
+	gradient []float64
 }
 
 // startDecrypt finalises the encrypted sums of a closed task and queues
@@ -117,52 +121,129 @@ func (e *Engine) nextDecryption() []Action {
 	if len(h.queue) == 0 {
 		return e.finishDecrypted()
 	}
-	if it := h.queue[0]; it.coefficient {
-		return e.requestCoefficient(it)
+	if h.queue[0].coefficient {
+		return e.requestCoefficients()
 	}
 	h.agg, h.retry, h.attempts, h.skip, h.since = h.queue[0].agg, 0, 0, nil, 0
 	return e.requestDecryption()
 }
 
-// requestCoefficient asks every live committee member for a share of one
-// client's influence scalar. Any t answers combine; a member never answers
-// twice for the same client and round, so there is no retry: with fewer
-// than t answers the scalar is missing and the client is not valued in
-// this round.
-func (e *Engine) requestCoefficient(it *decItem) []Action {
+// coefBatch is the batch of influence scalars in flight: one decrypt task
+// for every coefficient item at the head of the queue. items are the
+// queued items it covers (published or not, in queue order); asked,
+// reqs, seqs and cts describe the published ones, in transcript order:
+// the item's index, its request, its transcript position and its
+// ciphertext (the task's "ciphertext/<i>").
+type coefBatch struct {
+	items []*decItem
+	asked []int
+	reqs  []aggregation.DecryptRequest
+	seqs  []int
+	cts   [][]byte
+}
+
+// maxBatchScalars bounds the requests of one batch task, so that the task
+// fits the service's 4 MiB message (coordinator.MaxMessageBytes): a
+// request names every live member, about 1.2 KB with a 64-member
+// committee, so 1,024 of them are about 1.2 MB, leaving room for the
+// transcript entries a member lacks. A round with more scalars (10 per
+// client of 1,000) takes one task per 1,024.
+const maxBatchScalars = 1024
+
+// requestCoefficients asks every live committee member, in one task, for
+// its shares of every influence scalar queued at the head (aggregation's
+// CoefficientBatchVersion): each scalar is its own request and its own
+// transcript entry, published one after the other, and a member verifies
+// and admits them all and answers with all its shares and one signature of
+// the batch's last head, or refuses the batch (aggregation.AdmitBatch says
+// why whole). Any t answers combine each request; a member never answers
+// twice for the same product, so there is no retry: with fewer than t
+// answers the batch's scalars are missing and their clients are not valued
+// in this round. A scalar the transcript forbids is left out of the batch
+// (missing), the others are asked.
+func (e *Engine) requestCoefficients() []Action {
 	h := e.he
+	n := 0
+	for n < len(h.queue) && h.queue[n].coefficient && n < maxBatchScalars {
+		n++
+	}
+	b := &coefBatch{items: h.queue[:n]}
 	live := e.liveMembers()
 	if len(live) < h.inst.Threshold() {
-		it.missing = true
-		h.queue, h.done = h.queue[1:], append(h.done, it)
-		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
+		for _, it := range b.items {
+			it.missing = true
+		}
+		h.queue, h.done = h.queue[n:], append(h.done, b.items...)
+		return append([]Action{ActLog{Msg: "influence scalars not requested: too few committee members live", Attrs: []any{"scalars", n}}}, e.nextDecryption()...)
 	}
-	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(h.collect.Gradient), live)
-	h.req.Attempt = uint64(h.collect.Attempt)
-	if err := h.ts.check(h.req); err != nil {
-		// The members would refuse it (a scalar already released for
-		// this client and round): the client is not valued this round.
-		it.missing = true
-		h.queue, h.done = h.queue[1:], append(h.done, it)
-		return append([]Action{ActLog{Msg: "influence scalar not requested: the transcript forbids it", Attrs: []any{"client", it.client, "err", err.Error()}}}, e.nextDecryption()...)
-	}
-	blob, err := h.req.MarshalBinary()
-	if err != nil {
-		panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
-	}
-	entries, persist, err := h.ts.publish(h.req)
-	if err != nil {
-		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
-	}
-	h.shares, h.refusals = map[string]map[int][]byte{}, nil
-	e.task = &Task{
-		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
+	var out []Action
+	var entries map[string][][]byte
+	task := &Task{
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
-		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
-		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true, Transcript: entries,
+		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout),
+		KeyID:    h.keyID, Coefficient: true,
 		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
+		Gradients: map[[32]byte][]float64{},
 	}
-	return []Action{persist, ActPublish{Task: e.task}}
+	for i, it := range b.items {
+		grad := it.gradient
+		if grad == nil {
+			grad = h.collect.Gradient
+		}
+		gd := aggregation.GradientDigest(grad)
+		req := aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, gd, live)
+		req.Attempt = uint64(h.collect.Attempt)
+		if err := h.ts.check(req); err != nil {
+			// The members would refuse it (a scalar already released for
+			// this client and round): the client is not valued this round.
+			it.missing = true
+			out = append(out, ActLog{Msg: "influence scalar not requested: the transcript forbids it", Attrs: []any{"client", it.client, "err", err.Error()}})
+			continue
+		}
+		blob, err := req.MarshalBinary()
+		if err != nil {
+			panic(fmt.Sprintf("coordinator: marshal influence request: %v", err))
+		}
+		ents, persist, err := h.ts.publish(req)
+		if err != nil {
+			panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
+		}
+		if entries == nil {
+			// What each member lacks before the batch's first entry; the
+			// batch's own entries it makes from the requests.
+			entries = ents
+		}
+		out = append(out, persist)
+		b.asked, b.reqs, b.seqs, b.cts = append(b.asked, i), append(b.reqs, req), append(b.seqs, persist.Transcript.Seq), append(b.cts, it.ct)
+		task.Gradients[gd] = grad
+		task.Batch = append(task.Batch, CoefficientRequest{Request: blob, Client: it.client, Gradient: gd, Ciphertext: fmt.Sprintf("ciphertext/%d", len(b.cts)-1)})
+	}
+	if len(b.asked) == 0 {
+		h.queue, h.done = h.queue[n:], append(h.done, b.items...)
+		return append(out, e.nextDecryption()...)
+	}
+	h.batch, h.req = b, b.reqs[len(b.reqs)-1]
+	h.shares, h.refusals = map[string]map[int][]byte{}, nil
+	task.ID = fmt.Sprintf("%s/decrypt/influence/r%d/a%d/s%d", e.job.ID, h.collect.Round, h.collect.Attempt, b.seqs[0])
+	task.Selected, task.Ciphertexts, task.Transcript = h.req.Participants, b.cts, entries
+	e.task = task
+	h.rec.DecryptTasks++
+	return append(out, ActPublish{Task: e.task})
+}
+
+// endBatch closes the batch in flight: the scalars not decrypted are
+// missing, and the queue moves past the batch.
+func (e *Engine) endBatch() []Action {
+	h := e.he
+	b := h.batch
+	h.batch = nil
+	for _, it := range b.items {
+		if !it.decrypted {
+			it.missing = true
+		}
+	}
+	h.queue, h.done = h.queue[len(b.items):], append(h.done, b.items...)
+	return e.nextDecryption()
 }
 
 // requestDecryption publishes a decryption task for h.agg to t live members.
@@ -224,6 +305,7 @@ func (e *Engine) requestDecryption() []Action {
 		panic(fmt.Sprintf("coordinator: transcript entry of a checked request: %v", err))
 	}
 	h.shares = map[string]map[int][]byte{}
+	h.rec.DecryptTasks++
 	e.task = &Task{
 		ID:   fmt.Sprintf("%s/decrypt/%s/r%d/a%d/i%d/d%d", e.job.ID, item.purpose, h.collect.Round, h.collect.Attempt, len(h.done), h.attempts),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
@@ -245,11 +327,8 @@ func (e *Engine) decryptTimeout() []Action {
 	t := e.task
 	e.task = nil
 	if t.Coefficient {
-		it := h.queue[0]
-		it.missing = true
-		h.queue, h.done = h.queue[1:], append(h.done, it)
-		out := []Action{ActLog{Msg: "influence scalar lost: fewer than t members answered", Attrs: []any{"client", it.client, "answers", len(h.shares)}}}
-		return append(out, e.nextDecryption()...)
+		out := []Action{ActLog{Msg: "influence scalars lost: fewer than t members answered", Attrs: []any{"task", t.ID, "scalars", len(h.batch.reqs), "answers", len(h.shares)}}}
+		return append(out, e.endBatch()...)
 	}
 	var silent []string
 	for _, id := range t.Selected {
@@ -296,7 +375,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		return e.refused(ev, string(reason))
 	}
 	if e.task.Coefficient {
-		return e.coefficientShare(ev)
+		return e.coefficientShares(ev)
 	}
 	blocks := len(h.agg.Ciphertexts)
 	got := map[int][]byte{}
@@ -377,10 +456,7 @@ func (e *Engine) refused(ev EvShares, reason string) []Action {
 			return out
 		}
 		e.task = nil
-		it := h.queue[0]
-		it.missing = true
-		h.queue, h.done = h.queue[1:], append(h.done, it)
-		return append(out, e.nextDecryption()...)
+		return append(out, e.endBatch()...)
 	}
 	// A whole decryption names exactly t participants: without this one it
 	// cannot finish. Ask again, re-randomised, without the refuser.
@@ -392,13 +468,29 @@ func (e *Engine) refused(ev EvShares, reason string) []Action {
 	return append(out, e.rerandomize()...)
 }
 
-// coefficientShare collects a member's share of an influence scalar; with
-// t of them it combines and moves on.
-func (e *Engine) coefficientShare(ev EvShares) []Action {
+// coefficientShares collects a member's answer to a batch: one share per
+// request ("coefficients/<i>", in the batch's order) and its signature of
+// the batch's last head. An answer that lacks a request's share is refused
+// whole (a member answers all of a batch or refuses it). With t answers
+// every request is combined on its own; one whose shares do not combine is
+// missing, the others are not.
+func (e *Engine) coefficientShares(ev EvShares) []Action {
 	h := e.he
-	share := ev.Parts["coefficient"]
-	if len(share) == 0 {
-		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: no coefficient part", ErrBadEncoding)}}
+	b := h.batch
+	got := make(map[int][]byte, len(b.reqs))
+	for name, v := range ev.Parts {
+		s, ok := strings.CutPrefix(name, "coefficients/")
+		if !ok {
+			continue
+		}
+		i, err := strconv.Atoi(s)
+		if err != nil || i < 0 || i >= len(b.reqs) || len(v) == 0 {
+			return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: part %q names no request of the batch's %d", ErrBadEncoding, name, len(b.reqs))}}
+		}
+		got[i] = v
+	}
+	if len(got) != len(b.reqs) {
+		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: fmt.Errorf("%w: %d coefficient shares, want one per request of the batch (%d)", ErrBadEncoding, len(got), len(b.reqs))}}
 	}
 	if _, dup := h.shares[ev.Client]; dup {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Duplicate: true}}
@@ -407,32 +499,34 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	if err != nil {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
 	}
-	h.shares[ev.Client] = map[int][]byte{0: share}
+	h.shares[ev.Client] = got
 	out := []Action{persist, ActReply{Client: ev.Client, TaskID: ev.TaskID}}
 	if len(h.shares) < h.inst.Threshold() {
 		return out
 	}
 	e.task = nil
-	it := h.queue[0]
-	per := map[string][]byte{}
 	var answered []string
-	for id, s := range h.shares {
-		per[id] = s[0]
+	for id := range h.shares {
 		answered = append(answered, id)
 	}
 	sort.Strings(answered)
-	a, err := h.decryptor.CombineCoefficient(h.req, it.ct, per)
-	if err != nil {
-		it.missing = true
-		out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
-	} else {
-		it.scalar = a
-		h.ts.done()
+	for j, i := range b.asked {
+		it, req := b.items[i], b.reqs[j]
+		per := make(map[string][]byte, len(h.shares))
+		for id, s := range h.shares {
+			per[id] = s[j]
+		}
+		a, err := h.decryptor.CombineCoefficient(req, b.cts[j], per)
+		if err != nil {
+			out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
+		} else {
+			it.scalar, it.decrypted = a, true
+			h.ts.doneAt(b.seqs[j])
+		}
+		h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
+			Gradient: hex.EncodeToString(req.Gradient[:])})
 	}
-	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
-		Gradient: hex.EncodeToString(h.req.Gradient[:])})
-	h.queue, h.done = h.queue[1:], append(h.done, it)
-	return append(out, e.nextDecryption()...)
+	return append(out, e.endBatch()...)
 }
 
 // finishDecrypted uses the decrypted aggregates: feature scaling, or the

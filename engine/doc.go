@@ -37,7 +37,9 @@
 // plaintext round (engine.go); enrolment, liveness and the start of a
 // round (clients.go); client selection and FedAvg (strategy.go); the
 // engine's side of multiparty CKKS aggregation, committee key generation
-// (secure.go) and threshold decryption (decrypt.go); the valuation step
+// (secure.go) and threshold decryption (decrypt.go: a whole aggregate per
+// task, retried re-randomised; a round's influence scalars in one batch
+// task, each combined from any t answers and never retried); the valuation step
 // and payouts (valuation.go); a client declining its task (decline.go);
 // the decryption audit (privacy.go); differential privacy's noise
 // multiplier and per-client ε (dp.go); the job's config types and their

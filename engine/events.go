@@ -91,8 +91,14 @@ type Task struct {
 	// ciphertexts (train and moments tasks; the decrypt tasks of their
 	// aggregates share it), which members check every sum against.
 	Submissions *aggregation.SubmissionStore
-	// Coefficient marks a decrypt task for an influence scalar.
+	// Coefficient marks a decrypt task for influence scalars: Batch lists
+	// its requests, in transcript order (aggregation's
+	// CoefficientBatchVersion), each with its product ciphertext among
+	// Ciphertexts, and Gradients holds every multiplier vector they name,
+	// by digest ("gradient/<hex digest>").
 	Coefficient bool
+	Batch       []CoefficientRequest
+	Gradients   map[[32]byte][]float64
 	// Transcript maps each participant of a decrypt task to the
 	// transcript entries (binary, signed) it has not seen; it checks them
 	// before it answers (transcript.go).
@@ -290,8 +296,12 @@ type RoundRecord struct {
 	Digests map[string][32]byte `json:"-"`
 	// BytesReceived counts the payload bytes of the accepted submissions.
 	BytesReceived int64 `json:"bytes_received"`
-	// Decryptions lists what the committee decrypted for this round.
-	Decryptions []DecryptionRecord `json:"decryptions,omitempty"`
+	// Decryptions lists what the committee decrypted for this round, and
+	// DecryptTasks counts the decrypt tasks published for it (a whole
+	// decryption and its retries one each, a batch of influence scalars
+	// one).
+	Decryptions  []DecryptionRecord `json:"decryptions,omitempty"`
+	DecryptTasks int                `json:"decrypt_tasks,omitempty"`
 	// Valuation scores the contributors of this round.
 	Valuation *RoundValuation `json:"valuation,omitempty"`
 	// WeightFlags lists the round's inconsistent weights, each naming the
@@ -342,6 +352,17 @@ const (
 	StatusDecrypted = "decrypted"
 	StatusFailed    = "failed"
 )
+
+// CoefficientRequest is one influence scalar of a batched decrypt task:
+// its request (aggregation.DecryptRequest, binary), the client whose
+// product it is, the digest of its multiplier vector, and the download
+// name of its ciphertext.
+type CoefficientRequest struct {
+	Request    []byte
+	Client     string
+	Gradient   [32]byte
+	Ciphertext string
+}
 
 // DecryptionRecord is one aggregate the committee decrypted: what for, and
 // how many client updates it summed.

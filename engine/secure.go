@@ -59,6 +59,8 @@ type heState struct {
 	refusals map[string]bool           // members whose policy refused this request
 	skip     map[string]bool           // members not to ask again for this aggregate
 	attempts int
+	// batch is the batch of influence scalars in flight (decrypt.go).
+	batch *coefBatch
 	// since is the tick from which a member must have been heard to be
 	// preferred as a participant (the last timed-out request's start).
 	since int

@@ -112,6 +112,12 @@ func (ts *transcriptState) done() {
 	}
 }
 
+// doneAt marks entry seq decrypted: one request of a batch, whose pending
+// entry is the batch's last (the one its members sign).
+func (ts *transcriptState) doneAt(seq int) {
+	ts.decrypted[seq] = true
+}
+
 // report lists the entries since the last report on rec, with the
 // chain's head. Entries restored after a restart and not reported before
 // it belonged to an attempt the restart ended: they are listed as failed

@@ -194,6 +194,9 @@ type roundReport struct {
 	// round's accepted updates (ciphertexts under "he").
 	BytesReceived int64                     `json:"bytes_received"`
 	Decryptions   []engine.DecryptionRecord `json:"decryptions,omitempty"`
+	// DecryptTasks counts the decrypt tasks the committee was given for
+	// the round (a batch of influence scalars is one).
+	DecryptTasks int `json:"decrypt_tasks,omitempty"`
 	// WeightFlags names the clients whose weights n_i were inconsistent.
 	WeightFlags []string `json:"weight_flags,omitempty"`
 }
@@ -419,7 +422,7 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			}
 			return
 		}
-		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions, WeightFlags: r.WeightFlags})
+		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions, DecryptTasks: r.DecryptTasks, WeightFlags: r.WeightFlags})
 		if !o.Quiet {
 			fmt.Fprintf(stdout, "round %3d/%d  val_loss %.4f  val_accuracy %.4f  clients %d  received %s  %5.1fs\n",
 				r.Round, o.Rounds, r.ValLoss, r.ValAccuracy, len(r.Contributors), humanBytes(r.BytesReceived), time.Since(start).Seconds())

@@ -1375,8 +1375,18 @@ type DecryptTask struct {
 	// answers, and sends its signature of the new head as the part
 	// "transcript-signature".
 	TranscriptEntries [][]byte `protobuf:"bytes,30,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// coefficient_requests, when set, make this one task a batch of influence
+	// scalar requests (request and blocks are then unset): the member verifies
+	// and admits each in this order, which is the transcript's, and answers
+	// with one message holding the part "coefficients/<i>" (its coefficient
+	// share of request i) for every i and one "transcript-signature", of the
+	// head after the last request; or refuses the whole batch.
+	CoefficientRequests []*CoefficientRequest `protobuf:"bytes,40,rep,name=coefficient_requests,json=coefficientRequests,proto3" json:"coefficient_requests,omitempty"`
+	// coefficient_batch_version names the wire form of a batch (1: this
+	// one); a member refuses a batch of a version it does not know.
+	CoefficientBatchVersion uint32 `protobuf:"varint,41,opt,name=coefficient_batch_version,json=coefficientBatchVersion,proto3" json:"coefficient_batch_version,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
@@ -1444,6 +1454,97 @@ func (x *DecryptTask) GetTranscriptEntries() [][]byte {
 	return nil
 }
 
+func (x *DecryptTask) GetCoefficientRequests() []*CoefficientRequest {
+	if x != nil {
+		return x.CoefficientRequests
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetCoefficientBatchVersion() uint32 {
+	if x != nil {
+		return x.CoefficientBatchVersion
+	}
+	return 0
+}
+
+// CoefficientRequest is one influence scalar of a batched DecryptTask.
+type CoefficientRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request is aggregation.DecryptRequest in its binary form (purpose
+	// "influence", one contributor, one digest).
+	Request []byte `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// client is the contributor whose product it is, and gradient the
+	// digest (aggregation.GradientDigest) of its multiplier vector, which the
+	// member downloads as "gradient/<hex digest>"; both must agree with the
+	// request.
+	Client   string `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	Gradient []byte `protobuf:"bytes,3,opt,name=gradient,proto3" json:"gradient,omitempty"`
+	// ciphertext is the download name of the product ciphertext
+	// ("ciphertext/<i>").
+	Ciphertext    string `protobuf:"bytes,4,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoefficientRequest) Reset() {
+	*x = CoefficientRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoefficientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoefficientRequest) ProtoMessage() {}
+
+func (x *CoefficientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoefficientRequest.ProtoReflect.Descriptor instead.
+func (*CoefficientRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CoefficientRequest) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *CoefficientRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *CoefficientRequest) GetGradient() []byte {
+	if x != nil {
+		return x.Gradient
+	}
+	return nil
+}
+
+func (x *CoefficientRequest) GetCiphertext() string {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return ""
+}
+
 // WaitTask says: nothing to do yet, poll again.
 type WaitTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1454,7 +1555,7 @@ type WaitTask struct {
 
 func (x *WaitTask) Reset() {
 	*x = WaitTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1567,7 @@ func (x *WaitTask) String() string {
 func (*WaitTask) ProtoMessage() {}
 
 func (x *WaitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[17]
+	mi := &file_tally_v1_tally_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1580,7 @@ func (x *WaitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTask.ProtoReflect.Descriptor instead.
 func (*WaitTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{17}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WaitTask) GetReason() string {
@@ -1512,7 +1613,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1625,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[18]
+	mi := &file_tally_v1_tally_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1638,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{18}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TrainTask) GetRound() int32 {
@@ -1611,7 +1712,7 @@ type MomentsTask struct {
 
 func (x *MomentsTask) Reset() {
 	*x = MomentsTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1724,7 @@ func (x *MomentsTask) String() string {
 func (*MomentsTask) ProtoMessage() {}
 
 func (x *MomentsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[19]
+	mi := &file_tally_v1_tally_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1737,7 @@ func (x *MomentsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MomentsTask.ProtoReflect.Descriptor instead.
 func (*MomentsTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{19}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MomentsTask) GetTaskId() string {
@@ -1680,7 +1781,7 @@ type DoneTask struct {
 
 func (x *DoneTask) Reset() {
 	*x = DoneTask{}
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1793,7 @@ func (x *DoneTask) String() string {
 func (*DoneTask) ProtoMessage() {}
 
 func (x *DoneTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[20]
+	mi := &file_tally_v1_tally_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1806,7 @@ func (x *DoneTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoneTask.ProtoReflect.Descriptor instead.
 func (*DoneTask) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{20}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DoneTask) GetReason() string {
@@ -1740,7 +1841,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1853,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[21]
+	mi := &file_tally_v1_tally_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1866,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{21}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitUpdateRequest) GetHeader() *SubmitHeader {
@@ -1808,7 +1909,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1921,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[22]
+	mi := &file_tally_v1_tally_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +1934,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{22}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitHeader) GetTaskId() string {
@@ -1897,7 +1998,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2010,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[23]
+	mi := &file_tally_v1_tally_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2023,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{23}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitUpdateResponse) GetAccepted() bool {
@@ -1955,7 +2056,7 @@ type DownloadModelRequest struct {
 
 func (x *DownloadModelRequest) Reset() {
 	*x = DownloadModelRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2068,7 @@ func (x *DownloadModelRequest) String() string {
 func (*DownloadModelRequest) ProtoMessage() {}
 
 func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[24]
+	mi := &file_tally_v1_tally_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2081,7 @@ func (x *DownloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelRequest.ProtoReflect.Descriptor instead.
 func (*DownloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{24}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DownloadModelRequest) GetTaskId() string {
@@ -2002,7 +2103,7 @@ type DownloadModelResponse struct {
 
 func (x *DownloadModelResponse) Reset() {
 	*x = DownloadModelResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2115,7 @@ func (x *DownloadModelResponse) String() string {
 func (*DownloadModelResponse) ProtoMessage() {}
 
 func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[25]
+	mi := &file_tally_v1_tally_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2128,7 @@ func (x *DownloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadModelResponse.ProtoReflect.Descriptor instead.
 func (*DownloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{25}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DownloadModelResponse) GetOffset() int64 {
@@ -2059,7 +2160,7 @@ type SchemaRequest struct {
 
 func (x *SchemaRequest) Reset() {
 	*x = SchemaRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2172,7 @@ func (x *SchemaRequest) String() string {
 func (*SchemaRequest) ProtoMessage() {}
 
 func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[26]
+	mi := &file_tally_v1_tally_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2185,7 @@ func (x *SchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaRequest.ProtoReflect.Descriptor instead.
 func (*SchemaRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{26}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
 }
 
 type SchemaResponse struct {
@@ -2104,7 +2205,7 @@ type SchemaResponse struct {
 
 func (x *SchemaResponse) Reset() {
 	*x = SchemaResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2217,7 @@ func (x *SchemaResponse) String() string {
 func (*SchemaResponse) ProtoMessage() {}
 
 func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[27]
+	mi := &file_tally_v1_tally_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2230,7 @@ func (x *SchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaResponse.ProtoReflect.Descriptor instead.
 func (*SchemaResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{27}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SchemaResponse) GetJobId() string {
@@ -2168,7 +2269,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2281,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[28]
+	mi := &file_tally_v1_tally_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2294,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{28}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
 }
 
 type JobStatusResponse struct {
@@ -2213,7 +2314,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2326,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[29]
+	mi := &file_tally_v1_tally_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2339,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{29}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JobStatusResponse) GetJobId() string {
@@ -2312,7 +2413,7 @@ type ClientStatus struct {
 
 func (x *ClientStatus) Reset() {
 	*x = ClientStatus{}
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2425,7 @@ func (x *ClientStatus) String() string {
 func (*ClientStatus) ProtoMessage() {}
 
 func (x *ClientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[30]
+	mi := &file_tally_v1_tally_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2438,7 @@ func (x *ClientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientStatus.ProtoReflect.Descriptor instead.
 func (*ClientStatus) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{30}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClientStatus) GetClientId() string {
@@ -2392,7 +2493,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2505,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[31]
+	mi := &file_tally_v1_tally_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2518,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{31}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RoundMetrics) GetRound() int32 {
@@ -2465,7 +2566,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2578,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[32]
+	mi := &file_tally_v1_tally_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2591,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{32}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DownloadRequest) GetTaskId() string {
@@ -2516,7 +2617,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2629,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[33]
+	mi := &file_tally_v1_tally_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2642,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{33}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DownloadResponse) GetData() []byte {
@@ -2557,7 +2658,8 @@ type SubmitSharesRequest struct {
 	Header *SharesHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	// part names the message this chunk belongs to: "commitment",
 	// "public-key-share", "sealed/<recipient>", "ack", "public-key-signature",
-	// "share/<block>", "coefficient", "transcript-signature", "refused".
+	// "share/<block>", "coefficient", "coefficients/<i>" (a batch's request
+	// i), "transcript-signature", "refused".
 	// Chunks of one part are consecutive.
 	Part          string `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
 	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
@@ -2567,7 +2669,7 @@ type SubmitSharesRequest struct {
 
 func (x *SubmitSharesRequest) Reset() {
 	*x = SubmitSharesRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2681,7 @@ func (x *SubmitSharesRequest) String() string {
 func (*SubmitSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[34]
+	mi := &file_tally_v1_tally_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2694,7 @@ func (x *SubmitSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSharesRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{34}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SubmitSharesRequest) GetHeader() *SharesHeader {
@@ -2625,7 +2727,7 @@ type SharesHeader struct {
 
 func (x *SharesHeader) Reset() {
 	*x = SharesHeader{}
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +2739,7 @@ func (x *SharesHeader) String() string {
 func (*SharesHeader) ProtoMessage() {}
 
 func (x *SharesHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[35]
+	mi := &file_tally_v1_tally_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +2752,7 @@ func (x *SharesHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharesHeader.ProtoReflect.Descriptor instead.
 func (*SharesHeader) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{35}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SharesHeader) GetTaskId() string {
@@ -2669,7 +2771,7 @@ type SubmitSharesResponse struct {
 
 func (x *SubmitSharesResponse) Reset() {
 	*x = SubmitSharesResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2783,7 @@ func (x *SubmitSharesResponse) String() string {
 func (*SubmitSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[36]
+	mi := &file_tally_v1_tally_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2796,7 @@ func (x *SubmitSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSharesResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{36}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SubmitSharesResponse) GetAccepted() bool {
@@ -2716,7 +2818,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_tally_v1_tally_proto_msgTypes[37]
+	mi := &file_tally_v1_tally_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2830,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[37]
+	mi := &file_tally_v1_tally_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +2843,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{37}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReceiptsRequest) GetAfterSeq() uint64 {
@@ -2772,7 +2874,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_tally_v1_tally_proto_msgTypes[38]
+	mi := &file_tally_v1_tally_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2886,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_v1_tally_proto_msgTypes[38]
+	mi := &file_tally_v1_tally_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2899,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_tally_v1_tally_proto_rawDescGZIP(), []int{38}
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReceiptsResponse) GetReceipts() [][]byte {
@@ -2930,13 +3032,22 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06sealed\x18\x03 \x03(\v2#.tally.v1.ThresholdTask.SealedEntryR\x06sealed\x1a9\n" +
 	"\vSealedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa9\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb6\x02\n" +
 	"\vDecryptTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arequest\x18\x02 \x01(\fR\arequest\x12\x16\n" +
 	"\x06blocks\x18\x03 \x01(\x05R\x06blocks\x12 \n" +
 	"\vcoefficient\x18\x04 \x01(\bR\vcoefficient\x12-\n" +
-	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries\"\"\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries\x12O\n" +
+	"\x14coefficient_requests\x18( \x03(\v2\x1c.tally.v1.CoefficientRequestR\x13coefficientRequests\x12:\n" +
+	"\x19coefficient_batch_version\x18) \x01(\rR\x17coefficientBatchVersion\"\x82\x01\n" +
+	"\x12CoefficientRequest\x12\x18\n" +
+	"\arequest\x18\x01 \x01(\fR\arequest\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\x12\x1a\n" +
+	"\bgradient\x18\x03 \x01(\fR\bgradient\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x04 \x01(\tR\n" +
+	"ciphertext\"\"\n" +
 	"\bWaitTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf6\x01\n" +
 	"\tTrainTask\x12\x14\n" +
@@ -3055,7 +3166,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
@@ -3074,30 +3185,31 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*RevealTask)(nil),            // 14: tally.v1.RevealTask
 	(*ThresholdTask)(nil),         // 15: tally.v1.ThresholdTask
 	(*DecryptTask)(nil),           // 16: tally.v1.DecryptTask
-	(*WaitTask)(nil),              // 17: tally.v1.WaitTask
-	(*TrainTask)(nil),             // 18: tally.v1.TrainTask
-	(*MomentsTask)(nil),           // 19: tally.v1.MomentsTask
-	(*DoneTask)(nil),              // 20: tally.v1.DoneTask
-	(*SubmitUpdateRequest)(nil),   // 21: tally.v1.SubmitUpdateRequest
-	(*SubmitHeader)(nil),          // 22: tally.v1.SubmitHeader
-	(*SubmitUpdateResponse)(nil),  // 23: tally.v1.SubmitUpdateResponse
-	(*DownloadModelRequest)(nil),  // 24: tally.v1.DownloadModelRequest
-	(*DownloadModelResponse)(nil), // 25: tally.v1.DownloadModelResponse
-	(*SchemaRequest)(nil),         // 26: tally.v1.SchemaRequest
-	(*SchemaResponse)(nil),        // 27: tally.v1.SchemaResponse
-	(*JobStatusRequest)(nil),      // 28: tally.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),     // 29: tally.v1.JobStatusResponse
-	(*ClientStatus)(nil),          // 30: tally.v1.ClientStatus
-	(*RoundMetrics)(nil),          // 31: tally.v1.RoundMetrics
-	(*DownloadRequest)(nil),       // 32: tally.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 33: tally.v1.DownloadResponse
-	(*SubmitSharesRequest)(nil),   // 34: tally.v1.SubmitSharesRequest
-	(*SharesHeader)(nil),          // 35: tally.v1.SharesHeader
-	(*SubmitSharesResponse)(nil),  // 36: tally.v1.SubmitSharesResponse
-	(*ReceiptsRequest)(nil),       // 37: tally.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 38: tally.v1.ReceiptsResponse
-	nil,                           // 39: tally.v1.RevealTask.CommitmentsEntry
-	nil,                           // 40: tally.v1.ThresholdTask.SealedEntry
+	(*CoefficientRequest)(nil),    // 17: tally.v1.CoefficientRequest
+	(*WaitTask)(nil),              // 18: tally.v1.WaitTask
+	(*TrainTask)(nil),             // 19: tally.v1.TrainTask
+	(*MomentsTask)(nil),           // 20: tally.v1.MomentsTask
+	(*DoneTask)(nil),              // 21: tally.v1.DoneTask
+	(*SubmitUpdateRequest)(nil),   // 22: tally.v1.SubmitUpdateRequest
+	(*SubmitHeader)(nil),          // 23: tally.v1.SubmitHeader
+	(*SubmitUpdateResponse)(nil),  // 24: tally.v1.SubmitUpdateResponse
+	(*DownloadModelRequest)(nil),  // 25: tally.v1.DownloadModelRequest
+	(*DownloadModelResponse)(nil), // 26: tally.v1.DownloadModelResponse
+	(*SchemaRequest)(nil),         // 27: tally.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 28: tally.v1.SchemaResponse
+	(*JobStatusRequest)(nil),      // 29: tally.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),     // 30: tally.v1.JobStatusResponse
+	(*ClientStatus)(nil),          // 31: tally.v1.ClientStatus
+	(*RoundMetrics)(nil),          // 32: tally.v1.RoundMetrics
+	(*DownloadRequest)(nil),       // 33: tally.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 34: tally.v1.DownloadResponse
+	(*SubmitSharesRequest)(nil),   // 35: tally.v1.SubmitSharesRequest
+	(*SharesHeader)(nil),          // 36: tally.v1.SharesHeader
+	(*SubmitSharesResponse)(nil),  // 37: tally.v1.SubmitSharesResponse
+	(*ReceiptsRequest)(nil),       // 38: tally.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 39: tally.v1.ReceiptsResponse
+	nil,                           // 40: tally.v1.RevealTask.CommitmentsEntry
+	nil,                           // 41: tally.v1.ThresholdTask.SealedEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
@@ -3108,46 +3220,47 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	6,  // 5: tally.v1.JobSpec.he_params:type_name -> tally.v1.HEParameters
 	5,  // 6: tally.v1.JobSpec.dp:type_name -> tally.v1.DPSpec
 	7,  // 7: tally.v1.HEParameters.flooding:type_name -> tally.v1.HEFlooding
-	17, // 8: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
-	18, // 9: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
-	19, // 10: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
-	20, // 11: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
+	18, // 8: tally.v1.NextTaskResponse.wait:type_name -> tally.v1.WaitTask
+	19, // 9: tally.v1.NextTaskResponse.train:type_name -> tally.v1.TrainTask
+	20, // 10: tally.v1.NextTaskResponse.moments:type_name -> tally.v1.MomentsTask
+	21, // 11: tally.v1.NextTaskResponse.done:type_name -> tally.v1.DoneTask
 	13, // 12: tally.v1.NextTaskResponse.keygen:type_name -> tally.v1.KeyGenTask
 	15, // 13: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
 	16, // 14: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
 	14, // 15: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
-	39, // 16: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
-	40, // 17: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
-	10, // 18: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
-	22, // 19: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
-	30, // 20: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
-	31, // 21: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
-	35, // 22: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 23: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	2,  // 24: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
-	11, // 25: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	21, // 26: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	24, // 27: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	28, // 28: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	26, // 29: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
-	32, // 30: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	34, // 31: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	37, // 32: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 33: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 34: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	12, // 35: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	23, // 36: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	25, // 37: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	29, // 38: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	27, // 39: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
-	33, // 40: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	36, // 41: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	38, // 42: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	40, // 16: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
+	41, // 17: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	17, // 18: tally.v1.DecryptTask.coefficient_requests:type_name -> tally.v1.CoefficientRequest
+	10, // 19: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
+	23, // 20: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
+	31, // 21: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
+	32, // 22: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
+	36, // 23: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
+	0,  // 24: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 25: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	11, // 26: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	22, // 27: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	25, // 28: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	29, // 29: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	27, // 30: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	33, // 31: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	35, // 32: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	38, // 33: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	1,  // 34: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 35: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	12, // 36: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	24, // 37: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	26, // 38: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	30, // 39: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	28, // 40: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	34, // 41: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	37, // 42: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	39, // 43: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -3171,7 +3284,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
