@@ -65,6 +65,7 @@ type committeeSim struct {
 	// (Retry > 0) a member verified: the public zero it recomputed.
 	verifiedRetries int
 	persist         Store // if set, receives every ActPersist
+	releases        []Release
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -126,6 +127,8 @@ func (s *committeeSim) step(ev Event) {
 			}
 		case ActJobDone:
 			s.done = &a
+		case ActRelease:
+			s.releases = append(s.releases, a.Release)
 		case ActReply:
 			if a.Err != nil && !strings.Contains(a.Err.Error(), "no open task") {
 				s.t.Fatalf("tick %d: %s refused: %v", s.e.now, a.Client, a.Err)

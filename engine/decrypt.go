@@ -349,6 +349,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		h.collect, h.agg, h.queue = nil, nil, nil
 		return append(out, e.fail(collect, rec, err)...)
 	}
+	out = append(out, e.released(item.values, item.weight))
 	h.queue, h.done = h.queue[1:], append(h.done, item)
 	return append(out, e.nextDecryption()...)
 }
@@ -428,6 +429,7 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 	} else {
 		it.scalar = a
 		h.ts.done()
+		out = append(out, e.released([]float64{a}, 0))
 	}
 	h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
 		Gradient: hex.EncodeToString(h.req.Gradient[:])})
