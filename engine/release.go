@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/hex"
 	"slices"
 
 	"github.com/tallyfl/tally/aggregation"
@@ -20,12 +21,12 @@ func (ActRelease) action() {}
 type Release struct {
 	// Seq is the entry's position in the job's decryption transcript,
 	// Entry its digest (the chain's head after it, aggregation
-	// TranscriptEntry.Head) and Request the request's ID.
-	Seq     int      `json:"seq"`
-	Entry   [32]byte `json:"entry"`
-	Request [32]byte `json:"request"`
-	Round   int      `json:"round"`
-	Attempt int      `json:"attempt"`
+	// TranscriptEntry.Head) and Request the request's ID, both in hex.
+	Seq     int    `json:"seq"`
+	Entry   string `json:"entry"`
+	Request string `json:"request"`
+	Round   int    `json:"round"`
+	Attempt int    `json:"attempt"`
 	// Purpose is the entry's: "round", "group", "moments" or "influence".
 	Purpose string `json:"purpose"`
 	// Contributors are the clients whose ciphertexts were decrypted
@@ -51,8 +52,9 @@ type Release struct {
 func (e *Engine) released(values []float64, weight float64) Action {
 	h := e.he
 	ent, _ := h.ts.chain.Entry(h.ts.pending)
+	head := ent.Head()
 	r := Release{
-		Seq: h.ts.pending, Entry: ent.Head(), Request: ent.Request, Round: int(ent.Round), Attempt: int(ent.Attempt),
+		Seq: h.ts.pending, Entry: hex.EncodeToString(head[:]), Request: hex.EncodeToString(ent.Request[:]), Round: int(ent.Round), Attempt: int(ent.Attempt),
 		Purpose: ent.Purpose, Contributors: slices.Clone(ent.Contributors), Values: slices.Clone(values), Weight: weight,
 	}
 	if h.collect != nil && h.collect.Kind != TaskMoments {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/hex"
 	"math"
 	"slices"
 	"testing"
@@ -33,7 +34,7 @@ func TestReleaseNamesItsTranscriptEntry(t *testing.T) {
 			t.Fatalf("entry %d released twice", r.Seq)
 		}
 		seen[r.Seq] = true
-		if e.Head() != r.Entry || e.Request != r.Request || int(e.Round) != r.Round || e.Purpose != r.Purpose || !slices.Equal(e.Contributors, r.Contributors) {
+		if head := e.Head(); hex.EncodeToString(head[:]) != r.Entry || hex.EncodeToString(e.Request[:]) != r.Request || int(e.Round) != r.Round || e.Purpose != r.Purpose || !slices.Equal(e.Contributors, r.Contributors) {
 			t.Fatalf("release %d = %+v does not describe its entry %+v", r.Seq, r, e)
 		}
 		if r.Purpose == "round" {
