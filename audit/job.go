@@ -172,21 +172,14 @@ type JobResult struct {
 }
 
 // AuditJob attacks the releases of log that matched the transcript (the
-// others are left out and reported in findings), scored against d.
+// others are left out and reported in findings), scored against d; with d
+// nil (the truth unknown) it only counts them.
 func AuditJob(log *LogContents, findings []Finding, scaler *dataset.Scaler, d *JobData, cfg JobConfig) (*JobResult, error) {
 	h := log.Header
 	res := &JobResult{Header: h, Findings: findings, Releases: len(log.Releases)}
 	bad := map[int]bool{}
 	for _, f := range findings {
 		bad[f.Seq] = true
-	}
-	e, err := newJobEnv(h, d, scaler, cfg)
-	if err != nil {
-		return nil, err
-	}
-	m, err := model.New(e.spec, h.Features, h.Classes, h.Seed)
-	if err != nil {
-		return nil, err
 	}
 	type roundKey struct{ round, attempt int }
 	rounds := map[roundKey]*engine.Release{}
@@ -210,6 +203,17 @@ func AuditJob(log *LogContents, findings []Finding, scaler *dataset.Scaler, d *J
 		case aggregation.PurposeInfluence:
 			scalars = append(scalars, r)
 		}
+	}
+	if d == nil {
+		return res, nil // the transcript check alone
+	}
+	e, err := newJobEnv(h, d, scaler, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(e.spec, h.Features, h.Classes, h.Seed)
+	if err != nil {
+		return nil, err
 	}
 	rng := derive(cfg.Seed, "jobguess", 0, 0)
 	attackSums := func(rs []*engine.Release, what string) error {

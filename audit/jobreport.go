@@ -33,6 +33,10 @@ func WriteJobMarkdown(w io.Writer, res *JobResult, cfg JobConfig, meta Meta) err
 		b.WriteString("\n")
 	}
 	fmt.Fprintf(&b, "Not attacked: %d feature-moment release(s), the pooled sums over every client that become the job's scaler (the attacker uses it).\n\n", res.Moments)
+	if len(res.Rows) == 0 {
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
 	b.WriteString("## Attacks on the releases\n\n")
 	match := "analytic attacks only"
 	if cfg.MatchIters > 0 {

@@ -88,9 +88,13 @@ Flags:
 	if log.Torn {
 		fmt.Fprintf(stdout, "%s: its last line is torn (a write a crash cut short) and is ignored\n", *logPath)
 	}
-	data, err := audit.SimulationData(log.Header)
-	if err != nil {
-		return fmt.Errorf("tally audit job: %w (the attacks need the truth; a coordinator's log is checked against the transcript only by a simulate job for now)", err)
+	var data *audit.JobData
+	if log.Header.Simulation != nil {
+		if data, err = audit.SimulationData(log.Header); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%s is a coordinator's log: its releases are checked against the transcript, not attacked (the attacks are scored against the clients' data, which only a simulate job's seed re-derives)\n\n", *logPath)
 	}
 	cfg := audit.JobConfig{MatchIters: *match, MatchRounds: *matchRounds, Seed: *seed}
 	res, err := audit.AuditJob(log, findings, snap.Scaler, data, cfg)
