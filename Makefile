@@ -158,6 +158,22 @@ torch:
 		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends python3-torch python3-numpy; }
 	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch; print("torch", torch.__version__)'
 
+# What two real jobs released, attacked (issue 21): the demo's second job
+# (breast-cancer, 8 clients, a label flipper and a random free rider) and
+# digits with the MLP (10 clients, 20 rounds), each run under he with a
+# release log and audited against its decryption transcript;
+# audit/results/job-demo.md and job-digits.md.
+.PHONY: audit-job
+AUDIT_JOB_DIR := out/audit-job
+audit-job: build
+	rm -rf $(AUDIT_JOB_DIR) && mkdir -p $(AUDIT_JOB_DIR)
+	$(TALLY) simulate $(DEMO_FLAGS) --corrupt 6=label-flip:0.5 --corrupt 7=free-rider:random --quiet \
+		--db $(AUDIT_JOB_DIR)/demo.db --release-log $(AUDIT_JOB_DIR)/demo.releases
+	$(TALLY) audit job --release-log $(AUDIT_JOB_DIR)/demo.releases --state $(AUDIT_JOB_DIR)/demo.db --report audit/results/job-demo.md >/dev/null
+	$(TALLY) simulate --dataset digits --model mlp --clients 10 --rounds 20 --seed 1 --centralised=false --quiet \
+		--db $(AUDIT_JOB_DIR)/digits.db --release-log $(AUDIT_JOB_DIR)/digits.releases
+	$(TALLY) audit job --release-log $(AUDIT_JOB_DIR)/digits.releases --state $(AUDIT_JOB_DIR)/digits.db --report audit/results/job-digits.md >/dev/null
+
 # What differential privacy costs (issue 21): test accuracy and the Spearman
 # ρ of the clients' values against plaintext exact Shapley, without DP and at
 # ε = 1, 4, 8, seeds 1 to 3, on breast-cancer with skewed sizes, a label

@@ -20,10 +20,36 @@
 //     client and round, over every round of a job;
 //   - one client's update and a sum of k under differential privacy.
 //
-// The releases are simulated, not read from a job's decryption
-// transcript: the audit measures what each kind of release gives away,
-// not what one particular job released. Reading a real job's transcript
-// waits for issue 14's decryption transcript.
+// Run's releases are simulated: it measures what each kind of release
+// gives away. What one particular job released is audited by AuditJob
+// (`tally audit job`, job.go), below.
+//
+// # A job's real releases
+//
+// The engine reports every plaintext the coordinator obtains from a
+// decryption, when the shares combine (engine.ActRelease: the transcript
+// entry's position and digest, the request, round, purpose,
+// contributors, the decrypted values, and the public model and influence
+// vector of the round), and `tally coordinator|simulate --release-log`
+// keeps them (releaselog.go: JSON lines, each with its SHA-256, fsynced
+// one by one; a torn last line is dropped on reopening). CheckReleases
+// holds the log to the job's decryption transcript in its state file: a
+// release must name an entry by position and digest and agree with it on
+// request, round, attempt, purpose and contributors, and an entry the
+// round records list as decrypted must have exactly one release; each
+// disagreement is named. AuditJob then attacks every release that
+// matched, with the attacks below: each decrypted sum of k updates and
+// each group sum at the model its round started from (gradient matching
+// on the first rounds only, for its cost), and each client's influence
+// scalars over all the job's rounds, fitted against that round's public
+// vector v. The metrics need the truth, what each client trained on: for
+// a `tally simulate` job it is re-derived from the job's seed
+// (dataset.Federate with the settings the log's header records,
+// SimulationData), free riders' rows left out of the truth since they
+// trained on none; a coordinator's own log is checked against the
+// transcript, but its attacks would need the clients' data, which the
+// command does not read yet. The feature moments are not attacked: they
+// are the pooled sums over every client that become the job's scaler.
 //
 // # The bring-your-own-model CNN
 //

@@ -55,6 +55,11 @@ type Driver struct {
 	// OnRound, if set, is called from the driver goroutine after each round
 	// attempt (progress displays, reports).
 	OnRound func(engine.RoundRecord)
+	// OnRelease, if set, is given every plaintext the engine obtained from
+	// a decryption (engine.ActRelease), from the driver goroutine, after
+	// the actions before it; an error stops the driver as a failed store
+	// write does (tally coordinator --release-log).
+	OnRelease func(engine.Release) error
 	// Telemetry, if set before Run, receives the round's spans and metrics;
 	// nil records nothing.
 	Telemetry *telemetry.Telemetry
@@ -435,6 +440,13 @@ func (d *Driver) perform(acts []engine.Action) error {
 			d.log.Info("job done", "reason", a.Reason, "final_round", a.FinalRound)
 		case engine.ActLog:
 			d.log.Info(a.Msg, a.Attrs...)
+		case engine.ActRelease:
+			if d.OnRelease != nil {
+				if err := d.OnRelease(a.Release); err != nil {
+					d.log.Error("release log write failed; stopping", "err", err)
+					return fmt.Errorf("coordinator: release log: %w", err)
+				}
+			}
 		}
 	}
 	d.view.phase = d.engine.Phase()

@@ -66,6 +66,8 @@ type ServerConfig struct {
 	Log        *slog.Logger
 	// OnRound is called after each round attempt, from the driver goroutine.
 	OnRound func(engine.RoundRecord)
+	// OnRelease is given every decrypted plaintext (Driver.OnRelease).
+	OnRelease func(engine.Release) error
 	// Linger is how long the server keeps answering after the job ends, so
 	// clients learn that it ended; it stops sooner once every enrolled
 	// client has been told.
@@ -165,6 +167,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	drv = NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
+	drv.OnRelease = cfg.OnRelease
 	drv.Telemetry = cfg.Telemetry
 	if bs, ok := cfg.Store.(*BoltStore); ok {
 		path := bs.DB().Path()

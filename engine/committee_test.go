@@ -66,7 +66,8 @@ type committeeSim struct {
 	verifiedRetries int
 	persist         Store // if set, receives every ActPersist
 	// records are the round records, failed attempts included.
-	records []RoundRecord
+	records  []RoundRecord
+	releases []Release
 }
 
 func newCommitteeSim(t *testing.T, rounds int) *committeeSim {
@@ -139,6 +140,8 @@ func (s *committeeSim) step(ev Event) {
 			s.records = append(s.records, a.Record)
 		case ActJobDone:
 			s.done = &a
+		case ActRelease:
+			s.releases = append(s.releases, a.Release)
 		case ActReply:
 			if a.Err != nil && !strings.Contains(a.Err.Error(), "no open task") {
 				s.t.Fatalf("tick %d: %s refused: %v", s.e.now, a.Client, a.Err)

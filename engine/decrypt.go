@@ -428,6 +428,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 		h.collect, h.agg, h.queue = nil, nil, nil
 		return append(out, e.fail(collect, rec, err)...)
 	}
+	out = append(out, e.released(h.ts.pending, item.values, item.weight))
 	h.queue, h.done = h.queue[1:], append(h.done, item)
 	return append(out, e.nextDecryption()...)
 }
@@ -522,6 +523,7 @@ func (e *Engine) coefficientShares(ev EvShares) []Action {
 		} else {
 			it.scalar, it.decrypted = a, true
 			h.ts.doneAt(b.seqs[j])
+			out = append(out, e.released(b.seqs[j], []float64{a}, 0))
 		}
 		h.rec.Decryptions = append(h.rec.Decryptions, DecryptionRecord{Purpose: aggregation.PurposeInfluence, Contributors: 1, Clients: []string{it.client}, Participants: answered,
 			Gradient: hex.EncodeToString(req.Gradient[:])})

@@ -6,7 +6,9 @@
 // Engine.Step takes one Event (a client joined, polled, submitted,
 // declined or left; a committee member sent shares; a tick passed) and
 // returns the Actions to perform (persist, publish a task, reply, report a
-// round, end the job, log). It reads no clock, does no I/O and draws
+// round, end the job, log, and report each plaintext a decryption gave the
+// coordinator, keyed to its transcript entry: ActRelease, which a driver
+// may keep for package audit). It reads no clock, does no I/O and draws
 // randomness only from a PRNG keyed by (job seed, purpose, round,
 // attempt), so the same events give the same actions, byte for byte, and
 // a crash can be replayed. Time is counted in ticks: a round's deadline is

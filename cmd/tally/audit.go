@@ -23,6 +23,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "dp" {
 		return runAuditDP(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "job" {
+		return runAuditJob(ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("audit")
 	fs.SetOutput(stderr)
 	datasets := fs.String("datasets", "digits,breast-cancer", "embedded datasets to attack: digits (images) and/or breast-cancer (tabular)")
@@ -42,7 +45,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	match := fs.Int("match-iters", 600, "Adam steps of the gradient-matching attack (0: analytic attacks only)")
 	out := fs.String("out", "audit/results", "directory for results.md, results.csv, utility.csv and the PNG pictures")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n       tally audit dp [flags]   (what DP costs a job's accuracy and valuation; tally audit dp -h)\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n       tally audit dp [flags]   (what DP costs a job's accuracy and valuation; tally audit dp -h)\n       tally audit job [flags]  (attack what a job actually released, from its release log; tally audit job -h)\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {

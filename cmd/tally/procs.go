@@ -58,6 +58,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&tf.ca, "client-ca", "", "mutual TLS: admit only connections with a client certificate signed by this CA (PEM)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the coordinator, from start to exit, to this file, for go tool pprof")
 	memProfile := fs.String("memprofile", "", "write a heap profile (allocations since start, and what is live) to this file when the coordinator exits, for go tool pprof")
+	releaseLog := fs.String("release-log", "", "keep every plaintext the coordinator decrypts, keyed to its transcript entry, in this append-only file (continued after a restart), for tally audit job: what the threat model's curious coordinator holds")
 	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: serve plaintext gRPC without TLS (the job file's tls_cert is ignored); every client must pass --insecure-plaintext too. For loopback tests only")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally coordinator --config job.yaml [flags]
@@ -151,8 +152,17 @@ Flags:
 		defer probes.Close()
 		log.Info("health service in plaintext for probes", "addr", probes.Addr().String())
 	}
+	var onRelease func(engine.Release) error
+	if *releaseLog != "" {
+		rl, err := openCoordinatorReleaseLog(*releaseLog, job)
+		if err != nil {
+			return err
+		}
+		defer rl.Close()
+		onRelease = rl.Append
+	}
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator, HealthListener: probes})
+		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator, HealthListener: probes, OnRelease: onRelease})
 	if err != nil {
 		return err
 	}

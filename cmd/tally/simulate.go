@@ -101,6 +101,7 @@ type simOptions struct {
 	BaselineShare              float64
 	DB                         string
 	ReceiptsDir                string
+	ReleaseLog                 string
 	CPUProfile                 string
 	Dashboard                  *dashFlags
 	ModelCommand               string
@@ -250,6 +251,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.Float64Var(&o.BaselineShare, "baseline-share", 0, "share of the budget split equally among every valid submission")
 	fs.StringVar(&o.DB, "db", "", "keep the coordinator's state and signed receipts in this bbolt file (default: in memory)")
 	fs.StringVar(&o.ReceiptsDir, "receipts-dir", "", "with --db: each client keeps its verified receipts in DIR/CLIENT.jsonl")
+	fs.StringVar(&o.ReleaseLog, "release-log", "", "keep every plaintext the coordinator decrypts, keyed to its transcript entry, in this file (replaced; with --secure-aggregation he), for tally audit job")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole simulation (coordinator and clients) to this file, for go tool pprof")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the coordinator's Prometheus metrics (/metrics) on this address while the simulation runs (default: off)")
 	o.Dashboard = addDashFlags(fs)
@@ -460,6 +462,14 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 	defer closeEvaluator.Close()
 	scfg := coordinator.ServerConfig{Job: job, Validation: fed.Validation, Log: log, OnRound: progress, Store: store, Telemetry: tel.Telemetry,
 		GRPCOptions: o.Dashboard.grpcOptions(), Model: evaluator}
+	if o.ReleaseLog != "" {
+		rl, err := openSimReleaseLog(o, job, ids)
+		if err != nil {
+			return nil, err
+		}
+		defer rl.Close()
+		scfg.OnRelease = rl.Append
+	}
 	if trust != nil {
 		scfg.TLS = trust.serverTLS()
 	}
