@@ -53,6 +53,7 @@ type options struct {
 	setups    []setup
 	items     []string
 	rounds    int
+	share     float64
 	scenarios string
 	simulate  bool
 	tally     string
@@ -195,6 +196,19 @@ func scenarioDir(dir string) (string, error) {
 	}
 }
 
+// onlyBaseline reports whether paid is no more than the baseline, up to
+// rounding.
+func onlyBaseline(paid, baseline float64) bool { return paid <= baseline*(1+tol)+1e-12 }
+
+// inBaselines writes a payout in baselines, or as a share of the budget
+// when there is no baseline.
+func inBaselines(paid, baseline float64) string {
+	if baseline > 0 {
+		return fmt.Sprintf("%.3f baselines", paid/baseline)
+	}
+	return fmt.Sprintf("%.4f of the budget (no baseline)", paid)
+}
+
 // checkInversions: no pair paid against its values' order, and whoever
 // has V ≤ 0 gets the baseline only.
 func checkInversions(o outcome) (bool, string) {
@@ -202,8 +216,8 @@ func checkInversions(o outcome) (bool, string) {
 	n := len(o.values)
 	var over []string
 	for i, v := range o.values {
-		if v <= 0 && o.payouts[i] > o.baseline*(1+tol) {
-			over = append(over, fmt.Sprintf("client %d (V %.4g) paid %.3f baselines", i, v, o.payouts[i]/o.baseline))
+		if v <= 0 && !onlyBaseline(o.payouts[i], o.baseline) {
+			over = append(over, fmt.Sprintf("client %d (V %.4g) paid %s", i, v, inBaselines(o.payouts[i], o.baseline)))
 		}
 	}
 	nonpos := 0
@@ -232,26 +246,24 @@ func checkFreeRiders(o outcome) (bool, string) {
 		if !ok {
 			continue
 		}
-		pay := o.payouts[i] / o.baseline
-		ok = pay <= 1+tol
+		ok = onlyBaseline(o.payouts[i], o.baseline)
 		if (kind == "zero" || kind == "random") && !(o.values[i] <= 0) {
 			ok = false
 		}
 		pass = pass && ok
-		parts = append(parts, fmt.Sprintf("%s (client %d) V %.4g paid %.3f baselines", kind, i, o.values[i], pay))
+		parts = append(parts, fmt.Sprintf("%s (client %d) V %.4g paid %s", kind, i, o.values[i], inBaselines(o.payouts[i], o.baseline)))
 	}
 	if len(parts) == 0 {
 		return false, "no free rider in the job"
 	}
-	h := honestMin(o)
-	return pass, strings.Join(parts, "; ") + fmt.Sprintf("; honest clients paid ≥ %.2f baselines", h)
+	return pass, strings.Join(parts, "; ") + "; the least-paid honest client " + inBaselines(honestMin(o), o.baseline)
 }
 
 func honestMin(o outcome) float64 {
 	m := math.Inf(1)
 	for i, c := range o.corruption {
 		if c == "none" {
-			m = min(m, o.payouts[i]/o.baseline)
+			m = min(m, o.payouts[i])
 		}
 	}
 	return m
@@ -268,14 +280,17 @@ func checkDuplicate(with, without outcome, pairs [][2]int, alone []int) (bool, s
 	return r <= maxDuplicatePay, fmt.Sprintf("ratio %.3f (≤ %.1f): %s", r, maxDuplicatePay, strings.Join(parts, "; "))
 }
 
-// checkSybil: the split client's gain of the budget.
+// checkSybil: the split client's gain of the budget, and how much of it
+// is the baseline (paid per identity) and how much the value part.
 func checkSybil(base, split outcome, client int, sybils []int) (bool, string) {
 	g := experiments.SybilPay(base.payouts, client, split.payouts, sybils)
 	s := 0.0
 	for _, i := range sybils {
 		s += split.payouts[i]
 	}
-	return g <= maxSybilPay, fmt.Sprintf("gain %+.4f of the budget (≤ %+.2f): whole %.4f, split into %d %.4f", g, maxSybilPay, base.payouts[client], len(sybils), s)
+	gb := float64(len(sybils))*split.baseline - base.baseline
+	return g <= maxSybilPay, fmt.Sprintf("gain %+.4f of the budget (≤ %+.2f; baseline part %+.4f, value part %+.4f): whole %.4f, split into %d %.4f",
+		g, maxSybilPay, gb, g-gb, base.payouts[client], len(sybils), s)
 }
 
 // checkSpearman: the honest clients' payouts against the reference.
@@ -315,6 +330,11 @@ func check(ctx context.Context, o options) error {
 		defer sim.close()
 		src = sim
 	}
+	return report(ctx, o, path, src)
+}
+
+// report prints every item's lines from src and a verdict per item.
+func report(ctx context.Context, o options, path string, src source) error {
 	fmt.Fprintf(o.out, "issue 15 acceptance: seeds %v, setups %v, %s\n", o.seeds, o.setups, path)
 	failed := false
 	for _, item := range o.items {

@@ -92,8 +92,8 @@ func pick(sr experiments.SeedRun, mode string) (int, error) {
 }
 
 // outcomeOf pays a valued run by the job's rules.
-func outcomeOf(v experiments.Valued, corruption []string) (outcome, error) {
-	p, err := experiments.JobPay(v, experiments.PayBaselineShare)
+func outcomeOf(v experiments.Valued, corruption []string, share float64) (outcome, error) {
+	p, err := experiments.JobPay(v, share)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -134,7 +134,7 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 			names, f = []string{freeRiderScenario}, checkFreeRiders
 		}
 		return p.each(ctx, item, names, func(sr experiments.SeedRun, k int) (bool, string, error) {
-			o, err := outcomeOf(sr.Runs[k], sr.Corruption)
+			o, err := outcomeOf(sr.Runs[k], sr.Corruption, p.o.share)
 			if err != nil {
 				return false, "", err
 			}
@@ -146,11 +146,11 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 			if sr.AloneRef == nil || k >= len(sr.AloneRuns) {
 				return false, "", fmt.Errorf("%s has no run without the copy", sr.Scenario)
 			}
-			with, err := outcomeOf(sr.Runs[k], sr.Corruption)
+			with, err := outcomeOf(sr.Runs[k], sr.Corruption, p.o.share)
 			if err != nil {
 				return false, "", err
 			}
-			without, err := outcomeOf(sr.AloneRuns[k], nil)
+			without, err := outcomeOf(sr.AloneRuns[k], nil, p.o.share)
 			if err != nil {
 				return false, "", err
 			}
@@ -162,11 +162,11 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 			if sr.SybilRef == nil || k >= len(sr.SybilRuns) {
 				return false, "", fmt.Errorf("%s has no split run", sr.Scenario)
 			}
-			base, err := outcomeOf(sr.Runs[k], sr.Corruption)
+			base, err := outcomeOf(sr.Runs[k], sr.Corruption, p.o.share)
 			if err != nil {
 				return false, "", err
 			}
-			split, err := outcomeOf(sr.SybilRuns[k], nil)
+			split, err := outcomeOf(sr.SybilRuns[k], nil, p.o.share)
 			if err != nil {
 				return false, "", err
 			}
@@ -175,7 +175,7 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 		})
 	case itemSpearman:
 		return p.each(ctx, item, []string{spearmanScenario}, func(sr experiments.SeedRun, k int) (bool, string, error) {
-			o, err := outcomeOf(sr.Runs[k], sr.Corruption)
+			o, err := outcomeOf(sr.Runs[k], sr.Corruption, p.o.share)
 			if err != nil {
 				return false, "", err
 			}

@@ -27,7 +27,7 @@
 // coordinator and its clients over gRPC in one process, CKKS under he, as
 // make demo runs), its contributions read from the report. Payment: a
 // baseline share of 0.1 (experiments.PayBaselineShare), the rest settled at
-// the end of the job.
+// the end of the job (--baseline-share).
 //
 // Exit status 1 when an item fails.
 package main
@@ -40,6 +40,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+
+	"github.com/tallyfl/tally/experiments"
 )
 
 func main() {
@@ -67,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 0, "override every scenario's rounds (0: the scenarios' own: 20 for the demo, 10 for the others)")
 	scenarios := fs.String("scenarios", "", "directory of the shipped scenarios (default: experiments/scenarios above the working directory)")
 	only := fs.String("items", "", "check only these items, comma-separated: inversions, free-riders, duplicate, sybil, spearman (default: all)")
+	share := fs.Float64("baseline-share", experiments.PayBaselineShare, "payment.baseline_share of every job: the part of the budget paid every round, equally to every submission")
 	verbose := fs.Bool("v", false, "print each job's progress to stderr")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: go run ./experiments/acceptance [flags]
@@ -86,7 +89,10 @@ Flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %v", fs.Args())
 	}
-	o := options{rounds: *rounds, simulate: *simulate, tally: *tally, out: stdout}
+	if !(*share >= 0 && *share < 1) {
+		return fmt.Errorf("--baseline-share must be in [0, 1), got %g", *share)
+	}
+	o := options{rounds: *rounds, simulate: *simulate, tally: *tally, share: *share, out: stdout}
 	var err error
 	if o.seeds, err = parseSeeds(*seeds); err != nil {
 		return err

@@ -63,8 +63,8 @@ func newSimulator(ctx context.Context, o options) (*simulator, error) {
 
 func (s *simulator) close() { os.RemoveAll(s.tmp) }
 
-// report is the part of tally simulate's JSON report the checks read.
-type report struct {
+// simReport is the part of tally simulate's JSON report the checks read.
+type simReport struct {
 	Rounds []struct {
 		Contributors int `json:"contributors"`
 	} `json:"rounds"`
@@ -97,7 +97,7 @@ func (s *simulator) job(ctx context.Context, name string, su setup, seed uint64)
 	args := append([]string{"simulate"}, j.flags...)
 	args = append(args, "--rounds", strconv.Itoa(rounds), "--seed", strconv.FormatUint(seed, 10),
 		"--secure-aggregation", su.secure, "--valuation-mode", su.mode, "--valuation-method", method,
-		"--budget", strconv.Itoa(simBudget), "--baseline-share", strconv.FormatFloat(experiments.PayBaselineShare, 'g', -1, 64),
+		"--budget", strconv.Itoa(simBudget), "--baseline-share", strconv.FormatFloat(s.o.share, 'g', -1, 64),
 		"--centralised=false", "--quiet", "--report", path)
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, s.bin, args...)
@@ -113,11 +113,11 @@ func (s *simulator) job(ctx context.Context, name string, su setup, seed uint64)
 	if err != nil {
 		return outcome{}, err
 	}
-	var rep report
+	var rep simReport
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return outcome{}, fmt.Errorf("%s: %w", path, err)
 	}
-	o, err := rep.outcome(rounds)
+	o, err := rep.outcome(rounds, s.o.share)
 	if err != nil {
 		return outcome{}, fmt.Errorf("%s %s seed %d: %w", name, su, seed, err)
 	}
@@ -128,7 +128,7 @@ func (s *simulator) job(ctx context.Context, name string, su setup, seed uint64)
 // outcome reads the report's contributions in client order, payouts as
 // shares of the job's budget (simBudget × rounds), and the baseline each
 // client was paid: the round's baseline pot split among its contributors.
-func (rep report) outcome(rounds int) (outcome, error) {
+func (rep simReport) outcome(rounds int, share float64) (outcome, error) {
 	budget := float64(simBudget * rounds)
 	at := map[string]int{}
 	var o outcome
@@ -157,7 +157,7 @@ func (rep report) outcome(rounds int) (outcome, error) {
 		if r.Contributors != len(rep.Clients) {
 			return o, fmt.Errorf("a round had %d of %d contributors: the baseline differs by client", r.Contributors, len(rep.Clients))
 		}
-		o.baseline += experiments.PayBaselineShare * simBudget / float64(r.Contributors) / budget
+		o.baseline += share * simBudget / float64(r.Contributors) / budget
 	}
 	return o, nil
 }
