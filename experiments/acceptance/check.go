@@ -353,8 +353,11 @@ func report(ctx context.Context, o options, path string, src source) error {
 			}
 		}
 		verdict := "PASS"
-		if pass+skipped < len(lines) {
+		switch {
+		case pass+skipped < len(lines):
 			verdict, failed = "FAIL", true
+		case skipped == len(lines):
+			verdict = "SKIP"
 		}
 		fmt.Fprintf(o.out, "%s  %s: %d of %d passed", verdict, item, pass, len(lines)-skipped)
 		if skipped > 0 {
