@@ -1,7 +1,10 @@
 package experiments
 
 import (
+	"bytes"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -60,5 +63,40 @@ func TestPayMetrics(t *testing.T) {
 	}
 	if rho := PaySpearman([]float64{0.1, 0.9, 0.3, 0.5}, []float64{1, 4, 2, -1}, []bool{true, true, true, false}); math.Abs(rho-1) > 1e-12 {
 		t.Errorf("PaySpearman = %v, want 1 over the honest clients", rho)
+	}
+}
+
+// TestPayColumns runs duplicates-bc5 (client 4 a copy of client 0) and
+// sybil-bc5 for two rounds: the duplicate scenario gets its run without
+// the copy (client 4 dropped, clients 0–3 at their indices), so that
+// duplicate_pay is a finite ratio, and values.csv holds that run's rows;
+// the Sybil scenario's sybil_pay is the split client's payout gain.
+func TestPayColumns(t *testing.T) {
+	dup := run(t, load(t, "duplicates-bc5", 2, 1), Options{Methods: mustMethods(t, "exact-shapley"), Modes: []string{ModePlain}})[0]
+	if dup.AloneRef == nil || len(dup.AloneRef.Totals) != 4 {
+		t.Fatalf("no run without the copy of 4 clients: %+v", dup.AloneRef)
+	}
+	if want := []int{0, 1, 2, 3, -1}; !slices.Equal(dup.AloneOf, want) {
+		t.Errorf("AloneOf = %v, want %v", dup.AloneOf, want)
+	}
+	for _, m := range Evaluate(dup) {
+		if !(m.DuplicatePay > 0.5 && m.DuplicatePay < 2) || !math.IsNaN(m.SybilPay) || !math.IsNaN(m.FreeRiderPay) {
+			t.Errorf("%s %s: duplicate_pay %v, sybil_pay %v, freerider_pay %v", m.Mode, m.Method, m.DuplicatePay, m.SybilPay, m.FreeRiderPay)
+		}
+	}
+	var b bytes.Buffer
+	if err := WriteValues(&b, []SeedRun{dup}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), ",alone,"); n != 2*4 {
+		t.Errorf("values.csv has %d rows of the alone run, want 8 (reference and exact Shapley, 4 clients)", n)
+	}
+	syb := run(t, load(t, "sybil-bc5", 2, 1), Options{Methods: mustMethods(t, "exact-shapley"), Modes: []string{ModePlain}})[0]
+	m := Evaluate(syb)[0]
+	base, _ := JobPay(syb.Reference, PayBaselineShare)
+	split, _ := JobPay(*syb.SybilRef, PayBaselineShare)
+	want := split.Payouts[0] + split.Payouts[5] + split.Payouts[6] - base.Payouts[0]
+	if math.Abs(m.SybilPay-want) > 1e-12 || !math.IsNaN(m.DuplicatePay) {
+		t.Errorf("sybil_pay %v, want %v; duplicate_pay %v", m.SybilPay, want, m.DuplicatePay)
 	}
 }
