@@ -12,7 +12,7 @@ import (
 // The scenarios of each item.
 var (
 	demoScenarios      = []string{"demo-bc8", "demo-corrupt-bc8"}
-	freeRiderScenario  = "free-riders-bc8"
+	freeRiderScenarios = []string{"free-riders-bc8", "demo-corrupt-bc8"}
 	duplicateScenarios = []string{"duplicates-retrained-bc5", "duplicates-bc5"}
 	sybilScenario      = "sybil-bc5"
 	spearmanScenario   = "demo-corrupt-bc8"
@@ -131,7 +131,7 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 	case itemInversions, itemFreeRiders:
 		names, f := demoScenarios, checkInversions
 		if item == itemFreeRiders {
-			names, f = []string{freeRiderScenario}, checkFreeRiders
+			names, f = freeRiderScenarios, checkFreeRiders
 		}
 		return p.each(ctx, item, names, func(sr experiments.SeedRun, k int) (bool, string, error) {
 			o, err := outcomeOf(sr.Runs[k], sr.Corruption, p.o.share)

@@ -7,8 +7,8 @@
 //     pair of clients is paid against the order of their total values, and
 //     every client whose total value is ≤ 0 is paid the baseline only;
 //   - free riders: in free-riders-bc8 (zero, random of the honest norm,
-//     echo) each free rider is paid the baseline only, and the zero and
-//     random ones have a total value ≤ 0;
+//     echo) and demo-corrupt-bc8 (random) each free rider is paid the
+//     baseline only, and the zero and random ones have a total value ≤ 0;
 //   - duplicate: in duplicates-retrained-bc5 (a copy trained with its own
 //     shuffles, as tally simulate's duplicate:0 is) and duplicates-bc5 (a
 //     bit-identical copy) the original and its copy are paid together at

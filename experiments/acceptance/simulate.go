@@ -193,7 +193,7 @@ func (s *simulator) item(ctx context.Context, item string) ([]line, error) {
 	case itemInversions:
 		each(demoScenarios, plain("", checkInversions))
 	case itemFreeRiders:
-		each([]string{freeRiderScenario}, plain("", checkFreeRiders))
+		each(freeRiderScenarios, plain("", checkFreeRiders))
 	case itemDuplicate, itemSybil:
 		names := duplicateScenarios
 		why := "tally simulate cannot run the same rows without the copy"
