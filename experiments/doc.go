@@ -85,10 +85,32 @@
 //   - the cost of exact and approximate Shapley values: Jia et al., "Towards
 //     Efficient Data Valuation Based on the Shapley Value", AISTATS 2019.
 //
+// # Payouts
+//
+// Every run is also paid, by the code the coordinator settles with
+// (JobPay, over ledger/payout): a budget of 1 for the job, its baseline
+// share (PayBaselineShare, 0.1) paid every round equally to every
+// submission (payout.Period.Baseline), the rest held in escrow and settled
+// once at the end in proportion to max(V_i, 0) (payout.Period.Settle), V_i
+// the client's credited total (payout.Totals: a round whose values sum to
+// ≤ 0 credits nobody and still debits whoever made it worse). The round
+// values paid are the run's own, so already capped per row and with
+// copies valued as one, as the coordinator values them. From the payouts
+// come four columns: pay_spearman (Spearman of the honest clients'
+// payouts against the reference totals), freerider_pay (the best-paid free
+// rider's payout in baselines: 1 is the baseline only), duplicate_pay (the
+// original and its copy together over the original alone, in a second run
+// of the scenario with the copies dropped and every other client keeping
+// its rows: the "alone" run) and sybil_pay (the split client's gain of
+// the budget, baseline included). The command experiments/acceptance
+// checks issue 15's acceptance items on these payouts, or on real tally
+// simulate jobs.
+//
 // # Outputs
 //
 // WriteAll writes runs.csv (one row per scenario, seed, mode and method),
-// values.csv (each client's total beside the reference), rounds.csv (every
+// values.csv (each client's total beside the reference, its credited total
+// and its payout; the alone run's too), rounds.csv (every
 // round's values, full precision), summary.csv and summary.md (means with 95%
 // intervals over seeds) and PNG plots (gonum.org/v1/plot). With
 // Options.ExportGames every round's game is written as CSV, one row per

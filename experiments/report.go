@@ -109,6 +109,11 @@ func WriteSummaryMarkdown(w io.Writer, scenarios []Scenario, runs []SeedRun, ss 
 	fmt.Fprintln(&b, "HE add, HE mul, shares: ciphertext additions, plaintext×ciphertext multiplications and decryption")
 	fmt.Fprintln(&b, "shares such a job would compute over all rounds (default CKKS parameters and committee; counted, not")
 	fmt.Fprintln(&b, "timed, by the rule in the README; plain mode runs without encryption: 0; combinations in summary.csv).")
+	fmt.Fprintln(&b, "Payouts under the job's rules (a budget of 1, baseline share 0.1 paid every round, the rest settled at the")
+	fmt.Fprintln(&b, "end in proportion to max(V, 0) of the credited totals): pay ρ: Spearman of the honest clients' payouts")
+	fmt.Fprintln(&b, "against the reference; fr pay: the best-paid free rider in baselines (1: the baseline only); dup pay: the")
+	fmt.Fprintln(&b, "original and its copy together over the original in the same job without the copy; sybil pay: the split")
+	fmt.Fprintln(&b, "client's gain of the budget.")
 	fmt.Fprintln(&b, "Wall times are per run (all rounds) on the machine in machine.txt.")
 	byName := map[string][]SeedRun{}
 	for _, r := range runs {
@@ -133,20 +138,21 @@ func WriteSummaryMarkdown(w io.Writer, scenarios []Scenario, runs []SeedRun, ss 
 		}
 		fmt.Fprintf(&b, "%s, %s, %d clients, %s partition, %d rounds, %d seeds; reference: %s; final test accuracy %s.\n\n",
 			sc.Dataset, sc.Model.Kind, sc.Clients, sc.Partition.Kind, sc.Rounds, len(rs), ref, cell(MeanCI(acc), 3))
-		fmt.Fprintln(&b, "| mode | method | ρ | τ | r | L2 | AUC | sym | sybil | evals | vec dec | scal dec | min k | HE add | HE mul | shares | wall ms |")
-		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(&b, "| mode | method | ρ | τ | r | L2 | AUC | sym | sybil | pay ρ | fr pay | dup pay | sybil pay | evals | vec dec | scal dec | min k | HE add | HE mul | shares | wall ms |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, s := range ss {
 			if s.Scenario != sc.Name {
 				continue
 			}
 			if s.Errors > 0 && s.stat("spearman").N == 0 {
-				fmt.Fprintf(&b, "| %s | %s | not run: see runs.csv | | | | | | | | | | | | | | |\n", s.Mode, s.Method)
+				fmt.Fprintf(&b, "| %s | %s | not run: see runs.csv | | | | | | | | | | | | | | | | | | |\n", s.Mode, s.Method)
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				s.Mode, s.Method,
 				cell(s.stat("spearman"), 2), cell(s.stat("kendall"), 2), cell(s.stat("pearson"), 2), cell(s.stat("l2"), 2),
 				cell(s.stat("auc"), 2), cell(s.stat("symmetry"), 3), cell(s.stat("sybil_gain"), 3),
+				cell(s.stat("pay_spearman"), 2), cell(s.stat("freerider_pay"), 2), cell(s.stat("duplicate_pay"), 2), cell(s.stat("sybil_pay"), 3),
 				cell(s.stat("evaluations"), 0), cell(s.stat("vector_decryptions"), 0), cell(s.stat("scalar_decryptions"), 0),
 				cell(s.stat("min_contributors"), 0), cell(s.stat("he_adds"), 0), cell(s.stat("he_mults"), 0),
 				cell(s.stat("dec_shares"), 0), cell(s.stat("wall_ms"), 0))

@@ -1,8 +1,6 @@
 package experiments
 
 import (
-	"github.com/tallyfl/tally/ledger/payout"
-
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -47,8 +46,17 @@ type SeedRun struct {
 	Corrupted []bool
 	// Duplicates pairs each duplicate with its original.
 	Duplicates [][2]int
+	// FreeRiders lists the free riders (any kind).
+	FreeRiders []int
 	Reference  Valued
 	Runs       []Valued
+	// The run without copies, if the scenario has duplicates: the same
+	// clients with the same rows but no copy (AloneOf[i] is client i's
+	// index there, −1 for a copy), and that run's reference and methods,
+	// for the duplicate pair's payout against the original's alone.
+	AloneOf   []int
+	AloneRef  *Valued
+	AloneRuns []Valued
 	// The Sybil run, if the scenario has one: the split client, the
 	// identities holding its data, and that run's reference and methods.
 	SybilClient int
@@ -69,8 +77,14 @@ type Metrics struct {
 	Pearson, L2            float64
 	AUC, Symmetry          float64
 	SybilGain              float64
-	Evaluations            int
-	Wall                   time.Duration
+	// Payout columns, under the job's rules (JobPay): Spearman of the
+	// honest clients' payouts against the reference totals, the largest
+	// free rider's payout in baselines, the duplicate pair's payout over
+	// the original's alone, the Sybil's gain of the budget.
+	PaySpearman, FreeRiderPay float64
+	DuplicatePay, SybilPay    float64
+	Evaluations               int
+	Wall                      time.Duration
 	Cost
 	Err string
 }
@@ -128,19 +142,12 @@ func Run(ctx context.Context, scenarios []Scenario, opt Options) ([]SeedRun, err
 	return out, nil
 }
 
-// runSeed trains and values one scenario and seed (and its Sybil run).
+// runSeed trains and values one scenario and seed (and its Sybil run, and
+// its run without copies).
 func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, modes []string, export string, say func(string)) (SeedRun, error) {
 	sr := SeedRun{Scenario: sc.Name, Seed: seed}
-	one := func(sybil bool) (*trace, Valued, []Valued, error) {
-		kind := "base"
-		if sybil {
-			kind = "sybil"
-		}
+	one := func(kind string, fed *federation) (*trace, Valued, []Valued, error) {
 		t0 := time.Now()
-		fed, err := newFederation(sc, seed, sybil)
-		if err != nil {
-			return nil, Valued{}, nil, err
-		}
 		t, err := runFedAvg(sc, seed, fed)
 		if err != nil {
 			return nil, Valued{}, nil, err
@@ -161,7 +168,11 @@ func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, mo
 		}, games)
 		return t, ref, runs, err
 	}
-	t, ref, runs, err := one(false)
+	fed, err := newFederation(sc, seed, false)
+	if err != nil {
+		return sr, err
+	}
+	t, ref, runs, err := one("base", fed)
 	if err != nil {
 		return sr, err
 	}
@@ -173,9 +184,28 @@ func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, mo
 		if c.Kind == dataset.CorruptDuplicate {
 			sr.Duplicates = append(sr.Duplicates, [2]int{i, c.Of})
 		}
+		if c.IsFreeRider() {
+			sr.FreeRiders = append(sr.FreeRiders, i)
+		}
+	}
+	if len(sr.Duplicates) > 0 {
+		alone, err := newFederation(sc, seed, false)
+		if err != nil {
+			return sr, err
+		}
+		sr.AloneOf = withoutCopies(alone)
+		_, aref, aruns, err := one("alone", alone)
+		if err != nil {
+			return sr, err
+		}
+		sr.AloneRef, sr.AloneRuns = &aref, aruns
 	}
 	if sc.Sybil != nil {
-		ts, sref, sruns, err := one(true)
+		split, err := newFederation(sc, seed, true)
+		if err != nil {
+			return sr, err
+		}
+		ts, sref, sruns, err := one("sybil", split)
 		if err != nil {
 			return sr, err
 		}
@@ -183,6 +213,26 @@ func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, mo
 		sr.SybilRef, sr.SybilRuns = &sref, sruns
 	}
 	return sr, nil
+}
+
+// withoutCopies drops fed's duplicates, keeping every other client with
+// its rows, and returns where each of the original clients went (−1 for a
+// dropped copy).
+func withoutCopies(fed *federation) []int {
+	at := make([]int, len(fed.clients))
+	var clients []model.Examples
+	var corr []dataset.Corruption
+	var ws []float64
+	for i, c := range fed.corruptions {
+		if c.Kind == dataset.CorruptDuplicate {
+			at[i] = -1
+			continue
+		}
+		at[i] = len(clients)
+		clients, corr, ws = append(clients, fed.clients[i]), append(corr, c), append(ws, fed.weights[i])
+	}
+	fed.clients, fed.corruptions, fed.weights = clients, corr, ws
+	return at
 }
 
 func corruptionText(c dataset.Corruption) string {
@@ -209,17 +259,34 @@ func corrupted(c dataset.Corruption) bool {
 func Evaluate(sr SeedRun) []Metrics {
 	var out []Metrics
 	all := append([]Valued{sr.Reference}, sr.Runs...)
+	honest := make([]bool, len(sr.Corruption))
+	for i, c := range sr.Corruption {
+		honest[i] = c == "none"
+	}
+	pays := func(v Valued) Pay {
+		p, err := JobPay(v, PayBaselineShare)
+		if err != nil {
+			n := len(v.Totals)
+			return Pay{Values: nanSlice(n), Payouts: nanSlice(n), Baseline: math.NaN()}
+		}
+		return p
+	}
 	for k, v := range all {
+		pay := pays(v)
 		m := Metrics{
 			Scenario: sr.Scenario, Seed: sr.Seed, Mode: v.Mode, Method: v.Method,
-			Spearman:    Spearman(v.Totals, sr.Reference.Totals),
-			Kendall:     KendallTau(v.Totals, sr.Reference.Totals),
-			Pearson:     Pearson(v.Totals, sr.Reference.Totals),
-			L2:          NormL2(v.Totals, sr.Reference.Totals),
-			AUC:         DetectionAUC(v.Totals, sr.Corrupted),
-			Symmetry:    SymmetryError(v.Totals, sr.Duplicates),
-			SybilGain:   math.NaN(),
-			Evaluations: v.Evaluations, Wall: v.Wall, Cost: v.Cost, Err: v.Err,
+			Spearman:     Spearman(v.Totals, sr.Reference.Totals),
+			Kendall:      KendallTau(v.Totals, sr.Reference.Totals),
+			Pearson:      Pearson(v.Totals, sr.Reference.Totals),
+			L2:           NormL2(v.Totals, sr.Reference.Totals),
+			AUC:          DetectionAUC(v.Totals, sr.Corrupted),
+			Symmetry:     SymmetryError(v.Totals, sr.Duplicates),
+			SybilGain:    math.NaN(),
+			PaySpearman:  PaySpearman(pay.Payouts, sr.Reference.Totals, honest),
+			FreeRiderPay: FreeRiderPay(pay, sr.FreeRiders),
+			DuplicatePay: math.NaN(),
+			SybilPay:     math.NaN(),
+			Evaluations:  v.Evaluations, Wall: v.Wall, Cost: v.Cost, Err: v.Err,
 		}
 		if v.Method == valuation.MethodCGSV {
 			// Cosines are not in utility units: only ranks compare.
@@ -231,6 +298,14 @@ func Evaluate(sr SeedRun) []Metrics {
 				split = sr.SybilRuns[k-1]
 			}
 			m.SybilGain = SybilGain(v.Totals, sr.SybilClient, split.Totals, sr.Sybils)
+			m.SybilPay = SybilPay(pay.Payouts, sr.SybilClient, pays(split).Payouts, sr.Sybils)
+		}
+		if sr.AloneRef != nil {
+			alone := *sr.AloneRef
+			if k > 0 {
+				alone = sr.AloneRuns[k-1]
+			}
+			m.DuplicatePay = DuplicatePay(pay.Payouts, pays(alone).Payouts, sr.Duplicates, sr.AloneOf)
 		}
 		out = append(out, m)
 	}
@@ -253,15 +328,15 @@ func fmtMetric(x float64) string {
 // gives the same file.
 func WriteValues(w io.Writer, runs []SeedRun) error {
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"scenario", "seed", "run", "mode", "method", "client", "corruption", "weight", "value", "reference", "stderr", "payout"})
+	cw.Write([]string{"scenario", "seed", "run", "mode", "method", "client", "corruption", "weight", "value", "reference", "stderr", "credited", "payout"})
 	for _, sr := range runs {
 		emit := func(run string, ref Valued, vs []Valued, corr []string, weights []float64) {
 			for _, v := range append([]Valued{ref}, vs...) {
-				// The share of a budget of 1 under the end-of-job rule:
-				// ledger/payout.Payouts applied once to the job's totals.
-				pay, _, err := payout.Payouts(v.Totals, 1, 0, nil)
+				// The share of a budget of 1 under the job's rules
+				// (JobPay), beside the credited total it settles by.
+				p, err := JobPay(v, PayBaselineShare)
 				if err != nil {
-					pay = nanSlice(len(v.Totals))
+					p = Pay{Values: nanSlice(len(v.Totals)), Payouts: nanSlice(len(v.Totals))}
 				}
 				for i, x := range v.Totals {
 					c := "none"
@@ -275,7 +350,7 @@ func WriteValues(w io.Writer, runs []SeedRun) error {
 						}
 					}
 					cw.Write([]string{sr.Scenario, strconv.FormatUint(sr.Seed, 10), run, v.Mode, v.Method, strconv.Itoa(i), c,
-						fmtFloat(weights[i]), fmtFloat(x), fmtFloat(ref.Totals[i]), fmtFloat(math.Sqrt(se)), fmtFloat(pay[i])})
+						fmtFloat(weights[i]), fmtFloat(x), fmtFloat(ref.Totals[i]), fmtFloat(math.Sqrt(se)), fmtFloat(p.Values[i]), fmtFloat(p.Payouts[i])})
 				}
 			}
 		}
@@ -300,6 +375,16 @@ func WriteValues(w io.Writer, runs []SeedRun) error {
 				}
 			}
 			emit("sybil", *sr.SybilRef, sr.SybilRuns, corr, ws)
+		}
+		if sr.AloneRef != nil {
+			var corr []string
+			var ws []float64
+			for i, at := range sr.AloneOf {
+				if at >= 0 {
+					corr, ws = append(corr, sr.Corruption[i]), append(ws, sr.Weights[i])
+				}
+			}
+			emit("alone", *sr.AloneRef, sr.AloneRuns, corr, ws)
 		}
 	}
 	cw.Flush()
@@ -344,6 +429,10 @@ var metricColumns = []struct {
 	{"auc", func(m Metrics) float64 { return m.AUC }},
 	{"symmetry", func(m Metrics) float64 { return m.Symmetry }},
 	{"sybil_gain", func(m Metrics) float64 { return m.SybilGain }},
+	{"pay_spearman", func(m Metrics) float64 { return m.PaySpearman }},
+	{"freerider_pay", func(m Metrics) float64 { return m.FreeRiderPay }},
+	{"duplicate_pay", func(m Metrics) float64 { return m.DuplicatePay }},
+	{"sybil_pay", func(m Metrics) float64 { return m.SybilPay }},
 	{"evaluations", func(m Metrics) float64 { return float64(m.Evaluations) }},
 	{"vector_decryptions", func(m Metrics) float64 { return float64(m.VectorDecryptions) }},
 	{"scalar_decryptions", func(m Metrics) float64 { return float64(m.ScalarDecryptions) }},

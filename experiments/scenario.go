@@ -108,6 +108,13 @@ func LoadScenario(path string) (Scenario, error) {
 	if err != nil {
 		return Scenario{}, err
 	}
+	return ParseScenario(path, b)
+}
+
+// ParseScenario reads a scenario from b, as LoadScenario reads the file
+// path (which names it and its errors), and returns it validated with its
+// defaults filled in.
+func ParseScenario(path string, b []byte) (Scenario, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var s Scenario
