@@ -351,9 +351,12 @@ func (e *Engine) period() (from, to int, p payout.Period) {
 }
 
 // pay pays a completed round's baseline: every contributor made a valid
-// submission, so each gets an equal part of the round's baseline, and a
-// basket credit by the same rule. The round's values count towards the
-// period's settlement; nothing of the value part is paid here.
+// submission, so each gets a part of the round's baseline in proportion to
+// the rows n_i it submitted under (within what it declared at enrolment,
+// which submit checks), and a basket credit by the same rule. Split by
+// rows, a holder gains nothing by dividing its rows among identities. The
+// round's values count towards the period's settlement; nothing of the
+// value part is paid here.
 func (e *Engine) pay(rec *RoundRecord) {
 	rv := rec.Valuation
 	if rv == nil {
@@ -361,22 +364,28 @@ func (e *Engine) pay(rec *RoundRecord) {
 	}
 	_, _, p := e.period()
 	q := e.job.Payment
-	each, unspent, err := p.Baseline(len(rec.Contributors))
+	weights := make([]float64, len(rec.Contributors))
+	var rows float64
+	for i, id := range rec.Contributors {
+		weights[i] = float64(rec.Samples[id])
+		rows += weights[i]
+	}
+	each, unspent, err := p.Baseline(weights)
 	if err != nil {
 		if rv.Error == "" {
 			rv.Error = err.Error()
 		}
 		return
 	}
-	credit := 0.0
-	if n := len(rec.Contributors); n > 0 {
-		credit = q.BaselineShare * q.QuotaPerRound / float64(n)
-	}
 	rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
 	rv.Decay = e.job.Valuation.Decay
-	for _, id := range rec.Contributors {
+	for i, id := range rec.Contributors {
+		credit := 0.0
+		if rows > 0 {
+			credit = q.BaselineShare * q.QuotaPerRound * weights[i] / rows
+		}
 		credited, _ := e.basket(id).Credit(credit)
-		rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = each, credited, e.basket(id).Balance
+		rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = each[i], credited, e.basket(id).Balance
 	}
 }
 

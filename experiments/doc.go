@@ -89,8 +89,8 @@
 //
 // Every run is also paid, by the code the coordinator settles with
 // (JobPay, over ledger/payout): a budget of 1 for the job, its baseline
-// share (PayBaselineShare, 0.1) paid every round equally to every
-// submission (payout.Period.Baseline), the rest held in escrow and settled
+// share (PayBaselineShare, 0.1) paid every round to the submissions by
+// their rows (payout.Period.Baseline), the rest held in escrow and settled
 // once at the end in proportion to max(V_i, 0) (payout.Period.Settle), V_i
 // the client's credited total (payout.Totals: a round whose values sum to
 // ≤ 0 credits nobody and still debits whoever made it worse). The round

@@ -10,14 +10,15 @@ import (
 // PayBaselineShare is the baseline share of the budget the experiments pay
 // with (payment.baseline_share; the coordinator's default is 0). It is not
 // 0 so that "paid only the baseline" is a figure a free rider can be held
-// to: each client's baseline over the job is PayBaselineShare / n of the
-// budget.
+// to: each client's baseline over the job is PayBaselineShare · n_i / Σn
+// of the budget (a share of the rows, as the coordinator splits it).
 const PayBaselineShare = 0.1
 
 // Pay is what a valued run pays its clients under the job's rules, the
 // code the coordinator settles with (engine.Engine.pay and settle): a
 // budget of 1 for the whole job, its baseline share paid every round
-// equally to every submission (payout.Period.Baseline), the rest held in
+// to the submissions in proportion to their rows (payout.Period.Baseline,
+// by v.Weights), the rest held in
 // escrow and settled once at the end in proportion to max(V_i, 0)
 // (payout.Period.Settle), V_i the client's credited total (payout.Totals:
 // a round whose values sum to ≤ 0 credits nobody and debits whoever made
@@ -30,8 +31,8 @@ type Pay struct {
 	// Payouts are each client's share of the budget: its baselines and
 	// its part of the escrow.
 	Payouts []float64
-	// Baseline is what the baseline alone pays each client over the job.
-	Baseline float64
+	// Baseline[i] is what the baseline alone pays client i over the job.
+	Baseline []float64
 }
 
 // JobPay pays v's rounds with baseline share share. A run that failed
@@ -39,7 +40,7 @@ type Pay struct {
 func JobPay(v Valued, share float64) (Pay, error) {
 	n := len(v.Totals)
 	if v.Err != "" || hasNaN(v.Totals) || len(v.Rounds) == 0 {
-		return Pay{Values: nanSlice(n), Payouts: nanSlice(n), Baseline: math.NaN()}, nil
+		return Pay{Values: nanSlice(n), Payouts: nanSlice(n), Baseline: nanSlice(n)}, nil
 	}
 	ids := clientIDs(n)
 	totals, err := payout.NewTotals(1)
@@ -47,7 +48,17 @@ func JobPay(v Valued, share float64) (Pay, error) {
 		return Pay{}, err
 	}
 	p := payout.Period{Budget: 1, Rounds: len(v.Rounds), BaselineShare: share}
-	pay := Pay{Values: make([]float64, n), Payouts: make([]float64, n)}
+	pay := Pay{Values: make([]float64, n), Payouts: make([]float64, n), Baseline: make([]float64, n)}
+	weights := v.Weights
+	if weights == nil {
+		weights = make([]float64, n)
+		for i := range weights {
+			weights[i] = 1
+		}
+	}
+	if len(weights) != n {
+		return Pay{}, fmt.Errorf("%d weights for %d clients", len(weights), n)
+	}
 	for r, vals := range v.Rounds {
 		if len(vals) != n {
 			return Pay{}, fmt.Errorf("round %d: %d values for %d clients", r, len(vals), n)
@@ -56,14 +67,14 @@ func JobPay(v Valued, share float64) (Pay, error) {
 			return Pay{}, fmt.Errorf("round %d: %w", r, err)
 		}
 		// Every client submitted in every round of an experiment.
-		each, _, err := p.Baseline(n)
+		each, _, err := p.Baseline(weights)
 		if err != nil {
 			return Pay{}, err
 		}
-		for i := range pay.Payouts {
-			pay.Payouts[i] += each
+		for i, x := range each {
+			pay.Payouts[i] += x
+			pay.Baseline[i] += x
 		}
-		pay.Baseline += each
 	}
 	for i, id := range ids {
 		pay.Values[i], _, _, _ = totals.Get(id)
@@ -112,12 +123,15 @@ func PaySpearman(paid, reference []float64, honest []bool) float64 {
 // the baseline each client is paid: 1 when every free rider got only the
 // baseline (NaN without free riders or without a baseline).
 func FreeRiderPay(pay Pay, freeRiders []int) float64 {
-	if len(freeRiders) == 0 || !(pay.Baseline > 0) {
+	if len(freeRiders) == 0 {
 		return math.NaN()
 	}
 	worst := math.Inf(-1)
 	for _, i := range freeRiders {
-		worst = max(worst, pay.Payouts[i]/pay.Baseline)
+		if !(pay.Baseline[i] > 0) {
+			return math.NaN()
+		}
+		worst = max(worst, pay.Payouts[i]/pay.Baseline[i])
 	}
 	return worst
 }

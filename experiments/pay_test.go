@@ -29,8 +29,10 @@ func TestJobPay(t *testing.T) {
 			t.Errorf("client %d: credited %v paid %v, want %v and %v", i, p.Values[i], p.Payouts[i], wantV[i], wantP[i])
 		}
 	}
-	if math.Abs(p.Baseline-base) > 1e-12 {
-		t.Errorf("baseline %v, want %v", p.Baseline, base)
+	for i, b := range p.Baseline {
+		if math.Abs(b-base) > 1e-12 {
+			t.Errorf("client %d's baseline %v, want %v", i, b, base)
+		}
 	}
 	if fr := FreeRiderPay(p, []int{2}); math.Abs(fr-1) > 1e-9 {
 		t.Errorf("client 2 paid %v baselines, want 1", fr)

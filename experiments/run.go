@@ -166,6 +166,12 @@ func runSeed(ctx context.Context, sc Scenario, seed uint64, methods []Method, mo
 		ref, runs, err := valueTrace(ctx, sc, seed, t, methods, modes, func(mode, method string, wall time.Duration) {
 			say(fmt.Sprintf("%s: %-9s %-16s %s", kind, mode, method, wall.Round(time.Millisecond)))
 		}, games)
+		// Every run pays its baseline by the clients' rows, as the
+		// coordinator does.
+		ref.Weights = t.fed.weights
+		for i := range runs {
+			runs[i].Weights = t.fed.weights
+		}
 		return t, ref, runs, err
 	}
 	fed, err := newFederation(sc, seed, false)
@@ -267,7 +273,7 @@ func Evaluate(sr SeedRun) []Metrics {
 		p, err := JobPay(v, PayBaselineShare)
 		if err != nil {
 			n := len(v.Totals)
-			return Pay{Values: nanSlice(n), Payouts: nanSlice(n), Baseline: math.NaN()}
+			return Pay{Values: nanSlice(n), Payouts: nanSlice(n), Baseline: nanSlice(n)}
 		}
 		return p
 	}

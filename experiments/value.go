@@ -26,6 +26,9 @@ type Valued struct {
 	StdErr [][]float64
 	// Totals[i] is Σ_r Rounds[r][i] (FedSV, no decay).
 	Totals []float64
+	// Weights[i] is client i's rows n_i, its FedAvg weight, which also
+	// splits the payout's baseline (JobPay); nil means equal.
+	Weights []float64
 	// Evaluations is the number of distinct coalition utilities the method
 	// used, summed over rounds (0 for vector methods).
 	Evaluations int

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,12 +63,13 @@ type options struct {
 // outcome is one job as the checks see it: per client its corruption
 // ("none" for an honest client), its total value V (credited and netted,
 // what the coordinator settles by) and its payout as a share of the job's
-// budget; baseline is what the baseline alone paid each client.
+// budget; baseline[i] is what the baseline alone paid client i (split
+// by rows, so it differs between clients of unequal size).
 type outcome struct {
 	corruption []string
 	values     []float64
 	payouts    []float64
-	baseline   float64
+	baseline   []float64
 }
 
 // line is one printed result.
@@ -216,8 +216,8 @@ func checkInversions(o outcome) (bool, string) {
 	n := len(o.values)
 	var over []string
 	for i, v := range o.values {
-		if v <= 0 && !onlyBaseline(o.payouts[i], o.baseline) {
-			over = append(over, fmt.Sprintf("client %d (V %.4g) paid %s", i, v, inBaselines(o.payouts[i], o.baseline)))
+		if v <= 0 && !onlyBaseline(o.payouts[i], o.baseline[i]) {
+			over = append(over, fmt.Sprintf("client %d (V %.4g) paid %s", i, v, inBaselines(o.payouts[i], o.baseline[i])))
 		}
 	}
 	nonpos := 0
@@ -246,27 +246,38 @@ func checkFreeRiders(o outcome) (bool, string) {
 		if !ok {
 			continue
 		}
-		ok = onlyBaseline(o.payouts[i], o.baseline)
+		ok = onlyBaseline(o.payouts[i], o.baseline[i])
 		if (kind == "zero" || kind == "random") && !(o.values[i] <= 0) {
 			ok = false
 		}
 		pass = pass && ok
-		parts = append(parts, fmt.Sprintf("%s (client %d) V %.4g paid %s", kind, i, o.values[i], inBaselines(o.payouts[i], o.baseline)))
+		parts = append(parts, fmt.Sprintf("%s (client %d) V %.4g paid %s", kind, i, o.values[i], inBaselines(o.payouts[i], o.baseline[i])))
 	}
 	if len(parts) == 0 {
 		return false, "no free rider in the job"
 	}
-	return pass, strings.Join(parts, "; ") + "; the least-paid honest client " + inBaselines(honestMin(o), o.baseline)
+	return pass, strings.Join(parts, "; ") + "; the least-paid honest client " + honestMin(o)
 }
 
-func honestMin(o outcome) float64 {
-	m := math.Inf(1)
+// at is xs[i], or 0 past its end (an outcome without baselines).
+func at(xs []float64, i int) float64 {
+	if i < len(xs) {
+		return xs[i]
+	}
+	return 0
+}
+
+func honestMin(o outcome) string {
+	at := -1
 	for i, c := range o.corruption {
-		if c == "none" {
-			m = min(m, o.payouts[i])
+		if c == "none" && (at < 0 || o.payouts[i]/o.baseline[i] < o.payouts[at]/o.baseline[at]) {
+			at = i
 		}
 	}
-	return m
+	if at < 0 {
+		return "none"
+	}
+	return inBaselines(o.payouts[at], o.baseline[at])
 }
 
 // checkDuplicate: the pair's payout over the original's in the job
@@ -281,14 +292,18 @@ func checkDuplicate(with, without outcome, pairs [][2]int, alone []int) (bool, s
 }
 
 // checkSybil: the split client's gain of the budget, and how much of it
-// is the baseline (paid per identity) and how much the value part.
+// is the baseline (split by rows: 0 unless the parts claim more rows than
+// the whole) and how much the value part.
 func checkSybil(base, split outcome, client int, sybils []int) (bool, string) {
 	g := experiments.SybilPay(base.payouts, client, split.payouts, sybils)
 	s := 0.0
 	for _, i := range sybils {
 		s += split.payouts[i]
 	}
-	gb := float64(len(sybils))*split.baseline - base.baseline
+	gb := -at(base.baseline, client)
+	for _, i := range sybils {
+		gb += at(split.baseline, i)
+	}
 	return g <= maxSybilPay, fmt.Sprintf("gain %+.4f of the budget (≤ %+.2f; baseline part %+.4f, value part %+.4f): whole %.4f, split into %d %.4f",
 		g, maxSybilPay, gb, g-gb, base.payouts[client], len(sybils), s)
 }

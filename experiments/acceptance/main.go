@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 0, "override every scenario's rounds (0: the scenarios' own: 20 for the demo, 10 for the others)")
 	scenarios := fs.String("scenarios", "", "directory of the shipped scenarios (default: experiments/scenarios above the working directory)")
 	only := fs.String("items", "", "check only these items, comma-separated: inversions, free-riders, duplicate, sybil, spearman (default: all)")
-	share := fs.Float64("baseline-share", experiments.PayBaselineShare, "payment.baseline_share of every job: the part of the budget paid every round, equally to every submission")
+	share := fs.Float64("baseline-share", experiments.PayBaselineShare, "payment.baseline_share of every job: the part of the budget paid every round, split among the submissions by their rows")
 	verbose := fs.Bool("v", false, "print each job's progress to stderr")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: go run ./experiments/acceptance [flags]

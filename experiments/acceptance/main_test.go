@@ -47,38 +47,39 @@ func TestChecksFail(t *testing.T) {
 	honest := []string{"none", "none", "none"}
 	fr := []string{"none", "none", "free-rider:zero"}
 	base := 0.1 / 3
+	bases := []float64{base, base, base}
 	cases := []struct {
 		name      string
 		pass, bad func() (bool, string)
 	}{
 		{"inversion",
 			func() (bool, string) {
-				return checkInversions(outcome{honest, []float64{3, 2, 1}, []float64{0.5, 0.3, 0.2}, base})
+				return checkInversions(outcome{honest, []float64{3, 2, 1}, []float64{0.5, 0.3, 0.2}, bases})
 			},
 			// Client 1 has more value than client 2 but is paid less.
 			func() (bool, string) {
-				return checkInversions(outcome{honest, []float64{3, 2, 1}, []float64{0.5, 0.2, 0.3}, base})
+				return checkInversions(outcome{honest, []float64{3, 2, 1}, []float64{0.5, 0.2, 0.3}, bases})
 			}},
 		{"non-positive value paid above the baseline",
 			func() (bool, string) {
-				return checkInversions(outcome{honest, []float64{3, 2, -1}, []float64{0.6, 0.4 - base, base}, base})
+				return checkInversions(outcome{honest, []float64{3, 2, -1}, []float64{0.6, 0.4 - base, base}, bases})
 			},
 			func() (bool, string) {
-				return checkInversions(outcome{honest, []float64{3, 2, 0}, []float64{0.6, 0.4 - 2*base, 2 * base}, base})
+				return checkInversions(outcome{honest, []float64{3, 2, 0}, []float64{0.6, 0.4 - 2*base, 2 * base}, bases})
 			}},
 		{"free rider paid above the baseline",
 			func() (bool, string) {
-				return checkFreeRiders(outcome{fr, []float64{3, 2, -1}, []float64{0.6, 0.4 - base, base}, base})
+				return checkFreeRiders(outcome{fr, []float64{3, 2, -1}, []float64{0.6, 0.4 - base, base}, bases})
 			},
 			func() (bool, string) {
-				return checkFreeRiders(outcome{fr, []float64{3, 2, -1}, []float64{0.6, 0.4 - 1.5*base, 1.5 * base}, base})
+				return checkFreeRiders(outcome{fr, []float64{3, 2, -1}, []float64{0.6, 0.4 - 1.5*base, 1.5 * base}, bases})
 			}},
 		{"zero free rider with a positive value",
 			func() (bool, string) {
-				return checkFreeRiders(outcome{fr, []float64{3, 2, 0}, []float64{0.6, 0.4 - base, base}, base})
+				return checkFreeRiders(outcome{fr, []float64{3, 2, 0}, []float64{0.6, 0.4 - base, base}, bases})
 			},
 			func() (bool, string) {
-				return checkFreeRiders(outcome{fr, []float64{3, 2, 0.01}, []float64{0.6, 0.4 - base, base}, base})
+				return checkFreeRiders(outcome{fr, []float64{3, 2, 0.01}, []float64{0.6, 0.4 - base, base}, bases})
 			}},
 		{"duplicate paid twice",
 			func() (bool, string) {
@@ -117,7 +118,7 @@ func TestChecksFail(t *testing.T) {
 func TestCheckReportsFailure(t *testing.T) {
 	var out bytes.Buffer
 	o := options{seeds: []uint64{1}, setups: []setup{{"none", "plain"}}, items: []string{itemInversions, itemSybil}, out: &out}
-	ok, fig := checkInversions(outcome{[]string{"none", "none"}, []float64{2, 1}, []float64{0.4, 0.6}, 0.05})
+	ok, fig := checkInversions(outcome{[]string{"none", "none"}, []float64{2, 1}, []float64{0.4, 0.6}, []float64{0.05, 0.05}})
 	src := fixed{
 		itemInversions: {{item: itemInversions, scenario: "demo-bc8", setup: o.setups[0], seed: 1, pass: ok, figures: fig}},
 		itemSybil:      {{item: itemSybil, scenario: "sybil-bc5", setup: o.setups[0], seed: 1, pass: true, figures: "gain +0.0000"}},

@@ -71,6 +71,7 @@ type simReport struct {
 	Clients []struct {
 		ID         string `json:"id"`
 		Corruption string `json:"corruption"`
+		Samples    int64  `json:"samples"`
 	} `json:"clients"`
 	Contributions []struct {
 		Client string  `json:"client"`
@@ -127,7 +128,8 @@ func (s *simulator) job(ctx context.Context, name string, su setup, seed uint64)
 
 // outcome reads the report's contributions in client order, payouts as
 // shares of the job's budget (simBudget × rounds), and the baseline each
-// client was paid: the round's baseline pot split among its contributors.
+// client was paid: the round's baseline pot split among its contributors by
+// their rows (samples).
 func (rep simReport) outcome(rounds int, share float64) (outcome, error) {
 	budget := float64(simBudget * rounds)
 	at := map[string]int{}
@@ -153,11 +155,18 @@ func (rep simReport) outcome(rounds int, share float64) (outcome, error) {
 	if seen != len(rep.Clients) || len(rep.Rounds) != rounds {
 		return o, fmt.Errorf("%d contributions of %d clients, %d of %d rounds", seen, len(rep.Clients), len(rep.Rounds), rounds)
 	}
+	var rows float64
+	for _, c := range rep.Clients {
+		rows += float64(c.Samples)
+	}
+	o.baseline = make([]float64, len(rep.Clients))
 	for _, r := range rep.Rounds {
 		if r.Contributors != len(rep.Clients) {
 			return o, fmt.Errorf("a round had %d of %d contributors: the baseline differs by client", r.Contributors, len(rep.Clients))
 		}
-		o.baseline += share * simBudget / float64(r.Contributors) / budget
+		for i, c := range rep.Clients {
+			o.baseline[i] += share * simBudget * float64(c.Samples) / rows / budget
+		}
 	}
 	return o, nil
 }

@@ -1,7 +1,8 @@
 // Package payout is the arithmetic of what clients are paid.
 //
 // A job's (or period's) budget is paid in two parts (Period): a baseline
-// share every round, split equally among the round's valid submissions,
+// share every round, split among the round's valid submissions by their
+// rows (a Sybil split gains nothing from it),
 // and a value part held in escrow and settled once the period is over,
 // in proportion to max(V_i, 0) (Settle, with the split of Payouts). V_i
 // is the client's total over the period (Totals): each round's values

@@ -278,16 +278,23 @@ func TestPeriodConservation(t *testing.T) {
 		done := rng.IntN(p.Rounds + 1)
 		n := 1 + rng.IntN(10)
 		values := make([]float64, n)
+		weights := make([]float64, n)
 		for i := range values {
 			values[i] = rng.NormFloat64()
+			if rng.IntN(4) > 0 {
+				weights[i] = float64(rng.IntN(500))
+			}
 		}
 		var total float64
 		for range done {
-			each, unspent, err := p.Baseline(n)
+			each, unspent, err := p.Baseline(weights)
 			if err != nil {
 				t.Fatal(err)
 			}
-			total += each*float64(n) + unspent
+			for _, x := range each {
+				total += x
+			}
+			total += unspent
 		}
 		pays, _, unspent, err := p.Settle(values, done, 10)
 		if err != nil {
@@ -302,5 +309,42 @@ func TestPeriodConservation(t *testing.T) {
 		if total += unspent; !near(total, p.Committed(done)) {
 			t.Fatalf("trial %d: %+v done %d: baselines + settlement = %v, committed %v", trial, p, done, total, p.Committed(done))
 		}
+	}
+}
+
+// TestBaselineBySybilSplit: a holder that splits its rows among three
+// identities is paid the same baseline as whole, and the others the same
+// as before; the split equally by identities that this replaced paid the
+// three s·(3/7 − 1/5) more (+0.0229 of the budget at s = 0.1, n = 5).
+func TestBaselineBySybilSplit(t *testing.T) {
+	p := Period{Budget: 1, Rounds: 1, BaselineShare: 0.1}
+	whole, _, err := p.Baseline([]float64{90, 100, 100, 100, 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	split, _, err := p.Baseline([]float64{30, 100, 100, 100, 100, 30, 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := split[0] + split[5] + split[6]; !near(got, whole[0]) {
+		t.Errorf("the three identities are paid %v together, the holder whole %v", got, whole[0])
+	}
+	for i := 1; i < 5; i++ {
+		if !near(split[i], whole[i]) {
+			t.Errorf("client %d is paid %v beside the split, %v beside the whole", i, split[i], whole[i])
+		}
+	}
+}
+
+func TestBaselineRefusesBadWeights(t *testing.T) {
+	p := Period{Budget: 1, Rounds: 2, BaselineShare: 0.5}
+	for _, w := range [][]float64{{1, -1}, {math.NaN()}, {math.Inf(1)}} {
+		if _, _, err := p.Baseline(w); !errors.Is(err, ErrAllocation) {
+			t.Errorf("weights %v: err = %v, want ErrAllocation", w, err)
+		}
+	}
+	each, unspent, err := p.Baseline([]float64{0, 0})
+	if err != nil || each[0] != 0 || each[1] != 0 || !near(unspent, 0.25) {
+		t.Errorf("zero weights: each %v unspent %v err %v, want nothing paid and the round's 0.25 unspent", each, unspent, err)
 	}
 }

@@ -132,18 +132,35 @@ func (p Period) check() error {
 	return nil
 }
 
-// Baseline returns what each of a completed round's n valid submissions
-// is paid at once, and what of the round's baseline is unspent (all of it
-// when n = 0): BaselineShare · Budget / Rounds split equally.
-func (p Period) Baseline(n int) (each, unspent float64, err error) {
+// Baseline returns what each of a completed round's valid submissions is
+// paid at once, given their weights (the rows n_i each declared and
+// submitted under), and what of the round's baseline is unspent (all of it
+// when no submission has a positive weight): BaselineShare · Budget /
+// Rounds split in proportion to the weights. Split by rows, not by
+// identities, a holder that divides its rows among several identities is
+// paid the same baseline as when whole (a Sybil split gains nothing from
+// the baseline), and copies of one data set each claim only the rows
+// they declared at enrolment.
+func (p Period) Baseline(weights []float64) (each []float64, unspent float64, err error) {
 	if err := p.check(); err != nil {
-		return 0, 0, err
+		return nil, 0, err
+	}
+	var sum float64
+	for i, w := range weights {
+		if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+			return nil, 0, fmt.Errorf("%w: submission %d has weight %v, want finite and ≥ 0", ErrAllocation, i, w)
+		}
+		sum += w
 	}
 	pot := p.BaselineShare * p.Budget / float64(p.Rounds)
-	if n <= 0 {
-		return 0, pot, nil
+	each = make([]float64, len(weights))
+	if !(sum > 0) {
+		return each, pot, nil
 	}
-	return pot / float64(n), 0, nil
+	for i, w := range weights {
+		each[i] = pot * w / sum
+	}
+	return each, 0, nil
 }
 
 // Escrow is the value part held for done completed rounds.
