@@ -341,3 +341,32 @@ func NewProjectionGame(gram [][]float64, scalars [][]float64, weights []float64,
 type paramFunc func([]float64) (float64, error)
 
 func (f paramFunc) Score(p []float64) (float64, error) { return f(p) }
+
+// NewSpanScorer is the SpanScorer of inner at base + Σ_j c_j·vectors[j]
+// (one buffer: not safe for concurrent use, as a ParamScorer need not be).
+func NewSpanScorer(base []float64, vectors [][]float64, inner ParamScorer) SpanScorer {
+	return &combScorer{base: base, vectors: vectors, inner: inner, buf: make([]float64, len(base))}
+}
+
+type combScorer struct {
+	base    []float64
+	vectors [][]float64
+	inner   ParamScorer
+	buf     []float64
+}
+
+func (s *combScorer) Score(c []float64) (float64, error) {
+	if len(c) != len(s.vectors) {
+		return 0, fmt.Errorf("%w: %d coefficients for %d vectors", ErrLength, len(c), len(s.vectors))
+	}
+	copy(s.buf, s.base)
+	for j, v := range s.vectors {
+		if c[j] == 0 {
+			continue
+		}
+		for k, x := range v {
+			s.buf[k] += c[j] * x
+		}
+	}
+	return s.inner.Score(s.buf)
+}

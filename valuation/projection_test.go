@@ -8,27 +8,6 @@ import (
 	"testing"
 )
 
-// vecScorer scores base + Σ_j c_j·v_j with inner.
-type vecScorer struct {
-	base    []float64
-	vectors [][]float64
-	inner   ParamScorer
-	buf     []float64
-}
-
-func (s *vecScorer) Score(c []float64) (float64, error) {
-	if s.buf == nil {
-		s.buf = make([]float64, len(s.base))
-	}
-	copy(s.buf, s.base)
-	for j, v := range s.vectors {
-		for k, x := range v {
-			s.buf[k] += c[j] * x
-		}
-	}
-	return s.inner.Score(s.buf)
-}
-
 // projectionGame builds the projection game of updates against vectors
 // from base, as the coordinator does from decrypted scalars.
 func projectionGame(t *testing.T, base []float64, vectors, updates [][]float64, weights []float64, inner ParamScorer) *FederatedGame {
@@ -38,7 +17,7 @@ func projectionGame(t *testing.T, base []float64, vectors, updates [][]float64, 
 		t.Fatal(err)
 	}
 	g, err := NewProjectionGame(Gram(vectors), s, weights, func() (SpanScorer, error) {
-		return &vecScorer{base: base, vectors: vectors, inner: inner}, nil
+		return NewSpanScorer(base, vectors, inner), nil
 	}, FederatedOptions{MaxScorers: 1})
 	if err != nil {
 		t.Fatal(err)
