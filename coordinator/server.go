@@ -347,3 +347,23 @@ func (v timedValuer) Gradient(base, known []float64, scaler *dataset.Scaler) ([]
 	defer v.note(telemetry.PhaseValuate, time.Now())
 	return v.Valuer.Gradient(base, known, scaler)
 }
+
+// ProjectionVectors and Projection pass the projection mode through when
+// the valuer has it (engine.ProjectionValuer).
+func (v timedValuer) ProjectionVectors(base, known, total []float64, scaler *dataset.Scaler) ([][]float64, []float64, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	pv, ok := v.Valuer.(engine.ProjectionValuer)
+	if !ok {
+		return nil, nil, fmt.Errorf("coordinator: the valuer has no projection mode")
+	}
+	return pv.ProjectionVectors(base, known, total, scaler)
+}
+
+func (v timedValuer) Projection(round int, at []float64, vectors, scalars [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	pv, ok := v.Valuer.(engine.ProjectionValuer)
+	if !ok {
+		return valuation.Result{}, fmt.Errorf("coordinator: the valuer has no projection mode")
+	}
+	return pv.Projection(round, at, vectors, scalars, weights, scaler)
+}

@@ -730,6 +730,9 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
 			}
 		}
+		if task.Kept != nil {
+			task.Kept.Add(id, added, ct)
+		}
 		added++
 		return nil
 	}

@@ -28,6 +28,11 @@ type decItem struct {
 	digest      [32]byte
 	scalar      float64
 	missing     bool
+	// vector is the multiplier vector of a projection scalar (nil: the
+	// round's influence gradient) and vectorIndex its place among the
+	// round's public vectors.
+	vector      []float64
+	vectorIndex int
 }
 
 // startDecrypt finalises the encrypted sums of a closed task and queues
@@ -79,7 +84,7 @@ func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
 		}
 		sort.Strings(rec.Contributors)
 	}
-	h.collect, h.rec, h.queue, h.done = t, rec, items, nil
+	h.collect, h.rec, h.queue, h.done, h.proj = t, rec, items, nil, nil
 	return e.nextDecryption()
 }
 
@@ -137,7 +142,11 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 		h.queue, h.done = h.queue[1:], append(h.done, it)
 		return append([]Action{ActLog{Msg: "influence scalar not requested: too few committee members live", Attrs: []any{"client", it.client}}}, e.nextDecryption()...)
 	}
-	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(h.collect.Gradient), live)
+	vector, name := h.collect.Gradient, it.client
+	if it.vector != nil {
+		vector, name = it.vector, fmt.Sprintf("%s/v%d", it.client, it.vectorIndex)
+	}
+	h.req = aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, aggregation.GradientDigest(vector), live)
 	h.req.Attempt = uint64(h.collect.Attempt)
 	if err := h.ts.check(h.req); err != nil {
 		// The members would refuse it (a scalar already released for
@@ -156,11 +165,11 @@ func (e *Engine) requestCoefficient(it *decItem) []Action {
 	}
 	h.shares, h.refusals = map[string]map[int][]byte{}, nil
 	e.task = &Task{
-		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, it.client),
+		ID:   fmt.Sprintf("%s/decrypt/influence/r%d/a%d/%s", e.job.ID, h.collect.Round, h.collect.Attempt, name),
 		Kind: TaskDecrypt, Round: h.collect.Round, Attempt: h.collect.Attempt,
 		Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: h.req.Participants,
 		Blob: blob, Ciphertexts: [][]byte{it.ct}, KeyID: h.keyID, Coefficient: true, Transcript: entries,
-		Submissions: h.collect.Submissions, Gradient: h.collect.Gradient,
+		Submissions: h.collect.Submissions, Gradient: vector,
 	}
 	return []Action{persist, ActPublish{Task: e.task}}
 }
@@ -439,6 +448,13 @@ func (e *Engine) coefficientShare(ev EvShares) []Action {
 // next global model and the round's valuation.
 func (e *Engine) finishDecrypted() []Action {
 	h := e.he
+	if h.collect != nil && h.collect.Kind == TaskTrain && h.collect.Kept != nil {
+		// A projection round: once the total is decrypted, the products
+		// with the vectors built from it are decrypted next.
+		if out, ok := e.startProjection(); ok {
+			return out
+		}
+	}
 	collect, rec, items := h.collect, h.rec, h.done
 	h.collect, h.agg, h.queue, h.done = nil, nil, nil, nil
 	var err error
@@ -489,6 +505,10 @@ func (e *Engine) finishDecrypted() []Action {
 		if collect.Influence != nil {
 			e.valueInfluence(&rec, collect, items[0].values, items[1:])
 		}
+		if collect.Kept != nil && h.proj != nil {
+			e.valueProjection(&rec, collect, items[1:])
+		}
+		h.proj = nil
 		err = e.advance(&rec, next)
 	}
 	if err != nil {
