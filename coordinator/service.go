@@ -160,7 +160,8 @@ func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger)
 		},
 		Rounds: int32(job.Rounds), Scaling: job.Scaling.Mode, NumParams: int32(numParams),
 		SecureAggregation: job.SecureAggregation, MinGroupSize: int32(job.MinGroupSize),
-		ClassNames: job.Data.ClassNames,
+		ScalarsPerRound: int32(job.Valuation.Scalars),
+		ClassNames:      job.Data.ClassNames,
 	}
 	if job.Secure() {
 		hp := job.Params.Config()

@@ -1,0 +1,88 @@
+package coordinator
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// TestProjectionHEMatchesClear: the projection mode under he values every
+// round from the decrypted total and ScalarsPerRound coefficient
+// decryptions per client, each against its own committed vector, and
+// agrees with the same mode computed in the clear (secure_aggregation
+// none) within the decryption's noise; the transcript, with its several
+// vectors per round, verifies under the job's L (with L = 1, as `tally
+// ledger verify` held every job to before, it does not).
+func TestProjectionHEMatchesClear(t *testing.T) {
+	clear, _ := runSmallJob(t, "none", engine.ModeProjection, "exact-shapley")
+	// The he run's state file records the job's identity, as `tally
+	// coordinator` writes it, which ledger verify reads L from.
+	job, fed, _ := smallJob(t, "matrix", "he", engine.ModeProjection, "exact-shapley")
+	store, err := OpenJobStore(filepath.Join(t.TempDir(), "job.db"), job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 2 * time.Second, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	he := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
+	m := valuation.ProjectionVectorCount(2)
+	for _, out := range []Outcome{clear, he} {
+		if out.Done == nil || out.Done.FinalRound != 2 {
+			t.Fatalf("job ended %+v", out.Done)
+		}
+	}
+	for i, r := range he.History {
+		c := clear.History[i]
+		if r.Failed || c.Failed || r.Round != c.Round {
+			t.Fatalf("round %d: failed he %v clear %v", r.Round, r.Failed, c.Failed)
+		}
+		if r.Valuation == nil || r.Valuation.Error != "" || c.Valuation == nil || c.Valuation.Error != "" {
+			t.Fatalf("round %d valuation: he %+v, clear %+v", r.Round, r.Valuation, c.Valuation)
+		}
+		scale := 0.0
+		for _, v := range c.Valuation.Values {
+			scale = max(scale, math.Abs(v))
+		}
+		for id, want := range c.Valuation.Values {
+			got, ok := r.Valuation.Values[id]
+			if !ok || math.Abs(got-want) > 1e-3*scale+1e-6 {
+				t.Errorf("round %d %s: he %v, clear %v", r.Round, id, got, want)
+			}
+		}
+		vectors := map[string]bool{}
+		scalars := map[string]int{}
+		for _, d := range r.Decryptions {
+			if d.Purpose == aggregation.PurposeInfluence {
+				vectors[d.Gradient] = true
+				scalars[d.Clients[0]]++
+			}
+		}
+		if len(vectors) != m {
+			t.Errorf("round %d: %d distinct vectors, want %d", r.Round, len(vectors), m)
+		}
+		for _, id := range r.Contributors {
+			if scalars[id] != m {
+				t.Errorf("round %d: %d scalars of %s decrypted, want %d", r.Round, scalars[id], id, m)
+			}
+		}
+		t.Logf("round %d: he %v, clear %v", r.Round, r.Valuation.Values, c.Valuation.Values)
+	}
+	if err := engine.CheckDecryptions(3, he.History); err != nil {
+		t.Error(err)
+	}
+	rep, err := VerifyTranscript(store.DB())
+	if err != nil {
+		t.Fatalf("ledger verify of the transcript: %v", err)
+	}
+	if want := 1 + 2*(1+5*m); rep.Entries != want {
+		t.Errorf("transcript of %d entries, want %d (the scaling moments, then per round the total and %d scalars for each of 5 clients)", rep.Entries, want, m)
+	}
+}
