@@ -131,7 +131,7 @@ func (c *Client) checkJob(id string, job *tallyv1.JobSpec, params aggregation.Pa
 			sec("he_params.log_n %d, the manifest's security.min_log_n is %d", cfg.LogN, m.Security.MinLogN)
 		}
 		if l := max(m.Security.MaxScalarsPerClientRound, 1); int(job.GetScalarsPerRound()) > l {
-			sec("%v: the job asks for %d scalars per client and round, the manifest's security.max_scalars_per_client_round is %d", ErrScalars, job.GetScalarsPerRound(), l)
+			sec("%w: the job asks for %d scalars per client and round, the manifest's security.max_scalars_per_client_round is %d", ErrScalars, job.GetScalarsPerRound(), l)
 		}
 		if lf := manifest.LogFlooding(params.NoiseFloodingSigma()); lf < m.Security.MinLogNoiseFlooding {
 			sec("flooding noise σ = 2^%d, the manifest's security.min_log_noise_flooding is %d", lf, m.Security.MinLogNoiseFlooding)

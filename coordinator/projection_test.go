@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"math"
 	"path/filepath"
 	"testing"
@@ -84,5 +85,22 @@ func TestProjectionHEMatchesClear(t *testing.T) {
 	}
 	if want := 1 + 2*(1+5*m); rep.Entries != want {
 		t.Errorf("transcript of %d entries, want %d (the scaling moments, then per round the total and %d scalars for each of 5 clients)", rep.Entries, want, m)
+	}
+}
+
+// TestManifestScalars: a projection job declares its scalars per client
+// and round; bound to a manifest whose L is smaller it is refused with
+// engine.ErrScalars, and accepted once the manifest allows them.
+func TestManifestScalars(t *testing.T) {
+	p := newPinnedJob(t, nil)
+	job := p.job
+	job.Valuation.Mode, job.Valuation.Scalars = engine.ModeProjection, valuation.ProjectionVectorCount(2)
+	if err := CheckManifest(job, p.m); !errors.Is(err, engine.ErrScalars) {
+		t.Fatalf("CheckManifest of a job releasing 6 scalars under L = 1: %v, want %v", err, engine.ErrScalars)
+	}
+	m := *p.m
+	m.Security.MaxScalarsPerClientRound = 6
+	if err := CheckManifest(job, &m); err != nil {
+		t.Fatalf("CheckManifest under L = 6: %v", err)
 	}
 }
