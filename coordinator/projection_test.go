@@ -1,9 +1,14 @@
 package coordinator
 
 import (
+	"encoding/csv"
 	"errors"
 	"math"
+	"math/bits"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +107,75 @@ func TestManifestScalars(t *testing.T) {
 	m.Security.MaxScalarsPerClientRound = 6
 	if err := CheckManifest(job, &m); err != nil {
 		t.Fatalf("CheckManifest under L = 6: %v", err)
+	}
+}
+
+// TestExportGamesRecomputesShapley: --export-games writes each round's
+// game as CSV (bitmask,players,clients,utility), and exact Shapley values
+// recomputed from the file alone, with nothing of tally's, are the
+// round's values client by client.
+func TestExportGamesRecomputesShapley(t *testing.T) {
+	job, fed, store := smallJob(t, "export", "none", engine.ModeProjection, "exact-shapley")
+	dir := t.TempDir()
+	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 2 * time.Second, Store: store, ExportGames: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := serveFederation(t, srv, job, fed.Clients, 200*time.Millisecond, nil)
+	if out.Done == nil || out.Done.FinalRound != 2 {
+		t.Fatalf("job ended %+v", out.Done)
+	}
+	f, err := os.Open(filepath.Join(dir, "round-001.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) < 2 || strings.Join(rows[0], ",") != "bitmask,players,clients,utility" {
+		t.Fatalf("header %v of %d rows", rows[0], len(rows))
+	}
+	u := map[uint64]float64{}
+	names := map[int]string{} // player → its client (no copies here)
+	for _, r := range rows[1:] {
+		mask, err := strconv.ParseUint(r[0], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u[mask], err = strconv.ParseFloat(r[3], 64); err != nil {
+			t.Fatal(err)
+		}
+		if ps, cs := strings.Fields(r[1]), strings.Fields(r[2]); len(ps) == 1 && len(cs) == 1 {
+			p, _ := strconv.Atoi(ps[0])
+			names[p] = cs[0]
+		}
+	}
+	n := len(names)
+	if len(u) != 1<<n {
+		t.Fatalf("%d coalitions for %d players, want every one of %d", len(u), n, 1<<n)
+	}
+	fact := func(k int) float64 {
+		f := 1.0
+		for i := 2; i <= k; i++ {
+			f *= float64(i)
+		}
+		return f
+	}
+	values := out.History[0].Valuation.Values
+	for i := range n {
+		phi := 0.0
+		for s := uint64(0); s < 1<<n; s++ {
+			if s&(1<<i) != 0 {
+				continue
+			}
+			k := bits.OnesCount64(s)
+			phi += fact(k) * fact(n-k-1) / fact(n) * (u[s|1<<i] - u[s])
+		}
+		want := values[names[i]]
+		if math.Abs(phi-want) > 1e-12*(1+math.Abs(want)) {
+			t.Errorf("player %d (%s): Shapley from the CSV %v, the round's value %v", i, names[i], phi, want)
+		}
 	}
 }

@@ -97,6 +97,10 @@ type ServerConfig struct {
 	// model's evaluator (extmodel). nil builds the built-in model of the
 	// job's spec and seed.
 	Model model.Model
+	// ExportGames, if set, is a directory where each completed round's
+	// valuation game is written as CSV, one row per coalition evaluated
+	// (exportGame), so that anyone can recompute the values without tally.
+	ExportGames string
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -150,8 +154,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	note := func(name string, start time.Time) { drv.notePhase(name, start, time.Now()) }
 	strategy := timedStrategy{engine.FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}, note}
 	eng := engine.NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
+	var games *gameRecorder
 	if job.Valuation.Mode != engine.ModeOff {
-		eng.SetValuer(timedValuer{&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}, note})
+		mv := &ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}
+		if cfg.ExportGames != "" {
+			if err := os.MkdirAll(cfg.ExportGames, 0o755); err != nil {
+				return nil, fmt.Errorf("coordinator: --export-games: %w", err)
+			}
+			games = &gameRecorder{games: map[int]*recordedGame{}}
+			mv.games = games
+		}
+		eng.SetValuer(timedValuer{mv, note})
 	}
 	snap, err := cfg.Store.Load()
 	if err != nil {
@@ -165,6 +178,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	drv = NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
+	if games != nil {
+		onRound, dir, log := cfg.OnRound, cfg.ExportGames, cfg.Log
+		drv.OnRound = func(r engine.RoundRecord) {
+			if g := games.take(r.Round); g != nil {
+				if err := exportGame(dir, r, g); err != nil {
+					log.Warn("exporting the round's game failed", "round", r.Round, "err", err.Error())
+				}
+			}
+			if onRound != nil {
+				onRound(r)
+			}
+		}
+	}
 	drv.Telemetry = cfg.Telemetry
 	if bs, ok := cfg.Store.(*BoltStore); ok {
 		path := bs.DB().Path()

@@ -22,6 +22,9 @@ type ModelValuer struct {
 
 	scaler *dataset.Scaler
 	scaled model.Examples
+
+	// games, if set, records every round's game (ServerConfig.ExportGames).
+	games *gameRecorder
 }
 
 func (v *ModelValuer) data(s *dataset.Scaler) model.Examples {
@@ -121,7 +124,7 @@ func (v *ModelValuer) estimate(round int, game valuation.Game) (valuation.Result
 	if err != nil {
 		return valuation.Result{}, err
 	}
-	return est.Estimate(context.Background(), game)
+	return est.Estimate(context.Background(), v.games.wrap(round, game))
 }
 
 // lineSearch reports whether coalitions are valued after their best step.

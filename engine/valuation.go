@@ -310,6 +310,10 @@ type RoundValuation struct {
 	StdErr map[string]float64 `json:"stderr"`
 	// Groups lists the partition in groups mode.
 	Groups [][]string `json:"groups,omitempty"`
+	// Players lists the clients behind each player of the round's game,
+	// in the game's order (a client, a cluster of copies valued as one,
+	// or a group): the players of an exported game (--export-games).
+	Players [][]string `json:"players,omitempty"`
 	// Replicas lists the clusters of clients found to be copies of one
 	// another (valuation.UpdateReplicas in plain mode, ScalarReplicas in
 	// influence mode), each valued as one player and its value shared
@@ -772,6 +776,13 @@ func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]
 	if err != nil {
 		return res, err
 	}
+	for _, c := range clusters {
+		names := make([]string, len(c))
+		for k, i := range c {
+			names[k] = ids[i]
+		}
+		rv.Players = append(rv.Players, names)
+	}
 	vals, ses := valuation.SplitReplicas(clusters, capped, res.StdErr, len(ids))
 	for i, id := range ids {
 		rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
@@ -807,6 +818,7 @@ func (e *Engine) surrogateAsOne(rv *RoundValuation, t *Task, ids []string, total
 
 // splitGroups shares each group's value among its members by weight.
 func (e *Engine) splitGroups(rv *RoundValuation, res valuation.Result, weight func(string) float64) error {
+	rv.Players = rv.Groups
 	for g, members := range rv.Groups {
 		ws := make([]float64, len(members))
 		for i, id := range members {
