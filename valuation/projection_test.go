@@ -221,3 +221,26 @@ func TestSpanOrthonormal(t *testing.T) {
 		t.Errorf("NaN Gram: %v, want ErrInput", err)
 	}
 }
+
+// TestProjectionReplicas: clients of equal weight whose scalar vectors
+// agree to CopyScalar are one cluster; another weight, a scalar off by
+// more, or all-zero scalars are not.
+func TestProjectionReplicas(t *testing.T) {
+	s := [][]float64{{1, 2, 3}, {1, 2, 3 + 1e-6}, {1, 2, 3}, {1, 2.01, 3}, {0, 0, 0}, {0, 0, 0}}
+	w := []float64{10, 10, 20, 10, 10, 10}
+	got := ProjectionReplicas(s, w)
+	want := [][]int{{0, 1}, {2}, {3}, {4}, {5}}
+	if len(got) != len(want) {
+		t.Fatalf("clusters %v, want %v", got, want)
+	}
+	for i := range want {
+		if len(got[i]) != len(want[i]) {
+			t.Fatalf("clusters %v, want %v", got, want)
+		}
+		for k := range want[i] {
+			if got[i][k] != want[i][k] {
+				t.Fatalf("clusters %v, want %v", got, want)
+			}
+		}
+	}
+}
