@@ -267,8 +267,31 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 		if err != nil {
 			return nil, err
 		}
+		ws := w
+		// Copies (equal weights, equal scalars) are one player, as
+		// engine.projectionAsOne values them: their mean scalars per row,
+		// times their mean weight.
+		if cl := valuation.ProjectionReplicas(scalars, w); len(cl) < n {
+			per := make([][]float64, n)
+			for i, s := range scalars {
+				per[i] = make([]float64, len(s))
+				for j, x := range s {
+					per[i][j] = x / w[i]
+				}
+			}
+			merged, mw, err := valuation.MergeReplicas(cl, per, w)
+			if err != nil {
+				return nil, err
+			}
+			for c, u := range merged {
+				for j := range u {
+					u[j] *= mw[c]
+				}
+			}
+			scalars, ws, rg.groups = merged, mw, cl
+		}
 		l := pool.lease()
-		game, err := valuation.NewProjectionGame(valuation.Gram(vectors), scalars, w, func() (valuation.SpanScorer, error) {
+		game, err := valuation.NewProjectionGame(valuation.Gram(vectors), scalars, ws, func() (valuation.SpanScorer, error) {
 			sc, err := l.newScorer()
 			if err != nil {
 				return nil, err
@@ -279,7 +302,7 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 			l.release()
 			return nil, err
 		}
-		rg.game, rg.release, rg.weights, rg.gradWall = game, l.release, w, time.Since(start)
+		rg.game, rg.release, rg.weights, rg.gradWall = game, l.release, ws, time.Since(start)
 		rg.cost = Cost{VectorDecryptions: 1, ScalarDecryptions: n * len(vectors), MinContributors: n}
 		rg.scalars = len(vectors)
 	default:
