@@ -456,8 +456,13 @@ func (c *Client) joined(id string, job *tallyv1.JobSpec, receiptKey []byte, how 
 		pc := aggregation.PolicyConfig{MinContributors: int(job.GetMinGroupSize())}
 		if m := c.cfg.Manifest; m != nil {
 			// L, the influence scalars a member releases per client and
-			// round, is the manifest's (0: the default, 1).
+			// round, is the manifest's (0: the default, 1); a job asking
+			// for more is refused (checkJob, ErrScalars).
 			pc.MaxScalarsPerRound = m.Security.MaxScalarsPerClientRound
+		} else {
+			// Without a manifest the coordinator's word is all there is
+			// (tests, in-process simulations): the job's declared count.
+			pc.MaxScalarsPerRound = int(job.GetScalarsPerRound())
 		}
 		if c.policy, err = aggregation.NewPolicy(pc); err != nil {
 			return fmt.Errorf("%w: %v", ErrJob, err)

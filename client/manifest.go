@@ -23,6 +23,9 @@ var (
 	// ErrManifestSecurity: secure aggregation, the HE parameter set, the
 	// flooding noise or k is not the manifest's or below its floor.
 	ErrManifestSecurity = errors.New("client: the coordinator's security settings contradict the manifest")
+	// ErrScalars: the job declares more released scalars per client and
+	// round (projection valuation) than the manifest's L.
+	ErrScalars = errors.New("client: the job releases more scalars per client and round than the manifest's L")
 	// ErrManifestCommittee: a committee is not drawn by the manifest's rule
 	// from its participants, or has another size or threshold.
 	ErrManifestCommittee = errors.New("client: the committee contradicts the manifest")
@@ -126,6 +129,9 @@ func (c *Client) checkJob(id string, job *tallyv1.JobSpec, params aggregation.Pa
 		}
 		if cfg.LogN < m.Security.MinLogN {
 			sec("he_params.log_n %d, the manifest's security.min_log_n is %d", cfg.LogN, m.Security.MinLogN)
+		}
+		if l := max(m.Security.MaxScalarsPerClientRound, 1); int(job.GetScalarsPerRound()) > l {
+			sec("%w: the job asks for %d scalars per client and round, the manifest's security.max_scalars_per_client_round is %d", ErrScalars, job.GetScalarsPerRound(), l)
 		}
 		if lf := manifest.LogFlooding(params.NoiseFloodingSigma()); lf < m.Security.MinLogNoiseFlooding {
 			sec("flooding noise σ = 2^%d, the manifest's security.min_log_noise_flooding is %d", lf, m.Security.MinLogNoiseFlooding)

@@ -96,6 +96,9 @@ func CheckManifest(job engine.Job, m *manifest.Manifest) error {
 			bad("the flooding noise (log2 σ)", lf, fmt.Sprintf("at least %d", m.Security.MinLogNoiseFlooding))
 		}
 	}
+	if l := max(m.Security.MaxScalarsPerClientRound, 1); job.SecureAggregation == "he" && job.ScalarsPerRound() > l {
+		errs = append(errs, fmt.Errorf("%w: valuation.scalars_per_round is %d, the manifest's security.max_scalars_per_client_round %d", engine.ErrScalars, job.ScalarsPerRound(), l))
+	}
 	if job.MinGroupSize < m.Security.MinGroupSize {
 		bad("min_group_size", job.MinGroupSize, fmt.Sprintf("at least %d", m.Security.MinGroupSize))
 	}

@@ -99,6 +99,10 @@ type ServerConfig struct {
 	// model's evaluator (extmodel). nil builds the built-in model of the
 	// job's spec and seed.
 	Model model.Model
+	// ExportGames, if set, is a directory where each completed round's
+	// valuation game is written as CSV, one row per coalition evaluated
+	// (exportGame), so that anyone can recompute the values without tally.
+	ExportGames string
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -152,8 +156,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	note := func(name string, start time.Time) { drv.notePhase(name, start, time.Now()) }
 	strategy := timedStrategy{engine.FedAvg{Fraction: job.Clients.Fraction, Min: job.Clients.Min, Mean: aggregation.FedAvg}, note}
 	eng := engine.NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
+	var games *gameRecorder
 	if job.Valuation.Mode != engine.ModeOff {
-		eng.SetValuer(timedValuer{&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}, note})
+		mv := &ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}
+		if cfg.ExportGames != "" {
+			if err := os.MkdirAll(cfg.ExportGames, 0o755); err != nil {
+				return nil, fmt.Errorf("coordinator: --export-games: %w", err)
+			}
+			games = &gameRecorder{games: map[int]*recordedGame{}}
+			mv.games = games
+		}
+		eng.SetValuer(timedValuer{mv, note})
 	}
 	snap, err := cfg.Store.Load()
 	if err != nil {
@@ -168,6 +181,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	drv = NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
 	drv.OnRelease = cfg.OnRelease
+	if games != nil {
+		onRound, dir, log := cfg.OnRound, cfg.ExportGames, cfg.Log
+		drv.OnRound = func(r engine.RoundRecord) {
+			if g := games.take(r.Round); g != nil {
+				if err := exportGame(dir, r, g); err != nil {
+					log.Warn("exporting the round's game failed", "round", r.Round, "err", err.Error())
+				}
+			}
+			if onRound != nil {
+				onRound(r)
+			}
+		}
+	}
 	drv.Telemetry = cfg.Telemetry
 	if bs, ok := cfg.Store.(*BoltStore); ok {
 		path := bs.DB().Path()
@@ -349,4 +375,24 @@ func (v timedValuer) Surrogate(round int, base, known, total, a, weights []float
 func (v timedValuer) Gradient(base, known []float64, scaler *dataset.Scaler) ([]float64, error) {
 	defer v.note(telemetry.PhaseValuate, time.Now())
 	return v.Valuer.Gradient(base, known, scaler)
+}
+
+// ProjectionVectors and Projection pass the projection mode through when
+// the valuer has it (engine.ProjectionValuer).
+func (v timedValuer) ProjectionVectors(base, known, total []float64, scaler *dataset.Scaler) ([][]float64, []float64, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	pv, ok := v.Valuer.(engine.ProjectionValuer)
+	if !ok {
+		return nil, nil, fmt.Errorf("coordinator: the valuer has no projection mode")
+	}
+	return pv.ProjectionVectors(base, known, total, scaler)
+}
+
+func (v timedValuer) Projection(round int, at []float64, vectors, scalars [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error) {
+	defer v.note(telemetry.PhaseValuate, time.Now())
+	pv, ok := v.Valuer.(engine.ProjectionValuer)
+	if !ok {
+		return valuation.Result{}, fmt.Errorf("coordinator: the valuer has no projection mode")
+	}
+	return pv.Projection(round, at, vectors, scalars, weights, scaler)
 }

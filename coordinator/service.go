@@ -161,7 +161,8 @@ func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger)
 		},
 		Rounds: int32(job.Rounds), Scaling: job.Scaling.Mode, NumParams: int32(numParams),
 		SecureAggregation: job.SecureAggregation, MinGroupSize: int32(job.MinGroupSize),
-		ClassNames: job.Data.ClassNames,
+		ScalarsPerRound: int32(job.Valuation.Scalars),
+		ClassNames:      job.Data.ClassNames,
 	}
 	if job.Secure() {
 		hp := job.Params.Config()
@@ -739,6 +740,9 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 			if err := task.Influence.Add(id, ct); err != nil && !errors.Is(err, aggregation.ErrDuplicate) {
 				return fmt.Errorf("%w: ciphertext %d: %v", ErrBadEncoding, added, err)
 			}
+		}
+		if task.Kept != nil {
+			task.Kept.Add(id, added, ct)
 		}
 		added++
 		return nil

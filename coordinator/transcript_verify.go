@@ -36,8 +36,9 @@ type TranscriptReport struct {
 // file holds (`tally ledger verify`): the entries are stored in sequence;
 // they chain from the job's genesis; every signature is valid under the
 // identity key the member enrolled with; the members' rules hold over the
-// whole chain (k = the job's min_group_size, one influence scalar per
-// client and round); and every decryption a receipt lists is the
+// whole chain (k = the job's min_group_size, at most L scalars per client
+// and round, L the job's valuation.scalars_per_round, which the
+// coordinator refused to exceed the manifest's, or 1); and every decryption a receipt lists is the
 // transcript's entry at its position, each receipt's transcript head is
 // the chain's head at its length, and the receipts list every entry up to
 // the last head they name. A state file without a transcript (no secure
@@ -46,7 +47,7 @@ func VerifyTranscript(db *ledger.DB) (TranscriptReport, error) {
 	var rep TranscriptReport
 	var raw [][]byte
 	keys := map[string]ed25519.PublicKey{}
-	k := 3
+	k, l := 3, 1
 	err := db.View(func(tx *ledger.Tx) error {
 		if _, err := tx.Get(bucketState, keyJob, &rep.Job); err != nil {
 			return err
@@ -55,6 +56,13 @@ func VerifyTranscript(db *ledger.DB) (TranscriptReport, error) {
 		if ok, err := tx.Get(bucketState, keyJobIdentity, &id); err != nil {
 			return err
 		} else if ok {
+			if v, ok := id.Fields["valuation.scalars_per_round"]; ok {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return fmt.Errorf("%w: %s: the job identity's valuation.scalars_per_round is %q", ErrTranscriptVerify, db.Path(), v)
+				}
+				l = n
+			}
 			if v, ok := id.Fields["min_group_size"]; ok {
 				n, err := strconv.Atoi(v)
 				if err != nil {
@@ -97,7 +105,7 @@ func VerifyTranscript(db *ledger.DB) (TranscriptReport, error) {
 		}
 	}
 	rep.Entries = len(entries)
-	policy, err := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: k})
+	policy, err := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: k, MaxScalarsPerRound: l})
 	if err != nil {
 		return rep, fmt.Errorf("%w: %s: %w", ErrTranscriptVerify, db.Path(), err)
 	}

@@ -22,6 +22,9 @@ type ModelValuer struct {
 
 	scaler *dataset.Scaler
 	scaled model.Examples
+
+	// games, if set, records every round's game (ServerConfig.ExportGames).
+	games *gameRecorder
 }
 
 func (v *ModelValuer) data(s *dataset.Scaler) model.Examples {
@@ -121,7 +124,7 @@ func (v *ModelValuer) estimate(round int, game valuation.Game) (valuation.Result
 	if err != nil {
 		return valuation.Result{}, err
 	}
-	return est.Estimate(context.Background(), game)
+	return est.Estimate(context.Background(), v.games.wrap(round, game))
 }
 
 // lineSearch reports whether coalitions are valued after their best step.
@@ -182,4 +185,61 @@ func (v *ModelValuer) Gradient(base, known []float64, sc *dataset.Scaler) ([]flo
 		g = valuation.ProjectOff(g, known)
 	}
 	return g, nil
+}
+
+// ProjectionVectors implements engine.ProjectionValuer: the public vectors
+// from the server's own step along known (valuation.ProjectionVectors),
+// gradients over the whole validation set or its per-class parts.
+func (v *ModelValuer) ProjectionVectors(base, known, total []float64, sc *dataset.Scaler) ([][]float64, []float64, error) {
+	at := base
+	if v.lineSearch() {
+		var err error
+		if at, err = valuation.KnownStep(base, known, v.score(sc)); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		known = nil
+	}
+	data := v.data(sc)
+	parts := valuation.ProjectionParts(v.Job.Data.Classes)
+	subsets := make([]model.Examples, parts)
+	for p := range parts {
+		var idx []int
+		for i, y := range data.Y {
+			if y%parts == p {
+				idx = append(idx, i)
+			}
+		}
+		subsets[p] = data.Subset(idx)
+	}
+	m := v.Model.Clone()
+	vs, err := valuation.ProjectionVectors(at, total, known, parts, func(p []float64, part int) ([]float64, error) {
+		d := data
+		if part >= 0 {
+			d = subsets[part]
+		}
+		g := make([]float64, m.NumParams())
+		if d.Len() == 0 {
+			return g, nil
+		}
+		if err := m.SetParams(p); err != nil {
+			return nil, err
+		}
+		return g, m.Gradient(d, g)
+	})
+	return vs, at, err
+}
+
+// Projection implements engine.ProjectionValuer: the projection game from
+// at, estimated with the job's method.
+func (v *ModelValuer) Projection(round int, at []float64, vectors, scalars [][]float64, weights []float64, sc *dataset.Scaler) (valuation.Result, error) {
+	data := v.data(sc)
+	acc := v.Job.Valuation.Utility == "accuracy"
+	game, err := valuation.NewProjectionGame(valuation.Gram(vectors), scalars, weights, func() (valuation.SpanScorer, error) {
+		return valuation.NewSpanScorer(at, vectors, &scorer{m: v.Model.Clone(), data: data, accuracy: acc}), nil
+	}, valuation.FederatedOptions{MaxScorers: parallelism(v.Model)})
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return v.estimate(round, game)
 }

@@ -29,9 +29,11 @@ type decItem struct {
 	scalar      float64
 	missing     bool
 	decrypted   bool
-	// gradient is the multiplier vector the scalar is the product with;
-	// nil is the round's (Task.Gradient).
-	gradient []float64
+	// vector is the multiplier vector of a projection scalar (nil: the
+	// round's influence gradient, Task.Gradient) and vectorIndex its place
+	// among the round's public vectors.
+	vector      []float64
+	vectorIndex int
 }
 
 // startDecrypt finalises the encrypted sums of a closed task and queues
@@ -83,7 +85,7 @@ func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
 		}
 		sort.Strings(rec.Contributors)
 	}
-	h.collect, h.rec, h.queue, h.done = t, rec, items, nil
+	h.collect, h.rec, h.queue, h.done, h.proj = t, rec, items, nil, nil
 	return e.nextDecryption()
 }
 
@@ -186,7 +188,7 @@ func (e *Engine) requestCoefficients() []Action {
 		Gradients: map[[32]byte][]float64{},
 	}
 	for i, it := range b.items {
-		grad := it.gradient
+		grad := it.vector
 		if grad == nil {
 			grad = h.collect.Gradient
 		}
@@ -535,6 +537,13 @@ func (e *Engine) coefficientShares(ev EvShares) []Action {
 // next global model and the round's valuation.
 func (e *Engine) finishDecrypted() []Action {
 	h := e.he
+	if h.collect != nil && h.collect.Kind == TaskTrain && h.collect.Kept != nil {
+		// A projection round: once the total is decrypted, the products
+		// with the vectors built from it are decrypted next.
+		if out, ok := e.startProjection(); ok {
+			return out
+		}
+	}
 	collect, rec, items := h.collect, h.rec, h.done
 	h.collect, h.agg, h.queue, h.done = nil, nil, nil, nil
 	var err error
@@ -585,6 +594,10 @@ func (e *Engine) finishDecrypted() []Action {
 		if collect.Influence != nil {
 			e.valueInfluence(&rec, collect, items[0].values, items[1:])
 		}
+		if collect.Kept != nil && h.proj != nil {
+			e.valueProjection(&rec, collect, items[1:])
+		}
+		h.proj = nil
 		err = e.advance(&rec, next)
 	}
 	if err != nil {

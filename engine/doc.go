@@ -35,6 +35,17 @@
 // valuation and ledger/payout (the payout arithmetic, not the bbolt
 // store). The injected Evaluator and Valuer are the coordinator's.
 //
+// A projection round (valuation.mode projection, projection.go) has two
+// decryption phases: the round's total first; then, from it, the public
+// vectors (the total, validation gradients along its line, per-class
+// gradient parts: valuation.ProjectionVectors), each client's product with
+// each of them computed homomorphically from the ciphertexts the
+// coordinator kept (Task.Kept), and one coefficient decryption item per
+// (client, vector), committed to that vector, which members verify
+// against the client's signed ciphertexts as they do an influence scalar.
+// The job declares the count (valuation.scalars_per_round) and the
+// transcript holds every round to it.
+//
 // What lives here: the events and actions (events.go); Step and the
 // plaintext round (engine.go); enrolment, liveness and the start of a
 // round (clients.go); client selection and FedAvg (strategy.go); the
@@ -56,8 +67,8 @@
 // min_group_size), so every released sum carries noise of at least σ·C
 // and one client changes it by at most C. When the coordinator learns
 // something of one client alone, m is 1 and each client adds all of σ·C:
-// under "none" (it sees each update) and under the "influence" or
-// "plain" valuation (each influence scalar is computed from one client's
+// under "none" (it sees each update) and under the "influence",
+// "projection" or "plain" valuation (each influence scalar is computed from one client's
 // update, so it is post-processing of that noised update, covered at the
 // same ε with no separate mechanism, but only because that update
 // carries σ·C by itself). σ is the smallest the RDP accountant allows

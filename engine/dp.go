@@ -143,7 +143,7 @@ func (c *JobConfig) validatePrivacy(bad func(field, format string, args ...any))
 	// the clear, or under "influence" the scalar computed from its
 	// update) is post-processing of that client's noised update only,
 	// which then must carry all of σ·C by itself.
-	if c.SecureAggregation == "none" || c.Valuation.Mode == ModeInfluence || c.Valuation.Mode == ModePlain {
+	if c.SecureAggregation == "none" || c.Valuation.Mode == ModeInfluence || c.Valuation.Mode == ModeProjection || c.Valuation.Mode == ModePlain {
 		m = 1
 	}
 	sigma, err := dpSigma(d.Epsilon, d.Delta, c.Rounds)

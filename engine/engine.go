@@ -88,7 +88,7 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 	}
 	if job.Secure() {
 		e.he = &heState{params: job.Params}
-		ts, err := newTranscriptState(job.ID, job.MinGroupSize)
+		ts, err := newTranscriptState(job.ID, job.MinGroupSize, job.ScalarsPerRound())
 		if err != nil {
 			// The job was validated: min_group_size ≥ 2.
 			panic(fmt.Sprintf("coordinator: transcript policy: %v", err))

@@ -87,6 +87,10 @@ type Task struct {
 	// decrypt tasks of the round (its digest is in each influence request).
 	Influence *aggregation.Influence
 	Gradient  []float64
+	// Kept keeps every client's ciphertexts in the projection mode, whose
+	// products with the round's public vectors are computed after the
+	// total is decrypted (projection.go).
+	Kept *CiphertextStore
 	// Submissions keeps each client's signed submission and the c1 of its
 	// ciphertexts (train and moments tasks; the decrypt tasks of their
 	// aggregates share it), which members check every sum against.

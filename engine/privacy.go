@@ -11,8 +11,8 @@ import (
 // against docs/DESIGN.md §3: every whole decryption sums at least k client updates;
 // no two whole decryptions of the same round differ by exactly one client
 // (their difference would be that client's update); a decryption of fewer
-// than k contributors is only ever one client's influence coefficient, at
-// most one per client per round. It returns the first violation.
+// than k contributors is only ever one client's influence coefficient (once
+// per client and multiplier vector in a round). It returns the first violation.
 func CheckDecryptions(k int, history []RoundRecord) error {
 	for _, r := range history {
 		influence := map[string]int{}
@@ -25,8 +25,11 @@ func CheckDecryptions(k int, history []RoundRecord) error {
 				if len(d.Clients) != 1 {
 					return fmt.Errorf("round %d: an influence decryption of %d clients", r.Round, len(d.Clients))
 				}
-				influence[d.Clients[0]]++
-				if influence[d.Clients[0]] > 1 {
+				// One scalar per client and multiplier vector (the
+				// projection mode's several vectors each once).
+				key := d.Clients[0] + "|" + d.Gradient
+				influence[key]++
+				if influence[key] > 1 {
 					return fmt.Errorf("round %d: client %s's influence decrypted twice", r.Round, d.Clients[0])
 				}
 				continue

@@ -65,6 +65,10 @@ type heState struct {
 	// preferred as a participant (the last timed-out request's start).
 	since int
 
+	// proj is a projection round's second phase (projection.go), nil
+	// before the total is decrypted.
+	proj *projState
+
 	// ts is the job's decryption transcript (transcript.go), kept across
 	// committees.
 	ts *transcriptState
@@ -368,6 +372,9 @@ func (e *Engine) attachAccumulator(t *Task) error {
 			return err
 		}
 		t.Gradient = g
+	}
+	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeProjection {
+		t.Kept = NewCiphertextStore(acc.Blocks())
 	}
 	return nil
 }

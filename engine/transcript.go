@@ -36,8 +36,8 @@ type transcriptState struct {
 	reported  int
 }
 
-func newTranscriptState(job string, k int) (*transcriptState, error) {
-	p, err := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: k})
+func newTranscriptState(job string, k, l int) (*transcriptState, error) {
+	p, err := aggregation.NewPolicy(aggregation.PolicyConfig{MinContributors: k, MaxScalarsPerRound: l})
 	if err != nil {
 		return nil, err
 	}

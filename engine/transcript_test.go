@@ -94,7 +94,7 @@ func TestTranscriptHoldsEveryDecryption(t *testing.T) {
 // one client is not published (the members would refuse it), the same
 // set is, and each participant is handed the entries it has not signed.
 func TestEngineChecksRetryAgainstTranscript(t *testing.T) {
-	ts, err := newTranscriptState("job", 3)
+	ts, err := newTranscriptState("job", 3, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

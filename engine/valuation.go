@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -19,7 +20,11 @@ const (
 	ModePlain     = "plain"
 	ModeGroups    = "groups"
 	ModeInfluence = "influence"
-	ModeOff       = "off"
+	// ModeProjection values each coalition at the true validation loss
+	// of its step projected onto public vectors, from every client's
+	// inner products with them (valuation.NewProjectionGame; issue 16).
+	ModeProjection = "projection"
+	ModeOff        = "off"
 )
 
 // Server steps a coalition is valued after (ValuationConfig.Step).
@@ -91,6 +96,29 @@ type ValuationConfig struct {
 	// Estimator tunes sampled methods (budget, se_target, …); its seed is
 	// derived from the job seed and the round.
 	Estimator valuation.Config `yaml:"estimator"`
+	// Scalars is what the job declares it decrypts per client and round
+	// beyond sums of ≥ k updates: in projection mode its public vectors,
+	// valuation.ProjectionVectorCount(classes) (the default there: 6 for
+	// two classes, 9 for five or more), 0 otherwise (influence mode's one
+	// scalar is the manifest's default L). It may not exceed the
+	// manifest's security.max_scalars_per_client_round (ErrScalars), and
+	// `tally ledger verify` holds the transcript to it. Omitted from the
+	// job's identity when 0.
+	Scalars int `yaml:"scalars_per_round,omitempty"`
+}
+
+// ErrScalars: a job declares more released scalars per client and round
+// than the manifest's L allows (security.max_scalars_per_client_round).
+var ErrScalars = errors.New("engine: the job releases more scalars per client and round than the manifest allows")
+
+// ScalarsPerRound is L, the scalars per client and round the job's
+// members release: the declared count, at least 1.
+func (j *JobConfig) ScalarsPerRound() int { return max(j.Valuation.Scalars, 1) }
+
+// projectionScalars is the projection mode's vector count for the job's
+// classes.
+func (j *JobConfig) projectionScalars() int {
+	return valuation.ProjectionVectorCount(max(j.Data.Classes, len(j.Data.ClassNames)))
 }
 
 // PaymentConfig turns values into payouts and usage quotas
@@ -159,6 +187,9 @@ func (j *JobConfig) valuationDefaults() {
 	if v.Utility == "" {
 		v.Utility = "loss"
 	}
+	if v.Mode == ModeProjection && v.Scalars == 0 {
+		v.Scalars = j.projectionScalars()
+	}
 	if v.Step == "" {
 		v.Step = StepLineSearch
 	}
@@ -183,16 +214,28 @@ func (j *JobConfig) validateValuation(bad func(field, format string, args ...any
 		if j.SecureAggregation == "he" {
 			bad("valuation.mode", "plain needs every update in the clear, which secure_aggregation: he never allows; use groups or influence")
 		}
-	case ModeGroups, ModeInfluence, ModeOff:
+	case ModeGroups, ModeInfluence, ModeProjection, ModeOff:
 	default:
-		bad("valuation.mode", "must be plain, groups, influence or off, got %q", v.Mode)
+		bad("valuation.mode", "must be plain, groups, influence, projection or off, got %q", v.Mode)
 	}
+	switch {
+	case v.Mode == ModeProjection && v.Scalars != j.projectionScalars():
+		bad("valuation.scalars_per_round", "projection mode releases %d scalars per client and round for %d classes (valuation.ProjectionVectorCount), the job declares %d",
+			j.projectionScalars(), max(j.Data.Classes, len(j.Data.ClassNames)), v.Scalars)
+	case v.Mode != ModeProjection && v.Scalars > 1:
+		bad("valuation.scalars_per_round", "only projection mode releases more than one scalar per client and round, got %d", v.Scalars)
+	case v.Scalars < 0:
+		bad("valuation.scalars_per_round", "must be ≥ 0, got %d", v.Scalars)
+	}
+
 	known := append(valuation.Methods(), MethodCGSV, MethodInfluence)
 	switch {
 	case !slices.Contains(known, v.Method):
 		bad("valuation.method", "must be one of %v, got %q", known, v.Method)
 	case v.Method == MethodCGSV && v.Mode == ModeInfluence:
 		bad("valuation.method", "cgsv needs update vectors, which the influence mode never reveals; use a game method or influence")
+	case (v.Method == MethodCGSV || v.Method == MethodInfluence) && v.Mode == ModeProjection:
+		bad("valuation.method", "%s is a vector method; projection mode plays a coalition game: use exact-shapley, monte-carlo, tmc, gtg, banzhaf or loo", v.Method)
 	case (v.Method == "exact-shapley" || v.Method == "exact-banzhaf") && len(j.Clients.Enrolment) > valuation.MaxExactPlayers && v.Mode != ModeGroups:
 		bad("valuation.method", "%s enumerates 2^n coalitions and is refused above %d players; this job has %d clients: use monte-carlo, tmc, gtg or banzhaf",
 			v.Method, valuation.MaxExactPlayers, len(j.Clients.Enrolment))
@@ -267,6 +310,10 @@ type RoundValuation struct {
 	StdErr map[string]float64 `json:"stderr"`
 	// Groups lists the partition in groups mode.
 	Groups [][]string `json:"groups,omitempty"`
+	// Players lists the clients behind each player of the round's game,
+	// in the game's order (a client, a cluster of copies valued as one,
+	// or a group): the players of an exported game (--export-games).
+	Players [][]string `json:"players,omitempty"`
 	// Replicas lists the clusters of clients found to be copies of one
 	// another (valuation.UpdateReplicas in plain mode, ScalarReplicas in
 	// influence mode), each valued as one player and its value shared
@@ -681,6 +728,8 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 				err = e.splitGroups(rv, res, func(id string) float64 { return float64(byID[id].Samples) })
 			}
 		}
+	case ModeProjection:
+		res, err = e.valueProjectionClear(rv, t, results)
 	case ModeInfluence:
 		var g []float64
 		if g, err = e.valuer.Gradient(e.global, e.known, e.scaler); err == nil {
@@ -736,6 +785,13 @@ func valueAsOne(rv *RoundValuation, ids []string, clusters [][]int, updates [][]
 	if err != nil {
 		return res, err
 	}
+	for _, c := range clusters {
+		names := make([]string, len(c))
+		for k, i := range c {
+			names[k] = ids[i]
+		}
+		rv.Players = append(rv.Players, names)
+	}
 	vals, ses := valuation.SplitReplicas(clusters, capped, res.StdErr, len(ids))
 	for i, id := range ids {
 		rv.Values[id], rv.StdErr[id] = vals[i], ses[i]
@@ -771,6 +827,7 @@ func (e *Engine) surrogateAsOne(rv *RoundValuation, t *Task, ids []string, total
 
 // splitGroups shares each group's value among its members by weight.
 func (e *Engine) splitGroups(rv *RoundValuation, res valuation.Result, weight func(string) float64) error {
+	rv.Players = rv.Groups
 	for g, members := range rv.Groups {
 		ws := make([]float64, len(members))
 		for i, id := range members {

@@ -24,8 +24,11 @@
 //
 // The modes are those of the coordinator (engine/valuation.go): plain
 // (updates in the clear), groups (a seeded partition into groups of at least
-// k clients, redrawn each round, each group's value shared by weight) and
-// influence (the surrogate game on a_i = ⟨∇L_val, n_i·Δ_i⟩). A mode changes
+// k clients, redrawn each round, each group's value shared by weight),
+// influence (the surrogate game on a_i = ⟨∇L_val, n_i·Δ_i⟩) and projection
+// (valuation.NewProjectionGame on each client's m inner products with the
+// round's public vectors, built as the coordinator builds them,
+// valuation.ProjectionVectors). A mode changes
 // what the coordinator may decrypt, not the arithmetic of the valuation, so
 // the experiments reproduce each mode's valuation in the clear: the CKKS
 // aggregation adds noise of about 1e-6 relative to the values (measured by
@@ -58,7 +61,12 @@
 //     additions of the products into per-client ciphertexts; the aggregate
 //     costs t·B shares and B combinations, and each of the n coefficients
 //     a_i costs c coefficient shares (every live member is asked; t of them
-//     are combined) and one combination.
+//     are combined) and one combination;
+//   - projection, with m public vectors: n·B additions into the round's
+//     accumulator; after the total is decrypted (t·B shares, B
+//     combinations), m·n·B multiplications by the vectors' blocks and as
+//     many additions into the n·m products, each decrypted as a
+//     coefficient (c shares, one combination).
 //
 // Key generation and the one-off decryption of feature moments are per
 // job, the same in every mode, and not counted. The counts depend on the

@@ -76,3 +76,20 @@ func heRound(mode string, n, blocks int, groupSizes []int, k int) Cost {
 	// Plain mode is a job with secure_aggregation none: nothing encrypted.
 	return Cost{}
 }
+
+// projectionHE is one round's homomorphic work in the projection mode, for
+// n contributors of blocks ciphertexts each and m public vectors: every
+// ciphertext into the round's accumulator, and after the total is
+// decrypted, multiplied by each vector's plaintext of its block into its
+// client's product for that vector; the aggregate decrypted by t members,
+// then n·m coefficients, each asked of every live member (c) and combined
+// from t of them.
+func projectionHE(n, blocks, m int) Cost {
+	c, t := committee(n)
+	return Cost{
+		HEAdds:      n*blocks + m*n*blocks,
+		HEMults:     m * n * blocks,
+		DecShares:   t*blocks + m*n*c,
+		DecCombines: blocks + m*n,
+	}
+}

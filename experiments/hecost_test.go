@@ -91,6 +91,8 @@ func TestHECostsInRuns(t *testing.T) {
 		ModePlain:     {"0", "0", "0", "0"},
 		ModeGroups:    {"10", "0", "12", "4"},   // 2·5 adds; 2 rounds × 2 groups × 3 shares, × 1 combination
 		ModeInfluence: {"20", "10", "56", "12"}, // 2·(5+5) adds, 2·5 mults; 2·(3 + 5·5) shares, 2·(1+5) combinations
+		// m = 6 vectors: 2·(5 + 6·5) adds, 2·6·5 mults; 2·(3 + 6·5·5) shares, 2·(1 + 6·5) combinations
+		ModeProjection: {"70", "60", "306", "62"},
 	}
 	seen := map[string]bool{}
 	for _, row := range rows[1:] {

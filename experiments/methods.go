@@ -19,10 +19,15 @@ const (
 	// ModeInfluence values the first-order surrogate game built from one
 	// scalar a_i = ⟨∇L_val, n_i·Δ_i⟩ per client.
 	ModeInfluence = "influence"
+	// ModeProjection values the line-search game of each client's update
+	// projected onto public vectors (the round's total, validation
+	// gradients along its line, per-class gradient parts), from the
+	// clients' inner products with them (valuation.NewProjectionGame).
+	ModeProjection = "projection"
 )
 
 // Modes lists every mode, in the order the tables use.
-func Modes() []string { return []string{ModePlain, ModeGroups, ModeInfluence} }
+func Modes() []string { return []string{ModePlain, ModeGroups, ModeInfluence, ModeProjection} }
 
 // Method is a valuation method with its per-round budget. Its text form is
 // the method name, optionally followed by "@k": a budget of k·n distinct

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -79,6 +80,9 @@ type roundGame struct {
 	weights []float64
 	a       []float64
 	grad    []float64
+	// scalars is the projection mode's public vectors, so scalars per
+	// client and round.
+	scalars int
 	// gradWall is the time the validation gradient took.
 	gradWall time.Duration
 	cost     Cost
@@ -256,6 +260,54 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 		}
 		rg.a, rg.weights, rg.game = a, ws, game
 		rg.cost = Cost{VectorDecryptions: 1, ScalarDecryptions: n, MinContributors: n}
+	case ModeProjection:
+		start := time.Now()
+		vectors, at, err := projectionVectors(t, pool, rt.base, known, rt.updates, w)
+		if err != nil {
+			return nil, err
+		}
+		scalars, err := valuation.ProjectionScalars(vectors, rt.updates, w)
+		if err != nil {
+			return nil, err
+		}
+		ws := w
+		// Copies (equal weights, equal scalars) are one player, as
+		// engine.projectionAsOne values them: their mean scalars per row,
+		// times their mean weight.
+		if cl := valuation.ProjectionReplicas(scalars, w); len(cl) < n {
+			per := make([][]float64, n)
+			for i, s := range scalars {
+				per[i] = make([]float64, len(s))
+				for j, x := range s {
+					per[i][j] = x / w[i]
+				}
+			}
+			merged, mw, err := valuation.MergeReplicas(cl, per, w)
+			if err != nil {
+				return nil, err
+			}
+			for c, u := range merged {
+				for j := range u {
+					u[j] *= mw[c]
+				}
+			}
+			scalars, ws, rg.groups = merged, mw, cl
+		}
+		l := pool.lease()
+		game, err := valuation.NewProjectionGame(valuation.Gram(vectors), scalars, ws, func() (valuation.SpanScorer, error) {
+			sc, err := l.newScorer()
+			if err != nil {
+				return nil, err
+			}
+			return valuation.NewSpanScorer(at, vectors, sc), nil
+		}, valuation.FederatedOptions{})
+		if err != nil {
+			l.release()
+			return nil, err
+		}
+		rg.game, rg.release, rg.weights, rg.gradWall = game, l.release, ws, time.Since(start)
+		rg.cost = Cost{VectorDecryptions: 1, ScalarDecryptions: n * len(vectors), MinContributors: n}
+		rg.scalars = len(vectors)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrMode, mode)
 	}
@@ -266,6 +318,9 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 		}
 	}
 	he := heRound(mode, n, blocks, sizes, sc.GroupSize)
+	if mode == ModeProjection {
+		he = projectionHE(n, blocks, rg.scalars)
+	}
 	rg.cost.HEAdds, rg.cost.HEMults, rg.cost.DecShares, rg.cost.DecCombines = he.HEAdds, he.HEMults, he.DecShares, he.DecCombines
 	rg.players = rg.game.Players()
 	if record {
@@ -295,6 +350,8 @@ func valueRound(ctx context.Context, seed uint64, r int, rg *roundGame, m Method
 	start := time.Now()
 	var pv, pse []float64
 	switch {
+	case rg.mode == ModeProjection && m.Vector():
+		return nil, nil, 0, 0, errSkip(m.Name + " needs update vectors or the influence scalar; the projection mode releases neither")
 	case m.Name == valuation.MethodCGSV:
 		if rg.mode == ModeInfluence {
 			return nil, nil, 0, 0, errSkip("cgsv needs update vectors, which the influence mode never reveals")
@@ -603,4 +660,66 @@ func clientIDs(n int) []string {
 		ids[i] = strconv.Itoa(i)
 	}
 	return ids
+}
+
+// projectionVectors returns the projection mode's public vectors of a
+// round (valuation.ProjectionVectors) and the point they are taken from,
+// base after the server's own step along known, as the coordinator's
+// ModelValuer computes them: the total is the round's FedAvg step.
+func projectionVectors(t *trace, pool *scorerPool, base, known []float64, updates [][]float64, w []float64) ([][]float64, []float64, error) {
+	l := pool.lease()
+	defer l.release()
+	sc, err := l.newScorer()
+	if err != nil {
+		return nil, nil, err
+	}
+	at, err := valuation.KnownStep(base, known, sc.Score)
+	if err != nil {
+		return nil, nil, err
+	}
+	total := make([]float64, len(base))
+	var n float64
+	for i, u := range updates {
+		n += w[i]
+		for k, x := range u {
+			total[k] += w[i] * x
+		}
+	}
+	for k := range total {
+		total[k] /= n
+	}
+	parts := valuation.ProjectionParts(t.fed.classes)
+	m := t.proto.Clone()
+	vs, err := valuation.ProjectionVectors(at, total, known, parts, classGradient(m, t.fed.val, parts))
+	return vs, at, err
+}
+
+// classGradient is the validation gradient of m at a point, over the whole
+// validation set (part −1) or over the rows of the classes c with
+// c mod parts = part (zero when there are none).
+func classGradient(m model.Model, val model.Examples, parts int) func([]float64, int) ([]float64, error) {
+	subsets := make([]model.Examples, parts)
+	for p := range parts {
+		var idx []int
+		for i, y := range val.Y {
+			if y%parts == p {
+				idx = append(idx, i)
+			}
+		}
+		subsets[p] = val.Subset(idx)
+	}
+	return func(at []float64, part int) ([]float64, error) {
+		data := val
+		if part >= 0 {
+			data = subsets[part]
+		}
+		g := make([]float64, m.NumParams())
+		if data.Len() == 0 {
+			return g, nil
+		}
+		if err := m.SetParams(at); err != nil {
+			return nil, err
+		}
+		return g, m.Gradient(data, g)
+	}
 }

@@ -30,6 +30,25 @@
 // parameters). Uncapped, that chance paid a random free rider > 0 on 3 of 10
 // seeds of the small-step free-riders-bc8; with the cap, on none.
 //
+// The projection game (NewProjectionGame, projection.go; issue 16) values
+// coalitions from what a committee may decrypt: m public vectors v_j (the
+// round's decrypted total, validation gradients at three points of its
+// line, min(classes, 5) per-class gradient parts, all off the known
+// direction: ProjectionVectors) and each client's m scalars
+// ⟨n_i·Δ_i, v_j⟩. With the Gram matrix G of the vectors public, the
+// projection of a coalition's step onto their span is V·G⁺·Σ_S s_i, so
+// every coalition is known from n·m scalars, and U(S) is the line-search
+// utility above with the TRUE validation score at the projected step.
+// When the updates lie in the span it is the plaintext line-search game
+// (TestProjectionGameIsPlaintextInSpan). The idea is a low-rank
+// (subspace) approximation of each update before a line search on the
+// true loss, as in subspace and Krylov methods of optimisation (Conn,
+// Gould, Sartenaer & Toint, "On iterated-subspace minimization methods
+// for nonlinear optimization", 1996) and the projected-gradient
+// sketches of update compression (Vogels, Karimireddy & Jaggi,
+// "PowerSGD", NeurIPS 2019); here the subspace is spanned by vectors the
+// server computes itself, so only inner products are released.
+//
 // Replicas (redundant.go): copies of one update are valued as one player whose
 // value they share (UpdateReplicas from update distances within a round,
 // ScalarReplicas from influence scalars, MergeReplicas, SplitReplicas), after

@@ -407,3 +407,26 @@ func JobReplicaValues(ids []string, vals []float64, merged, jobClusters [][]stri
 	}
 	return out, nil
 }
+
+// ProjectionReplicas clusters clients of equal weight whose projection
+// scalars (one per public vector) agree within CopyScalar of the larger
+// norm: a copy's products with the public vectors are its original's. A
+// client whose scalars are all zero is nobody's copy.
+func ProjectionReplicas(scalars [][]float64, weights []float64) [][]int {
+	norms := make([]float64, len(scalars))
+	for i, s := range scalars {
+		norms[i] = norm(s)
+	}
+	return replicas(len(scalars), func(i, j int) bool {
+		m := math.Max(norms[i], norms[j])
+		if weights[i] != weights[j] || norms[i] == 0 || norms[j] == 0 || len(scalars[i]) != len(scalars[j]) {
+			return false
+		}
+		var d float64
+		for k, x := range scalars[i] {
+			e := x - scalars[j][k]
+			d += e * e
+		}
+		return math.Sqrt(d) <= CopyScalar*m
+	})
+}

@@ -16,7 +16,7 @@ import (
 
 // runExperiment is `tally experiment run SCENARIO… [flags]`.
 func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "Usage: tally experiment run SCENARIO.yaml… [--methods m,…] [--modes plain,groups,influence] [--repeats R] [--out DIR] [--export-games DIR]\n\nCompares valuation methods and privacy modes on scenarios with ground truth (see experiments/README.md);\n`tally experiment run --help` lists the flags.\n"
+	const usage = "Usage: tally experiment run SCENARIO.yaml… [--methods m,…] [--modes plain,groups,influence,projection] [--repeats R] [--out DIR] [--export-games DIR]\n\nCompares valuation methods and privacy modes on scenarios with ground truth (see experiments/README.md);\n`tally experiment run --help` lists the flags.\n"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -28,7 +28,7 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlagSet("experiment run")
 	fs.SetOutput(stderr)
 	methods := fs.String("methods", "", "comma-separated methods, NAME or NAME@k (a budget of k·n utility evaluations a round); default: each scenario's list, else "+methodList(experiments.DefaultMethods()))
-	modes := fs.String("modes", "", "comma-separated privacy modes (default: plain,groups,influence)")
+	modes := fs.String("modes", "", "comma-separated privacy modes (default: plain,groups,influence,projection)")
 	repeats := fs.Int("repeats", 0, "seeds per scenario (default: the scenario's seeds)")
 	out := fs.String("out", "experiments/results", "directory for tables and plots")
 	export := fs.String("export-games", "", "directory to write every round's game as CSV (one row per coalition evaluated)")

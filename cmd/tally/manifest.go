@@ -261,7 +261,10 @@ func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.Pub
 		Schema: manifest.Schema{Features: job.Data.Features, Classes: job.Data.ClassNames, ModelKind: job.Model.Kind,
 			Hidden: job.Model.Hidden, Activation: job.Model.Activation},
 		Security: manifest.Security{SecureAggregation: job.SecureAggregation, HEParams: hex.EncodeToString(pid[:]),
-			MinLogN: pc.LogN, MinLogNoiseFlooding: manifest.LogFlooding(job.Params.NoiseFloodingSigma()), MinGroupSize: job.MinGroupSize},
+			MinLogN: pc.LogN, MinLogNoiseFlooding: manifest.LogFlooding(job.Params.NoiseFloodingSigma()), MinGroupSize: job.MinGroupSize,
+			// L, what the job's valuation mode releases per client and
+			// round (projection mode: its public vectors); 0 means 1.
+			MaxScalarsPerClientRound: scalarsForManifest(job)},
 		Committee:    manifest.Committee{Size: job.Committee.Size, Threshold: job.Committee.Threshold, Rule: manifest.RuleSHA256Rank, Seed: seed},
 		Coordinator:  manifest.Coordinator{ReceiptKey: manifest.HexBytes(receipt), TLSCertSHA256: pin},
 		Participants: ps,
@@ -412,4 +415,14 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "created %s\npublic key %s\n", *keyFile, hex.EncodeToString(pub))
 	return nil
+}
+
+// scalarsForManifest is the L a job's manifest pins: the scalars its
+// valuation declares per client and round, 0 (the default, 1) when it
+// declares at most one, so that manifests of older jobs keep their digest.
+func scalarsForManifest(job engine.Job) int {
+	if l := job.ScalarsPerRound(); l > 1 {
+		return l
+	}
+	return 0
 }

@@ -48,6 +48,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	backup := fs.String("backup", "", "after every completed round, write a consistent copy of the state file to this file (replaced atomically); see the README, \"Recovering a damaged state file\"")
 	verbose := fs.Bool("verbose", false, "debug logging")
 	metricsAddr := fs.String("metrics-addr", defaultMetricsAddr, "Prometheus endpoint (/metrics) address; empty to turn it off. OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	exportGames := fs.String("export-games", "", "directory to write each round's valuation game as CSV, round-RRR.csv: bitmask,players,clients,utility, one row per coalition evaluated")
 	tokens := fs.String("tokens", "", "the job's tokens file, written by tally token create and reread when it changes (default: JOB_ID.tokens next to the job file)")
 	healthAddr := fs.String("health-addr", "", "also serve the gRPC health service (grpc.health.v1), alone and in plaintext, on this address, for probes that speak no TLS such as Kubernetes' gRPC probes (default: off)")
 	afterDone := fs.String("after-done", "exit", "exit or wait: when the job is done, exit, or keep the health service (SERVING) and the dashboard up until a stop signal; a Kubernetes StatefulSet restarts a pod that exits, so the chart passes wait")
@@ -162,7 +163,7 @@ Flags:
 		onRelease = rl.Append
 	}
 	srv, err := coordinator.NewServer(coordinator.ServerConfig{Job: job, Validation: val, Log: log, Store: store, Telemetry: tel.Telemetry,
-		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator, HealthListener: probes, OnRelease: onRelease})
+		TokensFile: *tokens, TLS: tlsCfg, GRPCOptions: dash.grpcOptions(), Model: evaluator, HealthListener: probes, OnRelease: onRelease, ExportGames: *exportGames})
 	if err != nil {
 		return err
 	}

@@ -334,9 +334,15 @@ type JobSpec struct {
 	ClassNames []string `protobuf:"bytes,14,rep,name=class_names,json=classNames,proto3" json:"class_names,omitempty"`
 	// dp is set when the job adds differential privacy: the client clips
 	// and noises its update before it is encrypted or sent.
-	Dp            *DPSpec `protobuf:"bytes,15,opt,name=dp,proto3" json:"dp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dp *DPSpec `protobuf:"bytes,15,opt,name=dp,proto3" json:"dp,omitempty"`
+	// scalars_per_round is what the job's valuation decrypts per client and
+	// round beyond sums of ≥ k updates (projection mode: its public
+	// vectors; 0 means at most 1). A client refuses a job asking for more
+	// than its manifest's security.max_scalars_per_client_round, and its
+	// committee member releases no more than that.
+	ScalarsPerRound int32 `protobuf:"varint,80,opt,name=scalars_per_round,json=scalarsPerRound,proto3" json:"scalars_per_round,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -472,6 +478,13 @@ func (x *JobSpec) GetDp() *DPSpec {
 		return x.Dp
 	}
 	return nil
+}
+
+func (x *JobSpec) GetScalarsPerRound() int32 {
+	if x != nil {
+		return x.ScalarsPerRound
+	}
+	return 0
 }
 
 // DPSpec tells a client how to privatise its update: clip the vector the
@@ -2940,7 +2953,7 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x0eResumeResponse\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12#\n" +
 	"\x03job\x18\x02 \x01(\v2\x11.tally.v1.JobSpecR\x03job\x12,\n" +
-	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\x8a\x04\n" +
+	"\x12receipt_public_key\x18\x03 \x01(\fR\x10receiptPublicKey\"\xb6\x04\n" +
 	"\aJobSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x1a\n" +
@@ -2959,7 +2972,8 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x0emin_group_size\x18\r \x01(\x05R\fminGroupSize\x12\x1f\n" +
 	"\vclass_names\x18\x0e \x03(\tR\n" +
 	"classNames\x12 \n" +
-	"\x02dp\x18\x0f \x01(\v2\x10.tally.v1.DPSpecR\x02dp\"\xa3\x01\n" +
+	"\x02dp\x18\x0f \x01(\v2\x10.tally.v1.DPSpecR\x02dp\x12*\n" +
+	"\x11scalars_per_round\x18P \x01(\x05R\x0fscalarsPerRound\"\xa3\x01\n" +
 	"\x06DPSpec\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12\x12\n" +

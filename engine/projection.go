@@ -1,0 +1,235 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/valuation"
+)
+
+// ProjectionValuer is what the projection mode (ModeProjection) needs of
+// a Valuer beyond the interface; a Valuer without it cannot value that
+// mode's rounds (the round records the error).
+type ProjectionValuer interface {
+	// ProjectionVectors returns the round's public vectors
+	// (valuation.ProjectionVectors: unit norm, off known) and the point
+	// they are taken from, base after the server's own step along known;
+	// total is the round's FedAvg step, as decrypted.
+	ProjectionVectors(base, known, total []float64, scaler *dataset.Scaler) (vectors [][]float64, at []float64, err error)
+	// Projection values players from their scalars s_i[j] = ⟨n_i·Δ_i,
+	// v_j⟩ on the projection game (valuation.NewProjectionGame) from at.
+	Projection(round int, at []float64, vectors, scalars [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+}
+
+// CiphertextStore keeps every client's whole ciphertexts of a projection
+// round: the products with the public vectors are computed after the total
+// is decrypted, since the vectors depend on it. Safe for concurrent use.
+type CiphertextStore struct {
+	mu  sync.Mutex
+	cts map[string][][]byte
+	n   int
+}
+
+// NewCiphertextStore is a store for updates of blocks ciphertexts.
+func NewCiphertextStore(blocks int) *CiphertextStore {
+	return &CiphertextStore{cts: map[string][][]byte{}, n: blocks}
+}
+
+// Add keeps a copy of client's ciphertext of block (checked by the caller
+// as it goes into the accumulator); the first one kept stays.
+func (s *CiphertextStore) Add(client string, block int, ct []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cts[client]
+	if c == nil {
+		c = make([][]byte, s.n)
+		s.cts[client] = c
+	}
+	if block >= 0 && block < s.n && c[block] == nil {
+		c[block] = slices.Clone(ct)
+	}
+}
+
+// blocks returns client's ciphertexts, nil unless all are kept.
+func (s *CiphertextStore) blocks(client string) [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cts[client]
+	for _, b := range c {
+		if b == nil {
+			return nil
+		}
+	}
+	return c
+}
+
+// projState is a projection round between its two phases: the total is
+// decrypted, the products with the vectors queued.
+type projState struct {
+	at      []float64
+	vectors [][]float64
+	err     error
+}
+
+// startProjection is the projection round's second phase: from the
+// decrypted total, the public vectors, each contributor's product with
+// each of them (computed homomorphically from its kept ciphertexts), and
+// one coefficient decryption item per (client, vector). It reports false
+// when the round has no second phase.
+func (e *Engine) startProjection() ([]Action, bool) {
+	h := e.he
+	t := h.collect
+	if t == nil || t.Kept == nil || h.proj != nil || len(h.done) != 1 {
+		return nil, false
+	}
+	h.proj = &projState{}
+	pv, ok := e.valuer.(ProjectionValuer)
+	if !ok {
+		h.proj.err = fmt.Errorf("the valuer has no projection mode")
+		return nil, false
+	}
+	total := h.done[0].values
+	vectors, at, err := pv.ProjectionVectors(e.global, e.known, total, e.scaler)
+	if err == nil && len(vectors) != e.job.ScalarsPerRound() {
+		err = fmt.Errorf("%d public vectors, the job declares %d scalars per client and round", len(vectors), e.job.ScalarsPerRound())
+	}
+	if err != nil {
+		h.proj.err = err
+		return nil, false
+	}
+	h.proj.at, h.proj.vectors = at, vectors
+	var items []*decItem
+	for j, v := range vectors {
+		infl, err := aggregation.NewInfluence(h.params, h.keyID, v, t.Length)
+		if err != nil {
+			h.proj.err = fmt.Errorf("public vector %d: %w", j, err)
+			return nil, false
+		}
+		for _, id := range h.rec.Contributors {
+			cts := t.Kept.blocks(id)
+			if cts == nil {
+				continue // not valued this round
+			}
+			for _, ct := range cts {
+				if err := infl.Add(id, ct); err != nil {
+					h.proj.err = fmt.Errorf("product of %s with vector %d: %w", id, j, err)
+					return nil, false
+				}
+			}
+			ct, digest, err := infl.Finalize(id)
+			if err != nil {
+				h.proj.err = fmt.Errorf("product of %s with vector %d: %w", id, j, err)
+				return nil, false
+			}
+			items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, ct: ct, digest: digest, vector: v, vectorIndex: j})
+		}
+	}
+	h.queue = items
+	return e.nextDecryption(), true
+}
+
+// valueProjection scores a projection round from the decrypted scalars
+// (items after the total): a client missing any of its scalars is left
+// out of the round's game.
+func (e *Engine) valueProjection(rec *RoundRecord, t *Task, items []*decItem) {
+	cfg := e.job.Valuation
+	rv := &RoundValuation{Mode: cfg.Mode, Method: cfg.Method, Values: map[string]float64{}, StdErr: map[string]float64{}}
+	rec.Valuation = rv
+	p := e.he.proj
+	if p.err != nil {
+		rv.Error = p.err.Error()
+		return
+	}
+	m := len(p.vectors)
+	got := map[string][]float64{}
+	lost := map[string]bool{}
+	for _, it := range items {
+		if it.missing {
+			lost[it.client] = true
+			continue
+		}
+		s := got[it.client]
+		if s == nil {
+			s = make([]float64, m)
+			got[it.client] = s
+		}
+		s[it.vectorIndex] = it.scalar
+	}
+	var ids []string
+	var scalars [][]float64
+	var w []float64
+	for _, id := range rec.Contributors {
+		if s, ok := got[id]; ok && !lost[id] {
+			ids, scalars, w = append(ids, id), append(scalars, s), append(w, float64(rec.Samples[id]))
+		}
+	}
+	if len(ids) == 0 {
+		rv.Error = "no client's projection scalars could all be decrypted"
+		return
+	}
+	res, err := e.projectionAsOne(rv, t, ids, p.at, p.vectors, scalars, w)
+	if err != nil {
+		rv.Error = err.Error()
+		return
+	}
+	rv.Evaluations = res.Evaluations
+}
+
+// valueProjectionClear is the projection mode without encryption: the
+// same vectors, scalars and game, computed from the updates in the clear.
+func (e *Engine) valueProjectionClear(rv *RoundValuation, t *Task, results []Result) (valuation.Result, error) {
+	pv, ok := e.valuer.(ProjectionValuer)
+	if !ok {
+		return valuation.Result{}, fmt.Errorf("the valuer has no projection mode")
+	}
+	updates, weights := make([][]float64, len(results)), make([]float64, len(results))
+	ids := make([]string, len(results))
+	total := make([]float64, len(e.global))
+	var n float64
+	for i, r := range results {
+		updates[i], weights[i], ids[i] = r.Update, float64(r.Samples), r.Client
+		n += weights[i]
+		for k, x := range r.Update {
+			total[k] += weights[i] * x
+		}
+	}
+	for k := range total {
+		total[k] /= n
+	}
+	vectors, at, err := pv.ProjectionVectors(e.global, e.known, total, e.scaler)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	scalars, err := valuation.ProjectionScalars(vectors, updates, weights)
+	if err != nil {
+		return valuation.Result{}, err
+	}
+	return e.projectionAsOne(rv, t, ids, at, vectors, scalars, weights)
+}
+
+// projectionAsOne values a projection round with copies (clients of
+// equal weight whose scalars agree, valuation.ProjectionReplicas) as one
+// player: their mean scalars and mean weight.
+func (e *Engine) projectionAsOne(rv *RoundValuation, t *Task, ids []string, at []float64, vectors, scalars [][]float64, weights []float64) (valuation.Result, error) {
+	pv := e.valuer.(ProjectionValuer)
+	per := make([][]float64, len(scalars))
+	for i, s := range scalars {
+		per[i] = make([]float64, len(s))
+		for j, x := range s {
+			per[i][j] = x / weights[i]
+		}
+	}
+	return valueAsOne(rv, ids, valuation.ProjectionReplicas(scalars, weights), per, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
+		ss := make([][]float64, len(us))
+		for c, u := range us {
+			ss[c] = make([]float64, len(u))
+			for j, x := range u {
+				ss[c][j] = x * ws[c]
+			}
+		}
+		return pv.Projection(t.Round, at, vectors, ss, ws, e.scaler)
+	})
+}
