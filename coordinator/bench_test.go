@@ -106,7 +106,11 @@ func benchJob(spec model.Spec, n, rounds int, secure string) engine.JobConfig {
 
 // runClients starts one client per shard, each on its own connection as
 // separate data holders would be, and returns a function that waits for
-// them all.
+// them all. The clients long-poll as deployed ones do (client.Config's
+// default PollWait): a poll is answered as soon as a task selects its
+// client, so a longer wait costs no latency, only fewer idle polls. They
+// used to poll every second, which under load made authenticating idle
+// polls most of the coordinator's CPU (BENCHMARKS.md, issue 19).
 func runClients(ctx context.Context, b *testing.B, addr string, job engine.JobConfig, shards []model.Examples, shared *client.Shared) func() {
 	b.Helper()
 	var wg sync.WaitGroup
@@ -117,7 +121,7 @@ func runClients(ctx context.Context, b *testing.B, addr string, job engine.JobCo
 			b.Fatal(err)
 		}
 		conns = append(conns, conn)
-		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: data, PollWait: time.Second, Shared: shared, TestOnlyWeakParameters: true})
+		c, err := client.New(client.Config{Conn: conn, Token: job.Clients.Enrolment[i].Token, Data: data, Shared: shared, TestOnlyWeakParameters: true})
 		if err != nil {
 			b.Fatal(err)
 		}
