@@ -102,6 +102,14 @@ func (st *SubmissionStore) Close() error {
 	return st.spill.f.Close()
 }
 
+// Kept reports whether the c₁ of client's block was kept.
+func (st *SubmissionStore) Kept(client string, block int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.subs[client]
+	return ok && block >= 0 && block < len(s.c1) && s.kept(block)
+}
+
 // ReadContribution returns the c₁ rows kept for client's block, read into
 // buf when the store spills (buf is grown if too short; nil allocates),
 // or the kept slice itself, not to be changed, when it does not.

@@ -97,6 +97,10 @@ type ServerConfig struct {
 	// model's evaluator (extmodel). nil builds the built-in model of the
 	// job's spec and seed.
 	Model model.Model
+	// SpillDir is where each round's c₁ rows are kept, in a file removed
+	// from it as soon as it is made (spillStores); empty means
+	// os.TempDir(), which $TMPDIR sets.
+	SpillDir string
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -152,6 +156,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	eng := engine.NewEngine(job, strategy, timedEvaluator{&ModelEvaluator{Model: m.Clone(), Data: cfg.Validation}, note}, m.Params())
 	if job.Valuation.Mode != engine.ModeOff {
 		eng.SetValuer(timedValuer{&ModelValuer{Job: job, Model: m.Clone(), Data: cfg.Validation}, note})
+	}
+	if job.Secure() {
+		eng.SetSubmissionStores(spillStores(cfg.SpillDir, cfg.Log))
 	}
 	snap, err := cfg.Store.Load()
 	if err != nil {
