@@ -476,9 +476,9 @@ func tail(s string, n int) string {
 // 151/259 MiB, ratio 1.7; with GOMEMLIMIT=96MiB in the environment (which
 // the child inherits) 114/147 MiB, ratio 1.3, at the price of more GC.
 // Members' verification (issue 14) then added every client's c₁, 1.6 MB
-// each, kept until the round's decryptions are done (ratio 3.5–3.7,
+// each, kept until the round's decryptions are done (ratio 3.4–3.7,
 // issue 19 asks for 1.3); they are now in a spill file off the heap
-// (spill.go: ratio 2.1), and the influence ciphertexts are what grows.
+// (spill.go: ratio 1.8–2.1), and the influence ciphertexts are what grows.
 // The coordinator is a separate process so that the clients' models and
 // ciphertexts, which live in this process, are not counted.
 func BenchmarkPeakMemory(b *testing.B) {
