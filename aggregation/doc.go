@@ -136,7 +136,9 @@
 // Before any share of an aggregate (purposes total, group, moments, …)
 // [Member.VerifyAggregate] receives each contributor's signed [Submission]
 // and the c₁ of each of its block ciphertexts (the coordinator keeps them
-// in a [SubmissionStore] until the round's decryptions are done; it
+// in a [SubmissionStore] until the round's decryptions are done, the c₁
+// in a spill file, [NewSpillingSubmissionStore], each checked with a
+// CRC-32C when read back, [ErrSpillCorrupt]; it
 // refuses an upload whose statement does not verify under the client's
 // enrolled key, or does not cover its ciphertexts) and checks: every
 // contributor is a participant of the pinned manifest

@@ -264,18 +264,29 @@ func (s *Submission) UnmarshalBinary(b []byte) error {
 
 // SubmissionStore keeps, for one collect task, each client's signed
 // submission and the c₁ of each of its ciphertexts, which the coordinator
-// serves to committee members until the task's decryptions are done. It
-// holds half of every client ciphertext: n·blocks·[Parameters.CiphertextSize]/2
-// bytes. Safe for concurrent use.
+// serves to committee members until the task's decryptions are done. In
+// memory it holds half of every client ciphertext: n·blocks·[Parameters.CiphertextSize]/2
+// bytes; [NewSpillingSubmissionStore] keeps those rows in a file instead.
+// Safe for concurrent use.
 type SubmissionStore struct {
-	mu   sync.Mutex
-	subs map[string]*storedSubmission
+	mu    sync.Mutex
+	subs  map[string]*storedSubmission
+	spill *spill // nil: the c₁ rows are kept in memory
 }
 
 type storedSubmission struct {
-	raw []byte
-	sub *Submission
-	c1  [][]byte
+	raw     []byte
+	sub     *Submission
+	c1      [][]byte   // in memory
+	spilled []spillRef // in the spill file, where spilled[b].n > 0 marks block b kept
+}
+
+// kept reports whether block b's c₁ was kept.
+func (s *storedSubmission) kept(b int) bool {
+	if s.spilled != nil {
+		return s.spilled[b].n > 0
+	}
+	return s.c1[b] != nil
 }
 
 // NewSubmissionStore returns an empty store.
@@ -296,13 +307,17 @@ func (st *SubmissionStore) Put(client string, raw []byte, sub *Submission) error
 		if bytes.Equal(old.raw, raw) {
 			return nil
 		}
-		for _, c1 := range old.c1 {
-			if c1 != nil {
+		for b := range old.c1 {
+			if old.kept(b) {
 				return fmt.Errorf("%w: client %q already uploaded blocks under another signed statement in this task; a resent upload must carry the same ciphertexts", ErrSubmissionMismatch, client)
 			}
 		}
 	}
-	st.subs[client] = &storedSubmission{raw: bytes.Clone(raw), sub: sub, c1: make([][]byte, sub.Blocks())}
+	s := &storedSubmission{raw: bytes.Clone(raw), sub: sub, c1: make([][]byte, sub.Blocks())}
+	if st.spill != nil {
+		s.spilled = make([]spillRef, sub.Blocks())
+	}
+	st.subs[client] = s
 	return nil
 }
 
@@ -327,21 +342,26 @@ func (st *SubmissionStore) AddBlock(client string, block int, ct []byte) error {
 	if !ok || block < 0 || block >= len(s.c1) {
 		return fmt.Errorf("%w: no submission of client %q covers block %d", ErrUnknownContributor, client, block)
 	}
-	if s.c1[block] == nil {
+	switch {
+	case s.kept(block):
+	case st.spill != nil:
+		ref, err := st.spill.keep(ContributionC1(ct))
+		if err != nil {
+			return err
+		}
+		s.spilled[block] = ref
+	default:
 		s.c1[block] = bytes.Clone(ContributionC1(ct))
 	}
 	return nil
 }
 
-// Contribution returns the c₁ rows kept for client's block, or false.
+// Contribution returns the c₁ rows kept for client's block, or false (also
+// when a spilled one cannot be read back intact: [SubmissionStore.ReadContribution]
+// says why).
 func (st *SubmissionStore) Contribution(client string, block int) ([]byte, bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s, ok := st.subs[client]
-	if !ok || block < 0 || block >= len(s.c1) || s.c1[block] == nil {
-		return nil, false
-	}
-	return s.c1[block], true
+	c1, err := st.ReadContribution(client, block, nil)
+	return c1, err == nil
 }
 
 // GradientDigest is the commitment to an influence multiplier vector: the

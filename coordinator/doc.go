@@ -36,4 +36,13 @@
 // bindings live in the store, so a restarted coordinator keeps admitting
 // the clients it enrolled. ServerConfig.TLS adds TLS and, with client CAs,
 // mutual TLS.
+//
+// Under secure aggregation each round keeps every contributor's signed
+// c₁ rows (half of its ciphertext) for the committee members who verify
+// the sums they decrypt. They are kept in a spill file (spill.go,
+// aggregation.NewSpillingSubmissionStore) in ServerConfig.SpillDir, by
+// default os.TempDir(): removed from the directory as soon as it is made,
+// checked with a CRC-32C when read back, and closed by the driver once
+// the round's decryptions are over, so that the coordinator's heap does
+// not grow with the clients by 1.6 MB each at 100k parameters.
 package coordinator

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,12 +31,31 @@ func (s namingStream) RecvMsg(m any) error {
 	return err
 }
 
+// openSpillFiles counts the files of dir this process holds open, by
+// their descriptors' links in /proc/self/fd (a removed file's link reads
+// "PATH (deleted)").
+func openSpillFiles(t *testing.T, dir string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if to, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(to, filepath.Join(dir, "tally-c1-")) {
+			n++
+		}
+	}
+	return n
+}
+
 // TestContributionDownloadCalls counts the Download calls committee
 // members make for contributors' c1 in a secure job whose updates span
 // several blocks. Each call costs the coordinator a signature check and a
 // stream; fetched one block per call they were a third of its CPU per
 // client in BenchmarkScale. A member must fetch a contributor's blocks in
-// ⌈blocks/8⌉ calls, and the job must still verify and complete.
+// ⌈blocks/8⌉ calls, and the job must still verify and complete. The c1
+// are served from the round's spill file, closed by the job's end.
 func TestContributionDownloadCalls(t *testing.T) {
 	ds, err := dataset.Embedded("breast-cancer")
 	if err != nil {
@@ -77,6 +98,10 @@ func TestContributionDownloadCalls(t *testing.T) {
 		t.Fatalf("the test needs updates of several blocks, has %d", blocks)
 	}
 
+	// The round's c1 are served from a spill file of this directory,
+	// removed from it as soon as it is made (spillStores).
+	spill := t.TempDir()
+	spilled := 0 // the most spill files open during a download
 	var mu sync.Mutex
 	calls := map[string]int{} // "contribution/…" and "contributions/…" calls by contributor
 	walks := map[string]int{} // of which those that start at block 0
@@ -91,7 +116,9 @@ func TestContributionDownloadCalls(t *testing.T) {
 			return
 		}
 		who, at, _ := strings.Cut(rest, "/")
+		open := openSpillFiles(t, spill)
 		mu.Lock()
+		spilled = max(spilled, open)
 		calls[who]++
 		// A verification fetches a contributor's blocks from block 0 on:
 		// a request that starts there starts one.
@@ -108,7 +135,7 @@ func TestContributionDownloadCalls(t *testing.T) {
 	})
 	var recs []engine.RoundRecord
 	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 2 * time.Second, GRPCOptions: []grpc.ServerOption{intercept},
-		OnRound: func(r engine.RoundRecord) { recs = append(recs, r) }})
+		SpillDir: spill, OnRound: func(r engine.RoundRecord) { recs = append(recs, r) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +151,15 @@ func TestContributionDownloadCalls(t *testing.T) {
 	perWalk := (blocks + 7) / 8
 	mu.Lock()
 	defer mu.Unlock()
+	if spilled != 1 {
+		t.Errorf("members were served from %d open spill files at most, want 1 (the round's)", spilled)
+	}
+	if n := openSpillFiles(t, spill); n != 0 {
+		t.Errorf("%d spill files still open after the job", n)
+	}
+	if entries, err := os.ReadDir(spill); err != nil || len(entries) != 0 {
+		t.Errorf("the spill directory holds %d entries (%v), want none: a spill file is removed when it is made", len(entries), err)
+	}
 	if len(walks) != n {
 		t.Errorf("members fetched the c1 of %d contributors, want %d: %v", len(walks), n, walks)
 	}

@@ -65,6 +65,9 @@ type Driver struct {
 	Telemetry *telemetry.Telemetry
 
 	trace roundTrace // owned by the driver goroutine
+	// collect is the latest collect task whose submission store is open
+	// (releaseStores); guarded by mu.
+	collect *engine.Task
 }
 
 // roundTrace is the driver's telemetry state: the open round span, the
@@ -297,6 +300,11 @@ func NewDriver(eng *engine.Engine, store engine.Store, tick time.Duration, log *
 // rather than running on unrecorded).
 func (d *Driver) Run(ctx context.Context) error {
 	defer close(d.stopped)
+	defer func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.releaseStores(nil)
+	}()
 	if d.engine.Phase() == engine.PhaseDone {
 		return nil
 	}
@@ -373,6 +381,7 @@ func (d *Driver) perform(acts []engine.Action) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range acts {
+		d.releaseStores(a)
 		switch a := a.(type) {
 		case engine.ActPersist:
 			start := time.Now()

@@ -103,6 +103,10 @@ type ServerConfig struct {
 	// valuation game is written as CSV, one row per coalition evaluated
 	// (exportGame), so that anyone can recompute the values without tally.
 	ExportGames string
+	// SpillDir is where each round's c₁ rows are kept, in a file removed
+	// from it as soon as it is made (spillStores); empty means
+	// os.TempDir(), which $TMPDIR sets.
+	SpillDir string
 }
 
 // Server is a coordinator: the engine, its driver and the gRPC service.
@@ -167,6 +171,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			mv.games = games
 		}
 		eng.SetValuer(timedValuer{mv, note})
+	}
+	if job.Secure() {
+		eng.SetSubmissionStores(spillStores(cfg.SpillDir, cfg.Log))
 	}
 	snap, err := cfg.Store.Load()
 	if err != nil {

@@ -986,17 +986,37 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		if i < 0 || err != nil {
 			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 		}
-		c1, ok := t.Submissions.Contribution(rest[:i], b)
-		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		buf := c1Buffers.Get().(*[]byte)
+		defer c1Buffers.Put(buf)
+		c1, err := t.Submissions.ReadContribution(rest[:i], b, *buf)
+		if err != nil {
+			return toStatus(fmt.Errorf("%w: task %s has no %q: %w", engine.ErrNoTask, t.ID, name, err))
 		}
-		data = c1
+		*buf, data = c1, c1
 	case strings.HasPrefix(name, "contributions/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
-		parts, err := contributions(t, strings.TrimPrefix(name, "contributions/"))
+		client, first, count, err := contributions(t, strings.TrimPrefix(name, "contributions/"))
 		if err != nil {
 			return toStatus(fmt.Errorf("%w: task %s has no %q: %v", engine.ErrNoTask, t.ID, name, err))
 		}
-		return sendParts(stream, parts)
+		// One block is read at a time, into a buffer reused across
+		// downloads: the store may keep them in a file (spillStores), and
+		// a member's call asks for eight.
+		buf := c1Buffers.Get().(*[]byte)
+		defer c1Buffers.Put(buf)
+		if err := sendParts(stream, [][]byte{binary.BigEndian.AppendUint32(nil, uint32(count))}); err != nil {
+			return err
+		}
+		for b := first; b < first+count; b++ {
+			c1, err := t.Submissions.ReadContribution(client, b, *buf)
+			if err != nil {
+				return toStatus(fmt.Errorf("%w: task %s: block %d of client %q: %w", engine.ErrNoTask, t.ID, b, client, err))
+			}
+			*buf = c1
+			if err := sendParts(stream, [][]byte{c1}); err != nil {
+				return err
+			}
+		}
+		return nil
 	case name == "gradient" && t.Kind == engine.TaskDecrypt && t.Gradient != nil:
 		data = aggregation.MarshalGradient(t.Gradient)
 	case strings.HasPrefix(name, "gradient/") && t.Kind == engine.TaskDecrypt && t.Gradients != nil:
@@ -1031,45 +1051,47 @@ func sendParts(stream tallyv1.CoordinatorService_DownloadServer, parts [][]byte)
 	return nil
 }
 
-// contributions answers "contributions/<client>/<first>/<count>": the c1
-// of blocks first … first+count−1 of client's upload (fewer when the
-// upload has fewer), as a big-endian uint32 number of blocks followed by
-// their rows, all of the same length. It is "contribution/<client>/<block>"
+// contributions parses "contributions/<client>/<first>/<count>", which is
+// answered with the c1 of blocks first … first+count−1 of client's upload
+// (fewer when the upload has fewer), as a big-endian uint32 number of
+// blocks followed by their rows, all of the same length, and returns the
+// blocks to send. It is "contribution/<client>/<block>"
 // for many blocks in one call: each call costs the coordinator a
 // signature verification and a stream, which made the per-block form a
 // third of its CPU per client in BenchmarkScale (16 members × every
 // contributor × every block). The member checks each block against its
 // client's signed digest as before.
-func contributions(t *engine.Task, rest string) ([][]byte, error) {
+func contributions(t *engine.Task, rest string) (client string, first, count int, err error) {
 	f := strings.Split(rest, "/")
 	if len(f) < 3 {
-		return nil, errors.New("want contributions/<client>/<first>/<count>")
+		return "", 0, 0, errors.New("want contributions/<client>/<first>/<count>")
 	}
-	client := strings.Join(f[:len(f)-2], "/")
+	client = strings.Join(f[:len(f)-2], "/")
 	first, err1 := strconv.Atoi(f[len(f)-2])
 	count, err2 := strconv.Atoi(f[len(f)-1])
 	if err1 != nil || err2 != nil || first < 0 || count < 1 {
-		return nil, errors.New("first and count must be integers, first ≥ 0 and count ≥ 1")
+		return "", 0, 0, errors.New("first and count must be integers, first ≥ 0 and count ≥ 1")
 	}
 	_, sub, ok := t.Submissions.Submission(client)
 	if !ok {
-		return nil, fmt.Errorf("no submission of client %q", client)
+		return "", 0, 0, fmt.Errorf("no submission of client %q", client)
 	}
 	if first >= sub.Blocks() {
-		return nil, fmt.Errorf("block %d of client %q's %d", first, client, sub.Blocks())
+		return "", 0, 0, fmt.Errorf("block %d of client %q's %d", first, client, sub.Blocks())
 	}
 	count = min(count, sub.Blocks()-first)
-	parts := make([][]byte, 1, 1+count)
-	parts[0] = binary.BigEndian.AppendUint32(nil, uint32(count))
+	// Every block asked for must have been received before any is sent:
+	// the answer is all of them or an error.
 	for b := first; b < first+count; b++ {
-		c1, ok := t.Submissions.Contribution(client, b)
-		if !ok {
-			return nil, fmt.Errorf("block %d of client %q was not received", b, client)
+		if !t.Submissions.Kept(client, b) {
+			return "", 0, 0, fmt.Errorf("block %d of client %q was not received", b, client)
 		}
-		parts = append(parts, c1)
 	}
-	return parts, nil
+	return client, first, count, nil
 }
+
+// c1Buffers holds the buffers downloads read spilled c₁ rows into.
+var c1Buffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // DownloadModel implements CoordinatorService for models too large to
 // inline, in SendChunkBytes pieces so that concurrent downloads hold

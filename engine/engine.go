@@ -38,7 +38,8 @@ type Engine struct {
 	job      Job
 	strategy Strategy
 	eval     Evaluator
-	valuer   Valuer // nil: no valuation
+	valuer   Valuer           // nil: no valuation
+	stores   SubmissionStores // nil: in memory (submissions.go)
 
 	phase        Phase
 	now          int

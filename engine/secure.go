@@ -341,7 +341,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 // group of a seeded partition of the selected clients.
 func (e *Engine) attachAccumulator(t *Task) error {
 	t.KeyID, t.PublicKey, t.KeyCertificate = e.he.keyID, e.he.pk, e.he.cert
-	t.Submissions = aggregation.NewSubmissionStore()
+	t.Submissions = e.newSubmissionStore()
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeGroups {
 		t.Groups = partition(t.Selected, e.job.MinGroupSize, e.job.Seed, t.Round, t.Attempt)
 		t.GroupAcc = make([]*aggregation.Accumulator, len(t.Groups))

@@ -1,0 +1,137 @@
+package aggregation
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// ErrSpillCorrupt reports c₁ rows that a [SubmissionStore] read back from
+// its spill file and that are not the bytes it wrote there (a disk error,
+// or a file changed under the coordinator): they are not served, since
+// they are not what the client signed.
+var ErrSpillCorrupt = errors.New("aggregation: c1 read back from the spill file differs from what was kept")
+
+// SpillFile is where a [SubmissionStore] keeps c₁ rows off the heap: an
+// *os.File opened for reading and writing is one. The store writes each
+// c₁ once, at the end of what it wrote before, and reads it back
+// concurrently (ReadAt must be safe for concurrent use, as *os.File's
+// is); Close is called once, by [SubmissionStore.Close].
+type SpillFile interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+}
+
+// castagnoli is the CRC-32C table: hardware-accelerated on amd64 and arm64,
+// so checking what is read back costs far less than serving it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// spillRef locates one kept c₁ in the spill file.
+type spillRef struct {
+	off int64
+	n   int
+	crc uint32
+}
+
+// spill is the file state of a spilling store, guarded by the store's mu.
+type spill struct {
+	f      SpillFile
+	end    int64
+	closed bool
+}
+
+// NewSpillingSubmissionStore returns an empty store that keeps the c₁
+// rows in f instead of in memory: the heap then holds only the signed
+// statements (under a kilobyte per client), whatever the number of
+// clients, and the rows stay in the page cache, which the kernel may
+// write out under memory pressure. Each c₁ carries a CRC-32C of what was
+// written, checked on every read ([ErrSpillCorrupt]); members check every
+// c₁ against its client's signed digest in any case. The store owns f
+// from now on: [SubmissionStore.Close] closes it.
+func NewSpillingSubmissionStore(f SpillFile) *SubmissionStore {
+	st := NewSubmissionStore()
+	st.spill = &spill{f: f}
+	return st
+}
+
+// keep writes c1 at the end of the spill file. Called with st.mu held.
+func (sp *spill) keep(c1 []byte) (spillRef, error) {
+	if sp.closed {
+		return spillRef{}, fmt.Errorf("%w: the submission store was closed", ErrState)
+	}
+	n, err := sp.f.WriteAt(c1, sp.end)
+	if err != nil {
+		return spillRef{}, fmt.Errorf("aggregation: spill c1: %w", err)
+	}
+	if n != len(c1) {
+		return spillRef{}, fmt.Errorf("aggregation: spill c1: wrote %d of %d bytes", n, len(c1))
+	}
+	ref := spillRef{off: sp.end, n: len(c1), crc: crc32.Checksum(c1, castagnoli)}
+	sp.end += int64(len(c1))
+	return ref, nil
+}
+
+// read reads ref back into buf (grown if short) and checks it.
+func (sp *spill) read(ref spillRef, buf []byte) ([]byte, error) {
+	if cap(buf) < ref.n {
+		buf = make([]byte, ref.n)
+	}
+	buf = buf[:ref.n]
+	if _, err := sp.f.ReadAt(buf, ref.off); err != nil {
+		return nil, fmt.Errorf("aggregation: read spilled c1 at offset %d: %w", ref.off, err)
+	}
+	if got := crc32.Checksum(buf, castagnoli); got != ref.crc {
+		return nil, fmt.Errorf("%w: %d bytes at offset %d have CRC-32C %08x, %08x was written", ErrSpillCorrupt, ref.n, ref.off, got, ref.crc)
+	}
+	return buf, nil
+}
+
+// Close releases what the store holds: it closes a spill file (whose name,
+// if it had one, its creator removes), after which the store serves no
+// c₁ and keeps none. Closing twice, or closing a store in memory, does
+// nothing.
+func (st *SubmissionStore) Close() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.spill == nil || st.spill.closed {
+		return nil
+	}
+	st.spill.closed = true
+	return st.spill.f.Close()
+}
+
+// Kept reports whether the c₁ of client's block was kept.
+func (st *SubmissionStore) Kept(client string, block int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.subs[client]
+	return ok && block >= 0 && block < len(s.c1) && s.kept(block)
+}
+
+// ReadContribution returns the c₁ rows kept for client's block, read into
+// buf when the store spills (buf is grown if too short; nil allocates),
+// or the kept slice itself, not to be changed, when it does not.
+func (st *SubmissionStore) ReadContribution(client string, block int, buf []byte) ([]byte, error) {
+	st.mu.Lock()
+	s, ok := st.subs[client]
+	if !ok || block < 0 || block >= len(s.c1) || !s.kept(block) {
+		st.mu.Unlock()
+		return nil, fmt.Errorf("%w: no c1 of client %q's block %d was kept", ErrUnknownContributor, client, block)
+	}
+	if st.spill == nil {
+		c1 := s.c1[block]
+		st.mu.Unlock()
+		return c1, nil
+	}
+	if st.spill.closed {
+		st.mu.Unlock()
+		return nil, fmt.Errorf("%w: the submission store was closed", ErrState)
+	}
+	sp, ref := st.spill, s.spilled[block]
+	st.mu.Unlock()
+	// Read outside the lock: uploads keep going while members download.
+	// A Close meanwhile makes ReadAt fail, which is what it should do.
+	return sp.read(ref, buf)
+}

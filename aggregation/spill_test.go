@@ -1,0 +1,151 @@
+package aggregation
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// spillCase signs three blocks of client c00 and returns a store in memory
+// and a spilling one holding them, and the spill file.
+func spillCase(t *testing.T) (mem, spilled *SubmissionStore, f *os.File, cts [][]byte) {
+	t.Helper()
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	enc, err := NewEncryptor(params, cm.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cts, err = enc.EncryptUpdate(update(1, 1500), 3); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := NewSubmission(params, "job", "c00", 1, 0, 3, cts, cm.clientKey("c00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := sub.MarshalBinary()
+	if f, err = os.CreateTemp(t.TempDir(), "c1-*"); err != nil {
+		t.Fatal(err)
+	}
+	mem, spilled = NewSubmissionStore(), NewSpillingSubmissionStore(f)
+	t.Cleanup(func() { spilled.Close() })
+	for _, st := range []*SubmissionStore{mem, spilled} {
+		if err := st.Put("c00", raw, sub); err != nil {
+			t.Fatal(err)
+		}
+		for b, ct := range cts {
+			if err := st.AddBlock("c00", b, ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return mem, spilled, f, cts
+}
+
+// A spilling store serves the same c₁ rows as one in memory, from its file:
+// what is read back is what the client signed.
+func TestSpillingStoreServesWhatWasKept(t *testing.T) {
+	mem, spilled, f, cts := spillCase(t)
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(cts) * len(ContributionC1(cts[0]))); fi.Size() != want {
+		t.Fatalf("spill file holds %d bytes, want the %d of every c1", fi.Size(), want)
+	}
+	var buf []byte
+	for b, ct := range cts {
+		want, ok := mem.Contribution("c00", b)
+		if !ok || !bytes.Equal(want, ContributionC1(ct)) {
+			t.Fatalf("block %d: the store in memory does not serve the c1 kept", b)
+		}
+		got, err := spilled.ReadContribution("c00", b, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("block %d: the spilling store serves other bytes than it kept", b)
+		}
+		buf = got
+	}
+	if _, err := spilled.ReadContribution("c01", 0, nil); !errors.Is(err, ErrUnknownContributor) {
+		t.Fatalf("unknown client: err = %v, want ErrUnknownContributor", err)
+	}
+	if _, err := spilled.ReadContribution("c00", len(cts), nil); !errors.Is(err, ErrUnknownContributor) {
+		t.Fatalf("block past the last: err = %v, want ErrUnknownContributor", err)
+	}
+}
+
+// The adversary here is the disk, or whoever writes to the spill file:
+// one byte of a kept c₁ changed under the store. The store refuses to
+// serve it (ErrSpillCorrupt) rather than relay bytes the client did not
+// sign; the other blocks are still served.
+func TestSpillingStoreRefusesChangedBytes(t *testing.T) {
+	_, spilled, f, cts := spillCase(t)
+	n := int64(len(ContributionC1(cts[0])))
+	one := make([]byte, 1)
+	if _, err := f.ReadAt(one, n+17); err != nil {
+		t.Fatal(err)
+	}
+	one[0] ^= 0x40
+	if _, err := f.WriteAt(one, n+17); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spilled.ReadContribution("c00", 1, nil); !errors.Is(err, ErrSpillCorrupt) {
+		t.Fatalf("changed byte in block 1: err = %v, want ErrSpillCorrupt", err)
+	}
+	if _, ok := spilled.Contribution("c00", 1); ok {
+		t.Fatal("Contribution serves a block whose bytes changed on disk")
+	}
+	if _, err := spilled.ReadContribution("c00", 0, nil); err != nil {
+		t.Fatalf("block 0, unchanged: %v", err)
+	}
+}
+
+// Once closed (the round's decryptions are done), a spilling store serves
+// nothing and keeps nothing, and its file is closed.
+func TestSpillingStoreClose(t *testing.T) {
+	_, spilled, f, cts := spillCase(t)
+	if err := spilled.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := spilled.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := spilled.ReadContribution("c00", 0, nil); !errors.Is(err, ErrState) {
+		t.Fatalf("read after Close: err = %v, want ErrState", err)
+	}
+	if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("spill file after Close: Stat err = %v, want os.ErrClosed", err)
+	}
+	// A block that arrives late (an upload racing the round's end) is
+	// refused, not written to a closed file.
+	raw, sub, _ := spilled.Submission("c00")
+	if err := spilled.Put("c01", raw, sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := spilled.AddBlock("c01", 0, cts[0]); !errors.Is(err, ErrState) {
+		t.Fatalf("AddBlock after Close: err = %v, want ErrState", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(f.Name())); len(entries) != 1 {
+		t.Fatalf("spill dir holds %d entries; the store must not create files of its own", len(entries))
+	}
+}
+
+// The replacement rule holds when the blocks are spilled: a second
+// statement is refused once a block under the first was kept.
+func TestSpillingStoreKeepsFirstStatement(t *testing.T) {
+	_, spilled, _, _ := spillCase(t)
+	raw, _, _ := spilled.Submission("c00")
+	other := bytes.Clone(raw)
+	other[len(other)-1] ^= 1
+	var sub Submission
+	if err := sub.UnmarshalBinary(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := spilled.Put("c00", other, &sub); !errors.Is(err, ErrSubmissionMismatch) {
+		t.Fatalf("another statement after spilled blocks: err = %v, want ErrSubmissionMismatch", err)
+	}
+}
