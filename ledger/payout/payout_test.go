@@ -348,3 +348,21 @@ func TestBaselineRefusesBadWeights(t *testing.T) {
 		t.Errorf("zero weights: each %v unspent %v err %v, want nothing paid and the round's 0.25 unspent", each, unspent, err)
 	}
 }
+
+// TestCreditRoundingIsNoGain: a round whose values cancel but for the
+// rounding of their sum (0.1 + 0.2 − 0.3 = +5.6e-17 in float64) made the
+// model no better, whatever the order of the sum; before the tolerance
+// one order credited 0.1 and 0.2 and the other nothing.
+func TestCreditRoundingIsNoGain(t *testing.T) {
+	for _, values := range [][]float64{{0.1, 0.2, -0.3}, {0.3, -0.1, -0.2}, {-0.3, 0.2, 0.1}} {
+		got := Credit(values)
+		for i, v := range values {
+			if want := min(v, 0); got[i] != want {
+				t.Errorf("Credit(%v)[%d] = %v, want %v: a gain of rounding credited", values, i, got[i], want)
+			}
+		}
+	}
+	if got := Credit([]float64{0.1, 0.2, -0.3 + 1e-6}); got[0] != 0.1 {
+		t.Errorf("a gain of 1e-6 is not credited: %v", got)
+	}
+}

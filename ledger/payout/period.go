@@ -11,15 +11,21 @@ import (
 // positive, the round made the model no better, so nobody is credited for
 // it, but whoever made it worse is still debited (positive values become
 // 0, negative ones stay). A round with a positive gain counts as valued.
+// A gain within rounding of zero (|Σφ| ≤ GainTolerance · Σ|φ|: a round
+// whose grand coalition took no step has U(all) = U(none), but its
+// Shapley values sum to ±1e-17) counts as no gain, so that whether such a
+// round is credited does not hang on the order of a floating-point sum.
 // The result is a new slice.
 func Credit(values []float64) []float64 {
-	var gain float64
+	var gain, mass float64
 	for _, v := range values {
 		gain += v
+		mass += math.Abs(v)
 	}
+	valued := gain > GainTolerance*mass
 	out := make([]float64, len(values))
 	for i, v := range values {
-		if gain > 0 {
+		if valued {
 			out[i] = v
 		} else {
 			out[i] = min(v, 0)
@@ -27,6 +33,10 @@ func Credit(values []float64) []float64 {
 	}
 	return out
 }
+
+// GainTolerance is the relative size below which a round's gain Σφ is
+// rounding, not gain (Credit).
+const GainTolerance = 1e-9
 
 // Totals accumulates the credited values of rounds with a freshness
 // decay: after rounds 1 … R (counting only the rounds added),
