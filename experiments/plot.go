@@ -22,6 +22,12 @@ import (
 //     exact Shapley against the utility evaluations a run used, both
 //     averaged over the scenarios with an exact ground truth. Vector methods
 //     use no coalition and sit at x = 1.
+//   - fidelity-privacy.png: each private mode's methods, Spearman against
+//     exact Shapley against the scalars the mode decrypts per client and
+//     round (beside the sums of ≥ k updates every private mode decrypts),
+//     averaged over the scenarios with an exact ground truth: what
+//     fidelity costs in released values. Plain mode decrypts every update
+//     and is not drawn.
 //   - values-SCENARIO.png: per scenario, each client's FedSV total (mean
 //     over seeds) under the reference and a few methods of the plain mode
 //     and of the private modes, each divided by its Σ|φ| so that methods of
@@ -44,6 +50,9 @@ func WritePlots(dir string, scenarios []Scenario, runs []SeedRun, ss []Summary) 
 		if err := fidelityPlot(filepath.Join(dir, "fidelity-cost-"+mode+".png"), mode, ss, exact); err != nil {
 			return err
 		}
+	}
+	if err := privacyPlot(filepath.Join(dir, "fidelity-privacy.png"), ss, exact); err != nil {
+		return err
 	}
 	for _, sc := range scenarios {
 		var rs []SeedRun
@@ -116,6 +125,60 @@ func fidelityPlot(path, mode string, ss []Summary, exact map[string]bool) error 
 	return p.Save(9*vg.Inch, 6*vg.Inch, path)
 }
 
+func privacyPlot(path string, ss []Summary, exact map[string]bool) error {
+	p := plot.New()
+	p.Title.Text = "Fidelity against released scalars (mean over the scenarios with exact ground truth)"
+	p.X.Label.Text = "scalars decrypted per client and round, beside sums of ≥ k updates"
+	p.Y.Label.Text = "Spearman ρ vs exact Shapley"
+	type key struct{ mode, method string }
+	var keys []key
+	for _, s := range ss {
+		k := key{s.Mode, s.Method}
+		if s.Mode != "" && s.Mode != ModePlain && exact[s.Scenario] && !strings.HasPrefix(s.Method, "reference:") && !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	var pts plotter.XYs
+	var labels []string
+	for _, k := range keys {
+		var xs, ys []float64
+		for _, s := range ss {
+			if s.Mode != k.mode || s.Method != k.method || !exact[s.Scenario] {
+				continue
+			}
+			y, x := s.stat("spearman").Mean, s.stat("scalars_per_client_round").Mean
+			if math.IsNaN(y) || math.IsNaN(x) {
+				continue
+			}
+			xs, ys = append(xs, x), append(ys, y)
+		}
+		if len(xs) == 0 {
+			continue
+		}
+		pts = append(pts, plotter.XY{X: mean(xs), Y: mean(ys)})
+		labels = append(labels, k.mode+"/"+k.method)
+	}
+	if len(pts) == 0 {
+		return nil
+	}
+	sc, err := plotter.NewScatter(pts)
+	if err != nil {
+		return err
+	}
+	sc.GlyphStyle.Color = plotutil.Color(1)
+	sc.GlyphStyle.Radius = vg.Points(3)
+	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
+	if err != nil {
+		return err
+	}
+	for i := range lb.TextStyle {
+		lb.TextStyle[i].XAlign = -0.05
+	}
+	p.Add(plotter.NewGrid(), sc, lb)
+	p.X.Min, p.X.Max = -0.5, p.X.Max*1.6+1
+	return p.Save(9*vg.Inch, 6*vg.Inch, path)
+}
+
 // plottedMethods are the (mode, method) pairs drawn in the values plots
 // besides the reference, when present.
 var plottedMethods = [][2]string{
@@ -125,6 +188,7 @@ var plottedMethods = [][2]string{
 	{ModePlain, valuation.MethodInfluence},
 	{ModeGroups, valuation.MethodExactShapley},
 	{ModeInfluence, valuation.MethodExactShapley},
+	{ModeProjection, valuation.MethodExactShapley},
 }
 
 func valuesPlot(path, name string, rs []SeedRun) error {

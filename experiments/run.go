@@ -84,7 +84,11 @@ type Metrics struct {
 	PaySpearman, FreeRiderPay float64
 	DuplicatePay, SybilPay    float64
 	Evaluations               int
-	Wall                      time.Duration
+	// ScalarsPerClientRound is the privacy cost beside the vectors: the
+	// scalars decrypted per client and round (ScalarDecryptions over
+	// rounds × clients), each a function of one client's update.
+	ScalarsPerClientRound float64
+	Wall                  time.Duration
 	Cost
 	Err string
 }
@@ -294,6 +298,9 @@ func Evaluate(sr SeedRun) []Metrics {
 			SybilPay:     math.NaN(),
 			Evaluations:  v.Evaluations, Wall: v.Wall, Cost: v.Cost, Err: v.Err,
 		}
+		if n, r := len(sr.Corruption), len(v.Rounds); n > 0 && r > 0 {
+			m.ScalarsPerClientRound = float64(v.ScalarDecryptions) / float64(n*r)
+		}
 		if v.Method == valuation.MethodCGSV {
 			// Cosines are not in utility units: only ranks compare.
 			m.Pearson, m.L2 = math.NaN(), math.NaN()
@@ -442,6 +449,7 @@ var metricColumns = []struct {
 	{"evaluations", func(m Metrics) float64 { return float64(m.Evaluations) }},
 	{"vector_decryptions", func(m Metrics) float64 { return float64(m.VectorDecryptions) }},
 	{"scalar_decryptions", func(m Metrics) float64 { return float64(m.ScalarDecryptions) }},
+	{"scalars_per_client_round", func(m Metrics) float64 { return m.ScalarsPerClientRound }},
 	{"min_contributors", func(m Metrics) float64 { return float64(m.MinContributors) }},
 	{"he_adds", func(m Metrics) float64 { return float64(m.HEAdds) }},
 	{"he_mults", func(m Metrics) float64 { return float64(m.HEMults) }},
