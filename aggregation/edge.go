@@ -150,3 +150,33 @@ func (st *influenceClient) finalizeProduct() ([]byte, [32]byte) {
 	st.done, st.product = true, nil
 	return out, sha256.Sum256(out)
 }
+
+// CheckContribution validates one client ciphertext as [Accumulator.Add]
+// does (parameters, key instance, level, size, reduction of every
+// coefficient, block index and count) without adding it anywhere: an
+// edge checks every block of an upload before any touches its partial.
+func (p Parameters) CheckContribution(key [32]byte, blocks int, client string, ct []byte) error {
+	_, err := checkContribution(p, key, blocks, client, ct)
+	return err
+}
+
+// CheckPartial is the validation [Accumulator.AddPartial] runs, without
+// adding: the coordinator checks every block of an edge's partial before
+// any touches its sums.
+func (a *Accumulator) CheckPartial(clients []string, ct []byte) error {
+	if len(clients) == 0 {
+		return fmt.Errorf("%w: a partial of no clients", ErrInvalidInput)
+	}
+	info, err := checkContribution(a.params, a.key, a.blocks, "partial of "+clients[0], ct)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range clients {
+		if got := a.clients[c]; got != nil && got[info.block] {
+			return fmt.Errorf("%w: client %q block %d", ErrDuplicate, c, info.block)
+		}
+	}
+	return nil
+}
