@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/edge"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -40,6 +43,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	verbose := fs.Bool("verbose", false, "debug logging")
 	var up, serve tlsFiles
 	fs.StringVar(&up.ca, "tls-ca", "", "verify the coordinator against this CA (PEM)")
+	pinFile := fs.String("tls-pin", "", "verify the coordinator by its certificate (PEM), as clients holding the manifest do, instead of a CA")
 	fs.StringVar(&up.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --coordinator)")
 	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients")
 	fs.StringVar(&serve.key, "tls-key", "", "the private key of --tls-cert (PEM)")
@@ -80,11 +84,19 @@ Flags:
 	if *plaintext {
 		fmt.Fprintln(stderr, "WARNING: --insecure-plaintext: no TLS to the clients or to the coordinator")
 	} else {
-		if up.ca == "" {
-			return errors.New("no way to verify the coordinator: give --tls-ca (or --insecure-plaintext)")
-		}
-		if dial, err = up.dialOption(); err != nil {
-			return err
+		switch {
+		case *pinFile != "":
+			pin, err := certPin(*pinFile)
+			if err != nil {
+				return err
+			}
+			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, nil, nil))
+		case up.ca != "":
+			if dial, err = up.dialOption(); err != nil {
+				return err
+			}
+		default:
+			return errors.New("no way to verify the coordinator: give --tls-pin or --tls-ca (or --insecure-plaintext)")
 		}
 		if serve.cert == "" {
 			return errors.New("no certificate to show the clients: give --tls-cert and --tls-key (or --insecure-plaintext)")
@@ -183,6 +195,20 @@ Flags:
 	}
 	fmt.Fprintln(stdout, hex.EncodeToString(pub))
 	return nil
+}
+
+// certPin is the SHA-256 of the first certificate in a PEM file.
+func certPin(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	return sum[:], nil
 }
 
 func readEdgeKey(path string) (ed25519.PrivateKey, error) {
