@@ -36,4 +36,13 @@
 // bindings live in the store, so a restarted coordinator keeps admitting
 // the clients it enrolled. ServerConfig.TLS adds TLS and, with client CAs,
 // mutual TLS.
+//
+// Edge aggregators (package edge, edge.go): the job's edges list names
+// each edge and the Ed25519 key its own calls (EdgeTask, EdgeSubmit) are
+// signed with, checked against that list alone. An edge relays its
+// clients' calls under their own signatures; its partial is taken only
+// when every client it names is selected for the open task and has a
+// signed statement that verifies under its enrolled key, and every part is
+// there and well formed. Each client is then counted as if it had
+// uploaded: receipts name every client.
 package coordinator

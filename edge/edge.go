@@ -72,6 +72,9 @@ type Edge struct {
 	mu     sync.Mutex
 	tasks  map[string]*task
 	params map[string]aggregation.Parameters
+	// seen is when each client last called through this edge: the
+	// selected clients seen lately are the ones a partial waits for.
+	seen map[string]time.Time
 
 	// Partials and Summed count the partials forwarded and the client
 	// uploads they carried; Relayed the uploads relayed as they were.
@@ -91,7 +94,7 @@ func New(cfg Config) (*Edge, error) {
 	}
 	key := cfg.Key
 	conn := auth.Conn(cfg.Upstream, func() (ed25519.PrivateKey, string, string) { return key, cfg.Job, cfg.ID }, nil)
-	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}}, nil
+	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{}}, nil
 }
 
 // ServerOptions are the options the edge's gRPC server must be built
@@ -181,6 +184,7 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	ctx, client := forward(ctx)
+	e.saw(client)
 	cs, err := e.cfg.Upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(codec{}))
 	if err != nil {
 		return err
@@ -222,6 +226,32 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 			return err
 		}
 	}
+}
+
+// SeenWithin is how recent a client's last call through this edge must be
+// for a partial to wait for its upload.
+const SeenWithin = time.Minute
+
+func (e *Edge) saw(client string) {
+	if client == "" {
+		return
+	}
+	e.mu.Lock()
+	e.seen[client] = time.Now()
+	e.mu.Unlock()
+}
+
+// recent reports which of ids called through this edge lately.
+func (e *Edge) recent(ids map[string][]byte) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for id := range ids {
+		if at, ok := e.seen[id]; ok && time.Since(at) < SeenWithin {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // observe notes a train task handed to client through this edge, so that
@@ -346,6 +376,7 @@ func (e *Edge) submitUpdate(ss grpc.ServerStream) error {
 	}
 	h := first.GetHeader()
 	_, client := forward(ss.Context())
+	e.saw(client)
 	if h == nil || h.GetEncoding() != "ckks" || client == "" {
 		if h != nil && client != "" {
 			// A decline (or a plaintext upload): the client is not one
@@ -480,6 +511,7 @@ type task struct {
 	expected map[string]bool    // handed the task, no upload yet
 	uploads  map[string]*upload // every upload taken, by client
 	pending  []*upload          // the current partial's
+	seeded   bool               // expected holds the recent selected clients
 	timer    *time.Timer
 }
 
@@ -492,6 +524,18 @@ func (t *task) add(up *upload) (<-chan struct{}, error) {
 	if old, ok := t.uploads[up.client]; ok {
 		// A resent upload: the answer is the first one's.
 		return old.done, nil
+	}
+	if !t.seeded {
+		// Every selected client that called through this edge lately is
+		// awaited, not only those already handed the task: the clients
+		// are handed it one by one, and a partial per client would cost
+		// the coordinator what the edge is there to save.
+		t.seeded = true
+		for _, id := range t.e.recent(t.info.GetClientKeys()) {
+			if _, sent := t.uploads[id]; !sent {
+				t.expected[id] = true
+			}
+		}
 	}
 	t.uploads[up.client] = up
 	delete(t.expected, up.client)
