@@ -75,6 +75,7 @@ func (s *Service) EdgeTask(ctx context.Context, req *tallyv1.EdgeTaskRequest) (*
 	s.driver.mu.RLock()
 	t := s.driver.view.task
 	var selected []string
+	opened := s.driver.view.opened
 	if t != nil && t.ID == req.GetTaskId() {
 		selected = slices.Clone(t.Selected)
 	}
@@ -85,6 +86,8 @@ func (s *Service) EdgeTask(ctx context.Context, req *tallyv1.EdgeTaskRequest) (*
 	r := &tallyv1.EdgeTaskResponse{
 		Aggregate: true, Round: int32(t.Round), Attempt: int32(t.Attempt), KeyId: t.KeyID[:], Blocks: int32(t.Acc.Blocks()),
 		NumParams: int32(t.Length), JobId: s.job.ID, HeParams: s.spec.GetHeParams(), ClientKeys: map[string][]byte{},
+		// A train task closes RoundTimeout after it opened (engine).
+		DeadlineUnixMs: opened.Add(time.Duration(s.job.RoundTimeout)).UnixMilli(),
 	}
 	if t.Influence != nil {
 		r.Gradient = aggregation.MarshalGradient(t.Gradient)
