@@ -35,8 +35,10 @@
 // prime, one row fewer than c₁); each client's signed statement, weight,
 // digest and the c₁ rows of each of its ciphertexts; and each client's
 // finished influence product (c₀ lifted once, on the edge: the coordinator
-// stores it as it is, [aggregation.Influence.AddProduct]). Each client is
-// answered with the coordinator's answer for it. Uploads that arrive after
+// stores it as it is, [aggregation.Influence.AddProduct]). A client is
+// answered as soon as its upload is checked and held (so that clients
+// which take turns to upload do not wait on each other for the partial);
+// the coordinator's answer for each client is logged. Uploads that arrive after
 // a partial left form the next one; a task may have several partials.
 // Everything else (plaintext jobs, moments, declines, the groups
 // valuation, whose groups the coordinator draws) is relayed as it is.

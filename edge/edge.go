@@ -399,19 +399,14 @@ func (e *Edge) submitUpdate(ss grpc.ServerStream) error {
 		e.cfg.Log.Warn("upload refused", "client", client, "task", t.id, "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	done, err := t.add(up)
-	if err != nil {
-		return status.Error(codes.FailedPrecondition, err.Error())
-	}
-	select {
-	case <-ss.Context().Done():
-		return ss.Context().Err()
-	case <-done:
-	}
-	if up.err != nil {
-		return up.err
-	}
-	return ss.SendMsg(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: up.duplicate})
+	// The client is answered once its upload is checked and held, not
+	// when the coordinator has counted the partial: a partial waits for
+	// every client of the edge, and clients that take turns to upload
+	// (tally simulate's, or any client population that bounds its
+	// uploads in flight) would otherwise wait on each other until the
+	// deadline. An edge can drop what it accepted either way (doc.go).
+	dup := t.add(up)
+	return ss.SendMsg(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: dup})
 }
 
 // upload is one client's checked upload, waiting in a partial.
@@ -421,9 +416,7 @@ type upload struct {
 	size    int64
 	cts     [][]byte
 	product []byte
-	// done is closed when the coordinator answered for the partial;
-	// err and duplicate are its answer for this client.
-	done      chan struct{}
+	// err and duplicate are the coordinator's answer for this client.
 	err       error
 	duplicate bool
 }
@@ -481,7 +474,7 @@ func readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client
 	case h.GetSamples() < 0 || sub.Weight != uint64(h.GetSamples()):
 		return nil, fmt.Errorf("%w: client %s signed weight %d, its header says %d samples", ErrRefused, client, sub.Weight, h.GetSamples())
 	}
-	up := &upload{client: client, header: h, size: int64(want), done: make(chan struct{})}
+	up := &upload{client: client, header: h, size: int64(want)}
 	for b := range blocks {
 		ct := buf[b*size : (b+1)*size]
 		if err := sub.CheckCiphertext(params, b, ct); err != nil {
@@ -516,14 +509,13 @@ type task struct {
 }
 
 // add puts up into the current partial and forwards the partial when no
-// client the edge handed the task to is still to upload, or when the
-// deadline nears. It returns the channel closed once up is answered.
-func (t *task) add(up *upload) (<-chan struct{}, error) {
+// client the edge awaits is still to upload, or when the deadline nears.
+// It reports whether the client's upload was already held (a resend).
+func (t *task) add(up *upload) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.uploads[up.client]; ok {
-		// A resent upload: the answer is the first one's.
-		return old.done, nil
+	if _, ok := t.uploads[up.client]; ok {
+		return true
 	}
 	if !t.seeded {
 		// Every selected client that called through this edge lately is
@@ -555,7 +547,7 @@ func (t *task) add(up *upload) (<-chan struct{}, error) {
 			t.flushLocked()
 		})
 	}
-	return up.done, nil
+	return false
 }
 
 // forget stops waiting for client's upload (it declined the task), and
@@ -594,14 +586,12 @@ func (t *task) send(batch []*upload) {
 			up.err = err
 		}
 		if up.err != nil {
-			// Let the client try again, in a later partial.
+			// A resend may go into a later partial.
 			delete(t.uploads, up.client)
+			t.e.cfg.Log.Warn("upload not counted", "task", t.id, "client", up.client, "err", up.err)
 		}
 	}
 	t.mu.Unlock()
-	for _, up := range batch {
-		close(up.done)
-	}
 }
 
 func (t *task) forward(batch []*upload) error {
