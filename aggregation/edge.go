@@ -92,9 +92,10 @@ func (p Parameters) C1Size() int {
 }
 
 // AddC1 keeps c1, the c₁ rows of client's ciphertext for block as an edge
-// forwarded them, after its submission was Put. Only the size is checked
-// here: the coordinator does not hash it, members do, against the digest
-// the client signed. The first one kept stays, as in [SubmissionStore.AddBlock].
+// forwarded them, after its submission was Put. It keeps c1 itself, not a
+// copy: the caller gives it up. Only the size is checked here: the
+// coordinator does not hash it, members do, against the digest the client
+// signed. The first one kept stays, as in [SubmissionStore.AddBlock].
 func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []byte) error {
 	if len(c1) != p.C1Size() {
 		return fmt.Errorf("%w: c1 of client %q block %d: %d bytes, want %d", ErrMalformed, client, block, len(c1), p.C1Size())
@@ -106,7 +107,7 @@ func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []by
 		return fmt.Errorf("%w: no submission of client %q covers block %d", ErrUnknownContributor, client, block)
 	}
 	if s.c1[block] == nil {
-		s.c1[block] = bytes.Clone(c1)
+		s.c1[block] = c1
 	}
 	return nil
 }

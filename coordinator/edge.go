@@ -43,6 +43,12 @@ func edgeKeys(job engine.Job) (map[string]ed25519.PublicKey, error) {
 	return out, nil
 }
 
+// kind is the part name's kind, before its first slash.
+func kind(part string) string {
+	k, _, _ := strings.Cut(part, "/")
+	return k
+}
+
 // isEdgeMethod reports whether method is one only edges call.
 func isEdgeMethod(method string) bool {
 	return strings.HasPrefix(method, "/"+tallyv1.CoordinatorService_ServiceDesc.ServiceName+"/Edge")
@@ -165,10 +171,19 @@ func (s *Service) EdgeSubmit(stream tallyv1.CoordinatorService_EdgeSubmitServer)
 			if len(*dst)+len(data) > limit {
 				return fmt.Errorf("%w: edge %s: part %q beyond %d bytes", ErrBadEncoding, edgeID, part, limit)
 			}
+			if *dst == nil && (len(data) == limit || kind(part) == "product") {
+				// A whole part in one message (the usual case) is kept
+				// as the message holds it: no copy.
+				*dst = data
+				return nil
+			}
+			if *dst == nil {
+				*dst = make([]byte, 0, limit)
+			}
 			*dst = append(*dst, data...)
 			return nil
 		}
-		switch kind, rest, _ := strings.Cut(part, "/"); kind {
+		switch k, rest, _ := strings.Cut(part, "/"); k {
 		case "partial":
 			b, err := strconv.Atoi(rest)
 			if err != nil || b < 0 || b >= blocks {
