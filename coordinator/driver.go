@@ -239,7 +239,7 @@ func (d *Driver) observe(acts []engine.Action, start, end, done time.Time) {
 // view is what handlers may read without going through the engine.
 type view struct {
 	task      *engine.Task
-	opened    time.Time // when task was first published (edges' deadline)
+	opened    time.Time       // when task was first published (edges' deadline)
 	selected  map[string]bool // task.Selected as a set
 	submitted map[string]bool
 	done      *engine.ActJobDone
