@@ -28,7 +28,7 @@ func TestEdgesMatchFlat(t *testing.T) {
 	common := []string{"--dataset", "breast-cancer", "--clients", strconv.Itoa(clients), "--rounds", strconv.Itoa(rounds), "--seed", "5",
 		"--secure-aggregation", "he", "--valuation-mode", "influence", "--round-timeout", "30s", "--centralised=false"}
 	if clients > 100 {
-		common = append(common, "--dataset", "digits", "--min-clients", strconv.Itoa(clients/2))
+		common = append(common, "--dataset", "digits", "--min-clients", strconv.Itoa(clients/2), "--round-timeout", "180s")
 	}
 	flat, err := simulate(context.Background(), simOpts(t, common...), io.Discard, io.Discard)
 	if err != nil {
