@@ -221,6 +221,23 @@
 // contributors (above). c₀ is never checked (by design, see above). The
 // transcript's job-wide rules rest on the fork-resistance condition below.
 //
+// # Edges
+//
+// A keyless edge aggregator (package edge) sums some of a round's clients
+// with its own [Accumulator] and hands the coordinator the partial, which
+// has exactly a client ciphertext's wire form (c₀ rounded, one row fewer
+// than c₁), with each client's signed [Submission] and c₁ rows. The
+// coordinator adds it with [Accumulator.AddPartial] (validated first by
+// [Accumulator.CheckPartial]) and keeps the c₁ rows with
+// [SubmissionStore.AddC1]; an influence product the edge computed is taken
+// whole by [Influence.AddProduct], already lifted, so that [Influence.Finalize]
+// does not lift it again. Nothing changes for members: the evidence is
+// the same per-client statements and c₁, and an edge that alters its
+// partial, leaves a client out while counting it, or alters a client's c₁
+// consistently in both is refused with [ErrNotASum]; an altered product
+// with [ErrProductMismatch]. A shifted c₀ passes, as it does from a
+// coordinator (attack tests in edge_test.go).
+//
 // # The decryption transcript
 //
 // Every decryption request of a job — whole aggregates, the feature

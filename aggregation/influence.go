@@ -88,6 +88,9 @@ type influenceClient struct {
 	got  []bool
 	n    int
 	done bool
+	// product is a finished influence ciphertext an edge computed
+	// (AddProduct); Finalize returns it as it is.
+	product []byte
 }
 
 // NewInfluence encodes the validation gradient grad (length numParams,
@@ -173,7 +176,7 @@ func (f *Influence) Add(client string, ct []byte) error {
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.done {
+	if st.done || st.product != nil {
 		return fmt.Errorf("%w: influence of client %q already finalised", ErrState, client)
 	}
 	if st.got[info.block] {
@@ -237,6 +240,10 @@ func (f *Influence) Finalize(client string) ([]byte, [32]byte, error) {
 	}
 	if st.n != f.blocks {
 		return nil, [32]byte{}, fmt.Errorf("%w: client %q delivered %d of %d blocks", ErrIncomplete, client, st.n, f.blocks)
+	}
+	if st.product != nil {
+		out, digest := st.finalizeProduct()
+		return out, digest, nil
 	}
 	liftC0(f.params, st.sum.Value[0])
 	out := marshalInfluence(f.params, f.key, f.logScale, f.blocks, st.sum)

@@ -404,6 +404,13 @@ func (s *Service) authenticateCall(ctx context.Context, method string, body []by
 		err := fmt.Errorf("%w: %v: the request is not the one the call's signature covers", ErrBadSession, auth.ErrBadSig)
 		return refuse(c.Client, "request body does not match its signed digest", err)
 	}
+	if isEdgeMethod(method) {
+		id, err := s.authenticateEdge(c, method, now)
+		if err != nil {
+			return refuse(c.Client, err.Error(), err)
+		}
+		return id, c.Body, nil
+	}
 	s.mu.Lock()
 	key := s.keys[c.Client]
 	s.mu.Unlock()

@@ -45,4 +45,13 @@
 // checked with a CRC-32C when read back, and closed by the driver once
 // the round's decryptions are over, so that the coordinator's heap does
 // not grow with the clients by 1.6 MB each at 100k parameters.
+//
+// Edge aggregators (package edge, edge.go): the job's edges list names
+// each edge and the Ed25519 key its own calls (EdgeTask, EdgeSubmit) are
+// signed with, checked against that list alone. An edge relays its
+// clients' calls under their own signatures; its partial is taken only
+// when every client it names is selected for the open task and has a
+// signed statement that verifies under its enrolled key, and every part is
+// there and well formed. Each client is then counted as if it had
+// uploaded: receipts name every client.
 package coordinator

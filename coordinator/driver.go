@@ -247,6 +247,7 @@ func (d *Driver) observe(acts []engine.Action, start, end, done time.Time) {
 // view is what handlers may read without going through the engine.
 type view struct {
 	task      *engine.Task
+	opened    time.Time       // when task was first published (edges' deadline)
 	selected  map[string]bool // task.Selected as a set
 	submitted map[string]bool
 	done      *engine.ActJobDone
@@ -405,6 +406,9 @@ func (d *Driver) perform(acts []engine.Action) error {
 				}
 			}
 		case engine.ActPublish:
+			if d.view.task == nil || d.view.task.ID != a.Task.ID {
+				d.view.opened = time.Now()
+			}
 			d.view.task = a.Task
 			d.view.selected = make(map[string]bool, len(a.Task.Selected))
 			for _, id := range a.Task.Selected {

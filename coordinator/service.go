@@ -133,6 +133,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	keys    map[string]ed25519.PublicKey // client id → its enrolled call-signing key
+	edges   map[string]ed25519.PublicKey // edge id → the key the job lists for it (edge.go)
 	streams map[string]bool              // client id + method → an upload stream is open
 	joined  map[string]bool              // clients that enrolled or resumed in this process
 	told    map[string]bool              // clients that have been told the job ended
@@ -193,8 +194,10 @@ func NewService(job engine.Job, driver *Driver, numParams int, log *slog.Logger)
 	if job.Scaling.Mode == "fixed" {
 		spec.Scaler = &tallyv1.Scaler{Mean: job.Scaling.Mean, Std: job.Scaling.Std}
 	}
+	// The job's edge list was validated with the job (engine.NewJob).
+	edges, _ := edgeKeys(job)
 	return &Service{
-		job: job, driver: driver, log: log, spec: spec, uploads: newUploadGate(DefaultUploadSlots, UploadLease), tel: telemetry.Noop(),
+		job: job, driver: driver, log: log, spec: spec, edges: edges, uploads: newUploadGate(DefaultUploadSlots, UploadLease), tel: telemetry.Noop(),
 		tokens: newTokenBook(job, ""), auth: newMemoryAuth(), verifier: auth.NewVerifier(job.ID, auth.DefaultSkew),
 		logs: newLogLimiter(log, DefaultLogBurst, DefaultLogInterval), streams: map[string]bool{},
 		keys: map[string]ed25519.PublicKey{}, joined: map[string]bool{}, told: map[string]bool{}, tellCh: make(chan struct{}),
@@ -790,6 +793,20 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 // header against client id's enrolled key and the task, and records it in
 // the task's store (a resent upload must carry the same one).
 func (s *Service) checkSubmission(id string, h *tallyv1.SubmitHeader, task *engine.Task, blocks int) (*aggregation.Submission, error) {
+	sub, err := s.verifySubmission(id, h, task, blocks)
+	if err != nil {
+		return nil, err
+	}
+	if err := task.Submissions.Put(id, h.GetSubmission(), sub); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSubmission, err)
+	}
+	return sub, nil
+}
+
+// verifySubmission is checkSubmission without recording: the statement in
+// h verifies under client id's enrolled key and names the task (an edge's
+// partial is checked for every client before anything is kept).
+func (s *Service) verifySubmission(id string, h *tallyv1.SubmitHeader, task *engine.Task, blocks int) (*aggregation.Submission, error) {
 	if task.Submissions == nil {
 		return nil, fmt.Errorf("%w: task %s keeps no submissions", ErrBadSubmission, task.ID)
 	}
@@ -817,9 +834,6 @@ func (s *Service) checkSubmission(id string, h *tallyv1.SubmitHeader, task *engi
 		return nil, fmt.Errorf("%w: client %s signed %d ciphertexts, task %s takes %d", ErrBadSubmission, id, sub.Blocks(), task.ID, blocks)
 	case h.GetSamples() < 0 || sub.Weight != uint64(h.GetSamples()):
 		return nil, fmt.Errorf("%w: client %s signed weight %d, its header says %d samples", ErrBadSubmission, id, sub.Weight, h.GetSamples())
-	}
-	if err := task.Submissions.Put(id, raw, sub); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadSubmission, err)
 	}
 	return sub, nil
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -95,6 +96,17 @@ type JobConfig struct {
 	// Privacy adds differential privacy to the clients' updates; off by
 	// default, and absent from the identity of a job without it.
 	Privacy PrivacyConfig `yaml:"privacy,omitempty"`
+	// Edges are the edge aggregators (`tally edge`) the coordinator takes
+	// partial aggregates from, each named and with the Ed25519 public key
+	// its calls are signed with; absent from a job without edges.
+	Edges []EdgeConfig `yaml:"edges,omitempty"`
+}
+
+// EdgeConfig names one edge aggregator of a job.
+type EdgeConfig struct {
+	ID string `yaml:"id"`
+	// PublicKey is the edge's Ed25519 public key, hex.
+	PublicKey string `yaml:"public_key"`
 }
 
 // CommitteeConfig sizes the decryption committee.
@@ -353,6 +365,17 @@ func NewJob(cfg JobConfig, dir string) (Job, error) {
 	}
 	if c.Rounds < 0 {
 		bad("rounds", "must be ≥ 1, got %d", c.Rounds)
+	}
+	seenEdge := map[string]bool{}
+	for i, e := range c.Edges {
+		k, err := hex.DecodeString(e.PublicKey)
+		switch {
+		case e.ID == "" || seenEdge[e.ID]:
+			bad(fmt.Sprintf("edges[%d].id", i), "must be set and unique, got %q", e.ID)
+		case err != nil || len(k) != ed25519.PublicKeySize:
+			bad(fmt.Sprintf("edges[%d].public_key", i), "must be a hex Ed25519 public key (64 hex digits)")
+		}
+		seenEdge[e.ID] = true
 	}
 	if err := c.Model.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("%w: %v", ErrConfig, err))

@@ -26,6 +26,7 @@ func commands() []command {
 		{"simulate", "run a coordinator and N clients in one process over loopback gRPC", runSimulate},
 		{"coordinator", "run a coordinator for a job file", runCoordinator},
 		{"client", "join a job as a data holder and train on a local CSV file", runClient},
+		{"edge", "run a keyless edge aggregator between clients and their coordinator (tally edge keygen for its key)", runEdge},
 		{"manifest", "create, show and verify a job manifest, the trust anchor clients pin (tally manifest create --job J)", runManifest},
 		{"token", "issue, revoke and list a job's enrolment tokens (tally token create --job J --client C)", runToken},
 		{"data", "write CSV files (client shards, validation, test) and a job file from an embedded dataset or your own CSV (--csv)", runData},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -316,7 +317,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := newFlagSet("client")
 	fs.SetOutput(stderr)
-	join := fs.String("join", "", "coordinator address, host:port")
+	join := fs.String("join", "", "coordinator or edge address, host:port; several, comma-separated (edges of the job, then the coordinator), to fail over from one that dies to the next")
 	token := fs.String("token", "", "enrolment token issued by the ML team")
 	data := fs.String("data", "", "local training data (CSV); it never leaves this process")
 	label := fs.String("label", "", "label column, by name or index (default: last)")
@@ -397,7 +398,8 @@ Flags:
 	}
 	ctx, fatal := context.WithCancelCause(ctx)
 	defer fatal(nil)
-	m, transport, err := clientTransport(ctx, *join, tf, *manifestFile, *manifestSHA, *noManifest, *plaintext, fatal)
+	addrs := strings.Split(*join, ",")
+	m, transport, err := clientTransport(ctx, addrs[0], tf, *manifestFile, *manifestSHA, *noManifest, *plaintext, fatal)
 	if err != nil {
 		return err
 	}
@@ -406,11 +408,19 @@ Flags:
 			return err
 		}
 	}
-	conn, err := grpc.NewClient(*join, transport)
-	if err != nil {
-		return err
+	var conns []grpc.ClientConnInterface
+	for _, a := range addrs {
+		cc, err := grpc.NewClient(strings.TrimSpace(a), transport)
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		conns = append(conns, cc)
 	}
-	defer conn.Close()
+	var conn grpc.ClientConnInterface = conns[0]
+	if len(conns) > 1 {
+		conn = client.NewFailover(conns, addrs, newLogger(stderr, *verbose))
+	}
 	if *receipts == "" {
 		*receipts = *data + ".receipts.jsonl"
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -106,15 +107,21 @@ type simOptions struct {
 	CPUProfile                 string
 	Dashboard                  *dashFlags
 	ModelCommand               string
+	// Edges > 0 puts that many edge aggregators between the clients and
+	// the coordinator; KillEdgeAfter > 0 stops the first edge once that
+	// round is done (its clients fail over).
+	Edges, KillEdgeAfter int
 }
 
 // simReport is the JSON report of a simulation. Field names are a stable
 // interface: later features add fields, they do not rename these.
 type simReport struct {
-	Seed                    uint64        `json:"seed"`
-	Dataset                 string        `json:"dataset"`
-	Model                   model.Spec    `json:"model"`
-	Partition               string        `json:"partition"`
+	Seed      uint64     `json:"seed"`
+	Dataset   string     `json:"dataset"`
+	Model     model.Spec `json:"model"`
+	Partition string     `json:"partition"`
+	// Edges are the simulation's edge aggregators (--edges).
+	Edges                   []edgeRep     `json:"edges,omitempty"`
 	Rounds                  []roundReport `json:"rounds"`
 	TestAccuracy            float64       `json:"test_accuracy"`
 	TestLoss                float64       `json:"test_loss"`
@@ -240,6 +247,8 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.BoolVar(&o.Verbose, "verbose", false, "log every coordinator and client event to stderr")
 	fs.DurationVar(&o.RoundTimeout, "round-timeout", time.Minute, "close a round after this long with the updates received")
 	fs.BoolVar(&o.CentralisedBaseline, "centralised", true, "also train the same model centrally on the union of the clients' data, for comparison")
+	fs.IntVar(&o.Edges, "edges", 0, "edge aggregators between the clients and the coordinator (tally edge, in process); each client is given its edge, the others, then the coordinator, and fails over in that order")
+	fs.IntVar(&o.KillEdgeAfter, "kill-edge-after", 0, "with --edges: stop the first edge once this round is done (a fail-over rehearsal)")
 	fs.StringVar(&o.Secure, "secure-aggregation", "he", "he (updates encrypted under a multiparty CKKS key; the coordinator decrypts only aggregates with a committee) or none (updates in the clear)")
 	fs.IntVar(&o.CommitteeSize, "committee-size", 0, "decryption committee size c (default: min(5, clients))")
 	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
@@ -384,6 +393,12 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		ids[i] = fmt.Sprintf("client-%0*d", width, i)
 		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: ids[i], Token: fmt.Sprintf("sim-token-%d-%d", o.Seed, i)})
 	}
+	var edges *simEdges
+	if o.Edges > 0 {
+		if edges, err = newSimEdges(o.Edges, &cfg); err != nil {
+			return nil, err
+		}
+	}
 	job, err := engine.NewJob(cfg, ".")
 	if err != nil {
 		return nil, err
@@ -425,6 +440,9 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 				fmt.Fprintf(stdout, "round %3d/%d  attempt %d failed: %s\n", r.Round, o.Rounds, r.Attempt, r.Reason)
 			}
 			return
+		}
+		if edges != nil && o.KillEdgeAfter > 0 && r.Round == o.KillEdgeAfter {
+			go edges.kill(0)
 		}
 		rep.Rounds = append(rep.Rounds, roundReport{Round: r.Round, ValLoss: r.ValLoss, ValAccuracy: r.ValAccuracy, Contributors: len(r.Contributors), BytesReceived: r.BytesReceived, Decryptions: r.Decryptions, DecryptTasks: r.DecryptTasks, WeightFlags: r.WeightFlags})
 		if !o.Quiet {
@@ -507,6 +525,19 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if edges != nil {
+		dial := grpc.WithTransportCredentials(insecure.NewCredentials())
+		var stls *tls.Config
+		if trust != nil {
+			// The clients pin the manifest's certificate: in the
+			// simulation the edges show the coordinator's.
+			dial, stls = trust.dial(), trust.serverTLS()
+		}
+		if err := edges.start(ctx, job, lis.Addr().String(), dial, stls, log); err != nil {
+			return nil, err
+		}
+		defer edges.close()
+	}
 	var wg sync.WaitGroup
 	clientErrs := make([]error, o.Clients)
 	// The clients share an encryptor and take turns to hold ciphertexts,
@@ -522,11 +553,27 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		if trust != nil {
 			transport, m, keyFile = trust.dial(), trust.m, trust.keyFiles[ids[i]]
 		}
-		conn, err := grpc.NewClient(lis.Addr().String(), transport)
-		if err != nil {
-			return nil, err
+		var conn grpc.ClientConnInterface
+		if edges == nil {
+			cc, err := grpc.NewClient(lis.Addr().String(), transport)
+			if err != nil {
+				return nil, err
+			}
+			defer cc.Close()
+			conn = cc
+		} else {
+			addrs := edges.order(i, lis.Addr().String())
+			var conns []grpc.ClientConnInterface
+			for _, a := range addrs {
+				cc, err := grpc.NewClient(a, transport)
+				if err != nil {
+					return nil, err
+				}
+				defer cc.Close()
+				conns = append(conns, cc)
+			}
+			conn = client.NewFailover(conns, addrs, log.With("client", ids[i]))
 		}
-		defer conn.Close()
 		tr := &trainers{command: o.ModelCommand, stderr: stderr, log: log.With("client", ids[i])}
 		defer tr.Close()
 		c, err := client.New(client.Config{
@@ -539,12 +586,16 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			return nil, err
 		}
 		wg.Add(1)
-		go func() {
+		go pprof.Do(ctx, pprof.Labels("tally", "client"), func(ctx context.Context) {
 			defer wg.Done()
 			clientErrs[i] = c.Run(ctx)
-		}()
+		})
 	}
-	out, runErr := srv.Run(ctx, lis)
+	// The profile's samples carry who spent them (tally=coordinator,
+	// edge, client): go tool pprof -tags FILE.
+	var out coordinator.Outcome
+	var runErr error
+	pprof.Do(ctx, pprof.Labels("tally", "coordinator"), func(ctx context.Context) { out, runErr = srv.Run(ctx, lis) })
 	if runErr != nil {
 		cancel()
 	}
@@ -596,6 +647,9 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 		}
 		rep.CentralisedTestAccuracy = &acc
 		fmt.Fprintf(stdout, "centralised test accuracy %.4f (same model, union of the clients' data, %d epochs)\n", acc, job.Rounds*job.Train.Epochs)
+	}
+	if edges != nil {
+		rep.Edges = edges.report(job)
 	}
 	rep.Valuation = valuationRep{Mode: job.Valuation.Mode, Method: job.Valuation.Method}
 	for _, r := range out.History {

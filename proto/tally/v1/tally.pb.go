@@ -2929,6 +2929,427 @@ func (x *ReceiptsResponse) GetTranscriptEntries() [][]byte {
 	return nil
 }
 
+// EdgeTaskRequest names a task an edge saw relayed to one of its clients.
+type EdgeTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeTaskRequest) Reset() {
+	*x = EdgeTaskRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeTaskRequest) ProtoMessage() {}
+
+func (x *EdgeTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeTaskRequest.ProtoReflect.Descriptor instead.
+func (*EdgeTaskRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *EdgeTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type EdgeTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// aggregate is false when the edge must relay the task's uploads as
+	// they are (plaintext jobs, moments, groups valuation, closed tasks).
+	Aggregate bool          `protobuf:"varint,1,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	Round     int32         `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt   int32         `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	KeyId     []byte        `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Blocks    int32         `protobuf:"varint,5,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	NumParams int32         `protobuf:"varint,6,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	JobId     string        `protobuf:"bytes,7,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	HeParams  *HEParameters `protobuf:"bytes,8,opt,name=he_params,json=heParams,proto3" json:"he_params,omitempty"`
+	// gradient is the influence multiplier vector of the round
+	// (aggregation.MarshalGradient), when the job values by influence: the
+	// edge computes each client's product with it.
+	Gradient []byte `protobuf:"bytes,9,opt,name=gradient,proto3" json:"gradient,omitempty"`
+	// client_keys are the enrolled Ed25519 keys of the task's selected
+	// clients: the edge checks each signed submission before it adds a
+	// ciphertext, so that one bad client cannot spoil its partial.
+	ClientKeys     map[string][]byte `protobuf:"bytes,10,rep,name=client_keys,json=clientKeys,proto3" json:"client_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DeadlineUnixMs int64             `protobuf:"varint,11,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EdgeTaskResponse) Reset() {
+	*x = EdgeTaskResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeTaskResponse) ProtoMessage() {}
+
+func (x *EdgeTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeTaskResponse.ProtoReflect.Descriptor instead.
+func (*EdgeTaskResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *EdgeTaskResponse) GetAggregate() bool {
+	if x != nil {
+		return x.Aggregate
+	}
+	return false
+}
+
+func (x *EdgeTaskResponse) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *EdgeTaskResponse) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *EdgeTaskResponse) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
+func (x *EdgeTaskResponse) GetBlocks() int32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *EdgeTaskResponse) GetNumParams() int32 {
+	if x != nil {
+		return x.NumParams
+	}
+	return 0
+}
+
+func (x *EdgeTaskResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *EdgeTaskResponse) GetHeParams() *HEParameters {
+	if x != nil {
+		return x.HeParams
+	}
+	return nil
+}
+
+func (x *EdgeTaskResponse) GetGradient() []byte {
+	if x != nil {
+		return x.Gradient
+	}
+	return nil
+}
+
+func (x *EdgeTaskResponse) GetClientKeys() map[string][]byte {
+	if x != nil {
+		return x.ClientKeys
+	}
+	return nil
+}
+
+func (x *EdgeTaskResponse) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+type EdgeSubmitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header is set on the first message only.
+	Header        *EdgeSubmitHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Part          string            `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
+	Data          []byte            `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeSubmitRequest) Reset() {
+	*x = EdgeSubmitRequest{}
+	mi := &file_tally_v1_tally_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeSubmitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeSubmitRequest) ProtoMessage() {}
+
+func (x *EdgeSubmitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeSubmitRequest.ProtoReflect.Descriptor instead.
+func (*EdgeSubmitRequest) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *EdgeSubmitRequest) GetHeader() *EdgeSubmitHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *EdgeSubmitRequest) GetPart() string {
+	if x != nil {
+		return x.Part
+	}
+	return ""
+}
+
+func (x *EdgeSubmitRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type EdgeSubmitHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Clients       []*EdgeClient          `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeSubmitHeader) Reset() {
+	*x = EdgeSubmitHeader{}
+	mi := &file_tally_v1_tally_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeSubmitHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeSubmitHeader) ProtoMessage() {}
+
+func (x *EdgeSubmitHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeSubmitHeader.ProtoReflect.Descriptor instead.
+func (*EdgeSubmitHeader) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *EdgeSubmitHeader) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *EdgeSubmitHeader) GetClients() []*EdgeClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+// EdgeClient is one client of an edge's partial, as its SubmitHeader said.
+type EdgeClient struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ClientId   string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Samples    int64                  `protobuf:"varint,2,opt,name=samples,proto3" json:"samples,omitempty"`
+	Submission []byte                 `protobuf:"bytes,3,opt,name=submission,proto3" json:"submission,omitempty"`
+	// digest is the SHA-256 of the client's whole upload, bytes its size.
+	Digest        []byte `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Bytes         int64  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeClient) Reset() {
+	*x = EdgeClient{}
+	mi := &file_tally_v1_tally_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeClient) ProtoMessage() {}
+
+func (x *EdgeClient) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeClient.ProtoReflect.Descriptor instead.
+func (*EdgeClient) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *EdgeClient) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *EdgeClient) GetSamples() int64 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *EdgeClient) GetSubmission() []byte {
+	if x != nil {
+		return x.Submission
+	}
+	return nil
+}
+
+func (x *EdgeClient) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *EdgeClient) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type EdgeSubmitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted lists the clients the engine counted; duplicate those it had.
+	Accepted      []string `protobuf:"bytes,1,rep,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicate     []string `protobuf:"bytes,2,rep,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeSubmitResponse) Reset() {
+	*x = EdgeSubmitResponse{}
+	mi := &file_tally_v1_tally_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeSubmitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeSubmitResponse) ProtoMessage() {}
+
+func (x *EdgeSubmitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_v1_tally_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeSubmitResponse.ProtoReflect.Descriptor instead.
+func (*EdgeSubmitResponse) Descriptor() ([]byte, []int) {
+	return file_tally_v1_tally_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *EdgeSubmitResponse) GetAccepted() []string {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
+func (x *EdgeSubmitResponse) GetDuplicate() []string {
+	if x != nil {
+		return x.Duplicate
+	}
+	return nil
+}
+
 var File_tally_v1_tally_proto protoreflect.FileDescriptor
 
 const file_tally_v1_tally_proto_rawDesc = "" +
@@ -3155,7 +3576,46 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x10transcript_after\x18\x1e \x01(\x04R\x0ftranscriptAfterJ\x04\b\x01\x10\x02\"]\n" +
 	"\x10ReceiptsResponse\x12\x1a\n" +
 	"\breceipts\x18\x01 \x03(\fR\breceipts\x12-\n" +
-	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries2\xd2\x05\n" +
+	"\x12transcript_entries\x18\x1e \x03(\fR\x11transcriptEntries\"*\n" +
+	"\x0fEdgeTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xcc\x03\n" +
+	"\x10EdgeTaskResponse\x12\x1c\n" +
+	"\taggregate\x18\x01 \x01(\bR\taggregate\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x05R\x05round\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\fR\x05keyId\x12\x16\n" +
+	"\x06blocks\x18\x05 \x01(\x05R\x06blocks\x12\x1d\n" +
+	"\n" +
+	"num_params\x18\x06 \x01(\x05R\tnumParams\x12\x15\n" +
+	"\x06job_id\x18\a \x01(\tR\x05jobId\x123\n" +
+	"\the_params\x18\b \x01(\v2\x16.tally.v1.HEParametersR\bheParams\x12\x1a\n" +
+	"\bgradient\x18\t \x01(\fR\bgradient\x12K\n" +
+	"\vclient_keys\x18\n" +
+	" \x03(\v2*.tally.v1.EdgeTaskResponse.ClientKeysEntryR\n" +
+	"clientKeys\x12(\n" +
+	"\x10deadline_unix_ms\x18\v \x01(\x03R\x0edeadlineUnixMs\x1a=\n" +
+	"\x0fClientKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"o\n" +
+	"\x11EdgeSubmitRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.tally.v1.EdgeSubmitHeaderR\x06header\x12\x12\n" +
+	"\x04part\x18\x02 \x01(\tR\x04part\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"[\n" +
+	"\x10EdgeSubmitHeader\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12.\n" +
+	"\aclients\x18\x02 \x03(\v2\x14.tally.v1.EdgeClientR\aclients\"\x91\x01\n" +
+	"\n" +
+	"EdgeClient\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x18\n" +
+	"\asamples\x18\x02 \x01(\x03R\asamples\x12\x1e\n" +
+	"\n" +
+	"submission\x18\x03 \x01(\fR\n" +
+	"submission\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"N\n" +
+	"\x12EdgeSubmitResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x03(\tR\baccepted\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x03(\tR\tduplicate2\xe0\x06\n" +
 	"\x12CoordinatorService\x12;\n" +
 	"\x06Enroll\x12\x17.tally.v1.EnrollRequest\x1a\x18.tally.v1.EnrollResponse\x12;\n" +
 	"\x06Resume\x12\x17.tally.v1.ResumeRequest\x1a\x18.tally.v1.ResumeResponse\x12A\n" +
@@ -3166,7 +3626,10 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\x06Schema\x12\x17.tally.v1.SchemaRequest\x1a\x18.tally.v1.SchemaResponse\x12C\n" +
 	"\bDownload\x12\x19.tally.v1.DownloadRequest\x1a\x1a.tally.v1.DownloadResponse0\x01\x12O\n" +
 	"\fSubmitShares\x12\x1d.tally.v1.SubmitSharesRequest\x1a\x1e.tally.v1.SubmitSharesResponse(\x01\x12A\n" +
-	"\bReceipts\x12\x19.tally.v1.ReceiptsRequest\x1a\x1a.tally.v1.ReceiptsResponseB1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
+	"\bReceipts\x12\x19.tally.v1.ReceiptsRequest\x1a\x1a.tally.v1.ReceiptsResponse\x12A\n" +
+	"\bEdgeTask\x12\x19.tally.v1.EdgeTaskRequest\x1a\x1a.tally.v1.EdgeTaskResponse\x12I\n" +
+	"\n" +
+	"EdgeSubmit\x12\x1b.tally.v1.EdgeSubmitRequest\x1a\x1c.tally.v1.EdgeSubmitResponse(\x01B1Z/github.com/tallyfl/tally/proto/tally/v1;tallyv1b\x06proto3"
 
 var (
 	file_tally_v1_tally_proto_rawDescOnce sync.Once
@@ -3180,7 +3643,7 @@ func file_tally_v1_tally_proto_rawDescGZIP() []byte {
 	return file_tally_v1_tally_proto_rawDescData
 }
 
-var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_tally_v1_tally_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_tally_v1_tally_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tally.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tally.v1.EnrollResponse
@@ -3222,8 +3685,15 @@ var file_tally_v1_tally_proto_goTypes = []any{
 	(*SubmitSharesResponse)(nil),  // 37: tally.v1.SubmitSharesResponse
 	(*ReceiptsRequest)(nil),       // 38: tally.v1.ReceiptsRequest
 	(*ReceiptsResponse)(nil),      // 39: tally.v1.ReceiptsResponse
-	nil,                           // 40: tally.v1.RevealTask.CommitmentsEntry
-	nil,                           // 41: tally.v1.ThresholdTask.SealedEntry
+	(*EdgeTaskRequest)(nil),       // 40: tally.v1.EdgeTaskRequest
+	(*EdgeTaskResponse)(nil),      // 41: tally.v1.EdgeTaskResponse
+	(*EdgeSubmitRequest)(nil),     // 42: tally.v1.EdgeSubmitRequest
+	(*EdgeSubmitHeader)(nil),      // 43: tally.v1.EdgeSubmitHeader
+	(*EdgeClient)(nil),            // 44: tally.v1.EdgeClient
+	(*EdgeSubmitResponse)(nil),    // 45: tally.v1.EdgeSubmitResponse
+	nil,                           // 46: tally.v1.RevealTask.CommitmentsEntry
+	nil,                           // 47: tally.v1.ThresholdTask.SealedEntry
+	nil,                           // 48: tally.v1.EdgeTaskResponse.ClientKeysEntry
 }
 var file_tally_v1_tally_proto_depIdxs = []int32{
 	4,  // 0: tally.v1.EnrollResponse.job:type_name -> tally.v1.JobSpec
@@ -3242,39 +3712,47 @@ var file_tally_v1_tally_proto_depIdxs = []int32{
 	15, // 13: tally.v1.NextTaskResponse.threshold:type_name -> tally.v1.ThresholdTask
 	16, // 14: tally.v1.NextTaskResponse.decrypt:type_name -> tally.v1.DecryptTask
 	14, // 15: tally.v1.NextTaskResponse.reveal:type_name -> tally.v1.RevealTask
-	40, // 16: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
-	41, // 17: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
+	46, // 16: tally.v1.RevealTask.commitments:type_name -> tally.v1.RevealTask.CommitmentsEntry
+	47, // 17: tally.v1.ThresholdTask.sealed:type_name -> tally.v1.ThresholdTask.SealedEntry
 	17, // 18: tally.v1.DecryptTask.coefficient_requests:type_name -> tally.v1.CoefficientRequest
 	10, // 19: tally.v1.TrainTask.scaler:type_name -> tally.v1.Scaler
 	23, // 20: tally.v1.SubmitUpdateRequest.header:type_name -> tally.v1.SubmitHeader
 	31, // 21: tally.v1.JobStatusResponse.clients:type_name -> tally.v1.ClientStatus
 	32, // 22: tally.v1.JobStatusResponse.history:type_name -> tally.v1.RoundMetrics
 	36, // 23: tally.v1.SubmitSharesRequest.header:type_name -> tally.v1.SharesHeader
-	0,  // 24: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
-	2,  // 25: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
-	11, // 26: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
-	22, // 27: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
-	25, // 28: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
-	29, // 29: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
-	27, // 30: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
-	33, // 31: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
-	35, // 32: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
-	38, // 33: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
-	1,  // 34: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
-	3,  // 35: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
-	12, // 36: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
-	24, // 37: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
-	26, // 38: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
-	30, // 39: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
-	28, // 40: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
-	34, // 41: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
-	37, // 42: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
-	39, // 43: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
-	34, // [34:44] is the sub-list for method output_type
-	24, // [24:34] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	6,  // 24: tally.v1.EdgeTaskResponse.he_params:type_name -> tally.v1.HEParameters
+	48, // 25: tally.v1.EdgeTaskResponse.client_keys:type_name -> tally.v1.EdgeTaskResponse.ClientKeysEntry
+	43, // 26: tally.v1.EdgeSubmitRequest.header:type_name -> tally.v1.EdgeSubmitHeader
+	44, // 27: tally.v1.EdgeSubmitHeader.clients:type_name -> tally.v1.EdgeClient
+	0,  // 28: tally.v1.CoordinatorService.Enroll:input_type -> tally.v1.EnrollRequest
+	2,  // 29: tally.v1.CoordinatorService.Resume:input_type -> tally.v1.ResumeRequest
+	11, // 30: tally.v1.CoordinatorService.NextTask:input_type -> tally.v1.NextTaskRequest
+	22, // 31: tally.v1.CoordinatorService.SubmitUpdate:input_type -> tally.v1.SubmitUpdateRequest
+	25, // 32: tally.v1.CoordinatorService.DownloadModel:input_type -> tally.v1.DownloadModelRequest
+	29, // 33: tally.v1.CoordinatorService.JobStatus:input_type -> tally.v1.JobStatusRequest
+	27, // 34: tally.v1.CoordinatorService.Schema:input_type -> tally.v1.SchemaRequest
+	33, // 35: tally.v1.CoordinatorService.Download:input_type -> tally.v1.DownloadRequest
+	35, // 36: tally.v1.CoordinatorService.SubmitShares:input_type -> tally.v1.SubmitSharesRequest
+	38, // 37: tally.v1.CoordinatorService.Receipts:input_type -> tally.v1.ReceiptsRequest
+	40, // 38: tally.v1.CoordinatorService.EdgeTask:input_type -> tally.v1.EdgeTaskRequest
+	42, // 39: tally.v1.CoordinatorService.EdgeSubmit:input_type -> tally.v1.EdgeSubmitRequest
+	1,  // 40: tally.v1.CoordinatorService.Enroll:output_type -> tally.v1.EnrollResponse
+	3,  // 41: tally.v1.CoordinatorService.Resume:output_type -> tally.v1.ResumeResponse
+	12, // 42: tally.v1.CoordinatorService.NextTask:output_type -> tally.v1.NextTaskResponse
+	24, // 43: tally.v1.CoordinatorService.SubmitUpdate:output_type -> tally.v1.SubmitUpdateResponse
+	26, // 44: tally.v1.CoordinatorService.DownloadModel:output_type -> tally.v1.DownloadModelResponse
+	30, // 45: tally.v1.CoordinatorService.JobStatus:output_type -> tally.v1.JobStatusResponse
+	28, // 46: tally.v1.CoordinatorService.Schema:output_type -> tally.v1.SchemaResponse
+	34, // 47: tally.v1.CoordinatorService.Download:output_type -> tally.v1.DownloadResponse
+	37, // 48: tally.v1.CoordinatorService.SubmitShares:output_type -> tally.v1.SubmitSharesResponse
+	39, // 49: tally.v1.CoordinatorService.Receipts:output_type -> tally.v1.ReceiptsResponse
+	41, // 50: tally.v1.CoordinatorService.EdgeTask:output_type -> tally.v1.EdgeTaskResponse
+	45, // 51: tally.v1.CoordinatorService.EdgeSubmit:output_type -> tally.v1.EdgeSubmitResponse
+	40, // [40:52] is the sub-list for method output_type
+	28, // [28:40] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tally_v1_tally_proto_init() }
@@ -3298,7 +3776,7 @@ func file_tally_v1_tally_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_v1_tally_proto_rawDesc), len(file_tally_v1_tally_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,8 @@ const (
 	CoordinatorService_Download_FullMethodName      = "/tally.v1.CoordinatorService/Download"
 	CoordinatorService_SubmitShares_FullMethodName  = "/tally.v1.CoordinatorService/SubmitShares"
 	CoordinatorService_Receipts_FullMethodName      = "/tally.v1.CoordinatorService/Receipts"
+	CoordinatorService_EdgeTask_FullMethodName      = "/tally.v1.CoordinatorService/EdgeTask"
+	CoordinatorService_EdgeSubmit_FullMethodName    = "/tally.v1.CoordinatorService/EdgeSubmit"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -77,6 +79,16 @@ type CoordinatorServiceClient interface {
 	// Receipts returns the calling client's signed receipts with a sequence
 	// number above after_seq, as JSON objects (see ledger.Receipt).
 	Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error)
+	// EdgeTask is called by an edge aggregator (`tally edge`) under its own
+	// Ed25519 key, which the job lists: how to add its clients' updates for
+	// a task, or that it relays them as they are.
+	EdgeTask(ctx context.Context, in *EdgeTaskRequest, opts ...grpc.CallOption) (*EdgeTaskResponse, error)
+	// EdgeSubmit streams an edge's partial aggregate for one task: the
+	// header lists every client summed with its signed submission; parts
+	// "partial/<block>" (the sum, a ciphertext of the client form),
+	// "c1/<client>/<block>" (each client's c1, which members add up
+	// themselves) and "product/<client>" (influence ciphertexts).
+	EdgeSubmit(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[EdgeSubmitRequest, EdgeSubmitResponse], error)
 }
 
 type coordinatorServiceClient struct {
@@ -211,6 +223,29 @@ func (c *coordinatorServiceClient) Receipts(ctx context.Context, in *ReceiptsReq
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) EdgeTask(ctx context.Context, in *EdgeTaskRequest, opts ...grpc.CallOption) (*EdgeTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EdgeTaskResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_EdgeTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) EdgeSubmit(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[EdgeSubmitRequest, EdgeSubmitResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[4], CoordinatorService_EdgeSubmit_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EdgeSubmitRequest, EdgeSubmitResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_EdgeSubmitClient = grpc.ClientStreamingClient[EdgeSubmitRequest, EdgeSubmitResponse]
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -253,6 +288,16 @@ type CoordinatorServiceServer interface {
 	// Receipts returns the calling client's signed receipts with a sequence
 	// number above after_seq, as JSON objects (see ledger.Receipt).
 	Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error)
+	// EdgeTask is called by an edge aggregator (`tally edge`) under its own
+	// Ed25519 key, which the job lists: how to add its clients' updates for
+	// a task, or that it relays them as they are.
+	EdgeTask(context.Context, *EdgeTaskRequest) (*EdgeTaskResponse, error)
+	// EdgeSubmit streams an edge's partial aggregate for one task: the
+	// header lists every client summed with its signed submission; parts
+	// "partial/<block>" (the sum, a ciphertext of the client form),
+	// "c1/<client>/<block>" (each client's c1, which members add up
+	// themselves) and "product/<client>" (influence ciphertexts).
+	EdgeSubmit(grpc.ClientStreamingServer[EdgeSubmitRequest, EdgeSubmitResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -292,6 +337,12 @@ func (UnimplementedCoordinatorServiceServer) SubmitShares(grpc.ClientStreamingSe
 }
 func (UnimplementedCoordinatorServiceServer) Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Receipts not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) EdgeTask(context.Context, *EdgeTaskRequest) (*EdgeTaskResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EdgeTask not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) EdgeSubmit(grpc.ClientStreamingServer[EdgeSubmitRequest, EdgeSubmitResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method EdgeSubmit not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -458,6 +509,31 @@ func _CoordinatorService_Receipts_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_EdgeTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EdgeTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).EdgeTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_EdgeTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).EdgeTask(ctx, req.(*EdgeTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_EdgeSubmit_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServiceServer).EdgeSubmit(&grpc.GenericServerStream[EdgeSubmitRequest, EdgeSubmitResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_EdgeSubmitServer = grpc.ClientStreamingServer[EdgeSubmitRequest, EdgeSubmitResponse]
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -489,6 +565,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Receipts",
 			Handler:    _CoordinatorService_Receipts_Handler,
 		},
+		{
+			MethodName: "EdgeTask",
+			Handler:    _CoordinatorService_EdgeTask_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -509,6 +589,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "SubmitShares",
 			Handler:       _CoordinatorService_SubmitShares_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "EdgeSubmit",
+			Handler:       _CoordinatorService_EdgeSubmit_Handler,
 			ClientStreams: true,
 		},
 	},

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tallyfl/tally/client"
+	"github.com/tallyfl/tally/edge"
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
+)
+
+// runEdge is `tally edge`: a keyless edge aggregator between clients and
+// their coordinator (package edge).
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		return runEdgeKeygen(args[1:], stdout, stderr)
+	}
+	fs := newFlagSet("edge")
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "0.0.0.0:7071", "address the clients join, host:port")
+	coord := fs.String("coordinator", "", "the coordinator's address, host:port")
+	id := fs.String("id", "", "this edge's id, as the job's edges list names it")
+	keyFile := fs.String("key", "", "this edge's Ed25519 key (tally edge keygen --key FILE), whose public half the job's edges list holds")
+	healthAddr := fs.String("health-addr", "", "also serve the gRPC health service alone in plaintext on this address, for probes (default: off)")
+	margin := fs.Duration("margin", edge.DefaultMargin, "forward what the edge holds this long before a round's deadline when some of its clients have not uploaded")
+	verbose := fs.Bool("verbose", false, "debug logging")
+	var up, serve tlsFiles
+	fs.StringVar(&up.ca, "tls-ca", "", "verify the coordinator against this CA (PEM)")
+	pinFile := fs.String("tls-pin", "", "verify the coordinator by its certificate (PEM), as clients holding the manifest do, instead of a CA")
+	fs.StringVar(&up.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --coordinator)")
+	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients")
+	fs.StringVar(&serve.key, "tls-key", "", "the private key of --tls-cert (PEM)")
+	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: no TLS, neither to the clients nor to the coordinator")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally edge --coordinator ADDR --id ID --key FILE [--listen ADDR] [flags]
+       tally edge keygen --key FILE
+
+Runs a keyless edge aggregator. Clients join it exactly as they join the
+coordinator (tally client --join EDGE[,OTHER,...]); it relays every call
+under the client's own signature, and adds its clients' encrypted updates
+itself, with no key share: after checking each client's signed statement
+and ciphertexts, it forwards one partial sum per batch, with each client's
+statement and c1 so that committee members check the sum as they check
+a flat round's, and (influence valuation) each client's product with the
+round's validation gradient. It can drop or delay its clients' uploads;
+it cannot read them.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *coord == "" || *id == "" || *keyFile == "" {
+		fmt.Fprintln(stderr, "missing required flags: --coordinator, --id and --key")
+		fs.Usage()
+		return errUsage
+	}
+	key, err := readEdgeKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, *verbose)
+	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
+	var serverOpts []grpc.ServerOption
+	if *plaintext {
+		fmt.Fprintln(stderr, "WARNING: --insecure-plaintext: no TLS to the clients or to the coordinator")
+	} else {
+		switch {
+		case *pinFile != "":
+			pin, err := certPin(*pinFile)
+			if err != nil {
+				return err
+			}
+			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, nil, nil))
+		case up.ca != "":
+			if dial, err = up.dialOption(); err != nil {
+				return err
+			}
+		default:
+			return errors.New("no way to verify the coordinator: give --tls-pin or --tls-ca (or --insecure-plaintext)")
+		}
+		if serve.cert == "" {
+			return errors.New("no certificate to show the clients: give --tls-cert and --tls-key (or --insecure-plaintext)")
+		}
+		cfg, err := serve.serverTLS()
+		if err != nil {
+			return err
+		}
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	conn, err := grpc.NewClient(*coord, dial)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// The job id the edge signs its calls for: the coordinator's open
+	// Schema call says it.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	schema, err := tallyv1.NewCoordinatorServiceClient(conn).Schema(sctx, &tallyv1.SchemaRequest{}, grpc.WaitForReady(true))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("ask the coordinator at %s for its job: %w", *coord, err)
+	}
+	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log})
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(append(e.ServerOptions(), serverOpts...)...)
+	e.Register(gs)
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if *healthAddr != "" {
+		probes, err := net.Listen("tcp", *healthAddr)
+		if err != nil {
+			return fmt.Errorf("--health-addr: %w", err)
+		}
+		hs := grpc.NewServer()
+		h := health.NewServer()
+		healthpb.RegisterHealthServer(hs, h)
+		go func() { _ = hs.Serve(probes) }()
+		defer hs.Stop()
+	}
+	fmt.Fprintf(stdout, "tally edge %s: job %s, clients join %s, relaying to %s\n", *id, schema.GetJobId(), lis.Addr(), *coord)
+	go func() {
+		<-ctx.Done()
+		gs.GracefulStop()
+	}()
+	if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	log.Info("edge stopped", "partials", e.Partials.Load(), "summed", e.Summed.Load(), "relayed", e.Relayed.Load())
+	return nil
+}
+
+// runEdgeKeygen is `tally edge keygen`: a fresh Ed25519 key for an edge,
+// its seed in hex in FILE (mode 0600), its public half printed for the
+// job's edges list.
+func runEdgeKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("edge keygen")
+	fs.SetOutput(stderr)
+	keyFile := fs.String("key", "", "the key file to create (mode 0600)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: tally edge keygen --key FILE
+
+Creates an edge's Ed25519 key and prints its public half, for the job
+file's edges list (edges: [{id: ..., public_key: ...}]). An existing file
+is not replaced.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *keyFile == "" {
+		fs.Usage()
+		return errUsage
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(f, hex.EncodeToString(key.Seed())); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, hex.EncodeToString(pub))
+	return nil
+}
+
+// certPin is the SHA-256 of the first certificate in a PEM file.
+func certPin(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	return sum[:], nil
+}
+
+func readEdgeKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s: not an edge key (64 hex digits, from tally edge keygen)", path)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
