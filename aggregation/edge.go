@@ -92,8 +92,9 @@ func (p Parameters) C1Size() int {
 }
 
 // AddC1 keeps c1, the c₁ rows of client's ciphertext for block as an edge
-// forwarded them, after its submission was Put. It keeps c1 itself, not a
-// copy: the caller gives it up. Only the size is checked here: the
+// forwarded them, after its submission was Put, where the store keeps
+// rows: in its spill file, or in memory (c1 itself, not a copy: the
+// caller gives it up). Only the size is checked here: the
 // coordinator does not hash it, members do, against the digest the client
 // signed. The first one kept stays, as in [SubmissionStore.AddBlock].
 func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []byte) error {
@@ -106,7 +107,17 @@ func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []by
 	if !ok || block < 0 || block >= len(s.c1) {
 		return fmt.Errorf("%w: no submission of client %q covers block %d", ErrUnknownContributor, client, block)
 	}
-	if s.c1[block] == nil {
+	switch {
+	case s.kept(block):
+	case st.spill != nil:
+		// A store that spills keeps the rows in its file, where members are
+		// served from (an edge's rows kept in memory here were never seen).
+		ref, err := st.spill.keep(c1)
+		if err != nil {
+			return err
+		}
+		s.spilled[block] = ref
+	default:
 		s.c1[block] = c1
 	}
 	return nil

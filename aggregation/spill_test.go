@@ -149,3 +149,45 @@ func TestSpillingStoreKeepsFirstStatement(t *testing.T) {
 		t.Fatalf("another statement after spilled blocks: err = %v, want ErrSubmissionMismatch", err)
 	}
 }
+
+// TestSpillingStoreKeepsEdgeC1: the c₁ rows an edge forwards (AddC1) are
+// served from the store's spill file like an upload's. They were kept in
+// memory, where a spilling store never looks, so every member of an
+// edge job read "no c1 of client … was kept" and refused the round.
+func TestSpillingStoreKeepsEdgeC1(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	enc, err := NewEncryptor(params, cm.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cts, err := enc.EncryptUpdate(update(2, 1500), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := NewSubmission(params, "job", "c01", 1, 0, 3, cts, cm.clientKey("c01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := sub.MarshalBinary()
+	f, err := os.CreateTemp(t.TempDir(), "c1-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewSpillingSubmissionStore(f)
+	t.Cleanup(func() { st.Close() })
+	if err := st.Put("c01", raw, sub); err != nil {
+		t.Fatal(err)
+	}
+	for b, ct := range cts {
+		if err := st.AddC1(params, "c01", b, bytes.Clone(ContributionC1(ct))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for b, ct := range cts {
+		got, err := st.ReadContribution("c01", b, nil)
+		if err != nil || !bytes.Equal(got, ContributionC1(ct)) {
+			t.Fatalf("block %d forwarded by an edge: read back %d bytes, err %v; want its c1", b, len(got), err)
+		}
+	}
+}
