@@ -107,20 +107,9 @@ func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []by
 	if !ok || block < 0 || block >= len(s.c1) {
 		return fmt.Errorf("%w: no submission of client %q covers block %d", ErrUnknownContributor, client, block)
 	}
-	switch {
-	case s.kept(block):
-	case st.spill != nil:
-		// A store that spills keeps the rows in its file, where members are
-		// served from (an edge's rows kept in memory here were never seen).
-		ref, err := st.spill.keep(c1)
-		if err != nil {
-			return err
-		}
-		s.spilled[block] = ref
-	default:
-		s.c1[block] = c1
-	}
-	return nil
+	// Where the store keeps rows, its spill file too (members are served
+	// from there).
+	return st.keep(s, block, c1, false)
 }
 
 // AddProduct takes client's finished influence ciphertext as an edge

@@ -342,16 +342,24 @@ func (st *SubmissionStore) AddBlock(client string, block int, ct []byte) error {
 	if !ok || block < 0 || block >= len(s.c1) {
 		return fmt.Errorf("%w: no submission of client %q covers block %d", ErrUnknownContributor, client, block)
 	}
+	return st.keep(s, block, ContributionC1(ct), true)
+}
+
+// keep keeps c1 as block's rows of s unless some are kept already: in the
+// spill file, or in memory (a copy when clone is set). st.mu is held.
+func (st *SubmissionStore) keep(s *storedSubmission, block int, c1 []byte, clone bool) error {
 	switch {
 	case s.kept(block):
 	case st.spill != nil:
-		ref, err := st.spill.keep(ContributionC1(ct))
+		ref, err := st.spill.keep(c1)
 		if err != nil {
 			return err
 		}
 		s.spilled[block] = ref
+	case clone:
+		s.c1[block] = bytes.Clone(c1)
 	default:
-		s.c1[block] = bytes.Clone(ContributionC1(ct))
+		s.c1[block] = c1
 	}
 	return nil
 }

@@ -104,6 +104,13 @@ func fidelityPlot(path, mode string, ss []Summary, exact map[string]bool) error 
 		pts = append(pts, plotter.XY{X: math.Max(mean(xs), 1), Y: mean(ys)})
 		labels = append(labels, method)
 	}
+	return labelledScatter(p, path, pts, labels, 0, func(p *plot.Plot) { p.X.Max *= 4 })
+}
+
+// labelledScatter draws pts, each with its label, in colour colour on p
+// and saves it to path; widen then makes room for the labels. Nothing is
+// written without points.
+func labelledScatter(p *plot.Plot, path string, pts plotter.XYs, labels []string, colour int, widen func(*plot.Plot)) error {
 	if len(pts) == 0 {
 		return nil
 	}
@@ -111,7 +118,7 @@ func fidelityPlot(path, mode string, ss []Summary, exact map[string]bool) error 
 	if err != nil {
 		return err
 	}
-	sc.GlyphStyle.Color = plotutil.Color(0)
+	sc.GlyphStyle.Color = plotutil.Color(colour)
 	sc.GlyphStyle.Radius = vg.Points(3)
 	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
 	if err != nil {
@@ -121,7 +128,7 @@ func fidelityPlot(path, mode string, ss []Summary, exact map[string]bool) error 
 		lb.TextStyle[i].XAlign = -0.05
 	}
 	p.Add(plotter.NewGrid(), sc, lb)
-	p.X.Max *= 4
+	widen(p)
 	return p.Save(9*vg.Inch, 6*vg.Inch, path)
 }
 
@@ -158,25 +165,7 @@ func privacyPlot(path string, ss []Summary, exact map[string]bool) error {
 		pts = append(pts, plotter.XY{X: mean(xs), Y: mean(ys)})
 		labels = append(labels, k.mode+"/"+k.method)
 	}
-	if len(pts) == 0 {
-		return nil
-	}
-	sc, err := plotter.NewScatter(pts)
-	if err != nil {
-		return err
-	}
-	sc.GlyphStyle.Color = plotutil.Color(1)
-	sc.GlyphStyle.Radius = vg.Points(3)
-	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
-	if err != nil {
-		return err
-	}
-	for i := range lb.TextStyle {
-		lb.TextStyle[i].XAlign = -0.05
-	}
-	p.Add(plotter.NewGrid(), sc, lb)
-	p.X.Min, p.X.Max = -0.5, p.X.Max*1.6+1
-	return p.Save(9*vg.Inch, 6*vg.Inch, path)
+	return labelledScatter(p, path, pts, labels, 1, func(p *plot.Plot) { p.X.Min, p.X.Max = -0.5, p.X.Max*1.6+1 })
 }
 
 // plottedMethods are the (mode, method) pairs drawn in the values plots
