@@ -146,29 +146,30 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 		return nil, err
 	}
 	level := c.Level()
-	flood, err := m.coefficientSampler(level)
+	noise, err := m.coefficientNoise(level)
 	if err != nil {
 		return nil, err
 	}
 
-	// The key-switch share towards the zero key is c₁·s̃ᵢ + e in the NTT
-	// domain, e of lattigo's small error; back in the coefficient domain,
-	// the flooding noise of σ = [Parameters.InfluenceFloodingSigma] for
-	// this committee is added, and the constant coefficient is the one
-	// value released. The rest is wiped.
-	share := m.ks.AllocateShare(level)
-	m.ks.GenShare(&rlwe.SecretKey{Value: m.tsk.Poly}, m.zero, c, &share)
+	// Only the constant coefficient of the key-switch share towards the
+	// zero key is released, so only it is computed: (c₁·s̃ᵢ)₀ from the
+	// product in the NTT domain, plus one sample of lattigo's key-switch
+	// error and one of the flooding noise of σ =
+	// [Parameters.InfluenceFloodingSigma] for this committee, each one
+	// integer reduced at every prime (see doc.go, "Coefficient shares").
 	rq := m.params.ckks.RingQ().AtLevel(level)
-	rq.INTT(share.Value, share.Value)
-	flood.add(share.Value)
-	rq.Reduce(share.Value, share.Value)
+	prod := rq.NewPoly()
+	rq.MulCoeffsMontgomery(c.Value[1], m.tsk.Poly.Q, prod)
+	rq.INTT(prod, prod)
 	out := coefficientShare{key: m.inst.id, request: req.ID(), values: make([]uint64, level+1)}
-	for l := range out.values {
-		out.values[l] = share.Value.Coeffs[l][0]
+	e := noise.sample()
+	for l, q := range rq.ModuliChain()[:level+1] {
+		out.values[l] = (prod.Coeffs[l][0] + e[l]) % q
 	}
-	for _, row := range share.Value.Coeffs {
+	for _, row := range prod.Coeffs {
 		clear(row)
 	}
+	clear(e)
 
 	m.served[req.Digests[0]] = true
 	return out.marshal(m.params), nil

@@ -488,6 +488,28 @@
 // the clear ("What members check"), that scalar is the inner product of
 // that client's update with the round's one committed vector.
 //
+// Computing only what is released. The member computes (c₁·s̃ᵢ)₀ from
+// the NTT-domain product c₁·s̃ᵢ (one pointwise product and one inverse
+// NTT, no sampling over the ring) and adds ONE sample of lattigo's
+// key-switch error (the Gaussian of σ = √(σ_fresh² + 3.2²), cut at 6σ,
+// that multiparty.KeySwitchProtocol.GenShare adds to every coefficient)
+// and ONE sample of the flooding noise (the same floodSampler
+// convolution), each an integer reduced at every Q prime. Earlier it ran
+// GenShare and the flooding sampler over the whole polynomial and kept the
+// constant coefficient. The released value has the same distribution: in
+// the whole-polynomial computation the constant coefficient is
+// (c₁·s̃ᵢ)₀ + e₀ + f₀ with e₀ and f₀ the constant coefficients of the
+// error and flooding polynomials, and lattigo's samplers draw each
+// coefficient independently from the same distribution, so e₀ and f₀ are
+// one sample of each whatever the other N − 1 coefficients were; those
+// never left the member, so dropping them changes nothing the coordinator
+// can see. The samples are drawn over a ring of degree 16 with the same
+// primes (lattigo's samplers fill polynomials), one coefficient used and
+// the rest wiped. TestCoefficientShareIsKeySwitchConstant checks that,
+// noise set to zero, the share is lattigo's key-switch constant
+// coefficient minus that share's own error, and
+// TestCoefficientNoiseDistribution the noise's σ.
+//
 // Dropouts. A share weighted by its Lagrange coefficient λᵢ belongs to one
 // participant set, and a member must never answer for the same
 // coefficient twice with different weights: from λ_A·X + e_A and
