@@ -187,8 +187,15 @@
 // vector with the round's total, it derives every contributor's product in
 // the same pass and keeps only its digest, so the influence requests that
 // follow fetch nothing (TestVerifyInfluenceReusesTotalPass); the state
-// kept per round is a few dozen bytes per contributor and product and one
-// encoded vector per committed vector, dropped when the next round starts.
+// kept per round is a few dozen bytes per contributor and product, one
+// encoded vector per committed vector, and a copy of every c₁ it fetched
+// and checked (at most 64 MiB, beyond which c₁ are fetched and checked
+// again), dropped when the next round starts: a client's products with the
+// other vectors (projection mode) fetch and hash its c₁ once, and a
+// product computed for the request itself is compared byte for byte with
+// the ciphertext's c₁ rather than both hashed
+// (TestAttackProductAfterCachedC1: a forged second product of the same
+// client is still refused).
 //
 // Cost (BenchmarkVerifyAggregate, default parameters, one block, 2-core
 // machine shared with other jobs; BENCHMARKS.md): with 8 contributors a
