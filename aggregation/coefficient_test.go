@@ -2,6 +2,7 @@ package aggregation
 
 import (
 	"crypto/rand"
+	"errors"
 	"math"
 	"math/big"
 	"testing"
@@ -113,4 +114,32 @@ func TestCoefficientNoiseDistribution(t *testing.T) {
 		t.Fatalf("noise standard deviation %.4g, %.3f× the flooding σ %.4g", std, r, sigma)
 	}
 	t.Logf("noise std %.4g = %.4f σ (σ = 2^%.1f), %d levels", std, std/sigma, math.Log2(sigma), n.flood.Levels())
+}
+
+// TestAttackCoefficientShareOtherCiphertext: a member keeps the influence
+// ciphertext it verified so as not to hash it again; given another one
+// for the same request (one word changed) it still refuses with
+// ErrDigestMismatch, and then serves the verified one, hashed.
+func TestAttackCoefficientShareOtherCiphertext(t *testing.T) {
+	params := testParams(t)
+	cm := newCommittee(t, params, 3, 2)
+	c := realisticCase(4, 50, []float64{30}, false)
+	cts, digests := influenceRun(t, cm, c)
+	req := NewInfluenceRequest(cm.inst.ID(), 1, c.clients[0], digests[0], cm.gradientDigest(digests[0]), cm.ids)
+	p := cm.ids[0]
+	m := cm.members[p]
+	if err := cm.verifyRequest(t, p, req, [][]byte{cts[0]}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Admit(req, nil); err != nil {
+		t.Fatal(err)
+	}
+	other := append([]byte(nil), cts[0]...)
+	other[influenceHeader+8] ^= 1
+	if _, err := m.DecryptCoefficientShare(req, other); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("another ciphertext than the verified one: err = %v, want ErrDigestMismatch", err)
+	}
+	if _, err := m.DecryptCoefficientShare(req, cts[0]); err != nil {
+		t.Fatalf("the verified ciphertext after a refused one: %v", err)
+	}
 }

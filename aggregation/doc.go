@@ -195,7 +195,11 @@
 // product computed for the request itself is compared byte for byte with
 // the ciphertext's c₁ rather than both hashed
 // (TestAttackProductAfterCachedC1: a forged second product of the same
-// client is still refused).
+// client is still refused). It also keeps a copy of each influence
+// ciphertext it verified (at most 32 MiB) until it serves it, and
+// [Member.DecryptCoefficientShare] compares the ciphertext it is given
+// with that copy instead of hashing it again; any other ciphertext is
+// hashed (TestAttackCoefficientShareOtherCiphertext).
 //
 // Cost (BenchmarkVerifyAggregate, default parameters, one block, 2-core
 // machine shared with other jobs; BENCHMARKS.md): with 8 contributors a

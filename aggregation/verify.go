@@ -512,7 +512,17 @@ type verifyState struct {
 	// maxC1Cache (beyond it, c₁ are fetched and checked again).
 	c1s     map[c1Ref][]byte
 	c1Bytes int
+	// cts holds a copy of each influence ciphertext verified and not yet
+	// served, by request ID (at most maxVerifiedCTs bytes), so that
+	// DecryptCoefficientShare compares the ciphertext it is given with
+	// the one verified instead of hashing it again.
+	cts     map[[32]byte][]byte
+	ctBytes int
 }
+
+// maxVerifiedCTs bounds verifyState.cts: 32 MiB, 42 influence
+// ciphertexts of the default set; beyond it the ciphertext is hashed.
+const maxVerifiedCTs = 32 << 20
 
 // c1Ref names block b of a client's contribution.
 type c1Ref struct {
@@ -528,7 +538,7 @@ func (m *Member) verifyStateFor(req DecryptRequest) *verifyState {
 	v := m.verify
 	if v == nil || v.key != req.Key || v.round != req.Round || v.attempt != req.Attempt {
 		v = &verifyState{key: req.Key, round: req.Round, attempt: req.Attempt,
-			subs: map[string]*Submission{}, infls: map[[32]byte]*Influence{}, products: map[productRef][32]byte{}, verified: map[[32]byte]bool{}, c1s: map[c1Ref][]byte{}}
+			subs: map[string]*Submission{}, infls: map[[32]byte]*Influence{}, products: map[productRef][32]byte{}, verified: map[[32]byte]bool{}, c1s: map[c1Ref][]byte{}, cts: map[[32]byte][]byte{}}
 		m.verify = v
 	}
 	return v
@@ -874,8 +884,30 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 			return fmt.Errorf("%w: client %q: c1 is not the product of its signed ciphertexts with vector %x (first differing byte %d)", ErrProductMismatch, client, req.Gradient[:8], firstDiff(buf, got))
 		}
 	}
-	v.verified[req.ID()] = true
+	id := req.ID()
+	v.verified[id] = true
+	if _, ok := v.cts[id]; !ok && v.ctBytes+len(ct) <= maxVerifiedCTs {
+		v.cts[id] = append([]byte(nil), ct...)
+		v.ctBytes += len(ct)
+	}
 	return nil
+}
+
+// isVerifiedCiphertext reports whether ct is, byte for byte, the
+// influence ciphertext VerifyAggregate verified for request id in the
+// current round (and so hashes to its digest), and forgets that copy.
+func (m *Member) isVerifiedCiphertext(id [32]byte, ct []byte) bool {
+	v := m.verify
+	if v == nil {
+		return false
+	}
+	kept, ok := v.cts[id]
+	if !ok {
+		return false
+	}
+	delete(v.cts, id)
+	v.ctBytes -= len(kept)
+	return bytes.Equal(kept, ct)
 }
 
 // productRef names a client's influence product with one committed
