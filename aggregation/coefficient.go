@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"math/bits"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/ring"
 )
 
 // A coefficient share is the base header (key = key instance) followed by
@@ -156,22 +158,35 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 	}
 
 	// Only the constant coefficient of the key-switch share towards the
-	// zero key is released, so only it is computed: (c₁·s̃ᵢ)₀ from the
-	// product in the NTT domain, plus one sample of lattigo's key-switch
-	// error and one of the flooding noise of σ =
-	// [Parameters.InfluenceFloodingSigma] for this committee, each one
-	// integer reduced at every prime (see doc.go, "Coefficient shares").
-	rq := m.params.ckks.RingQ().AtLevel(level)
-	prod := rq.NewPoly()
-	rq.MulCoeffsMontgomery(c.Value[1], m.tsk.Poly.Q, prod)
-	rq.INTT(prod, prod)
+	// zero key is released, so only it is computed: (c₁·s̃ᵢ)₀ =
+	// N⁻¹·Σⱼ ĉ₁ⱼ·ŝⱼ mod q, the trace of the NTT-domain product (the
+	// evaluations of a polynomial at the N roots of its ring sum to N
+	// times its constant coefficient), O(N) per prime and no inverse NTT;
+	// plus one sample of lattigo's key-switch error and one of the
+	// flooding noise of σ = [Parameters.InfluenceFloodingSigma] for this
+	// committee, each one integer reduced at every prime (see doc.go,
+	// "Influence", computing only what is released).
 	out := coefficientShare{key: m.inst.id, request: req.ID(), values: make([]uint64, level+1)}
 	e := noise.sample()
+	rq := m.params.ckks.RingQ()
+	mred := rq.MRedConstants()
+	n := uint64(m.params.ckks.N())
 	for l, q := range rq.ModuliChain()[:level+1] {
-		out.values[l] = (prod.Coeffs[l][0] + e[l]) % q
-	}
-	for _, row := range prod.Coeffs {
-		clear(row)
+		c1, sk := c.Value[1].Coeffs[l], m.tsk.Poly.Q.Coeffs[l]
+		// A 128-bit sum (N terms below 2^64), reduced once: no branch on
+		// the secret.
+		var hi, lo, carry uint64
+		for j, x := range c1 {
+			// ŝ is in Montgomery form: MRed gives ĉ₁ⱼ·ŝⱼ mod q.
+			lo, carry = bits.Add64(lo, ring.MRed(x, sk[j], q, mred[l]), 0)
+			hi += carry
+		}
+		acc := bits.Rem64(hi, lo, q)
+		ninv := new(big.Int).ModInverse(new(big.Int).SetUint64(n%q), new(big.Int).SetUint64(q)).Uint64()
+		hi, lo = bits.Mul64(acc, ninv)
+		v, _ := bits.Add64(bits.Rem64(hi, lo, q), e[l]%q, 0)
+		out.values[l] = v % q
+		hi, lo, acc = 0, 0, 0
 	}
 	clear(e)
 

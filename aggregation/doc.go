@@ -499,9 +499,11 @@
 // the clear ("What members check"), that scalar is the inner product of
 // that client's update with the round's one committed vector.
 //
-// Computing only what is released. The member computes (c₁·s̃ᵢ)₀ from
-// the NTT-domain product c₁·s̃ᵢ (one pointwise product and one inverse
-// NTT, no sampling over the ring) and adds ONE sample of lattigo's
+// Computing only what is released. The member computes (c₁·s̃ᵢ)₀ as
+// N⁻¹·Σⱼ ĉ₁ⱼ·ŝⱼ mod q from the NTT forms of c₁ and s̃ᵢ (the N
+// evaluations of a polynomial of the ring sum to N times its constant
+// coefficient), O(N) per prime, no inverse NTT and no sampling over the
+// ring, and adds ONE sample of lattigo's
 // key-switch error (the Gaussian of σ = √(σ_fresh² + 3.2²), cut at 6σ,
 // that multiparty.KeySwitchProtocol.GenShare adds to every coefficient)
 // and ONE sample of the flooding noise (the same floodSampler
