@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"math/bits"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/ring"
 )
 
 // A coefficient share is the base header (key = key instance) followed by
@@ -121,8 +123,12 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 	if !self {
 		return nil, fmt.Errorf("%w: %q is not among the request's participants", ErrNotMember, m.id)
 	}
-	if d := sha256.Sum256(ct); d != req.Digests[0] {
-		return nil, fmt.Errorf("%w: influence ciphertext hashes to %x, request names %x", ErrDigestMismatch, d[:8], req.Digests[0][:8])
+	// The ciphertext VerifyAggregate verified for this request hashes to
+	// the digest; any other is hashed.
+	if !m.isVerifiedCiphertext(req.ID(), ct) {
+		if d := sha256.Sum256(ct); d != req.Digests[0] {
+			return nil, fmt.Errorf("%w: influence ciphertext hashes to %x, request names %x", ErrDigestMismatch, d[:8], req.Digests[0][:8])
+		}
 	}
 	if _, ok := m.admitted[req.ID()]; !ok {
 		return nil, fmt.Errorf("%w: member %q: influence request for %q round %d was not admitted (Member.Admit)", ErrNotAdmitted, m.id, req.Contributors[0], req.Round)
@@ -146,29 +152,43 @@ func (m *Member) DecryptCoefficientShare(req DecryptRequest, ct []byte) ([]byte,
 		return nil, err
 	}
 	level := c.Level()
-	flood, err := m.coefficientSampler(level)
+	noise, err := m.coefficientNoise(level)
 	if err != nil {
 		return nil, err
 	}
 
-	// The key-switch share towards the zero key is c₁·s̃ᵢ + e in the NTT
-	// domain, e of lattigo's small error; back in the coefficient domain,
-	// the flooding noise of σ = [Parameters.InfluenceFloodingSigma] for
-	// this committee is added, and the constant coefficient is the one
-	// value released. The rest is wiped.
-	share := m.ks.AllocateShare(level)
-	m.ks.GenShare(&rlwe.SecretKey{Value: m.tsk.Poly}, m.zero, c, &share)
-	rq := m.params.ckks.RingQ().AtLevel(level)
-	rq.INTT(share.Value, share.Value)
-	flood.add(share.Value)
-	rq.Reduce(share.Value, share.Value)
+	// Only the constant coefficient of the key-switch share towards the
+	// zero key is released, so only it is computed: (c₁·s̃ᵢ)₀ =
+	// N⁻¹·Σⱼ ĉ₁ⱼ·ŝⱼ mod q, the trace of the NTT-domain product (the
+	// evaluations of a polynomial at the N roots of its ring sum to N
+	// times its constant coefficient), O(N) per prime and no inverse NTT;
+	// plus one sample of lattigo's key-switch error and one of the
+	// flooding noise of σ = [Parameters.InfluenceFloodingSigma] for this
+	// committee, each one integer reduced at every prime (see doc.go,
+	// "Influence", computing only what is released).
 	out := coefficientShare{key: m.inst.id, request: req.ID(), values: make([]uint64, level+1)}
-	for l := range out.values {
-		out.values[l] = share.Value.Coeffs[l][0]
+	e := noise.sample()
+	rq := m.params.ckks.RingQ()
+	mred := rq.MRedConstants()
+	n := uint64(m.params.ckks.N())
+	for l, q := range rq.ModuliChain()[:level+1] {
+		c1, sk := c.Value[1].Coeffs[l], m.tsk.Poly.Q.Coeffs[l]
+		// A 128-bit sum (N terms below 2^64), reduced once: no branch on
+		// the secret.
+		var hi, lo, carry uint64
+		for j, x := range c1 {
+			// ŝ is in Montgomery form: MRed gives ĉ₁ⱼ·ŝⱼ mod q.
+			lo, carry = bits.Add64(lo, ring.MRed(x, sk[j], q, mred[l]), 0)
+			hi += carry
+		}
+		acc := bits.Rem64(hi, lo, q)
+		ninv := new(big.Int).ModInverse(new(big.Int).SetUint64(n%q), new(big.Int).SetUint64(q)).Uint64()
+		hi, lo = bits.Mul64(acc, ninv)
+		v, _ := bits.Add64(bits.Rem64(hi, lo, q), e[l]%q, 0)
+		out.values[l] = v % q
+		hi, lo, acc = 0, 0, 0
 	}
-	for _, row := range share.Value.Coeffs {
-		clear(row)
-	}
+	clear(e)
 
 	m.served[req.Digests[0]] = true
 	return out.marshal(m.params), nil

@@ -189,8 +189,19 @@
 // vector with the round's total, it derives every contributor's product in
 // the same pass and keeps only its digest, so the influence requests that
 // follow fetch nothing (TestVerifyInfluenceReusesTotalPass); the state
-// kept per round is a few dozen bytes per contributor and product and one
-// encoded vector per committed vector, dropped when the next round starts.
+// kept per round is a few dozen bytes per contributor and product, one
+// encoded vector per committed vector, and a copy of every c₁ it fetched
+// and checked (at most 64 MiB, beyond which c₁ are fetched and checked
+// again), dropped when the next round starts: a client's products with the
+// other vectors (projection mode) fetch and hash its c₁ once, and a
+// product computed for the request itself is compared byte for byte with
+// the ciphertext's c₁ rather than both hashed
+// (TestAttackProductAfterCachedC1: a forged second product of the same
+// client is still refused). It also keeps a copy of each influence
+// ciphertext it verified (at most 32 MiB) until it serves it, and
+// [Member.DecryptCoefficientShare] compares the ciphertext it is given
+// with that copy instead of hashing it again; any other ciphertext is
+// hashed (TestAttackCoefficientShareOtherCiphertext).
 //
 // Cost (BenchmarkVerifyAggregate, default parameters, one block, 2-core
 // machine shared with other jobs; BENCHMARKS.md): with 8 contributors a
@@ -506,6 +517,30 @@
 // c₁ is recomputed from the client's signed ciphertexts and the vector in
 // the clear ("What members check"), that scalar is the inner product of
 // that client's update with the round's one committed vector.
+//
+// Computing only what is released. The member computes (c₁·s̃ᵢ)₀ as
+// N⁻¹·Σⱼ ĉ₁ⱼ·ŝⱼ mod q from the NTT forms of c₁ and s̃ᵢ (the N
+// evaluations of a polynomial of the ring sum to N times its constant
+// coefficient), O(N) per prime, no inverse NTT and no sampling over the
+// ring, and adds ONE sample of lattigo's
+// key-switch error (the Gaussian of σ = √(σ_fresh² + 3.2²), cut at 6σ,
+// that multiparty.KeySwitchProtocol.GenShare adds to every coefficient)
+// and ONE sample of the flooding noise (the same floodSampler
+// convolution), each an integer reduced at every Q prime. Earlier it ran
+// GenShare and the flooding sampler over the whole polynomial and kept the
+// constant coefficient. The released value has the same distribution: in
+// the whole-polynomial computation the constant coefficient is
+// (c₁·s̃ᵢ)₀ + e₀ + f₀ with e₀ and f₀ the constant coefficients of the
+// error and flooding polynomials, and lattigo's samplers draw each
+// coefficient independently from the same distribution, so e₀ and f₀ are
+// one sample of each whatever the other N − 1 coefficients were; those
+// never left the member, so dropping them changes nothing the coordinator
+// can see. The samples are drawn over a ring of degree 16 with the same
+// primes (lattigo's samplers fill polynomials), one coefficient used and
+// the rest wiped. TestCoefficientShareIsKeySwitchConstant checks that,
+// noise set to zero, the share is lattigo's key-switch constant
+// coefficient minus that share's own error, and
+// TestCoefficientNoiseDistribution the noise's σ.
 //
 // Dropouts. A share weighted by its Lagrange coefficient λᵢ belongs to one
 // participant set, and a member must never answer for the same

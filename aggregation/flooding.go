@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/ring"
 	"github.com/tuneinsight/lattigo/v6/utils/sampling"
 )
@@ -349,8 +350,9 @@ func (p Parameters) aggregateTail() float64 {
 
 func (p Parameters) influenceTail() float64 {
 	f := p.cfg.Flooding
-	// A coefficient share draws a whole polynomial of which one
-	// coefficient is used; the others are wiped and never released.
+	// A coefficient share draws one small polynomial (coefficientRingN
+	// coefficients) of which one coefficient is used; the others are
+	// wiped and never released.
 	return tailFactor(maxFloodLevels*influenceReleases(f), f.Security+3)
 }
 
@@ -387,18 +389,85 @@ func (m *Member) checkCoefficientBudget(blocks int) error {
 	return nil
 }
 
-// coefficientSampler returns the flooding sampler of coefficient shares
-// for the member's committee, made on first use for its shape.
-func (m *Member) coefficientSampler(level int) (*floodSampler, error) {
-	c, t := len(m.inst.members), m.inst.t
-	if m.coef != nil && m.coefC == c && m.coefT == t {
-		return m.coef, nil
+// coefficientRingN is the degree of the small ring the noise of a
+// coefficient share is sampled over: lattigo's samplers fill polynomials,
+// each coefficient an independent sample; one coefficient is used, the
+// others are wiped.
+const coefficientRingN = 16
+
+// coefNoise draws the noise of one coefficient share, for a committee
+// shape and a level: one sample of the key-switch error of lattigo's
+// KeySwitchProtocol (a Gaussian of σ = √(σ_fresh² + σ_Xe²) truncated at
+// 6σ, what GenShare adds to every coefficient) plus one sample of the
+// coefficient flooding noise (a floodSampler), the sum as one integer
+// reduced modulo each Q prime of the level.
+type coefNoise struct {
+	ks    ring.Sampler
+	flood *floodSampler
+	rq    *ring.Ring
+	zero  bool // tests: no noise at all
+}
+
+func newCoefNoise(p Parameters, level int, sigma float64, rand io.Reader) (*coefNoise, error) {
+	rq, err := ring.NewRing(coefficientRingN, p.ckks.RingQ().ModuliChain()[:level+1])
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: coefficient noise ring: %w", err)
 	}
-	rq := m.params.ckks.RingQ().AtLevel(level)
-	fs, err := newFloodSampler(rq, m.params.InfluenceFloodingSigma(c, t), m.params.influenceTail(), m.rand)
+	var key [32]byte
+	if _, err := io.ReadFull(rand, key[:]); err != nil {
+		return nil, fmt.Errorf("aggregation: key-switch noise seed: %w", err)
+	}
+	prng, err := sampling.NewKeyedPRNG(key[:])
+	clear(key[:])
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: key-switch noise PRNG: %w", err)
+	}
+	// The distribution multiparty.NewKeySwitchProtocol(params, Xe) gives
+	// its noise sampler, with Xe = rlwe.DefaultXe as NewMember passes it.
+	xe := rlwe.DefaultXe
+	fresh := p.ckks.NoiseFreshSK()
+	ksSigma := math.Sqrt(fresh*fresh + xe.Sigma*xe.Sigma)
+	ks, err := ring.NewSampler(prng, rq, ring.DiscreteGaussian{Sigma: ksSigma, Bound: 6 * ksSigma}, false)
+	if err != nil {
+		return nil, fmt.Errorf("aggregation: key-switch noise sampler: %w", err)
+	}
+	flood, err := newFloodSampler(rq, sigma, p.influenceTail(), rand)
 	if err != nil {
 		return nil, err
 	}
-	m.coef, m.coefC, m.coefT = fs, c, t
-	return fs, nil
+	return &coefNoise{ks: ks, flood: flood, rq: rq}, nil
+}
+
+// sample returns one noise value, reduced modulo each prime of the level.
+func (n *coefNoise) sample() []uint64 {
+	out := make([]uint64, n.rq.ModuliChainLength())
+	if n.zero {
+		return out
+	}
+	pol := n.rq.NewPoly()
+	n.ks.Read(pol)
+	n.flood.add(pol)
+	for l := range out {
+		out[l] = pol.Coeffs[l][0]
+	}
+	for _, row := range pol.Coeffs {
+		clear(row)
+	}
+	return out
+}
+
+// coefficientNoise returns the noise of coefficient shares for the
+// member's committee and the level, made on first use for its shape.
+func (m *Member) coefficientNoise(level int) (*coefNoise, error) {
+	c, t := len(m.inst.members), m.inst.t
+	if m.coef != nil && m.coefC == c && m.coefT == t && m.coef.rq.Level() == level {
+		return m.coef, nil
+	}
+	n, err := newCoefNoise(m.params, level, m.params.InfluenceFloodingSigma(c, t), m.rand)
+	if err != nil {
+		return nil, err
+	}
+	n.zero = m.coefZeroNoise
+	m.coef, m.coefC, m.coefT = n, c, t
+	return n, nil
 }

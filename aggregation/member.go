@@ -74,8 +74,11 @@ type Member struct {
 	// flood adds the whole-share flooding noise; coef, for the committee
 	// shape coefC × coefT, the coefficient-share noise (flooding.go).
 	flood        *floodSampler
-	coef         *floodSampler
+	coef         *coefNoise
 	coefC, coefT int
+	// coefZeroNoise, set by tests only, makes coefficient shares carry no
+	// noise, so that they can be compared exactly with the key switch.
+	coefZeroNoise bool
 	// verify is what VerifyAggregate keeps for the current round, and
 	// gradients the multiplier vector digests (at most L) of every (key,
 	// round) it saw an influence request of (verify.go).

@@ -533,13 +533,40 @@ type verifyState struct {
 	infls          map[[32]byte]*Influence
 	products       map[productRef][32]byte
 	verified       map[[32]byte]bool
+	// c1s holds the contributions' c₁ this member fetched and checked in
+	// the round (size, residues, signed digest), by client and block, so
+	// that the several products of one client (one per committed vector)
+	// fetch and hash each c₁ once; c1Bytes is their size, at most
+	// maxC1Cache (beyond it, c₁ are fetched and checked again).
+	c1s     map[c1Ref][]byte
+	c1Bytes int
+	// cts holds a copy of each influence ciphertext verified and not yet
+	// served, by request ID (at most maxVerifiedCTs bytes), so that
+	// DecryptCoefficientShare compares the ciphertext it is given with
+	// the one verified instead of hashing it again.
+	cts     map[[32]byte][]byte
+	ctBytes int
 }
+
+// maxVerifiedCTs bounds verifyState.cts: 32 MiB, 42 influence
+// ciphertexts of the default set; beyond it the ciphertext is hashed.
+const maxVerifiedCTs = 32 << 20
+
+// c1Ref names block b of a client's contribution.
+type c1Ref struct {
+	client string
+	block  int
+}
+
+// maxC1Cache bounds the c₁ a member keeps for a round: 64 MiB, 170 blocks
+// of the default set (e.g. 8 clients of 21 blocks).
+const maxC1Cache = 64 << 20
 
 func (m *Member) verifyStateFor(req DecryptRequest) *verifyState {
 	v := m.verify
 	if v == nil || v.key != req.Key || v.round != req.Round || v.attempt != req.Attempt {
 		v = &verifyState{key: req.Key, round: req.Round, attempt: req.Attempt,
-			subs: map[string]*Submission{}, infls: map[[32]byte]*Influence{}, products: map[productRef][32]byte{}, verified: map[[32]byte]bool{}}
+			subs: map[string]*Submission{}, infls: map[[32]byte]*Influence{}, products: map[productRef][32]byte{}, verified: map[[32]byte]bool{}, c1s: map[c1Ref][]byte{}, cts: map[[32]byte][]byte{}}
 		m.verify = v
 	}
 	return v
@@ -635,8 +662,10 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 		sums[b] = rq.NewPoly()
 	}
 	var prod ring.Poly
+	var vector [32]byte
 	if infl != nil {
 		prod = rq.NewPoly()
+		vector = GradientDigest(ev.Gradient)
 	}
 	for _, id := range req.Contributors {
 		sub := v.subs[id]
@@ -644,7 +673,7 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 			prod.Zero()
 		}
 		for b := 0; b < blocks; b++ {
-			c1, err := m.fetchC1(ev, sub, b)
+			c1, err := m.cachedC1(v, ev, sub, b)
 			if err != nil {
 				return err
 			}
@@ -654,7 +683,7 @@ func (m *Member) VerifyAggregate(req DecryptRequest, ev Evidence) error {
 			}
 		}
 		if infl != nil {
-			v.products[productRef{id, GradientDigest(ev.Gradient)}] = digestRows(m.params, prod)
+			v.products[productRef{id, vector}] = digestRows(m.params, prod)
 		}
 	}
 	if req.Retry > 0 {
@@ -774,6 +803,27 @@ func (m *Member) fetchC1(ev Evidence, sub *Submission, b int) ([]byte, error) {
 	return c1, nil
 }
 
+// cachedC1 is fetchC1 through the round's cache v.c1s: a c₁ checked once
+// in the round is not fetched and hashed again for another product of
+// the same client. What is kept is a copy, so the bytes checked are the
+// bytes used.
+func (m *Member) cachedC1(v *verifyState, ev Evidence, sub *Submission, b int) ([]byte, error) {
+	ref := c1Ref{sub.Client, b}
+	if c1, ok := v.c1s[ref]; ok {
+		return c1, nil
+	}
+	c1, err := m.fetchC1(ev, sub, b)
+	if err != nil {
+		return nil, err
+	}
+	if v.c1Bytes+len(c1) <= maxC1Cache {
+		c1 = append([]byte(nil), c1...)
+		v.c1s[ref] = c1
+		v.c1Bytes += len(c1)
+	}
+	return c1, nil
+}
+
 // influenceFor returns the round's encoded multiplier vector, checking
 // that grad is the one committed in req (if req commits to one) and the
 // one seen before in this (key, round).
@@ -840,26 +890,52 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 	}
 	client := req.Contributors[0]
 	pr := productRef{client, req.Gradient}
-	want, ok := v.products[pr]
-	if !ok {
+	got := ct[influenceHeader+(len(ct)-influenceHeader)/2:]
+	if want, ok := v.products[pr]; ok {
+		if d := digestPart(domainC1, got); d != want {
+			return fmt.Errorf("%w: client %q: c1 hashes to %x, the product of its signed ciphertexts with vector %x gives %x", ErrProductMismatch, client, d[:8], req.Gradient[:8], want[:8])
+		}
+	} else {
+		// Computed here: compared byte for byte, no digest needed.
 		rq := m.params.ckks.RingQ().AtLevel(m.params.ckks.MaxLevel())
 		prod := rq.NewPoly()
 		for b := 0; b < infl.blocks; b++ {
-			c1, err := m.fetchC1(ev, v.subs[client], b)
+			c1, err := m.cachedC1(v, ev, v.subs[client], b)
 			if err != nil {
 				return err
 			}
 			infl.mulAddC1(prod, b, c1)
 		}
-		want = digestRows(m.params, prod)
-		v.products[pr] = want
+		buf := make([]byte, len(prod.Coeffs)*m.params.ckks.N()*8)
+		putRows(buf, prod.Coeffs)
+		if !bytes.Equal(buf, got) {
+			return fmt.Errorf("%w: client %q: c1 is not the product of its signed ciphertexts with vector %x (first differing byte %d)", ErrProductMismatch, client, req.Gradient[:8], firstDiff(buf, got))
+		}
 	}
-	half := (len(ct) - influenceHeader) / 2
-	if got := digestPart(domainC1, ct[influenceHeader+half:]); got != want {
-		return fmt.Errorf("%w: client %q: c1 hashes to %x, the product of its signed ciphertexts with vector %x gives %x", ErrProductMismatch, client, got[:8], req.Gradient[:8], want[:8])
+	id := req.ID()
+	v.verified[id] = true
+	if _, ok := v.cts[id]; !ok && v.ctBytes+len(ct) <= maxVerifiedCTs {
+		v.cts[id] = append([]byte(nil), ct...)
+		v.ctBytes += len(ct)
 	}
-	v.verified[req.ID()] = true
 	return nil
+}
+
+// isVerifiedCiphertext reports whether ct is, byte for byte, the
+// influence ciphertext VerifyAggregate verified for request id in the
+// current round (and so hashes to its digest), and forgets that copy.
+func (m *Member) isVerifiedCiphertext(id [32]byte, ct []byte) bool {
+	v := m.verify
+	if v == nil {
+		return false
+	}
+	kept, ok := v.cts[id]
+	if !ok {
+		return false
+	}
+	delete(v.cts, id)
+	v.ctBytes -= len(kept)
+	return bytes.Equal(kept, ct)
 }
 
 // productRef names a client's influence product with one committed
@@ -867,6 +943,16 @@ func (m *Member) verifyInfluence(req DecryptRequest, ev Evidence) error {
 type productRef struct {
 	client string
 	vector [32]byte
+}
+
+// firstDiff is the index of the first byte where a and b differ.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
 
 // digestRows is the c₁ digest of a polynomial over Q at the top level.
