@@ -509,15 +509,23 @@ func (c *Client) clientID() string {
 // step polls once and performs the task it gets. done is true when the
 // job has ended.
 func (c *Client) step(ctx context.Context) (done bool, err error) {
-	resp, err := c.api.NextTask(ctx, &tallyv1.NextTaskRequest{WaitMs: int32(c.cfg.PollWait / time.Millisecond), ReceiptsAfter: c.lastSeq()})
+	req := &tallyv1.NextTaskRequest{WaitMs: int32(c.cfg.PollWait / time.Millisecond), ReceiptsAfter: c.lastSeq()}
+	if c.observed != nil {
+		req.TranscriptAfter = uint64(c.observed.Len())
+	}
+	resp, err := c.api.NextTask(ctx, req)
 	if err != nil {
 		return false, err
 	}
 	switch t := resp.GetTask().(type) {
 	case *tallyv1.NextTaskResponse_Done:
 		c.log.Info("job done", "reason", t.Done.GetReason(), "final_round", t.Done.GetFinalRound())
-		// The last receipts name the transcript's last head: fetch the
-		// entries up to it first (and any receipt not yet kept).
+		// The last receipts name the transcript's last head: the entries
+		// up to it ride on the answer (the server may stop right after),
+		// else they are fetched first (and any receipt not yet kept).
+		if err := c.observeTranscript(t.Done.GetTranscriptEntries()); err != nil {
+			return true, err
+		}
 		if err := c.syncReceipts(ctx); violation(err) {
 			return true, err
 		} else if err != nil {

@@ -500,6 +500,10 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 			if rr, err := s.receiptsJSON(id, req.GetReceiptsAfter()); err == nil {
 				dt.Receipts = rr
 			}
+			// And the transcript entries they name, within a budget.
+			if ents := s.driver.transcriptAfter(req.GetTranscriptAfter()); entriesSize(ents) <= doneTranscriptBytes {
+				dt.TranscriptEntries = ents
+			}
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: dt}}, nil
 		case task != nil:
 			return s.taskMessage(task, id), nil
@@ -1195,4 +1199,17 @@ func (s *Service) receiptsJSON(client string, after uint64) ([][]byte, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// doneTranscriptBytes bounds the transcript entries a DoneTask carries,
+// well inside the 4 MiB message: a client that held none of a long job's
+// transcript fetches it with Receipts instead.
+const doneTranscriptBytes = 2 << 20
+
+func entriesSize(ents [][]byte) int {
+	n := 0
+	for _, e := range ents {
+		n += len(e)
+	}
+	return n
 }

@@ -956,8 +956,12 @@ type NextTaskRequest struct {
 	// receipts_after is the last receipt sequence number the client holds;
 	// a DoneTask carries the client's receipts issued after it.
 	ReceiptsAfter uint64 `protobuf:"varint,3,opt,name=receipts_after,json=receiptsAfter,proto3" json:"receipts_after,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// transcript_after is the number of decryption-transcript entries the
+	// client holds; a DoneTask carries the entries after it, which its last
+	// receipts name.
+	TranscriptAfter uint64 `protobuf:"varint,90,opt,name=transcript_after,json=transcriptAfter,proto3" json:"transcript_after,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NextTaskRequest) Reset() {
@@ -1000,6 +1004,13 @@ func (x *NextTaskRequest) GetWaitMs() int32 {
 func (x *NextTaskRequest) GetReceiptsAfter() uint64 {
 	if x != nil {
 		return x.ReceiptsAfter
+	}
+	return 0
+}
+
+func (x *NextTaskRequest) GetTranscriptAfter() uint64 {
+	if x != nil {
+		return x.TranscriptAfter
 	}
 	return 0
 }
@@ -1787,9 +1798,15 @@ type DoneTask struct {
 	// final_round is the last completed round.
 	FinalRound int32 `protobuf:"varint,2,opt,name=final_round,json=finalRound,proto3" json:"final_round,omitempty"`
 	// receipts are the client's last receipts (JSON), see NextTaskRequest.
-	Receipts      [][]byte `protobuf:"bytes,3,rep,name=receipts,proto3" json:"receipts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Receipts [][]byte `protobuf:"bytes,3,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	// transcript_entries are the decryption transcript's entries after the
+	// request's transcript_after (as ReceiptsResponse's), so that the last
+	// receipts can be checked and kept with no further call: the server may
+	// stop once every client has been told. Left out (empty) when they would
+	// not fit the message; the client then asks with Receipts.
+	TranscriptEntries [][]byte `protobuf:"bytes,90,rep,name=transcript_entries,json=transcriptEntries,proto3" json:"transcript_entries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DoneTask) Reset() {
@@ -1839,6 +1856,13 @@ func (x *DoneTask) GetFinalRound() int32 {
 func (x *DoneTask) GetReceipts() [][]byte {
 	if x != nil {
 		return x.Receipts
+	}
+	return nil
+}
+
+func (x *DoneTask) GetTranscriptEntries() [][]byte {
+	if x != nil {
+		return x.TranscriptEntries
 	}
 	return nil
 }
@@ -3434,10 +3458,11 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\".\n" +
 	"\x06Scaler\x12\x12\n" +
 	"\x04mean\x18\x01 \x03(\x01R\x04mean\x12\x10\n" +
-	"\x03std\x18\x02 \x03(\x01R\x03std\"W\n" +
+	"\x03std\x18\x02 \x03(\x01R\x03std\"\x82\x01\n" +
 	"\x0fNextTaskRequest\x12\x17\n" +
 	"\await_ms\x18\x02 \x01(\x05R\x06waitMs\x12%\n" +
-	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfterJ\x04\b\x01\x10\x02\"\x9a\x03\n" +
+	"\x0ereceipts_after\x18\x03 \x01(\x04R\rreceiptsAfter\x12)\n" +
+	"\x10transcript_after\x18Z \x01(\x04R\x0ftranscriptAfterJ\x04\b\x01\x10\x02\"\x9a\x03\n" +
 	"\x10NextTaskResponse\x12(\n" +
 	"\x04wait\x18\x01 \x01(\v2\x12.tally.v1.WaitTaskH\x00R\x04wait\x12+\n" +
 	"\x05train\x18\x02 \x01(\v2\x13.tally.v1.TrainTaskH\x00R\x05train\x121\n" +
@@ -3499,12 +3524,13 @@ const file_tally_v1_tally_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\fR\x05keyId\x12\x14\n" +
 	"\x05round\x18\x14 \x01(\x05R\x05round\x12\x18\n" +
-	"\aattempt\x18\x15 \x01(\x05R\aattempt\"_\n" +
+	"\aattempt\x18\x15 \x01(\x05R\aattempt\"\x8e\x01\n" +
 	"\bDoneTask\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vfinal_round\x18\x02 \x01(\x05R\n" +
 	"finalRound\x12\x1a\n" +
-	"\breceipts\x18\x03 \x03(\fR\breceipts\"Y\n" +
+	"\breceipts\x18\x03 \x03(\fR\breceipts\x12-\n" +
+	"\x12transcript_entries\x18Z \x03(\fR\x11transcriptEntries\"Y\n" +
 	"\x13SubmitUpdateRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.tally.v1.SubmitHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\xc9\x01\n" +
