@@ -61,7 +61,7 @@ func TestContributionDownloadCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n, rounds = 5, 2
+	const n, rounds = 5, 3
 	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: n, ValFrac: 0.2, TestFrac: 0.2, Seed: 9})
 	if err != nil {
 		t.Fatal(err)
@@ -151,8 +151,13 @@ func TestContributionDownloadCalls(t *testing.T) {
 	perWalk := (blocks + 7) / 8
 	mu.Lock()
 	defer mu.Unlock()
-	if spilled != 1 {
-		t.Errorf("members were served from %d open spill files at most, want 1 (the round's)", spilled)
+	// The round's file, and for the hand-over the next round's: the engine
+	// step that ends round r opens r+1's store before the driver performs
+	// r's ActRoundDone, which closes r's, and a member's download can fall
+	// in between (it did under the race detector once the influence
+	// scalars were batched). Never more: no store outlives its round.
+	if spilled < 1 || spilled > 2 {
+		t.Errorf("members were served from %d open spill files at most, want the round's (and, at the hand-over, the next round's)", spilled)
 	}
 	if n := openSpillFiles(t, spill); n != 0 {
 		t.Errorf("%d spill files still open after the job", n)
