@@ -18,6 +18,10 @@
 //     valuation mode);
 //   - the influence mode's scalars aᵢ,ᵣ = ⟨∇L_val(w_r), nᵢΔᵢ,ᵣ⟩, one per
 //     client and round, over every round of a job;
+//   - the projection mode's m scalars ⟨nᵢΔᵢ, v_j⟩ per client and round
+//     (6 for breast-cancer, 9 for digits: valuation.ProjectionVectors),
+//     over every round of a job, attacked by the least-squares recovery
+//     of the update's component in the vectors' span (projection.go);
 //   - one client's update and a sum of k under differential privacy.
 //
 // Run's releases are simulated: it measures what each kind of release
