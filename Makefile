@@ -141,8 +141,8 @@ experiments: build
 	$(TALLY) experiment run experiments/scenarios/*.yaml --out experiments/results
 
 # Reconstruction attacks (issue 21): what a coordinator can rebuild from
-# each release (a plaintext update, sums of k, group sums, influence
-# scalars), beside random guessing; table, CSV and pictures with the
+# each release (a plaintext update, sums of k, group sums, influence and
+# projection scalars), beside random guessing; table, CSV and pictures with the
 # machine and date into audit/results. The bring-your-own-model CNN
 # (examples/pytorch/digits_cnn.py) is attacked with PyTorch
 # (audit/cnn_attack.py): Debian's python3-torch, installed here when
@@ -151,14 +151,6 @@ experiments: build
 audit: build torch
 	$(TALLY) audit --out audit/results
 
-# make audit's releases, the projection scalars among them, without the
-# CNN, with one trial of the small-client releases and analytic attacks
-# only: a quicker run (what the projection rows need: their attack is
-# analytic), into audit/results/projection.
-.PHONY: audit-projection
-audit-projection: build
-	$(TALLY) audit --models logreg,mlp --trials 1 --match-iters 0 --out audit/results/projection
-
 torch:
 	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch, numpy' >/dev/null 2>&1 || { \
 		command -v apt-get >/dev/null 2>&1 || { echo "PyTorch missing (the audit's CNN needs it) and no apt-get: install python3-torch and python3-numpy, or run tally audit --models logreg,mlp"; exit 1; }; \
@@ -166,8 +158,8 @@ torch:
 		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends python3-torch python3-numpy; }
 	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch; print("torch", torch.__version__)'
 
-# What two real jobs released, attacked (issue 21): the demo's second job
-# (breast-cancer, 8 clients, a label flipper and a random free rider) and
+# What three real jobs released, attacked (issue 21): the demo's second job
+# (breast-cancer, 8 clients, a label flipper and a random free rider),
 # digits with the MLP (10 clients, 20 rounds), and the demo's second job
 # again in the projection valuation mode (6 scalars per client and round),
 # each run under he with a release log and audited against its decryption
