@@ -140,8 +140,8 @@ experiments: build
 	$(TALLY) experiment run experiments/scenarios/*.yaml --out experiments/results
 
 # Reconstruction attacks (issue 21): what a coordinator can rebuild from
-# each release (a plaintext update, sums of k, group sums, influence
-# scalars), beside random guessing; table, CSV and pictures with the
+# each release (a plaintext update, sums of k, group sums, influence and
+# projection scalars), beside random guessing; table, CSV and pictures with the
 # machine and date into audit/results. The bring-your-own-model CNN
 # (examples/pytorch/digits_cnn.py) is attacked with PyTorch
 # (audit/cnn_attack.py): Debian's python3-torch, installed here when
@@ -157,11 +157,12 @@ torch:
 		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends python3-torch python3-numpy; }
 	@$${TALLY_PYTHON:-/usr/bin/python3} -c 'import torch; print("torch", torch.__version__)'
 
-# What two real jobs released, attacked (issue 21): the demo's second job
-# (breast-cancer, 8 clients, a label flipper and a random free rider) and
-# digits with the MLP (10 clients, 20 rounds), each run under he with a
-# release log and audited against its decryption transcript;
-# audit/results/job-demo.md and job-digits.md.
+# What three real jobs released, attacked (issue 21): the demo's second job
+# (breast-cancer, 8 clients, a label flipper and a random free rider),
+# digits with the MLP (10 clients, 20 rounds), and the demo's second job
+# again in the projection valuation mode (6 scalars per client and round),
+# each run under he with a release log and audited against its decryption
+# transcript; audit/results/job-demo.md, job-digits.md, job-projection.md.
 .PHONY: audit-job
 AUDIT_JOB_DIR := out/audit-job
 audit-job: build
@@ -172,6 +173,9 @@ audit-job: build
 	$(TALLY) simulate --dataset digits --model mlp --clients 10 --rounds 20 --seed 1 --centralised=false --quiet \
 		--db $(AUDIT_JOB_DIR)/digits.db --release-log $(AUDIT_JOB_DIR)/digits.releases
 	$(TALLY) audit job --release-log $(AUDIT_JOB_DIR)/digits.releases --state $(AUDIT_JOB_DIR)/digits.db --report audit/results/job-digits.md >/dev/null
+	$(TALLY) simulate $(DEMO_FLAGS) --corrupt 6=label-flip:0.5 --corrupt 7=free-rider:random --valuation-mode projection --quiet \
+		--db $(AUDIT_JOB_DIR)/projection.db --release-log $(AUDIT_JOB_DIR)/projection.releases
+	$(TALLY) audit job --release-log $(AUDIT_JOB_DIR)/projection.releases --state $(AUDIT_JOB_DIR)/projection.db --report audit/results/job-projection.md >/dev/null
 
 # What differential privacy costs (issue 21): test accuracy and the Spearman
 # ρ of the clients' values against plaintext exact Shapley, without DP and at

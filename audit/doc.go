@@ -18,6 +18,10 @@
 //     valuation mode);
 //   - the influence mode's scalars aᵢ,ᵣ = ⟨∇L_val(w_r), nᵢΔᵢ,ᵣ⟩, one per
 //     client and round, over every round of a job;
+//   - the projection mode's m scalars ⟨nᵢΔᵢ, v_j⟩ per client and round
+//     (6 for breast-cancer, 9 for digits: valuation.ProjectionVectors),
+//     over every round of a job, attacked by the least-squares recovery
+//     of the update's component in the vectors' span (projection.go);
 //   - one client's update and a sum of k under differential privacy.
 //
 // Run's releases are simulated: it measures what each kind of release
@@ -42,7 +46,17 @@
 // each group sum at the model its round started from (gradient matching
 // on the first rounds only, for its cost), and each client's influence
 // scalars over all the job's rounds, fitted against that round's public
-// vector v. The metrics need the truth, what each client trained on: for
+// vector v. A projection job's scalars (the header records the job's
+// valuation settings) are held to their vectors: the round's public
+// vectors are rebuilt (JobConfig.Vectors: cmd/tally runs the job's own
+// valuer, coordinator.ModelValuer, on the re-derived validation set) from
+// the model the round started from, its decrypted total and the previous
+// round's change, and each scalar's transcript entry must commit to the
+// digest (aggregation.GradientDigest) of one of them, which says which
+// v_j it is; a scalar against a vector that is none of them, or a second
+// one against the same vector, is a Finding. The rest are attacked per
+// client over all rounds as Run attacks the simulated ones
+// (projectionjob.go). The metrics need the truth, what each client trained on: for
 // a `tally simulate` job it is re-derived from the job's seed
 // (dataset.Federate with the settings the log's header records,
 // SimulationData), free riders' rows left out of the truth since they

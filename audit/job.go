@@ -144,11 +144,21 @@ type JobConfig struct {
 	MatchIters, MatchRounds int
 	// Seed draws the guesses and the gradient matching's starts.
 	Seed uint64
+	// Entries is the job's decryption transcript, from which each
+	// projection scalar's committed vector digest is read.
+	Entries []aggregation.TranscriptEntry
+	// Vectors rebuilds a projection round's public vectors as the job's
+	// valuer built them (engine.ProjectionValuer.ProjectionVectors) from
+	// the round's model, the previous round's change and the decrypted
+	// total; nil leaves a projection job's scalars unattacked.
+	Vectors func(base, known, total []float64) ([][]float64, error)
 }
 
 // ClientResult is what the influence scalars gave away about one client.
 type ClientResult struct {
-	Client     string
+	Client string
+	// Release is "influence" or "projection": whose scalars these are.
+	Release    string
 	Rows       int
 	Rounds     int     // rounds with a decrypted scalar
 	Labels     float64 // share of its label multiset recovered
@@ -184,7 +194,8 @@ func AuditJob(log *LogContents, findings []Finding, scaler *dataset.Scaler, d *J
 	type roundKey struct{ round, attempt int }
 	rounds := map[roundKey]*engine.Release{}
 	var sums, groups []*engine.Release
-	var scalars []*engine.Release
+	var scalars, projection []*engine.Release
+	projMode := h.Valuation != nil && h.Valuation.Mode == engine.ModeProjection
 	for i := range log.Releases {
 		r := &log.Releases[i]
 		if bad[r.Seq] {
@@ -201,7 +212,11 @@ func AuditJob(log *LogContents, findings []Finding, scaler *dataset.Scaler, d *J
 			rounds[roundKey{r.Round, r.Attempt}] = r
 			groups = append(groups, r)
 		case aggregation.PurposeInfluence:
-			scalars = append(scalars, r)
+			if projMode {
+				projection = append(projection, r)
+			} else {
+				scalars = append(scalars, r)
+			}
 		}
 	}
 	if d == nil {
@@ -261,6 +276,11 @@ func AuditJob(log *LogContents, findings []Finding, scaler *dataset.Scaler, d *J
 	}
 	if err := attackSums(groups, "group sums (groups)"); err != nil {
 		return nil, err
+	}
+	if len(projection) > 0 && cfg.Vectors != nil {
+		if err := e.attackProjection(m, res, projection, sums, cfg, d); err != nil {
+			return nil, err
+		}
 	}
 	if len(scalars) > 0 {
 		if err := e.attackScalars(m, res, scalars, func(r *engine.Release) *engine.Release { return rounds[roundKey{r.Round, r.Attempt}] }, d); err != nil {
@@ -448,7 +468,7 @@ func (e *env) attackScalars(m model.Model, res *JobResult, scalars []*engine.Rel
 		all = append(all, sc)
 		rows += float64(n)
 		rounds = max(rounds, len(s.a))
-		res.Clients = append(res.Clients, ClientResult{Client: id, Rows: n, Rounds: len(s.a), Labels: sc.label, LabelGuess: sc.labelG, AUC: sc.auc})
+		res.Clients = append(res.Clients, ClientResult{Client: id, Release: "influence", Rows: n, Rounds: len(s.a), Labels: sc.label, LabelGuess: sc.labelG, AUC: sc.auc})
 	}
 	if len(all) == 0 {
 		return nil

@@ -44,7 +44,7 @@ func WriteJobMarkdown(w io.Writer, res *JobResult, cfg JobConfig, meta Meta) err
 	}
 	fmt.Fprintf(&b, "Each decrypted sum is attacked at the model its round started from (%s); rows are the rows behind the release (free riders' rows left out: they trained on none). "+
 		"*guess* = as many rows drawn from the attacker's validation set; labels: share of the label multiset recovered, *guess* the validation label shares; "+
-		"MIA AUC: members against label-matched test rows, 0.5 is random guessing. The influence scalars: label shares fitted by non-negative least squares, membership by correlation over rounds.\n\n", match)
+		"MIA AUC: members against label-matched test rows, 0.5 is random guessing. The influence scalars: label shares fitted by non-negative least squares, membership by correlation over rounds. The projection scalars: each round's public vectors rebuilt and each scalar held to its entry's vector digest; the update's least-squares component in their span inverted (first layer) and its coordinates fitted for label shares and correlated for membership over every round and direction; *guess* for the reconstruction = as many validation rows as the inversion gave candidates.\n\n", match)
 	image := false
 	for _, r := range res.Rows {
 		image = image || r.Dataset == "digits"
@@ -63,9 +63,9 @@ func WriteJobMarkdown(w io.Writer, res *JobResult, cfg JobConfig, meta Meta) err
 		}
 	}
 	if len(res.Clients) > 0 {
-		b.WriteString("\n### Influence scalars, per client\n\n| client | rows | rounds | labels | guess | MIA AUC |\n|---|---:|---:|---:|---:|---:|\n")
+		b.WriteString("\n### Valuation scalars, per client\n\n| client | scalars | rows | rounds | labels | guess | MIA AUC |\n|---|---|---:|---:|---:|---:|---:|\n")
 		for _, c := range res.Clients {
-			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s |\n", c.Client, c.Rows, c.Rounds, cell(c.Labels, 3), cell(c.LabelGuess, 3), cell(c.AUC, 3))
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s |\n", c.Client, c.Release, c.Rows, c.Rounds, cell(c.Labels, 3), cell(c.LabelGuess, 3), cell(c.AUC, 3))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -45,6 +45,11 @@ type ReleaseLogHeader struct {
 	// audit re-derives every shard (its similarity metrics need the
 	// truth); nil for a coordinator's job.
 	Simulation *SimulationSpec `json:"simulation,omitempty"`
+	// Valuation is the job's valuation settings: the projection mode's
+	// public vectors depend on them (step, utility), and tally audit job
+	// rebuilds those vectors to hold each scalar to the vector digest its
+	// transcript entry commits to. Absent from logs written before it.
+	Valuation *engine.ValuationConfig `json:"valuation,omitempty"`
 }
 
 // SimulationSpec is the data side of a `tally simulate` job: dataset.Federate

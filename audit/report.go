@@ -49,7 +49,10 @@ func WriteMarkdown(w io.Writer, res *Result, meta Meta) error {
 		"(one per row, " + strconv.Itoa(c.MatchIters) + " Adam steps), paired one to one with the true rows, most similar pairs first; " +
 		"*guess* = as many rows drawn from the attacker's own validation set, paired the same way (the attacker who knows the population, not the client). " +
 		"Labels: share of the rows' label multiset recovered; *guess* = the validation label shares times the row count. " +
-		"MIA AUC: members against test rows of the same labels; 0.5 is random guessing.\n\n")
+		"MIA AUC: members against test rows of the same labels; 0.5 is random guessing. " +
+		"Projection scalars (the projection valuation mode's m = 1 + 3 + min(classes, 5) per client and round, against the public vectors of valuation.ProjectionVectors rebuilt as the coordinator's valuer builds them): " +
+		"the update's least-squares component in each round's span, recovered exactly from the scalars, inverted at the first layer (no gradient matching), " +
+		"its coordinates fitted by non-negative least squares against the class-conditional validation gradients' for the labels and correlated with each candidate row's own over every round and direction for membership.\n\n")
 	b.WriteString("## Images: digits (8×8, 0–16)\n\nPSNR (peak 16) and SSIM (mean over 3×3 windows) of each true image against its reconstruction.\n\n")
 	b.WriteString("| model | release | k | rows | PSNR dB | guess | SSIM | guess | labels | guess | MIA AUC |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

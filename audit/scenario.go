@@ -7,6 +7,7 @@ import (
 
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/valuation"
 )
 
 // small attacks the releases of clients that hold few rows each
@@ -177,6 +178,11 @@ func (e *env) job() ([]Row, []Picture, error) {
 	var perClient []score
 	var sumScore score
 	var pics []Picture
+	proj := make([]projSeries, cfg.Clients)
+	for i, p := range parts {
+		proj[i].n = p.Len()
+	}
+	var known []float64 // the previous round's global change
 	for r := range cfg.Rounds {
 		if err := m.SetParams(global); err != nil {
 			return nil, nil, err
@@ -226,9 +232,42 @@ func (e *env) job() ([]Row, []Picture, error) {
 				return nil, nil, err
 			}
 		}
-		for j := range global {
-			global[j] += rel.sum[j] / float64(rel.n)
+		// The projection mode's scalars of this round, from its total.
+		total := make([]float64, np)
+		for j := range total {
+			total[j] = rel.sum[j] / float64(rel.n)
 		}
+		vs, _, err := projectionVectors(m, e.val, e.classes, global, known, total)
+		if err != nil {
+			return nil, nil, err
+		}
+		sp := newSpan(vs)
+		if err := m.SetParams(global); err != nil {
+			return nil, nil, err
+		}
+		cg, err := classGradients(m, valByClass)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, p := range parts {
+			memG, err := rowGradients(m, cands[i][0].data)
+			if err != nil {
+				return nil, nil, err
+			}
+			nonG, err := rowGradients(m, cands[i][1].data)
+			if err != nil {
+				return nil, nil, err
+			}
+			s := make([]float64, len(vs))
+			for j, v := range vs {
+				s[j] = float64(p.Len()) * dot(updates[i], v)
+			}
+			proj[i].add(e, sp, s, cg, memG, nonG)
+		}
+		for j := range global {
+			global[j] += total[j]
+		}
+		known = total
 	}
 	// The influence scalars: label shares by least squares on the simplex,
 	// membership by correlation over rounds.
@@ -266,7 +305,19 @@ func (e *env) job() ([]Row, []Picture, error) {
 	all := e.row(fmt.Sprintf("job: sum of all %d updates, round 1 (he)", cfg.Clients), cfg.Clients, float64(e.train.Len()), []score{sumScore})
 	sc := e.row(fmt.Sprintf("job: influence scalars, %d rounds (influence)", cfg.Rounds), 1, mean, infl)
 	sc.Trials = len(infl)
-	return []Row{one, all, sc}, pics, nil
+	// The projection scalars: the update's component in each round's
+	// span, attacked as an update (projection.go).
+	var ps []score
+	prng := derive(cfg.Seed, "projguess", 0, 0)
+	for i, p := range parts {
+		ps = append(ps, proj[i].score(e, p, prng))
+	}
+	pr := e.row(fmt.Sprintf("job: projection scalars, %d per round, %d rounds (projection)", valuation.ProjectionVectorCount(e.classes), cfg.Rounds), 1, mean, ps)
+	pr.Trials = len(ps)
+	if e.image && len(ps) > 0 {
+		pics = append(pics, e.pictureNamed(fmt.Sprintf("%s-%s-job-projection", e.data, e.spec.Kind), pr.Release+", client 0", ps[0]))
+	}
+	return []Row{one, all, sc, pr}, pics, nil
 }
 
 func dot(a, b []float64) float64 {

@@ -40,12 +40,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rows := fs.Int("rows", 8, "rows of each client in the small-client releases")
 	ks := fs.String("k", "2,3,5,10", "numbers of updates summed, comma-separated")
 	clients := fs.Int("clients", 10, "clients of the job-sized federation (and of the groups mode)")
-	rounds := fs.Int("rounds", 20, "rounds of the job-sized federation, whose influence scalars are attacked")
+	rounds := fs.Int("rounds", 20, "rounds of the job-sized federation, whose influence and projection scalars are attacked")
 	alpha := fs.Float64("alpha", 0.5, "Dirichlet label skew of the job-sized federation")
 	match := fs.Int("match-iters", 600, "Adam steps of the gradient-matching attack (0: analytic attacks only)")
 	out := fs.String("out", "audit/results", "directory for results.md, results.csv, utility.csv and the PNG pictures")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n       tally audit dp [flags]   (what DP costs a job's accuracy and valuation; tally audit dp -h)\n       tally audit job [flags]  (attack what a job actually released, from its release log; tally audit job -h)\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: tally audit [flags]\n       tally audit dp [flags]   (what DP costs a job's accuracy and valuation; tally audit dp -h)\n       tally audit job [flags]  (attack what a job actually released, from its release log; tally audit job -h)\n\nSimulates what tally's clients release (plaintext updates, sums of k updates, group sums,\ninfluence scalars, the projection mode's m scalars a round) with the real local training, attacks each release as the coordinator\nwould, and writes the similarity of the reconstructions, label and membership inference\nbeside random guessing into --out.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {

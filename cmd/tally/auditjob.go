@@ -12,6 +12,8 @@ import (
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/audit"
 	"github.com/tallyfl/tally/coordinator"
+	"github.com/tallyfl/tally/engine"
+	"github.com/tallyfl/tally/model"
 )
 
 // runAuditJob checks a job's release log against the decryption
@@ -33,8 +35,12 @@ plaintext of the release log against the job's decryption transcript (a
 release with no matching entry, and an entry decrypted without a release,
 are each reported by name), then attacks each release: the decrypted sums
 of k updates and the group sums (update inversion, label inference,
-membership), and each client's influence scalars over all rounds (label
-inference and membership from the scalars). The metrics stand beside
+membership), each client's influence scalars over all rounds (label
+inference and membership from the scalars), and, for a projection job,
+each client's projection scalars over all rounds: each scalar held to
+the digest of one of its round's public vectors, rebuilt from the round's
+model and total, then the update's least-squares component in their span
+inverted, and label shares and membership fitted from it. The metrics stand beside
 random guessing. For a tally simulate job the truth they are scored
 against is re-derived from the job's seed. Exits non-zero when a release
 and the transcript disagree.
@@ -96,7 +102,23 @@ Flags:
 	} else {
 		fmt.Fprintf(stdout, "%s is a coordinator's log: its releases are checked against the transcript, not attacked (the attacks are scored against the clients' data, which only a simulate job's seed re-derives)\n\n", *logPath)
 	}
-	cfg := audit.JobConfig{MatchIters: *match, MatchRounds: *matchRounds, Seed: *seed}
+	cfg := audit.JobConfig{MatchIters: *match, MatchRounds: *matchRounds, Seed: *seed, Entries: entries}
+	if v := log.Header.Valuation; v != nil && v.Mode == engine.ModeProjection && data != nil {
+		// The projection mode's public vectors, rebuilt by the valuer the
+		// job ran (coordinator.ModelValuer) on its validation set.
+		h := log.Header
+		m, err := model.New(h.Model, h.Features, h.Classes, h.Seed)
+		if err != nil {
+			return err
+		}
+		job := engine.Job{JobConfig: engine.JobConfig{ID: h.Job, Seed: h.Seed, Model: h.Model, Train: h.Train, Valuation: *v}}
+		job.Data.Features, job.Data.Classes = h.Features, h.Classes
+		mv := &coordinator.ModelValuer{Job: job, Model: m, Data: data.Validation}
+		cfg.Vectors = func(base, known, total []float64) ([][]float64, error) {
+			vs, _, err := mv.ProjectionVectors(base, known, total, snap.Scaler)
+			return vs, err
+		}
+	}
 	res, err := audit.AuditJob(log, findings, snap.Scaler, data, cfg)
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ func openCoordinatorReleaseLog(path string, job engine.Job) (*audit.ReleaseLog, 
 }
 
 func releaseLogHeader(job engine.Job, source string) audit.ReleaseLogHeader {
+	v := job.Valuation
 	return audit.ReleaseLogHeader{Job: job.ID, Source: source, Seed: job.Seed, Model: job.Model, Train: job.Train,
-		Features: job.Data.Features, Classes: job.Data.Classes}
+		Features: job.Data.Features, Classes: job.Data.Classes, Valuation: &v}
 }
