@@ -27,7 +27,7 @@ vet:
 
 # The race detector is part of the test run, always.
 test: fmt-check vet
-	$(GO) test -race -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -timeout 60m ./...
 
 # Process-level tests too long for every run call longtest.Gate (package
 # internal/longtest) and skip in `make test`, saying so; they run here and CI
