@@ -367,3 +367,44 @@ func shapleyFromCSV(t *testing.T, path string) []float64 {
 	}
 	return phi
 }
+
+// TestDemoRandomFreeRider: in make demo's second run (demo-corrupt-bc8:
+// client 6 flips half its labels, client 7 sends a random direction of the
+// honest mean norm; tally simulate's momentum training) plaintext exact
+// Shapley under the line-search utility must not pay the random free rider
+// a positive total (issue 15 item 2: an update that carries nothing the
+// coordinator could not draw itself earns nothing). Known failure, not yet
+// fixed: on seed 5 its round 0 value is positive (in round 0 the server
+// knows no previous step, and a random direction line-searched alone is
+// never worse than the empty coalition) and its total is +0.0153; on seed
+// 6 +0.0031 (seeds 1–10 measured; round 0 is > 0 on seeds 5, 6, 7 and 9).
+// It runs only with TALLY_KNOWN_FAILURES=1 until the utility is fixed, and
+// says so when skipped; TALLY_FR_SEEDS=1,2,… picks the seeds (default 5).
+func TestDemoRandomFreeRider(t *testing.T) {
+	if os.Getenv("TALLY_KNOWN_FAILURES") != "1" {
+		t.Skip("known failure (issue 15 item 2: the demo's random free rider is valued > 0 on seed 5 under plain exact Shapley); set TALLY_KNOWN_FAILURES=1 to run it")
+	}
+	sc, err := LoadScenario(filepath.Join("acceptance", "scenarios", "demo-corrupt-bc8.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Seeds = []uint64{5}
+	if s := os.Getenv("TALLY_FR_SEEDS"); s != "" {
+		sc.Seeds = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc.Seeds = append(sc.Seeds, n)
+		}
+	}
+	runs := run(t, sc, Options{Methods: mustMethods(t, "exact-shapley"), Modes: []string{ModePlain}})
+	for _, sr := range runs {
+		val := find(t, sr, ModePlain, "exact-shapley")
+		t.Logf("seed %d: random free rider (client 7) total %+.4f, round 0 %+.4f; label flipper (client 6) %+.4f", sr.Seed, val.Totals[7], val.Rounds[0][7], val.Totals[6])
+		if !(val.Totals[7] <= 0) {
+			t.Errorf("seed %d: the random free rider's total is %+.4f, want ≤ 0", sr.Seed, val.Totals[7])
+		}
+	}
+}
