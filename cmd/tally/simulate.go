@@ -340,6 +340,12 @@ func loadDataset(name, csvPath, label string) (*dataset.Dataset, error) {
 
 func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*simReport, error) {
 	start := time.Now()
+	// The simulated clients hold the job to client.FloorMinGroupSize and
+	// refuse a smaller k; the coordinator would then wait for clients
+	// that never come, round after round (it did, until interrupted).
+	if o.Secure == "he" && o.MinGroupSize < client.FloorMinGroupSize {
+		return nil, fmt.Errorf("--min-group-size %d: clients refuse to decrypt aggregates of fewer than %d updates, so the job could never run; use at least %d", o.MinGroupSize, client.FloorMinGroupSize, client.FloorMinGroupSize)
+	}
 	ds, err := loadDataset(o.Dataset, o.CSV, o.Label)
 	if err != nil {
 		return nil, err

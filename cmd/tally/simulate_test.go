@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func simOpts(t *testing.T, args ...string) *simOptions {
@@ -310,5 +311,21 @@ func TestQuietPrintsSummary(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "final test accuracy ") {
 		t.Errorf("--quiet printed %q, want the one summary line", out.String())
+	}
+}
+
+// TestSimulateMinGroupSizeBelowFloor: `tally simulate --min-group-size 2`
+// under he used to wait for clients that had refused the job (their floor
+// is k ≥ 3), round after round, until interrupted. It must fail at once,
+// naming the flag and the floor.
+func TestSimulateMinGroupSizeBelowFloor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := simulate(ctx, simOpts(t, "--clients", "4", "--rounds", "2", "--min-group-size", "2"), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--min-group-size 2") || !strings.Contains(err.Error(), "at least 3") {
+		t.Fatalf("err = %v, want a refusal naming --min-group-size 2 and the floor 3", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("simulate ran until the test's deadline: %v", err)
 	}
 }
