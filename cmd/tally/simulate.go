@@ -253,7 +253,7 @@ func simFlags(fs *flag.FlagSet) *simOptions {
 	fs.IntVar(&o.CommitteeSize, "committee-size", 0, "decryption committee size c (default: min(5, clients))")
 	fs.IntVar(&o.Threshold, "committee-threshold", 0, "decryption threshold t (default: a majority of the committee)")
 	fs.IntVar(&o.MinGroupSize, "min-group-size", 3, "k: no aggregate of fewer than k updates is ever decrypted")
-	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) influence (one scalar per client) or projection (the true loss along each coalition's step projected onto public vectors, 6 scalars per client a round on breast-cancer, 9 on digits); default: influence with he, plain with none")
+	fs.StringVar(&o.ValuationMode, "valuation-mode", "", "plain (updates in the clear; needs --secure-aggregation none), groups (sums over random groups of ≥ k) influence (one scalar per client) or projection (the true loss along each coalition's step projected onto public vectors, 6 scalars per client a round on breast-cancer, 9 on digits); default: projection with he, plain with none")
 	fs.StringVar(&o.ExportGames, "export-games", "", "directory to write each round's valuation game as CSV, round-RRR.csv: bitmask,players,clients,utility, one row per coalition evaluated")
 	fs.StringVar(&o.ValuationMethod, "valuation-method", "", "exact-shapley, exact-banzhaf, loo, monte-carlo, tmc, gtg, banzhaf, cgsv or influence (default: exact-shapley up to 16 clients, monte-carlo up to 63 players a round, influence above: coalition games hold at most 63)")
 	fs.StringVar(&o.Utility, "utility", "loss", "what a coalition's model is scored by: loss (negative validation loss) or accuracy")

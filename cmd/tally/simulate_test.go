@@ -71,7 +71,7 @@ func TestDemoAcceptance(t *testing.T) {
 	if code := run(args, &out, &out); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out.String())
 	}
-	for _, want := range []string{"round  20/20", "val_loss", "val_accuracy", "final test accuracy", "centralised test accuracy", "contributions (influence mode, exact-shapley"} {
+	for _, want := range []string{"round  20/20", "val_loss", "val_accuracy", "final test accuracy", "centralised test accuracy", "contributions (projection mode, exact-shapley"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -94,7 +94,7 @@ func TestDemoAcceptance(t *testing.T) {
 	if len(rep.Rounds) != 20 || len(rep.Clients) != 8 || rep.SecureAggregation != "he" || rep.Committee == nil || rep.Committee.Size != 5 || rep.Committee.Threshold != 3 {
 		t.Fatalf("report: %d rounds, %d clients, secure %q, committee %+v", len(rep.Rounds), len(rep.Clients), rep.SecureAggregation, rep.Committee)
 	}
-	if rep.Valuation.Mode != "influence" || rep.Valuation.Method != "exact-shapley" || rep.Valuation.UtilityEvaluations == 0 {
+	if rep.Valuation.Mode != "projection" || rep.Valuation.Method != "exact-shapley" || rep.Valuation.UtilityEvaluations == 0 {
 		t.Errorf("valuation = %+v", rep.Valuation)
 	}
 	if len(rep.Contributions) != 8 {
@@ -109,8 +109,9 @@ func TestDemoAcceptance(t *testing.T) {
 			t.Errorf("contribution %d has rank %d", i, c.Rank)
 		}
 	}
-	// Every decryption of fewer than k = 3 contributors is one client's
-	// influence coefficient, at most one per client per round.
+	// Every decryption of fewer than k = 3 contributors is one of a
+	// client's projection scalars (purpose influence), at most the 6 public
+	// vectors breast-cancer's projection declares per client per round.
 	perRound := map[[2]any]int{}
 	for _, d := range rep.Decryptions {
 		if d.Contributors >= 3 {
@@ -122,8 +123,8 @@ func TestDemoAcceptance(t *testing.T) {
 		perRound[[2]any{d.Round, d.Purpose}]++
 	}
 	for k, n := range perRound {
-		if n > 8 {
-			t.Errorf("%v: %d influence decryptions for 8 clients", k, n)
+		if n > 8*6 {
+			t.Errorf("%v: %d influence decryptions for 8 clients and 6 vectors", k, n)
 		}
 	}
 	t.Logf("test accuracy %.4f, centralised %.4f", rep.TestAccuracy, *rep.CentralisedTestAccuracy)

@@ -141,7 +141,7 @@ func parseSetups(secure, modes string) ([]setup, error) {
 		if len(ms) == 0 {
 			def := experiments.ModePlain
 			if s == "he" {
-				def = experiments.ModeInfluence
+				def = experiments.ModeProjection
 			}
 			out = append(out, setup{s, def})
 			continue

@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	seeds := fs.String("seeds", "1-5", "seeds: a list (1,2,3) or a range (1-5)")
 	secure := fs.String("secure", "he,none", "secure aggregation schemes to check, comma-separated: he, none")
-	modes := fs.String("modes", "", "valuation modes, comma-separated: plain (none only), groups, influence; default: each scheme's default (influence under he, plain under none)")
+	modes := fs.String("modes", "", "valuation modes, comma-separated: plain (none only), groups, influence, projection; default: each scheme's default (projection under he, plain under none)")
 	simulate := fs.Bool("simulate", false, "run every job as a real tally simulate (coordinator and clients over gRPC, CKKS under he) instead of in process")
 	tally := fs.String("tally", "", "with --simulate: the tally binary (default: go build ./cmd/tally into a temporary directory)")
 	rounds := fs.Int("rounds", 0, "override every scenario's rounds (0: the scenarios' own: 20 for the demo, 10 for the others)")
