@@ -73,7 +73,7 @@ type ValuationConfig struct {
 	// Mode is plain (updates in the clear: secure_aggregation none only),
 	// groups (sums over a seeded partition into groups of ≥ min_group_size),
 	// influence (one scalar ⟨∇L_val, n_i·Δ_i⟩ per client) or off (train
-	// only). Default: influence with he, plain with none.
+	// only). Default: projection with he, plain with none.
 	Mode string `yaml:"mode"`
 	// Method is a valuation method: exact-shapley, exact-banzhaf, loo,
 	// monte-carlo, tmc, gtg, banzhaf, cgsv or influence. Default:
@@ -174,7 +174,12 @@ func (j *JobConfig) valuationDefaults() {
 			// projection, not influence: it reaches ρ 0.914 against
 			// plaintext exact Shapley over the exact scenarios (influence
 			// 0.644) and honest payout ρ 1.000 on the demo (issues 15, 16).
+			// Its coalition game holds at most sampledBound players, so a
+			// larger round keeps influence mode, whose method needs none.
 			v.Mode = ModeProjection
+			if j.players() > sampledBound {
+				v.Mode = ModeInfluence
+			}
 		}
 	}
 	if v.Method == "" {
