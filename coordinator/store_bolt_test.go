@@ -148,7 +148,7 @@ func TestOpenJobStoreRefusesDamagedOrForeignFile(t *testing.T) {
 			c.Valuation.Mode = engine.ModePlain
 			c.Seed = 4
 		}), []string{`secure_aggregation: state file has "he", job file has "none"`, "seed: state file has 3, job file has 4",
-			`valuation.mode: state file has "influence", job file has "plain"`, "--state"}, ErrJobChanged},
+			`valuation.mode: state file has "projection", job file has "plain"`, "--state"}, ErrJobChanged},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
