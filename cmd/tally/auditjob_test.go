@@ -29,7 +29,11 @@ func TestAuditJobAttacksWhatWasReleased(t *testing.T) {
 	db, logPath := filepath.Join(dir, "job.db"), filepath.Join(dir, "releases.log")
 	if _, err := simulate(context.Background(), simOpts(t, "--dataset", "digits", "--model", "mlp", "--clients", "3", "--rounds", "2",
 		"--corrupt", "1=free-rider:zero", "--corrupt", "2=free-rider:zero", "--val-frac", "0.4", "--test-frac", "0.59",
-		"--centralised=false", "--round-timeout", "5m", "--db", db, "--release-log", logPath), io.Discard, io.Discard); err != nil {
+		"--centralised=false", "--round-timeout", "5m", "--db", db, "--release-log", logPath,
+		// Influence mode, one scalar per client a round: this test counts
+		// and attacks those; TestAuditJobProjectionScalars does the
+		// projection mode's (the he default).
+		"--valuation-mode", "influence"), io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	lc, err := audit.ReadReleaseLog(logPath)
