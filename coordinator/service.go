@@ -483,6 +483,7 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 	defer timer.Stop()
 	s.tel.Polling(1)
 	defer s.tel.Polling(-1)
+	waited := false
 	for {
 		task, done, changed := s.driver.pending(id)
 		switch {
@@ -506,10 +507,20 @@ func (s *Service) NextTask(ctx context.Context, req *tallyv1.NextTaskRequest) (*
 			}
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: dt}}, nil
 		case task != nil:
+			if waited {
+				// The task came during the long poll, after the poll the
+				// engine saw: it learns now that the client took it (and
+				// counts the client at work on it, not gone, until it
+				// answers or the task's deadline passes).
+				if _, err := s.driver.Step(ctx, engine.EvPoll{Client: id}); err != nil && !errors.Is(err, ErrStopped) && !errors.Is(err, ErrEnded) {
+					return nil, toStatus(err)
+				}
+			}
 			return s.taskMessage(task, id), nil
 		}
 		select {
 		case <-changed:
+			waited = true
 		case <-timer.C:
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Wait{Wait: &tallyv1.WaitTask{Reason: "no task for this client yet"}}}, nil
 		case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
@@ -297,5 +298,54 @@ func TestBatchTimesOutBelowThreshold(t *testing.T) {
 	rec := s.records[len(s.records)-1]
 	if rec.Failed || rec.Valuation == nil || rec.Valuation.Error == "" || len(rec.Valuation.Values) != 0 {
 		t.Fatalf("round record %+v, valuation %+v: want a completed round without influence values", rec, rec.Valuation)
+	}
+}
+
+// A member at work on a batch of coefficient shares does not poll. Two of
+// the five take longer than the liveness window, and the batch completes
+// with the other three's shares before they answer: the next round must
+// still select them, since they took the task and its deadline has not
+// passed, and wait for their updates. Before the engine counted a member at
+// work as live, each round after the first started without the two slow
+// members (round 2 selected 3 of 5), so an honest hospital on the committee
+// lost the round after a batch it was slow to answer (seen in `tally simulate`
+// on digits under -race on a loaded machine: rounds with 8 of 10 clients,
+// the two missing being the slowest committee members).
+func TestSlowMemberStaysInTheNextRound(t *testing.T) {
+	const rounds = 3
+	s := newCommitteeSimWith(t, rounds, func(c *JobConfig) {
+		c.Valuation = ValuationConfig{Mode: ModeInfluence, Method: MethodInfluence}
+		c.Clients.Liveness = Duration(5 * time.Second)
+	})
+	s.e.SetValuer(gradValuer{})
+	liveness := s.e.job.Ticks(s.e.job.Clients.Liveness)
+	for i, id := range s.ids {
+		// Three answer after 6 ticks, two after 10: all beyond the
+		// 5-tick liveness window, within the 15-tick round timeout.
+		s.members[id].batchTicks = map[bool]int{true: 10, false: 6}[i >= 3]
+	}
+	var trains []*Task
+	s.onPublish = func(task *Task) {
+		if task.Kind == TaskTrain {
+			trains = append(trains, task)
+		}
+	}
+	s.run(20 * 15 * rounds)
+	if s.done == nil || s.done.FinalRound != rounds {
+		t.Fatalf("job did not complete %d rounds: %+v; timeouts %v", rounds, s.done, s.timeouts)
+	}
+	for _, task := range trains {
+		t.Logf("%s selects %v", task.ID, task.Selected)
+		if len(task.Selected) != len(s.ids) {
+			t.Errorf("%s selects %d of %d clients (%v): a member at work on the last batch (liveness %d ticks, slowest batch %d) was counted gone", task.ID, len(task.Selected), len(s.ids), task.Selected, liveness, 10)
+		}
+	}
+	for _, rec := range s.records {
+		if !rec.Failed && len(rec.Contributors) != len(s.ids) {
+			t.Errorf("round %d: %d contributors, want %d", rec.Round, len(rec.Contributors), len(s.ids))
+		}
+	}
+	if len(s.timeouts) > 0 {
+		t.Errorf("tasks timed out: %v", s.timeouts)
 	}
 }

@@ -49,13 +49,43 @@ func (e *Engine) available() []string {
 }
 
 // live reports whether client has joined, was heard from within the
-// liveness window and is not known to be silent (see clientState.silent).
+// liveness window or is at work on a task it took (clientState.busyUntil),
+// and is not known to be silent (see clientState.silent).
 // It is O(1): the committee checks its members with it for every
 // decryption, which with a thousand clients must not cost a pass over all
 // of them (as available does).
 func (e *Engine) live(client string) bool {
 	c, ok := e.clients[client]
-	return ok && c.joined && !c.silent && e.now-c.lastSeen <= e.job.Ticks(e.job.Clients.Liveness)
+	return ok && c.joined && !c.silent && (e.now-c.lastSeen <= e.job.Ticks(e.job.Clients.Liveness) || e.now <= c.busyUntil)
+}
+
+// polled notes a client's poll: it is alive, and if the open task selects
+// it and it still owes its answer, the poll hands it the task, so it is at
+// work on it until the task's deadline or its answer (see
+// clientState.busyUntil). The service also reports a poll when a task is
+// handed over at the end of a long poll, so the task is the one it took.
+func (e *Engine) polled(c *clientState, id string) {
+	c.heard(e.now)
+	t := e.task
+	if t == nil || !t.isSelected(id) {
+		return
+	}
+	switch t.Kind {
+	case TaskTrain, TaskMoments:
+		if _, ok := e.got[id]; ok {
+			return
+		}
+		if e.declined.task == t.ID {
+			if _, ok := e.declined.clients[id]; ok {
+				return
+			}
+		}
+	case TaskDecrypt:
+		if _, ok := e.he.shares[id]; ok {
+			return
+		}
+	}
+	c.busyUntil = max(c.busyUntil, t.Deadline)
 }
 
 // DefaultPollWait is how long the service holds a NextTask request with

@@ -33,6 +33,14 @@ type simMember struct {
 	// encWeight, when set, is the weight n_i the member encrypts with its
 	// update instead of the 10 its header claims.
 	encWeight float64
+	// batchTicks, when set, is how long the member works on a batch of
+	// coefficient shares: it takes the task (the poll that hands it over)
+	// and neither polls nor answers for that many ticks, as a member does
+	// while it computes them. busy is the task it works on, until tick
+	// busyUntil.
+	batchTicks int
+	busy       *Task
+	busyUntil  int
 }
 
 // committeeSim drives the pure engine of a 5-client job under secure
@@ -217,6 +225,13 @@ func (s *committeeSim) answer() {
 		s.queue = s.queue[1:]
 		for _, id := range t.Selected {
 			if m := s.members[id]; !m.dead && s.e.Task() == t {
+				if m.batchTicks > 0 && t.Coefficient {
+					// The poll that hands the batch over, then the work.
+					s.lastSeen[id] = s.e.now
+					s.step(EvPoll{Client: id})
+					m.busy, m.busyUntil = t, s.e.now+m.batchTicks
+					continue
+				}
 				s.do(m, t)
 			}
 			// A member that died in a poll is seen to leave before the
@@ -377,7 +392,16 @@ func (s *committeeSim) do(m *simMember, t *Task) {
 // tick: every live member polls, the tasks are answered, a tick passes.
 func (s *committeeSim) tick() {
 	for _, id := range s.ids {
-		if !s.members[id].dead {
+		if m := s.members[id]; m.busy != nil && s.e.now >= m.busyUntil {
+			// Its answer, to a batch that may have been completed by the
+			// others meanwhile (it is then told there is no open task).
+			t := m.busy
+			m.busy = nil
+			s.do(m, t)
+		}
+	}
+	for _, id := range s.ids {
+		if m := s.members[id]; !m.dead && m.busy == nil {
 			s.lastSeen[id] = s.e.now
 			s.step(EvPoll{Client: id})
 		}

@@ -40,7 +40,7 @@ func (e *Engine) decline(ev EvDecline) []Action {
 	if !ok {
 		return reply(false, ErrUnknownClient)
 	}
-	c.heard(e.now)
+	c.answered(e.now)
 	t := e.task
 	switch {
 	case t == nil || t.ID != ev.TaskID:

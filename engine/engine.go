@@ -194,7 +194,7 @@ func (e *Engine) Step(ev Event) []Action {
 		out = e.join(ev)
 	case EvPoll:
 		if c, ok := e.clients[ev.Client]; ok {
-			c.heard(e.now)
+			e.polled(c, ev.Client)
 		}
 	case EvLeft:
 		if c, ok := e.clients[ev.Client]; ok {
@@ -306,7 +306,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	if !ok {
 		return reply(false, ErrUnknownClient)
 	}
-	c.heard(e.now)
+	c.answered(e.now)
 	t := e.task
 	if t == nil || t.ID != ev.TaskID {
 		return reply(false, fmt.Errorf("%w: %q", ErrNoTask, ev.TaskID))

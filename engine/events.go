@@ -411,11 +411,26 @@ type clientState struct {
 	// polls, joins or submits again: a dead client would otherwise cost
 	// a round timeout in every round of its liveness window.
 	silent bool
+	// busyUntil: the client took a task it owes an answer to (its poll
+	// was answered with it) and works on it until this tick, the task's
+	// deadline, at the latest. A client at work does not poll: a member
+	// computing a batch of coefficient shares under -race took 60 s, and
+	// counted by its last poll alone it fell out of the liveness window
+	// and out of the next round, though it was doing what it was asked.
+	// Answering (a submission, shares, a decline) ends it.
+	busyUntil int
 }
 
 // heard notes that a client is alive now.
 func (c *clientState) heard(now int) {
 	c.lastSeen, c.silent = now, false
+}
+
+// answered notes that a client answered a task: it is alive now and no
+// longer at work on what it was given.
+func (c *clientState) answered(now int) {
+	c.heard(now)
+	c.busyUntil = 0
 }
 
 type received struct {

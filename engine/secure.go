@@ -207,7 +207,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 		return []Action{ActReply{Client: ev.Client, TaskID: ev.TaskID, Err: err}}
 	}
 	if c, ok := e.clients[ev.Client]; ok {
-		c.heard(e.now)
+		c.answered(e.now)
 	}
 	t := e.task
 	if e.he == nil || t == nil || t.ID != ev.TaskID {

@@ -208,6 +208,9 @@ type roundReport struct {
 	DecryptTasks int `json:"decrypt_tasks,omitempty"`
 	// WeightFlags names the clients whose weights n_i were inconsistent.
 	WeightFlags []string `json:"weight_flags,omitempty"`
+	// ValuationError says why the round could not be valued (its
+	// clients then score nothing for it); empty when it was.
+	ValuationError string `json:"valuation_error,omitempty"`
 }
 
 type clientInfo struct {
@@ -666,6 +669,11 @@ func simulate(ctx context.Context, o *simOptions, stdout, stderr io.Writer) (*si
 			rep.Valuation.UtilityEvaluations += r.Valuation.Evaluations
 			if r.Valuation.Error != "" {
 				fmt.Fprintf(stderr, "round %d: valuation failed: %s\n", r.Round, r.Valuation.Error)
+				for i := range rep.Rounds {
+					if rep.Rounds[i].Round == r.Round {
+						rep.Rounds[i].ValuationError = r.Valuation.Error
+					}
+				}
 			}
 		}
 		for _, d := range r.Decryptions {
