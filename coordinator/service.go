@@ -571,6 +571,13 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 	if sc := s.driver.engineScaler(); sc != nil {
 		tt.Scaler = &tallyv1.Scaler{Mean: sc.Mean, Std: sc.Std}
 	}
+	// A train task closes RoundTimeout after it opened (engine): a client
+	// (or its external trainer, model.BeginTask) can stop in time.
+	s.driver.mu.RLock()
+	if v := s.driver.view; v.task != nil && v.task.ID == t.ID && !v.opened.IsZero() {
+		tt.DeadlineUnixMs = v.opened.Add(time.Duration(s.job.RoundTimeout)).UnixMilli()
+	}
+	s.driver.mu.RUnlock()
 	return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Train{Train: tt}}
 }
 

@@ -114,6 +114,11 @@ func TestServiceRejectsBadInputAndKeepsServing(t *testing.T) {
 	if tr == nil {
 		t.Fatalf("got %v, want a train task", task)
 	}
+	// The task says when the round closes: opened at most a moment ago,
+	// it closes one round timeout after.
+	if d, now := time.UnixMilli(tr.GetDeadlineUnixMs()), time.Now(); !d.After(now) || d.After(now.Add(time.Duration(job.RoundTimeout))) {
+		t.Errorf("train task deadline %v (%d ms), want after now (%v) and within the round timeout %v", d, tr.GetDeadlineUnixMs(), now, time.Duration(job.RoundTimeout))
+	}
 	n := int(tr.GetNumParams())
 	good := make([]float64, n)
 	for i := range good {
