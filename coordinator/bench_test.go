@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +27,7 @@ import (
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/edge"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 )
@@ -111,12 +116,12 @@ func benchJob(spec model.Spec, n, rounds int, secure string) engine.JobConfig {
 // client, so a longer wait costs no latency, only fewer idle polls. They
 // used to poll every second, which under load made authenticating idle
 // polls most of the coordinator's CPU (BENCHMARKS.md, issue 19).
-func runClients(ctx context.Context, b *testing.B, addr string, job engine.JobConfig, shards []model.Examples, shared *client.Shared) func() {
+func runClients(ctx context.Context, b *testing.B, addrs []string, job engine.JobConfig, shards []model.Examples, shared *client.Shared) func() {
 	b.Helper()
 	var wg sync.WaitGroup
 	var conns []*grpc.ClientConn
 	for i, data := range shards {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addrs[i%len(addrs)], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -175,7 +180,7 @@ func timeRound(b *testing.B, spec model.Spec, fed *dataset.Federation, secure st
 	if err != nil {
 		b.Fatal(err)
 	}
-	wait := runClients(ctx, b, lis.Addr().String(), job.JobConfig, fed.Clients, nil)
+	wait := runClients(ctx, b, []string{lis.Addr().String()}, job.JobConfig, fed.Clients, nil)
 	out, err := srv.Run(ctx, lis)
 	cancel()
 	wait()
@@ -251,6 +256,9 @@ type coordRun struct {
 	rounds []roundMark
 	// cpu is the process's whole CPU time (user and system) from wait4.
 	cpu time.Duration
+	// partials, summed and relayed add up the edges' counters (edge.Edge)
+	// when the job ran through edges.
+	partials, summed, relayed int64
 }
 
 type roundMark struct {
@@ -293,6 +301,80 @@ func coordinatorPeak(b *testing.B, bin string, ds *dataset.Dataset, spec model.S
 // CPU times from wait4 are its own.
 func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.JobConfig, fed *dataset.Federation, shared *client.Shared, timeout time.Duration) coordRun {
 	b.Helper()
+	return runCoordinatorEdges(b, bin, ds, cfg, fed, shared, timeout, 0)
+}
+
+// benchEdges are in-process edge aggregators (package edge) in front of a
+// child coordinator: each a gRPC server on loopback, relaying to addr
+// under a key the job lists.
+type benchEdges struct {
+	servers []*grpc.Server
+	conns   []*grpc.ClientConn
+	edges   []*edge.Edge
+	addrs   []string
+	wg      sync.WaitGroup
+}
+
+// listEdges draws n edge keys and lists them in cfg; start serves them.
+func listEdges(b *testing.B, n int, cfg *engine.JobConfig) []ed25519.PrivateKey {
+	b.Helper()
+	var keys []ed25519.PrivateKey
+	for i := range n {
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys = append(keys, key)
+		cfg.Edges = append(cfg.Edges, engine.EdgeConfig{ID: fmt.Sprintf("edge-%d", i), PublicKey: hex.EncodeToString(pub)})
+	}
+	return keys
+}
+
+func startEdges(b *testing.B, cfg engine.JobConfig, keys []ed25519.PrivateKey, addr string) *benchEdges {
+	b.Helper()
+	be := &benchEdges{}
+	for i, key := range keys {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		be.conns = append(be.conns, conn)
+		e, err := edge.New(edge.Config{Upstream: conn, ID: cfg.Edges[i].ID, Key: key, Job: cfg.ID, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		gs := grpc.NewServer(e.ServerOptions()...)
+		e.Register(gs)
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		be.servers, be.edges, be.addrs = append(be.servers, gs), append(be.edges, e), append(be.addrs, lis.Addr().String())
+		be.wg.Add(1)
+		go func() {
+			defer be.wg.Done()
+			_ = gs.Serve(lis)
+		}()
+	}
+	return be
+}
+
+func (be *benchEdges) close() {
+	for _, gs := range be.servers {
+		gs.Stop()
+	}
+	be.wg.Wait()
+	for _, c := range be.conns {
+		c.Close()
+	}
+}
+
+// runCoordinatorEdges is runCoordinator with edges in-process edge
+// aggregators between the clients and the coordinator (none when 0):
+// client i joins edge i mod edges.
+func runCoordinatorEdges(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.JobConfig, fed *dataset.Federation, shared *client.Shared, timeout time.Duration, edges int) coordRun {
+	b.Helper()
+	keys := listEdges(b, edges, &cfg)
 	n, rounds := len(fed.Clients), cfg.Rounds
 	dir := b.TempDir()
 	addr := freeAddr(b)
@@ -383,7 +465,14 @@ func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.Jo
 			}
 		}
 	}()
-	wait := runClients(ctx, b, addr, cfg, fed.Clients, shared)
+	var be *benchEdges
+	joins := []string{addr}
+	if edges > 0 {
+		be = startEdges(b, cfg, keys, addr)
+		defer be.close()
+		joins = be.addrs
+	}
+	wait := runClients(ctx, b, joins, cfg, fed.Clients, shared)
 	<-scanned
 	werr := coord.Wait()
 	close(stop)
@@ -404,7 +493,18 @@ func runCoordinator(b *testing.B, bin string, ds *dataset.Dataset, cfg engine.Jo
 		b.Fatalf("coordinator with %d clients logged %d completed rounds, want %d", n, len(marks), rounds)
 	}
 	ps := coord.ProcessState
-	return coordRun{peakMiB: float64(hwmKiB) / 1024, wall: wall, rounds: marks, cpu: ps.UserTime() + ps.SystemTime()}
+	run := coordRun{peakMiB: float64(hwmKiB) / 1024, wall: wall, rounds: marks, cpu: ps.UserTime() + ps.SystemTime()}
+	if be != nil {
+		for _, e := range be.edges {
+			run.partials += e.Partials.Load()
+			run.summed += e.Summed.Load()
+			run.relayed += e.Relayed.Load()
+		}
+		if run.summed == 0 {
+			b.Fatalf("%d edges summed no upload (partials %d, relayed %d): the clients' updates did not go through them", edges, run.partials, run.relayed)
+		}
+	}
+	return run
 }
 
 // clockTick is the unit of utime and stime in /proc/PID/stat: USER_HZ,
@@ -519,13 +619,18 @@ func BenchmarkPeakMemory(b *testing.B) {
 // mostly theirs, while the coordinator's CPU per client is its own.
 // digits gives the 1,000 clients one training row each and the 100 ten;
 // each trains one batch either way.
+//
+// The edge variant (issue 18) runs the 1,000 clients through 4 keyless
+// edge aggregators (package edge, in this process, so their CPU is not the
+// coordinator's) and reports its round time and coordinator CPU per client
+// as ratios to the direct job of the same run.
 func BenchmarkScale(b *testing.B) {
 	const params, rounds = 100_000, 2
 	spec, nParams := mlpFor(b, params)
 	ds, _ := benchFederation(b, 1)
 	bin := buildTally(b, b.TempDir())
-	runs := map[int]coordRun{}
-	scale := func(n int) coordRun {
+	runs := map[string]coordRun{}
+	scale := func(n, edges int) coordRun {
 		_, fed := benchFederation(b, n)
 		cfg := benchJob(spec, n, rounds, "he")
 		cfg.Valuation.Mode = ""
@@ -538,26 +643,52 @@ func BenchmarkScale(b *testing.B) {
 		// A 1,000-client round takes minutes on 2 shared cores; no task
 		// may close on its deadline.
 		cfg.RoundTimeout, cfg.Clients.Liveness = engine.Duration(30*time.Minute), engine.Duration(30*time.Minute)
-		return runCoordinator(b, bin, ds, cfg, fed, client.NewShared(0), time.Hour)
+		return runCoordinatorEdges(b, bin, ds, cfg, fed, client.NewShared(0), time.Hour, edges)
 	}
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("clients=%d/params=1e5/committee=16/t=11", n), func(b *testing.B) {
+	small, large := *scaleSmall, *scaleLarge
+	cases := []struct{ n, edges int }{{small, 0}, {large, 0}, {large, *scaleEdges}}
+	for _, c := range cases {
+		name := fmt.Sprintf("clients=%d/params=1e5/committee=16/t=11", c.n)
+		if c.edges > 0 {
+			name += fmt.Sprintf("/edges=%d", c.edges)
+		}
+		b.Run(name, func(b *testing.B) {
 			var r coordRun
 			for b.Loop() {
-				r = scale(n)
+				r = scale(c.n, c.edges)
 			}
-			runs[n] = r
+			key := fmt.Sprintf("%d/%d", c.n, c.edges)
+			runs[key] = r
 			wall, cpu := r.round(b, 2)
 			b.ReportMetric(float64(nParams), "params")
 			b.ReportMetric(wall.Seconds(), "round_s")
-			b.ReportMetric(cpu.Seconds()/float64(n)*1000, "coord_cpu_ms/client")
-			b.ReportMetric(r.cpu.Seconds()/float64(n)*1000, "job_coord_cpu_ms/client")
+			b.ReportMetric(cpu.Seconds()/float64(c.n)*1000, "coord_cpu_ms/client")
+			b.ReportMetric(r.cpu.Seconds()/float64(c.n)*1000, "job_coord_cpu_ms/client")
 			b.ReportMetric(r.peakMiB, "peak_MiB")
 			b.ReportMetric(r.wall.Seconds(), "job_s")
-			if small, ok := runs[100]; ok && n == 1000 {
-				w100, _ := small.round(b, 2)
-				b.ReportMetric(wall.Seconds()/w100.Seconds(), "round_ratio_1000/100")
+			if s, ok := runs[fmt.Sprintf("%d/0", small)]; ok && c.n == large && c.edges == 0 {
+				ws, _ := s.round(b, 2)
+				b.ReportMetric(wall.Seconds()/ws.Seconds(), fmt.Sprintf("round_ratio_%d/%d", large, small))
+			}
+			if c.edges > 0 {
+				b.ReportMetric(float64(r.summed), "edge_summed_uploads")
+				b.ReportMetric(float64(r.relayed), "edge_relayed_uploads")
+				// Against the direct job of as many clients in this run: the
+				// ratios issue 18 asks for (coordinator CPU per client ≤ 1/5).
+				if d, ok := runs[fmt.Sprintf("%d/0", c.n)]; ok {
+					dw, dc := d.round(b, 2)
+					b.ReportMetric(wall.Seconds()/dw.Seconds(), "round_ratio_edges/direct")
+					b.ReportMetric(cpu.Seconds()/dc.Seconds(), "coord_cpu_ratio_edges/direct")
+				}
 			}
 		})
 	}
 }
+
+// The sizes BenchmarkScale compares: make bench runs the defaults; a
+// quicker look at the same code: -scale.small 20 -scale.large 100.
+var (
+	scaleSmall = flag.Int("scale.small", 100, "BenchmarkScale: clients of the small job")
+	scaleLarge = flag.Int("scale.large", 1000, "BenchmarkScale: clients of the large job, direct and through edges")
+	scaleEdges = flag.Int("scale.edges", 4, "BenchmarkScale: edges of the large job's edge variant")
+)
