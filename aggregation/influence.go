@@ -387,11 +387,13 @@ func (f *Influence) seal(client string, st *influenceClient) error {
 }
 
 // recycle keeps a running ciphertext no client uses any more for the next
-// one, up to influenceResident of them.
+// one, as long as those resident and those kept are fewer than
+// influenceResident: the bound is on all the running ciphertexts in
+// memory, not on each kind.
 func (f *Influence) recycle(ct *rlwe.Ciphertext) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.free) < influenceResident {
+	if len(f.free)+len(f.resident) < influenceResident {
 		f.free = append(f.free, ct)
 	}
 }
