@@ -97,13 +97,14 @@ type Influence struct {
 }
 
 // influenceResident bounds the running ciphertexts in memory when an
-// Influence spills: twice the coordinator's DefaultUploadSlots (8
-// messages added at once, so at most 8 sums in use at once), so that a
-// client whose next block comes soon is not parked in between. In
+// Influence spills: the coordinator's DefaultUploadSlots, since it adds at
+// most 8 upload messages at once, so at most 8 sums are in use at once;
+// the others wait in the spill file for their client's next block. In
 // BenchmarkPeakMemory's 100-client round about 65 clients were mid-upload
-// at the peak, 50 MB of running sums at LogN 14 (786 KB each); 16 are
-// 12.6 MB whatever the number of clients.
-const influenceResident = 16
+// at the peak, 50 MB of running sums at LogN 14 (786 KB each); 8 are
+// 6.3 MB whatever the number of clients. 16 measured a ratio of
+// 1.37–1.40 there, 8 of 1.31–1.33, with no slower round.
+const influenceResident = 8
 
 type influenceClient struct {
 	mu  sync.Mutex
