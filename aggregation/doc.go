@@ -138,7 +138,8 @@
 // and the c₁ of each of its block ciphertexts (the coordinator keeps them
 // in a [SubmissionStore] until the round's decryptions are done, the c₁
 // in a spill file, [NewSpillingSubmissionStore], each checked with a
-// CRC-32C when read back, [ErrSpillCorrupt]; it
+// CRC-32C when read back, [ErrSpillCorrupt], and so are the clients'
+// influence ciphertexts, [Influence.SpillTo], [ErrProductSpillCorrupt]; it
 // refuses an upload whose statement does not verify under the client's
 // enrolled key, or does not cover its ciphertexts) and checks: every
 // contributor is a participant of the pinned manifest

@@ -13,6 +13,12 @@ import (
 // they are not what the client signed.
 var ErrSpillCorrupt = errors.New("aggregation: c1 read back from the spill file differs from what was kept")
 
+// ErrProductSpillCorrupt reports a client's influence ciphertext
+// ([Product]) that a [SubmissionStore] read back from its spill file and
+// that is not what it wrote there: it is neither served to members nor
+// combined, since its digest is what the round's request commits to.
+var ErrProductSpillCorrupt = errors.New("aggregation: influence ciphertext read back from the spill file differs from what was written")
+
 // SpillFile is where a [SubmissionStore] keeps c₁ rows off the heap: an
 // *os.File opened for reading and writing is one. The store writes each
 // c₁ once, at the end of what it wrote before, and reads it back
@@ -56,34 +62,36 @@ func NewSpillingSubmissionStore(f SpillFile) *SubmissionStore {
 	return st
 }
 
-// keep writes c1 at the end of the spill file. Called with st.mu held.
-func (sp *spill) keep(c1 []byte) (spillRef, error) {
+// keep writes b (a c₁, or an influence ciphertext) at the end of the
+// spill file. Called with st.mu held.
+func (sp *spill) keep(b []byte) (spillRef, error) {
 	if sp.closed {
 		return spillRef{}, fmt.Errorf("%w: the submission store was closed", ErrState)
 	}
-	n, err := sp.f.WriteAt(c1, sp.end)
+	n, err := sp.f.WriteAt(b, sp.end)
 	if err != nil {
-		return spillRef{}, fmt.Errorf("aggregation: spill c1: %w", err)
+		return spillRef{}, fmt.Errorf("aggregation: write %d bytes to the spill file: %w", len(b), err)
 	}
-	if n != len(c1) {
-		return spillRef{}, fmt.Errorf("aggregation: spill c1: wrote %d of %d bytes", n, len(c1))
+	if n != len(b) {
+		return spillRef{}, fmt.Errorf("aggregation: write to the spill file: wrote %d of %d bytes", n, len(b))
 	}
-	ref := spillRef{off: sp.end, n: len(c1), crc: crc32.Checksum(c1, castagnoli)}
-	sp.end += int64(len(c1))
+	ref := spillRef{off: sp.end, n: len(b), crc: crc32.Checksum(b, castagnoli)}
+	sp.end += int64(len(b))
 	return ref, nil
 }
 
-// read reads ref back into buf (grown if short) and checks it.
-func (sp *spill) read(ref spillRef, buf []byte) ([]byte, error) {
+// read reads ref back into buf (grown if short) and checks it; a CRC that
+// differs is reported as corrupt, which names what was kept.
+func (sp *spill) read(ref spillRef, buf []byte, corrupt error) ([]byte, error) {
 	if cap(buf) < ref.n {
 		buf = make([]byte, ref.n)
 	}
 	buf = buf[:ref.n]
 	if _, err := sp.f.ReadAt(buf, ref.off); err != nil {
-		return nil, fmt.Errorf("aggregation: read spilled c1 at offset %d: %w", ref.off, err)
+		return nil, fmt.Errorf("aggregation: read %d spilled bytes at offset %d: %w", ref.n, ref.off, err)
 	}
 	if got := crc32.Checksum(buf, castagnoli); got != ref.crc {
-		return nil, fmt.Errorf("%w: %d bytes at offset %d have CRC-32C %08x, %08x was written", ErrSpillCorrupt, ref.n, ref.off, got, ref.crc)
+		return nil, fmt.Errorf("%w: %d bytes at offset %d have CRC-32C %08x, %08x was written", corrupt, ref.n, ref.off, got, ref.crc)
 	}
 	return buf, nil
 }
@@ -133,5 +141,55 @@ func (st *SubmissionStore) ReadContribution(client string, block int, buf []byte
 	st.mu.Unlock()
 	// Read outside the lock: uploads keep going while members download.
 	// A Close meanwhile makes ReadAt fail, which is what it should do.
-	return sp.read(ref, buf)
+	return sp.read(ref, buf, ErrSpillCorrupt)
+}
+
+// keepProduct writes a client's finished influence ciphertext to the spill
+// file; ok is false for a store in memory, which keeps none.
+func (st *SubmissionStore) keepProduct(ct []byte) (ref spillRef, ok bool, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.spill == nil {
+		return spillRef{}, false, nil
+	}
+	ref, err = st.spill.keep(ct)
+	return ref, err == nil, err
+}
+
+// keepParked writes a running influence ciphertext to slot, its client's
+// place in the spill file, rewritten in place each time it is parked; a
+// zero slot is allocated at the end of the file.
+func (st *SubmissionStore) keepParked(slot spillRef, b []byte) (spillRef, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if slot.n == 0 {
+		return st.spill.keep(b)
+	}
+	if st.spill.closed {
+		return spillRef{}, fmt.Errorf("%w: the submission store was closed", ErrState)
+	}
+	if len(b) != slot.n {
+		return spillRef{}, fmt.Errorf("aggregation: rewrite %d bytes into a spill slot of %d", len(b), slot.n)
+	}
+	n, err := st.spill.f.WriteAt(b, slot.off)
+	if err != nil {
+		return spillRef{}, fmt.Errorf("aggregation: rewrite %d bytes at offset %d of the spill file: %w", len(b), slot.off, err)
+	}
+	if n != len(b) {
+		return spillRef{}, fmt.Errorf("aggregation: rewrite at offset %d of the spill file: wrote %d of %d bytes", slot.off, n, len(b))
+	}
+	slot.crc = crc32.Checksum(b, castagnoli)
+	return slot, nil
+}
+
+// readProduct reads back what keepProduct wrote, into buf.
+func (st *SubmissionStore) readProduct(ref spillRef, buf []byte) ([]byte, error) {
+	st.mu.Lock()
+	if st.spill.closed {
+		st.mu.Unlock()
+		return nil, fmt.Errorf("%w: the submission store was closed", ErrState)
+	}
+	sp := st.spill
+	st.mu.Unlock()
+	return sp.read(ref, buf, ErrProductSpillCorrupt)
 }

@@ -553,7 +553,7 @@ func (s *Service) taskMessage(t *engine.Task, client string) *tallyv1.NextTaskRe
 		}
 		return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: tt}}
 	case engine.TaskDecrypt:
-		dt := &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(len(t.Ciphertexts)), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}
+		dt := &tallyv1.DecryptTask{TaskId: t.ID, Request: t.Blob, Blocks: int32(t.NumCiphertexts()), Coefficient: t.Coefficient, TranscriptEntries: t.Transcript[client]}
 		if len(t.Batch) > 0 {
 			// A batch of influence scalars: the requests ride on the task,
 			// their ciphertexts and vectors are downloads.
@@ -1003,10 +1003,21 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		data = v
 	case strings.HasPrefix(name, "ciphertext/") && t.Kind == engine.TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
-		if err != nil || b < 0 || b >= len(t.Ciphertexts) {
+		if err != nil || b < 0 || b >= t.NumCiphertexts() {
 			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
 		}
-		data = t.Ciphertexts[b]
+		// A coefficient task's products are read back from the round's
+		// spill file, one download at a time, into a reused buffer.
+		buf := productBuffers.Get().(*[]byte)
+		defer productBuffers.Put(buf)
+		ct, err := t.Ciphertext(b, *buf)
+		if err != nil {
+			return toStatus(fmt.Errorf("%w: task %s has no %q: %w", engine.ErrNoTask, t.ID, name, err))
+		}
+		if t.Coefficient {
+			*buf = ct
+		}
+		data = ct
 	case strings.HasPrefix(name, "submission/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
 		// What members check a sum against: each contributor's signed
 		// statement and the c1 of its ciphertexts.
@@ -1128,6 +1139,11 @@ func contributions(t *engine.Task, rest string) (client string, first, count int
 
 // c1Buffers holds the buffers downloads read spilled c₁ rows into.
 var c1Buffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// productBuffers holds the buffers downloads read spilled influence
+// ciphertexts into (786 KB at LogN 14, several c₁ rows), kept apart so
+// that c₁ downloads do not carry buffers of that size.
+var productBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // DownloadModel implements CoordinatorService for models too large to
 // inline, in SendChunkBytes pieces so that concurrent downloads hold

@@ -12,7 +12,10 @@ import (
 // in a file of dir (os.TempDir() if empty) instead of the heap: every
 // client's c₁ (half its ciphertext, 1.6 MB at 100k parameters) stayed in
 // memory until the round's decryptions were done, which made the
-// coordinator's peak grow with the clients (issue 19).
+// coordinator's peak grow with the clients (issue 19). The influence mode
+// keeps its clients' running and finished influence ciphertexts in the
+// same file (aggregation.Influence.SpillTo, engine's attachAccumulator),
+// which members download from it during the round's decryptions.
 //
 // The file is removed from dir as soon as it is created: the store holds
 // it open, the kernel frees it when the store closes it or when the

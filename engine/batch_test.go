@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,10 +56,12 @@ func (s *committeeSim) batchAnswer(m *simMember, t *Task) (map[string][]byte, er
 			return nil, err
 		}
 		b, err := strconv.Atoi(strings.TrimPrefix(br.Ciphertext, "ciphertext/"))
-		if err != nil || b < 0 || b >= len(t.Ciphertexts) {
+		if err != nil {
 			return nil, fmt.Errorf("request %d names ciphertext %q", i, br.Ciphertext)
 		}
-		cts[i] = t.Ciphertexts[b]
+		if cts[i], err = t.Ciphertext(b, nil); err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
 		ev := aggregation.Evidence{Ciphertexts: cts[i : i+1], Submissions: map[string][]byte{}, Gradient: t.Gradients[br.Gradient],
 			Contribution: func(client string, b int) ([]byte, error) {
 				c1, ok := t.Submissions.Contribution(client, b)
@@ -347,5 +350,58 @@ func TestSlowMemberStaysInTheNextRound(t *testing.T) {
 	}
 	if len(s.timeouts) > 0 {
 		t.Errorf("tasks timed out: %v", s.timeouts)
+	}
+}
+
+// Issue 19: with spilling submission stores, as the coordinator makes
+// them, the clients' influence ciphertexts a batch asks about are not in
+// the task nor in the engine: each is in the round's spill file from the
+// client's last block, read back (checked, aggregation.ErrProductSpillCorrupt)
+// when a member downloads it and when its shares are combined. Every
+// scalar still decrypts: the members verified and the engine combined the
+// bytes read back.
+func TestInfluenceProductsAreReadFromTheSpillFile(t *testing.T) {
+	const rounds = 2
+	s := newInfluenceSim(t, rounds)
+	s.e.SetSubmissionStores(func() *aggregation.SubmissionStore {
+		f, err := os.CreateTemp(t.TempDir(), "spill-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := aggregation.NewSpillingSubmissionStore(f)
+		t.Cleanup(func() { st.Close() })
+		return st
+	})
+	batches := 0
+	s.onPublish = func(task *Task) {
+		if !task.Coefficient {
+			return
+		}
+		batches++
+		if len(task.Ciphertexts) != 0 || len(task.Products) != len(task.Batch) {
+			t.Errorf("%s: %d ciphertexts and %d products for %d requests, want only products, one each", task.ID, len(task.Ciphertexts), len(task.Products), len(task.Batch))
+		}
+		for i, p := range task.Products {
+			if !p.Spilled() {
+				t.Errorf("%s: the product of %s (ciphertext/%d) is kept in memory, not in the spill file", task.ID, p.Client, i)
+			}
+		}
+		for _, it := range s.e.he.queue {
+			if it.product != nil && !it.product.Spilled() {
+				t.Errorf("%s: the engine's queue holds %s's product in memory", task.ID, it.client)
+			}
+		}
+	}
+	s.run(20 * 15 * rounds)
+	if s.done == nil || s.done.FinalRound != rounds {
+		t.Fatalf("job did not complete %d rounds: %+v; timeouts %v", rounds, s.done, s.timeouts)
+	}
+	if batches != rounds {
+		t.Fatalf("%d coefficient batches in %d rounds, want one a round", batches, rounds)
+	}
+	for _, rec := range s.records {
+		if rec.Failed || rec.Valuation == nil || rec.Valuation.Error != "" || len(rec.Valuation.Values) != len(rec.Contributors) {
+			t.Fatalf("round %d: %+v, valuation %+v: want every contributor valued from the products read back", rec.Round, rec, rec.Valuation)
+		}
 	}
 }

@@ -20,12 +20,13 @@ type decItem struct {
 	values  []float64
 	weight  float64
 
-	// An influence scalar: the client's inner-product ciphertext, its
-	// digest, and the decrypted a_i (missing when fewer than t answered).
+	// An influence scalar: the client's inner-product ciphertext (with its
+	// digest; the bytes are in the collect task's spill file when it has
+	// one, read back when members download them), and the decrypted a_i
+	// (missing when fewer than t answered).
 	coefficient bool
 	client      string
-	ct          []byte
-	digest      [32]byte
+	product     *aggregation.Product
 	scalar      float64
 	missing     bool
 	decrypted   bool
@@ -55,11 +56,11 @@ func (e *Engine) startDecrypt(t *Task, rec RoundRecord) []Action {
 		rec.Contributors = agg.Contributors
 		if t.Influence != nil {
 			for _, id := range agg.Contributors {
-				ct, digest, err := t.Influence.Finalize(id)
+				p, err := t.Influence.FinalizeProduct(id)
 				if err != nil {
 					return e.fail(t, rec, fmt.Errorf("influence of %s: %w", id, err))
 				}
-				items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, ct: ct, digest: digest})
+				items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, product: p})
 			}
 		}
 	} else {
@@ -133,15 +134,15 @@ func (e *Engine) nextDecryption() []Action {
 // coefBatch is the batch of influence scalars in flight: one decrypt task
 // for every coefficient item at the head of the queue. items are the
 // queued items it covers (published or not, in queue order); asked,
-// reqs, seqs and cts describe the published ones, in transcript order:
-// the item's index, its request, its transcript position and its
+// reqs, seqs and products describe the published ones, in transcript
+// order: the item's index, its request, its transcript position and its
 // ciphertext (the task's "ciphertext/<i>").
 type coefBatch struct {
-	items []*decItem
-	asked []int
-	reqs  []aggregation.DecryptRequest
-	seqs  []int
-	cts   [][]byte
+	items    []*decItem
+	asked    []int
+	reqs     []aggregation.DecryptRequest
+	seqs     []int
+	products []*aggregation.Product
 }
 
 // maxBatchScalars bounds the requests of one batch task, so that the task
@@ -193,7 +194,7 @@ func (e *Engine) requestCoefficients() []Action {
 			grad = h.collect.Gradient
 		}
 		gd := aggregation.GradientDigest(grad)
-		req := aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.digest, gd, live)
+		req := aggregation.NewInfluenceRequest(h.keyID, uint64(h.collect.Round), it.client, it.product.Digest, gd, live)
 		req.Attempt = uint64(h.collect.Attempt)
 		if err := h.ts.check(req); err != nil {
 			// The members would refuse it (a scalar already released for
@@ -216,9 +217,9 @@ func (e *Engine) requestCoefficients() []Action {
 			entries = ents
 		}
 		out = append(out, persist)
-		b.asked, b.reqs, b.seqs, b.cts = append(b.asked, i), append(b.reqs, req), append(b.seqs, persist.Transcript.Seq), append(b.cts, it.ct)
+		b.asked, b.reqs, b.seqs, b.products = append(b.asked, i), append(b.reqs, req), append(b.seqs, persist.Transcript.Seq), append(b.products, it.product)
 		task.Gradients[gd] = grad
-		task.Batch = append(task.Batch, CoefficientRequest{Request: blob, Client: it.client, Gradient: gd, Ciphertext: fmt.Sprintf("ciphertext/%d", len(b.cts)-1)})
+		task.Batch = append(task.Batch, CoefficientRequest{Request: blob, Client: it.client, Gradient: gd, Ciphertext: fmt.Sprintf("ciphertext/%d", len(b.products)-1)})
 	}
 	if len(b.asked) == 0 {
 		h.queue, h.done = h.queue[n:], append(h.done, b.items...)
@@ -227,7 +228,7 @@ func (e *Engine) requestCoefficients() []Action {
 	h.batch, h.req = b, b.reqs[len(b.reqs)-1]
 	h.shares, h.refusals = map[string]map[int][]byte{}, nil
 	task.ID = fmt.Sprintf("%s/decrypt/influence/r%d/a%d/s%d", e.job.ID, h.collect.Round, h.collect.Attempt, b.seqs[0])
-	task.Selected, task.Ciphertexts, task.Transcript = h.req.Participants, b.cts, entries
+	task.Selected, task.Products, task.Transcript = h.req.Participants, b.products, entries
 	e.task = task
 	h.rec.DecryptTasks++
 	return append(out, ActPublish{Task: e.task})
@@ -513,13 +514,21 @@ func (e *Engine) coefficientShares(ev EvShares) []Action {
 		answered = append(answered, id)
 	}
 	sort.Strings(answered)
+	var buf []byte
 	for j, i := range b.asked {
 		it, req := b.items[i], b.reqs[j]
 		per := make(map[string][]byte, len(h.shares))
 		for id, s := range h.shares {
 			per[id] = s[j]
 		}
-		a, err := h.decryptor.CombineCoefficient(req, b.cts[j], per)
+		// One product at a time is read back into the same buffer: the
+		// batch's products are in the spill file, not in the heap.
+		ct, err := it.product.Read(buf)
+		var a float64
+		if err == nil {
+			buf = ct
+			a, err = h.decryptor.CombineCoefficient(req, ct, per)
+		}
 		if err != nil {
 			out = append(out, ActLog{Msg: "influence scalar lost: shares do not combine", Attrs: []any{"client", it.client, "err", err.Error()}})
 		} else {

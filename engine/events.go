@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/tallyfl/tally/aggregation"
@@ -79,8 +80,12 @@ type Task struct {
 	// against its commitment before it signs the collective key.
 	Commitments     map[string][]byte
 	PublicKeyShares map[string][]byte
-	// Ciphertexts are the aggregate's blocks (decrypt).
+	// Ciphertexts are the aggregate's blocks (a whole decryption); a
+	// coefficient task has Products instead, the clients' influence
+	// ciphertexts, read back (from the collect task's spill file, when it
+	// has one) only as members download them. Ciphertext reads either.
 	Ciphertexts [][]byte
+	Products    []*aggregation.Product
 	// Influence turns each client's ciphertexts, as they arrive, into a
 	// ciphertext of ⟨∇L_val, n_i·Δ_i⟩ (the influence valuation mode), and
 	// Gradient is that ∇L_val, which members get in the clear with the
@@ -98,7 +103,7 @@ type Task struct {
 	// Coefficient marks a decrypt task for influence scalars: Batch lists
 	// its requests, in transcript order (aggregation's
 	// CoefficientBatchVersion), each with its product ciphertext among
-	// Ciphertexts, and Gradients holds every multiplier vector they name,
+	// Products, and Gradients holds every multiplier vector they name,
 	// by digest ("gradient/<hex digest>").
 	Coefficient bool
 	Batch       []CoefficientRequest
@@ -118,6 +123,30 @@ type Task struct {
 	// with a thousand clients, a linear search per submission or per poll
 	// made rounds quadratic in the number of clients.
 	selected map[string]bool
+}
+
+// NumCiphertexts is how many ciphertexts a decrypt task names
+// ("ciphertext/<i>"): its Products in a coefficient task, else its
+// Ciphertexts.
+func (t *Task) NumCiphertexts() int {
+	if t.Coefficient {
+		return len(t.Products)
+	}
+	return len(t.Ciphertexts)
+}
+
+// Ciphertext returns the task's ciphertext i: a whole decryption's block
+// as it is kept (not to be changed), or a coefficient task's product read
+// into buf (grown if short), checked as it is read back
+// (aggregation.ErrProductSpillCorrupt). Safe for concurrent use.
+func (t *Task) Ciphertext(i int, buf []byte) ([]byte, error) {
+	if i < 0 || i >= t.NumCiphertexts() {
+		return nil, fmt.Errorf("%w: task %s has no ciphertext %d of %d", ErrNoTask, t.ID, i, t.NumCiphertexts())
+	}
+	if t.Coefficient {
+		return t.Products[i].Read(buf)
+	}
+	return t.Ciphertexts[i], nil
 }
 
 // isSelected reports whether client is one of the task's selected clients.

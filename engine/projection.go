@@ -108,6 +108,9 @@ func (e *Engine) startProjection() ([]Action, bool) {
 			h.proj.err = fmt.Errorf("public vector %d: %w", j, err)
 			return nil, false
 		}
+		// Each product goes to the round's spill file as it is finished,
+		// like the influence mode's (attachAccumulator).
+		infl.SpillTo(t.Submissions)
 		for _, id := range h.rec.Contributors {
 			cts := t.Kept.blocks(id)
 			if cts == nil {
@@ -119,12 +122,12 @@ func (e *Engine) startProjection() ([]Action, bool) {
 					return nil, false
 				}
 			}
-			ct, digest, err := infl.Finalize(id)
+			p, err := infl.FinalizeProduct(id)
 			if err != nil {
 				h.proj.err = fmt.Errorf("product of %s with vector %d: %w", id, j, err)
 				return nil, false
 			}
-			items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, ct: ct, digest: digest, vector: v, vectorIndex: j})
+			items = append(items, &decItem{purpose: aggregation.PurposeInfluence, coefficient: true, client: id, product: p, vector: v, vectorIndex: j})
 		}
 	}
 	h.queue = items

@@ -371,6 +371,11 @@ func (e *Engine) attachAccumulator(t *Task) error {
 		if t.Influence, err = aggregation.NewInfluence(e.he.params, e.he.keyID, g, t.Length); err != nil {
 			return err
 		}
+		// Each client's product is finished with its last block and kept
+		// in the task's spill file (when the store has one) until the
+		// members download it: in the heap it was 786 KB a client (LogN
+		// 14) from upload to decryption (issue 19).
+		t.Influence.SpillTo(t.Submissions)
 		t.Gradient = g
 	}
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeProjection {
