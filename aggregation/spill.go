@@ -19,6 +19,13 @@ var ErrSpillCorrupt = errors.New("aggregation: c1 read back from the spill file 
 // combined, since its digest is what the round's request commits to.
 var ErrProductSpillCorrupt = errors.New("aggregation: influence ciphertext read back from the spill file differs from what was written")
 
+// ErrCiphertextSpillCorrupt reports a client's whole ciphertext
+// ([SubmissionStore.SpillCiphertext], the projection mode's) that a
+// [SubmissionStore] read back from its spill file and that is not what it
+// wrote there: no product is computed from it, since it is not what the
+// client signed.
+var ErrCiphertextSpillCorrupt = errors.New("aggregation: ciphertext read back from the spill file differs from what was written")
+
 // SpillFile is where a [SubmissionStore] keeps c₁ rows off the heap: an
 // *os.File opened for reading and writing is one. The store writes each
 // c₁ once, at the end of what it wrote before, and reads it back
@@ -62,7 +69,7 @@ func NewSpillingSubmissionStore(f SpillFile) *SubmissionStore {
 	return st
 }
 
-// keep writes b (a c₁, or an influence ciphertext) at the end of the
+// keep writes b (a c₁, an influence ciphertext or a whole one) at the end of the
 // spill file. Called with st.mu held.
 func (sp *spill) keep(b []byte) (spillRef, error) {
 	if sp.closed {
@@ -144,8 +151,9 @@ func (st *SubmissionStore) ReadContribution(client string, block int, buf []byte
 	return sp.read(ref, buf, ErrSpillCorrupt)
 }
 
-// keepProduct writes a client's finished influence ciphertext to the spill
-// file; ok is false for a store in memory, which keeps none.
+// keepProduct writes a client's finished influence ciphertext (or its whole
+// ciphertext, SpillCiphertext) to the spill file; ok is false for a store
+// in memory, which keeps none.
 func (st *SubmissionStore) keepProduct(ct []byte) (ref spillRef, ok bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -184,6 +192,12 @@ func (st *SubmissionStore) keepParked(slot spillRef, b []byte) (spillRef, error)
 
 // readProduct reads back what keepProduct wrote, into buf.
 func (st *SubmissionStore) readProduct(ref spillRef, buf []byte) ([]byte, error) {
+	return st.readSpilled(ref, buf, ErrProductSpillCorrupt)
+}
+
+// readSpilled reads ref back from the spill file into buf, checked; a
+// difference is reported as corrupt.
+func (st *SubmissionStore) readSpilled(ref spillRef, buf []byte, corrupt error) ([]byte, error) {
 	st.mu.Lock()
 	if st.spill.closed {
 		st.mu.Unlock()
@@ -191,5 +205,39 @@ func (st *SubmissionStore) readProduct(ref spillRef, buf []byte) ([]byte, error)
 	}
 	sp := st.spill
 	st.mu.Unlock()
-	return sp.read(ref, buf, ErrProductSpillCorrupt)
+	return sp.read(ref, buf, corrupt)
+}
+
+// SpilledCiphertext is a client's whole ciphertext that
+// [SubmissionStore.SpillCiphertext] wrote to the store's spill file, to be
+// read back (checked) while the store is open. Safe for concurrent use.
+type SpilledCiphertext struct {
+	store *SubmissionStore
+	ref   spillRef
+}
+
+// SpillCiphertext writes a copy of a client's whole ciphertext ct to the
+// store's spill file, for a caller that needs it again later in the round
+// (the projection mode computes its products only once the total is
+// decrypted). ok is false for a store in memory, which writes nothing: the
+// caller keeps ct itself. The bytes can be read until the store is closed.
+func (st *SubmissionStore) SpillCiphertext(ct []byte) (c SpilledCiphertext, ok bool, err error) {
+	ref, ok, err := st.keepProduct(ct)
+	if !ok {
+		return SpilledCiphertext{}, false, err
+	}
+	return SpilledCiphertext{store: st, ref: ref}, true, nil
+}
+
+// Size is the length of the ciphertext.
+func (c SpilledCiphertext) Size() int { return c.ref.n }
+
+// Read returns the ciphertext read into buf (grown if short; nil
+// allocates), checked against the CRC-32C of what was written
+// ([ErrCiphertextSpillCorrupt]), or [ErrState] once the store is closed.
+func (c SpilledCiphertext) Read(buf []byte) ([]byte, error) {
+	if c.store == nil {
+		return nil, fmt.Errorf("%w: no ciphertext was spilled", ErrState)
+	}
+	return c.store.readSpilled(c.ref, buf, ErrCiphertextSpillCorrupt)
 }
