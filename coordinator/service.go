@@ -767,7 +767,11 @@ func (s *Service) submitEncrypted(stream tallyv1.CoordinatorService_SubmitUpdate
 			}
 		}
 		if task.Kept != nil {
-			task.Kept.Add(id, added, ct)
+			// A failure here is the coordinator's own (its spill file),
+			// not the client's: Internal, not InvalidArgument.
+			if err := task.Kept.Add(id, added, ct); err != nil {
+				return err
+			}
 		}
 		added++
 		return nil

@@ -15,7 +15,9 @@ import (
 // coordinator's peak grow with the clients (issue 19). The influence mode
 // keeps its clients' running and finished influence ciphertexts in the
 // same file (aggregation.Influence.SpillTo, engine's attachAccumulator),
-// which members download from it during the round's decryptions.
+// which members download from it during the round's decryptions, and the
+// projection mode its clients' whole ciphertexts, read back when their
+// products are computed (engine.CiphertextStore).
 //
 // The file is removed from dir as soon as it is created: the store holds
 // it open, the kernel frees it when the store closes it or when the

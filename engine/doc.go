@@ -40,7 +40,8 @@
 // vectors (the total, validation gradients along its line, per-class
 // gradient parts: valuation.ProjectionVectors), each client's product with
 // each of them computed homomorphically from the ciphertexts the
-// coordinator kept (Task.Kept), and one coefficient decryption item per
+// coordinator kept (Task.Kept, in the round's spill file when there is
+// one), and one coefficient decryption item per
 // (client, vector), committed to that vector, which members verify
 // against the client's signed ciphertexts as they do an influence scalar.
 // The job declares the count (valuation.scalars_per_round) and the

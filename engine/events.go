@@ -94,7 +94,8 @@ type Task struct {
 	Gradient  []float64
 	// Kept keeps every client's ciphertexts in the projection mode, whose
 	// products with the round's public vectors are computed after the
-	// total is decrypted (projection.go).
+	// total is decrypted (projection.go), in Submissions' spill file when
+	// it has one.
 	Kept *CiphertextStore
 	// Submissions keeps each client's signed submission and the c1 of its
 	// ciphertexts (train and moments tasks; the decrypt tasks of their

@@ -379,7 +379,10 @@ func (e *Engine) attachAccumulator(t *Task) error {
 		t.Gradient = g
 	}
 	if t.Kind == TaskTrain && e.valuer != nil && e.job.Valuation.Mode == ModeProjection {
-		t.Kept = NewCiphertextStore(acc.Blocks())
+		// In the task's spill file too (when the store has one), until
+		// the products are computed after the total's decryption: in the
+		// heap every client's whole update stayed there (issue 19).
+		t.Kept = NewCiphertextStore(acc.Blocks(), t.Submissions)
 	}
 	return nil
 }
