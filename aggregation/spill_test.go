@@ -191,3 +191,68 @@ func TestSpillingStoreKeepsEdgeC1(t *testing.T) {
 		}
 	}
 }
+
+// Whole ciphertexts (the projection mode's, SpillCiphertext) share the
+// spill file with the c₁ rows: each reads back as it was written, beside
+// the c₁ still served intact; a changed byte is ErrCiphertextSpillCorrupt;
+// a store in memory writes nothing and says so.
+func TestSpillingStoreKeepsWholeCiphertexts(t *testing.T) {
+	mem, spilled, f, cts := spillCase(t)
+	if _, ok, err := mem.SpillCiphertext(cts[0]); ok || err != nil {
+		t.Fatalf("a store in memory: ok = %v, err = %v; want false, nil", ok, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := make([]SpilledCiphertext, len(cts))
+	for b, ct := range cts {
+		c, ok, err := spilled.SpillCiphertext(ct)
+		if !ok || err != nil {
+			t.Fatalf("block %d: ok = %v, err = %v", b, ok, err)
+		}
+		if c.Size() != len(ct) {
+			t.Fatalf("block %d: size %d, want %d", b, c.Size(), len(ct))
+		}
+		kept[b] = c
+	}
+	var buf []byte
+	for b, ct := range cts {
+		got, err := kept[b].Read(buf)
+		if err != nil || !bytes.Equal(got, ct) {
+			t.Fatalf("block %d: read back other bytes (err %v)", b, err)
+		}
+		buf = got
+		if c1, err := spilled.ReadContribution("c00", b, nil); err != nil || !bytes.Equal(c1, ContributionC1(ct)) {
+			t.Fatalf("block %d: its c1 no longer reads back intact (err %v)", b, err)
+		}
+	}
+	// Block 1's whole ciphertext starts after the c₁ rows and block 0's.
+	off := fi.Size() + int64(len(cts[0])) + 5
+	one := make([]byte, 1)
+	if _, err := f.ReadAt(one, off); err != nil {
+		t.Fatal(err)
+	}
+	one[0] ^= 0x40
+	if _, err := f.WriteAt(one, off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kept[1].Read(nil); !errors.Is(err, ErrCiphertextSpillCorrupt) {
+		t.Fatalf("changed byte: err = %v, want ErrCiphertextSpillCorrupt", err)
+	}
+	if _, err := kept[0].Read(nil); err != nil {
+		t.Fatalf("block 0, unchanged: %v", err)
+	}
+	if err := spilled.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kept[0].Read(nil); !errors.Is(err, ErrState) {
+		t.Fatalf("read after Close: err = %v, want ErrState", err)
+	}
+	if _, _, err := spilled.SpillCiphertext(cts[0]); !errors.Is(err, ErrState) {
+		t.Fatalf("spill after Close: err = %v, want ErrState", err)
+	}
+	if _, err := (SpilledCiphertext{}).Read(nil); !errors.Is(err, ErrState) {
+		t.Fatalf("zero SpilledCiphertext: err = %v, want ErrState", err)
+	}
+}
