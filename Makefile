@@ -35,7 +35,7 @@ test: fmt-check vet
 # (internal/longtest's TestEveryGateIsRun fails when one is missing). No race
 # detector here: the same code runs under it at a smaller size in make test
 # (TestEdgesMatchFlat), and 300 clients under it would take most of CI.
-LONG_TESTS := ^TestEdgesMatchFlat300$$
+LONG_TESTS := ^(TestEdgesMatchFlat300|TestDemoAcceptance)$$
 test-long:
 	TALLY_LONG_TESTS=1 $(GO) test -count=1 -timeout 60m -run '$(LONG_TESTS)' -v ./...
 
