@@ -43,6 +43,12 @@ type FederatedOptions struct {
 	// Known is what the server already knows before the round (the
 	// previous global change), or nil; only with LineSearch.
 	Known []float64 `yaml:"-" json:"-"`
+	// Signal is the validation gradient at Base(), off Known, or nil;
+	// only with LineSearch. An update whose cosine with it lies inside
+	// the band a random direction falls in (|cos| ≤ NoiseKappa/√p, p
+	// the model's parameters) carries nothing the server could not draw
+	// itself, and counts as zero (linesearch.go).
+	Signal []float64 `yaml:"-" json:"-"`
 }
 
 // FederatedGame is one round's game: the players are the round's clients (or
@@ -106,6 +112,14 @@ func NewFederatedGame(base []float64, updates [][]float64, weights []float64, ne
 			return nil, fmt.Errorf("%w: known[%d] = %v", ErrInput, k, x)
 		}
 	}
+	if opts.Signal != nil && (!opts.LineSearch || len(opts.Signal) != len(base)) {
+		return nil, fmt.Errorf("%w: signal of %d values needs line_search and %d values", ErrLength, len(opts.Signal), len(base))
+	}
+	for k, x := range opts.Signal {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("%w: signal[%d] = %v", ErrInput, k, x)
+		}
+	}
 	m := opts.MaxScorers
 	if m == 0 {
 		m = runtime.GOMAXPROCS(0)
@@ -123,7 +137,7 @@ func NewFederatedGame(base []float64, updates [][]float64, weights []float64, ne
 		if err != nil {
 			return nil, err
 		}
-		g.line, err = newLineGame(base, updates, weights, opts.Known, w.scorer.Score)
+		g.line, err = newLineGame(base, updates, weights, opts.Known, opts.Signal, w.scorer.Score)
 		g.giveBack(w)
 		if err != nil {
 			return nil, fmt.Errorf("%w: server step along the known direction: %w", ErrScorer, err)

@@ -97,7 +97,7 @@ func TestLineSearchIgnoresDilution(t *testing.T) {
 	updates := [][]float64{{3, -5, 1}, {1, -1, 2}}
 	score := func(p []float64) (float64, error) { return bowlScorer{opt}.Score(p) }
 	mk := func(w []float64) *lineGame {
-		g, err := newLineGame(make([]float64, 3), updates, w, nil, score)
+		g, err := newLineGame(make([]float64, 3), updates, w, nil, nil, score)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,5 +116,109 @@ func TestLineSearchIgnoresDilution(t *testing.T) {
 	want, _ := score([]float64{tt * 3, tt * -5, tt})
 	if math.Abs(ua-want) > 1e-6 {
 		t.Errorf("U({0}) = %v, want the exact line optimum %v", ua, want)
+	}
+}
+
+// signalRound is a first round (nothing known) of three honest clients
+// that overshoot the optimum twofold, a zero free rider and a random one,
+// a tenth of an honest norm, whose direction leans downhill at nine tenths
+// of the noise band's cosine, as a random direction may by chance; with
+// signal, valued with the validation gradient as FederatedOptions.Signal.
+// It returns the values.
+func signalRound(t *testing.T, signal bool) []float64 {
+	t.Helper()
+	const dim = 100
+	rng := rand.New(rand.NewPCG(3, 4))
+	base, opt := make([]float64, dim), make([]float64, dim)
+	for k := range opt {
+		opt[k] = 1 + 0.5*rng.NormFloat64()
+	}
+	var updates [][]float64
+	for range 3 {
+		u := make([]float64, dim)
+		for k := range u {
+			u[k] = 2*opt[k] + 0.2*rng.NormFloat64()
+		}
+		updates = append(updates, u)
+	}
+	// random = r⊥ + c·opt/‖opt‖ with cos(random, opt) = 0.9·band.
+	r := make([]float64, dim)
+	for k := range r {
+		r[k] = rng.NormFloat64()
+	}
+	no := norm(opt)
+	c := dot(r, opt) / (no * no)
+	for k := range r {
+		r[k] -= c * opt[k]
+	}
+	cos := 0.9 * NoiseKappa / math.Sqrt(dim)
+	perp := norm(r)
+	along := cos / math.Sqrt(1-cos*cos) * perp
+	for k := range r {
+		r[k] += along * opt[k] / no
+	}
+	s := 0.1 * norm(updates[0]) / norm(r)
+	for k := range r {
+		r[k] *= s
+	}
+	updates = append(updates, make([]float64, dim), r)
+	opts := FederatedOptions{MaxScorers: 1, LineSearch: true}
+	if signal {
+		// The validation loss ½‖p − opt‖² has gradient p − opt at base.
+		opts.Signal = make([]float64, dim)
+		for k := range opt {
+			opts.Signal[k] = base[k] - opt[k]
+		}
+	}
+	game, err := NewFederatedGame(base, updates, []float64{50, 50, 50, 50, 50}, func() (ParamScorer, error) { return bowlScorer{opt}, nil }, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustEstimate(t, "exact-shapley", Config{}, game).Values
+}
+
+// TestLineSearchSignalBand: a random direction that happens to lean
+// downhill is worth a little on its own, and exact Shapley pays it (the
+// demo's random free rider on seeds 5 and 6 in round 0, issue 15). With
+// the validation gradient as the signal, its cosine lies inside the band a
+// random direction falls in, so it counts as zero and gets exactly what
+// the zero free rider gets, ≤ 0; the honest clients, far outside the band,
+// keep a positive value.
+func TestLineSearchSignalBand(t *testing.T) {
+	before := signalRound(t, false)
+	t.Logf("without the signal: honest %.4g %.4g %.4g, zero %.4g, random %.4g", before[0], before[1], before[2], before[3], before[4])
+	if !(before[4] > 0) {
+		t.Fatalf("the leaning random direction is valued %g without the signal; the round no longer shows what the band is for", before[4])
+	}
+	v := signalRound(t, true)
+	t.Logf("with the signal: honest %.4g %.4g %.4g, zero %.4g, random %.4g", v[0], v[1], v[2], v[3], v[4])
+	for i := range 3 {
+		if !(v[i] > 0) {
+			t.Errorf("honest client %d valued %g, want > 0", i, v[i])
+		}
+	}
+	if !(v[4] <= 0) || v[4] != v[3] {
+		t.Errorf("random free rider valued %g, want ≤ 0 and what the zero free rider gets (%g)", v[4], v[3])
+	}
+}
+
+// TestSignalChecked: a signal needs the line search and the model's
+// length, and finite values.
+func TestSignalChecked(t *testing.T) {
+	mk := func(opts FederatedOptions) error {
+		_, err := NewFederatedGame([]float64{0, 0}, [][]float64{{1, 1}}, []float64{1}, func() (ParamScorer, error) { return bowlScorer{[]float64{1, 1}}, nil }, opts)
+		return err
+	}
+	for name, opts := range map[string]FederatedOptions{
+		"without line search": {Signal: []float64{1, 1}},
+		"short":               {LineSearch: true, Signal: []float64{1}},
+		"NaN":                 {LineSearch: true, Signal: []float64{1, math.NaN()}},
+	} {
+		if err := mk(opts); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := mk(FederatedOptions{LineSearch: true, Signal: []float64{-1, -1}}); err != nil {
+		t.Errorf("a valid signal refused: %v", err)
 	}
 }
