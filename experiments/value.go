@@ -221,15 +221,16 @@ func buildGame(sc Scenario, seed uint64, t *trace, pool *scorerPool, mode string
 				rg.groups, rg.updates, rg.weights = cl, us, ws
 			}
 		}
-		l := pool.lease()
-		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{LineSearch: true, Known: known})
-		if err != nil {
-			return nil, err
-		}
-		rg.game, rg.release = game, l.release
 		if err := gradient(); err != nil {
 			return nil, err
 		}
+		l := pool.lease()
+		game, err := valuation.NewFederatedGame(rt.base, rg.updates, rg.weights, l.newScorer, valuation.FederatedOptions{LineSearch: true, Known: known, Signal: rg.grad})
+		if err != nil {
+			l.release()
+			return nil, err
+		}
+		rg.game, rg.release = game, l.release
 	case ModeInfluence:
 		if err := gradient(); err != nil {
 			return nil, err
