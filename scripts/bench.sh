@@ -6,7 +6,17 @@ set -euo pipefail
 out=${1:-BENCHMARKS.md}
 benchtime=${BENCHTIME:-1x}
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+kept=$(mktemp)
+trap 'rm -f "$tmp" "$kept"' EXIT
+# Everything below the marker line in $out was written by hand (figures
+# from other runs, with their dates): kept as it is, after the new table.
+marker='<!-- make bench writes everything above this line; what follows is kept -->'
+if [ -f "$out" ] && grep -qxF "$marker" "$out"; then
+  awk -v m="$marker" 'found { print } $0 == m { found = 1 }' "$out" > "$kept"
+elif [ -f "$out" ]; then
+  echo "bench.sh: $out has no line '$marker'; refusing to overwrite what it holds (add the line where the generated part ends)" >&2
+  exit 1
+fi
 pkgs=$(go list ./... | while read -r p; do
   dir=$(go list -f '{{.Dir}}' "$p")
   if grep -qs '^func Benchmark' "$dir"/*_test.go; then echo "$p"; fi
@@ -38,5 +48,9 @@ go test -run '^$' -bench . -benchtime "${benchtime}" -benchmem -timeout 60m $pkg
         echo "| $pkg | \`$name\` | $iters | $metrics |" ;;
     esac
   done < "$tmp"
-} > "$out"
+  echo
+  echo "$marker"
+  cat "$kept"
+} > "$out.new"
+mv "$out.new" "$out"
 echo "wrote $out" >&2
