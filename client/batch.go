@@ -19,6 +19,12 @@ var ErrBatchVersion = errors.New("client: unknown coefficient batch version")
 // digest, ciphertext name) disagree with the request itself.
 var ErrBatchLabels = errors.New("client: a batched request's labels disagree with it")
 
+// batchHooks lets a test watch decryptBatch: held is told the bytes of
+// influence ciphertext it holds in memory each time that grows.
+type batchHooks struct {
+	held func(bytes int)
+}
+
 // decryptBatch answers a batch of influence scalar requests in one task
 // (aggregation.CoefficientBatchVersion): every request is verified
 // (Member.VerifyAggregate, against its client's signed ciphertexts and its
@@ -69,6 +75,13 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 			return err
 		}
 		cts[i] = ct
+		if h := c.batchTest; h != nil && h.held != nil {
+			n := 0
+			for _, ct := range cts {
+				n += len(ct)
+			}
+			h.held(n)
+		}
 	}
 	// Each distinct multiplier vector once, by its digest; the last one
 	// stays cached for the round's other tasks.
