@@ -5,7 +5,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +25,8 @@ import (
 type batchRun struct {
 	shares   []map[string][]byte
 	err      error
+	taskErr  error  // what decryptBatch returned
+	stateDir string // the directory of the client's key file
 	ctSize   int
 	requests int
 }
@@ -31,8 +38,8 @@ type batchRun struct {
 // participant — client-0, client-1 and client-2, each with its signed
 // encrypted update and its product with one committed vector — and ends
 // the job once the member has answered. hooks, if set, watch
-// decryptBatch.
-func runBatchMember(t *testing.T, hooks *batchHooks) batchRun {
+// decryptBatch; tamper, if set, changes what the coordinator serves.
+func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[string][]byte)) batchRun {
 	t.Helper()
 	f := heFake(t, 0)
 	fx := newManifestFixture(t, f, f.he.params)
@@ -43,7 +50,14 @@ func runBatchMember(t *testing.T, hooks *batchHooks) batchRun {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if hooks == nil {
+		hooks = &batchHooks{}
+	}
+	var run batchRun
+	var finished atomic.Bool
+	hooks.done = func(err error) { run.taskErr = err; finished.Store(true) }
 	c.batchTest = hooks
+	run.stateDir = filepath.Dir(fx.keyFile)
 	params := f.he.params
 	ids := []string{"client-0", "client-1", "client-2"}
 	inst, members := committeeOf(t, params, f.job.GetJobId(), c, ids, fx.others)
@@ -57,7 +71,6 @@ func runBatchMember(t *testing.T, hooks *batchHooks) batchRun {
 		commitments[id] = cm
 	}
 	pkShares, sealedFor0 := map[string][]byte{}, map[string][]byte{}
-	var run batchRun
 	step := 0
 	f.script = func() *tallyv1.NextTaskResponse {
 		// Called with f.mu held.
@@ -93,9 +106,12 @@ func runBatchMember(t *testing.T, hooks *batchHooks) batchRun {
 				t.Error(err)
 				return nil
 			}
+			if tamper != nil {
+				tamper(objects)
+			}
 			f.objects, run.ctSize, run.requests = objects, size, len(task.GetCoefficientRequests())
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: task}}
-		case step == 4 && len(f.shares) == 4:
+		case step == 4 && finished.Load():
 			step++
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: "done"}}}
 		}
@@ -179,9 +195,9 @@ func itoa(i int) string { return string(rune('0' + i)) }
 // parameters), and still answers every request of the batch.
 func TestBatchHoldsOneCiphertext(t *testing.T) {
 	most := 0
-	run := runBatchMember(t, &batchHooks{held: func(n int) { most = max(most, n) }})
-	if run.err != nil {
-		t.Fatalf("Run: %v", run.err)
+	run := runBatchMember(t, &batchHooks{held: func(n int) { most = max(most, n) }}, nil)
+	if run.err != nil || run.taskErr != nil {
+		t.Fatalf("Run: %v, the batch: %v", run.err, run.taskErr)
 	}
 	if len(run.shares) != 4 {
 		t.Fatalf("%d share messages, want the key generation's 3 and the batch's answer", len(run.shares))
@@ -198,5 +214,99 @@ func TestBatchHoldsOneCiphertext(t *testing.T) {
 	t.Logf("batch of %d influence ciphertexts of %d bytes: at most %d bytes of them held at once", run.requests, run.ctSize, most)
 	if most > run.ctSize {
 		t.Fatalf("decryptBatch held %d bytes of ciphertext at once (%d requests of %d bytes), want at most one ciphertext", most, run.requests, run.ctSize)
+	}
+}
+
+// TestBatchSpillCorrupt: a spilled ciphertext whose bytes change between
+// its verification and its share (on this member's disk) stops the batch
+// with ErrBatchSpillCorrupt before any share is made: no share is sent,
+// and the coordinator is not told of a refusal (it did nothing wrong).
+func TestBatchSpillCorrupt(t *testing.T) {
+	var name string
+	run := runBatchMember(t, &batchHooks{
+		spill: func(n string) { name = n },
+		admitted: func(f *os.File) {
+			// A byte of the last request's ciphertext.
+			fi, err := f.Stat()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			at := fi.Size() - 10
+			b := []byte{0}
+			if _, err := f.ReadAt(b, at); err != nil {
+				t.Error(err)
+			}
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b, at); err != nil {
+				t.Error(err)
+			}
+		},
+	}, nil)
+	if !errors.Is(run.taskErr, ErrBatchSpillCorrupt) {
+		t.Fatalf("the batch: %v, want %v", run.taskErr, ErrBatchSpillCorrupt)
+	}
+	t.Logf("the batch: %v", run.taskErr)
+	if len(run.shares) != 3 {
+		t.Fatalf("%d share messages after the key generation's 3; the last has parts %v, want none", len(run.shares)-3, keys(run.shares[len(run.shares)-1]))
+	}
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Errorf("spill file %s left behind (%v)", name, err)
+	}
+}
+
+// TestBatchSpillRemoved: the spill file is in the client's state directory
+// (beside its key file) while the task runs and removed when it ends,
+// answered or refused; a refused batch (request 1's ciphertext is not the
+// one its request names) sends no share.
+func TestBatchSpillRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(objects map[string][]byte)
+	}{
+		{"answered", nil},
+		{"refused", func(objects map[string][]byte) {
+			ct := bytes.Clone(objects["ciphertext/influence/client-1"])
+			ct[len(ct)-1] ^= 1
+			objects["ciphertext/influence/client-1"] = ct
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var name string
+			var size int64
+			run := runBatchMember(t, &batchHooks{
+				spill: func(n string) { name = n },
+				admitted: func(f *os.File) {
+					fi, err := f.Stat()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					size = fi.Size()
+				},
+			}, tc.tamper)
+			if name == "" {
+				t.Fatalf("no spill file made (the batch: %v)", run.taskErr)
+			}
+			if _, err := os.Stat(name); !os.IsNotExist(err) {
+				t.Errorf("spill file %s left behind (%v)", name, err)
+			}
+			if filepath.Dir(name) != run.stateDir {
+				t.Errorf("spill file %s in the system's temporary directory, not beside the key file", name)
+			}
+			if len(run.shares) != 4 {
+				t.Fatalf("%d share messages, want the key generation's 3 and the batch's answer", len(run.shares))
+			}
+			ans := run.shares[3]
+			if tc.tamper == nil {
+				if run.taskErr != nil || ans["refused"] != nil || size != int64(run.requests*run.ctSize) {
+					t.Fatalf("the batch: %v, parts %v, spill of %d bytes; want shares and %d×%d bytes spilled", run.taskErr, keys(ans), size, run.requests, run.ctSize)
+				}
+				return
+			}
+			if ans["refused"] == nil || ans["coefficients/0"] != nil || !strings.Contains(string(ans["refused"]), "request 1") {
+				t.Fatalf("the batch's answer has parts %v (refused %q), want a refusal naming request 1 and no share", keys(ans), ans["refused"])
+			}
+		})
 	}
 }
