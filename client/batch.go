@@ -22,12 +22,12 @@ var ErrBatchLabels = errors.New("client: a batched request's labels disagree wit
 
 // batchHooks lets a test watch decryptBatch: held is told the bytes of
 // influence ciphertext it holds in memory each time that grows; spill is
-// told the spill file's name when it is made; admitted is given the
+// given the spill file when it is made; admitted is given the
 // spill file once the batch is admitted, before it is read back; done is
 // given what decryptBatch returned.
 type batchHooks struct {
 	held     func(bytes int)
-	spill    func(name string)
+	spill    func(f *os.File)
 	admitted func(f *os.File)
 	done     func(err error)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -224,7 +225,7 @@ func TestBatchHoldsOneCiphertext(t *testing.T) {
 func TestBatchSpillCorrupt(t *testing.T) {
 	var name string
 	run := runBatchMember(t, &batchHooks{
-		spill: func(n string) { name = n },
+		spill: func(f *os.File) { name = f.Name() },
 		admitted: func(f *os.File) {
 			// A byte of the last request's ciphertext.
 			fi, err := f.Stat()
@@ -275,7 +276,7 @@ func TestBatchSpillRemoved(t *testing.T) {
 			var name string
 			var size int64
 			run := runBatchMember(t, &batchHooks{
-				spill: func(n string) { name = n },
+				spill: func(f *os.File) { name = f.Name() },
 				admitted: func(f *os.File) {
 					fi, err := f.Stat()
 					if err != nil {
@@ -308,5 +309,36 @@ func TestBatchSpillRemoved(t *testing.T) {
 				t.Fatalf("the batch's answer has parts %v (refused %q), want a refusal naming request 1 and no share", keys(ans), ans["refused"])
 			}
 		})
+	}
+}
+
+// TestBatchSpillFails: a spill file this member cannot write (closed
+// under it here; a full disk alike) is the member's own error,
+// ErrBatchSpill, returned from the task: no share, no refusal sent (the
+// coordinator did nothing wrong), and the file is removed.
+func TestBatchSpillFails(t *testing.T) {
+	var name string
+	run := runBatchMember(t, &batchHooks{spill: func(f *os.File) { name = f.Name(); f.Close() }}, nil)
+	if !errors.Is(run.taskErr, ErrBatchSpill) {
+		t.Fatalf("the batch: %v, want %v", run.taskErr, ErrBatchSpill)
+	}
+	t.Logf("the batch: %v", run.taskErr)
+	if len(run.shares) != 3 {
+		t.Fatalf("%d share messages after the key generation's 3; the last has parts %v, want none", len(run.shares)-3, keys(run.shares[len(run.shares)-1]))
+	}
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Errorf("spill file %s left behind (%v)", name, err)
+	}
+}
+
+// byVector groups a batch's requests by vector, in the order each vector
+// first appears, so that decryptBatch fetches and holds one at a time.
+func TestByVector(t *testing.T) {
+	var reqs []aggregation.DecryptRequest
+	for _, g := range []byte{1, 2, 1, 3, 2, 1} {
+		reqs = append(reqs, aggregation.DecryptRequest{Gradient: [32]byte{g}})
+	}
+	if got, want := fmt.Sprint(byVector(reqs)), "[0 2 5 1 4 3]"; got != want {
+		t.Fatalf("byVector = %s, want %s", got, want)
 	}
 }

@@ -50,7 +50,7 @@ func (c *Client) newBatchSpill(task string, n int) (*batchSpill, error) {
 		return nil, fmt.Errorf("%w: decryption task %s: %w", ErrBatchSpill, task, err)
 	}
 	if h := c.batchTest; h != nil && h.spill != nil {
-		h.spill(f.Name())
+		h.spill(f)
 	}
 	return &batchSpill{task: task, f: f, at: make([]spillEntry, n)}, nil
 }
