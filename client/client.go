@@ -158,9 +158,11 @@ type Client struct {
 	// this member, kept for the round's other requests (by digest).
 	grad       []float64
 	gradDigest [32]byte
-	book       *receiptBook
-	declined   string // the task this client declined (decline.go)
-	unpinned   sync.Once
+	// batchTest, set only by tests, watches decryptBatch (batch.go).
+	batchTest *batchHooks
+	book      *receiptBook
+	declined  string // the task this client declined (decline.go)
+	unpinned  sync.Once
 	// Submitted counts accepted model updates (for tests and reports).
 	Submitted int
 }

@@ -320,7 +320,11 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		return fmt.Errorf("client: decryption task %s for a committee this client holds no share of", t.GetTaskId())
 	}
 	if len(t.GetCoefficientRequests()) > 0 {
-		return c.decryptBatch(ctx, t)
+		err := c.decryptBatch(ctx, t)
+		if h := c.batchTest; h != nil && h.done != nil {
+			h.done(err)
+		}
+		return err
 	}
 	var req aggregation.DecryptRequest
 	if err := req.UnmarshalBinary(t.GetRequest()); err != nil {
