@@ -185,6 +185,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if n := len(snap.Rounds); n > 0 {
 		cfg.Log.Info("resuming job from its state file", "rounds_recorded", n, "next_round", eng.Round(), "phase", eng.Phase().String())
 	}
+	if from := eng.JobCopyCheckFrom(); from > 1 {
+		cfg.Log.Warn("the state file holds no accumulated distances between clients' updates (written before they were stored): copies over the job are looked for from round copy_check_from_round on only, and a copy the earlier rounds would have shown is not caught",
+			"copy_check_from_round", from)
+	}
 	drv = NewDriver(eng, cfg.Store, time.Duration(job.Tick), cfg.Log)
 	drv.OnRound = cfg.OnRound
 	drv.OnRelease = cfg.OnRelease

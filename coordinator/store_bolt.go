@@ -29,8 +29,13 @@ const (
 	keyGlobal        = "global"
 	keyScaler        = "scaler"
 	keyCommittee     = "committee"
-	keyJob           = "job"
-	roundKeyAttempt  = "%s/%06d"
+	// keyRedundancy holds the job-level redundancy accumulator
+	// (engine.RedundancyRecord, JSON: its sums base64, about 24 bytes a
+	// pair of clients), replaced with every round that feeds it. A file
+	// written before it was stored has none.
+	keyRedundancy   = "redundancy"
+	keyJob          = "job"
+	roundKeyAttempt = "%s/%06d"
 )
 
 // BoltStore is the crash-safe Store: every ActPersist is one bbolt
@@ -192,6 +197,11 @@ func (s *BoltStore) apply(p engine.ActPersist) error {
 				return err
 			}
 		}
+		if p.Redundancy != nil {
+			if err := tx.Put(bucketState, keyRedundancy, p.Redundancy); err != nil {
+				return err
+			}
+		}
 		if t := p.Transcript; t != nil {
 			if err := tx.PutRaw(bucketTranscript, fmt.Sprintf(transcriptKey, t.Seq), t.Entry); err != nil {
 				return err
@@ -319,6 +329,12 @@ func (s *BoltStore) Load() (engine.Snapshot, error) {
 			return err
 		} else if ok {
 			snap.Committee = &cm
+		}
+		var rr engine.RedundancyRecord
+		if ok, err := tx.Get(bucketState, keyRedundancy, &rr); err != nil {
+			return fmt.Errorf("coordinator: state file %s: redundancy accumulator: %w", s.db.Path(), err)
+		} else if ok {
+			snap.Redundancy = &rr
 		}
 		return tx.ForEach(bucketTranscript, func(k string, v []byte) error {
 			if want := fmt.Sprintf(transcriptKey, len(snap.Transcript)); k != want {

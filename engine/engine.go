@@ -68,10 +68,17 @@ type Engine struct {
 	lastWaitLog int
 
 	// redundancy accumulates how far apart the clients' updates are over
-	// the job's plain-mode rounds, to value copies as one at settlement
-	// (nil until the first; not persisted: after a restart it holds only
-	// the rounds run since).
-	redundancy *valuation.Redundancy
+	// the job's completed plain-mode rounds, to value copies as one at
+	// settlement (nil until the first). It is stored with every round that
+	// feeds it (ActPersist.Redundancy) and restored with the job.
+	// pendingRedundancy is it with the open attempt's updates added, which
+	// replaces it when the attempt completes and is dropped when it fails,
+	// so that a re-run attempt is not counted twice. redundancyFrom is the
+	// first round it covers: 1, or after a restart from a state file
+	// written before the accumulator was stored, the first round run since.
+	redundancy        *valuation.Redundancy
+	pendingRedundancy *valuation.Redundancy
+	redundancyFrom    int
 }
 
 // NewEngine starts a job from initial parameters. A resumed job passes the
@@ -82,7 +89,8 @@ func NewEngine(job Job, strategy Strategy, eval Evaluator, initial []float64) *E
 		clients: map[string]*clientState{},
 		baskets: map[string]*payout.Basket{},
 		round:   1, attempt: 1,
-		global: slices.Clone(initial),
+		global:         slices.Clone(initial),
+		redundancyFrom: 1,
 	}
 	if job.Scaling.Mode == "fixed" {
 		e.scaler = &dataset.Scaler{Mean: slices.Clone(job.Scaling.Mean), Std: slices.Clone(job.Scaling.Std)}
@@ -138,6 +146,9 @@ func (e *Engine) Restore(snap Snapshot) error {
 			}
 		}
 	}
+	if err := e.restoreRedundancy(snap.Redundancy, last); err != nil {
+		return err
+	}
 	if snap.Committee != nil && e.he != nil {
 		if err := e.he.restore(*snap.Committee); err != nil {
 			return err
@@ -157,6 +168,38 @@ func (e *Engine) Restore(snap Snapshot) error {
 	}
 	return nil
 }
+
+// restoreRedundancy restores the job-level redundancy accumulator stored
+// with the last round that fed it. A state file written before it was
+// stored holds none: the accumulator then starts empty, and if plain-mode
+// rounds were completed, copies are looked for over the rounds from the
+// next on only (JobCopyCheckFrom, Settlement.ReplicasFrom).
+func (e *Engine) restoreRedundancy(rr *RedundancyRecord, last int) error {
+	e.redundancy, e.pendingRedundancy, e.redundancyFrom = nil, nil, 1
+	if rr == nil {
+		for _, r := range e.history {
+			if !r.Failed && r.Valuation != nil && r.Valuation.Mode == ModePlain {
+				e.redundancyFrom = last + 1
+				break
+			}
+		}
+		return nil
+	}
+	if rr.Through > last || rr.From < 1 || rr.From > rr.Through {
+		return fmt.Errorf("coordinator: stored redundancy accumulator covers rounds %d–%d, the last completed round is %d", rr.From, rr.Through, last)
+	}
+	r := valuation.NewRedundancy()
+	if err := r.UnmarshalBinary(rr.Sums); err != nil {
+		return fmt.Errorf("coordinator: stored redundancy accumulator of rounds %d–%d: %w", rr.From, rr.Through, err)
+	}
+	e.redundancy, e.redundancyFrom = r, rr.From
+	return nil
+}
+
+// JobCopyCheckFrom is the first round whose updates the job-level copy
+// check (valuation.Redundancy) covers: 1, unless the job was resumed from a
+// state file written before the accumulator was stored.
+func (e *Engine) JobCopyCheckFrom() int { return e.redundancyFrom }
 
 // Phase returns the current phase.
 func (e *Engine) Phase() Phase { return e.phase }
@@ -476,6 +519,7 @@ func (e *Engine) checkDecryptedWeight(rec *RoundRecord, what string, contributor
 // fail records a failed attempt and retries or stops, as configured.
 func (e *Engine) fail(t *Task, rec RoundRecord, err error) []Action {
 	rec.Failed, rec.Reason = true, err.Error()
+	e.pendingRedundancy = nil // the attempt's updates count only if it is re-run and completes
 	e.failedInARow++
 	stop := e.job.OnRoundFailure == "stop" || e.failedInARow > e.job.MaxFailedRounds
 	if stop && t.Kind == TaskTrain {
@@ -506,6 +550,10 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 	}
 	e.pay(&rec)
 	e.accountDP(&rec)
+	redundancy, err := e.commitRedundancy(rec.Round)
+	if err != nil {
+		panic(fmt.Sprintf("engine: round %d: %v", rec.Round, err)) // valuation.Redundancy's encoding does not fail
+	}
 	if _, end, _ := e.period(); rec.Valuation != nil && e.round >= end {
 		// The period ends with this round: the history must hold the
 		// round before its values are totalled.
@@ -515,12 +563,26 @@ func (e *Engine) succeed(t *Task, rec RoundRecord) []Action {
 	} else {
 		e.history = append(e.history, rec)
 	}
-	out := []Action{ActPersist{Round: &rec, Global: e.global}, ActRoundDone{Record: rec}}
+	out := []Action{ActPersist{Round: &rec, Global: e.global, Redundancy: redundancy}, ActRoundDone{Record: rec}}
 	if e.round >= e.job.Rounds {
 		return append(out, e.done("all rounds completed"))
 	}
 	e.round++
 	return append(out, e.maybeStart()...)
+}
+
+// commitRedundancy makes the completed round's redundancy sums the job's,
+// and returns them to be stored with the round (nil if the round fed none).
+func (e *Engine) commitRedundancy(round int) (*RedundancyRecord, error) {
+	if e.pendingRedundancy == nil {
+		return nil, nil
+	}
+	e.redundancy, e.pendingRedundancy = e.pendingRedundancy, nil
+	b, err := e.redundancy.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return &RedundancyRecord{From: e.redundancyFrom, Through: round, Sums: b}, nil
 }
 
 func (e *Engine) done(reason string) Action {

@@ -257,6 +257,27 @@ type ActPersist struct {
 	// Transcript is an entry of the decryption transcript, new or with
 	// more signatures (it replaces the stored entry of its Seq).
 	Transcript *TranscriptRecord
+	// Redundancy is the job-level redundancy accumulator after Round (set
+	// with Round when the round's updates fed it; it replaces the stored
+	// one), so that the stored accumulator always sums exactly the stored
+	// completed rounds.
+	Redundancy *RedundancyRecord
+}
+
+// RedundancyRecord is the job-level redundancy accumulator
+// (valuation.Redundancy: how far apart every pair of clients' updates
+// were, summed over the job's plain-mode rounds) as stored after a round.
+type RedundancyRecord struct {
+	// From is the first round the sums cover: 1, unless the job was
+	// resumed from a state file written before the accumulator was stored
+	// (then the first round run after that restart).
+	From int `json:"from"`
+	// Through is the round whose record it was written with, the last one
+	// added.
+	Through int `json:"through"`
+	// Sums is valuation.Redundancy.MarshalBinary: 18 bytes a pair of
+	// clients up to 128 clients, O(n²) in all.
+	Sums []byte `json:"sums"`
 }
 
 // CommitteeRecord is a completed key generation: enough, with the members'

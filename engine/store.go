@@ -33,6 +33,10 @@ type Snapshot struct {
 	// Transcript is the decryption transcript's entries in order
 	// (aggregation.TranscriptEntry, binary).
 	Transcript [][]byte
+	// Redundancy is the job-level redundancy accumulator stored with the
+	// last completed round that fed it; nil if none fed it, or if the
+	// state was written before the accumulator was stored.
+	Redundancy *RedundancyRecord
 }
 
 // MemoryStore is a Store in memory, for tests and simulations.
@@ -78,6 +82,11 @@ func (m *MemoryStore) Apply(p ActPersist) error {
 		default:
 			return fmt.Errorf("coordinator: transcript entry %d stored after %d entries", t.Seq, len(m.snap.Transcript))
 		}
+	}
+	if p.Redundancy != nil {
+		r := *p.Redundancy
+		r.Sums = slices.Clone(r.Sums)
+		m.snap.Redundancy = &r
 	}
 	if p.Scaler != nil {
 		s := dataset.Scaler{Mean: slices.Clone(p.Scaler.Mean), Std: slices.Clone(p.Scaler.Std), Clip: p.Scaler.Clip}

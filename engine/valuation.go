@@ -369,6 +369,11 @@ type Settlement struct {
 	// round of the period before the totals were taken
 	// (valuation.JobReplicaValues).
 	Replicas [][]string `json:"replicas,omitempty"`
+	// ReplicasFrom, when set, is the first round whose updates Replicas
+	// were found from: the job was resumed from a state file written
+	// before the accumulated distances were stored, so the rounds before
+	// it were not compared and a copy they would have shown is not caught.
+	ReplicasFrom int `json:"replicas_from,omitempty"`
 }
 
 // settled returns the last round a settlement covers (0: none) and the
@@ -502,6 +507,9 @@ func (e *Engine) settle(through int) *Settlement {
 		s.Values[id], s.Payouts[id], s.Quotas[id], s.Balance[id] = vals[i], pays[i], credited, e.basket(id).Balance
 	}
 	s.Replicas = jobReplicas
+	if e.job.Valuation.Mode == ModePlain && e.redundancyFrom > 1 {
+		s.ReplicasFrom = e.redundancyFrom
+	}
 	return s
 }
 
@@ -704,12 +712,15 @@ func (e *Engine) valueClear(rec *RoundRecord, t *Task, results []Result) {
 		for i, r := range results {
 			updates[i], weights[i], ids[i] = r.Update, float64(r.Samples), r.Client
 		}
-		if e.redundancy == nil {
-			e.redundancy = valuation.NewRedundancy()
+		// The round's sums count once it completes (commitRedundancy).
+		next := valuation.NewRedundancy()
+		if e.redundancy != nil {
+			next = e.redundancy.Clone()
 		}
-		if err = e.redundancy.Add(ids, updates); err != nil {
+		if err = next.Add(ids, updates); err != nil {
 			break
 		}
+		e.pendingRedundancy = next
 		res, err = valueAsOne(rv, ids, valuation.UpdateReplicas(updates), updates, weights, func(us [][]float64, ws []float64) (valuation.Result, error) {
 			return e.valuer.Game(t.Round, e.global, e.known, us, ws, e.scaler)
 		})

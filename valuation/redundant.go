@@ -202,6 +202,17 @@ func NewRedundancy() *Redundancy {
 	return &Redundancy{pairs: map[[2]string]*pairDistance{}}
 }
 
+// Clone returns an accumulator with the same sums, which later Adds to
+// either leave the other's unchanged.
+func (r *Redundancy) Clone() *Redundancy {
+	c := &Redundancy{pairs: make(map[[2]string]*pairDistance, len(r.pairs))}
+	for k, p := range r.pairs {
+		q := *p
+		c.pairs[k] = &q
+	}
+	return c
+}
+
 func pairKey(a, b string) [2]string {
 	if b < a {
 		a, b = b, a
