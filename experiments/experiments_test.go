@@ -379,8 +379,9 @@ func shapleyFromCSV(t *testing.T, path string) []float64 {
 // on seeds 5, 6, 7 and 9 (in round 0 the server knows no previous step,
 // and a random direction line-searched alone is never worse than the empty
 // coalition) and its total +0.0153 on seed 5, +0.0031 on seed 6; with the
-// band, seeds 1–10 measured −0.0566 to −0.0250. The default seeds are the
-// two that failed; TALLY_FR_SEEDS=1,2,… picks others.
+// band (in round 0, where nothing is known), seeds 1–10 measured −0.0824 to
+// −0.0163. The default seeds are the two that failed; TALLY_FR_SEEDS=1,2,…
+// picks others.
 func TestDemoRandomFreeRider(t *testing.T) {
 	sc, err := LoadScenario(filepath.Join("acceptance", "scenarios", "demo-corrupt-bc8.yaml"))
 	if err != nil {

@@ -44,10 +44,11 @@ type FederatedOptions struct {
 	// previous global change), or nil; only with LineSearch.
 	Known []float64 `yaml:"-" json:"-"`
 	// Signal is the validation gradient at Base(), off Known, or nil;
-	// only with LineSearch. An update whose cosine with it lies inside
-	// the band a random direction falls in (|cos| ≤ NoiseKappa/√p, p
-	// the model's parameters) carries nothing the server could not draw
-	// itself, and counts as zero (linesearch.go).
+	// only with LineSearch. With nothing known (a job's first round) an
+	// update whose cosine with it lies inside the band a random direction
+	// falls in (|cos| ≤ NoiseKappa/√p, p the model's parameters, when
+	// that is at most NoiseBandMax) carries nothing the server could not
+	// draw itself, and counts as zero (linesearch.go).
 	Signal []float64 `yaml:"-" json:"-"`
 }
 

@@ -222,3 +222,69 @@ func TestSignalChecked(t *testing.T) {
 		t.Errorf("a valid signal refused: %v", err)
 	}
 }
+
+// TestSignalBandScope: the band applies only with nothing known (a job's
+// first round, where the validation gradient is largest and honest updates
+// lie far outside it; later an honest update's component along it is often
+// as small as a random one's) and only where it can separate (κ/√P ≤
+// NoiseBandMax): with a known direction, or with 6 parameters, the signal
+// changes no value.
+func TestSignalBandScope(t *testing.T) {
+	values := func(dim int, known, signal bool) []float64 {
+		rng := rand.New(rand.NewPCG(7, 8))
+		base, opt := make([]float64, dim), make([]float64, dim)
+		for k := range opt {
+			opt[k] = 1 + 0.5*rng.NormFloat64()
+		}
+		var updates [][]float64
+		for range 3 {
+			u := make([]float64, dim)
+			for k := range u {
+				u[k] = 2*opt[k] + 0.5*rng.NormFloat64()
+			}
+			updates = append(updates, u)
+		}
+		r := make([]float64, dim)
+		for k := range r {
+			r[k] = 0.1 * rng.NormFloat64()
+		}
+		updates = append(updates, r)
+		opts := FederatedOptions{MaxScorers: 1, LineSearch: true}
+		if known {
+			opts.Known = make([]float64, dim)
+			opts.Known[0] = 0.3
+		}
+		if signal {
+			opts.Signal = make([]float64, dim)
+			for k := range opt {
+				opts.Signal[k] = base[k] - opt[k]
+			}
+			if known {
+				opts.Signal = ProjectOff(opts.Signal, opts.Known)
+			}
+		}
+		game, err := NewFederatedGame(base, updates, []float64{50, 50, 50, 50}, func() (ParamScorer, error) { return bowlScorer{opt}, nil }, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mustEstimate(t, "exact-shapley", Config{}, game).Values
+	}
+	for _, tc := range []struct {
+		name  string
+		dim   int
+		known bool
+	}{{"known direction, 100 parameters", 100, true}, {"nothing known, 6 parameters", 6, false}} {
+		with, without := values(tc.dim, tc.known, true), values(tc.dim, tc.known, false)
+		for i := range with {
+			if with[i] != without[i] {
+				t.Errorf("%s: player %d valued %v with the signal, %v without", tc.name, i, with[i], without[i])
+			}
+		}
+	}
+	// And the band does act with nothing known at 100 parameters: the
+	// small random update lies inside it.
+	with, without := values(100, false, true), values(100, false, false)
+	if with[3] == without[3] {
+		t.Errorf("nothing known, 100 parameters: the random update valued %v with and without the signal; the band did not act", with[3])
+	}
+}
