@@ -102,14 +102,18 @@ func (v *ModelValuer) Game(round int, base, known []float64, updates [][]float64
 	acc := v.Job.Valuation.Utility == "accuracy"
 	opts := valuation.FederatedOptions{MaxScorers: parallelism(v.Model)}
 	if v.lineSearch() {
-		// The validation gradient at the server's own step, off known: an
-		// update inside the random-direction band around it counts as
-		// zero (valuation.FederatedOptions.Signal).
-		signal, err := v.Gradient(base, known, sc)
-		if err != nil {
-			return valuation.Result{}, err
+		opts.LineSearch, opts.Known = true, known
+		if known == nil {
+			// The validation gradient at base: with nothing known, an
+			// update inside the random-direction band around it counts as
+			// zero (valuation.FederatedOptions.Signal). With a known
+			// direction the game does not use it, so it is not computed.
+			signal, err := v.Gradient(base, nil, sc)
+			if err != nil {
+				return valuation.Result{}, err
+			}
+			opts.Signal = signal
 		}
-		opts.LineSearch, opts.Known, opts.Signal = true, known, signal
 	}
 	game, err := valuation.NewFederatedGame(base, updates, weights, func() (valuation.ParamScorer, error) {
 		return &scorer{m: v.Model.Clone(), data: data, accuracy: acc}, nil
