@@ -64,6 +64,19 @@ func payJob(t *testing.T, n, rounds int, set func(*JobConfig)) Job {
 // to the end) and returns the engine.
 func payRun(t *testing.T, e *Engine, n int, values [][]float64, stopAfter int, persist func(ActPersist)) *Engine {
 	t.Helper()
+	return payRunRows(t, e, n, values, nil, stopAfter, persist)
+}
+
+// payRunRows is payRun with client k declaring and submitting rows[k]
+// rows (nil: 10 each).
+func payRunRows(t *testing.T, e *Engine, n int, values [][]float64, rows []int, stopAfter int, persist func(ActPersist)) *Engine {
+	t.Helper()
+	samples := func(k int) int64 {
+		if rows == nil {
+			return 10
+		}
+		return int64(rows[k])
+	}
 	e.SetValuer(scriptedValuer{values})
 	apply := func(acts []Action) {
 		for _, a := range acts {
@@ -73,7 +86,7 @@ func payRun(t *testing.T, e *Engine, n int, values [][]float64, stopAfter int, p
 		}
 	}
 	for k := range n {
-		apply(e.Step(EvJoin{Client: fmt.Sprintf("c%d", k), Samples: 10}))
+		apply(e.Step(EvJoin{Client: fmt.Sprintf("c%d", k), Samples: samples(k)}))
 	}
 	for steps := 0; e.Phase() != PhaseDone; steps++ {
 		if steps > 10*len(values)+10 {
@@ -90,7 +103,7 @@ func payRun(t *testing.T, e *Engine, n int, values [][]float64, stopAfter int, p
 			// copies of each other (valuation.JobCopyDistance) and the
 			// scripted values are what is settled.
 			u := []float64{float64(k) * math.Cos(float64(k)), float64(k) * math.Sin(float64(k))}
-			apply(e.Step(EvSubmit{Client: id, TaskID: task.ID, Samples: 10, Update: u, Digest: [32]byte{byte(k), byte(task.Round)}}))
+			apply(e.Step(EvSubmit{Client: id, TaskID: task.ID, Samples: samples(k), Update: u, Digest: [32]byte{byte(k), byte(task.Round)}}))
 		}
 		if stopAfter > 0 && e.lastCompleted() >= stopAfter {
 			break
@@ -161,6 +174,42 @@ func TestPayoutFollowsTotalValue(t *testing.T) {
 	}
 	if math.Abs(paid-2000) > 1e-6 {
 		t.Errorf("paid %v in all, want the budget 100 × 20 = 2000", paid)
+	}
+}
+
+// TestSettlementNearTieUnequalRows: c1's total value is 0.0001 above c0's,
+// but c0 submitted 1.8 times the rows (below the per-row cap's ratio of
+// 2, so no value is capped), and its baseline is 1.8 times c1's. Settling
+// the escrow by max(V, 0) alone paid c0 20.91 in all and c1 18.83 (the near-tie `tally simulate` inverted on demo-bc8, seed 4);
+// the settlement must pay c1 at least what c0 gets, spend the whole
+// budget, and leave the rows' baselines as they were.
+func TestSettlementNearTieUnequalRows(t *testing.T) {
+	job := payJob(t, 3, 1, func(c *JobConfig) { c.Payment.Budget, c.Payment.BaselineShare = 100, 0.1 })
+	values := [][]float64{{0.0842, 0.0843, 0.3}}
+	e := payRunRows(t, NewEngine(job, FedAvg{Fraction: 1, Min: 3, Mean: meanForTest}, sumSquares{}, []float64{1, -1}), 3, values, []int{18, 10, 10}, 0, nil)
+	cs, err := Contributions(job, e.History())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paid float64
+	for _, c := range cs {
+		t.Logf("%s value %.4f payout %.4f", c.Client, c.Value, c.Payout)
+		paid += c.Payout
+	}
+	if n, worst := inversions(cs); n > 0 {
+		t.Errorf("%d pairs paid against their total values, e.g. %s", n, worst)
+	}
+	if math.Abs(paid-100) > 1e-9 {
+		t.Errorf("paid %v in all, want the budget 100", paid)
+	}
+	h := e.History()
+	if b := h[0].Valuation.Payouts; math.Abs(b["c0"]-10*18.0/38) > 1e-12 || math.Abs(b["c1"]-10*10.0/38) > 1e-12 {
+		t.Errorf("baselines %v, want c0 %.4f and c1 %.4f (10 split by rows 18:10:10)", b, 10*18.0/38, 10*10.0/38)
+	}
+	for _, c := range cs {
+		if c.Client == "c0" && c.Value != 0.0842 || c.Client == "c1" && c.Value != 0.0843 {
+			t.Errorf("%s valued %v, want the scripted value uncapped", c.Client, c.Value)
+		}
 	}
 }
 

@@ -423,7 +423,6 @@ func (e *Engine) pay(rec *RoundRecord) {
 		return
 	}
 	_, _, p := e.period()
-	q := e.job.Payment
 	weights := make([]float64, len(rec.Contributors))
 	var rows float64
 	for i, id := range rec.Contributors {
@@ -439,14 +438,31 @@ func (e *Engine) pay(rec *RoundRecord) {
 	}
 	rv.Payouts, rv.Quotas, rv.Balance, rv.Unspent = map[string]float64{}, map[string]float64{}, map[string]float64{}, unspent
 	rv.Decay = e.job.Valuation.Decay
+	credits := e.baselineCredits(rec)
 	for i, id := range rec.Contributors {
-		credit := 0.0
-		if rows > 0 {
-			credit = q.BaselineShare * q.QuotaPerRound * weights[i] / rows
-		}
-		credited, _ := e.basket(id).Credit(credit)
+		credited, _ := e.basket(id).Credit(credits[id])
 		rv.Payouts[id], rv.Quotas[id], rv.Balance[id] = each[i], credited, e.basket(id).Balance
 	}
+}
+
+// baselineCredits is the quota credit a completed round's baseline issues
+// each contributor: BaselineShare · QuotaPerRound split by the rows it
+// submitted under, as pay credits it (before the basket's capacity).
+func (e *Engine) baselineCredits(rec *RoundRecord) map[string]float64 {
+	q := e.job.Payment
+	var rows float64
+	for _, id := range rec.Contributors {
+		rows += float64(rec.Samples[id])
+	}
+	out := make(map[string]float64, len(rec.Contributors))
+	for _, id := range rec.Contributors {
+		if rows > 0 {
+			out[id] = q.BaselineShare * q.QuotaPerRound * float64(rec.Samples[id]) / rows
+		} else {
+			out[id] = 0
+		}
+	}
+	return out
 }
 
 func (e *Engine) basket(id string) *payout.Basket {
@@ -472,6 +488,10 @@ func (e *Engine) settle(through int) *Settlement {
 	}
 	jobReplicas := e.jobReplicas()
 	done := 0
+	// What the period's baselines already paid and credited each client:
+	// the settlement pays the escrow so that nobody's pay in all is
+	// ordered against its value (payout.Level).
+	prepaid, precredited := map[string]float64{}, map[string]float64{}
 	for _, r := range e.history {
 		if r.Failed || r.Round < from || r.Round > through {
 			continue
@@ -479,6 +499,12 @@ func (e *Engine) settle(through int) *Settlement {
 		done++
 		if r.Valuation == nil {
 			continue
+		}
+		for id, x := range r.Valuation.Payouts {
+			prepaid[id] += x
+		}
+		for id, x := range e.baselineCredits(&r) {
+			precredited[id] += x
 		}
 		ids, vals, ses := roundValues(r.Valuation)
 		vals = asOneOverJob(ids, vals, r.Valuation.Replicas, jobReplicas)
@@ -495,7 +521,11 @@ func (e *Engine) settle(through int) *Settlement {
 	for i, id := range ids {
 		vals[i], _, _, _ = totals.Get(id)
 	}
-	pays, credits, unspent, err := p.Settle(vals, done, e.job.Payment.QuotaPerRound)
+	pre, prec := make([]float64, len(ids)), make([]float64, len(ids))
+	for i, id := range ids {
+		pre[i], prec[i] = prepaid[id], precredited[id]
+	}
+	pays, credits, unspent, err := p.Settle(vals, pre, prec, done, e.job.Payment.QuotaPerRound)
 	if err != nil {
 		panic(fmt.Sprintf("engine: settlement of rounds %d–%d: %v", from, through, err))
 	}

@@ -19,8 +19,9 @@ const PayBaselineShare = 0.1
 // budget of 1 for the whole job, its baseline share paid every round
 // to the submissions in proportion to their rows (payout.Period.Baseline,
 // by v.Weights), the rest held in
-// escrow and settled once at the end in proportion to max(V_i, 0)
-// (payout.Period.Settle), V_i the client's credited total (payout.Totals:
+// escrow and settled once at the end by max(V_i, 0), levelled so that no
+// client is paid less in all than one of lower value (payout.Period.Settle,
+// payout.Level), V_i the client's credited total (payout.Totals:
 // a round whose values sum to ≤ 0 credits nobody and debits whoever made
 // it worse; no decay). The round values it starts from are the run's:
 // capped per row and with copies valued as one, as the coordinator values
@@ -79,7 +80,7 @@ func JobPay(v Valued, share float64) (Pay, error) {
 	for i, id := range ids {
 		pay.Values[i], _, _, _ = totals.Get(id)
 	}
-	settled, _, _, err := p.Settle(pay.Values, len(v.Rounds), 0)
+	settled, _, _, err := p.Settle(pay.Values, pay.Baseline, nil, len(v.Rounds), 0)
 	if err != nil {
 		return Pay{}, err
 	}

@@ -286,17 +286,19 @@ func TestPeriodConservation(t *testing.T) {
 			}
 		}
 		var total float64
+		prepaid := make([]float64, n)
 		for range done {
 			each, unspent, err := p.Baseline(weights)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, x := range each {
+			for i, x := range each {
 				total += x
+				prepaid[i] += x
 			}
 			total += unspent
 		}
-		pays, _, unspent, err := p.Settle(values, done, 10)
+		pays, _, unspent, err := p.Settle(values, prepaid, nil, done, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,6 +306,23 @@ func TestPeriodConservation(t *testing.T) {
 			total += x
 			if values[i] <= 0 && x != 0 {
 				t.Fatalf("trial %d: total %v paid %v from escrow", trial, values[i], x)
+			}
+		}
+		var maxb, need float64
+		for _, b := range prepaid {
+			maxb = max(maxb, b)
+		}
+		for i, v := range values {
+			if v > 0 {
+				need += maxb - prepaid[i]
+			}
+		}
+		if p.Escrow(done) >= need {
+			// Raising every positive client to the largest baseline costs
+			// at most need, so the escrow covers the levelling and the
+			// order holds (Level).
+			if k := Inverted(values, prepaid, pays); k > 0 {
+				t.Fatalf("trial %d: %d pairs paid against their values: V %v, prepaid %v, pays %v", trial, k, values, prepaid, pays)
 			}
 		}
 		if total += unspent; !near(total, p.Committed(done)) {

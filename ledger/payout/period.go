@@ -114,7 +114,8 @@ func (t *Totals) IDs() []string {
 // Period is the plan of one settlement period: Budget is what its Rounds
 // planned rounds may pay in all, BaselineShare of it as a baseline paid
 // every round, the rest (the value part) held in escrow and paid once, at
-// Settle, in proportion to max(V_i, 0).
+// Settle, by max(V_i, 0), levelled so that no client is paid less in all
+// than one of lower value (Level).
 //
 // Nothing is ever paid before it is owed for good: the baseline of a
 // round is owed once the round completes, and the value part only when
@@ -186,22 +187,26 @@ func (p Period) Committed(done int) float64 {
 	return p.Budget * float64(done) / float64(p.Rounds)
 }
 
-// Settle pays the escrow of done completed rounds: client i gets
-// Escrow(done) · max(V_i, 0) / Σ_j max(V_j, 0), where values are the
-// period's totals V (from Totals, so netted and decayed). A client whose
-// total is ≤ 0 gets nothing from it; if nobody's is positive the whole
-// escrow is unspent. credit is the quota issued at the same time, split
-// the same way ((1 − BaselineShare) · quotaPerRound · done).
-func (p Period) Settle(values []float64, done int, quotaPerRound float64) (payouts, credits []float64, unspent float64, err error) {
+// Settle pays the escrow of done completed rounds by values, the
+// period's totals V (from Totals, so netted and decayed), to clients
+// whose baselines in the period already paid them prepaid (nil: none):
+// in proportion to max(V_i, 0) where that keeps every client's pay in all
+// in the order of its value, and otherwise levelled so that it does
+// (Level). A client whose total is ≤ 0 gets nothing from the escrow; if
+// nobody's is positive the whole escrow is unspent. credits are the quota
+// issued at the same time, split by the same rule
+// ((1 − BaselineShare) · quotaPerRound · done, against the baseline
+// credits precredited, nil: none).
+func (p Period) Settle(values, prepaid, precredited []float64, done int, quotaPerRound float64) (payouts, credits []float64, unspent float64, err error) {
 	if err := p.check(); err != nil {
 		return nil, nil, 0, err
 	}
 	if done < 0 || done > p.Rounds {
 		return nil, nil, 0, fmt.Errorf("%w: %d completed rounds in a period of %d", ErrAllocation, done, p.Rounds)
 	}
-	if payouts, unspent, err = Payouts(values, p.Escrow(done), 0, nil); err != nil {
+	if payouts, unspent, err = Level(values, prepaid, p.Escrow(done)); err != nil {
 		return nil, nil, 0, err
 	}
-	credits, err = Quotas(values, (1-p.BaselineShare)*quotaPerRound*float64(done), 0, nil)
+	credits, _, err = Level(values, precredited, (1-p.BaselineShare)*quotaPerRound*float64(done))
 	return payouts, credits, unspent, err
 }
