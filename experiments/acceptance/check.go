@@ -310,18 +310,26 @@ func checkSybil(base, split outcome, client int, sybils []int) (bool, string) {
 
 // checkSpearman: the honest clients' payouts against the reference.
 func checkSpearman(o outcome, reference []float64) (bool, string) {
+	honest := honestOf(o)
+	rho := experiments.PaySpearman(o.payouts, reference, honest)
+	var p, v, b, r []float64
+	for i, h := range honest {
+		if h {
+			p, v, r = append(p, o.payouts[i]), append(v, at(o.values, i)), append(r, reference[i])
+			b = append(b, at(o.baseline, i))
+		}
+	}
+	return rho >= minSpearman, fmt.Sprintf("ρ %.3f (≥ %.1f) over %d honest clients; paid %s (baselines %s), V %s, exact Shapley (credited) %s",
+		rho, minSpearman, len(p), fmtList(p, "%.3f"), fmtList(b, "%.4f"), fmtList(v, "%.3g"), fmtList(r, "%.3g"))
+}
+
+// honestOf flags the clients of o that are not corrupted.
+func honestOf(o outcome) []bool {
 	honest := make([]bool, len(o.corruption))
 	for i, c := range o.corruption {
 		honest[i] = c == "none"
 	}
-	rho := experiments.PaySpearman(o.payouts, reference, honest)
-	var p, r []float64
-	for i, h := range honest {
-		if h {
-			p, r = append(p, o.payouts[i]), append(r, reference[i])
-		}
-	}
-	return rho >= minSpearman, fmt.Sprintf("ρ %.3f (≥ %.1f) over %d honest clients; paid %s, exact Shapley %s", rho, minSpearman, len(p), fmtList(p, "%.3f"), fmtList(r, "%.3g"))
+	return honest
 }
 
 func fmtList(xs []float64, f string) string {

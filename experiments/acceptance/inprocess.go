@@ -179,8 +179,17 @@ func (p *inProcess) item(ctx context.Context, item string) ([]line, error) {
 			if err != nil {
 				return false, "", err
 			}
-			pass, fig := checkSpearman(o, sr.Reference.Totals)
-			return pass, fig, nil
+			// The reference is exact Shapley credited by the job's rule
+			// (payout.Totals: a round that made the model no better credits
+			// nobody), as --simulate takes it from the plain job's report;
+			// ρ against the raw sums of the rounds is printed beside it.
+			ref, err := outcomeOf(sr.Reference, sr.Corruption, p.o.share)
+			if err != nil {
+				return false, "", err
+			}
+			pass, fig := checkSpearman(o, ref.values)
+			raw := experiments.PaySpearman(o.payouts, sr.Reference.Totals, honestOf(o))
+			return pass, fig + fmt.Sprintf("; ρ against the uncredited sums of its rounds %.3f", raw), nil
 		})
 	}
 	return nil, fmt.Errorf("unknown item %q", item)

@@ -16,7 +16,12 @@
 //   - sybil: in sybil-bc5 the client split into three identities gains at
 //     most +0.02 of the budget;
 //   - spearman: in demo-corrupt-bc8 the honest clients' payouts have a
-//     Spearman ρ ≥ 0.9 against the plaintext exact-Shapley totals.
+//     Spearman ρ ≥ 0.9 against the plaintext exact-Shapley totals,
+//     credited by the job's rule (a round that made the model no better
+//     credits nobody: payout.Totals), as the plain job's report gives
+//     them; ρ against the rounds' uncredited sums is printed beside it.
+//     Under none/plain the payouts follow those totals by construction,
+//     so that setup checks the payout alone.
 //
 // Each item is checked in every setup (secure aggregation and valuation
 // mode: none/plain, he/influence, he/groups, …) and on every seed. By

@@ -4,7 +4,9 @@
 // share every round, split among the round's valid submissions by their
 // rows (a Sybil split gains nothing from it),
 // and a value part held in escrow and settled once the period is over,
-// in proportion to max(V_i, 0) (Settle, with the split of Payouts). V_i
+// in proportion to max(V_i, 0) (Settle, with the split of Payouts),
+// levelled where the baselines would otherwise pay a client more in all
+// than one of higher value (Level). V_i
 // is the client's total over the period (Totals): each round's values
 // credited (Credit: a round whose values sum to ≤ 0 made the model no
 // better and credits nobody, while whoever made it worse is debited) and
