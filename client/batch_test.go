@@ -256,9 +256,10 @@ func TestBatchSpillCorrupt(t *testing.T) {
 	}
 }
 
-// TestBatchSpillRemoved: the spill file is in the client's state directory
-// (beside its key file) while the task runs and removed when it ends,
-// answered or refused; a refused batch (request 1's ciphertext is not the
+// TestBatchSpillRemoved: the spill file is made in the client's state
+// directory (beside its key file), and no name of it is left there when
+// the task ends, answered or refused (it is removed as soon as it is made,
+// TestBatchSpillCrash); a refused batch (request 1's ciphertext is not the
 // one its request names) sends no share.
 func TestBatchSpillRemoved(t *testing.T) {
 	for _, tc := range []struct {
