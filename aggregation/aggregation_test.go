@@ -156,29 +156,46 @@ func TestMemberPolicy(t *testing.T) {
 	// after this entry (one c₁ is decrypted once).
 	wrongDigest.C1 = [][32]byte{{2}}
 
+	// verify: the request is verified first (with the round's genuine
+	// ciphertexts), as the client does, and refused there or after.
 	for _, tc := range []struct {
-		name string
-		req  DecryptRequest
-		ct   []byte
-		want error
+		name   string
+		req    DecryptRequest
+		ct     []byte
+		verify bool
+		want   error
 	}{
-		{"fewer-than-k-contributors", few, ct, ErrPolicy},
-		{"digest-mismatch", wrongDigest, ct, ErrDigestMismatch},
-		{"other-key-instance", otherKey, ct, ErrKeyMismatch},
-		{"member-not-participant", notMe, ct, ErrNotMember},
-		{"participants-not-t", tooMany, ct, ErrInvalidInput},
-		{"truncated-ciphertext", base, ct[:100], ErrDigestMismatch},
+		{"fewer-than-k-contributors", few, ct, false, ErrPolicy},
+		{"digest-mismatch", wrongDigest, ct, true, ErrDigestMismatch},
+		{"other-key-instance", otherKey, ct, false, ErrKeyMismatch},
+		{"member-not-participant", notMe, ct, false, ErrNotMember},
+		{"participants-not-t", tooMany, ct, false, ErrInvalidInput},
+		{"not-verified", wrongDigest, ct, false, ErrNotVerified},
+		{"truncated-ciphertext", base, ct[:100], true, ErrDigestMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := m.admitDecryptShare(tc.req, 0, tc.ct); !errors.Is(err, tc.want) {
+			var err error
+			if tc.verify {
+				// The round's honest evidence, relayed for tc.req.
+				err = m.VerifyAggregate(tc.req, cm.evidence(t, base, agg.Ciphertexts))
+			}
+			if err == nil {
+				_, err = m.admitDecryptShare(tc.req, 0, tc.ct)
+			}
+			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
 	}
-	// Requests refused at admission left no entry; the two that passed it
-	// (and then failed on their ciphertext) are in the transcript.
-	if n := m.transcript.Len(); n != 2 {
-		t.Fatalf("transcript has %d entries after the refusals, want 2 (digest-mismatch, truncated-ciphertext)", n)
+	// A share is refused on its own checks too, admitted or not.
+	if _, err := m.DecryptShare(wrongDigest, 0, ct); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("DecryptShare of a request whose digest is not its ciphertext's: err = %v, want ErrDigestMismatch", err)
+	}
+	// Requests refused at verification or admission left no entry; the one
+	// that passed both (and then failed on its ciphertext) is in the
+	// transcript.
+	if n := m.transcript.Len(); n != 1 {
+		t.Fatalf("transcript has %d entries after the refusals, want 1 (truncated-ciphertext)", n)
 	}
 
 	t.Run("second-share-same-digest", func(t *testing.T) {
@@ -192,7 +209,11 @@ func TestMemberPolicy(t *testing.T) {
 		// purpose for the same digest, are all refused.
 		retries := []DecryptRequest{base, NewDecryptRequest(agg, "total", 1, []string{cm.ids[0], cm.ids[2]}), NewDecryptRequest(agg, "other", 2, parts)}
 		for i, r := range retries {
-			if _, err := m.admitDecryptShare(r, 0, ct); !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
+			err := cm.verifyRequest(t, m.ID(), r, agg.Ciphertexts, nil)
+			if err == nil {
+				_, err = m.admitDecryptShare(r, 0, ct)
+			}
+			if !errors.Is(err, ErrAlreadyServed) || !errors.Is(err, ErrPolicy) {
 				t.Fatalf("retry %d: err = %v, want ErrAlreadyServed", i, err)
 			}
 		}
@@ -217,7 +238,10 @@ func TestMemberPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		restarted.inst, restarted.tsk, restarted.combiner = m.inst, m.tsk, m.combiner
+		restarted.inst, restarted.tsk, restarted.combiner, restarted.pk = m.inst, m.tsk, m.combiner, m.pk
+		if err := restarted.VerifyAggregate(base, cm.evidence(t, base, agg.Ciphertexts)); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := restarted.admitDecryptShare(base, 0, ct); !errors.Is(err, ErrAlreadyServed) {
 			t.Fatalf("after restart: err = %v, want ErrAlreadyServed", err)
 		}
@@ -229,6 +253,9 @@ func TestMemberPolicy(t *testing.T) {
 		// client's update by subtraction.
 		agg2, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3}, 6)
 		req := NewDecryptRequest(agg2, "total", 1, parts)
+		if err := cm.verifyRequest(t, m.ID(), req, agg2.Ciphertexts, nil); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := m.admitDecryptShare(req, 0, agg2.Ciphertexts[0]); !errors.Is(err, ErrPolicy) {
 			t.Fatalf("err = %v, want ErrPolicy", err)
 		}

@@ -26,7 +26,9 @@ const MaxBatchRequests = 1 << 16
 // transcript entries the coordinator says were added before the batch.
 //
 // The batch is admitted whole or not at all: a request that fails the
-// shape checks or the transcript's rules ([Transcript.Check]) refuses the
+// shape checks, was not verified ([ErrNotVerified], as for
+// [Member.Admit]: the signature covers every entry of the batch) or
+// fails the transcript's rules ([Transcript.Check]) refuses the
 // batch with its error, naming the request by index and client, and no
 // request of the batch is admitted (so none can be served). Whole, not
 // request by request, because the transcript is a chain: once this member
@@ -65,6 +67,9 @@ func (m *Member) AdmitBatch(reqs []DecryptRequest, entries []TranscriptEntry) ([
 		ids[i] = req.ID()
 		if slices.Contains(ids[:i], ids[i]) {
 			return nil, fmt.Errorf("batch request %d (%s): %w: %w: the same request twice in one batch", i, batchClient(req), ErrPolicy, ErrAlreadyServed)
+		}
+		if err := m.requireVerified(req); err != nil {
+			return nil, fmt.Errorf("member %q: batch request %d (%s): %w", m.id, i, batchClient(req), err)
 		}
 		if _, ok := m.admitted[ids[i]]; ok {
 			admitted++

@@ -263,14 +263,19 @@ func TestBatchRestartMidBatch(t *testing.T) {
 	}
 }
 
-// AdmitBatch takes influence requests only, each naming this member.
+// AdmitBatch takes influence requests only, each naming this member and
+// verified by it.
 func TestAdmitBatchRejects(t *testing.T) {
 	params := testParams(t)
 	cm := newCommittee(t, params, 3, 2)
 	c := realisticCase(17, 50, []float64{1, 2, 3}, false)
-	_, digests := influenceRun(t, cm, c)
+	cts, digests := influenceRun(t, cm, c)
 	m := cm.members[cm.ids[0]]
 	good := NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], GradientDigest(c.grad), cm.ids)
+	if err := cm.verifyRequest(t, m.ID(), good, [][]byte{cts[0]}, nil); err != nil {
+		t.Fatal(err)
+	}
+	unverified := NewInfluenceRequest(cm.inst.ID(), 1, "c01", digests[1], GradientDigest(c.grad), cm.ids)
 	agg, _ := encryptedRound(t, cm, 40, []float64{1, 2, 3}, 5)
 	for name, tc := range map[string]struct {
 		reqs []DecryptRequest
@@ -281,6 +286,7 @@ func TestAdmitBatchRejects(t *testing.T) {
 		"not a participant":    {[]DecryptRequest{NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], GradientDigest(c.grad), cm.ids[1:])}, ErrNotMember},
 		"one request twice":    {[]DecryptRequest{good, good}, ErrAlreadyServed},
 		"too few participants": {[]DecryptRequest{NewInfluenceRequest(cm.inst.ID(), 1, "c00", digests[0], GradientDigest(c.grad), cm.ids[:1])}, ErrInvalidInput},
+		"one not verified":     {[]DecryptRequest{good, unverified}, ErrNotVerified},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := m.AdmitBatch(tc.reqs, nil); !errors.Is(err, tc.want) {

@@ -164,11 +164,14 @@
 // job-wide, and the rule survives restarts with the persisted transcript.
 // [Member.DecryptShare] and [Member.DecryptCoefficientShare] serve only a
 // request that was verified ([ErrNotVerified]) and admitted
-// ([ErrNotAdmitted]); the client verifies first, then admits and
-// persists, then shares. This closes, with honest members (attack tests
-// TestAttackSingleUpdateAsAggregate, TestAttackRelatedC1): one update
-// relabelled as an aggregate of k with invented or borrowed names, a
-// coordinator-chosen c₁ (r·c₁, a large constant that reads λᵢs̃ᵢ out of
+// ([ErrNotAdmitted]), and [Member.Admit] admits (and signs) only a
+// verified request ([ErrNotVerified]), so a member's signature of a
+// transcript head is never had for an entry it did not check
+// (TestAttackAdmitWithoutVerification); the client verifies first, then
+// admits and persists, then shares. This closes, with honest members
+// (attack tests TestAttackSingleUpdateAsAggregate, TestAttackRelatedC1):
+// one update relabelled as an aggregate of k with invented or borrowed
+// names, a coordinator-chosen c₁ (r·c₁, a large constant that reads λᵢs̃ᵢ out of
 // one share, a chosen "encryption of zero") and a verified c₁ reused under
 // another c₀ and participant set.
 //

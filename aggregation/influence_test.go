@@ -232,27 +232,40 @@ func TestInfluencePolicy(t *testing.T) {
 	}
 	agg, _ := encryptedRound(t, cm, 50, []float64{1, 2, 3}, 9)
 
+	// The requests for another digest of c00 (a second ciphertext of the
+	// same client and round) are of attempt 1, a retry: its upload of
+	// attempt 0 is the one the member verified, and a retry is where an
+	// honest coordinator would have a second one.
+	retry := func(r DecryptRequest) DecryptRequest { r.Attempt = 1; return r }
 	cases := []struct {
 		name string
 		req  DecryptRequest
 		ct   []byte
 		want error
+		ev   func(*Evidence) // changes the honest evidence
 	}{
-		{"same request again", first, cts[0], ErrAlreadyServed},
-		{"other participants", NewInfluenceRequest(key, 7, "c00", digests[0], cm.gradientDigest(digests[0]), []string{"m00", "m01"}), cts[0], ErrAlreadyServed},
-		{"other digest", NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids), cts2[0], ErrScalarBudget},
-		{"other digest and participants", NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), []string{"m00", "m03"}), cts2[0], ErrScalarBudget},
-		{"other purpose", withPurpose(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids), "total"), cts2[0], ErrPolicy},
-		{"two contributors", withContributors(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), "c00", "c01"), cts[1], ErrPolicy},
-		{"two digests", withDigests(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), digests[1], digests2[1]), cts[1], ErrPolicy},
-		{"digest mismatch", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), cts2[1], ErrDigestMismatch},
-		{"fewer than t participants", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m00"}), cts[1], ErrInvalidInput},
-		{"not a participant", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m01", "m02"}), cts[1], ErrNotMember},
-		{"aggregate ciphertext", NewInfluenceRequest(key, 7, "c02", agg.Digests[0], cm.gradientDigest(agg.Digests[0]), cm.ids), agg.Ciphertexts[0], ErrMalformed},
+		{"same request again", first, cts[0], ErrAlreadyServed, nil},
+		{"other participants", NewInfluenceRequest(key, 7, "c00", digests[0], cm.gradientDigest(digests[0]), []string{"m00", "m01"}), cts[0], ErrAlreadyServed, nil},
+		{"other digest", retry(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids)), cts2[0], ErrScalarBudget, nil},
+		{"other digest and participants", retry(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), []string{"m00", "m03"})), cts2[0], ErrScalarBudget, nil},
+		{"other purpose", withPurpose(NewInfluenceRequest(key, 7, "c00", digests2[0], cm.gradientDigest(digests2[0]), cm.ids), "total"), cts2[0], ErrPolicy, nil},
+		{"two contributors", withContributors(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), "c00", "c01"), cts[1], ErrPolicy, nil},
+		{"two digests", withDigests(NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), digests[1], digests2[1]), cts[1], ErrPolicy, nil},
+		{"digest mismatch", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), cm.ids), cts2[1], ErrDigestMismatch, nil},
+		{"fewer than t participants", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m00"}), cts[1], ErrInvalidInput, nil},
+		{"not a participant", NewInfluenceRequest(key, 7, "c01", digests[1], cm.gradientDigest(digests[1]), []string{"m01", "m02"}), cts[1], ErrNotMember, nil},
+		// With the round's committed vector, so that verification gets
+		// as far as reading the ciphertext.
+		{"aggregate ciphertext", NewInfluenceRequest(key, 7, "c02", agg.Digests[0], GradientDigest(c.grad), cm.ids), agg.Ciphertexts[0], ErrMalformed,
+			func(ev *Evidence) { ev.Gradient = c.grad }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.admitCoefficientShare(tc.req, tc.ct)
+			// Verified first, as the client does: refused there or after.
+			err := cm.verifyRequest(t, m.ID(), tc.req, [][]byte{tc.ct}, tc.ev)
+			if err == nil {
+				_, err = m.admitCoefficientShare(tc.req, tc.ct)
+			}
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -298,9 +311,13 @@ func TestInfluencePolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m2.inst, m2.tsk = m.inst, m.tsk
+		m2.inst, m2.tsk, m2.pk = m.inst, m.tsk, m.pk
 		cts3, digests3 := influenceRun(t, cm, c)
-		if _, err := m2.admitCoefficientShare(NewInfluenceRequest(key, 8, "c00", digests3[0], cm.gradientDigest(digests3[0]), cm.ids), cts3[0]); !errors.Is(err, ErrScalarBudget) {
+		third := NewInfluenceRequest(key, 8, "c00", digests3[0], cm.gradientDigest(digests3[0]), cm.ids)
+		if err := m2.VerifyAggregate(third, cm.evidence(t, third, [][]byte{cts3[0]})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m2.admitCoefficientShare(third, cts3[0]); !errors.Is(err, ErrScalarBudget) {
 			t.Fatalf("restarted member: %v, want ErrScalarBudget", err)
 		}
 	})
@@ -329,7 +346,10 @@ func TestDecryptShareRefusesInfluence(t *testing.T) {
 	// Relabelled as an aggregate, an influence ciphertext does not parse
 	// as one: it can never be decrypted whole.
 	req.Purpose = "total"
-	if _, err := m.admitDecryptShare(req, 0, cts[0]); !errors.Is(err, ErrMalformed) {
+	if err := cm.verifyRequest(t, m.ID(), req, [][]byte{cts[0]}, nil); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("verifying a whole decryption of an influence ciphertext: %v, want ErrMalformed", err)
+	}
+	if _, err := m.admitDecryptShare(req, 0, cts[0]); !errors.Is(err, ErrNotVerified) {
 		t.Fatalf("whole share of an influence ciphertext: %v, want ErrMalformed", err)
 	}
 }

@@ -648,6 +648,22 @@ func UnmarshalTranscript(b []byte) (*Transcript, error) {
 // returns the same signature; after a restart it is refused, as its
 // digests are in the transcript. Refusals leave the transcript as it was,
 // save for the valid entries of the ones given that were appended.
+//
+// Only a request this member verified ([Member.VerifyAggregate], for the
+// key instance, round and attempt it verified last) is admitted; any
+// other is refused with [ErrNotVerified] before anything is appended. The
+// client always verified first (client/secure.go, client/batch.go); the
+// member now holds to it itself, whoever drives it. The signature is its
+// word on the entry, which others take as such: the coordinator adds it
+// to the job's transcript ([Transcript.AddSignature]), `tally ledger
+// verify` reports the entries signed by every participant, a signed entry
+// that breaks the rules names its signers as deviating
+// ([Transcript.Extend]), and the entry's C1 and Gradient are the ones
+// "every participant checked". Signed without verification, it would let
+// a deviating coordinator show member X vouching for a request X never
+// checked — one client's update under invented names as an aggregate of
+// k, a c₁ of its choosing — though no share of it was made
+// (TestAttackAdmitWithoutVerification).
 func (m *Member) Admit(req DecryptRequest, entries []TranscriptEntry) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -671,6 +687,9 @@ func (m *Member) Admit(req DecryptRequest, entries []TranscriptEntry) ([]byte, e
 		if err := m.checkWholeBudget(req); err != nil {
 			return nil, err
 		}
+	}
+	if err := m.requireVerified(req); err != nil {
+		return nil, fmt.Errorf("member %q: %w", m.id, err)
 	}
 	id := req.ID()
 	if sig, ok := m.admitted[id]; ok {

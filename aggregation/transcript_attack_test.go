@@ -342,6 +342,9 @@ func TestTranscriptSignatures(t *testing.T) {
 	}
 	next, _ := encryptedRound(t, cm, 20, []float64{1, 2, 3}, 6)
 	req := NewDecryptRequest(next, "round", 2, []string{"m02", "m03"})
+	if err := cm.verifyRequest(t, "m02", req, next.Ciphertexts, nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
 		mangle func(e *TranscriptEntry)
@@ -366,6 +369,9 @@ func TestTranscriptSignatures(t *testing.T) {
 	unsigned := cloneEntry(chain.entries[0])
 	unsigned.Signatures = nil
 	same := NewDecryptRequest(agg, "round", 1, []string{"m02", "m03"})
+	if err := cm.verifyRequest(t, "m03", same, agg.Ciphertexts, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cm.members["m03"].Admit(same, []TranscriptEntry{unsigned}); !errors.Is(err, ErrAlreadyServed) {
 		t.Fatalf("after an unsigned entry of the same digest: err = %v, want ErrAlreadyServed", err)
 	}

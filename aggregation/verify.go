@@ -43,8 +43,9 @@ var (
 	// the product of the client's signed ciphertexts with the committed
 	// multiplier vector.
 	ErrProductMismatch = errors.New("aggregation: influence ciphertext is not the product of the signed update and the committed vector")
-	// ErrNotVerified reports a decryption share asked for a request the
-	// member has not verified with [Member.VerifyAggregate].
+	// ErrNotVerified reports a decryption share, or an admission into
+	// the transcript ([Member.Admit], [Member.AdmitBatch]), asked for a
+	// request the member has not verified with [Member.VerifyAggregate].
 	ErrNotVerified = errors.New("aggregation: decryption request not verified")
 )
 

@@ -153,6 +153,13 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 	if errors.Is(err, aggregation.ErrPolicy) || errors.Is(err, aggregation.ErrNotMember) || errors.Is(err, aggregation.ErrInvalidInput) {
 		return c.refuse(ctx, id, err)
 	}
+	if errors.Is(err, aggregation.ErrNotVerified) {
+		// Every request was verified above, but the member keeps what it
+		// verified for one (key, round, attempt) at a time: a batch
+		// that mixes them cannot be admitted whole, and is the
+		// coordinator's to fix.
+		return c.refuse(ctx, id, err)
+	}
 	if err != nil {
 		return fmt.Errorf("client: decryption task %s: %w", id, err)
 	}

@@ -28,6 +28,7 @@ type batchRun struct {
 	err      error
 	taskErr  error  // what decryptBatch returned
 	stateDir string // the directory of the client's key file
+	keyFile  string
 	ctSize   int
 	requests int
 }
@@ -41,6 +42,14 @@ type batchRun struct {
 // the job once the member has answered. hooks, if set, watch
 // decryptBatch; tamper, if set, changes what the coordinator serves.
 func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[string][]byte)) batchRun {
+	t.Helper()
+	return runBatchMemberAttempt(t, hooks, tamper, 0)
+}
+
+// runBatchMemberAttempt is runBatchMember with the batch's last request
+// (client-2's) made for attempt lastAttempt of the round, with client-2's
+// submission signed for that attempt; the others are of attempt 0.
+func runBatchMemberAttempt(t *testing.T, hooks *batchHooks, tamper func(objects map[string][]byte), lastAttempt uint64) batchRun {
 	t.Helper()
 	f := heFake(t, 0)
 	fx := newManifestFixture(t, f, f.he.params)
@@ -58,7 +67,7 @@ func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[str
 	var finished atomic.Bool
 	hooks.done = func(err error) { run.taskErr = err; finished.Store(true) }
 	c.batchTest = hooks
-	run.stateDir = filepath.Dir(fx.keyFile)
+	run.stateDir, run.keyFile = filepath.Dir(fx.keyFile), fx.keyFile
 	params := f.he.params
 	ids := []string{"client-0", "client-1", "client-2"}
 	inst, members := committeeOf(t, params, f.job.GetJobId(), c, ids, fx.others)
@@ -102,7 +111,7 @@ func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[str
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: "threshold/e1", InstanceId: id[:], Sealed: sealedFor0}}}
 		case step == 3 && len(f.shares) == 3:
 			step++
-			task, objects, size, err := influenceBatch(params, inst, pkShares, f.job.GetJobId(), fx, ids)
+			task, objects, size, err := influenceBatch(params, inst, pkShares, f.job.GetJobId(), fx, ids, lastAttempt)
 			if err != nil {
 				t.Error(err)
 				return nil
@@ -131,8 +140,9 @@ func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[str
 }
 
 // influenceBatch is the batched task of runBatchMember and the objects
-// the coordinator serves for it; size is one influence ciphertext's.
-func influenceBatch(params aggregation.Parameters, inst *aggregation.KeyGenInstance, pkShares map[string][]byte, job string, fx *manifestFixture, ids []string) (*tallyv1.DecryptTask, map[string][]byte, int, error) {
+// the coordinator serves for it; size is one influence ciphertext's. The
+// last request is of attempt lastAttempt, the others of attempt 0.
+func influenceBatch(params aggregation.Parameters, inst *aggregation.KeyGenInstance, pkShares map[string][]byte, job string, fx *manifestFixture, ids []string, lastAttempt uint64) (*tallyv1.DecryptTask, map[string][]byte, int, error) {
 	pk, err := aggregation.AggregatePublicKey(params, inst, pkShares)
 	if err != nil {
 		return nil, nil, 0, err
@@ -160,7 +170,11 @@ func influenceBatch(params aggregation.Parameters, inst *aggregation.KeyGenInsta
 			// The fixture's key file holds this seed (manifest_test.go).
 			signer = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{42}, ed25519.SeedSize))
 		}
-		sub, err := aggregation.NewSubmission(params, job, who, 1, 0, 1, cts, signer)
+		attempt := uint64(0)
+		if i == len(ids)-1 {
+			attempt = lastAttempt
+		}
+		sub, err := aggregation.NewSubmission(params, job, who, 1, attempt, 1, cts, signer)
 		if err != nil {
 			return nil, nil, 0, err
 		}
@@ -179,6 +193,7 @@ func influenceBatch(params aggregation.Parameters, inst *aggregation.KeyGenInsta
 		name := "ciphertext/influence/" + who
 		objects[name] = prod
 		req := aggregation.NewInfluenceRequest(inst.ID(), 1, who, digest, gd, []string{"client-0", "client-1"})
+		req.Attempt = attempt
 		rb, err := req.MarshalBinary()
 		if err != nil {
 			return nil, nil, 0, err
@@ -256,9 +271,10 @@ func TestBatchSpillCorrupt(t *testing.T) {
 	}
 }
 
-// TestBatchSpillRemoved: the spill file is in the client's state directory
-// (beside its key file) while the task runs and removed when it ends,
-// answered or refused; a refused batch (request 1's ciphertext is not the
+// TestBatchSpillRemoved: the spill file is made in the client's state
+// directory (beside its key file), and no name of it is left there when
+// the task ends, answered or refused (it is removed as soon as it is made,
+// TestBatchSpillCrash); a refused batch (request 1's ciphertext is not the
 // one its request names) sends no share.
 func TestBatchSpillRemoved(t *testing.T) {
 	for _, tc := range []struct {
@@ -340,5 +356,38 @@ func TestByVector(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(byVector(reqs)), "[0 2 5 1 4 3]"; got != want {
 		t.Fatalf("byVector = %s, want %s", got, want)
+	}
+}
+
+// TestBatchAcrossAttemptsRefused: a batch whose requests are each
+// verifiable but not together — the last is of another attempt of the
+// round, and a member keeps what it verified for one attempt at a time —
+// is refused whole before anything is admitted (Member.AdmitBatch:
+// aggregation.ErrNotVerified), and the coordinator is told, naming the
+// request: it is the coordinator's batch that cannot be answered, not
+// this member's failure. No share is sent and no entry is persisted.
+func TestBatchAcrossAttemptsRefused(t *testing.T) {
+	run := runBatchMemberAttempt(t, nil, nil, 1)
+	if len(run.shares) != 4 {
+		t.Fatalf("%d share messages (the batch: %v), want the key generation's 3 and a refusal", len(run.shares), run.taskErr)
+	}
+	ans := run.shares[3]
+	if ans["refused"] == nil || ans["coefficients/0"] != nil || ans["transcript-signature"] != nil ||
+		!strings.Contains(string(ans["refused"]), "request 0") || !strings.Contains(string(ans["refused"]), aggregation.ErrNotVerified.Error()) {
+		t.Fatalf("the batch's answer has parts %v (refused %q), want a refusal of request 0 as not verified, no share, no signature", keys(ans), ans["refused"])
+	}
+	t.Logf("refused: %s", ans["refused"])
+	raw, err := os.ReadFile(run.keyFile + ".transcript")
+	if !errors.Is(err, os.ErrNotExist) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := aggregation.UnmarshalTranscript(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Len() != 0 {
+			t.Fatalf("the refused batch left %d entries in the persisted transcript", tr.Len())
+		}
 	}
 }

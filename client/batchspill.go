@@ -24,14 +24,21 @@ var ErrBatchSpill = errors.New("client: cannot spill a batch's ciphertexts")
 // batchSpill keeps the verified influence ciphertexts of one batched
 // decryption task on disk between their verification and their shares,
 // each where it was written and with the SHA-256 of the bytes verified.
-// The file is in the client's state directory (beside its key file) or
-// else the system's temporary directory, and is removed when the task
-// ends, whatever its outcome.
+// The file is made in the client's state directory (beside its key file)
+// or else the system's temporary directory, and removed from it as soon
+// as it is made: the task holds it open, and the kernel frees it when the
+// task closes it or when the process dies (kill -9, a power loss), so a
+// client that crashes mid-batch leaves nothing behind. Where the system
+// does not let an open file be removed (Windows), the file keeps its name
+// until the task ends, whatever its outcome, and one a crash left there
+// is removed when a client next starts (removeStaleSpills).
 type batchSpill struct {
 	task string
 	f    *os.File
-	size int64
-	at   []spillEntry // by request index
+	// named: the file could not be removed when made; remove does it.
+	named bool
+	size  int64
+	at    []spillEntry // by request index
 }
 
 type spillEntry struct {
@@ -40,19 +47,69 @@ type spillEntry struct {
 	put    bool
 }
 
-func (c *Client) newBatchSpill(task string, n int) (*batchSpill, error) {
-	dir := ""
+// spillPattern is the name of a batch's spill file (os.CreateTemp).
+const spillPattern = "tally-batch-*.spill"
+
+// spillDir is the directory batch spill files are made in: the key file's,
+// or "" (the system's temporary directory) without one.
+func (c *Client) spillDir() string {
 	if c.cfg.KeyFile != "" {
-		dir = filepath.Dir(c.cfg.KeyFile)
+		return filepath.Dir(c.cfg.KeyFile)
 	}
-	f, err := os.CreateTemp(dir, "tally-batch-*.spill")
+	return ""
+}
+
+func (c *Client) newBatchSpill(task string, n int) (*batchSpill, error) {
+	f, err := os.CreateTemp(c.spillDir(), spillPattern)
 	if err != nil {
 		return nil, fmt.Errorf("%w: decryption task %s: %w", ErrBatchSpill, task, err)
+	}
+	s := &batchSpill{task: task, f: f, at: make([]spillEntry, n)}
+	if err := os.Remove(f.Name()); err != nil {
+		// Not removable while open here: removed on close instead.
+		s.named = true
+		c.log.Debug("the batch's spill file cannot be removed while open; it is removed when the task ends", "task", task, "path", f.Name(), "err", err)
 	}
 	if h := c.batchTest; h != nil && h.spill != nil {
 		h.spill(f)
 	}
-	return &batchSpill{task: task, f: f, at: make([]spillEntry, n)}, nil
+	return s, nil
+}
+
+// removeStaleSpills removes the batch spill files left in the spill
+// directory by a client that died mid-batch: an older version, which kept
+// the file's name until the task ended, or one on a system where an open
+// file cannot be removed. Each is logged at INFO with its path. Removing
+// the spill file of another client that is still running on this machine
+// (they share the system's temporary directory when they have no key
+// file) takes nothing from it: it reads and writes the file it holds
+// open, and the system either frees the file when that one closes it
+// (POSIX) or refuses to remove a file open elsewhere (Windows).
+func (c *Client) removeStaleSpills() {
+	dir := c.spillDir()
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("cannot look for stale batch spill files", "dir", dir, "err", err)
+		}
+		return
+	}
+	for _, e := range ents {
+		if ok, _ := filepath.Match(spillPattern, e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.Remove(path); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				c.log.Warn("cannot remove a stale batch spill file", "path", path, "err", err)
+			}
+			continue
+		}
+		c.log.Info("removed a stale batch spill file, left by a client that died mid-batch", "path", path)
+	}
 }
 
 // put writes request i's verified ciphertext at the end of the file.
@@ -103,8 +160,11 @@ func (s *batchSpill) get(i int, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// remove closes and deletes the file.
+// remove closes the file, which frees it, and removes its name if it
+// still has one.
 func (s *batchSpill) remove() {
 	s.f.Close()
-	os.Remove(s.f.Name())
+	if s.named {
+		os.Remove(s.f.Name())
+	}
 }

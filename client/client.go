@@ -202,6 +202,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, api: tallyv1.NewCoordinatorServiceClient(sig.conn(cfg.Conn)), sig: sig, log: log, identity: id}
+	// Batch spill files are unlinked when made; one left by an older
+	// version, or where that cannot be done, goes now (batchspill.go).
+	c.removeStaleSpills()
 	if c.transcript, err = loadTranscript(c.transcriptPath()); err != nil {
 		return nil, err
 	}

@@ -23,8 +23,7 @@ import (
 func TestTranscriptFilePersistsAndRefusesDamage(t *testing.T) {
 	h := newFakeHE(t, "job")
 	m := h.members["m0"]
-	req := aggregation.DecryptRequest{Key: h.inst.ID(), Purpose: "round", Round: 2, Attempt: 1,
-		Digests: [][32]byte{{7}}, Contributors: []string{"a", "b"}, Participants: []string{"m0", "m1"}}
+	req := verifiedRequest(t, h, m)
 	if _, err := m.Admit(req, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +74,60 @@ func TestTranscriptFilePersistsAndRefusesDamage(t *testing.T) {
 	if after, _ := os.ReadFile(path); string(after) != string(raw) {
 		t.Fatal("the damaged transcript file was replaced")
 	}
+}
+
+// verifiedRequest is a request member m verified, as it must before it
+// admits one: round 2, attempt 1, of an aggregate of two zero updates
+// signed by clients a and b (whose keys h's members now pin), decrypted by
+// m0 and m1.
+func verifiedRequest(t *testing.T, h *fakeHE, m *aggregation.Member) aggregation.DecryptRequest {
+	t.Helper()
+	const numParams = 4
+	enc, err := aggregation.NewEncryptor(h.params, h.pk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := aggregation.NewAccumulator(h.params, h.keyID, numParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, c1s := map[string][]byte{}, map[string][][]byte{}
+	for _, id := range []string{"a", "b"} {
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.keys[id] = pub
+		cts, err := enc.EncryptUpdate(make([]float64, numParams), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := aggregation.NewSubmission(h.params, h.inst.Job(), id, 2, 1, 1, cts, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subs[id], err = sub.MarshalBinary(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ct := range cts {
+			if err := acc.Add(id, ct); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c1s[id] = cts
+	}
+	agg, err := acc.Finalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := aggregation.NewDecryptRequest(agg, "round", 2, []string{"m0", "m1"})
+	req.Attempt = 1
+	ev := aggregation.Evidence{Ciphertexts: agg.Ciphertexts, Submissions: subs,
+		Contribution: func(client string, b int) ([]byte, error) { return aggregation.ContributionC1(c1s[client][b]), nil }}
+	if err := m.VerifyAggregate(req, ev); err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
 
 // A client checks the transcript the coordinator shows with the receipts:
