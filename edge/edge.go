@@ -79,7 +79,28 @@ type Edge struct {
 	// Partials and Summed count the partials forwarded and the client
 	// uploads they carried; Relayed the uploads relayed as they were.
 	Partials, Summed, Relayed atomic.Int64
+
+	// held is the bytes of client uploads the edge holds in memory, peak
+	// the most it held at once (Held, PeakHeld).
+	held, peak atomic.Int64
 }
+
+// hold adds n (negative: releases) to the bytes of client uploads held.
+func (e *Edge) hold(n int64) {
+	v := e.held.Add(n)
+	for {
+		p := e.peak.Load()
+		if v <= p || e.peak.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
+
+// Held is the bytes of client uploads the edge holds in memory now: the
+// uploads being read and checked, and what waits in partials not yet
+// forwarded. PeakHeld is the most it held at once.
+func (e *Edge) Held() int64     { return e.held.Load() }
+func (e *Edge) PeakHeld() int64 { return e.peak.Load() }
 
 // New returns an edge relaying to cfg.Upstream.
 func New(cfg Config) (*Edge, error) {
@@ -394,7 +415,7 @@ func (e *Edge) submitUpdate(ss grpc.ServerStream) error {
 		e.Relayed.Add(1)
 		return e.pipe(ss, tallyv1.CoordinatorService_SubmitUpdate_FullMethodName, first)
 	}
-	up, err := readUpload(ss, first, client, info, params)
+	up, err := e.readUpload(ss, first, client, info, params)
 	if err != nil {
 		e.cfg.Log.Warn("upload refused", "client", client, "task", t.id, "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -406,6 +427,9 @@ func (e *Edge) submitUpdate(ss grpc.ServerStream) error {
 	// uploads in flight) would otherwise wait on each other until the
 	// deadline. An edge can drop what it accepted either way (doc.go).
 	dup := t.add(up)
+	if dup {
+		t.e.hold(-up.size)
+	}
 	return ss.SendMsg(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: dup})
 }
 
@@ -425,7 +449,7 @@ type upload struct {
 // coordinator would before any ciphertext touches a sum: the digest, the
 // signed statement under the client's enrolled key, every ciphertext
 // against the statement and its own structure.
-func readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client string, info *tallyv1.EdgeTaskResponse, params aggregation.Parameters) (*upload, error) {
+func (e *Edge) readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client string, info *tallyv1.EdgeTaskResponse, params aggregation.Parameters) (_ *upload, err error) {
 	h := first.GetHeader()
 	blocks := int(info.GetBlocks())
 	size := params.CiphertextSize()
@@ -434,6 +458,12 @@ func readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client
 	}
 	want := blocks * size
 	buf := make([]byte, 0, want)
+	e.hold(int64(want))
+	defer func() {
+		if err != nil {
+			e.hold(-int64(want))
+		}
+	}()
 	data := first.GetData()
 	for {
 		if len(data) > want-len(buf) {
@@ -580,6 +610,11 @@ func (t *task) flushLocked() {
 // and forwards the partial; each upload gets the coordinator's answer.
 func (t *task) send(batch []*upload) {
 	err := t.forward(batch)
+	for _, up := range batch {
+		// Forwarded (or failed): no longer waiting in a partial (though
+		// t.uploads still refers to every upload).
+		t.e.hold(-up.size)
+	}
 	t.mu.Lock()
 	for _, up := range batch {
 		if err != nil && up.err == nil {
