@@ -137,16 +137,34 @@ func edgeMemJob(t *testing.T, n int, cfg edge.Config) (*edge.Edge, int64) {
 // An edge holds a bounded number of its clients' uploads in memory,
 // whatever the number of clients: BenchmarkScale's 1,000 clients through 4
 // edges had grown the edges' process to 22 GB, every upload (13
-// ciphertexts, 8.5 MB at LogN 14) held until the round's only partial left
-// and after. Here 24 clients go through one edge; it may hold at most 8
-// uploads' worth at once, and nothing once the round is done.
+// ciphertexts, 8.5 MB at LogN 14) held whole until the round's only
+// partial left, and after. Here 24 clients go through one edge that reads
+// 2 uploads at once and forwards a partial once it holds 2 uploads'
+// worth. What it may hold then: the 2 uploads being read and summed, one
+// more while an upload's c₁ rows and product are kept and its buffer not
+// yet released, and two partials (the one being forwarded, and one
+// waiting for it, during which no upload is summed) of at most
+// PartialBytes plus their last client each, at most an upload: 9 uploads,
+// where the edge held 28-39 before (24 clients, and the resends of the
+// clients handed the task again while they waited for the partial).
+// Nothing is held once the round is done.
 func TestEdgeHoldsBoundedUploads(t *testing.T) {
-	const n = 24
-	e, upload := edgeMemJob(t, n, edge.Config{})
-	limit := 8 * upload
-	t.Logf("%d clients, uploads of %d bytes: the edge held at most %d bytes at once (%.1f uploads) in %d partials", n, upload, e.PeakHeld(), float64(e.PeakHeld())/float64(upload), e.Partials.Load())
+	const n, slots = 24, 2
+	// The upload size is known from the job; one client's upload here is
+	// 123,048 bytes (3 ciphertexts at LogN 10).
+	const upload = 3 * 41016
+	cfg := edge.Config{UploadSlots: slots, PartialBytes: 2 * upload}
+	e, size := edgeMemJob(t, n, cfg)
+	if size != upload {
+		t.Fatalf("an upload is %d bytes, the test assumes %d", size, upload)
+	}
+	limit := slots*size + size + 2*(cfg.PartialBytes+size)
+	t.Logf("%d clients, uploads of %d bytes: the edge held at most %d bytes at once (%.1f uploads) in %d partials", n, size, e.PeakHeld(), float64(e.PeakHeld())/float64(size), e.Partials.Load())
 	if e.PeakHeld() > limit {
-		t.Errorf("the edge held %d bytes of uploads at once, %.1f uploads of %d bytes; want at most %d", e.PeakHeld(), float64(e.PeakHeld())/float64(upload), upload, limit)
+		t.Errorf("the edge held %d bytes of uploads at once, %.1f uploads of %d bytes; want at most %d", e.PeakHeld(), float64(e.PeakHeld())/float64(size), size, limit)
+	}
+	if e.Partials.Load() < n/3 {
+		t.Errorf("%d partials for %d clients, partials of at most 2 uploads' worth: PartialBytes not applied", e.Partials.Load(), n)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for e.Held() != 0 && time.Now().Before(deadline) {
