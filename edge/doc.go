@@ -58,7 +58,9 @@
 // PartialBytes bounds its memory per partial in flight too. An upload
 // from a client whose upload the edge already took (a client handed the
 // task again while it waits for its partial) is answered as a duplicate
-// without being read.
+// without being read; and such a client's polls (NextTask) are held at
+// the edge, up to MaxHold, until its partial is forwarded, so that it is
+// not handed the same task to train, encrypt and upload again.
 //
 // The coordinator verifies every client's signed statement in a partial
 // under its enrolled key before anything is kept, keeps each client's c₁

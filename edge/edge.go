@@ -93,6 +93,9 @@ type Edge struct {
 	// seen is when each client last called through this edge: the
 	// selected clients seen lately are the ones a partial waits for.
 	seen map[string]time.Time
+	// waiting is closed when the partial holding the client's upload has
+	// been forwarded (or given up): its NextTask calls wait for it.
+	waiting map[string]chan struct{}
 
 	// Partials and Summed count the partials forwarded and the client
 	// uploads they carried; Relayed the uploads relayed as they were.
@@ -143,7 +146,7 @@ func New(cfg Config) (*Edge, error) {
 	}
 	key := cfg.Key
 	conn := auth.Conn(cfg.Upstream, func() (ed25519.PrivateKey, string, string) { return key, cfg.Job, cfg.ID }, nil)
-	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{},
+	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{}, waiting: map[string]chan struct{}{},
 		slots: make(chan struct{}, cfg.UploadSlots), sending: make(chan struct{}, 1)}, nil
 }
 
@@ -235,6 +238,9 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 	defer cancel()
 	ctx, client := forward(ctx)
 	e.saw(client)
+	if method == tallyv1.CoordinatorService_NextTask_FullMethodName {
+		e.awaitForwarded(ctx, client)
+	}
 	cs, err := e.cfg.Upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(codec{}))
 	if err != nil {
 		return err
@@ -275,6 +281,50 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 		if err := ss.SendMsg(f); err != nil {
 			return err
 		}
+	}
+}
+
+// MaxHold is the longest an edge holds a client's NextTask call while
+// the client's upload waits in a partial, well inside the clock skew its
+// signature is checked against (auth.DefaultSkew, 2 minutes).
+const MaxHold = 30 * time.Second
+
+// awaitForwarded holds a client's poll while its upload waits in a
+// partial: until the partial is forwarded, the coordinator, which has not
+// counted the client yet, would hand it the same train task again, and
+// the client would train, encrypt and upload it again for nothing (a
+// duplicate). Nothing else can be handed to it meanwhile: the task stays
+// open until the client is counted.
+func (e *Edge) awaitForwarded(ctx context.Context, client string) {
+	e.mu.Lock()
+	ch := e.waiting[client]
+	e.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(MaxHold)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// wait marks client's upload as waiting in a partial; the function it
+// returns ends the wait.
+func (e *Edge) wait(client string) func() {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	e.waiting[client] = ch
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		if e.waiting[client] == ch {
+			delete(e.waiting, client)
+		}
+		e.mu.Unlock()
+		close(ch)
 	}
 }
 
@@ -486,6 +536,8 @@ type upload struct {
 	c1      []byte
 	product []byte
 	held    int64 // bytes of it counted in Edge.held
+	// forwarded ends the client's wait for its partial (Edge.wait).
+	forwarded func()
 	// err and duplicate are the coordinator's answer for this client.
 	err       error
 	duplicate bool
@@ -687,6 +739,7 @@ func (t *task) add(up *upload, cts [][]byte) (dup bool, err error) {
 	}
 	up.held = int64(len(up.c1) + len(up.product))
 	t.e.hold(up.held)
+	up.forwarded = t.e.wait(up.client)
 	p.ups = append(p.ups, up)
 	p.bytes += up.held
 
@@ -739,6 +792,7 @@ func (t *task) dropLocked(err error) {
 	t.mu.Unlock()
 	for _, up := range p.ups {
 		t.e.hold(-up.held)
+		up.forwarded()
 	}
 }
 
@@ -796,6 +850,7 @@ func (t *task) send(p *partial) {
 	for _, up := range p.ups {
 		t.e.hold(-up.held)
 		up.c1, up.product = nil, nil
+		up.forwarded()
 	}
 }
 
