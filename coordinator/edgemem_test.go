@@ -136,13 +136,13 @@ func edgeMemJob(t *testing.T, n int, cfg edge.Config) (*edge.Edge, int64) {
 
 // An edge holds a bounded number of its clients' uploads in memory,
 // whatever the number of clients: BenchmarkScale's 1,000 clients through 4
-// edges had grown the edges' process to 22 GB, every upload (13
-// ciphertexts, 8.5 MB at LogN 14) held whole until the round's only
-// partial left, and after. Here 24 clients go through one edge that reads
-// 2 uploads at once and forwards a partial once it holds 2 uploads'
-// worth. What it may hold then: the 2 uploads being read and summed, one
-// more while an upload's c₁ rows and product are kept and its buffer not
-// yet released, and two partials (the one being forwarded, and one
+// edges had grown the benchmark's process (clients and edges) to 22 GB,
+// every upload (7 ciphertexts, 4.6 MB at LogN 14) held whole until the
+// round's only partial left, and after. Here 24 clients go through one
+// edge that reads 2 uploads at once and forwards a partial once it holds
+// 2 uploads' worth. What it may hold then: the 2 uploads being read and
+// summed, one more while an upload's c₁ rows and product are kept and its
+// buffer not yet released, and two partials (the one being forwarded, and one
 // waiting for it, during which no upload is summed) of at most
 // PartialBytes plus their last client each, at most an upload: 9 uploads,
 // where the edge held 28-39 before (24 clients, and the resends of the

@@ -45,7 +45,7 @@
 //
 // Memory: an edge sums each upload as soon as it is checked and keeps of
 // it only what the partial forwards (the c₁ rows and the influence
-// product, 5.9 MB of an 8.5 MB upload at LogN 14 and 100k parameters); it
+// product, 3.5 MB of a 4.6 MB upload at LogN 14 and 100k parameters); it
 // reads and sums at most Config.UploadSlots uploads at once, forwards a
 // partial once it holds Config.PartialBytes of its clients (so a task may
 // have several partials even when every client uploads in time), and

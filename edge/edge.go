@@ -51,14 +51,15 @@ const chunk = 1 << 20
 
 // DefaultUploadSlots is how many client uploads an edge reads, checks and
 // sums at once, as the coordinator's DefaultUploadSlots: each is held
-// whole (8.5 MB for 13 ciphertexts at LogN 14) until it is summed.
+// whole (4.6 MB, 7 ciphertexts, at LogN 14 and 100k parameters) until
+// it is summed.
 const DefaultUploadSlots = 8
 
 // DefaultPartialBytes bounds what one partial holds of its clients before
 // it is forwarded: each client's c₁ rows and influence product (the
 // partial sum itself is one ciphertext per block, whatever the number of
-// clients). At LogN 14 and 100k parameters a client weighs 5.9 MB, so a
-// partial carries 11 clients; the coordinator, which reads a whole
+// clients). At LogN 14 and 100k parameters a client weighs 3.5 MB, so a
+// partial carries 19 clients; the coordinator, which reads a whole
 // partial before it keeps any of it, holds as much per partial in flight.
 const DefaultPartialBytes = 64 << 20
 
