@@ -49,6 +49,20 @@ const DefaultMargin = 2 * time.Second
 // 4 MiB).
 const chunk = 1 << 20
 
+// DefaultUploadSlots is how many client uploads an edge reads, checks and
+// sums at once, as the coordinator's DefaultUploadSlots: each is held
+// whole (4.6 MB, 7 ciphertexts, at LogN 14 and 100k parameters) until
+// it is summed.
+const DefaultUploadSlots = 8
+
+// DefaultPartialBytes bounds what one partial holds of its clients before
+// it is forwarded: each client's c₁ rows and influence product (the
+// partial sum itself is one ciphertext per block, whatever the number of
+// clients). At LogN 14 and 100k parameters a client weighs 3.5 MB, so a
+// partial carries 19 clients; the coordinator, which reads a whole
+// partial before it keeps any of it, holds as much per partial in flight.
+const DefaultPartialBytes = 64 << 20
+
 // Config configures an edge.
 type Config struct {
 	// Upstream is the connection to the coordinator. Relayed calls carry
@@ -60,7 +74,12 @@ type Config struct {
 	Job      string
 	// Margin is DefaultMargin when zero.
 	Margin time.Duration
-	Log    *slog.Logger
+	// UploadSlots is DefaultUploadSlots when zero, PartialBytes
+	// DefaultPartialBytes: together they bound the client bytes an edge
+	// holds (Edge.Held).
+	UploadSlots  int
+	PartialBytes int64
+	Log          *slog.Logger
 }
 
 // Edge is a keyless edge aggregator: a gRPC front that clients join as
@@ -75,11 +94,39 @@ type Edge struct {
 	// seen is when each client last called through this edge: the
 	// selected clients seen lately are the ones a partial waits for.
 	seen map[string]time.Time
+	// waiting is closed when the partial holding the client's upload has
+	// been forwarded (or given up): its NextTask calls wait for it.
+	waiting map[string]chan struct{}
 
 	// Partials and Summed count the partials forwarded and the client
 	// uploads they carried; Relayed the uploads relayed as they were.
 	Partials, Summed, Relayed atomic.Int64
+
+	// held is the bytes of client uploads the edge holds in memory, peak
+	// the most it held at once (Held, PeakHeld).
+	held, peak atomic.Int64
+	// slots admits the uploads read at once; sending is taken by the one
+	// partial being forwarded (a partial that fills meanwhile waits, and
+	// with it the uploads of its task).
+	slots, sending chan struct{}
 }
+
+// hold adds n (negative: releases) to the bytes of client uploads held.
+func (e *Edge) hold(n int64) {
+	v := e.held.Add(n)
+	for {
+		p := e.peak.Load()
+		if v <= p || e.peak.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
+
+// Held is the bytes of client uploads the edge holds in memory now: the
+// uploads being read and checked, and what waits in partials not yet
+// forwarded. PeakHeld is the most it held at once.
+func (e *Edge) Held() int64     { return e.held.Load() }
+func (e *Edge) PeakHeld() int64 { return e.peak.Load() }
 
 // New returns an edge relaying to cfg.Upstream.
 func New(cfg Config) (*Edge, error) {
@@ -92,9 +139,16 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.UploadSlots <= 0 {
+		cfg.UploadSlots = DefaultUploadSlots
+	}
+	if cfg.PartialBytes <= 0 {
+		cfg.PartialBytes = DefaultPartialBytes
+	}
 	key := cfg.Key
 	conn := auth.Conn(cfg.Upstream, func() (ed25519.PrivateKey, string, string) { return key, cfg.Job, cfg.ID }, nil)
-	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{}}, nil
+	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{}, waiting: map[string]chan struct{}{},
+		slots: make(chan struct{}, cfg.UploadSlots), sending: make(chan struct{}, 1)}, nil
 }
 
 // ServerOptions are the options the edge's gRPC server must be built
@@ -185,6 +239,9 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 	defer cancel()
 	ctx, client := forward(ctx)
 	e.saw(client)
+	if method == tallyv1.CoordinatorService_NextTask_FullMethodName {
+		e.awaitForwarded(ctx, client)
+	}
 	cs, err := e.cfg.Upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(codec{}))
 	if err != nil {
 		return err
@@ -228,6 +285,50 @@ func (e *Edge) pipe(ss grpc.ServerStream, method string, first proto.Message) er
 	}
 }
 
+// MaxHold is the longest an edge holds a client's NextTask call while
+// the client's upload waits in a partial, well inside the clock skew its
+// signature is checked against (auth.DefaultSkew, 2 minutes).
+const MaxHold = 30 * time.Second
+
+// awaitForwarded holds a client's poll while its upload waits in a
+// partial: until the partial is forwarded, the coordinator, which has not
+// counted the client yet, would hand it the same train task again, and
+// the client would train, encrypt and upload it again for nothing (a
+// duplicate). Nothing else can be handed to it meanwhile: the task stays
+// open until the client is counted.
+func (e *Edge) awaitForwarded(ctx context.Context, client string) {
+	e.mu.Lock()
+	ch := e.waiting[client]
+	e.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(MaxHold)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// wait marks client's upload as waiting in a partial; the function it
+// returns ends the wait.
+func (e *Edge) wait(client string) func() {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	e.waiting[client] = ch
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		if e.waiting[client] == ch {
+			delete(e.waiting, client)
+		}
+		e.mu.Unlock()
+		close(ch)
+	}
+}
+
 // SeenWithin is how recent a client's last call through this edge must be
 // for a partial to wait for its upload.
 const SeenWithin = time.Minute
@@ -267,7 +368,7 @@ func (e *Edge) observe(client string, b []byte) {
 	}
 	tk := e.taskFor(t.GetTaskId())
 	tk.mu.Lock()
-	if _, sent := tk.uploads[client]; !sent {
+	if !tk.taken[client] {
 		tk.expected[client] = true
 	}
 	if d := t.GetDeadlineUnixMs(); d > 0 {
@@ -281,7 +382,7 @@ func (e *Edge) taskFor(id string) *task {
 	defer e.mu.Unlock()
 	t := e.tasks[id]
 	if t == nil {
-		t = &task{e: e, id: id, expected: map[string]bool{}, uploads: map[string]*upload{}}
+		t = &task{e: e, id: id, expected: map[string]bool{}, taken: map[string]bool{}}
 		e.tasks[id] = t
 		// Tasks of rounds long gone are dropped: keep the last 16.
 		if len(e.tasks) > 16 {
@@ -394,28 +495,50 @@ func (e *Edge) submitUpdate(ss grpc.ServerStream) error {
 		e.Relayed.Add(1)
 		return e.pipe(ss, tallyv1.CoordinatorService_SubmitUpdate_FullMethodName, first)
 	}
-	up, err := readUpload(ss, first, client, info, params)
+	if t.holds(client) {
+		// Already taken (the client was handed the task again while its
+		// upload waits in a partial): answered without reading the rest.
+		return ss.SendMsg(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: true})
+	}
+	select {
+	case e.slots <- struct{}{}:
+	case <-ss.Context().Done():
+		return status.FromContextError(ss.Context().Err()).Err()
+	}
+	defer func() { <-e.slots }()
+	up, cts, err := e.readUpload(ss, first, client, info, params)
 	if err != nil {
 		e.cfg.Log.Warn("upload refused", "client", client, "task", t.id, "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	// The client is answered once its upload is checked and held, not
+	// The client is answered once its upload is checked and summed, not
 	// when the coordinator has counted the partial: a partial waits for
-	// every client of the edge, and clients that take turns to upload
-	// (tally simulate's, or any client population that bounds its
-	// uploads in flight) would otherwise wait on each other until the
-	// deadline. An edge can drop what it accepted either way (doc.go).
-	dup := t.add(up)
+	// every client of the edge (up to PartialBytes), and clients that
+	// take turns to upload (tally simulate's, or any client population
+	// that bounds its uploads in flight) would otherwise wait on each
+	// other until the deadline. An edge can drop what it accepted either
+	// way (doc.go).
+	dup, err := t.add(up, cts)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
 	return ss.SendMsg(&tallyv1.SubmitUpdateResponse{Accepted: true, Duplicate: dup})
 }
 
-// upload is one client's checked upload, waiting in a partial.
+// upload is one client's checked upload: whole while it is summed into
+// a partial, then what the partial forwards of it.
 type upload struct {
-	client  string
-	header  *tallyv1.SubmitHeader
-	size    int64
-	cts     [][]byte
+	client string
+	header *tallyv1.SubmitHeader
+	size   int64 // bytes the client sent
+	// c1 is the c₁ rows of each of its ciphertexts, in block order, and
+	// product its influence product (nil without influence): what waits
+	// in the partial once the ciphertexts are summed.
+	c1      []byte
 	product []byte
+	held    int64 // bytes of it counted in Edge.held
+	// forwarded ends the client's wait for its partial (Edge.wait).
+	forwarded func()
 	// err and duplicate are the coordinator's answer for this client.
 	err       error
 	duplicate bool
@@ -425,19 +548,28 @@ type upload struct {
 // coordinator would before any ciphertext touches a sum: the digest, the
 // signed statement under the client's enrolled key, every ciphertext
 // against the statement and its own structure.
-func readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client string, info *tallyv1.EdgeTaskResponse, params aggregation.Parameters) (*upload, error) {
+//
+// It returns the upload with its ciphertexts (which alias one buffer,
+// counted in e.held until [task.add] releases it).
+func (e *Edge) readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client string, info *tallyv1.EdgeTaskResponse, params aggregation.Parameters) (_ *upload, cts [][]byte, err error) {
 	h := first.GetHeader()
 	blocks := int(info.GetBlocks())
 	size := params.CiphertextSize()
 	if h.GetLength() != int64(blocks) {
-		return nil, fmt.Errorf("%w: client %s announced %d ciphertexts, the task takes %d", ErrRefused, client, h.GetLength(), blocks)
+		return nil, nil, fmt.Errorf("%w: client %s announced %d ciphertexts, the task takes %d", ErrRefused, client, h.GetLength(), blocks)
 	}
 	want := blocks * size
 	buf := make([]byte, 0, want)
+	e.hold(int64(want))
+	defer func() {
+		if err != nil {
+			e.hold(-int64(want))
+		}
+	}()
 	data := first.GetData()
 	for {
 		if len(data) > want-len(buf) {
-			return nil, fmt.Errorf("%w: client %s sent more than %d bytes", ErrRefused, client, want)
+			return nil, nil, fmt.Errorf("%w: client %s sent more than %d bytes", ErrRefused, client, want)
 		}
 		buf = append(buf, data...)
 		m := new(tallyv1.SubmitUpdateRequest)
@@ -446,50 +578,50 @@ func readUpload(ss grpc.ServerStream, first *tallyv1.SubmitUpdateRequest, client
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		data = m.GetData()
 	}
 	if len(buf) != want {
-		return nil, fmt.Errorf("%w: client %s sent %d bytes, %d announced", ErrRefused, client, len(buf), want)
+		return nil, nil, fmt.Errorf("%w: client %s sent %d bytes, %d announced", ErrRefused, client, len(buf), want)
 	}
 	sum := sha256.Sum256(buf)
 	if subtle.ConstantTimeCompare(sum[:], h.GetDigest()) != 1 {
-		return nil, fmt.Errorf("%w: payload digest of client %s does not match its header", ErrRefused, client)
+		return nil, nil, fmt.Errorf("%w: payload digest of client %s does not match its header", ErrRefused, client)
 	}
 	sub := new(aggregation.Submission)
 	if err := sub.UnmarshalBinary(h.GetSubmission()); err != nil {
-		return nil, fmt.Errorf("%w: client %s: %w", ErrRefused, client, err)
+		return nil, nil, fmt.Errorf("%w: client %s: %w", ErrRefused, client, err)
 	}
 	if err := sub.Verify(ed25519.PublicKey(info.GetClientKeys()[client])); err != nil {
-		return nil, fmt.Errorf("%w: client %s: not signed by its enrolled key: %w", ErrRefused, client, err)
+		return nil, nil, fmt.Errorf("%w: client %s: not signed by its enrolled key: %w", ErrRefused, client, err)
 	}
 	var key [32]byte
 	copy(key[:], info.GetKeyId())
 	switch {
 	case sub.Client != client, sub.Job != info.GetJobId(), sub.Round != uint64(info.GetRound()), sub.Attempt != uint64(info.GetAttempt()):
-		return nil, fmt.Errorf("%w: client %s signed (client %q, job %q, round %d, attempt %d) for another task", ErrRefused, client, sub.Client, sub.Job, sub.Round, sub.Attempt)
+		return nil, nil, fmt.Errorf("%w: client %s signed (client %q, job %q, round %d, attempt %d) for another task", ErrRefused, client, sub.Client, sub.Job, sub.Round, sub.Attempt)
 	case sub.Key != key, sub.Blocks() != blocks:
-		return nil, fmt.Errorf("%w: client %s signed %d ciphertexts under key %x", ErrRefused, client, sub.Blocks(), sub.Key[:8])
+		return nil, nil, fmt.Errorf("%w: client %s signed %d ciphertexts under key %x", ErrRefused, client, sub.Blocks(), sub.Key[:8])
 	case h.GetSamples() < 0 || sub.Weight != uint64(h.GetSamples()):
-		return nil, fmt.Errorf("%w: client %s signed weight %d, its header says %d samples", ErrRefused, client, sub.Weight, h.GetSamples())
+		return nil, nil, fmt.Errorf("%w: client %s signed weight %d, its header says %d samples", ErrRefused, client, sub.Weight, h.GetSamples())
 	}
-	up := &upload{client: client, header: h, size: int64(want)}
+	up := &upload{client: client, header: h, size: int64(want), held: int64(want)}
 	for b := range blocks {
 		ct := buf[b*size : (b+1)*size]
 		if err := sub.CheckCiphertext(params, b, ct); err != nil {
-			return nil, fmt.Errorf("%w: client %s ciphertext %d: %w", ErrRefused, client, b, err)
+			return nil, nil, fmt.Errorf("%w: client %s ciphertext %d: %w", ErrRefused, client, b, err)
 		}
 		if err := params.CheckContribution(key, blocks, client, ct); err != nil {
-			return nil, fmt.Errorf("%w: client %s ciphertext %d: %w", ErrRefused, client, b, err)
+			return nil, nil, fmt.Errorf("%w: client %s ciphertext %d: %w", ErrRefused, client, b, err)
 		}
-		up.cts = append(up.cts, ct)
+		cts = append(cts, ct)
 	}
-	return up, nil
+	return up, cts, nil
 }
 
 // task is what an edge knows of one task: the clients it handed the task
-// to, their uploads, and the partial being filled.
+// to, the clients whose uploads it took, and the partial being filled.
 type task struct {
 	e       *Edge
 	id      string
@@ -501,22 +633,118 @@ type task struct {
 
 	mu       sync.Mutex
 	deadline time.Time
-	expected map[string]bool    // handed the task, no upload yet
-	uploads  map[string]*upload // every upload taken, by client
-	pending  []*upload          // the current partial's
-	seeded   bool               // expected holds the recent selected clients
-	timer    *time.Timer
+	expected map[string]bool // handed the task, no upload yet
+	taken    map[string]bool // every upload taken (summed or forwarded), by client
+	seeded   bool            // expected holds the recent selected clients
+
+	// sumMu serialises what fills and empties the partial: summing an
+	// upload into it, and forwarding it. Taken before mu.
+	sumMu sync.Mutex
+	cur   *partial
+	timer *time.Timer
 }
 
-// add puts up into the current partial and forwards the partial when no
-// client the edge awaits is still to upload, or when the deadline nears.
-// It reports whether the client's upload was already held (a resend).
-func (t *task) add(up *upload) bool {
+// partial is one partial being filled: the running sums of its clients'
+// ciphertexts and of their influence products, and what it forwards of
+// each client. Its bytes are what it holds of its clients.
+type partial struct {
+	acc   *aggregation.Accumulator
+	inf   *aggregation.Influence
+	ups   []*upload
+	bytes int64
+}
+
+// holds reports whether client's upload was already taken.
+func (t *task) holds(client string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.uploads[up.client]; ok {
-		return true
+	return t.taken[client]
+}
+
+// newPartial starts an empty partial of the task.
+func (t *task) newPartial() (*partial, error) {
+	info, params := t.info, t.params
+	var key [32]byte
+	copy(key[:], info.GetKeyId())
+	acc, err := aggregation.NewAccumulator(params, key, int(info.GetNumParams()))
+	if err != nil {
+		return nil, err
 	}
+	p := &partial{acc: acc}
+	if g := info.GetGradient(); len(g) > 0 {
+		grad, err := aggregation.UnmarshalGradient(g)
+		if err != nil {
+			return nil, err
+		}
+		if p.inf, err = aggregation.NewInfluence(params, key, grad, int(info.GetNumParams())); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// add sums up's ciphertexts cts into the current partial as soon as they
+// are checked (and its influence product, if the job wants them), keeps
+// of them only what the partial forwards (the c₁ rows, the product), and
+// forwards the partial when no client the edge awaits is still to upload,
+// when it holds PartialBytes, or when the deadline nears. It reports
+// whether the client's upload was already taken (a resend). cts is not
+// kept: its buffer is released when add returns.
+func (t *task) add(up *upload, cts [][]byte) (dup bool, err error) {
+	t.sumMu.Lock()
+	defer t.sumMu.Unlock()
+	t.mu.Lock()
+	dup = t.taken[up.client]
+	t.mu.Unlock()
+	if dup {
+		t.e.hold(-up.held)
+		return true, nil
+	}
+	whole := up.held
+	defer func() {
+		// The upload's buffer goes; what the partial keeps of it stays
+		// counted (up.held) until it is forwarded.
+		t.e.hold(-whole)
+	}()
+	if t.cur == nil {
+		if t.cur, err = t.newPartial(); err != nil {
+			return false, err
+		}
+	}
+	p := t.cur
+	for _, ct := range cts {
+		// Every ciphertext passed the same checks in readUpload, and the
+		// client is not in this partial yet: Add fails only on a broken
+		// invariant, and then this partial (some of whose sums may hold
+		// part of the upload) is not forwarded.
+		if err = p.acc.Add(up.client, ct); err == nil && p.inf != nil {
+			err = p.inf.Add(up.client, ct)
+		}
+		if err != nil {
+			t.dropLocked(err)
+			return false, err
+		}
+	}
+	if p.inf != nil {
+		if up.product, _, err = p.inf.Finalize(up.client); err != nil {
+			t.dropLocked(err)
+			return false, err
+		}
+	}
+	if len(cts) > 0 {
+		n := len(aggregation.ContributionC1(cts[0]))
+		up.c1 = make([]byte, 0, n*len(cts))
+		for _, ct := range cts {
+			up.c1 = append(up.c1, aggregation.ContributionC1(ct)...)
+		}
+	}
+	up.held = int64(len(up.c1) + len(up.product))
+	t.e.hold(up.held)
+	up.forwarded = t.e.wait(up.client)
+	p.ups = append(p.ups, up)
+	p.bytes += up.held
+
+	t.mu.Lock()
 	if !t.seeded {
 		// Every selected client that called through this edge lately is
 		// awaited, not only those already handed the task: the clients
@@ -524,118 +752,121 @@ func (t *task) add(up *upload) bool {
 		// the coordinator what the edge is there to save.
 		t.seeded = true
 		for _, id := range t.e.recent(t.info.GetClientKeys()) {
-			if _, sent := t.uploads[id]; !sent {
+			if !t.taken[id] {
 				t.expected[id] = true
 			}
 		}
 	}
-	t.uploads[up.client] = up
+	t.taken[up.client] = true
 	delete(t.expected, up.client)
-	t.pending = append(t.pending, up)
+	awaited, deadline := len(t.expected), t.deadline
+	t.mu.Unlock()
 	switch {
-	case len(t.expected) == 0:
+	case awaited == 0 || p.bytes >= t.e.cfg.PartialBytes:
 		t.flushLocked()
 	case t.timer == nil:
-		wait := time.Until(t.deadline.Add(-t.e.cfg.Margin))
-		if t.deadline.IsZero() {
+		wait := time.Until(deadline.Add(-t.e.cfg.Margin))
+		if deadline.IsZero() {
 			wait = t.e.cfg.Margin
 		}
 		t.timer = time.AfterFunc(max(wait, 0), func() {
-			t.mu.Lock()
-			defer t.mu.Unlock()
+			t.sumMu.Lock()
+			defer t.sumMu.Unlock()
 			t.timer = nil
 			t.flushLocked()
 		})
 	}
-	return false
+	return false, nil
+}
+
+// dropLocked gives up the current partial, whose sums can no longer be
+// trusted: its clients (already answered) are not counted, and may be
+// taken again if they resend. Called with t.sumMu held.
+func (t *task) dropLocked(err error) {
+	p := t.cur
+	t.cur = nil
+	t.mu.Lock()
+	for _, up := range p.ups {
+		delete(t.taken, up.client)
+		t.e.cfg.Log.Warn("upload not counted", "task", t.id, "client", up.client, "err", err)
+	}
+	t.mu.Unlock()
+	for _, up := range p.ups {
+		t.e.hold(-up.held)
+		up.forwarded()
+	}
 }
 
 // forget stops waiting for client's upload (it declined the task), and
 // forwards the partial if no one else is awaited.
 func (t *task) forget(client string) {
+	t.sumMu.Lock()
+	defer t.sumMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	delete(t.expected, client)
-	if len(t.expected) == 0 {
+	awaited := len(t.expected)
+	t.mu.Unlock()
+	if awaited == 0 {
 		t.flushLocked()
 	}
 }
 
-// flushLocked sends the pending uploads as one partial, in the
-// background. Called with t.mu held.
+// flushLocked sends the current partial, in the background, once no
+// other partial of this edge is being forwarded: until then it waits, and
+// so does every upload of its task (the bound on what an edge holds).
+// Called with t.sumMu held.
 func (t *task) flushLocked() {
 	if t.timer != nil {
 		t.timer.Stop()
 		t.timer = nil
 	}
-	if len(t.pending) == 0 {
+	p := t.cur
+	t.cur = nil
+	if p == nil || len(p.ups) == 0 {
 		return
 	}
-	batch := t.pending
-	t.pending = nil
-	go t.send(batch)
+	t.e.sending <- struct{}{}
+	go func() {
+		defer func() { <-t.e.sending }()
+		t.send(p)
+	}()
 }
 
-// send sums batch, computes the influence products if the job wants them,
-// and forwards the partial; each upload gets the coordinator's answer.
-func (t *task) send(batch []*upload) {
-	err := t.forward(batch)
+// send forwards p; each upload gets the coordinator's answer, and what p
+// held of its clients is released.
+func (t *task) send(p *partial) {
+	err := t.forward(p)
 	t.mu.Lock()
-	for _, up := range batch {
+	for _, up := range p.ups {
 		if err != nil && up.err == nil {
 			up.err = err
 		}
 		if up.err != nil {
 			// A resend may go into a later partial.
-			delete(t.uploads, up.client)
+			delete(t.taken, up.client)
 			t.e.cfg.Log.Warn("upload not counted", "task", t.id, "client", up.client, "err", up.err)
 		}
 	}
 	t.mu.Unlock()
+	for _, up := range p.ups {
+		t.e.hold(-up.held)
+		up.c1, up.product = nil, nil
+		up.forwarded()
+	}
 }
 
-func (t *task) forward(batch []*upload) error {
-	info, params := t.info, t.params
-	var key [32]byte
-	copy(key[:], info.GetKeyId())
-	acc, err := aggregation.NewAccumulator(params, key, int(info.GetNumParams()))
-	if err != nil {
-		return err
-	}
-	var inf *aggregation.Influence
-	if g := info.GetGradient(); len(g) > 0 {
-		grad, err := aggregation.UnmarshalGradient(g)
-		if err != nil {
-			return err
-		}
-		if inf, err = aggregation.NewInfluence(params, key, grad, int(info.GetNumParams())); err != nil {
-			return err
-		}
-	}
+func (t *task) forward(p *partial) error {
+	batch := p.ups
 	hdr := &tallyv1.EdgeSubmitHeader{TaskId: t.id}
 	for _, up := range batch {
-		for _, ct := range up.cts {
-			if err := acc.Add(up.client, ct); err != nil {
-				return err
-			}
-			if inf != nil {
-				if err := inf.Add(up.client, ct); err != nil {
-					return err
-				}
-			}
-		}
-		if inf != nil {
-			if up.product, _, err = inf.Finalize(up.client); err != nil {
-				return err
-			}
-		}
 		hdr.Clients = append(hdr.Clients, &tallyv1.EdgeClient{ClientId: up.client, Samples: up.header.GetSamples(),
 			Submission: up.header.GetSubmission(), Digest: up.header.GetDigest(), Bytes: up.size})
 	}
-	agg, err := acc.Finalize()
+	agg, err := p.acc.Finalize()
 	if err != nil {
 		return err
 	}
+	c1Size := t.params.C1Size()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	first := &tallyv1.EdgeSubmitRequest{Header: hdr}
@@ -662,8 +893,8 @@ func (t *task) forward(batch []*upload) error {
 		}
 	}
 	for _, up := range batch {
-		for b, ct := range up.cts {
-			if err := send(fmt.Sprintf("c1/%s/%d", up.client, b), aggregation.ContributionC1(ct)); err != nil {
+		for b := 0; b*c1Size < len(up.c1); b++ {
+			if err := send(fmt.Sprintf("c1/%s/%d", up.client, b), up.c1[b*c1Size:(b+1)*c1Size]); err != nil {
 				return closeErr(stream, err)
 			}
 		}
