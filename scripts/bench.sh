@@ -23,7 +23,9 @@ pkgs=$(go list ./... | while read -r p; do
 done)
 echo "benchmarking: $pkgs" >&2
 # -run '^$' skips the tests; each benchmark decides its own sizes.
-go test -run '^$' -bench . -benchtime "${benchtime}" -benchmem -timeout 60m $pkgs | tee "$tmp" >&2
+# -p 1: one package's benchmarks at a time, so that no two benchmarks
+# share the cores (or the memory) and the ratios are each one's own.
+go test -p 1 -run '^$' -bench . -benchtime "${benchtime}" -benchmem -timeout 90m $pkgs | tee "$tmp" >&2
 {
   echo "# Benchmarks"
   echo
