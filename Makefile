@@ -100,7 +100,8 @@ proto: tools
 # Dockerfile's shape and its build command's output, a static binary (no
 # container daemon here, so the image itself is not built), which then runs
 # the rendered pods' command lines as local processes (TestRehearse: the
-# demo job completes and its ledger verifies). Helm and the
+# demo job completes and its ledger verifies; TestRehearseEdge: the same
+# with edge.enabled=true, the demo clients joining through the edge pod). Helm and the
 # Kubernetes modules are pinned in deploy/tools and deploy/validate, their
 # own modules, so the main go.mod has none of them.
 CHART := deploy/helm/tally
@@ -114,14 +115,16 @@ chart: chart-tools
 	$(BIN)/helm template tally $(CHART) > out/chart/default.yaml
 	$(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml > out/chart/all-on.yaml
 	$(BIN)/helm template tally $(CHART) --set clients.enabled=true > out/chart/rehearse.yaml
+	$(BIN)/helm template tally $(CHART) --set clients.enabled=true --set edge.enabled=true > out/chart/rehearse-edge.yaml
 	$(BIN)/helm template tally $(CHART) --set edge.enabled=true --set edge.autoscaling.enabled=false > out/chart/edge-fixed.yaml
 	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
 		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \
 	grep -q "/coordinator/port" out/chart/schema.err && echo "coordinator.port=grpc refused by values.schema.json, as it must be"
-	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml $(CURDIR)/out/chart/edge-fixed.yaml
+	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml $(CURDIR)/out/chart/edge-fixed.yaml $(CURDIR)/out/chart/rehearse-edge.yaml
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/tally-static ./cmd/tally
 	cd deploy/validate && TALLY_STATIC_BINARY=$(BIN)/tally-static TALLY_BINARY=$(BIN)/tally-static TALLY_REHEARSE=$(CURDIR)/out/chart/rehearse.yaml \
-		$(GO) test -count=1 -run 'TestStaticBinary|TestDockerfileShape|TestRehearse' ./...
+		TALLY_REHEARSE_EDGE=$(CURDIR)/out/chart/rehearse-edge.yaml \
+		$(GO) test -count=1 -run 'TestStaticBinary|TestDockerfileShape|TestRehearse|TestRehearseEdge' ./...
 
 # Each fuzz target runs for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -11,23 +12,26 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // TestRehearse runs the chart's rendered pods as local processes, since
 // no cluster is at hand: a small kubelet that mounts ConfigMaps, Secrets
 // and volume claims as directories (filled from `tally data`'s output, as
 // the README's kubectl commands fill them), expands $(VAR) from secret
-// references, maps the pods' ports to free loopback ports, runs the init
-// containers' commands, then the containers' own command lines. The job
-// must complete, every demo client must submit every round, and the
-// coordinator's state file must verify. It catches a chart whose command
-// lines or file layout the tally command no longer accepts.
+// references, gives each pod's ports free loopback ports and each Service
+// the port of the pod it selects, runs the init containers' commands,
+// then the containers' own command lines. The job must complete, every
+// demo client must submit every round, the coordinator's state file must
+// verify and its receipts name every client in every round. It catches a
+// chart whose command lines or file layout the tally command no longer
+// accepts.
 //
 // make chart sets TALLY_BINARY (the static build) and TALLY_REHEARSE (a
 // rendering with clients.enabled=true).
@@ -36,11 +40,41 @@ func TestRehearse(t *testing.T) {
 	if bin == "" || rendered == "" {
 		t.Skip("TALLY_BINARY and TALLY_REHEARSE not set (make chart sets them)")
 	}
-	const rounds = 3
+	rehearse(t, bin, rendered, false)
+}
+
+// TestRehearseEdge is TestRehearse for the edge layout: the job file lists
+// edge-0 with a key from `tally edge keygen`, as the README says, the edge
+// key goes into the Secret the README creates, and the edge Deployment
+// runs (one pod: the Service in front of it reaches one replica here)
+// between the coordinator and the demo clients. The clients start once the
+// edge is serving, as a Service routes to a ready pod only. Beyond
+// TestRehearse's checks, the edge must have carried every client's upload
+// of every round: a chart whose clients do not join the edge, or whose
+// edge tally refuses, fails here.
+//
+// make chart sets TALLY_REHEARSE_EDGE (a rendering with clients.enabled=true
+// and edge.enabled=true).
+func TestRehearseEdge(t *testing.T) {
+	bin, rendered := os.Getenv("TALLY_BINARY"), os.Getenv("TALLY_REHEARSE_EDGE")
+	if bin == "" || rendered == "" {
+		t.Skip("TALLY_BINARY and TALLY_REHEARSE_EDGE not set (make chart sets them)")
+	}
+	rehearse(t, bin, rendered, true)
+}
+
+// The edge id and key file the README's edge commands use.
+const (
+	readmeEdgeID  = "edge-0"
+	readmeEdgeKey = "edge.key"
+)
+
+func rehearse(t *testing.T, bin, rendered string, edges bool) {
+	const rounds, nClients = 3, 3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	jobDir := t.TempDir()
-	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", "3", "--rounds", fmt.Sprint(rounds), "--out", jobDir).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, bin, "data", "--dataset", "breast-cancer", "--clients", fmt.Sprint(nClients), "--rounds", fmt.Sprint(rounds), "--out", jobDir).CombinedOutput(); err != nil {
 		t.Fatalf("tally data: %v\n%s", err, out)
 	}
 	tokens := map[string]string{} // client id → token, from tokens.txt
@@ -54,6 +88,25 @@ func TestRehearse(t *testing.T) {
 	}
 	// The README's kubectl create commands, as key → file (or literal).
 	file := func(name string) string { return filepath.Join(jobDir, name) }
+	if edges {
+		// bin/tally edge keygen --key /tmp/job/edge.key, and its public
+		// half in job.yaml's edges, before the ConfigMap is made.
+		out, err := exec.CommandContext(ctx, bin, "edge", "keygen", "--key", file(readmeEdgeKey)).Output()
+		if err != nil {
+			t.Fatalf("tally edge keygen: %v", err)
+		}
+		jf, err := os.OpenFile(file("job.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fmt.Fprintf(jf, "edges:\n    - id: %s\n      public_key: %s\n", readmeEdgeID, bytes.TrimSpace(out))
+		if cerr := jf.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	configMaps := map[string]map[string]string{"tally-job": {
 		"job.yaml": file("job.yaml"), "job.manifest.json": file("job.manifest.json"),
 		"validation.csv": file("validation.csv"), "test.csv": file("test.csv")}}
@@ -61,6 +114,9 @@ func TestRehearse(t *testing.T) {
 		"tally-job-secrets":     {"receipt.key": file("receipt.key"), "tokens": file("breast-cancer-job.tokens")},
 		"tally-coordinator-tls": {"tls.crt": file("tls/coordinator.pem"), "tls.key": file("tls/coordinator.key")},
 		"tally-clients":         {},
+	}
+	if edges {
+		secrets["tally-edge-key"] = map[string]string{readmeEdgeKey: file(readmeEdgeKey)}
 	}
 	literals := map[string]string{} // "secret/key" → value
 	for id, tok := range tokens {
@@ -82,50 +138,73 @@ func TestRehearse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sets []*appsv1.StatefulSet
+	var objs []Named
 	var services []*corev1.Service
 	for _, d := range docs {
 		obj, err := Validate(s, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		switch v := obj.(type) {
-		case *appsv1.StatefulSet:
-			sets = append(sets, v)
-		case *corev1.Service:
+		objs = append(objs, Named{Doc: d, Obj: obj})
+		if v, ok := obj.(*corev1.Service); ok {
 			services = append(services, v)
 		}
 	}
-	// Every container port gets a free loopback port; a Service's name
-	// and port reach the same one.
-	ports := map[string]string{} // ":7070" → "127.0.0.1:NNNN"
-	for _, ss := range sets {
-		for _, c := range ss.Spec.Template.Spec.Containers {
+	// One pod per workload (StatefulSet, Deployment). Every container
+	// port of a pod gets a free loopback port of its own, as pods have
+	// addresses of their own; a Service's name and port reach the port
+	// its targetPort names on the one pod it selects.
+	pods := workloads(objs)
+	listen := make([]map[int32]string, len(pods)) // pod → container port → 127.0.0.1:NNNN
+	for i, w := range pods {
+		listen[i] = map[int32]string{}
+		for _, c := range w.spec.Containers {
 			for _, p := range c.Ports {
-				key := fmt.Sprintf(":%d", p.ContainerPort)
-				if _, ok := ports[key]; !ok {
-					l, err := net.Listen("tcp", "127.0.0.1:0")
-					if err != nil {
-						t.Fatal(err)
-					}
-					ports[key] = l.Addr().String()
-					l.Close()
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
 				}
+				listen[i][p.ContainerPort] = l.Addr().String()
+				l.Close()
 			}
 		}
 	}
-	var replacer []string
-	for key, addr := range ports {
-		replacer = append(replacer, "0.0.0.0"+key, addr)
-		for _, svc := range services {
-			replacer = append(replacer, svc.Name+key, addr)
+	var reachable []string // Service name:port → address, for every pod's replacer
+	for _, svc := range services {
+		var selected []int
+		for i, w := range pods {
+			if len(svc.Spec.Selector) > 0 && subset(svc.Spec.Selector, w.labels) {
+				selected = append(selected, i)
+			}
+		}
+		if len(selected) != 1 {
+			t.Fatalf("Service %s selects %d workloads; this rehearsal routes a Service to one", svc.Name, len(selected))
+		}
+		w := pods[selected[0]]
+		for _, sp := range svc.Spec.Ports {
+			target := containerPort(w.spec, sp.TargetPort)
+			if sp.TargetPort.IntValue() == 0 && sp.TargetPort.StrVal == "" {
+				target = sp.Port // targetPort defaults to port
+			}
+			addr, ok := listen[selected[0]][target]
+			if !ok {
+				t.Fatalf("Service %s port %d: %s declares no port %s", svc.Name, sp.Port, w.where, sp.TargetPort.String())
+			}
+			reachable = append(reachable, fmt.Sprintf("%s:%d", svc.Name, sp.Port), addr)
 		}
 	}
-	network := strings.NewReplacer(replacer...)
+	network := make([]*strings.Replacer, len(pods))
+	for i := range pods {
+		r := slices.Clone(reachable)
+		for port, addr := range listen[i] {
+			r = append(r, fmt.Sprintf("0.0.0.0:%d", port), addr)
+		}
+		network[i] = strings.NewReplacer(r...)
+	}
 
 	// mount builds a pod's filesystem under root and returns the
 	// container path → host path rewrites, longest first.
-	mount := func(root string, spec corev1.PodSpec, claims []corev1.PersistentVolumeClaim, mounts []corev1.VolumeMount) [][2]string {
+	mount := func(root string, spec corev1.PodSpec, claims []string, mounts []corev1.VolumeMount) [][2]string {
 		t.Helper()
 		var rw [][2]string
 		copyItem := func(dir, src, path string) {
@@ -169,7 +248,7 @@ func TestRehearse(t *testing.T) {
 			rw = append(rw, [2]string{m.MountPath, dir})
 			i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
 			if i < 0 {
-				if !slices.ContainsFunc(claims, func(c corev1.PersistentVolumeClaim) bool { return c.Name == m.Name }) {
+				if !slices.Contains(claims, m.Name) {
 					t.Fatalf("mount %s: no volume %q", m.MountPath, m.Name)
 				}
 				// A claim: a directory of the pod's own, kept across its
@@ -200,9 +279,10 @@ func TestRehearse(t *testing.T) {
 		slices.SortFunc(rw, func(a, b [2]string) int { return len(b[0]) - len(a[0]) })
 		return rw
 	}
-	command := func(root string, ss *appsv1.StatefulSet, c corev1.Container) *exec.Cmd {
+	command := func(root string, pod int, c corev1.Container) *exec.Cmd {
 		t.Helper()
-		rw := mount(root, ss.Spec.Template.Spec, ss.Spec.VolumeClaimTemplates, c.VolumeMounts)
+		w := pods[pod]
+		rw := mount(root, w.spec, w.claims, c.VolumeMounts)
 		env := map[string]string{}
 		for _, e := range c.Env {
 			switch {
@@ -210,7 +290,7 @@ func TestRehearse(t *testing.T) {
 				ref := e.ValueFrom.SecretKeyRef
 				v, ok := literals[ref.Name+"/"+ref.Key]
 				if !ok {
-					t.Fatalf("%s: env %s: Secret %s has no key %q", ss.Name, e.Name, ref.Name, ref.Key)
+					t.Fatalf("%s: env %s: Secret %s has no key %q", w.where, e.Name, ref.Name, ref.Key)
 				}
 				env[e.Name] = v
 			case e.ValueFrom == nil:
@@ -225,7 +305,7 @@ func TestRehearse(t *testing.T) {
 			for _, r := range rw {
 				a = strings.ReplaceAll(a, r[0], r[1])
 			}
-			argv[i] = network.Replace(a)
+			argv[i] = network[pod].Replace(a)
 		}
 		if len(c.Command) == 0 {
 			// The image's ENTRYPOINT.
@@ -234,54 +314,75 @@ func TestRehearse(t *testing.T) {
 		return exec.CommandContext(ctx, argv[0], argv[1:]...)
 	}
 
-	type proc struct {
-		name string
-		cmd  *exec.Cmd
-		out  *syncBuffer
-	}
 	var coordinator *proc
-	var clients []*proc
+	var clients, edgeProcs []*proc
 	var stateDir string
-	for _, ss := range sets {
+	for i, w := range pods {
 		root := t.TempDir()
-		for _, c := range ss.Spec.Template.Spec.InitContainers {
-			if out, err := command(root, ss, c).CombinedOutput(); err != nil {
-				t.Fatalf("%s: init container %s: %v\n%s", ss.Name, c.Name, err, out)
+		for _, c := range w.spec.InitContainers {
+			if out, err := command(root, i, c).CombinedOutput(); err != nil {
+				t.Fatalf("%s: init container %s: %v\n%s", w.where, c.Name, err, out)
 			}
 		}
-		if n := len(ss.Spec.Template.Spec.Containers); n != 1 {
-			t.Fatalf("%s: %d containers, want 1", ss.Name, n)
+		if n := len(w.spec.Containers); n != 1 {
+			t.Fatalf("%s: %d containers, want 1", w.where, n)
 		}
-		c := ss.Spec.Template.Spec.Containers[0]
-		p := &proc{name: ss.Name, cmd: command(root, ss, c), out: &syncBuffer{}}
+		p := &proc{name: w.where, cmd: command(root, i, w.spec.Containers[0]), out: &syncBuffer{}, done: make(chan error, 1)}
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		switch ss.Spec.Template.Labels["app.kubernetes.io/component"] {
+		switch w.labels["app.kubernetes.io/component"] {
 		case "coordinator":
 			coordinator = p
 			stateDir = filepath.Join(root, "var/lib/tally")
 		case "client":
 			clients = append(clients, p)
+		case "edge":
+			edgeProcs = append(edgeProcs, p)
+		default:
+			t.Fatalf("%s: a component this rehearsal does not know", w.where)
 		}
 	}
-	if coordinator == nil || len(clients) != 3 {
-		t.Fatalf("rendering has coordinator %v and %d clients, want one and 3", coordinator != nil, len(clients))
+	wantEdges := 0
+	if edges {
+		wantEdges = 1
+	}
+	if coordinator == nil || len(clients) != nClients || len(edgeProcs) != wantEdges {
+		t.Fatalf("rendering has coordinator %v, %d clients and %d edges, want one, %d and %d", coordinator != nil, len(clients), len(edgeProcs), nClients, wantEdges)
 	}
 	t.Logf("coordinator: %s", strings.Join(coordinator.cmd.Args, " "))
-	for _, p := range append([]*proc{coordinator}, clients...) {
+	// A coordinator or an edge that fails (a flag it does not know, a
+	// file it cannot read) or exits before it is stopped stops the
+	// clients at once rather than at the deadline.
+	for _, p := range append([]*proc{coordinator}, edgeProcs...) {
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			err := p.cmd.Wait()
+			if !p.stopped.Load() {
+				cancel()
+			}
+			p.done <- err
+		}()
+	}
+	for _, p := range edgeProcs {
+		t.Logf("edge: %s", strings.Join(p.cmd.Args, " "))
+		ready := "clients join" // printed once it listens
+		for deadline := time.Now().Add(time.Minute); !strings.Contains(p.out.String(), ready); {
+			select {
+			case err := <-p.done:
+				t.Fatalf("%s exited (%v) before serving its clients:\n%s\ncoordinator:\n%s", p.name, err, p.out, coordinator.out)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not say %q within a minute:\n%s", p.name, ready, p.out)
+			}
+		}
+	}
+	for _, p := range clients {
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A coordinator that fails (a flag it does not know, a file it cannot
-	// read) stops the clients at once rather than at the deadline.
-	coordDone := make(chan error, 1)
-	go func() {
-		err := coordinator.cmd.Wait()
-		if err != nil {
-			cancel()
-		}
-		coordDone <- err
-	}()
 	for _, p := range clients {
 		if err := p.cmd.Wait(); err != nil {
 			t.Errorf("%s: %v\n%s", p.name, err, p.out)
@@ -289,12 +390,37 @@ func TestRehearse(t *testing.T) {
 			t.Errorf("%s did not say %q:\n%s", p.name, want, p.out)
 		}
 	}
+	for _, p := range edgeProcs {
+		if t.Failed() {
+			t.Fatalf("%s:\n%s", p.name, p.out)
+		}
+		// A Deployment's pod is stopped by SIGTERM; the edge then logs
+		// what it carried.
+		p.stopped.Store(true)
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-p.done; err != nil {
+			t.Fatalf("%s after SIGTERM: %v\n%s", p.name, err, p.out)
+		}
+		c, ok := edgeCounts(p.out.String())
+		if !ok {
+			t.Fatalf("%s logged no \"edge stopped\" line with its counts:\n%s", p.name, p.out)
+		}
+		t.Logf("%s: %d partials carrying %d client uploads, %d calls relayed", p.name, c.Partials, c.Summed, c.Relayed)
+		// Every client's encrypted upload of every round went into one
+		// of the edge's partials: none joined the coordinator instead.
+		if c.Partials < rounds || c.Summed != rounds*nClients {
+			t.Fatalf("%s carried %d partials with %d uploads, want at least %d partials with %d (%d clients × %d rounds): the clients did not join through it, or the coordinator did not take it for an edge of the job\n%s",
+				p.name, c.Partials, c.Summed, rounds, rounds*nClients, nClients, rounds, p.out)
+		}
+	}
 	// The chart's coordinator stays up after the job (--after-done wait),
 	// as a StatefulSet's pod must, until it is stopped like a pod is.
 	waiting := "job done; waiting for a stop signal"
 	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(coordinator.out.String(), waiting); {
 		select {
-		case err := <-coordDone:
+		case err := <-coordinator.done:
 			t.Fatalf("coordinator exited (%v) after the job instead of waiting; want %q:\n%s", err, waiting, coordinator.out)
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -302,20 +428,93 @@ func TestRehearse(t *testing.T) {
 			t.Fatalf("coordinator did not say %q within 2 minutes of the clients' end:\n%s", waiting, coordinator.out)
 		}
 	}
+	coordinator.stopped.Store(true)
 	if err := coordinator.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-coordDone; err != nil {
+	if err := <-coordinator.done; err != nil {
 		t.Fatalf("coordinator after SIGTERM: %v\n%s", err, coordinator.out)
 	}
 	if want := fmt.Sprintf("done after round %d", rounds); !strings.Contains(coordinator.out.String(), want) {
 		t.Fatalf("coordinator did not say %q:\n%s", want, coordinator.out)
 	}
-	out, err := exec.CommandContext(ctx, bin, "ledger", "verify", "--db", filepath.Join(stateDir, "state.db")).CombinedOutput()
+	db := filepath.Join(stateDir, "state.db")
+	out, err := exec.CommandContext(ctx, bin, "ledger", "verify", "--db", db).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tally ledger verify: %v\n%s", err, out)
 	}
 	t.Logf("%s", bytes.TrimSpace(out))
+	// The receipts name every client in every round, the edge's too.
+	out, err = exec.CommandContext(ctx, bin, "scores", "--db", db, "--format", "json").Output()
+	if err != nil {
+		t.Fatalf("tally scores: %v", err)
+	}
+	var standings []struct {
+		Client string  `json:"client"`
+		Rounds int     `json:"rounds"`
+		Value  float64 `json:"value"`
+		Payout float64 `json:"payout"`
+	}
+	if err := json.Unmarshal(out, &standings); err != nil {
+		t.Fatalf("tally scores --format json: %v\n%s", err, out)
+	}
+	got := map[string]int{}
+	for _, st := range standings {
+		got[st.Client] = st.Rounds
+		t.Logf("receipts of %s: %d rounds, value %.4f, payout %.4f", st.Client, st.Rounds, st.Value, st.Payout)
+	}
+	for id := range tokens {
+		if got[id] != rounds {
+			t.Errorf("the receipts give %s %d rounds, want %d (tally scores: %s)", id, got[id], rounds, bytes.TrimSpace(out))
+		}
+	}
+	if len(got) != len(tokens) {
+		t.Errorf("the receipts name %d clients, want %d: %s", len(got), len(tokens), bytes.TrimSpace(out))
+	}
+}
+
+// proc is one pod's container, run as a local process.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan error  // its exit, once
+	stopped atomic.Bool // the rehearsal stopped it: its exit is expected
+}
+
+// containerPort is the number of port p (a number, or a name) in spec.
+func containerPort(spec corev1.PodSpec, p intstr.IntOrString) int32 {
+	if p.Type == intstr.Int {
+		return p.IntVal
+	}
+	for _, c := range spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == p.StrVal {
+				return cp.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+// edgeCount is what `tally edge` logs when it stops.
+type edgeCount struct {
+	Msg      string `json:"msg"`
+	Partials int    `json:"partials"`
+	Summed   int    `json:"summed"`
+	Relayed  int    `json:"relayed"`
+}
+
+// edgeCounts finds the edge's "edge stopped" line (JSON, as tally logs
+// when its output is not a terminal) in out.
+func edgeCounts(out string) (edgeCount, bool) {
+	for line := range strings.SplitSeq(out, "\n") {
+		var c edgeCount
+		if json.Unmarshal([]byte(line), &c) == nil && c.Msg == "edge stopped" {
+			return c, true
+		}
+	}
+	return edgeCount{}, false
 }
 
 // syncBuffer is a bytes.Buffer that a process's output copier writes while

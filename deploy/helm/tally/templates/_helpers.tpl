@@ -20,6 +20,11 @@
 {{- printf "%s-coordinator" (include "tally.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The edge aggregators' Deployment and Service (edge.enabled). */}}
+{{- define "tally.edge" -}}
+{{- printf "%s-edge" (include "tally.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "tally.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "tally.name" . }}
