@@ -73,7 +73,10 @@ func (s *Service) authenticateEdge(c auth.Call, method string, now time.Time) (s
 // EdgeTask implements CoordinatorService for edges: how to aggregate the
 // open task named, if it is open and aggregable at an edge (an encrypted
 // train task summed whole: not the groups valuation, whose groups the
-// coordinator draws, nor moments).
+// coordinator draws, nor moments, nor the projection valuation, whose
+// products with each client's whole update are computed after the
+// total's decryption and so need every client's c₀, which a partial does
+// not carry: its uploads are relayed whole, as to a flat job).
 func (s *Service) EdgeTask(ctx context.Context, req *tallyv1.EdgeTaskRequest) (*tallyv1.EdgeTaskResponse, error) {
 	if _, err := caller(ctx); err != nil {
 		return nil, toStatus(err)
@@ -86,7 +89,7 @@ func (s *Service) EdgeTask(ctx context.Context, req *tallyv1.EdgeTaskRequest) (*
 		selected = slices.Clone(t.Selected)
 	}
 	s.driver.mu.RUnlock()
-	if t == nil || t.ID != req.GetTaskId() || t.Kind != engine.TaskTrain || !t.Encrypted() || t.Acc == nil || t.Submissions == nil {
+	if t == nil || t.ID != req.GetTaskId() || t.Kind != engine.TaskTrain || !t.Encrypted() || t.Acc == nil || t.Submissions == nil || t.Kept != nil {
 		return &tallyv1.EdgeTaskResponse{Aggregate: false}, nil
 	}
 	r := &tallyv1.EdgeTaskResponse{

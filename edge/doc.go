@@ -41,7 +41,11 @@
 // the coordinator's answer for each client is logged. Uploads that arrive after
 // a partial left form the next one; a task may have several partials.
 // Everything else (plaintext jobs, moments, declines, the groups
-// valuation, whose groups the coordinator draws) is relayed as it is.
+// valuation, whose groups the coordinator draws, and the projection
+// valuation, whose products with each client's whole update the
+// coordinator computes after the total's decryption) is relayed as it
+// is. Projection is the he default only up to 63 clients a round, where
+// the coordinator can take the uploads itself.
 //
 // Memory: an edge sums each upload as soon as it is checked and keeps of
 // it only what the partial forwards (the c₁ rows and the influence

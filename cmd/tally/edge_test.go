@@ -99,3 +99,45 @@ func edgesMatchFlat(t *testing.T, clients, edges, rounds int) {
 	}
 	t.Logf("largest per-round difference, edges against flat: %.3g; edges %+v", worst, withEdges.Edges)
 }
+
+// TestEdgesProjectionValues: a small he job through an edge under the
+// default valuation (projection mode, which values clients from products
+// of each client's whole update computed after the total's decryption)
+// values its clients as the same job without an edge. Before, the edge
+// summed the uploads into a partial that carries no client's c₀, so no
+// projection product could be computed: every round's valuation failed
+// ("no client's projection scalars could all be decrypted") and every
+// client was valued and paid 0.
+func TestEdgesProjectionValues(t *testing.T) {
+	common := []string{"--dataset", "breast-cancer", "--clients", "3", "--rounds", "2", "--seed", "3",
+		"--secure-aggregation", "he", "--round-timeout", "60s", "--centralised=false"}
+	flat, err := simulate(context.Background(), simOpts(t, common...), io.Discard, io.Discard)
+	if err != nil {
+		t.Fatalf("flat: %v", err)
+	}
+	withEdge, err := simulate(context.Background(), simOpts(t, append(common, "--edges", "1")...), io.Discard, io.Discard)
+	if err != nil {
+		t.Fatalf("through an edge: %v", err)
+	}
+	for i, r := range withEdge.Rounds {
+		if r.ValuationError != "" {
+			t.Errorf("round %d through an edge: valuation failed: %s", i+1, r.ValuationError)
+		}
+	}
+	vals := map[string]float64{}
+	for _, c := range flat.Contributions {
+		vals[c.Client] = c.Value
+	}
+	for _, c := range withEdge.Contributions {
+		if c.Value == 0 || math.Abs(vals[c.Client]-c.Value) > 1e-4 {
+			t.Errorf("client %s: value %.6f through an edge, %.6f flat", c.Client, c.Value, vals[c.Client])
+		}
+	}
+	if len(withEdge.Edges) != 1 {
+		t.Fatalf("edges in the report: %+v", withEdge.Edges)
+	}
+	if e := withEdge.Edges[0]; e.Relayed == 0 {
+		t.Errorf("the edge relayed no call: %+v", e)
+	}
+	t.Logf("edge %+v", withEdge.Edges[0])
+}
