@@ -407,12 +407,15 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 		if !ok {
 			t.Fatalf("%s logged no \"edge stopped\" line with its counts:\n%s", p.name, p.out)
 		}
-		t.Logf("%s: %d partials carrying %d client uploads, %d calls relayed", p.name, c.Partials, c.Summed, c.Relayed)
-		// Every client's encrypted upload of every round went into one
-		// of the edge's partials: none joined the coordinator instead.
-		if c.Partials < rounds || c.Summed != rounds*nClients {
-			t.Fatalf("%s carried %d partials with %d uploads, want at least %d partials with %d (%d clients × %d rounds): the clients did not join through it, or the coordinator did not take it for an edge of the job\n%s",
-				p.name, c.Partials, c.Summed, rounds, rounds*nClients, nClients, rounds, p.out)
+		t.Logf("%s: %d partials carrying %d client uploads, %d uploads relayed", p.name, c.Partials, c.Summed, c.Relayed)
+		// Every client's upload of every round went through the edge:
+		// summed into a partial, or relayed whole where the coordinator
+		// needs each client's whole update (the projection valuation,
+		// tally's he default at this size, coordinator.Service.EdgeTask).
+		// None joined the coordinator instead.
+		if c.Summed+c.Relayed < rounds*nClients {
+			t.Fatalf("%s carried %d uploads in %d partials and relayed %d, want at least %d (%d clients × %d rounds): the clients did not join through it\n%s",
+				p.name, c.Summed, c.Partials, c.Relayed, rounds*nClients, nClients, rounds, p.out)
 		}
 	}
 	// The chart's coordinator stays up after the job (--after-done wait),
@@ -459,9 +462,24 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 		t.Fatalf("tally scores --format json: %v\n%s", err, out)
 	}
 	got := map[string]int{}
+	valued := 0
 	for _, st := range standings {
 		got[st.Client] = st.Rounds
 		t.Logf("receipts of %s: %d rounds, value %.4f, payout %.4f", st.Client, st.Rounds, st.Value, st.Payout)
+		if st.Value != 0 {
+			valued++
+		}
+		// The job's budget is paid out at its end: every client holds
+		// at least the baseline share.
+		if st.Payout <= 0 {
+			t.Errorf("the receipts pay %s %.4f, want more than 0 (tally scores: %s)", st.Client, st.Payout, bytes.TrimSpace(out))
+		}
+	}
+	// A job whose every round failed to be valued values everyone at 0
+	// (an edge job under projection valuation did, until its uploads
+	// were relayed whole).
+	if valued == 0 {
+		t.Errorf("every client's value is 0: no round was valued (tally scores: %s)", bytes.TrimSpace(out))
 	}
 	for id := range tokens {
 		if got[id] != rounds {
