@@ -382,9 +382,17 @@ func GradientDigest(grad []float64) [32]byte {
 	var w [8]byte
 	binary.BigEndian.PutUint64(w[:], uint64(len(grad)))
 	h.Write(w[:])
-	for _, g := range grad {
-		binary.LittleEndian.PutUint64(w[:], math.Float64bits(g))
-		h.Write(w[:])
+	// The values go to the hash 512 at a time: one Write per 8 bytes
+	// made this hash run at about a fifth of SHA-256's speed here. The
+	// bytes hashed, hence the digest, are the same.
+	var buf [4096]byte
+	for len(grad) > 0 {
+		k := min(len(grad), len(buf)/8)
+		for i, g := range grad[:k] {
+			binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(g))
+		}
+		h.Write(buf[:8*k])
+		grad = grad[k:]
 	}
 	var out [32]byte
 	h.Sum(out[:0])
@@ -547,6 +555,38 @@ type verifyState struct {
 	// the one verified instead of hashing it again.
 	cts     map[[32]byte][]byte
 	ctBytes int
+	// grad is a copy of the last multiplier vector this member hashed in
+	// the round and gradDigest its digest: a round's many influence
+	// requests carry the same vector, and comparing it bit for bit with
+	// the copy costs a fraction of hashing it again.
+	grad       []float64
+	gradDigest [32]byte
+}
+
+// gradientDigest is GradientDigest(grad), through v's copy of the last
+// vector hashed.
+func (v *verifyState) gradientDigest(grad []float64) [32]byte {
+	if v.grad != nil && sameBits(v.grad, grad) {
+		return v.gradDigest
+	}
+	d := GradientDigest(grad)
+	v.grad, v.gradDigest = append(v.grad[:0:0], grad...), d
+	return d
+}
+
+// sameBits reports whether a and b hold the same float64 bit patterns
+// (NaNs of the same payload equal, −0 and +0 not), as GradientDigest
+// distinguishes them.
+func sameBits(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // maxVerifiedCTs bounds verifyState.cts: 32 MiB, 42 influence
@@ -829,7 +869,7 @@ func (m *Member) cachedC1(v *verifyState, ev Evidence, sub *Submission, b int) (
 // that grad is the one committed in req (if req commits to one) and the
 // one seen before in this (key, round).
 func (m *Member) influenceFor(v *verifyState, req DecryptRequest, grad []float64) (*Influence, error) {
-	d := GradientDigest(grad)
+	d := v.gradientDigest(grad)
 	if req.Gradient != ([32]byte{}) && d != req.Gradient {
 		return nil, fmt.Errorf("%w: the vector sent hashes to %x, the request commits to %x", ErrGradientMismatch, d[:8], req.Gradient[:8])
 	}

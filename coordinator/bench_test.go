@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,7 +151,19 @@ func runClients(ctx context.Context, b *testing.B, addrs []string, job engine.Jo
 // roundResult is what one in-process job of two rounds measured.
 type roundResult struct {
 	round time.Duration // from the start of round 2 to its completion
+	cpu   time.Duration // this process's CPU time (user and system) over the same interval
 	bytes int64         // ciphertext bytes the coordinator received in round 2 (he only)
+}
+
+// processCPU is this process's CPU time so far, user and system, all
+// threads: in BenchmarkRound, every party's (coordinator, clients,
+// committee members).
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // timeRound runs a two-round job in-process and times its second round.
@@ -169,10 +182,11 @@ func timeRound(b *testing.B, spec model.Spec, fed *dataset.Federation, secure st
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var done []time.Time
+	var cpus []time.Duration
 	var recs []engine.RoundRecord
 	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation, Linger: 5 * time.Second, OnRound: func(r engine.RoundRecord) {
 		// Called on the driver goroutine, which is Run's caller.
-		done, recs = append(done, time.Now()), append(recs, r)
+		done, cpus, recs = append(done, time.Now()), append(cpus, processCPU(b)), append(recs, r)
 	}})
 	if err != nil {
 		b.Fatal(err)
@@ -196,7 +210,7 @@ func timeRound(b *testing.B, spec model.Spec, fed *dataset.Federation, secure st
 			b.Fatalf("%s: round %d: failed=%v (%s), %d of %d contributors", secure, r.Round, r.Failed, r.Reason, len(r.Contributors), n)
 		}
 	}
-	return roundResult{round: done[1].Sub(done[0]), bytes: recs[1].BytesReceived}
+	return roundResult{round: done[1].Sub(done[0]), cpu: cpus[1] - cpus[0], bytes: recs[1].BytesReceived}
 }
 
 // BenchmarkRound times one round of 10 clients and a model of 1M
@@ -220,6 +234,11 @@ func BenchmarkRound(b *testing.B) {
 		b.ReportMetric(he.round.Seconds(), "he_s")
 		b.ReportMetric(none.round.Seconds(), "none_s")
 		b.ReportMetric(he.round.Seconds()/none.round.Seconds(), "he_over_none")
+		// The CPU every party spent in the round, he over none: what
+		// the round costs in all, less sensitive than wall time to what
+		// else shares this machine, and what wall time would follow on
+		// one machine if the round kept both cores busy.
+		b.ReportMetric(he.cpu.Seconds()/none.cpu.Seconds(), "he_cpu_over_none")
 		// The plaintext path does not count its bytes (RoundRecord.BytesReceived
 		// is filled for ckks submissions only), so only he's are reported.
 		b.ReportMetric(float64(he.bytes)/float64(clients*n), "he_bytes/param")
