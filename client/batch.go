@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/tallyfl/tally/aggregation"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -24,12 +27,15 @@ var ErrBatchLabels = errors.New("client: a batched request's labels disagree wit
 // influence ciphertext it holds in memory each time that grows; spill is
 // given the spill file when it is made; admitted is given the
 // spill file once the batch is admitted, before it is read back; done is
-// given what decryptBatch returned.
+// given what decryptBatch returned; share is told of each coefficient
+// share of task about to be made (request i of the batch), and may delay
+// it, as a slow member would be.
 type batchHooks struct {
 	held     func(bytes int)
 	spill    func(f *os.File)
 	admitted func(f *os.File)
 	done     func(err error)
+	share    func(task string, i int)
 }
 
 // noteHeld tells a test's hook that decryptBatch holds n bytes of
@@ -103,6 +109,18 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		return err
 	}
 	defer spill.remove()
+	// A download refused as for no open task (FailedPrecondition) may
+	// mean that the batch completed without this member while it
+	// verified: asked again for an object of the task it did download
+	// (probe), the coordinator says whether it is still open. If it is
+	// not, nothing is refused and nothing more is done.
+	round, probe := reqs[0].Round, ""
+	late := func(err error) error {
+		if status.Code(err) == codes.FailedPrecondition && c.taskClosed(ctx, id, probe) {
+			return c.completedWithout(id, round, 0, len(reqs))
+		}
+		return err
+	}
 	// Verified grouped by multiplier vector, in the order each vector
 	// first appears, so that one vector is held at a time and each is
 	// fetched once; the last stays cached for the round's other tasks.
@@ -111,7 +129,7 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		if req.Gradient != c.gradDigest || c.grad == nil {
 			raw, err := c.fetch(ctx, id, "gradient/"+hex.EncodeToString(req.Gradient[:]))
 			if err != nil {
-				return err
+				return late(err)
 			}
 			grad, err := aggregation.UnmarshalGradient(raw)
 			if err != nil {
@@ -123,19 +141,31 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		}
 		ct, err := c.fetch(ctx, id, it.GetCiphertext())
 		if err != nil {
-			return err
+			return late(err)
 		}
 		c.noteHeld(len(ct))
 		ev, err := c.evidence(ctx, id, req, [][]byte{ct})
 		if err != nil {
-			return err
+			return late(err)
 		}
 		if err := c.member.VerifyAggregate(req, ev); err != nil {
+			// Evidence refused as for no open task reads as missing: the
+			// ciphertext downloaded just now says whether the task closed.
+			if probe == "" {
+				probe = it.GetCiphertext()
+			}
+			if c.taskClosed(ctx, id, probe) {
+				return c.completedWithout(id, round, 0, len(reqs))
+			}
 			c.log.Error("batched influence request not verified: no share of the batch", "task", id, "request", i, "client", req.Contributors[0], "err", err)
 			return refuse(fmt.Errorf("client: decryption task %s, request %d (client %q): %w", id, i, req.Contributors[0], err))
 		}
 		if err := spill.put(i, ct); err != nil {
 			return err
+		}
+		if probe == "" {
+			// Small, and this member's to download while the task is open.
+			probe = "submission/" + req.Contributors[0]
 		}
 	}
 	entries, err := transcriptEntries(id, t.GetTranscriptEntries())
@@ -172,13 +202,24 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 	if err := spill.check(); err != nil {
 		return err
 	}
+	// The batch completes once t members answered: while this member
+	// makes its shares, it asks every closedPoll whether the task is
+	// still open, and stops if it is not (it would only be refused).
+	w := c.watchTask(ctx, id, probe)
+	defer w.stop()
 	parts := map[string][]byte{"transcript-signature": sig}
 	var buf []byte
 	for i, req := range reqs {
+		if w.closed.Load() {
+			return c.completedWithout(id, round, i, len(reqs))
+		}
 		if buf, err = spill.get(i, buf); err != nil {
 			return err
 		}
 		c.noteHeld(len(buf))
+		if h := c.batchTest; h != nil && h.share != nil {
+			h.share(id, i)
+		}
 		share, err := c.member.DecryptCoefficientShare(req, buf)
 		if errors.Is(err, aggregation.ErrPolicy) {
 			return c.refuse(ctx, id, err)
@@ -188,8 +229,15 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		}
 		parts[fmt.Sprintf("coefficients/%d", i)] = share
 	}
+	w.stop()
+	if w.closed.Load() {
+		return c.completedWithout(id, round, len(reqs), len(reqs))
+	}
+	if err := c.answered(c.sendShares(ctx, id, parts), id, round, len(reqs)); err != nil {
+		return err
+	}
 	c.log.Info("coefficient shares sent", "task", id, "scalars", len(reqs))
-	return c.sendShares(ctx, id, parts)
+	return nil
 }
 
 // byVector is the indices of reqs grouped by multiplier vector, the groups

@@ -381,6 +381,11 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		return err
 	}
 	if err := c.member.VerifyAggregate(req, ev); err != nil {
+		// Evidence refused as for no open task reads as missing: the
+		// block downloaded above says whether the task closed meanwhile.
+		if c.taskClosed(ctx, t.GetTaskId(), "ciphertext/0") {
+			return c.completedWithout(t.GetTaskId(), req.Round, 0, len(cts))
+		}
 		// The coordinator named a ciphertext that is not what its labels
 		// say (or could not show that it is): no share, and it is told.
 		c.log.Error("decryption request not verified: no share", "task", t.GetTaskId(), "purpose", req.Purpose, "err", err)
@@ -416,7 +421,7 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		if err != nil {
 			return fmt.Errorf("client: decryption task %s: %w", t.GetTaskId(), err)
 		}
-		return c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share, "transcript-signature": sig})
+		return c.answered(c.sendShares(ctx, t.GetTaskId(), map[string][]byte{"coefficient": share, "transcript-signature": sig}), t.GetTaskId(), req.Round, 1)
 	}
 	parts := map[string][]byte{"transcript-signature": sig}
 	for b, ct := range cts {
@@ -429,8 +434,11 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		}
 		parts[fmt.Sprintf("share/%d", b)] = share
 	}
+	if err := c.answered(c.sendShares(ctx, t.GetTaskId(), parts), t.GetTaskId(), req.Round, len(cts)); err != nil {
+		return err
+	}
 	c.log.Info("decryption shares sent", "task", t.GetTaskId(), "purpose", req.Purpose, "contributors", len(req.Contributors))
-	return c.sendShares(ctx, t.GetTaskId(), parts)
+	return nil
 }
 
 // evidence fetches what this member checks req against: every

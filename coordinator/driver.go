@@ -462,6 +462,17 @@ func (d *Driver) perform(acts []engine.Action) error {
 			}
 		}
 	}
+	// A task the engine closed without publishing another (a batch that
+	// completed with t of its c members, at the end of a round the next
+	// of which cannot start yet) is no longer pending for anyone: its
+	// downloads and answers are refused as for no open task, so that a
+	// member still at work on it learns that it closed and stops
+	// (client.taskClosed), and nobody is handed it again.
+	if t := d.view.task; t != nil {
+		if cur := d.engine.Task(); cur == nil || cur.ID != t.ID {
+			d.view.task, d.view.selected = nil, nil
+		}
+	}
 	d.view.phase = d.engine.Phase()
 	d.view.round = d.engine.Round()
 	return nil
