@@ -3,6 +3,7 @@ package audit
 import (
 	"math"
 
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
@@ -126,31 +127,7 @@ func projectionVectors(m model.Model, val model.Examples, classes int, base, kno
 	if err != nil {
 		return nil, nil, err
 	}
-	parts := valuation.ProjectionParts(classes)
-	subsets := make([]model.Examples, parts)
-	for p := range parts {
-		var idx []int
-		for i, y := range val.Y {
-			if y%parts == p {
-				idx = append(idx, i)
-			}
-		}
-		subsets[p] = val.Subset(idx)
-	}
-	vs, err := valuation.ProjectionVectors(at, total, known, parts, func(p []float64, part int) ([]float64, error) {
-		d := val
-		if part >= 0 {
-			d = subsets[part]
-		}
-		g := make([]float64, m.NumParams())
-		if d.Len() == 0 {
-			return g, nil
-		}
-		if err := m.SetParams(p); err != nil {
-			return nil, err
-		}
-		return g, m.Gradient(d, g)
-	})
+	vs, err := engine.ModelProjectionVectors(m, val, classes, at, total, known)
 	return vs, at, err
 }
 

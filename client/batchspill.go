@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 )
@@ -84,16 +86,25 @@ func (c *Client) newBatchSpill(task string, n int) (*batchSpill, error) {
 // (they share the system's temporary directory when they have no key
 // file) takes nothing from it: it reads and writes the file it holds
 // open, and the system either frees the file when that one closes it
-// (POSIX) or refuses to remove a file open elsewhere (Windows).
+// (POSIX) or refuses to remove a file open elsewhere (Windows). Only this
+// user's files are considered (ownedByUs): on a shared temporary
+// directory the other users' are theirs, which a client may not remove
+// (it warned of each at every start) or, run as root, must not.
 func (c *Client) removeStaleSpills() {
 	dir := c.spillDir()
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	sweepStaleSpills(dir, c.log, ownedByUs)
+}
+
+// sweepStaleSpills is removeStaleSpills in dir, for the files ours
+// accepts; the others are skipped without a word.
+func sweepStaleSpills(dir string, log *slog.Logger, ours func(fs.FileInfo) bool) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			c.log.Warn("cannot look for stale batch spill files", "dir", dir, "err", err)
+			log.Warn("cannot look for stale batch spill files", "dir", dir, "err", err)
 		}
 		return
 	}
@@ -101,14 +112,17 @@ func (c *Client) removeStaleSpills() {
 		if ok, _ := filepath.Match(spillPattern, e.Name()); !ok || !e.Type().IsRegular() {
 			continue
 		}
+		if info, err := e.Info(); err != nil || !ours(info) {
+			continue // gone since, or another user's
+		}
 		path := filepath.Join(dir, e.Name())
 		if err := os.Remove(path); err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
-				c.log.Warn("cannot remove a stale batch spill file", "path", path, "err", err)
+				log.Warn("cannot remove a stale batch spill file", "path", path, "err", err)
 			}
 			continue
 		}
-		c.log.Info("removed a stale batch spill file, left by a client that died mid-batch", "path", path)
+		log.Info("removed a stale batch spill file, left by a client that died mid-batch", "path", path)
 	}
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -91,13 +92,7 @@ func TestBatchSpillStaleRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept = append(kept, sub)
-	var logged bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	_, err := New(Config{Conn: dial(t, listen(t, "").Addr().String(), nil), Data: testData(), KeyFile: filepath.Join(dir, "client.key"),
-		PollWait: 50 * time.Millisecond, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := startIn(t, dir)
 	for _, p := range stale {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("stale spill file %s not removed (%v)", p, err)
@@ -110,6 +105,67 @@ func TestBatchSpillStaleRemoved(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s removed: %v", p, err)
 		}
+	}
+	t.Logf("the log:\n%s", logged.String())
+}
+
+// startIn makes a client whose key file is in dir, and returns its log
+// (every level) of New, where the stale spill sweep runs.
+func startIn(t *testing.T, dir string) *bytes.Buffer {
+	t.Helper()
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, err := New(Config{Conn: dial(t, listen(t, "").Addr().String(), nil), Data: testData(), KeyFile: filepath.Join(dir, "client.key"),
+		PollWait: 50 * time.Millisecond, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &logged
+}
+
+// TestSweepStaleSpillsSkipsOthers: the sweep removes the stale spill files
+// its owner check takes for ours, each logged at INFO with its path, and
+// leaves the others (another user's, on a shared temporary directory)
+// without a word: before, it tried them too, and warned of each it could
+// not remove at every start. The check is injected here: a file of
+// another owner cannot be made without root.
+func TestSweepStaleSpillsSkipsOthers(t *testing.T) {
+	dir := t.TempDir()
+	ours := []string{filepath.Join(dir, "tally-batch-1.spill"), filepath.Join(dir, "tally-batch-2.spill")}
+	theirs := []string{filepath.Join(dir, "tally-batch-3.spill"), filepath.Join(dir, "tally-batch-4.spill")}
+	for _, p := range append(append([]string(nil), ours...), theirs...) {
+		if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var asked []string
+	owned := func(info fs.FileInfo) bool {
+		asked = append(asked, info.Name())
+		return info.Name() < "tally-batch-3"
+	}
+	var logged bytes.Buffer
+	sweepStaleSpills(dir, slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})), owned)
+	if len(asked) != len(ours)+len(theirs) {
+		t.Errorf("the owner check saw %q, want all %d spill files", asked, len(ours)+len(theirs))
+	}
+	for _, p := range ours {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("our stale spill file %s not removed (%v)", p, err)
+		}
+		if !strings.Contains(logged.String(), "level=INFO msg=\"removed a stale batch spill file") || !strings.Contains(logged.String(), "path="+p) {
+			t.Errorf("the removal of %s is not logged at INFO with its path", p)
+		}
+	}
+	for _, p := range theirs {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("another user's spill file %s removed: %v", p, err)
+		}
+		if strings.Contains(logged.String(), p) {
+			t.Errorf("another user's spill file %s is logged", p)
+		}
+	}
+	if strings.Contains(logged.String(), "level=WARN") {
+		t.Error("the sweep warned")
 	}
 	t.Logf("the log:\n%s", logged.String())
 }

@@ -365,16 +365,7 @@ func startEdges(b *testing.B, cfg engine.JobConfig, keys []ed25519.PrivateKey, a
 			b.Fatal(err)
 		}
 		be.conns = append(be.conns, conn)
-		e, err := edge.New(edge.Config{Upstream: conn, ID: cfg.Edges[i].ID, Key: key, Job: cfg.ID, Log: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		gs := grpc.NewServer(e.ServerOptions()...)
-		e.Register(gs)
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
+		e, gs, lis := newEdgeServer(b, edge.Config{Upstream: conn, ID: cfg.Edges[i].ID, Key: key, Job: cfg.ID, Log: slog.New(slog.DiscardHandler)})
 		be.servers, be.edges, be.addrs = append(be.servers, gs), append(be.edges, e), append(be.addrs, lis.Addr().String())
 		be.wg.Add(1)
 		go func() {

@@ -1,21 +1,13 @@
 package coordinator
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/edge"
 	"github.com/tallyfl/tally/engine"
@@ -67,56 +59,7 @@ func edgeMemJob(t *testing.T, n int, cfg edge.Config) (*edge.Edge, int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	cfg.Upstream, cfg.ID, cfg.Key, cfg.Job, cfg.Log = up, "edge-0", key, job.ID, slog.New(slog.DiscardHandler)
-	e, err := edge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(e.ServerOptions()...)
-	e.Register(gs)
-	elis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(elis) }()
-	defer gs.Stop()
-	conn, err := grpc.NewClient(elis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i, en := range job.Clients.Enrolment {
-		c, err := client.New(client.Config{Conn: conn, Token: en.Token, Data: fed.Clients[i], TestOnlyWeakParameters: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(ctx); err != nil && ctx.Err() == nil {
-				t.Errorf("client %s: %v", en.ID, err)
-			}
-		}()
-	}
-	out, err := srv.Run(ctx, lis)
-	cancel()
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, e := serveFederationWith(t, srv, job, fed.Clients, federationOpts{timeout: 3 * time.Minute, edge: &cfg, edgeKey: key})
 	if out.Done == nil || out.Done.FinalRound != 1 || len(rounds) != 1 {
 		t.Fatalf("job did not complete its round: done %+v, %d records", out.Done, len(rounds))
 	}

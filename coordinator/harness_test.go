@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/edge"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
@@ -66,32 +69,74 @@ func smallJob(t *testing.T, id, secure, mode, method string) (engine.Job, *datas
 // error, other client errors fail the test.
 func serveFederation(t *testing.T, srv *Server, job engine.Job, shards []model.Examples, pollWait time.Duration, clientCtx func(i int, ctx context.Context) context.Context) Outcome {
 	t.Helper()
+	out, _ := serveFederationWith(t, srv, job, shards, federationOpts{pollWait: pollWait, clientCtx: clientCtx})
+	return out
+}
+
+// federationOpts are serveFederationWith's options; the zero value is
+// serveFederation's defaults.
+type federationOpts struct {
+	pollWait  time.Duration                                    // the clients' PollWait (0: client's default)
+	clientCtx func(i int, ctx context.Context) context.Context // as serveFederation's
+	timeout   time.Duration                                    // the whole job's; 0 is 2 minutes
+	// edge, if set, puts one in-process edge aggregator (package edge)
+	// with this configuration between every client and srv. The job
+	// must list it first in its edges, with edgeKey's public key; its
+	// Upstream, ID, Key, Job and Log are filled in here.
+	edge    *edge.Config
+	edgeKey ed25519.PrivateKey
+}
+
+// serveFederationWith is serveFederation with opts, and returns the edge
+// the clients went through when opts.edge is set (nil otherwise).
+func serveFederationWith(t *testing.T, srv *Server, job engine.Job, shards []model.Examples, opts federationOpts) (Outcome, *edge.Edge) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	up, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer up.Close()
+	conn := up // what the clients dial
+	var e *edge.Edge
+	if opts.edge != nil {
+		// The edge relays to srv over up; the clients dial the edge.
+		cfg := *opts.edge
+		cfg.Upstream, cfg.ID, cfg.Key, cfg.Job, cfg.Log = up, job.Edges[0].ID, opts.edgeKey, job.ID, slog.New(slog.DiscardHandler)
+		var gs *grpc.Server
+		var elis net.Listener
+		e, gs, elis = newEdgeServer(t, cfg)
+		go func() { _ = gs.Serve(elis) }()
+		defer gs.Stop()
+		if conn, err = grpc.NewClient(elis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+	}
+	timeout := opts.timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, e := range job.Clients.Enrolment {
-		c, err := client.New(client.Config{Conn: conn, Token: e.Token, Data: shards[i], PollWait: pollWait, TestOnlyWeakParameters: true})
+	for i, en := range job.Clients.Enrolment {
+		c, err := client.New(client.Config{Conn: conn, Token: en.Token, Data: shards[i], PollWait: opts.pollWait, TestOnlyWeakParameters: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cctx := ctx
-		if clientCtx != nil {
-			cctx = clientCtx(i, ctx)
+		if opts.clientCtx != nil {
+			cctx = opts.clientCtx(i, ctx)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := c.Run(cctx); err != nil && cctx.Err() == nil {
-				t.Errorf("client %s: %v", e.ID, err)
+				t.Errorf("client %s: %v", en.ID, err)
 			}
 		}()
 	}
@@ -101,5 +146,22 @@ func serveFederation(t *testing.T, srv *Server, job engine.Job, shards []model.E
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return out, e
+}
+
+// newEdgeServer is an in-process edge aggregator of cfg registered on a
+// gRPC server, and a loopback listener for the caller to serve it on.
+func newEdgeServer(tb testing.TB, cfg edge.Config) (*edge.Edge, *grpc.Server, net.Listener) {
+	tb.Helper()
+	e, err := edge.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gs := grpc.NewServer(e.ServerOptions()...)
+	e.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e, gs, lis
 }

@@ -199,7 +199,7 @@ func (v *ModelValuer) Gradient(base, known []float64, sc *dataset.Scaler) ([]flo
 }
 
 // ProjectionVectors implements engine.ProjectionValuer: the public vectors
-// from the server's own step along known (valuation.ProjectionVectors),
+// from the server's own step along known (engine.ModelProjectionVectors),
 // gradients over the whole validation set or its per-class parts.
 func (v *ModelValuer) ProjectionVectors(base, known, total []float64, sc *dataset.Scaler) ([][]float64, []float64, error) {
 	at := base
@@ -211,33 +211,7 @@ func (v *ModelValuer) ProjectionVectors(base, known, total []float64, sc *datase
 	} else {
 		known = nil
 	}
-	data := v.data(sc)
-	parts := valuation.ProjectionParts(v.Job.Data.Classes)
-	subsets := make([]model.Examples, parts)
-	for p := range parts {
-		var idx []int
-		for i, y := range data.Y {
-			if y%parts == p {
-				idx = append(idx, i)
-			}
-		}
-		subsets[p] = data.Subset(idx)
-	}
-	m := v.Model.Clone()
-	vs, err := valuation.ProjectionVectors(at, total, known, parts, func(p []float64, part int) ([]float64, error) {
-		d := data
-		if part >= 0 {
-			d = subsets[part]
-		}
-		g := make([]float64, m.NumParams())
-		if d.Len() == 0 {
-			return g, nil
-		}
-		if err := m.SetParams(p); err != nil {
-			return nil, err
-		}
-		return g, m.Gradient(d, g)
-	})
+	vs, err := engine.ModelProjectionVectors(v.Model.Clone(), v.data(sc), v.Job.Data.Classes, at, total, known)
 	return vs, at, err
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tallyfl/tally/aggregation"
 	"github.com/tallyfl/tally/dataset"
+	"github.com/tallyfl/tally/model"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -22,6 +23,42 @@ type ProjectionValuer interface {
 	// Projection values players from their scalars s_i[j] = ⟨n_i·Δ_i,
 	// v_j⟩ on the projection game (valuation.NewProjectionGame) from at.
 	Projection(round int, at []float64, vectors, scalars [][]float64, weights []float64, scaler *dataset.Scaler) (valuation.Result, error)
+}
+
+// ModelProjectionVectors are the projection mode's public vectors
+// (valuation.ProjectionVectors) of a round taken from at, total the
+// round's FedAvg step, with m's validation gradients over val (part −1)
+// or over its valuation.ProjectionParts(classes) per-class parts, the
+// rows of the classes c with c mod parts = part (a zero gradient where a
+// part has no rows). It sets m's parameters; the caller's m is its own.
+// The coordinator's valuer, the audit and the experiments all rebuild a
+// round's vectors with it, so that they are the same to the bit.
+func ModelProjectionVectors(m model.Model, val model.Examples, classes int, at, total, known []float64) ([][]float64, error) {
+	parts := valuation.ProjectionParts(classes)
+	subsets := make([]model.Examples, parts)
+	for p := range parts {
+		var idx []int
+		for i, y := range val.Y {
+			if y%parts == p {
+				idx = append(idx, i)
+			}
+		}
+		subsets[p] = val.Subset(idx)
+	}
+	return valuation.ProjectionVectors(at, total, known, parts, func(p []float64, part int) ([]float64, error) {
+		d := val
+		if part >= 0 {
+			d = subsets[part]
+		}
+		g := make([]float64, m.NumParams())
+		if d.Len() == 0 {
+			return g, nil
+		}
+		if err := m.SetParams(p); err != nil {
+			return nil, err
+		}
+		return g, m.Gradient(d, g)
+	})
 }
 
 // CiphertextStore keeps every client's whole ciphertexts of a projection

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tallyfl/tally/model"
+	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/valuation"
 )
 
@@ -689,38 +689,6 @@ func projectionVectors(t *trace, pool *scorerPool, base, known []float64, update
 	for k := range total {
 		total[k] /= n
 	}
-	parts := valuation.ProjectionParts(t.fed.classes)
-	m := t.proto.Clone()
-	vs, err := valuation.ProjectionVectors(at, total, known, parts, classGradient(m, t.fed.val, parts))
+	vs, err := engine.ModelProjectionVectors(t.proto.Clone(), t.fed.val, t.fed.classes, at, total, known)
 	return vs, at, err
-}
-
-// classGradient is the validation gradient of m at a point, over the whole
-// validation set (part −1) or over the rows of the classes c with
-// c mod parts = part (zero when there are none).
-func classGradient(m model.Model, val model.Examples, parts int) func([]float64, int) ([]float64, error) {
-	subsets := make([]model.Examples, parts)
-	for p := range parts {
-		var idx []int
-		for i, y := range val.Y {
-			if y%parts == p {
-				idx = append(idx, i)
-			}
-		}
-		subsets[p] = val.Subset(idx)
-	}
-	return func(at []float64, part int) ([]float64, error) {
-		data := val
-		if part >= 0 {
-			data = subsets[part]
-		}
-		g := make([]float64, m.NumParams())
-		if data.Len() == 0 {
-			return g, nil
-		}
-		if err := m.SetParams(at); err != nil {
-			return nil, err
-		}
-		return g, m.Gradient(data, g)
-	}
 }
