@@ -120,9 +120,21 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("ask the coordinator at %s for its job: %w", *coord, err)
 	}
-	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log})
+	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log.With("coordinator", *coord)})
 	if err != nil {
 		return err
+	}
+	// An edge the job does not list would only relay, all job long: it
+	// does not start. A coordinator that cannot say (unreachable) is asked
+	// again at the first task, and the edge stops then if refused.
+	sctx, cancel = context.WithTimeout(ctx, time.Minute)
+	err = e.Standing(sctx, grpc.WaitForReady(true))
+	cancel()
+	switch {
+	case errors.Is(err, edge.ErrNotListed):
+		return notListed(*id, *coord, err)
+	case err != nil:
+		log.Warn("could not ask the coordinator whether it lists this edge; asking again at the first task", "edge", *id, "coordinator", *coord, "err", err)
 	}
 	gs := grpc.NewServer(append(e.ServerOptions(), serverOpts...)...)
 	e.Register(gs)
@@ -143,14 +155,27 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "tally edge %s: job %s, clients join %s, relaying to %s\n", *id, schema.GetJobId(), lis.Addr(), *coord)
 	go func() {
-		<-ctx.Done()
-		gs.GracefulStop()
+		select {
+		case <-ctx.Done():
+			gs.GracefulStop()
+		case <-e.NotListed():
+			gs.Stop()
+		}
 	}()
 	if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	log.Info("edge stopped", "partials", e.Partials.Load(), "summed", e.Summed.Load(), "relayed", e.Relayed.Load())
+	if err := e.NotListedErr(); err != nil {
+		return notListed(*id, *coord, err)
+	}
 	return nil
+}
+
+// notListed is the coordinator's refusal of edge id as not listed in its
+// job (which the edge logged at ERROR), as tally edge fails with it.
+func notListed(id, coord string, err error) error {
+	return fmt.Errorf("edge %s refused by the coordinator at %s: check --id and the public half of --key against the job's edges list: %w", id, coord, err)
 }
 
 // runEdgeKeygen is `tally edge keygen`: a fresh Ed25519 key for an edge,
