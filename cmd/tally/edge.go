@@ -47,6 +47,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&up.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --coordinator)")
 	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients")
 	fs.StringVar(&serve.key, "tls-key", "", "the private key of --tls-cert (PEM)")
+	fs.StringVar(&serve.ca, "client-ca", "", "mutual TLS: admit only clients with a certificate signed by this CA (PEM), as the coordinator's --client-ca does")
+	fs.StringVar(&up.cert, "tls-client-cert", "", "the client certificate (PEM) this edge shows the coordinator, for a coordinator with --client-ca; needs --tls-client-key")
+	fs.StringVar(&up.key, "tls-client-key", "", "the private key of --tls-client-cert (PEM)")
 	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: no TLS, neither to the clients nor to the coordinator")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally edge --coordinator ADDR --id ID --key FILE [--listen ADDR] [flags]
@@ -81,6 +84,12 @@ Flags:
 	log := newLogger(stderr, *verbose)
 	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
 	var serverOpts []grpc.ServerOption
+	switch {
+	case (up.cert == "") != (up.key == ""):
+		return errors.New("--tls-client-cert and --tls-client-key go together")
+	case *plaintext && (up.cert != "" || serve.ca != ""):
+		return errors.New("--insecure-plaintext and --tls-client-cert/--client-ca: choose one")
+	}
 	if *plaintext {
 		fmt.Fprintln(stderr, "WARNING: --insecure-plaintext: no TLS to the clients or to the coordinator")
 	} else {
@@ -90,7 +99,11 @@ Flags:
 			if err != nil {
 				return err
 			}
-			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, nil, nil))
+			certs, err := up.keyPair()
+			if err != nil {
+				return err
+			}
+			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, certs, nil))
 		case up.ca != "":
 			if dial, err = up.dialOption(); err != nil {
 				return err

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/edge"
+	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing to it while the
@@ -136,5 +144,96 @@ func TestEdgeNotListedFailsAtStart(t *testing.T) {
 	args := append([]string{"--id", "edge-0", "--key", keyFile, "--listen", freePort(t)}, tlsArgs...)
 	if err := runEdgeFor(5*time.Second, args, &stderr); !errors.Is(err, errStillRunning) {
 		t.Errorf("the listed edge: tally edge = %v, want it serving\nstderr:\n%s", err, stderr.String())
+	}
+}
+
+// A coordinator with mutual TLS (--client-ca) refuses an edge that shows
+// no client certificate, as tally edge dialled before it had
+// --tls-client-cert: the chart's all-on values (tls.clientCASecret and
+// edge.enabled) rendered such an edge. With a certificate of the clients'
+// CA the edge starts, and it holds its own clients to that CA (--client-ca).
+func TestEdgeMutualTLS(t *testing.T) {
+	pki := t.TempDir()
+	clientCA, clientCAFile, _ := issue(t, pki, "client-ca", nil, nil, 0)
+	_, edgeCert, edgeKey := issue(t, pki, "edge", clientCA.cert, clientCA.key, x509.ExtKeyUsageClientAuth)
+	dir, addr, keyFile := edgeJob(t, "--client-ca", clientCAFile)
+	ca := filepath.Join(dir, "tls", "ca.pem")
+
+	// What tally edge dialled with: the coordinator's CA, no certificate.
+	dial, err := tlsFiles{ca: ca}.dialOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		// Until the coordinator listens, a dial fails as refused; then
+		// the handshake fails for want of a certificate.
+		_, last = tallyv1.NewCoordinatorServiceClient(conn).Schema(ctx, &tallyv1.SchemaRequest{})
+		if last == nil || strings.Contains(last.Error(), "certificate") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if last == nil || status.Code(last) != codes.Unavailable {
+		t.Fatalf("an edge with no client certificate: Schema = %v, want refused (Unavailable) by the mutual-TLS coordinator", last)
+	}
+	t.Logf("without a client certificate: %v", last)
+
+	edgeAddr := freePort(t)
+	args := []string{"--coordinator", addr, "--id", "edge-0", "--key", keyFile, "--listen", edgeAddr, "--tls-ca", ca,
+		"--tls-cert", filepath.Join(dir, "tls", "coordinator.pem"), "--tls-key", filepath.Join(dir, "tls", "coordinator.key"),
+		"--tls-client-cert", edgeCert, "--tls-client-key", edgeKey, "--client-ca", clientCAFile}
+	var stderr syncBuffer
+	ectx, ecancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runEdge(ectx, args, io.Discard, &stderr) }()
+	defer func() {
+		ecancel()
+		if err := <-done; err != nil {
+			t.Errorf("tally edge with a client certificate: %v\nstderr:\n%s", err, stderr.String())
+		}
+	}()
+	// The edge serves once it has the job from the coordinator; its own
+	// clients must show a certificate of the clients' CA.
+	pin, err := certPin(filepath.Join(dir, "tls", "coordinator.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stranger, strangerKey := issue(t, pki, "stranger", nil, nil, 0)
+	for name, c := range map[string]struct {
+		cert, key string
+		ok        bool
+	}{"no certificate": {ok: false}, "a certificate of another CA": {stranger, strangerKey, false}, "a client of the CA": {edgeCert, edgeKey, true}} {
+		var certs []tls.Certificate
+		if c.cert != "" {
+			kp, err := tls.LoadX509KeyPair(c.cert, c.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			certs = []tls.Certificate{kp}
+		}
+		cc, err := grpc.NewClient(edgeAddr, grpc.WithTransportCredentials(client.PinnedTLS(pin, certs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = tallyv1.NewCoordinatorServiceClient(cc).Schema(cctx, &tallyv1.SchemaRequest{}, grpc.WaitForReady(c.ok))
+		for !c.ok && err != nil && !strings.Contains(err.Error(), "certificate") && !strings.Contains(err.Error(), "tls") && cctx.Err() == nil {
+			// The edge may not listen yet.
+			time.Sleep(200 * time.Millisecond)
+			_, err = tallyv1.NewCoordinatorServiceClient(cc).Schema(cctx, &tallyv1.SchemaRequest{})
+		}
+		ccancel()
+		cc.Close()
+		if (err == nil) != c.ok {
+			t.Errorf("a client with %s joining the edge: Schema = %v, want ok %v", name, err, c.ok)
+		}
 	}
 }
