@@ -65,8 +65,10 @@ func TestFailoverMovesOnUnavailableOnly(t *testing.T) {
 // and back to the first once it answers: on a cluster, clients that start
 // before their edge is ready used to stay on the coordinator all job long.
 func TestFailoverMovesBackWhenAnEarlierAddressAnswers(t *testing.T) {
-	first := freeAddr(t)
-	second := serveHealth(t, "")
+	// The first address is one nothing listens on (any more).
+	first, stop := serveHealth(t, "")
+	stop()
+	second, _ := serveHealth(t, "")
 	var conns []grpc.ClientConnInterface
 	for _, a := range []string{first, second} {
 		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -114,20 +116,9 @@ func TestFailoverMovesBackWhenAnEarlierAddressAnswers(t *testing.T) {
 	}
 }
 
-// freeAddr is a loopback address nothing listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // serveHealth serves the gRPC health service on addr ("": a free port)
-// until the test ends, and returns its address.
-func serveHealth(t *testing.T, addr string) string {
+// until the test ends or stop is called, and returns its address.
+func serveHealth(t *testing.T, addr string) (_ string, stop func()) {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -140,5 +131,5 @@ func serveHealth(t *testing.T, addr string) string {
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)
-	return l.Addr().String()
+	return l.Addr().String(), s.Stop
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +22,6 @@ import (
 	"github.com/tallyfl/tally/edge"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
-
-// syncBuffer is a bytes.Buffer safe for a command writing to it while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // edgeJob writes a job (tally data, with TLS) whose edges list holds
 // edge-0 with a key from tally edge keygen, runs its coordinator in this
@@ -72,7 +52,7 @@ func edgeJob(t *testing.T, coordFlags ...string) (dir, addr, keyFile string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	var coordErr syncBuffer
+	var coordErr lockedBuffer
 	go func() {
 		defer close(done)
 		_ = runCoordinator(ctx, append([]string{"--config", filepath.Join(dir, "job.yaml"), "--metrics-addr", ""}, coordFlags...), io.Discard, &coordErr)
@@ -123,7 +103,7 @@ func TestEdgeNotListedFailsAtStart(t *testing.T) {
 		"unlisted id":            {"edge-9", keyFile},
 		"listed id, another key": {"edge-0", otherKey},
 	} {
-		var stderr syncBuffer
+		var stderr lockedBuffer
 		args := append([]string{"--id", c.id, "--key", c.key, "--listen", freePort(t)}, tlsArgs...)
 		err := runEdgeFor(30*time.Second, args, &stderr)
 		if !errors.Is(err, edge.ErrNotListed) {
@@ -140,7 +120,7 @@ func TestEdgeNotListedFailsAtStart(t *testing.T) {
 		}
 	}
 	// The listed edge, with its key, starts and serves.
-	var stderr syncBuffer
+	var stderr lockedBuffer
 	args := append([]string{"--id", "edge-0", "--key", keyFile, "--listen", freePort(t)}, tlsArgs...)
 	if err := runEdgeFor(5*time.Second, args, &stderr); !errors.Is(err, errStillRunning) {
 		t.Errorf("the listed edge: tally edge = %v, want it serving\nstderr:\n%s", err, stderr.String())
@@ -190,7 +170,7 @@ func TestEdgeMutualTLS(t *testing.T) {
 	args := []string{"--coordinator", addr, "--id", "edge-0", "--key", keyFile, "--listen", edgeAddr, "--tls-ca", ca,
 		"--tls-cert", filepath.Join(dir, "tls", "coordinator.pem"), "--tls-key", filepath.Join(dir, "tls", "coordinator.key"),
 		"--tls-client-cert", edgeCert, "--tls-client-key", edgeKey, "--client-ca", clientCAFile}
-	var stderr syncBuffer
+	var stderr lockedBuffer
 	ectx, ecancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runEdge(ectx, args, io.Discard, &stderr) }()
