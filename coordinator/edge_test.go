@@ -21,8 +21,8 @@ import (
 // An edge's own calls are signed with the key the job lists for it: an
 // unlisted edge, a listed id with another key, and a client's key are
 // refused (Unauthenticated, naming auth.ReasonNotEdge, and an edge.Edge
-// that asks its Standing is told ErrNotListed); a client's key cannot be used to reach the
-// edge methods, nor an edge's for a client's.
+// that asks its Standing is told ErrNotListed); a client's key cannot be
+// used to reach the edge methods, nor an edge's for a client's.
 func TestEdgeCallsNeedTheListedKey(t *testing.T) {
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
