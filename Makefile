@@ -120,6 +120,9 @@ chart: chart-tools
 	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
 		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \
 	grep -q "/coordinator/port" out/chart/schema.err && echo "coordinator.port=grpc refused by values.schema.json, as it must be"
+	@if $(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml --set edge.tlsClientSecret= >/dev/null 2>out/chart/schema-edge.err; then \
+		echo "edges under mutual TLS without edge.tlsClientSecret rendered; values.schema.json must refuse it"; exit 1; fi; \
+	grep -q "tlsClientSecret" out/chart/schema-edge.err && echo "edges under mutual TLS without edge.tlsClientSecret refused by values.schema.json, as it must be"
 	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml $(CURDIR)/out/chart/edge-fixed.yaml $(CURDIR)/out/chart/rehearse-edge.yaml
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/tally-static ./cmd/tally
 	cd deploy/validate && TALLY_STATIC_BINARY=$(BIN)/tally-static TALLY_BINARY=$(BIN)/tally-static TALLY_REHEARSE=$(CURDIR)/out/chart/rehearse.yaml \

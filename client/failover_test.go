@@ -2,10 +2,15 @@ package client
 
 import (
 	"context"
+	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -54,4 +59,77 @@ func TestFailoverMovesOnUnavailableOnly(t *testing.T) {
 	if one := NewFailover([]grpc.ClientConnInterface{dead}, []string{"a"}, nil); one.Invoke(ctx, "/m", nil, nil) == nil || one.Current() != 0 {
 		t.Fatal("a single address has nowhere to go")
 	}
+}
+
+// A client whose first address is down when it starts moves to the next,
+// and back to the first once it answers: on a cluster, clients that start
+// before their edge is ready used to stay on the coordinator all job long.
+func TestFailoverMovesBackWhenAnEarlierAddressAnswers(t *testing.T) {
+	// The first address is one nothing listens on (any more).
+	first, stop := serveHealth(t, "")
+	stop()
+	second, _ := serveHealth(t, "")
+	var conns []grpc.ClientConnInterface
+	for _, a := range []string{first, second} {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		conns = append(conns, cc)
+	}
+	f := NewFailover(conns, []string{"edge", "coordinator"}, nil)
+	f.probeEvery = 200 * time.Millisecond
+	hc := healthpb.NewHealthClient(f)
+	check := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := check(); status.Code(err) != codes.Unavailable || f.Current() != 1 {
+		t.Fatalf("first address down: err %v, current %d; want Unavailable, then 1", err, f.Current())
+	}
+	// While the first address stays down, calls stay on the second.
+	for range 5 {
+		if err := check(); err != nil {
+			t.Fatalf("on the second address: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if f.Current() != 1 {
+		t.Fatalf("moved to %d while the first address was down", f.Current())
+	}
+	serveHealth(t, first)
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Current() != 0 && time.Now().Before(deadline) {
+		if err := check(); err != nil {
+			t.Fatalf("call while the first address came up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f.Current() != 0 {
+		t.Fatalf("the first address answers again, but calls still go to %d", f.Current())
+	}
+	if err := check(); err != nil || f.Current() != 0 {
+		t.Fatalf("back on the first address: err %v, current %d", err, f.Current())
+	}
+}
+
+// serveHealth serves the gRPC health service on addr ("": a free port)
+// until the test ends or stop is called, and returns its address.
+func serveHealth(t *testing.T, addr string) (_ string, stop func()) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	return l.Addr().String(), s.Stop
 }

@@ -407,7 +407,15 @@ func (s *Service) authenticateCall(ctx context.Context, method string, body []by
 	if isEdgeMethod(method) {
 		id, err := s.authenticateEdge(c, method, now)
 		if err != nil {
-			return refuse(c.Client, err.Error(), err)
+			why := err.Error()
+			if errors.Is(err, ErrNotEdge) {
+				// The operator's log may say what the edge is not told.
+				why = fmt.Sprintf("the job lists no edge %q", c.Client)
+				if _, listed := s.edges[c.Client]; listed {
+					why = fmt.Sprintf("edge %q is listed with another key than the one that signed the call", c.Client)
+				}
+			}
+			return refuse(c.Client, why, err)
 		}
 		return id, c.Body, nil
 	}

@@ -55,19 +55,26 @@ func isEdgeMethod(method string) bool {
 }
 
 // authenticateEdge verifies an edge's call c of method: the key is the
-// one the job lists for the edge it names.
+// one the job lists for the edge it names. A signature that does not
+// verify under it, or an id the job does not list, is ErrNotEdge, which
+// the edge is told by name (auth.ReasonNotEdge): its id or key is wrong.
+// A call outside the clock skew, replayed or beyond the nonce bounds is
+// refused as a client's would be, not as ErrNotEdge.
 func (s *Service) authenticateEdge(c auth.Call, method string, now time.Time) (string, error) {
 	key, ok := s.edges[c.Client]
 	if !ok {
 		key = unknownClientKey
 	}
-	if err := s.verifier.Verify(c, key, method, now); err != nil {
-		return "", fmt.Errorf("%w: %w: %v", ErrBadSession, ErrNotEdge, err)
+	err := s.verifier.Verify(c, key, method, now)
+	switch {
+	case err == nil && ok:
+		return c.Client, nil
+	case err == nil, errors.Is(err, auth.ErrBadSig):
+		return "", fmt.Errorf("%w: %w: the job lists no edge %q with the key that signed the call", ErrBadSession, ErrNotEdge, c.Client)
+	case errors.Is(err, auth.ErrTooManyCalls):
+		return "", err
 	}
-	if !ok {
-		return "", fmt.Errorf("%w: %w: %q", ErrBadSession, ErrNotEdge, c.Client)
-	}
-	return c.Client, nil
+	return "", fmt.Errorf("%w: edge %q: %v", ErrBadSession, c.Client, err)
 }
 
 // EdgeTask implements CoordinatorService for edges: how to aggregate the

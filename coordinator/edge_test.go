@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tallyfl/tally/edge"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
@@ -19,8 +20,9 @@ import (
 
 // An edge's own calls are signed with the key the job lists for it: an
 // unlisted edge, a listed id with another key, and a client's key are
-// refused (Unauthenticated); a client's key cannot be used to reach the
-// edge methods, nor an edge's for a client's.
+// refused (Unauthenticated, naming auth.ReasonNotEdge, and an edge.Edge
+// that asks its Standing is told ErrNotListed); a client's key cannot be
+// used to reach the edge methods, nor an edge's for a client's.
 func TestEdgeCallsNeedTheListedKey(t *testing.T) {
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -53,9 +55,43 @@ func TestEdgeCallsNeedTheListedKey(t *testing.T) {
 		k  ed25519.PrivateKey
 		id string
 	}{"unlisted edge": {key, "edge-1"}, "listed id, another key": {other, "edge-0"}} {
-		if err := call(c.k, c.id); status.Code(err) != codes.Unauthenticated {
-			t.Errorf("%s: err = %v, want Unauthenticated", name, err)
+		err := call(c.k, c.id)
+		if status.Code(err) != codes.Unauthenticated || !auth.HasReason(err, auth.ReasonNotEdge) {
+			t.Errorf("%s: err = %v, want Unauthenticated naming %s", name, err, auth.ReasonNotEdge)
 		}
+		// An edge of that id and key is told it is not listed, and does
+		// not start (cmd/tally TestEdgeNotListedFailsAtStart).
+		e, err := edge.New(edge.Config{Upstream: conn, ID: c.id, Key: c.k, Job: job.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = e.Standing(ctx)
+		cancel()
+		if !errors.Is(err, edge.ErrNotListed) || e.NotListedErr() == nil {
+			t.Errorf("%s: Standing = %v (NotListedErr %v), want ErrNotListed", name, err, e.NotListedErr())
+		}
+		select {
+		case <-e.NotListed():
+		default:
+			t.Errorf("%s: NotListed not closed after the refusal", name)
+		}
+	}
+	listed, err := edge.New(edge.Config{Upstream: conn, ID: "edge-0", Key: key, Job: job.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := listed.Standing(context.Background()); err != nil || listed.NotListedErr() != nil {
+		t.Errorf("the listed edge's Standing = %v (NotListedErr %v), want nil", err, listed.NotListedErr())
+	}
+	// A coordinator that cannot be reached says nothing of the edge's
+	// standing: not ErrNotListed, the edge carries on.
+	down, err := edge.New(edge.Config{Upstream: dialPlain(t, "127.0.0.1:1"), ID: "edge-9", Key: other, Job: job.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := down.Standing(context.Background()); status.Code(err) != codes.Unavailable || errors.Is(err, edge.ErrNotListed) || down.NotListedErr() != nil {
+		t.Errorf("Standing with the coordinator down = %v (NotListedErr %v), want Unavailable, not ErrNotListed", err, down.NotListedErr())
 	}
 	// A client's call to an edge method is checked against the edge list,
 	// not the enrolled keys.
@@ -63,7 +99,7 @@ func TestEdgeCallsNeedTheListedKey(t *testing.T) {
 	if _, err := cl.enroll(context.Background(), "token-aaaa", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := call(cl.key, cl.id); status.Code(err) != codes.Unauthenticated {
+	if err := call(cl.key, cl.id); status.Code(err) != codes.Unauthenticated || !auth.HasReason(err, auth.ReasonNotEdge) {
 		t.Errorf("a client calling EdgeTask: err = %v, want Unauthenticated", err)
 	}
 	if !isEdgeMethod(tallyv1.CoordinatorService_EdgeSubmit_FullMethodName) || isEdgeMethod(tallyv1.CoordinatorService_NextTask_FullMethodName) {

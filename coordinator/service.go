@@ -300,6 +300,9 @@ func toStatus(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}
+	if errors.Is(err, ErrNotEdge) {
+		return auth.WithReason(code, err.Error(), auth.ReasonNotEdge).Err()
+	}
 	return status.Error(code, err.Error())
 }
 

@@ -106,7 +106,17 @@
 // coordinator's own, whose private key the edges then hold (the chart
 // mounts the coordinator's TLS Secret into the edge pods). A manifest
 // listing edge certificates is not built. TLS protects transport only:
-// what an edge could do with the key is what it can do as an edge.
+// what an edge could do with the key is what it can do as an edge. Under
+// mutual TLS (the coordinator's --client-ca) an edge shows the coordinator
+// a client certificate (tally edge --tls-client-cert) and holds its own
+// clients to the same CA (--client-ca).
+//
+// # Standing
+//
+// An edge whose id or key the job does not list is refused by name
+// ([ErrNotListed], the coordinator's auth.ReasonNotEdge): [Edge.Standing]
+// asks before it serves, and tally edge does not start; a refusal met
+// later is logged at ERROR and closes [Edge.NotListed].
 //
 // # Fail-over
 //
@@ -115,7 +125,10 @@
 // beyond the round in flight, so a dead edge costs its clients at most the
 // upload of that round (the client re-polls and is handed the same task
 // again if the round is still open). cmd/tally's TestEdgesMatchFlat kills
-// one of two edges after round 1.
+// one of two edges after round 1. On a later address, the client probes
+// the earlier ones in the background every few seconds and moves back to
+// the first that answers: clients that start before their edge is ready
+// join it once it is.
 //
 // # Cost
 //

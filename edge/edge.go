@@ -36,6 +36,10 @@ var (
 	// ErrNotCounted is a client the coordinator did not count after the
 	// edge forwarded its partial.
 	ErrNotCounted = errors.New("edge: the coordinator did not count the upload")
+	// ErrNotListed is the coordinator's refusal of the edge's own calls:
+	// the job does not list the edge's id with its key (auth.ReasonNotEdge).
+	// Such an edge only relays: it sums nothing, and no retry mends it.
+	ErrNotListed = errors.New("edge: the coordinator does not list this edge in its job")
 )
 
 // service is the coordinator service's name, whose methods an edge relays.
@@ -109,6 +113,54 @@ type Edge struct {
 	// partial being forwarded (a partial that fills meanwhile waits, and
 	// with it the uploads of its task).
 	slots, sending chan struct{}
+
+	// notListed is closed, once, when the coordinator refuses the edge's
+	// own call as ErrNotListed; notListedErr is that refusal.
+	notListed     chan struct{}
+	notListedOnce sync.Once
+	notListedErr  error
+}
+
+// Standing asks the coordinator whether its job lists this edge (an
+// EdgeTask call for no task, authenticated as every edge call is). It is
+// nil if it does, an error wrapping ErrNotListed and the coordinator's
+// reason if the coordinator says it does not, and the call's own error
+// otherwise (the coordinator is not reachable: ask again later).
+func (e *Edge) Standing(ctx context.Context, opts ...grpc.CallOption) error {
+	_, err := e.signed.EdgeTask(ctx, &tallyv1.EdgeTaskRequest{}, opts...)
+	return e.refused(err)
+}
+
+// NotListed is closed once the coordinator has refused one of the edge's
+// own calls as ErrNotListed (Standing, or asking how to aggregate a task,
+// or forwarding a partial); NotListedErr is then that refusal.
+func (e *Edge) NotListed() <-chan struct{} { return e.notListed }
+
+// NotListedErr is the refusal that closed NotListed, nil before.
+func (e *Edge) NotListedErr() error {
+	select {
+	case <-e.notListed:
+		return e.notListedErr
+	default:
+		return nil
+	}
+}
+
+// refused is err, or if err is the coordinator's refusal of this edge as
+// not listed, ErrNotListed with the coordinator's reason, logged at ERROR
+// the first time and closing NotListed.
+func (e *Edge) refused(err error) error {
+	if err == nil || !auth.HasReason(err, auth.ReasonNotEdge) {
+		return err
+	}
+	cause := err
+	err = fmt.Errorf("%w: edge %q: %s", ErrNotListed, e.cfg.ID, status.Convert(cause).Message())
+	e.notListedOnce.Do(func() {
+		e.notListedErr = err
+		e.cfg.Log.Error("the coordinator does not list this edge: its id or key is not the job's, and it can only relay", "edge", e.cfg.ID, "reason", status.Convert(cause).Message())
+		close(e.notListed)
+	})
+	return err
 }
 
 // hold adds n (negative: releases) to the bytes of client uploads held.
@@ -148,7 +200,7 @@ func New(cfg Config) (*Edge, error) {
 	key := cfg.Key
 	conn := auth.Conn(cfg.Upstream, func() (ed25519.PrivateKey, string, string) { return key, cfg.Job, cfg.ID }, nil)
 	return &Edge{cfg: cfg, signed: tallyv1.NewCoordinatorServiceClient(conn), tasks: map[string]*task{}, params: map[string]aggregation.Parameters{}, seen: map[string]time.Time{}, waiting: map[string]chan struct{}{},
-		slots: make(chan struct{}, cfg.UploadSlots), sending: make(chan struct{}, 1)}, nil
+		slots: make(chan struct{}, cfg.UploadSlots), sending: make(chan struct{}, 1), notListed: make(chan struct{})}, nil
 }
 
 // ServerOptions are the options the edge's gRPC server must be built
@@ -408,7 +460,7 @@ func (e *Edge) info(ctx context.Context, t *task) (*tallyv1.EdgeTaskResponse, ag
 	}
 	r, err := e.signed.EdgeTask(ctx, &tallyv1.EdgeTaskRequest{TaskId: t.id})
 	if err != nil {
-		return nil, aggregation.Parameters{}, err
+		return nil, aggregation.Parameters{}, e.refused(err)
 	}
 	var p aggregation.Parameters
 	if r.GetAggregate() {
@@ -835,7 +887,7 @@ func (t *task) flushLocked() {
 // send forwards p; each upload gets the coordinator's answer, and what p
 // held of its clients is released.
 func (t *task) send(p *partial) {
-	err := t.forward(p)
+	err := t.e.refused(t.forward(p))
 	t.mu.Lock()
 	for _, up := range p.ups {
 		if err != nil && up.err == nil {

@@ -47,6 +47,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&up.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --coordinator)")
 	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients")
 	fs.StringVar(&serve.key, "tls-key", "", "the private key of --tls-cert (PEM)")
+	fs.StringVar(&serve.ca, "client-ca", "", "mutual TLS: admit only clients with a certificate signed by this CA (PEM), as the coordinator's --client-ca does")
+	fs.StringVar(&up.cert, "tls-client-cert", "", "the client certificate (PEM) this edge shows the coordinator, for a coordinator with --client-ca; needs --tls-client-key")
+	fs.StringVar(&up.key, "tls-client-key", "", "the private key of --tls-client-cert (PEM)")
 	plaintext := fs.Bool("insecure-plaintext", false, "INSECURE: no TLS, neither to the clients nor to the coordinator")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: tally edge --coordinator ADDR --id ID --key FILE [--listen ADDR] [flags]
@@ -81,6 +84,12 @@ Flags:
 	log := newLogger(stderr, *verbose)
 	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
 	var serverOpts []grpc.ServerOption
+	switch {
+	case (up.cert == "") != (up.key == ""):
+		return errors.New("--tls-client-cert and --tls-client-key go together")
+	case *plaintext && (up.cert != "" || serve.ca != ""):
+		return errors.New("--insecure-plaintext and --tls-client-cert/--client-ca: choose one")
+	}
 	if *plaintext {
 		fmt.Fprintln(stderr, "WARNING: --insecure-plaintext: no TLS to the clients or to the coordinator")
 	} else {
@@ -90,7 +99,11 @@ Flags:
 			if err != nil {
 				return err
 			}
-			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, nil, nil))
+			certs, err := up.keyPair()
+			if err != nil {
+				return err
+			}
+			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, certs, nil))
 		case up.ca != "":
 			if dial, err = up.dialOption(); err != nil {
 				return err
@@ -120,9 +133,21 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("ask the coordinator at %s for its job: %w", *coord, err)
 	}
-	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log})
+	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log.With("coordinator", *coord)})
 	if err != nil {
 		return err
+	}
+	// An edge the job does not list would only relay, all job long: it
+	// does not start. A coordinator that cannot say (unreachable) is asked
+	// again at the first task, and the edge stops then if refused.
+	sctx, cancel = context.WithTimeout(ctx, time.Minute)
+	err = e.Standing(sctx, grpc.WaitForReady(true))
+	cancel()
+	switch {
+	case errors.Is(err, edge.ErrNotListed):
+		return notListed(*id, *coord, err)
+	case err != nil:
+		log.Warn("could not ask the coordinator whether it lists this edge; asking again at the first task", "edge", *id, "coordinator", *coord, "err", err)
 	}
 	gs := grpc.NewServer(append(e.ServerOptions(), serverOpts...)...)
 	e.Register(gs)
@@ -143,14 +168,27 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "tally edge %s: job %s, clients join %s, relaying to %s\n", *id, schema.GetJobId(), lis.Addr(), *coord)
 	go func() {
-		<-ctx.Done()
-		gs.GracefulStop()
+		select {
+		case <-ctx.Done():
+			gs.GracefulStop()
+		case <-e.NotListed():
+			gs.Stop()
+		}
 	}()
 	if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	log.Info("edge stopped", "partials", e.Partials.Load(), "summed", e.Summed.Load(), "relayed", e.Relayed.Load())
+	if err := e.NotListedErr(); err != nil {
+		return notListed(*id, *coord, err)
+	}
 	return nil
+}
+
+// notListed is the coordinator's refusal of edge id as not listed in its
+// job (which the edge logged at ERROR), as tally edge fails with it.
+func notListed(id, coord string, err error) error {
+	return fmt.Errorf("edge %s refused by the coordinator at %s: check --id and the public half of --key against the job's edges list: %w", id, coord, err)
 }
 
 // runEdgeKeygen is `tally edge keygen`: a fresh Ed25519 key for an edge,
