@@ -762,7 +762,10 @@ func memTotal() int64 {
 // The sizes BenchmarkScale compares: make bench runs the defaults; a
 // quicker look at the same code: -scale.small 20 -scale.large 100.
 var (
-	scaleSmall = flag.Int("scale.small", 100, "BenchmarkScale: clients of the small job")
-	scaleLarge = flag.Int("scale.large", 1000, "BenchmarkScale: clients of the large job, direct and through edges")
+	// Below 64 clients a job's default valuation is projection with a
+	// coalition game (engine's sampledBound), not influence: a much
+	// heavier coordinator (at 50 clients it ran for over 10 minutes).
+	scaleSmall = flag.Int("scale.small", 100, "BenchmarkScale: clients of the small job (below 64 the default valuation is projection, not influence: another benchmark)")
+	scaleLarge = flag.Int("scale.large", 1000, "BenchmarkScale: clients of the large job, direct and through edges (below 64 the default valuation is projection, not influence)")
 	scaleEdges = flag.Int("scale.edges", 4, "BenchmarkScale: edges of the large job's edge variant")
 )
