@@ -151,10 +151,17 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		if err := c.member.VerifyAggregate(req, ev); err != nil {
 			// Evidence refused as for no open task reads as missing: the
 			// ciphertext downloaded just now says whether the task closed.
+			// A contributor's evidence missing is what a closed task
+			// looks like; any other failure is logged even then, so that a
+			// coordinator that sends a forged request and then closes the
+			// task does not silence the member's record of it.
 			if probe == "" {
 				probe = it.GetCiphertext()
 			}
 			if c.taskClosed(ctx, id, probe) {
+				if !errors.Is(err, aggregation.ErrUnknownContributor) {
+					c.log.Warn("batched influence request not verified, and the task has closed: no share, nothing sent", "task", id, "request", i, "client", req.Contributors[0], "err", err)
+				}
 				return c.completedWithout(id, round, 0, len(reqs))
 			}
 			c.log.Error("batched influence request not verified: no share of the batch", "task", id, "request", i, "client", req.Contributors[0], "err", err)
