@@ -25,7 +25,7 @@ import (
 // DefaultProbeEvery or more after the last move or probe starts a probe
 // (at most one at a time, in the background: no call waits for it) that
 // asks each earlier address in turn for its health, and the next calls go
-// back to the first that answers. A client that started before its edge
+// back to the first that answers SERVING. A client that started before its edge
 // was ready thus joins the edge once it is, rather than staying on the
 // coordinator all job long.
 type Failover struct {
@@ -89,9 +89,11 @@ func (f *Failover) current() int32 {
 }
 
 // probe asks the addresses before i, in order, for their health, and
-// moves the calls to the first that answers (if the calls are still on i).
-// An answer is anything but Unavailable or a timeout: an edge answers
-// Unimplemented (it relays only the coordinator's service).
+// moves the calls to the first that answers SERVING (if the calls are
+// still on i). An edge answers for the path through it, SERVING only while
+// it reaches a coordinator that says SERVING (edge/health.go); an edge of
+// an older tally answers Unimplemented, which counts as an answer, as it
+// did. NOT_SERVING, Unavailable or a timeout do not.
 func (f *Failover) probe(i int32) {
 	for j := range i {
 		if r, ok := f.conns[j].(interface{ ResetConnectBackoff() }); ok {
@@ -99,11 +101,17 @@ func (f *Failover) probe(i int32) {
 			r.ResetConnectBackoff()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ProbeTimeout)
-		err := f.conns[j].Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+		resp := &healthpb.HealthCheckResponse{}
+		err := f.conns[j].Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, resp)
 		cancel()
 		switch status.Code(err) {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 			continue
+		case codes.OK:
+			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				f.log.Debug("an earlier address answers but is not serving", "address", f.names[j], "status", resp.GetStatus())
+				continue
+			}
 		}
 		if f.cur.CompareAndSwap(i, j) {
 			f.log.Info("an earlier address answers again, moving back", "from", f.names[i], "to", f.names[j])

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,16 +70,7 @@ func TestFailoverMovesBackWhenAnEarlierAddressAnswers(t *testing.T) {
 	first, stop := serveHealth(t, "")
 	stop()
 	second, _ := serveHealth(t, "")
-	var conns []grpc.ClientConnInterface
-	for _, a := range []string{first, second} {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		conns = append(conns, cc)
-	}
-	f := NewFailover(conns, []string{"edge", "coordinator"}, nil)
+	f := edgeThenCoordinator(t, first, second)
 	f.probeEvery = 200 * time.Millisecond
 	hc := healthpb.NewHealthClient(f)
 	check := func() error {
@@ -132,4 +124,79 @@ func serveHealth(t *testing.T, addr string) (_ string, stop func()) {
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)
 	return l.Addr().String(), s.Stop
+}
+
+// A probe moves calls back only to an address that says it is SERVING:
+// an edge that cannot reach the coordinator (or a coordinator whose job
+// has ended) answers NOT_SERVING, and the client stays where it is.
+// Before, any answer but Unavailable or a timeout counted.
+func TestFailoverStaysOffAnAddressNotServing(t *testing.T) {
+	first, stop := serveHealth(t, "")
+	stop()
+	second, _ := serveHealth(t, "")
+	f := edgeThenCoordinator(t, first, second)
+	f.probeEvery = 100 * time.Millisecond
+	hc := healthpb.NewHealthClient(f)
+	check := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	}
+	check()
+	if f.Current() != 1 {
+		t.Fatalf("first address down: current %d, want 1", f.Current())
+	}
+	// The first address comes back answering NOT_SERVING.
+	l, err := net.Listen("tcp", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	var probes atomic.Int32
+	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		probes.Add(1)
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(s, hs)
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for probes.Load() < 3 && time.Now().Before(deadline) {
+		check()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if probes.Load() < 3 {
+		t.Fatalf("the first address was probed %d times in 10 s, want 3", probes.Load())
+	}
+	if f.Current() != 1 {
+		t.Fatalf("moved back to an address answering NOT_SERVING (after %d probes)", probes.Load())
+	}
+	// Once it says SERVING, calls move back.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	deadline = time.Now().Add(10 * time.Second)
+	for f.Current() != 0 && time.Now().Before(deadline) {
+		check()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f.Current() != 0 {
+		t.Fatal("the first address says SERVING, but calls still go to 1")
+	}
+}
+
+// edgeThenCoordinator is a Failover over plaintext connections to first
+// (named edge) and second (coordinator).
+func edgeThenCoordinator(t *testing.T, first, second string) *Failover {
+	t.Helper()
+	var conns []grpc.ClientConnInterface
+	for _, a := range []string{first, second} {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		conns = append(conns, cc)
+	}
+	return NewFailover(conns, []string{"edge", "coordinator"}, nil)
 }

@@ -127,8 +127,16 @@
 // again if the round is still open). cmd/tally's TestEdgesMatchFlat kills
 // one of two edges after round 1. On a later address, the client probes
 // the earlier ones in the background every few seconds and moves back to
-// the first that answers: clients that start before their edge is ready
-// join it once it is.
+// the first that answers SERVING: clients that start before their edge is
+// ready join it once it is. The edge's client port serves the gRPC health
+// service for the path through it (health.go): SERVING only while the
+// coordinator, asked at most once a second through the edge's upstream
+// connection, answers SERVING. So a client does not move back to an edge
+// that is up but cannot reach the coordinator
+// (TestEdgeHealthFollowsTheCoordinator,
+// client.TestFailoverStaysOffAnAddressNotServing). The plaintext
+// --health-addr port, which Kubernetes probes, reports the process alone,
+// so that a coordinator outage does not get the edges restarted.
 //
 // # Cost
 //

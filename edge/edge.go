@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -101,6 +102,9 @@ type Edge struct {
 	// waiting is closed when the partial holding the client's upload has
 	// been forwarded (or given up): its NextTask calls wait for it.
 	waiting map[string]chan struct{}
+
+	// health is the coordinator's last health answer (health.go).
+	health upstreamHealth
 
 	// Partials and Summed count the partials forwarded and the client
 	// uploads they carried; Relayed the uploads relayed as they were.
@@ -209,8 +213,9 @@ func (e *Edge) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.UnknownServiceHandler(e.relay), grpc.ForceServerCodec(codec{})}
 }
 
-// Register registers the edge's own handler (SubmitUpdate) on s, a server
-// built with ServerOptions.
+// Register registers the edge's own handlers on s, a server built with
+// ServerOptions: SubmitUpdate, and the health service for the path
+// through the edge (health.go).
 func (e *Edge) Register(s *grpc.Server) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: service,
@@ -222,6 +227,7 @@ func (e *Edge) Register(s *grpc.Server) {
 		}},
 		Metadata: "tally/v1/tally.proto",
 	}, e)
+	healthpb.RegisterHealthServer(s, healthServer{e: e})
 }
 
 // frame is a message relayed as it came.
