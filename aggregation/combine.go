@@ -103,10 +103,10 @@ func (d *Decryptor) checkShare(b []byte, req [32]byte, block, blocks int) error 
 	return checkCoeffs(b[baseHeaderSize+decryptShareExtra:], d.params.moduliRows(l), d.params.ckks.N(), 1, kindDecryptShare)
 }
 
-// combine adds validated shares to c0 and decodes. It does not check how
-// many shares there are; tests use it to show that t−1 shares decrypt to
-// garbage.
-func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, error) {
+// sumShares adds validated shares to c₀ (divided, as the shares are, by
+// the primes above the share level): the plaintext c₀ + c₁·s plus the
+// members' flooding noise, not yet decoded.
+func (d *Decryptor) sumShares(c *rlwe.Ciphertext, shares [][]byte) *rlwe.Plaintext {
 	l := d.params.shareLayout()
 	moduli := d.params.moduliRows(l)
 	pt := ckks.NewPlaintext(d.params.ckks, c.Level())
@@ -125,6 +125,14 @@ func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, err
 	for _, b := range shares {
 		addRowsMod(pt.Value.Coeffs, moduli, b[baseHeaderSize+decryptShareExtra:])
 	}
+	return pt
+}
+
+// combine adds validated shares to c₀ and decodes (sumShares, then
+// decode). It does not check how many shares there are; tests use it to
+// show that t−1 shares decrypt to garbage.
+func (d *Decryptor) combine(c *rlwe.Ciphertext, shares [][]byte) ([]float64, error) {
+	pt := d.sumShares(c, shares)
 	// Decoding reconstructs every coefficient from its residues with
 	// big integers, a cost that grows with the primes. While the scale
 	// exceeds the last prime by 2^40, divide by it (rounded): 2^-40 of

@@ -236,6 +236,31 @@
 // contributors (above). c₀ is never checked (by design, see above). The
 // transcript's job-wide rules rest on the fork-resistance condition below.
 //
+// Open, and the largest gap: a participant that encrypts dishonestly.
+// Everything above holds with clients semi-honest, i.e. encrypting as
+// [Encryptor] does. Nothing shows a member that a client's ciphertext is
+// a well-formed encryption (c₁ = u·a + e₁ with u and e₁ short): c₁ of
+// either kind looks uniform. One participant colluding with the
+// coordinator can upload, signed as its own, an honest encryption with a
+// large constant Δ added to c₁. Members verify the round's sum (it is the
+// sum of the signed uploads) and share; the coordinator combines the
+// shares itself and obtains c₀ + c₁·s + Δ·s, in which Δ·s (Q/64 times
+// each coefficient of s) stands far above the message and the flooding,
+// so it reads the collective secret key s and decrypts any client's
+// upload alone, in every round of the job. Flooding protects s only from
+// an honest ciphertext's short noise. TestThreatCraftedC1RevealsTheKey
+// runs it end to end (test parameters): the members accept, the honest
+// [Decryptor.CombineBlock] refuses the result (ErrDecryption), and the
+// key read from one crafted upload decrypts another client's upload to
+// within 3.2e-13. A coordinator alone cannot do this, since members
+// check that c₁ is the sum of the client-signed c₁ᵢ (attack
+// TestAttackRelatedC1); it needs one listed participant, which an ML
+// team that both runs the coordinator and signs the manifest can list.
+// Closing it needs a proof of well-formedness per ciphertext (a lattice
+// zero-knowledge proof of short u, e₀, e₁, or a cut-and-choose over
+// several encryptions) checked by the members before they share; tally
+// has neither.
+//
 // # Edges
 //
 // A keyless edge aggregator (package edge) sums some of a round's clients
