@@ -27,6 +27,10 @@ type Valued struct {
 	StdErr [][]float64
 	// Totals[i] is Σ_r Rounds[r][i] (FedSV, no decay).
 	Totals []float64
+	// Unmerged[i] is Totals[i] before copies found over the whole job are
+	// valued as one (plain mode, valuation.JobReplicaValues): the FedSV of
+	// the rounds' games as played; nil when nothing was merged.
+	Unmerged []float64
 	// Weights[i] is client i's rows n_i, its FedAvg weight, which also
 	// splits the payout's baseline (JobPay); nil means equal.
 	Weights []float64
@@ -593,6 +597,12 @@ func valueTrace(ctx context.Context, sc Scenario, seed uint64, t *trace, methods
 	}
 	finish := func(v *Valued) {
 		if v.Err == "" && v.Mode == ModePlain && jobClusters != nil {
+			v.Unmerged = make([]float64, n)
+			for _, vals := range v.Rounds {
+				for i, x := range vals {
+					v.Unmerged[i] += x
+				}
+			}
 			for r, vals := range v.Rounds {
 				out, err := valuation.JobReplicaValues(ids, vals, merged[r], jobClusters)
 				if err != nil {
