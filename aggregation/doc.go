@@ -256,6 +256,8 @@
 // check that c₁ is the sum of the client-signed c₁ᵢ (attack
 // TestAttackRelatedC1); it needs one listed participant, which an ML
 // team that both runs the coordinator and signs the manifest can list.
+// Without a pinned manifest ([MemberKeys] nil) it needs nobody: it
+// invents the contributor and signs the crafted upload itself.
 // Closing it needs a proof of well-formedness per ciphertext (a lattice
 // zero-knowledge proof of short u, e₀, e₁, or a cut-and-choose over
 // several encryptions) checked by the members before they share; tally
