@@ -622,7 +622,10 @@ func tail(s string, n int) string {
 // (--gc-percent; procs.go, coordinatorGCPercent): 152–161/180–182 MiB,
 // ratio 1.12–1.19, against 180–184/226–236 MiB, 1.26–1.29, at GOGC 100
 // in alternated runs, with coordinator CPU time (coord_cpu_s_100)
-// 4.49–4.73 s against 4.41–4.66 s (2026-12-03).
+// 4.49–4.73 s against 4.41–4.66 s (2026-12-03, GOGC set in the
+// environment for both); with the built-in default, alternated with
+// GOGC=100 at load 3–5: ratio 1.134 and 1.140 against 1.305 and 1.344,
+// CPU 4.85 and 5.06 s against 5.79 and 5.22 s.
 // The coordinator is a separate process so that the clients' models and
 // ciphertexts, which live in this process, are not counted.
 func BenchmarkPeakMemory(b *testing.B) {
