@@ -615,7 +615,17 @@ func tail(s string, n int) string {
 // what still grows is mostly gRPC's receive buffers for 100 concurrent
 // uploads (11 MB live at the peak) and the garbage of the decoded upload
 // messages (GOGC headroom), which valuation=off has too (122/149 MiB,
-// ratio 1.22, on the same machine).
+// ratio 1.22, on the same machine). That garbage is what GC headroom
+// doubles: under GODEBUG=gctrace=1 the live heap after each collection
+// was 67–77 MB at 10 clients and 84–88 MB at 100, the heap before one
+// 133 and 177 MB. tally coordinator now runs at GOGC 50 by default
+// (--gc-percent; procs.go, coordinatorGCPercent): 152–161/180–182 MiB,
+// ratio 1.12–1.19, against 180–184/226–236 MiB, 1.26–1.29, at GOGC 100
+// in alternated runs, with coordinator CPU time (coord_cpu_s_100)
+// 4.49–4.73 s against 4.41–4.66 s (2026-12-03, GOGC set in the
+// environment for both); with the built-in default, alternated with
+// GOGC=100 at load 3–5: ratio 1.134 and 1.140 against 1.305 and 1.344,
+// CPU 4.85 and 5.06 s against 5.79 and 5.22 s.
 // The coordinator is a separate process so that the clients' models and
 // ciphertexts, which live in this process, are not counted.
 func BenchmarkPeakMemory(b *testing.B) {
@@ -638,6 +648,10 @@ func BenchmarkPeakMemory(b *testing.B) {
 			b.ReportMetric(p100.peakMiB/p10.peakMiB, "ratio")
 			b.ReportMetric(p10.wall.Seconds(), "job_s_10")
 			b.ReportMetric(p100.wall.Seconds(), "job_s_100")
+			// The coordinator's own CPU over the job (user and system), so
+			// that what a memory setting costs in CPU shows beside it.
+			b.ReportMetric(p10.cpu.Seconds(), "coord_cpu_s_10")
+			b.ReportMetric(p100.cpu.Seconds(), "coord_cpu_s_100")
 		})
 	}
 }
