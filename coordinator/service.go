@@ -348,9 +348,15 @@ type noObject struct{ err error }
 func (e noObject) Error() string { return e.err.Error() }
 func (e noObject) Unwrap() error { return e.err }
 
-// absent is the noObject refusal of a download the open task has no
-// object for, its message format and args.
-func absent(format string, args ...any) error {
+// absent is the refusal of client's download from task t, which had no
+// such object, its message format and args: noObject if t is still open
+// for client, else closedFor. Asked again because an object can fail to
+// read as its task closes (the round's spill file is closed with the
+// round), and a member told NO_OBJECT takes the task to be open.
+func (s *Service) absent(client string, t *engine.Task, format string, args ...any) error {
+	if p, _, _ := s.driver.pending(client); p == nil || p.ID != t.ID {
+		return s.closedFor(client, t.ID, "")
+	}
 	return noObject{fmt.Errorf("%w: "+format, append([]any{engine.ErrNoTask}, args...)...)}
 }
 
@@ -1047,19 +1053,19 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	case strings.HasPrefix(name, "public-key-share/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.PublicKeyShares[strings.TrimPrefix(name, "public-key-share/")]
 		if !ok {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = v
 	case strings.HasPrefix(name, "sealed/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.Sealed[id][strings.TrimPrefix(name, "sealed/")]
 		if !ok {
-			return toStatus(absent("task %s has no %q for %s", t.ID, name, id))
+			return toStatus(s.absent(id, t, "task %s has no %q for %s", t.ID, name, id))
 		}
 		data = v
 	case strings.HasPrefix(name, "ciphertext/") && t.Kind == engine.TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
 		if err != nil || b < 0 || b >= t.NumCiphertexts() {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		// A coefficient task's products are read back from the round's
 		// spill file, one download at a time, into a reused buffer.
@@ -1067,7 +1073,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		defer productBuffers.Put(buf)
 		ct, err := t.Ciphertext(b, *buf)
 		if err != nil {
-			return toStatus(absent("task %s has no %q: %w", t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %w", t.ID, name, err))
 		}
 		if t.Coefficient {
 			*buf = ct
@@ -1078,7 +1084,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		// statement and the c1 of its ciphertexts.
 		raw, _, ok := t.Submissions.Submission(strings.TrimPrefix(name, "submission/"))
 		if !ok {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = raw
 	case strings.HasPrefix(name, "contribution/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
@@ -1086,19 +1092,19 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		i := strings.LastIndexByte(rest, '/')
 		b, err := strconv.Atoi(rest[i+1:])
 		if i < 0 || err != nil {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		buf := c1Buffers.Get().(*[]byte)
 		defer c1Buffers.Put(buf)
 		c1, err := t.Submissions.ReadContribution(rest[:i], b, *buf)
 		if err != nil {
-			return toStatus(absent("task %s has no %q: %w", t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %w", t.ID, name, err))
 		}
 		*buf, data = c1, c1
 	case strings.HasPrefix(name, "contributions/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
 		client, first, count, err := contributions(t, strings.TrimPrefix(name, "contributions/"))
 		if err != nil {
-			return toStatus(absent("task %s has no %q: %v", t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %v", t.ID, name, err))
 		}
 		// One block is read at a time, into a buffer reused across
 		// downloads: the store may keep them in a file (spillStores), and
@@ -1111,7 +1117,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		for b := first; b < first+count; b++ {
 			c1, err := t.Submissions.ReadContribution(client, b, *buf)
 			if err != nil {
-				return toStatus(absent("task %s: block %d of client %q: %w", t.ID, b, client, err))
+				return toStatus(s.absent(id, t, "task %s: block %d of client %q: %w", t.ID, b, client, err))
 			}
 			*buf = c1
 			if err := sendParts(stream, [][]byte{c1}); err != nil {
@@ -1126,16 +1132,16 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		var d [32]byte
 		raw, err := hex.DecodeString(strings.TrimPrefix(name, "gradient/"))
 		if err != nil || len(raw) != len(d) {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		copy(d[:], raw)
 		g, ok := t.Gradients[d]
 		if !ok {
-			return toStatus(absent("task %s has no %q", t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = aggregation.MarshalGradient(g)
 	default:
-		return toStatus(absent("task %s has no %q", t.ID, name))
+		return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 	}
 	return sendParts(stream, [][]byte{data})
 }
