@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tallyfl/tally/dataset"
 	"github.com/tallyfl/tally/edge"
 	"github.com/tallyfl/tally/engine"
 	"github.com/tallyfl/tally/internal/auth"
@@ -51,44 +50,8 @@ func errorInfo(err error) (string, map[string]string) {
 // NO_OBJECT. Before, both were FailedPrecondition alone, and a member
 // could not tell a closed task from a missing submission.
 func TestDownloadReasons(t *testing.T) {
-	ds, err := dataset.Embedded("breast-cancer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: 3, ValFrac: 0.2, TestFrac: 0.2, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := engine.JobConfig{
-		ID: "reasons", Seed: 5, Rounds: 3,
-		Data:         engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout: engine.Duration(400 * time.Millisecond), Tick: engine.Duration(10 * time.Millisecond),
-		Clients: engine.ClientsConfig{Min: 2, WaitFor: 3},
-		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
-	}
-	for i := range 3 {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-reasons", i)})
-	}
-	job, err := engine.NewJob(cfg, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, fed, ctx, step := plainStepServer(t, "reasons", 5)
 	d := srv.driver
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	go func() { _ = d.Run(ctx) }()
-	step := func(ev engine.Event) []engine.Action {
-		t.Helper()
-		acts, err := d.Step(ctx, ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return acts
-	}
 	submit := func(c string, task *engine.Task) {
 		t.Helper()
 		for _, a := range step(engine.EvSubmit{Client: c, TaskID: task.ID, Samples: 10, Update: make([]float64, len(task.Params))}) {
