@@ -264,13 +264,7 @@ type view struct {
 	// endings is how each of the last keptEndings tasks the engine closed
 	// ended (engine.Closed), oldest first, for the refusal of a member's
 	// download or answer that came after (closedTask).
-	endings []taskEnding
-}
-
-// taskEnding is how the task id closed.
-type taskEnding struct {
-	id  string
-	how engine.Ending
+	endings []engine.ClosedTask
 }
 
 // keptEndings is how many tasks' endings the driver remembers: a member
@@ -487,12 +481,12 @@ func (d *Driver) perform(acts []engine.Action) error {
 			d.view.task, d.view.selected = nil, nil
 		}
 	}
-	if id, how := d.engine.Closed(); id != "" {
-		if n := len(d.view.endings); n == 0 || d.view.endings[n-1].id != id {
+	if c := d.engine.Closed(); c.ID != "" {
+		if n := len(d.view.endings); n == 0 || d.view.endings[n-1].ID != c.ID {
 			if n == keptEndings {
 				d.view.endings = slices.Delete(d.view.endings, 0, 1)
 			}
-			d.view.endings = append(d.view.endings, taskEnding{id, how})
+			d.view.endings = append(d.view.endings, c)
 		}
 	}
 	d.view.phase = d.engine.Phase()
@@ -542,17 +536,21 @@ func (d *Driver) pending(client string) (*engine.Task, *engine.ActJobDone, <-cha
 	return t, d.view.done, ch
 }
 
-// ended says how task id ended for client, when the driver knows: the
-// engine closed it (engine.Ending), client's own answer to it was
-// accepted while it stays open for others ("answered"), or the job ended
-// ("job_ended"). "" means not known: an id never published, one closed
-// too long ago or before a restart.
+// ended says how task id ended for client, when the driver knows and
+// client was selected for it: the engine closed it (engine.Ending),
+// client's own answer to it was accepted while it stays open for others
+// ("answered"), or the job ended ("job_ended"). "" means not known (an
+// id never published, one closed too long ago or before a restart) or
+// not client's to know: a client learns how only its own tasks ended.
 func (d *Driver) ended(client, id string) string {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	for i := len(d.view.endings) - 1; i >= 0; i-- {
-		if d.view.endings[i].id == id {
-			return string(d.view.endings[i].how)
+		if c := d.view.endings[i]; c.ID == id {
+			if !slices.Contains(c.Selected, client) {
+				return ""
+			}
+			return string(c.How)
 		}
 	}
 	switch {

@@ -120,6 +120,8 @@ func TestDownloadReasons(t *testing.T) {
 	submit("c2", r1)
 	waitRounds(1)
 	want("a completed task", download("c2", r1.ID, "public-key"), "TASK_CLOSED", map[string]string{"task": r1.ID, "ended": "completed"})
+	// How a task ended is told only to the clients it selected.
+	want("a completed task, asked by a client it did not select", download("c9", r1.ID, "public-key"), "TASK_CLOSED", map[string]string{"task": r1.ID})
 
 	r2 := waitTask(2)
 	submit("c0", r2)

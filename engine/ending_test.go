@@ -7,8 +7,8 @@ import "testing"
 func endings(s *committeeSim, also func(*Task)) (map[string]Ending, func()) {
 	got := map[string]Ending{}
 	note := func() {
-		if id, how := s.e.Closed(); id != "" {
-			got[id] = how
+		if c := s.e.Closed(); c.ID != "" {
+			got[c.ID] = c.How
 		}
 	}
 	s.onPublish = func(t *Task) {

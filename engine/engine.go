@@ -52,14 +52,10 @@ type Engine struct {
 	// known is the last completed round's global change, what the server
 	// knows before the next round (nil before the first, and after a
 	// restart: it is not persisted).
-	known  []float64
-	scaler *dataset.Scaler
-	task   *Task
-	// closed is the task the engine closed last and how (Closed).
-	closed struct {
-		id  string
-		how Ending
-	}
+	known    []float64
+	scaler   *dataset.Scaler
+	task     *Task
+	closed   ClosedTask // the task the engine closed last (Closed)
 	got      map[string]received
 	declined declines // clients of the open task that cannot contribute (decline.go)
 	history  []RoundRecord
@@ -251,15 +247,23 @@ const (
 	EndedTimedOut Ending = "timed_out"
 )
 
-// Closed returns the id of the task the engine closed last and how, or ""
-// if it closed none since it was made (an ending is not persisted: after a
+// ClosedTask is a task the engine closed: its id, the clients it
+// selected, and how it ended.
+type ClosedTask struct {
+	ID       string
+	Selected []string
+	How      Ending
+}
+
+// Closed returns the task the engine closed last, with an empty ID if it
+// closed none since it was made (an ending is not persisted: after a
 // restart it is not known).
-func (e *Engine) Closed() (string, Ending) { return e.closed.id, e.closed.how }
+func (e *Engine) Closed() ClosedTask { return e.closed }
 
 // endTask closes the open task, noting how (Closed).
 func (e *Engine) endTask(how Ending) {
 	if e.task != nil {
-		e.closed.id, e.closed.how = e.task.ID, how
+		e.closed = ClosedTask{ID: e.task.ID, Selected: e.task.Selected, How: how}
 	}
 	e.task = nil
 }
