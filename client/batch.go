@@ -8,9 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/tallyfl/tally/aggregation"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
@@ -109,15 +106,16 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 		return err
 	}
 	defer spill.remove()
-	// A download refused as for no open task (FailedPrecondition) may
-	// mean that the batch completed without this member while it
-	// verified: asked again for an object of the task it did download
-	// (probe), the coordinator says whether it is still open. If it is
-	// not, nothing is refused and nothing more is done.
+	// A download refused as for a closed task may mean that the batch
+	// completed without this member while it verified: the refusal says
+	// so (auth.ReasonTaskClosed), or, from a coordinator that names no
+	// reason, asked again for an object of the task this member did
+	// download (probe), the coordinator says whether it is still open. If
+	// it is not, nothing is refused and nothing more is done.
 	round, probe := reqs[0].Round, ""
 	late := func(err error) error {
-		if status.Code(err) == codes.FailedPrecondition && c.taskClosed(ctx, id, probe) {
-			return c.completedWithout(id, round, 0, len(reqs))
+		if closed, how := c.closedBy(ctx, id, probe, err); closed {
+			return c.closedWithout(id, round, how, 0, len(reqs))
 		}
 		return err
 	}
@@ -158,11 +156,11 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 			if probe == "" {
 				probe = it.GetCiphertext()
 			}
-			if c.taskClosed(ctx, id, probe) {
+			if closed, how := c.taskClosed(ctx, id, probe); closed {
 				if !errors.Is(err, aggregation.ErrUnknownContributor) {
 					c.log.Warn("batched influence request not verified, and the task has closed: no share, nothing sent", "task", id, "request", i, "client", req.Contributors[0], "err", err)
 				}
-				return c.completedWithout(id, round, 0, len(reqs))
+				return c.closedWithout(id, round, how, 0, len(reqs))
 			}
 			c.log.Error("batched influence request not verified: no share of the batch", "task", id, "request", i, "client", req.Contributors[0], "err", err)
 			return refuse(fmt.Errorf("client: decryption task %s, request %d (client %q): %w", id, i, req.Contributors[0], err))
@@ -218,7 +216,7 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 	var buf []byte
 	for i, req := range reqs {
 		if w.closed.Load() {
-			return c.completedWithout(id, round, i, len(reqs))
+			return c.closedWithout(id, round, w.how, i, len(reqs))
 		}
 		if buf, err = spill.get(i, buf); err != nil {
 			return err
@@ -238,7 +236,7 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 	}
 	w.stop()
 	if w.closed.Load() {
-		return c.completedWithout(id, round, len(reqs), len(reqs))
+		return c.closedWithout(id, round, w.how, len(reqs), len(reqs))
 	}
 	if err := c.answered(c.sendShares(ctx, id, parts), id, round, len(reqs)); err != nil {
 		return err

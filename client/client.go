@@ -290,12 +290,14 @@ func (c *Client) Run(ctx context.Context) error {
 			c.job = nil
 		case retryable(err):
 			c.log.Warn("coordinator unreachable, retrying", "err", err, "in", backoff.String())
-		case status.Code(err) == codes.FailedPrecondition:
+		case closedRefusal(err):
 			// The task moved on while this client worked on it (a
 			// decryption that already had its t shares, a round closed by
 			// its deadline): nothing is wrong, the next poll brings the
-			// current task.
-			c.log.Debug("task closed before this client answered", "err", err)
+			// current task. A refusal naming NO_OBJECT is not this: the
+			// task is open and lacks what it names, a failure (default).
+			_, how := refusalOf(err)
+			c.log.Debug("task closed before this client answered", "ended", how, "err", err)
 			continue
 		default:
 			c.log.Warn("task failed", "err", err)

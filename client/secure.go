@@ -383,8 +383,8 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	if err := c.member.VerifyAggregate(req, ev); err != nil {
 		// Evidence refused as for no open task reads as missing: the
 		// block downloaded above says whether the task closed meanwhile.
-		if c.taskClosed(ctx, t.GetTaskId(), "ciphertext/0") {
-			return c.completedWithout(t.GetTaskId(), req.Round, 0, len(cts))
+		if closed, how := c.taskClosed(ctx, t.GetTaskId(), "ciphertext/0"); closed {
+			return c.closedWithout(t.GetTaskId(), req.Round, how, 0, len(cts))
 		}
 		// The coordinator named a ciphertext that is not what its labels
 		// say (or could not show that it is): no share, and it is told.

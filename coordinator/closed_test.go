@@ -18,44 +18,8 @@ import (
 // task learns that it closed (client.taskClosed), instead of being served
 // it as open until the next task is published.
 func TestClosedTaskNotPending(t *testing.T) {
-	ds, err := dataset.Embedded("breast-cancer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fed, err := dataset.Federate(ds, dataset.FederationSpec{Clients: 3, ValFrac: 0.2, TestFrac: 0.2, Seed: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := engine.JobConfig{
-		ID: "closed", Seed: 4, Rounds: 3,
-		Data:         engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
-		RoundTimeout: engine.Duration(400 * time.Millisecond), Tick: engine.Duration(10 * time.Millisecond),
-		Clients: engine.ClientsConfig{Min: 2, WaitFor: 3},
-		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
-	}
-	for i := range 3 {
-		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-closed", i)})
-	}
-	job, err := engine.NewJob(cfg, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(ServerConfig{Job: job, Validation: fed.Validation})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, fed, ctx, step := plainStepServer(t, "closed", 4)
 	d := srv.driver
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	go func() { _ = d.Run(ctx) }()
-	step := func(ev engine.Event) []engine.Action {
-		t.Helper()
-		acts, err := d.Step(ctx, ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return acts
-	}
 	for i := range 3 {
 		step(engine.EvJoin{Client: fmt.Sprintf("c%d", i), Samples: int64(fed.Clients[i].Len())})
 	}
@@ -89,4 +53,49 @@ func TestClosedTaskNotPending(t *testing.T) {
 	if p, _, _ := d.pending("c2"); p != nil {
 		t.Fatalf("task %s is still pending for c2 after round 1 closed", p.ID)
 	}
+}
+
+// plainStepServer is a plaintext job id of three clients, c0 to c2 (min
+// 2, round timeout 400 ms), on a Server whose driver runs until the test
+// ends and is stepped by hand (step), without the gRPC service; fed is
+// the clients' data, ctx the test's.
+func plainStepServer(t *testing.T, id string, seed uint64) (srv *Server, fed *dataset.Federation, ctx context.Context, step func(engine.Event) []engine.Action) {
+	t.Helper()
+	ds, err := dataset.Embedded("breast-cancer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed, err = dataset.Federate(ds, dataset.FederationSpec{Clients: 3, ValFrac: 0.2, TestFrac: 0.2, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.JobConfig{
+		ID: id, Seed: seed, Rounds: 3,
+		Data:         engine.DataConfig{Features: ds.Examples.Features, Classes: 2},
+		RoundTimeout: engine.Duration(400 * time.Millisecond), Tick: engine.Duration(10 * time.Millisecond),
+		Clients: engine.ClientsConfig{Min: 2, WaitFor: 3},
+		Scaling: engine.ScalingConfig{Mode: "none"}, SecureAggregation: "none",
+	}
+	for i := range 3 {
+		cfg.Clients.Enrolment = append(cfg.Clients.Enrolment, engine.EnrolmentConfig{ID: fmt.Sprintf("c%d", i), Token: fmt.Sprintf("token-%d-%s", i, id)})
+	}
+	job, err := engine.NewJob(cfg, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = NewServer(ServerConfig{Job: job, Validation: fed.Validation}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	go func() { _ = srv.driver.Run(ctx) }()
+	step = func(ev engine.Event) []engine.Action {
+		t.Helper()
+		acts, err := srv.driver.Step(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return acts
+	}
+	return srv, fed, ctx, step
 }

@@ -261,7 +261,15 @@ type view struct {
 	// transcript is the decryption transcript's entries (binary), as
 	// persisted: what clients cross-check their receipts' heads with.
 	transcript [][]byte
+	// endings is how each of the last keptEndings tasks the engine closed
+	// ended (engine.Closed), oldest first, for the refusal of a member's
+	// download or answer that came after (closedTask).
+	endings []engine.ClosedTask
 }
+
+// keptEndings is how many tasks' endings the driver remembers: a member
+// asks about the task it was working on, one of the last few.
+const keptEndings = 32
 
 type call struct {
 	ev    engine.Event
@@ -473,6 +481,14 @@ func (d *Driver) perform(acts []engine.Action) error {
 			d.view.task, d.view.selected = nil, nil
 		}
 	}
+	if c := d.engine.Closed(); c.ID != "" {
+		if n := len(d.view.endings); n == 0 || d.view.endings[n-1].ID != c.ID {
+			if n == keptEndings {
+				d.view.endings = slices.Delete(d.view.endings, 0, 1)
+			}
+			d.view.endings = append(d.view.endings, c)
+		}
+	}
 	d.view.phase = d.engine.Phase()
 	d.view.round = d.engine.Round()
 	return nil
@@ -519,6 +535,41 @@ func (d *Driver) pending(client string) (*engine.Task, *engine.ActJobDone, <-cha
 	}
 	return t, d.view.done, ch
 }
+
+// ended says how task id ended for client, when the driver knows and
+// client was selected for it: the engine closed it (engine.Ending),
+// client's own answer to it was accepted while it stays open for others
+// ("answered"), or the job ended ("job_ended"). "" means not known (an
+// id never published, one closed too long ago or before a restart) or
+// not client's to know: a client learns how only its own tasks ended.
+func (d *Driver) ended(client, id string) string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for i := len(d.view.endings) - 1; i >= 0; i-- {
+		if c := d.view.endings[i]; c.ID == id {
+			if !slices.Contains(c.Selected, client) {
+				return ""
+			}
+			return string(c.How)
+		}
+	}
+	switch {
+	case d.view.task != nil && d.view.task.ID == id && d.view.submitted[client]:
+		return EndedAnswered
+	case d.view.done != nil:
+		return EndedJob
+	}
+	return ""
+}
+
+// The endings of a task for one member that the engine does not name.
+const (
+	// EndedAnswered: the member's own answer to the task was accepted;
+	// the task may still be open for the others.
+	EndedAnswered = "answered"
+	// EndedJob: the job ended.
+	EndedJob = "job_ended"
+)
 
 // transcriptAfter returns the transcript's entries after the first n.
 func (d *Driver) transcriptAfter(n uint64) [][]byte {

@@ -300,10 +300,64 @@ func toStatus(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}
-	if errors.Is(err, ErrNotEdge) {
+	var closed closedTask
+	var absent noObject
+	switch {
+	case errors.Is(err, ErrNotEdge):
 		return auth.WithReason(code, err.Error(), auth.ReasonNotEdge).Err()
+	case errors.As(err, &absent):
+		return auth.WithReason(code, err.Error(), auth.ReasonNoObject).Err()
+	case errors.As(err, &closed):
+		meta := map[string]string{auth.MetaTask: closed.id}
+		if closed.ended != "" {
+			meta[auth.MetaEnded] = closed.ended
+		}
+		return auth.WithInfo(code, err.Error(), auth.ReasonTaskClosed, meta).Err()
 	}
 	return status.Error(code, err.Error())
+}
+
+// closedTask is the refusal of a call for task id, which is not open for
+// the caller, ended as Driver.ended says ("" when not known): sent naming
+// auth.ReasonTaskClosed, so that a member tells it from noObject, which
+// shares its code.
+type closedTask struct {
+	err   error
+	id    string
+	ended string
+}
+
+func (e closedTask) Error() string { return e.err.Error() }
+func (e closedTask) Unwrap() error { return e.err }
+
+// closedFor is the closedTask refusal of client's call for task id,
+// detail the message's end.
+func (s *Service) closedFor(client, id, detail string) error {
+	how := s.driver.ended(client, id)
+	msg := fmt.Sprintf("%q%s", id, detail)
+	if how != "" {
+		msg += " (" + strings.ReplaceAll(how, "_", " ") + ")"
+	}
+	return closedTask{err: fmt.Errorf("%w: %s", engine.ErrNoTask, msg), id: id, ended: how}
+}
+
+// noObject is the refusal of a download of an object the open task does
+// not have: sent naming auth.ReasonNoObject.
+type noObject struct{ err error }
+
+func (e noObject) Error() string { return e.err.Error() }
+func (e noObject) Unwrap() error { return e.err }
+
+// absent is the refusal of client's download from task t, which had no
+// such object, its message format and args: noObject if t is still open
+// for client, else closedFor. Asked again because an object can fail to
+// read as its task closes (the round's spill file is closed with the
+// round), and a member told NO_OBJECT takes the task to be open.
+func (s *Service) absent(client string, t *engine.Task, format string, args ...any) error {
+	if p, _, _ := s.driver.pending(client); p == nil || p.ID != t.ID {
+		return s.closedFor(client, t.ID, "")
+	}
+	return noObject{fmt.Errorf("%w: "+format, append([]any{engine.ErrNoTask}, args...)...)}
 }
 
 // Enroll implements CoordinatorService: it admits a client that presents a
@@ -419,7 +473,7 @@ func (s *Service) openStream(client, method string) (release func(), err error) 
 func (s *Service) uploadTask(client, taskID string, protocol bool) (*engine.Task, error) {
 	t, _, _ := s.driver.pending(client)
 	if t == nil || t.ID != taskID {
-		return nil, fmt.Errorf("%w: %q is not an open task of client %s", engine.ErrNoTask, taskID, client)
+		return nil, s.closedFor(client, taskID, " is not an open task of client "+client)
 	}
 	switch takesUpdates := t.Kind == engine.TaskTrain || t.Kind == engine.TaskMoments; {
 	case takesUpdates && protocol:
@@ -988,7 +1042,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	}
 	t, _, _ := s.driver.pending(id)
 	if t == nil || t.ID != req.GetTaskId() {
-		return toStatus(fmt.Errorf("%w: %q", engine.ErrNoTask, req.GetTaskId()))
+		return toStatus(s.closedFor(id, req.GetTaskId(), ""))
 	}
 	var data []byte
 	switch name := req.GetName(); {
@@ -999,19 +1053,19 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 	case strings.HasPrefix(name, "public-key-share/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.PublicKeyShares[strings.TrimPrefix(name, "public-key-share/")]
 		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = v
 	case strings.HasPrefix(name, "sealed/") && t.Kind == engine.TaskThreshold:
 		v, ok := t.Sealed[id][strings.TrimPrefix(name, "sealed/")]
 		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q for %s", engine.ErrNoTask, t.ID, name, id))
+			return toStatus(s.absent(id, t, "task %s has no %q for %s", t.ID, name, id))
 		}
 		data = v
 	case strings.HasPrefix(name, "ciphertext/") && t.Kind == engine.TaskDecrypt:
 		b, err := strconv.Atoi(strings.TrimPrefix(name, "ciphertext/"))
 		if err != nil || b < 0 || b >= t.NumCiphertexts() {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		// A coefficient task's products are read back from the round's
 		// spill file, one download at a time, into a reused buffer.
@@ -1019,7 +1073,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		defer productBuffers.Put(buf)
 		ct, err := t.Ciphertext(b, *buf)
 		if err != nil {
-			return toStatus(fmt.Errorf("%w: task %s has no %q: %w", engine.ErrNoTask, t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %w", t.ID, name, err))
 		}
 		if t.Coefficient {
 			*buf = ct
@@ -1030,7 +1084,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		// statement and the c1 of its ciphertexts.
 		raw, _, ok := t.Submissions.Submission(strings.TrimPrefix(name, "submission/"))
 		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = raw
 	case strings.HasPrefix(name, "contribution/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
@@ -1038,19 +1092,19 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		i := strings.LastIndexByte(rest, '/')
 		b, err := strconv.Atoi(rest[i+1:])
 		if i < 0 || err != nil {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		buf := c1Buffers.Get().(*[]byte)
 		defer c1Buffers.Put(buf)
 		c1, err := t.Submissions.ReadContribution(rest[:i], b, *buf)
 		if err != nil {
-			return toStatus(fmt.Errorf("%w: task %s has no %q: %w", engine.ErrNoTask, t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %w", t.ID, name, err))
 		}
 		*buf, data = c1, c1
 	case strings.HasPrefix(name, "contributions/") && t.Kind == engine.TaskDecrypt && t.Submissions != nil:
 		client, first, count, err := contributions(t, strings.TrimPrefix(name, "contributions/"))
 		if err != nil {
-			return toStatus(fmt.Errorf("%w: task %s has no %q: %v", engine.ErrNoTask, t.ID, name, err))
+			return toStatus(s.absent(id, t, "task %s has no %q: %v", t.ID, name, err))
 		}
 		// One block is read at a time, into a buffer reused across
 		// downloads: the store may keep them in a file (spillStores), and
@@ -1063,7 +1117,7 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		for b := first; b < first+count; b++ {
 			c1, err := t.Submissions.ReadContribution(client, b, *buf)
 			if err != nil {
-				return toStatus(fmt.Errorf("%w: task %s: block %d of client %q: %w", engine.ErrNoTask, t.ID, b, client, err))
+				return toStatus(s.absent(id, t, "task %s: block %d of client %q: %w", t.ID, b, client, err))
 			}
 			*buf = c1
 			if err := sendParts(stream, [][]byte{c1}); err != nil {
@@ -1078,16 +1132,16 @@ func (s *Service) Download(req *tallyv1.DownloadRequest, stream tallyv1.Coordina
 		var d [32]byte
 		raw, err := hex.DecodeString(strings.TrimPrefix(name, "gradient/"))
 		if err != nil || len(raw) != len(d) {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		copy(d[:], raw)
 		g, ok := t.Gradients[d]
 		if !ok {
-			return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+			return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 		}
 		data = aggregation.MarshalGradient(g)
 	default:
-		return toStatus(fmt.Errorf("%w: task %s has no %q", engine.ErrNoTask, t.ID, name))
+		return toStatus(s.absent(id, t, "task %s has no %q", t.ID, name))
 	}
 	return sendParts(stream, [][]byte{data})
 }
@@ -1161,8 +1215,11 @@ func (s *Service) DownloadModel(req *tallyv1.DownloadModelRequest, stream tallyv
 		return toStatus(err)
 	}
 	t, _, _ := s.driver.pending(id)
-	if t == nil || t.ID != req.GetTaskId() || t.Kind != engine.TaskTrain {
-		return toStatus(fmt.Errorf("%w: %q", engine.ErrNoTask, req.GetTaskId()))
+	if t == nil || t.ID != req.GetTaskId() {
+		return toStatus(s.closedFor(id, req.GetTaskId(), ""))
+	}
+	if t.Kind != engine.TaskTrain {
+		return toStatus(fmt.Errorf("%w: task %s has no model", engine.ErrNoTask, t.ID))
 	}
 	const per = SendChunkBytes / 8
 	for off := 0; off < len(t.Params); off += per {

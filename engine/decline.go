@@ -63,7 +63,7 @@ func (e *Engine) decline(ev EvDecline) []Action {
 	out := []Action{ActLog{Msg: "client cannot contribute to its task", Attrs: []any{"client", ev.Client, "task", t.ID, "round", t.Round, "reason", ev.Reason}}}
 	out = append(out, reply(false, nil)...)
 	if len(e.got)+e.declinedCount() == len(t.Selected) {
-		out = append(out, e.close("every other selected client submitted")...)
+		out = append(out, e.close(EndedCompleted, "every other selected client submitted")...)
 	}
 	return out
 }

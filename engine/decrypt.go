@@ -328,7 +328,7 @@ func (e *Engine) requestDecryption() []Action {
 func (e *Engine) decryptTimeout() []Action {
 	h := e.he
 	t := e.task
-	e.task = nil
+	e.endTask(EndedTimedOut)
 	if t.Coefficient {
 		out := []Action{ActLog{Msg: "influence scalars lost: fewer than t members answered", Attrs: []any{"task", t.ID, "scalars", len(h.batch.reqs), "answers", len(h.shares)}}}
 		return append(out, e.endBatch()...)
@@ -408,7 +408,7 @@ func (e *Engine) decryptShares(ev EvShares) []Action {
 	if len(h.shares) < len(h.req.Participants) {
 		return out
 	}
-	e.task = nil
+	e.endTask(EndedCompleted)
 	vals := make([][]float64, blocks)
 	for b := range blocks {
 		per := map[string][]byte{}
@@ -459,12 +459,12 @@ func (e *Engine) refused(ev EvShares, reason string) []Action {
 		if len(t.Selected)-len(h.refusals) >= h.inst.Threshold() {
 			return out
 		}
-		e.task = nil
+		e.endTask(EndedGivenUp)
 		return append(out, e.endBatch()...)
 	}
 	// A whole decryption names exactly t participants: without this one it
 	// cannot finish. Ask again, re-randomised, without the refuser.
-	e.task = nil
+	e.endTask(EndedGivenUp)
 	if h.skip == nil {
 		h.skip = map[string]bool{}
 	}
@@ -508,7 +508,7 @@ func (e *Engine) coefficientShares(ev EvShares) []Action {
 	if len(h.shares) < h.inst.Threshold() {
 		return out
 	}
-	e.task = nil
+	e.endTask(EndedCompleted)
 	var answered []string
 	for id := range h.shares {
 		answered = append(answered, id)

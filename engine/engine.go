@@ -55,6 +55,7 @@ type Engine struct {
 	known    []float64
 	scaler   *dataset.Scaler
 	task     *Task
+	closed   ClosedTask // the task the engine closed last (Closed)
 	got      map[string]received
 	declined declines // clients of the open task that cannot contribute (decline.go)
 	history  []RoundRecord
@@ -229,6 +230,44 @@ func (e *Engine) ClientSamples() map[string]int64 {
 // Task returns the open task, or nil.
 func (e *Engine) Task() *Task { return e.task }
 
+// Ending is how a task closed: what the coordinator tells a member that
+// asks for the task after it closed, so that a member which was still at
+// work on it can say what happened rather than guess.
+type Ending string
+
+const (
+	// EndedCompleted: the answers the task waited for arrived (every
+	// update, t decryption shares, every member's key message).
+	EndedCompleted Ending = "completed"
+	// EndedGivenUp: closed before its deadline without what it waited
+	// for (a member's refusal, a key that did not aggregate); what it
+	// asked may be asked again in another task.
+	EndedGivenUp Ending = "given_up"
+	// EndedTimedOut: its deadline passed first.
+	EndedTimedOut Ending = "timed_out"
+)
+
+// ClosedTask is a task the engine closed: its id, the clients it
+// selected, and how it ended.
+type ClosedTask struct {
+	ID       string
+	Selected []string
+	How      Ending
+}
+
+// Closed returns the task the engine closed last, with an empty ID if it
+// closed none since it was made (an ending is not persisted: after a
+// restart it is not known).
+func (e *Engine) Closed() ClosedTask { return e.closed }
+
+// endTask closes the open task, noting how (Closed).
+func (e *Engine) endTask(how Ending) {
+	if e.task != nil {
+		e.closed = ClosedTask{ID: e.task.ID, Selected: e.task.Selected, How: how}
+	}
+	e.task = nil
+}
+
 // Step applies one event.
 func (e *Engine) Step(ev Event) []Action {
 	var out []Action
@@ -334,7 +373,7 @@ func (e *Engine) tick() []Action {
 			case TaskDecrypt:
 				return e.decryptTimeout()
 			}
-			return e.close("deadline")
+			return e.close(EndedTimedOut, "deadline")
 		}
 		return nil
 	}
@@ -394,7 +433,7 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 	e.got[ev.Client] = received{samples: ev.Samples, update: ev.Update, digest: ev.Digest, bytes: ev.Bytes}
 	out := reply(false, nil)
 	if len(e.got)+e.declinedCount() == len(t.Selected) {
-		out = append(out, e.close("all submitted")...)
+		out = append(out, e.close(EndedCompleted, "all submitted")...)
 	}
 	return out
 }
@@ -402,9 +441,9 @@ func (e *Engine) submit(ev EvSubmit) []Action {
 // close ends the open train or moments task. With at least clients.min
 // contributions it aggregates them (under secure aggregation: asks the
 // committee to decrypt the encrypted sum first); otherwise the attempt fails.
-func (e *Engine) close(why string) []Action {
+func (e *Engine) close(how Ending, why string) []Action {
 	t := e.task
-	e.task = nil
+	e.endTask(how)
 	contributors := make([]string, 0, len(e.got))
 	for id := range e.got {
 		contributors = append(contributors, id)

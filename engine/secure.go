@@ -183,7 +183,7 @@ func (e *Engine) startKeyGen() []Action {
 func (e *Engine) keyGenTimeout() []Action {
 	h := e.he
 	t := e.task
-	e.task = nil
+	e.endTask(EndedTimedOut)
 	var silent []string
 	for _, id := range t.Selected {
 		if (t.Kind == TaskKeyGen && h.commits[id] == nil) || (t.Kind == TaskReveal && h.pkShares[id] == nil) || (t.Kind == TaskThreshold && !h.acks[id]) {
@@ -238,6 +238,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 		if len(h.commits) < len(t.Selected) {
 			return out
 		}
+		e.endTask(EndedCompleted)
 		e.task = &Task{
 			ID: fmt.Sprintf("%s/reveal/e%d", e.job.ID, h.epoch), Kind: TaskReveal, Round: e.round, Attempt: int(h.epoch),
 			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Blob: t.Blob, Commitments: h.commits,
@@ -282,12 +283,13 @@ func (e *Engine) shares(ev EvShares) []Action {
 		pk, err := aggregation.AggregatePublicKey(h.params, h.inst, h.pkShares)
 		if err != nil {
 			// A bad share cannot be attributed without more protocol; start over.
-			e.task = nil
+			e.endTask(EndedGivenUp)
 			h.failedKGs++
 			out = append(out, ActLog{Msg: "public key aggregation failed; drawing a new committee", Attrs: []any{"err", err.Error()}})
 			return append(out, e.startKeyGen()...)
 		}
 		h.pk, h.pkDigest = pk, sha256.Sum256(pk)
+		e.endTask(EndedCompleted)
 		e.task = &Task{
 			ID: fmt.Sprintf("%s/threshold/e%d", e.job.ID, h.epoch), Kind: TaskThreshold, Round: e.round, Attempt: int(h.epoch),
 			Deadline: e.now + e.job.Ticks(e.job.RoundTimeout), Selected: t.Selected, Sealed: h.sealed,
@@ -326,7 +328,7 @@ func (e *Engine) shares(ev EvShares) []Action {
 			panic(fmt.Sprintf("coordinator: collective key unusable after a complete key generation: %v", err))
 		}
 		h.keyID, h.ready, h.failedKGs = keyID, true, 0
-		e.task = nil
+		e.endTask(EndedCompleted)
 		out = append(out, ActPersist{Committee: &CommitteeRecord{Epoch: h.epoch, Instance: mustMarshal(h.inst), PublicKey: h.pk, Certificate: h.cert}})
 		out = append(out, ActLog{Msg: "collective public key ready, signed by every member", Attrs: []any{"epoch", h.epoch, "key", fmt.Sprintf("%x", keyID[:8])}})
 		return append(out, e.maybeStart()...)
