@@ -199,17 +199,22 @@ func (m *Manifest) Validate() error {
 	if len(m.Participants) < c.Size {
 		bad("participants", "lists %d, fewer than the committee size %d", len(m.Participants), c.Size)
 	}
+	// listedID checks the id of a list entry: its length, and that the
+	// list has it once.
+	listedID := func(field, id string, seen map[string]bool) {
+		if id == "" || len(id) > maxID {
+			bad(field, "must have 1 to %d bytes", maxID)
+		}
+		if seen[id] {
+			bad(field, "%q is listed twice", id)
+		}
+		seen[id] = true
+	}
 	seen := map[string]bool{}
 	keys := map[string]string{}
 	for i, p := range m.Participants {
 		field := fmt.Sprintf("participants[%d]", i)
-		if p.ID == "" || len(p.ID) > maxID {
-			bad(field+".id", "must have 1 to %d bytes", maxID)
-		}
-		if seen[p.ID] {
-			bad(field+".id", "%q is listed twice", p.ID)
-		}
-		seen[p.ID] = true
+		listedID(field+".id", p.ID, seen)
 		if len(p.Key) != ed25519.PublicKeySize {
 			bad(field+".key", "participant %q: has %d bytes, want an Ed25519 public key (%d)", p.ID, len(p.Key), ed25519.PublicKeySize)
 		} else if other, ok := keys[string(p.Key)]; ok {
@@ -221,13 +226,7 @@ func (m *Manifest) Validate() error {
 	pins := map[string]string{string(m.Coordinator.TLSCertSHA256): "the coordinator"}
 	for i, e := range m.Edges {
 		field := fmt.Sprintf("edges[%d]", i)
-		if e.ID == "" || len(e.ID) > maxID {
-			bad(field+".id", "must have 1 to %d bytes", maxID)
-		}
-		if edges[e.ID] {
-			bad(field+".id", "%q is listed twice", e.ID)
-		}
-		edges[e.ID] = true
+		listedID(field+".id", e.ID, edges)
 		if len(e.TLSCertSHA256) != sha256.Size {
 			bad(field+".tls_cert_sha256", "has %d bytes, want a SHA-256 (%d)", len(e.TLSCertSHA256), sha256.Size)
 		} else if other, ok := pins[string(e.TLSCertSHA256)]; ok {
