@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -274,13 +273,25 @@ func (m *Manifest) Canonical() []byte {
 	str(m.Committee.Seed)
 	str(m.Coordinator.ReceiptKey)
 	str(m.Coordinator.TLSCertSHA256)
-	ps := slices.Clone(m.Participants)
-	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
-	num(len(ps))
-	for _, p := range ps {
-		str([]byte(p.ID))
-		str(p.Key)
+	// byID writes a list of (id, bytes) entries: its count, then the
+	// entries sorted by id.
+	byID := func(n int, entry func(i int) (string, []byte)) {
+		type kv struct {
+			id string
+			v  []byte
+		}
+		es := make([]kv, n)
+		for i := range es {
+			es[i].id, es[i].v = entry(i)
+		}
+		sort.Slice(es, func(i, j int) bool { return es[i].id < es[j].id })
+		num(n)
+		for _, e := range es {
+			str([]byte(e.id))
+			str(e.v)
+		}
 	}
+	byID(len(m.Participants), func(i int) (string, []byte) { return m.Participants[i].ID, m.Participants[i].Key })
 	str(m.Owner)
 	// Added after manifests were signed without it: written only when
 	// set, so that those still verify; the encoding is then longer, so it
@@ -294,13 +305,7 @@ func (m *Manifest) Canonical() []byte {
 		num(m.Security.MaxScalarsPerClientRound)
 	}
 	if len(m.Edges) > 0 {
-		es := slices.Clone(m.Edges)
-		sort.Slice(es, func(i, j int) bool { return es[i].ID < es[j].ID })
-		num(len(es))
-		for _, e := range es {
-			str([]byte(e.ID))
-			str(e.TLSCertSHA256)
-		}
+		byID(len(m.Edges), func(i int) (string, []byte) { return m.Edges[i].ID, m.Edges[i].TLSCertSHA256 })
 	}
 	return b
 }
