@@ -42,7 +42,8 @@ func edgeCertFiles(t *testing.T, dir string) (cert, key string, pin []byte) {
 // certificate, which the manifest pins for it (edges[].tls_cert in the
 // job file, tally manifest create), carries a small he job to completion:
 // three clients holding the manifest join it (then the coordinator, to
-// fail over to), accept its certificate and submit through it. The edge
+// fail over to), accept its certificate and submit through it; one of
+// them fetches the manifest through the edge by its fingerprint. The edge
 // holds no key of the coordinator's. Before, a client accepted only the
 // coordinator's certificate and refused the edge's with ErrCertPin.
 func TestEdgeOwnCertificate(t *testing.T) {
@@ -99,8 +100,16 @@ func TestEdgeOwnCertificate(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var out, errs lockedBuffer
-			err := runClient(ctx, []string{"--join", edgeAddr + "," + addr, "--token", f[1], "--data", filepath.Join(dir, f[2])}, &out, &errs)
+			args := []string{"--join", edgeAddr + "," + addr, "--token", f[1], "--data", filepath.Join(dir, f[2])}
+			if f[0] == "client-0" {
+				// This one holds the fingerprint alone and fetches the
+				// manifest through the edge, whose certificate it then
+				// checks against the manifest's pins.
+				args = append(args, "--manifest-sha256", m.FingerprintHex())
+			}
+			err := runClient(ctx, args, &out, &errs)
 			if err != nil {
+				cancel() // the others would wait for it until the deadline
 				t.Errorf("client %s through the edge with its own certificate: %v\nstderr:\n%s", f[0], err, errs.String())
 			} else if !strings.Contains(out.String(), "job finished; 1 model updates submitted") {
 				t.Errorf("client %s: %s", f[0], out.String())
