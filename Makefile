@@ -115,7 +115,7 @@ chart: chart-tools
 	$(BIN)/helm template tally $(CHART) > out/chart/default.yaml
 	$(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml > out/chart/all-on.yaml
 	$(BIN)/helm template tally $(CHART) --set clients.enabled=true > out/chart/rehearse.yaml
-	$(BIN)/helm template tally $(CHART) --set clients.enabled=true --set edge.enabled=true > out/chart/rehearse-edge.yaml
+	$(BIN)/helm template tally $(CHART) --set clients.enabled=true --set edge.enabled=true --set edge.tlsSecret=tally-edge-tls > out/chart/rehearse-edge.yaml
 	$(BIN)/helm template tally $(CHART) --set edge.enabled=true --set edge.autoscaling.enabled=false > out/chart/edge-fixed.yaml
 	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
 		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -20,34 +22,47 @@ var (
 	// plaintext. A client that did not ask for plaintext
 	// (--insecure-plaintext) does not talk to it.
 	ErrPlaintextCoordinator = errors.New("client: the coordinator does not speak TLS (is it running with --insecure-plaintext?); this client did not ask for plaintext")
-	// ErrCertPin: the coordinator's certificate is not the one the
-	// manifest pins.
-	ErrCertPin = errors.New("client: the coordinator's TLS certificate is not the one the manifest pins")
+	// ErrCertPin: the server's certificate (the coordinator's, or an
+	// edge's) is none the manifest pins.
+	ErrCertPin = errors.New("client: the server's TLS certificate is not one the manifest pins (the coordinator's or a listed edge's)")
 )
 
 // PinnedTLS returns transport credentials that accept exactly the server
-// certificate whose SHA-256 (of its DER) is pin, whatever CA signed it or
-// whatever names it carries: the manifest is the root of trust, not a CA.
+// certificates whose SHA-256 (of their DER) is one of pins, whatever CA
+// signed them or whatever names they carry: the manifest is the root of
+// trust, not a CA. A client passes the manifest's TLSPins: the
+// coordinator's certificate and each listed edge's, accepted at any
+// address it joins, so that failing over and back keeps the same set.
 // certs, if set, are presented for mutual TLS. When a handshake fails
 // because the peer speaks plaintext or shows another certificate, fatal
 // is called with ErrPlaintextCoordinator or ErrCertPin (wrapped, naming the
-// address and both fingerprints): gRPC would otherwise retry such a
+// address and the fingerprint seen): gRPC would otherwise retry such a
 // connection for ever as "unavailable", and the operator would never learn
 // why.
-func PinnedTLS(pin []byte, certs []tls.Certificate, fatal func(error)) credentials.TransportCredentials {
+func PinnedTLS(pins [][]byte, certs []tls.Certificate, fatal func(error)) credentials.TransportCredentials {
+	pins = slices.Clone(pins)
 	cfg := &tls.Config{
 		Certificates: certs,
 		MinVersion:   tls.VersionTLS12,
-		// The pin replaces chain and name verification; VerifyPeerCertificate
-		// does the only check there is, on every handshake.
+		// The pins replace chain and name verification;
+		// VerifyPeerCertificate does the only check there is, on every
+		// handshake.
 		InsecureSkipVerify: true, //nolint:gosec // verified by pin below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
 				return fmt.Errorf("%w: it presented no certificate", ErrCertPin)
 			}
 			got := sha256.Sum256(raw[0])
-			if subtle.ConstantTimeCompare(got[:], pin) != 1 {
-				return fmt.Errorf("%w: it presented %s, the manifest pins %s", ErrCertPin, hex.EncodeToString(got[:]), hex.EncodeToString(pin))
+			ok := 0
+			for _, pin := range pins {
+				ok |= subtle.ConstantTimeCompare(got[:], pin)
+			}
+			if ok != 1 {
+				hexPins := make([]string, len(pins))
+				for i, pin := range pins {
+					hexPins[i] = hex.EncodeToString(pin)
+				}
+				return fmt.Errorf("%w: it presented %s, the manifest pins %s", ErrCertPin, hex.EncodeToString(got[:]), strings.Join(hexPins, ", "))
 			}
 			return nil
 		},
@@ -69,7 +84,7 @@ func (p *pinned) ClientHandshake(ctx context.Context, addr string, conn net.Conn
 		case errors.As(err, &rh):
 			p.fatal(fmt.Errorf("%w: %s: %v", ErrPlaintextCoordinator, addr, err))
 		case errors.Is(err, ErrCertPin):
-			p.fatal(fmt.Errorf("coordinator %s: %w", addr, err))
+			p.fatal(fmt.Errorf("%s: %w", addr, err))
 		}
 	}
 	return c, info, err

@@ -9,9 +9,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,16 +44,19 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 // TestPinnedTLS (attack g): a client that pins the coordinator's
 // certificate refuses a coordinator that answers in plaintext, and one
 // that shows another certificate, with a named error and before it sends
-// its token; it runs the job with the pinned one (the control).
+// its token; it runs the job with the pinned one (the control), and with
+// the certificate the manifest pins for an edge: the pins are a set.
 func TestPinnedTLS(t *testing.T) {
 	cert, pin := selfSigned(t)
-	other, _ := selfSigned(t)
+	edgeCert, edgePin := selfSigned(t)
+	other, otherPin := selfSigned(t)
 	for _, tc := range []struct {
 		name string
 		opts []grpc.ServerOption
 		want error
 	}{
 		{"pinned", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&cert))}, nil},
+		{"edge-pinned", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&edgeCert))}, nil},
 		{"plaintext", nil, ErrPlaintextCoordinator},
 		{"other-certificate", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&other))}, ErrCertPin},
 	} {
@@ -66,7 +71,7 @@ func TestPinnedTLS(t *testing.T) {
 			defer cancel(nil)
 			ctx, stop := context.WithTimeout(ctx, time.Minute)
 			defer stop()
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS(pin, nil, cancel)))
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS([][]byte{pin, edgePin}, nil, cancel)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,8 +90,16 @@ func TestPinnedTLS(t *testing.T) {
 			if n := f.counts().enrolls; n != 0 {
 				t.Errorf("%d enrolments reached the coordinator, want 0", n)
 			}
-			if cause := context.Cause(ctx); !errors.Is(cause, tc.want) {
+			cause := context.Cause(ctx)
+			if !errors.Is(cause, tc.want) {
 				t.Fatalf("Run: %v, cause %v; want %v", err, cause, tc.want)
+			}
+			if tc.want == ErrCertPin {
+				for _, want := range []string{lis.Addr().String(), hex.EncodeToString(otherPin)} {
+					if !strings.Contains(cause.Error(), want) {
+						t.Errorf("the refusal %q does not name %s", cause, want)
+					}
+				}
 			}
 		})
 	}

@@ -50,6 +50,8 @@ const keyJobIdentity = "job_identity"
 //     The value recorded is updated and the change logged. Under
 //     privacy.dp, whose σ is derived from the rounds, a raise after
 //     rounds have run is refused (ErrDPRoundsRaised, checkDPRaise).
+//   - edges[].tls_cert: the file of a certificate the manifest pins, as
+//     tls_cert is (IdentityOf clears it).
 //   - clients.enrolment[].token, token_sha256, uses: credentials, which
 //     are rotated (tally token create) without changing the job; who may
 //     take part (the ids) is defining.
@@ -85,6 +87,13 @@ func IdentityOf(job engine.Job) (JobIdentity, error) {
 	cfg := job.JobConfig
 	ids := job.ClientIDs()
 	cfg.Clients.Enrolment = nil
+	// An edge's certificate file is operational, as the coordinator's
+	// tls_cert is (a renewed certificate is a new manifest, not a new
+	// job); the edges' ids and keys are defining.
+	cfg.Edges = slices.Clone(cfg.Edges)
+	for i := range cfg.Edges {
+		cfg.Edges[i].TLSCert = ""
+	}
 	raw, err := yaml.Marshal(cfg)
 	if err != nil {
 		return JobIdentity{}, fmt.Errorf("coordinator: job identity: %w", err)

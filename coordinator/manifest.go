@@ -113,6 +113,13 @@ func CheckManifest(job engine.Job, m *manifest.Manifest) error {
 			bad(fmt.Sprintf("clients.enrolment[%d].id", i), fmt.Sprintf("%q", id), "not a participant")
 		}
 	}
+	// A pinned edge the job does not list would be refused at its first
+	// call: the manifest names an edge that cannot serve.
+	for i, e := range m.Edges {
+		if !slices.ContainsFunc(job.Edges, func(c engine.EdgeConfig) bool { return c.ID == e.ID }) {
+			errs = append(errs, fmt.Errorf("%w: the manifest's edges[%d] pins a certificate for edge %q, which the job's edges list does not name", ErrManifest, i, e.ID))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -232,6 +232,47 @@ func TestManifestContradictions(t *testing.T) {
 	if want := `clients.enrolment[4].id is "c4", the manifest's is not a participant`; !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), want) {
 		t.Errorf("CheckManifest: %v, want %v saying %q", err, ErrManifest, want)
 	}
+	// A manifest pinning the certificate of an edge the job does not
+	// list: that edge would be refused at its first call.
+	m = *p.m
+	m.Edges = []manifest.Edge{{ID: "edge-7", TLSCertSHA256: bytes.Repeat([]byte{2}, 32)}}
+	err = CheckManifest(p.job, &m)
+	if want := `edges[0] pins a certificate for edge "edge-7", which the job's edges list does not name`; !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckManifest: %v, want %v saying %q", err, ErrManifest, want)
+	}
+	job = p.job
+	job.Edges = []engine.EdgeConfig{{ID: "edge-7", PublicKey: strings.Repeat("ab", 32)}}
+	if err := CheckManifest(job, &m); err != nil {
+		t.Errorf("CheckManifest of a listed, pinned edge: %v", err)
+	}
+}
+
+// TestIdentityEdgeCert: an edge's certificate file (edges[].tls_cert) is
+// operational, as the coordinator's tls_cert is: renewing it (a new
+// manifest) resumes the same job; the edges' ids and keys are defining.
+func TestIdentityEdgeCert(t *testing.T) {
+	p := newPinnedJob(t, nil)
+	job := p.job
+	job.Edges = []engine.EdgeConfig{{ID: "edge-0", PublicKey: strings.Repeat("ab", 32)}}
+	before, err := IdentityOf(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Edges = []engine.EdgeConfig{{ID: "edge-0", PublicKey: strings.Repeat("ab", 32), TLSCert: "tls/edge-0.pem"}}
+	after, err := IdentityOf(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Digest != after.Digest {
+		t.Errorf("edges[0].tls_cert changed the job's identity: %v, was %v", after.Fields, before.Fields)
+	}
+	if job.Edges[0].TLSCert == "" {
+		t.Error("IdentityOf cleared the job's own edges[0].tls_cert")
+	}
+	job.Edges = []engine.EdgeConfig{{ID: "edge-0", PublicKey: strings.Repeat("cd", 32), TLSCert: "tls/edge-0.pem"}}
+	if other, err := IdentityOf(job); err != nil || other.Digest == before.Digest {
+		t.Errorf("another edge key: identity %v (%v), want another than %s", other.Digest, err, before.Digest)
+	}
 }
 
 // TestManifestReceiptKeyRefusesOtherState: a state file that holds a

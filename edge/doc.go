@@ -101,15 +101,27 @@
 // confidentiality), or run its own (TestEdgeShiftsC0OfItsPartial shows a
 // shift the members accept).
 //
-// Transport: an edge shows its clients a certificate they accept; under a
-// manifest (which pins the coordinator's certificate) that is today the
-// coordinator's own, whose private key the edges then hold (the chart
-// mounts the coordinator's TLS Secret into the edge pods). A manifest
-// listing edge certificates is not built. TLS protects transport only:
-// what an edge could do with the key is what it can do as an edge. Under
-// mutual TLS (the coordinator's --client-ca) an edge shows the coordinator
-// a client certificate (tally edge --tls-client-cert) and holds its own
-// clients to the same CA (--client-ca).
+// Transport: an edge shows its clients a certificate they accept. Under
+// a manifest that is either one the manifest pins for the edge
+// (manifest.Edge: the job file's edges[].tls_cert, which tally manifest
+// create pins), or, as before, the coordinator's own,
+// whose private key the edge then holds (the chart mounts the
+// coordinator's TLS Secret into the edge pods unless edge.tlsSecret is
+// set). A client accepts the coordinator's pin or any listed edge's at
+// every address it joins, and nothing else (client.ErrCertPin); tally
+// edge refuses at start a certificate the manifest the coordinator
+// serves pins neither for it nor for the coordinator. With its own
+// certificate, whoever steals an edge's TLS key can impersonate that
+// edge, and to a client any address it joins (the coordinator's too: the
+// pins are not bound to addresses), but reads nothing: updates are
+// encrypted under the committee's key and calls signed by the clients'
+// identity keys, so it can drop or delay them, as an edge can, and no
+// more; it no longer holds the coordinator's TLS identity. TLS protects
+// transport only: what an edge could do with either key is what it can
+// do as an edge. Under mutual TLS (the coordinator's --client-ca) an edge
+// shows the coordinator a client certificate (tally edge
+// --tls-client-cert) and holds its own clients to the same CA
+// (--client-ca).
 //
 // # Standing
 //

@@ -107,6 +107,12 @@ type EdgeConfig struct {
 	ID string `yaml:"id"`
 	// PublicKey is the edge's Ed25519 public key, hex.
 	PublicKey string `yaml:"public_key"`
+	// TLSCert, if set, names the certificate (PEM) the edge shows its
+	// clients, which the job's manifest then pins for it (tally manifest
+	// create, tally data); unset, the edge shows the coordinator's
+	// certificate and holds its key. Operational: not in the job's
+	// identity.
+	TLSCert string `yaml:"tls_cert,omitempty"`
 }
 
 // CommitteeConfig sizes the decryption committee.

@@ -41,12 +41,30 @@
 //     members whose keys the ML team collects before the job anyway, and
 //     a list lets a client check any id without a certificate round trip.
 //     An identity CA is left for fleets too large to list.
+//   - Edges (optional): each edge aggregator that shows clients a TLS
+//     certificate of its own, by id and the SHA-256 of that certificate.
+//     A client accepts, at any address it joins (edge or coordinator),
+//     the coordinator's certificate or a listed edge's, and nothing else
+//     (client.PinnedTLS with TLSPins). An edge not listed shows the
+//     coordinator's certificate, which puts the coordinator's TLS key on
+//     every edge. With its own certificate, whoever steals an edge's TLS
+//     key can impersonate that edge, and to a client any endpoint it
+//     joins, the coordinator's included (the pins are not bound to
+//     addresses); as through any edge or the coordinator's own address,
+//     it then reads nothing: updates are encrypted under the committee's
+//     key, calls are signed by the clients' identity keys and checked
+//     against this manifest. It can drop or delay what it carries, as an
+//     edge can. It no longer holds the coordinator's TLS identity.
 //
 // Encoding: the file is JSON (Marshal, Parse), but what is signed is the
 // canonical binary form (Canonical): the domain tag "tally manifest v1",
 // then every field in a fixed order, strings and byte strings prefixed
 // by a 4-byte big-endian length, integers as 8-byte big-endian, lists by
-// their count; participants sorted by id. JSON whitespace, key order or
+// their count; participants sorted by id. Fields added since are
+// appended only when set, so that manifests signed before them keep their
+// encoding and signature: L (security.max_scalars_per_client_round), then
+// the edges sorted by id (with edges L is written even when 0; the tail's
+// length, 0, 8 or more bytes, tells which are there). JSON whitespace, key order or
 // base64 padding therefore change nothing. The owner signs Canonical with
 // Ed25519; the fingerprint is SHA-256 of the signed form (Canonical
 // followed by the length-prefixed signature), so two manifests with the

@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -47,6 +46,10 @@ type Manifest struct {
 	Committee    Committee     `json:"committee"`
 	Coordinator  Coordinator   `json:"coordinator"`
 	Participants []Participant `json:"participants"`
+	// Edges pins the edge aggregators that show clients a TLS certificate
+	// of their own. Optional: an edge not listed must show the
+	// coordinator's certificate.
+	Edges []Edge `json:"edges,omitempty"`
 	// Owner is the job owner's Ed25519 public key; Signature its signature
 	// of Canonical().
 	Owner     HexBytes `json:"owner"`
@@ -99,6 +102,14 @@ type Coordinator struct {
 type Participant struct {
 	ID  string   `json:"id"`
 	Key HexBytes `json:"key"`
+}
+
+// Edge pins an edge aggregator's own TLS certificate: its id (as the
+// job's edges list names it) and the SHA-256 of its certificate (DER),
+// which a client accepts as it accepts the coordinator's.
+type Edge struct {
+	ID            string   `json:"id"`
+	TLSCertSHA256 HexBytes `json:"tls_cert_sha256"`
 }
 
 // HexBytes is a byte string written as hex in JSON.
@@ -187,23 +198,40 @@ func (m *Manifest) Validate() error {
 	if len(m.Participants) < c.Size {
 		bad("participants", "lists %d, fewer than the committee size %d", len(m.Participants), c.Size)
 	}
+	// listedID checks the id of a list entry: its length, and that the
+	// list has it once.
+	listedID := func(field, id string, seen map[string]bool) {
+		if id == "" || len(id) > maxID {
+			bad(field, "must have 1 to %d bytes", maxID)
+		}
+		if seen[id] {
+			bad(field, "%q is listed twice", id)
+		}
+		seen[id] = true
+	}
 	seen := map[string]bool{}
 	keys := map[string]string{}
 	for i, p := range m.Participants {
 		field := fmt.Sprintf("participants[%d]", i)
-		if p.ID == "" || len(p.ID) > maxID {
-			bad(field+".id", "must have 1 to %d bytes", maxID)
-		}
-		if seen[p.ID] {
-			bad(field+".id", "%q is listed twice", p.ID)
-		}
-		seen[p.ID] = true
+		listedID(field+".id", p.ID, seen)
 		if len(p.Key) != ed25519.PublicKeySize {
 			bad(field+".key", "participant %q: has %d bytes, want an Ed25519 public key (%d)", p.ID, len(p.Key), ed25519.PublicKeySize)
 		} else if other, ok := keys[string(p.Key)]; ok {
 			bad(field+".key", "participant %q has the key of %q: one key is one identity", p.ID, other)
 		}
 		keys[string(p.Key)] = p.ID
+	}
+	edges := map[string]bool{}
+	pins := map[string]string{string(m.Coordinator.TLSCertSHA256): "the coordinator"}
+	for i, e := range m.Edges {
+		field := fmt.Sprintf("edges[%d]", i)
+		listedID(field+".id", e.ID, edges)
+		if len(e.TLSCertSHA256) != sha256.Size {
+			bad(field+".tls_cert_sha256", "has %d bytes, want a SHA-256 (%d)", len(e.TLSCertSHA256), sha256.Size)
+		} else if other, ok := pins[string(e.TLSCertSHA256)]; ok {
+			bad(field+".tls_cert_sha256", "edge %q pins the certificate of %s: each edge shows a certificate of its own (an edge showing the coordinator's is not listed)", e.ID, other)
+		}
+		pins[string(e.TLSCertSHA256)] = fmt.Sprintf("edge %q", e.ID)
 	}
 	if len(m.Owner) != ed25519.PublicKeySize {
 		bad("owner", "has %d bytes, want an Ed25519 public key (%d)", len(m.Owner), ed25519.PublicKeySize)
@@ -245,19 +273,39 @@ func (m *Manifest) Canonical() []byte {
 	str(m.Committee.Seed)
 	str(m.Coordinator.ReceiptKey)
 	str(m.Coordinator.TLSCertSHA256)
-	ps := slices.Clone(m.Participants)
-	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
-	num(len(ps))
-	for _, p := range ps {
-		str([]byte(p.ID))
-		str(p.Key)
+	// byID writes a list of (id, bytes) entries: its count, then the
+	// entries sorted by id.
+	byID := func(n int, entry func(i int) (string, []byte)) {
+		type kv struct {
+			id string
+			v  []byte
+		}
+		es := make([]kv, n)
+		for i := range es {
+			es[i].id, es[i].v = entry(i)
+		}
+		sort.Slice(es, func(i, j int) bool { return es[i].id < es[j].id })
+		num(n)
+		for _, e := range es {
+			str([]byte(e.id))
+			str(e.v)
+		}
 	}
+	byID(len(m.Participants), func(i int) (string, []byte) { return m.Participants[i].ID, m.Participants[i].Key })
 	str(m.Owner)
 	// Added after manifests were signed without it: written only when
 	// set, so that those still verify; the encoding is then longer, so it
 	// stays injective.
-	if m.Security.MaxScalarsPerClientRound != 0 {
+	//
+	// Edges came later still, on the same terms: with edges the tail is L
+	// (written even when 0), then the edges sorted by id. The tail is
+	// empty, 8 bytes (L alone) or longer (L and edges), so its length
+	// says which.
+	if m.Security.MaxScalarsPerClientRound != 0 || len(m.Edges) > 0 {
 		num(m.Security.MaxScalarsPerClientRound)
+	}
+	if len(m.Edges) > 0 {
+		byID(len(m.Edges), func(i int) (string, []byte) { return m.Edges[i].ID, m.Edges[i].TLSCertSHA256 })
 	}
 	return b
 }
@@ -323,6 +371,26 @@ func (m *Manifest) IdentityKey(id string) (ed25519.PublicKey, bool) {
 	for _, p := range m.Participants {
 		if p.ID == id {
 			return ed25519.PublicKey(p.Key), true
+		}
+	}
+	return nil, false
+}
+
+// TLSPins are the certificates (SHA-256 of the DER) a client accepts from
+// whatever it joins: the coordinator's, then each listed edge's.
+func (m *Manifest) TLSPins() [][]byte {
+	pins := [][]byte{m.Coordinator.TLSCertSHA256}
+	for _, e := range m.Edges {
+		pins = append(pins, e.TLSCertSHA256)
+	}
+	return pins
+}
+
+// EdgePin returns the certificate pin the manifest lists for edge id.
+func (m *Manifest) EdgePin(id string) ([]byte, bool) {
+	for _, e := range m.Edges {
+		if e.ID == id {
+			return e.TLSCertSHA256, true
 		}
 	}
 	return nil, false

@@ -182,3 +182,105 @@ func TestMaxScalarsPerClientRound(t *testing.T) {
 		t.Fatalf("a negative L: err = %v", err)
 	}
 }
+
+// TestManifestBeforeEdgesVerifies: a manifest that `tally data` signed
+// before manifests could list edges (testdata, with its L set) still
+// verifies, with the fingerprint tally data printed for it then.
+func TestManifestBeforeEdgesVerifies(t *testing.T) {
+	m, err := Load(filepath.Join("testdata", "v1-before-edges.manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Edges) != 0 || m.Security.MaxScalarsPerClientRound == 0 {
+		t.Fatalf("the fixture has %d edges and L %d; want none and L set", len(m.Edges), m.Security.MaxScalarsPerClientRound)
+	}
+	if err := m.CheckFingerprint("1c450b66138d40b41179af5581cd35f3e07e716d53e8f969abc4996d3978802b"); err != nil {
+		t.Fatal(err)
+	}
+	if pins := m.TLSPins(); len(pins) != 1 || !bytes.Equal(pins[0], m.Coordinator.TLSCertSHA256) {
+		t.Fatalf("TLSPins = %x, want the coordinator's alone", pins)
+	}
+}
+
+// TestEdges: listed edges are covered by the signature, in any order, and
+// their pins are what a client accepts besides the coordinator's; an
+// encoding with edges differs from any without them.
+func TestEdges(t *testing.T) {
+	m, owner := testManifest(t, 3)
+	before := m.Canonical()
+	pin := func(s string) HexBytes { p := sha256.Sum256([]byte(s)); return p[:] }
+	m.Edges = []Edge{{ID: "edge-1", TLSCertSHA256: pin("edge-1")}, {ID: "edge-0", TLSCertSHA256: pin("edge-0")}}
+	if !bytes.HasPrefix(m.Canonical(), before) || len(m.Canonical()) <= len(before)+8 {
+		t.Fatal("the edges are not appended to the encoding after L")
+	}
+	if err := m.Sign(owner); err != nil {
+		t.Fatal(err)
+	}
+	signed := m.Canonical()
+	m.Edges[0], m.Edges[1] = m.Edges[1], m.Edges[0]
+	if !bytes.Equal(m.Canonical(), signed) {
+		t.Fatal("the order of the edges changed the encoding")
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	// An edge with L set, and L set alone, encode apart.
+	l := *m
+	l.Edges, l.Security.MaxScalarsPerClientRound = nil, 2
+	if bytes.Equal(l.Canonical(), m.Canonical()) {
+		t.Fatal("L alone and edges encode alike")
+	}
+	if p, ok := m.EdgePin("edge-1"); !ok || !bytes.Equal(p, pin("edge-1")) {
+		t.Fatalf("EdgePin(edge-1) = %x, %v", p, ok)
+	}
+	if _, ok := m.EdgePin("edge-9"); ok {
+		t.Fatal("EdgePin found an edge the manifest does not list")
+	}
+	if got := m.TLSPins(); len(got) != 3 || !bytes.Equal(got[0], m.Coordinator.TLSCertSHA256) {
+		t.Fatalf("TLSPins = %x, want the coordinator's then both edges'", got)
+	}
+	b, _ := m.Marshal()
+	if !strings.Contains(string(b), `"edges"`) {
+		t.Fatalf("the file form lists no edges:\n%s", b)
+	}
+	tampered := strings.Replace(string(b), fmt.Sprintf("%x", pin("edge-1")), fmt.Sprintf("%x", pin("mallory")), 1)
+	if tampered == string(b) {
+		t.Fatal("the edit changed nothing")
+	}
+	if _, err := Parse([]byte(tampered), "m.json"); !errors.Is(err, ErrSignature) {
+		t.Fatalf("a manifest whose edge pin was swapped after signing: %v, want %v", err, ErrSignature)
+	}
+	if b, _ := (&Manifest{}).Marshal(); strings.Contains(string(b), "edges") {
+		t.Fatalf("a manifest without edges writes them:\n%s", b)
+	}
+}
+
+// TestEdgesValidate: a short pin, a twice-listed id, and a pin that is
+// another edge's or the coordinator's are refused, each naming its field.
+func TestEdgesValidate(t *testing.T) {
+	m, owner := testManifest(t, 3)
+	p := sha256.Sum256([]byte("edge"))
+	m.Edges = []Edge{
+		{ID: "edge-0", TLSCertSHA256: p[:]},
+		{ID: "edge-1", TLSCertSHA256: p[:5]},
+		{ID: "edge-0", TLSCertSHA256: slices.Concat(p[:31], []byte{1})},
+		{ID: "edge-3", TLSCertSHA256: p[:]},
+		{ID: "edge-4", TLSCertSHA256: m.Coordinator.TLSCertSHA256},
+		{ID: "", TLSCertSHA256: slices.Concat(p[:31], []byte{2})},
+	}
+	err := m.Sign(owner)
+	for _, want := range []string{
+		"edges[1].tls_cert_sha256: has 5 bytes, want a SHA-256 (32)",
+		`edges[2].id: "edge-0" is listed twice`,
+		`edges[3].tls_cert_sha256: edge "edge-3" pins the certificate of edge "edge-0"`,
+		`edges[4].tls_cert_sha256: edge "edge-4" pins the certificate of the coordinator`,
+		"edges[5].id: must have 1 to 128 bytes",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Sign: %v, want it to say %q", err, want)
+		}
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("Sign: %v, want %v", err, ErrInvalid)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/edge"
+	"github.com/tallyfl/tally/manifest"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -45,7 +47,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&up.ca, "tls-ca", "", "verify the coordinator against this CA (PEM)")
 	pinFile := fs.String("tls-pin", "", "verify the coordinator by its certificate (PEM), as clients holding the manifest do, instead of a CA")
 	fs.StringVar(&up.serverName, "tls-server-name", "", "the name the coordinator's certificate must carry (default: the host of --coordinator)")
-	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients")
+	fs.StringVar(&serve.cert, "tls-cert", "", "the certificate (PEM) this edge shows its clients: its own, which the job's manifest pins for --id (edges[].tls_cert in the job file), or the coordinator's")
 	fs.StringVar(&serve.key, "tls-key", "", "the private key of --tls-cert (PEM)")
 	fs.StringVar(&serve.ca, "client-ca", "", "mutual TLS: admit only clients with a certificate signed by this CA (PEM), as the coordinator's --client-ca does")
 	fs.StringVar(&up.cert, "tls-client-cert", "", "the client certificate (PEM) this edge shows the coordinator, for a coordinator with --client-ca; needs --tls-client-key")
@@ -84,6 +86,7 @@ Flags:
 	log := newLogger(stderr, *verbose)
 	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
 	var serverOpts []grpc.ServerOption
+	var shown []byte // the certificate (DER) the clients are shown
 	switch {
 	case (up.cert == "") != (up.key == ""):
 		return errors.New("--tls-client-cert and --tls-client-key go together")
@@ -103,7 +106,7 @@ Flags:
 			if err != nil {
 				return err
 			}
-			dial = grpc.WithTransportCredentials(client.PinnedTLS(pin, certs, nil))
+			dial = grpc.WithTransportCredentials(client.PinnedTLS([][]byte{pin}, certs, nil))
 		case up.ca != "":
 			if dial, err = up.dialOption(); err != nil {
 				return err
@@ -118,6 +121,7 @@ Flags:
 		if err != nil {
 			return err
 		}
+		shown = cfg.Certificates[0].Certificate[0]
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
 	conn, err := grpc.NewClient(*coord, dial)
@@ -132,6 +136,11 @@ Flags:
 	cancel()
 	if err != nil {
 		return fmt.Errorf("ask the coordinator at %s for its job: %w", *coord, err)
+	}
+	if shown != nil && len(schema.GetManifest()) > 0 {
+		if err := checkEdgeCert(schema.GetManifest(), *coord, *id, serve.cert, shown); err != nil {
+			return err
+		}
 	}
 	e, err := edge.New(edge.Config{Upstream: conn, ID: *id, Key: key, Job: schema.GetJobId(), Margin: *margin, Log: log.With("coordinator", *coord)})
 	if err != nil {
@@ -183,6 +192,27 @@ Flags:
 		return notListed(*id, *coord, err)
 	}
 	return nil
+}
+
+// checkEdgeCert refuses to serve a certificate the job's manifest (as
+// the coordinator serves it) pins neither for the coordinator nor for
+// edge id: every client holding the manifest would refuse it.
+func checkEdgeCert(raw []byte, coord, id, file string, der []byte) error {
+	m, err := manifest.Parse(raw, "the manifest served by "+coord)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(der)
+	own, listed := m.EdgePin(id)
+	if bytes.Equal(sum[:], m.Coordinator.TLSCertSHA256) || (listed && bytes.Equal(sum[:], own)) {
+		return nil
+	}
+	want := "it pins none for edge " + id
+	if listed {
+		want = fmt.Sprintf("for edge %s it pins %x", id, own)
+	}
+	return fmt.Errorf("%w: --tls-cert %s has sha256 %x; the manifest of job %s pins the coordinator's %x, and %s: its clients would refuse it",
+		client.ErrCertPin, file, sum, m.Job, []byte(m.Coordinator.TLSCertSHA256), want)
 }
 
 // notListed is the coordinator's refusal of edge id as not listed in its

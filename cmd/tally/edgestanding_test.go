@@ -30,6 +30,14 @@ import (
 // the test.
 func edgeJob(t *testing.T, coordFlags ...string) (dir, addr, keyFile string) {
 	t.Helper()
+	return edgeJobWith(t, "", coordFlags...)
+}
+
+// edgeJobWith is edgeJob; with edgeCert (a PEM file) set, the job's
+// edges list gives edge-0 that certificate (tls_cert) and the manifest is
+// signed again, by the owner key tally data wrote, pinning it.
+func edgeJobWith(t *testing.T, edgeCert string, coordFlags ...string) (dir, addr, keyFile string) {
+	t.Helper()
 	dir, addr = t.TempDir(), freePort(t)
 	if err := runData(context.Background(), []string{"--dataset", "breast-cancer", "--clients", "3", "--rounds", "1", "--listen", addr, "--out", dir}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("tally data: %v", err)
@@ -44,11 +52,23 @@ func edgeJob(t *testing.T, coordFlags ...string) (dir, addr, keyFile string) {
 		t.Fatal(err)
 	}
 	_, err = fmt.Fprintf(jf, "edges:\n    - id: edge-0\n      public_key: %s\n", strings.TrimSpace(pub.String()))
+	if err == nil && edgeCert != "" {
+		_, err = fmt.Fprintf(jf, "      tls_cert: %s\n", edgeCert)
+	}
 	if cerr := jf.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edgeCert != "" {
+		args := []string{"--job", filepath.Join(dir, "job.yaml"), "--owner-key", filepath.Join(dir, "owner.key")}
+		for i := range 3 {
+			args = append(args, "--participant-key", fmt.Sprintf("client-%d=%s", i, filepath.Join(dir, fmt.Sprintf("client-%d.csv.key", i))))
+		}
+		if err := manifestCreate(args, io.Discard, io.Discard); err != nil {
+			t.Fatalf("tally manifest create: %v", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -199,7 +219,7 @@ func TestEdgeMutualTLS(t *testing.T) {
 			}
 			certs = []tls.Certificate{kp}
 		}
-		cc, err := grpc.NewClient(edgeAddr, grpc.WithTransportCredentials(client.PinnedTLS(pin, certs, nil)))
+		cc, err := grpc.NewClient(edgeAddr, grpc.WithTransportCredentials(client.PinnedTLS([][]byte{pin}, certs, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}

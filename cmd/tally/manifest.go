@@ -113,6 +113,12 @@ func printManifest(w io.Writer, m *manifest.Manifest) {
 	for _, p := range m.Participants {
 		fmt.Fprintf(w, "  %-20s %s\n", p.ID, hex.EncodeToString(p.Key))
 	}
+	if len(m.Edges) > 0 {
+		fmt.Fprintf(w, "edges        %d with a TLS certificate of their own (others show the coordinator's)\n", len(m.Edges))
+		for _, e := range m.Edges {
+			fmt.Fprintf(w, "  %-20s TLS certificate sha256 %s\n", e.ID, hex.EncodeToString(e.TLSCertSHA256))
+		}
+	}
 }
 
 // keyList is a repeatable ID=VALUE flag.
@@ -134,7 +140,7 @@ func (k keyList) Set(s string) error {
 func manifestCreate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("manifest create")
 	fs.SetOutput(stderr)
-	jobFile := fs.String("job", "", "the job file (YAML); it names the manifest (manifest:), the receipt key (receipt_key:) and the TLS certificate (tls_cert:)")
+	jobFile := fs.String("job", "", "the job file (YAML); it names the manifest (manifest:), the receipt key (receipt_key:), the TLS certificate (tls_cert:) and the edges' own (edges[].tls_cert:)")
 	ownerKey := fs.String("owner-key", "", "the ML team's Ed25519 signing key (PEM); created if missing. Keep it off the coordinator's host")
 	seedHex := fs.String("committee-seed", "", "the committee seed, 64 hex digits (default: 32 fresh random bytes)")
 	participants := keyList{}
@@ -147,7 +153,9 @@ func manifestCreate(args []string, stdout, stderr io.Writer) error {
 Signs a manifest for the job: its id, schema and model, the HE parameter
 set, k, the committee size, threshold and rule, the coordinator's receipt
 key (the job's receipt_key file, created if missing) and TLS certificate
-(the job's tls_cert), and the participants' identity keys. Every client of
+(the job's tls_cert), the TLS certificate of each edge whose entry in the
+job's edges names one (tls_cert: a PEM file; an edge without it shows the
+coordinator's), and the participants' identity keys. Every client of
 the job's enrolment must be a participant. Writes the file the job names
 in manifest: and prints its fingerprint for the data holders.
 
@@ -232,7 +240,11 @@ func writeJobManifest(job engine.Job, owner ed25519.PrivateKey, ps []manifest.Pa
 	if err != nil {
 		return nil, "", err
 	}
-	m, err := buildManifest(job, owner, receipt.Public().(ed25519.PublicKey), pin, ps, seed)
+	edges, err := edgePins(job)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := buildManifest(job, owner, receipt.Public().(ed25519.PublicKey), pin, edges, ps, seed)
 	if err != nil {
 		return nil, "", err
 	}
@@ -243,10 +255,28 @@ func writeJobManifest(job engine.Job, owner ed25519.PrivateKey, ps []manifest.Pa
 	return m, path, nil
 }
 
-// buildManifest signs the manifest of job with owner; seed nil draws a
-// fresh committee seed. It checks the job against it, as the coordinator
-// will.
-func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.PublicKey, pin []byte, ps []manifest.Participant, seed []byte) (*manifest.Manifest, error) {
+// edgePins pins the certificate of each of the job's edges that names one
+// (edges[].tls_cert), so that the edge shows its clients its own rather
+// than the coordinator's.
+func edgePins(job engine.Job) ([]manifest.Edge, error) {
+	var edges []manifest.Edge
+	for i, e := range job.Edges {
+		if e.TLSCert == "" {
+			continue
+		}
+		pin, err := certFingerprint(jobPath(job, e.TLSCert))
+		if err != nil {
+			return nil, fmt.Errorf("edges[%d].tls_cert (edge %s): %w", i, e.ID, err)
+		}
+		edges = append(edges, manifest.Edge{ID: e.ID, TLSCertSHA256: pin})
+	}
+	return edges, nil
+}
+
+// buildManifest signs the manifest of job with owner, pinning the
+// coordinator's certificate pin and the edges'; seed nil draws a fresh
+// committee seed. It checks the job against it, as the coordinator will.
+func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.PublicKey, pin []byte, edges []manifest.Edge, ps []manifest.Participant, seed []byte) (*manifest.Manifest, error) {
 	if seed == nil {
 		seed = make([]byte, 32)
 		if _, err := rand.Read(seed); err != nil {
@@ -268,6 +298,7 @@ func buildManifest(job engine.Job, owner ed25519.PrivateKey, receipt ed25519.Pub
 		Committee:    manifest.Committee{Size: job.Committee.Size, Threshold: job.Committee.Threshold, Rule: manifest.RuleSHA256Rank, Seed: seed},
 		Coordinator:  manifest.Coordinator{ReceiptKey: manifest.HexBytes(receipt), TLSCertSHA256: pin},
 		Participants: ps,
+		Edges:        edges,
 	}
 	if err := m.Sign(owner); err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ func newSimTrust(job *engine.Job, db string) (*simTrust, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if t.m, err = buildManifest(*job, owner, receipt, pin, ps, nil); err != nil {
+	if t.m, err = buildManifest(*job, owner, receipt, pin, nil, ps, nil); err != nil {
 		return fail(fmt.Errorf("the simulation's manifest: %w", err))
 	}
 	job.Pinned, job.Committee.Seed = t.m, t.m.Committee.Seed
@@ -99,7 +99,7 @@ func (t *simTrust) serverTLS() *tls.Config {
 }
 
 func (t *simTrust) dial() grpc.DialOption {
-	return grpc.WithTransportCredentials(client.PinnedTLS(t.m.Coordinator.TLSCertSHA256, nil, nil))
+	return grpc.WithTransportCredentials(client.PinnedTLS(t.m.TLSPins(), nil, nil))
 }
 
 // loopbackCert is a self-signed certificate for 127.0.0.1, in memory, and

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,7 +66,8 @@ func coordinatorTLS(job engine.Job, tf tlsFiles, plaintext bool, stderr io.Write
 
 // clientTransport settles what a client holds the coordinator to and how
 // it connects: the manifest (from its file, or fetched and checked against
-// its fingerprint) and TLS pinned to the manifest's certificate;
+// its fingerprint) and TLS pinned to the manifest's certificates (the
+// coordinator's and its edges', at every address of --join);
 // without a manifest only with --insecure-no-manifest, and then TLS by a
 // CA (--tls-ca) or plaintext with --insecure-plaintext.
 func clientTransport(ctx context.Context, addr string, tf tlsFiles, file, sha string, noManifest, plaintext bool, fatal context.CancelCauseFunc) (*manifest.Manifest, grpc.DialOption, error) {
@@ -97,7 +100,7 @@ func clientTransport(ctx context.Context, addr string, tf tlsFiles, file, sha st
 	case plaintext:
 		return m, grpc.WithTransportCredentials(insecure.NewCredentials()), nil
 	case m != nil:
-		return m, grpc.WithTransportCredentials(client.PinnedTLS(m.Coordinator.TLSCertSHA256, certs, fatal)), nil
+		return m, grpc.WithTransportCredentials(client.PinnedTLS(m.TLSPins(), certs, fatal)), nil
 	case tf.ca == "" && tf.cert == "" && tf.serverName == "":
 		return nil, nil, errors.New("no way to verify the coordinator: without a manifest give --tls-ca (or --insecure-plaintext)")
 	}
@@ -107,7 +110,7 @@ func clientTransport(ctx context.Context, addr string, tf tlsFiles, file, sha st
 
 // fetchManifest asks the coordinator for the job's manifest (the open
 // Schema call) and accepts it only with fingerprint sha; the certificate
-// the coordinator showed must then be the one the manifest pins. Nothing
+// shown (addr may be an edge) must then be one the manifest pins. Nothing
 // but the open call is sent before both checks pass.
 func fetchManifest(ctx context.Context, addr, sha string, certs []tls.Certificate, plaintext bool) (*manifest.Manifest, error) {
 	var mu sync.Mutex
@@ -151,10 +154,20 @@ func fetchManifest(ctx context.Context, addr, sha string, certs []tls.Certificat
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !plaintext && hex.EncodeToString(seen) != hex.EncodeToString(m.Coordinator.TLSCertSHA256) {
-		return nil, fmt.Errorf("%w: %s presented %x, the manifest pins %x", client.ErrCertPin, addr, seen, []byte(m.Coordinator.TLSCertSHA256))
+	if !plaintext && !slices.ContainsFunc(m.TLSPins(), func(p []byte) bool { return bytes.Equal(p, seen) }) {
+		return nil, fmt.Errorf("%w: %s presented %x, the manifest pins %s", client.ErrCertPin, addr, seen, pinList(m))
 	}
 	return m, nil
+}
+
+// pinList names the certificates m pins, for an error: the coordinator's,
+// then each edge's.
+func pinList(m *manifest.Manifest) string {
+	s := fmt.Sprintf("%x (the coordinator)", []byte(m.Coordinator.TLSCertSHA256))
+	for _, e := range m.Edges {
+		s += fmt.Sprintf(", %x (edge %s)", []byte(e.TLSCertSHA256), e.ID)
+	}
+	return s
 }
 
 // checkKeyListed fails early, with what to do, when this client's key

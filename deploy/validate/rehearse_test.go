@@ -3,8 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -45,7 +52,12 @@ func TestRehearse(t *testing.T) {
 
 // TestRehearseEdge is TestRehearse for the edge layout: the job file lists
 // edge-0 with a key from `tally edge keygen`, as the README says, the edge
-// key goes into the Secret the README creates, and the edge Deployment
+// key goes into the Secret the README creates, and, when the rendering
+// sets edge.tlsSecret (make chart's does), edge-0 gets a TLS certificate
+// of its own, named in its edges entry (tls_cert) and pinned by the
+// manifest signed again with `tally manifest create`, and into the
+// kubernetes.io/tls Secret tally-edge-tls: no file of the edge pod may
+// then hold the coordinator's TLS key. The edge Deployment
 // runs (one pod: the Service in front of it reaches one replica here)
 // between the coordinator and the demo clients. The clients start once the
 // edge is serving, as a Service routes to a ready pod only. Beyond
@@ -63,10 +75,11 @@ func TestRehearseEdge(t *testing.T) {
 	rehearse(t, bin, rendered, true)
 }
 
-// The edge id and key file the README's edge commands use.
+// The edge id, key file and TLS Secret the README's edge commands use.
 const (
-	readmeEdgeID  = "edge-0"
-	readmeEdgeKey = "edge.key"
+	readmeEdgeID        = "edge-0"
+	readmeEdgeKey       = "edge.key"
+	readmeEdgeTLSSecret = "tally-edge-tls"
 )
 
 func rehearse(t *testing.T, bin, rendered string, edges bool) {
@@ -100,11 +113,26 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 			t.Fatal(err)
 		}
 		_, err = fmt.Fprintf(jf, "edges:\n    - id: %s\n      public_key: %s\n", readmeEdgeID, bytes.TrimSpace(out))
+		// The edge's own certificate (openssl req -x509 … in the
+		// README), which its entry names, and the manifest signed again
+		// to pin it: tally manifest create --job job.yaml --owner-key
+		// owner.key --participant-key ID=ID.csv.key ….
+		if err == nil {
+			writeEdgeCert(t, file("edge-tls.pem"), file("edge-tls.key"))
+			_, err = fmt.Fprintf(jf, "      tls_cert: edge-tls.pem\n")
+		}
 		if cerr := jf.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		args := []string{"manifest", "create", "--job", file("job.yaml"), "--owner-key", file("owner.key")}
+		for id := range tokens {
+			args = append(args, "--participant-key", id+"="+file(id+".csv.key"))
+		}
+		if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("tally manifest create: %v\n%s", err, out)
 		}
 	}
 	configMaps := map[string]map[string]string{"tally-job": {
@@ -117,6 +145,7 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 	}
 	if edges {
 		secrets["tally-edge-key"] = map[string]string{readmeEdgeKey: file(readmeEdgeKey)}
+		secrets[readmeEdgeTLSSecret] = map[string]string{"tls.crt": file("edge-tls.pem"), "tls.key": file("edge-tls.key")}
 	}
 	literals := map[string]string{} // "secret/key" → value
 	for id, tok := range tokens {
@@ -297,15 +326,20 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 				env[e.Name] = e.Value
 			}
 		}
+		// One pass, longest mount first: replacing mount by mount
+		// rewrote /etc/tally/edge-tls and then the /etc/tally/edge inside
+		// its host path again.
+		var pairs []string
+		for _, r := range rw {
+			pairs = append(pairs, r[0], r[1])
+		}
+		paths := strings.NewReplacer(pairs...)
 		argv := slices.Concat(c.Command, c.Args)
 		for i, a := range argv {
 			for k, v := range env {
 				a = strings.ReplaceAll(a, "$("+k+")", v)
 			}
-			for _, r := range rw {
-				a = strings.ReplaceAll(a, r[0], r[1])
-			}
-			argv[i] = network[pod].Replace(a)
+			argv[i] = network[pod].Replace(paths.Replace(a))
 		}
 		if len(c.Command) == 0 {
 			// The image's ENTRYPOINT.
@@ -337,6 +371,11 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 			clients = append(clients, p)
 		case "edge":
 			edgeProcs = append(edgeProcs, p)
+			if ownCert := slices.ContainsFunc(w.spec.Volumes, func(v corev1.Volume) bool {
+				return v.Secret != nil && v.Secret.SecretName == readmeEdgeTLSSecret
+			}); ownCert {
+				noFileHolds(t, root, file("tls/coordinator.key"), w.where)
+			}
 		default:
 			t.Fatalf("%s: a component this rehearsal does not know", w.where)
 		}
@@ -488,6 +527,57 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 	}
 	if len(got) != len(tokens) {
 		t.Errorf("the receipts name %d clients, want %d: %s", len(got), len(tokens), bytes.TrimSpace(out))
+	}
+}
+
+// writeEdgeCert writes a self-signed TLS certificate for an edge and its
+// key (PEM), as openssl req -x509 makes one.
+func writeEdgeCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: readmeEdgeID},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noFileHolds fails the test if a file under root (a pod's mounts) holds
+// the content of secret.
+func noFileHolds(t *testing.T, root, secret, where string) {
+	t.Helper()
+	want, err := os.ReadFile(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.Contains(b, bytes.TrimSpace(want)) {
+			t.Errorf("%s: %s holds the coordinator's TLS key (%s), which an edge with a certificate of its own must not", where, path, filepath.Base(secret))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
