@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +97,7 @@ Flags:
 	} else {
 		switch {
 		case *pinFile != "":
-			pin, err := certPin(*pinFile)
+			pin, err := certFingerprint(*pinFile)
 			if err != nil {
 				return err
 			}
@@ -263,20 +262,6 @@ Flags:
 	}
 	fmt.Fprintln(stdout, hex.EncodeToString(pub))
 	return nil
-}
-
-// certPin is the SHA-256 of the first certificate in a PEM file.
-func certPin(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM certificate", path)
-	}
-	sum := sha256.Sum256(blk.Bytes)
-	return sum[:], nil
 }
 
 func readEdgeKey(path string) (ed25519.PrivateKey, error) {

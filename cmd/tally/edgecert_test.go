@@ -31,7 +31,7 @@ func edgeCertFiles(t *testing.T, dir string) (cert, key string, pin []byte) {
 	t.Helper()
 	ca, _, _ := issue(t, dir, "edge-ca", nil, nil, 0)
 	_, cert, key = issue(t, dir, "edge-0-tls", ca.cert, ca.key, x509.ExtKeyUsageServerAuth)
-	pin, err := certPin(cert)
+	pin, err := certFingerprint(cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestEdgeUnpinnedCertificate(t *testing.T) {
 	dir, addr, keyFile := edgeJobWith(t, cert)
 	// Another certificate: one whose key a thief made, say.
 	_, rogue, rogueKey := issue(t, pki, "rogue", nil, nil, 0)
-	roguePin, err := certPin(rogue)
+	roguePin, err := certFingerprint(rogue)
 	if err != nil {
 		t.Fatal(err)
 	}

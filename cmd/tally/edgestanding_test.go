@@ -202,7 +202,7 @@ func TestEdgeMutualTLS(t *testing.T) {
 	}()
 	// The edge serves once it has the job from the coordinator; its own
 	// clients must show a certificate of the clients' CA.
-	pin, err := certPin(filepath.Join(dir, "tls", "coordinator.pem"))
+	pin, err := certFingerprint(filepath.Join(dir, "tls", "coordinator.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
