@@ -142,24 +142,20 @@ func (c *Client) decryptBatch(ctx context.Context, t *tallyv1.DecryptTask) error
 			return late(err)
 		}
 		c.noteHeld(len(ct))
-		ev, err := c.evidence(ctx, id, req, [][]byte{ct})
+		ev, gaps, err := c.evidence(ctx, id, req, [][]byte{ct})
 		if err != nil {
 			return late(err)
 		}
 		if err := c.member.VerifyAggregate(req, ev); err != nil {
 			// Evidence refused as for no open task reads as missing: the
 			// ciphertext downloaded just now says whether the task closed.
-			// A contributor's evidence missing is what a closed task
-			// looks like; any other failure is logged even then, so that a
-			// coordinator that sends a forged request and then closes the
-			// task does not silence the member's record of it.
+			// Missing evidence is what a closed task looks like; any
+			// other failure is logged even then (unverifiedClosed).
 			if probe == "" {
 				probe = it.GetCiphertext()
 			}
 			if closed, how := c.taskClosed(ctx, id, probe); closed {
-				if !errors.Is(err, aggregation.ErrUnknownContributor) {
-					c.log.Warn("batched influence request not verified, and the task has closed: no share, nothing sent", "task", id, "request", i, "client", req.Contributors[0], "err", err)
-				}
+				c.unverifiedClosed(gaps, err, "batched influence request not verified, and the task has closed: no share, nothing sent", "task", id, "request", i, "client", req.Contributors[0])
 				return c.closedWithout(id, round, how, 0, len(reqs))
 			}
 			c.log.Error("batched influence request not verified: no share of the batch", "task", id, "request", i, "client", req.Contributors[0], "err", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,15 +52,44 @@ func runBatchMember(t *testing.T, hooks *batchHooks, tamper func(objects map[str
 // submission signed for that attempt; the others are of attempt 0.
 func runBatchMemberAttempt(t *testing.T, hooks *batchHooks, tamper func(objects map[string][]byte), lastAttempt uint64) batchRun {
 	t.Helper()
+	return runCommitteeMember(t, memberRun{hooks: hooks, tamper: tamper,
+		task: func(params aggregation.Parameters, inst *aggregation.KeyGenInstance, pkShares map[string][]byte, job string, fx *manifestFixture) (*tallyv1.DecryptTask, map[string][]byte, int, error) {
+			return influenceBatch(params, inst, pkShares, job, fx, []string{"client-0", "client-1", "client-2"}, lastAttempt)
+		}})
+}
+
+// memberRun is what runCommitteeMember does with its member: task makes
+// the decryption task it is handed and the objects the coordinator serves
+// for it (size, one ciphertext's); tamper, if set, changes those objects;
+// hooks, if set, watch decryptBatch; closeWhen, if set, closes the task
+// (fakeCoord.closeWhen); log, if set, is the client's.
+type memberRun struct {
+	task      func(params aggregation.Parameters, inst *aggregation.KeyGenInstance, pkShares map[string][]byte, job string, fx *manifestFixture) (*tallyv1.DecryptTask, map[string][]byte, int, error)
+	tamper    func(objects map[string][]byte)
+	hooks     *batchHooks
+	closeWhen func(name string, times int) bool
+	log       *slog.Logger
+}
+
+// runCommitteeMember makes the client under test (client-0) a committee
+// member of a fake coordinator's job, through the key generation of
+// TestManifestRefusesContributor, with client-1 and client-2, then hands
+// it the decryption task mr.task makes, and ends the job once the member
+// is done with it: answered it, or (decryptBatch) returned, or asked for
+// its next task after the task closed.
+func runCommitteeMember(t *testing.T, mr memberRun) batchRun {
+	t.Helper()
 	f := heFake(t, 0)
+	f.closeWhen = mr.closeWhen
 	fx := newManifestFixture(t, f, f.he.params)
 	lis := listen(t, "")
 	f.serve(lis)
 	c, err := New(Config{Conn: dial(t, lis.Addr().String(), nil), Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond,
-		KeyFile: fx.keyFile, Manifest: fx.m, TestOnlyWeakParameters: true})
+		KeyFile: fx.keyFile, Manifest: fx.m, TestOnlyWeakParameters: true, Log: mr.log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	hooks := mr.hooks
 	if hooks == nil {
 		hooks = &batchHooks{}
 	}
@@ -111,17 +141,19 @@ func runBatchMemberAttempt(t *testing.T, hooks *batchHooks, tamper func(objects 
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: "threshold/e1", InstanceId: id[:], Sealed: sealedFor0}}}
 		case step == 3 && len(f.shares) == 3:
 			step++
-			task, objects, size, err := influenceBatch(params, inst, pkShares, f.job.GetJobId(), fx, ids, lastAttempt)
+			task, objects, size, err := mr.task(params, inst, pkShares, f.job.GetJobId(), fx)
 			if err != nil {
 				t.Error(err)
 				return nil
 			}
-			if tamper != nil {
-				tamper(objects)
+			if mr.tamper != nil {
+				mr.tamper(objects)
 			}
 			f.objects, run.ctSize, run.requests = objects, size, len(task.GetCoefficientRequests())
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: task}}
-		case step == 4 && finished.Load():
+		case step == 4 && (finished.Load() || f.closed || len(f.shares) > 3):
+			// The member asks for its next task once it is done with the
+			// decryption task: it runs one task at a time.
 			step++
 			return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: "done"}}}
 		}

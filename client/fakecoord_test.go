@@ -78,6 +78,15 @@ type fakeCoord struct {
 	script  func() *tallyv1.NextTaskResponse
 	objects map[string][]byte
 	shares  []map[string][]byte
+	// closeWhen, if set, is asked (with f.mu held) at every Download of
+	// a decryption task, with the object's name and how many times it has
+	// been asked for, this time included: once it says true the task is
+	// closed, and that download and every later one of the task are
+	// refused as the coordinator refuses a closed task's (TASK_CLOSED,
+	// ended=given_up).
+	closeWhen func(name string, times int) bool
+	downloads map[string]int
+	closed    bool
 	// wrong records calls that broke the protocol (unsigned, signed by
 	// another key, a header that does not match the task); the test fails
 	// on any.

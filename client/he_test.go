@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tallyfl/tally/aggregation"
+	"github.com/tallyfl/tally/internal/auth"
 	tallyv1 "github.com/tallyfl/tally/proto/tally/v1"
 )
 
@@ -133,6 +135,17 @@ func (f *fakeCoord) Download(req *tallyv1.DownloadRequest, stream grpc.ServerStr
 		return err
 	}
 	f.mu.Lock()
+	if f.closeWhen != nil && strings.HasPrefix(req.GetTaskId(), "decrypt/") {
+		if f.downloads == nil {
+			f.downloads = map[string]int{}
+		}
+		f.downloads[req.GetName()]++
+		f.closed = f.closed || f.closeWhen(req.GetName(), f.downloads[req.GetName()])
+		if f.closed {
+			f.mu.Unlock()
+			return refused(f.t, auth.ReasonTaskClosed, map[string]string{"task": req.GetTaskId(), auth.MetaEnded: "given_up"})
+		}
+	}
 	obj, ok := f.objects[req.GetName()]
 	f.mu.Unlock()
 	if ok {

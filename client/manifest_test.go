@@ -364,66 +364,13 @@ func TestManifestRefusesContributor(t *testing.T) {
 					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Threshold{Threshold: &tallyv1.ThresholdTask{TaskId: "threshold/e1", InstanceId: id[:], Sealed: sealedFor0}}}
 				case step == 3 && len(f.shares) == 3:
 					step++
-					pk, err := aggregation.AggregatePublicKey(params, inst, pkShares)
+					task, objects, err := totalTask(params, inst, pkShares, f.job.GetJobId(), fx, tc.contributors, tc.single)
 					if err != nil {
 						t.Error(err)
 						return nil
 					}
-					enc, err := aggregation.NewEncryptor(params, pk, 1)
-					if err != nil {
-						t.Error(err)
-						return nil
-					}
-					acc, err := aggregation.NewAccumulator(params, enc.KeyID(), 4)
-					if err != nil {
-						t.Error(err)
-						return nil
-					}
-					objects := map[string][]byte{}
-					for _, who := range tc.contributors {
-						cts, err := enc.EncryptUpdate([]float64{1, 2, 3, 4}, 1)
-						if err != nil {
-							t.Error(err)
-							return nil
-						}
-						// Each contributor signs its ciphertexts with its
-						// manifest key (mallory, with a key of its own).
-						signer := fx.others[who]
-						if signer == nil {
-							_, signer, _ = ed25519.GenerateKey(rand.Reader)
-						}
-						sub, err := aggregation.NewSubmission(params, f.job.GetJobId(), who, 1, 0, 1, cts, signer)
-						if err != nil {
-							t.Error(err)
-							return nil
-						}
-						objects["submission/"+who], _ = sub.MarshalBinary()
-						objects["contribution/"+who+"/0"] = aggregation.ContributionC1(cts[0])
-						if tc.single && who != tc.contributors[0] {
-							continue
-						}
-						for _, ct := range cts {
-							if err := acc.Add(who, ct); err != nil {
-								t.Error(err)
-								return nil
-							}
-						}
-					}
-					agg, err := acc.Finalize()
-					if err != nil {
-						t.Error(err)
-						return nil
-					}
-					agg.Contributors = tc.contributors
-					req := aggregation.NewDecryptRequest(agg, "total", 1, []string{"client-0", "client-1"})
-					rb, err := req.MarshalBinary()
-					if err != nil {
-						t.Error(err)
-						return nil
-					}
-					objects["ciphertext/0"] = agg.Ciphertexts[0]
 					f.objects = objects
-					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: &tallyv1.DecryptTask{TaskId: "decrypt/1", Request: rb, Blocks: 1}}}
+					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Decrypt{Decrypt: task}}
 				case step == 4 && len(f.shares) == 4:
 					step++
 					return &tallyv1.NextTaskResponse{Task: &tallyv1.NextTaskResponse_Done{Done: &tallyv1.DoneTask{Reason: "done"}}}
@@ -464,6 +411,65 @@ func TestManifestRefusesContributor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// totalTask is a decryption task of a one-block "total" aggregate of
+// contributors' signed encrypted updates (each contributor's signed with
+// its manifest key in fx, one not in the manifest with a key of its own),
+// and the objects the coordinator serves for it. single: the ciphertext
+// is the first contributor's update alone, labelled with all of them
+// (issue 14, attack (a)), so that it is not the sum of its contributors'
+// signed c₁ (aggregation.ErrNotASum).
+func totalTask(params aggregation.Parameters, inst *aggregation.KeyGenInstance, pkShares map[string][]byte, job string, fx *manifestFixture, contributors []string, single bool) (*tallyv1.DecryptTask, map[string][]byte, error) {
+	pk, err := aggregation.AggregatePublicKey(params, inst, pkShares)
+	if err != nil {
+		return nil, nil, err
+	}
+	enc, err := aggregation.NewEncryptor(params, pk, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	acc, err := aggregation.NewAccumulator(params, enc.KeyID(), 4)
+	if err != nil {
+		return nil, nil, err
+	}
+	objects := map[string][]byte{}
+	for _, who := range contributors {
+		cts, err := enc.EncryptUpdate([]float64{1, 2, 3, 4}, 1)
+		if err != nil {
+			return nil, nil, err
+		}
+		signer := fx.others[who]
+		if signer == nil {
+			_, signer, _ = ed25519.GenerateKey(rand.Reader)
+		}
+		sub, err := aggregation.NewSubmission(params, job, who, 1, 0, 1, cts, signer)
+		if err != nil {
+			return nil, nil, err
+		}
+		objects["submission/"+who], _ = sub.MarshalBinary()
+		objects["contribution/"+who+"/0"] = aggregation.ContributionC1(cts[0])
+		if single && who != contributors[0] {
+			continue
+		}
+		for _, ct := range cts {
+			if err := acc.Add(who, ct); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	agg, err := acc.Finalize()
+	if err != nil {
+		return nil, nil, err
+	}
+	agg.Contributors = contributors
+	req := aggregation.NewDecryptRequest(agg, "total", 1, []string{"client-0", "client-1"})
+	rb, err := req.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	objects["ciphertext/0"] = agg.Ciphertexts[0]
+	return &tallyv1.DecryptTask{TaskId: "decrypt/1", Request: rb, Blocks: 1}, objects, nil
 }
 
 func keys(m map[string][]byte) []string {

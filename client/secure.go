@@ -376,14 +376,17 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 		}
 		cts[b] = ct
 	}
-	ev, err := c.evidence(ctx, t.GetTaskId(), req, cts)
+	ev, gaps, err := c.evidence(ctx, t.GetTaskId(), req, cts)
 	if err != nil {
 		return err
 	}
 	if err := c.member.VerifyAggregate(req, ev); err != nil {
 		// Evidence refused as for no open task reads as missing: the
 		// block downloaded above says whether the task closed meanwhile.
+		// Missing evidence is what a closed task looks like; any other
+		// failure is logged even then (unverifiedClosed).
 		if closed, how := c.taskClosed(ctx, t.GetTaskId(), "ciphertext/0"); closed {
+			c.unverifiedClosed(gaps, err, "decryption request not verified, and the task has closed: no share, nothing sent", "task", t.GetTaskId(), "purpose", req.Purpose)
 			return c.closedWithout(t.GetTaskId(), req.Round, how, 0, len(cts))
 		}
 		// The coordinator named a ciphertext that is not what its labels
@@ -441,21 +444,61 @@ func (c *Client) decrypt(ctx context.Context, t *tallyv1.DecryptTask) error {
 	return nil
 }
 
+// evidenceGaps is what evidence did not download for a request because
+// the coordinator refused it as absent (NotFound, FailedPrecondition), as
+// it refuses every download of a task that has closed.
+type evidenceGaps struct {
+	submission bool // a contributor's signed submission
+	gradient   bool // the task's multiplier vector
+}
+
+// missing reports whether err, VerifyAggregate's failure of a request
+// checked against evidence with gaps g, is for want of evidence: a
+// contributor's submission not downloaded (ErrUnknownContributor), its c₁
+// refused (the refusal, wrapped: c₁ is downloaded as VerifyAggregate asks
+// for it), or, for an influence request, the vector not downloaded
+// (ErrGradientMismatch). Any other failure is the request's own.
+func (g evidenceGaps) missing(err error) bool {
+	switch code := status.Code(err); {
+	case code == codes.NotFound || code == codes.FailedPrecondition:
+		return true
+	case g.submission && errors.Is(err, aggregation.ErrUnknownContributor):
+		return true
+	case g.gradient && errors.Is(err, aggregation.ErrGradientMismatch):
+		return true
+	}
+	return false
+}
+
+// unverifiedClosed logs err, VerifyAggregate's failure of a request whose
+// task has closed since, at WARN with msg and args, unless it is for want
+// of evidence (gaps.missing), which is what a closed task looks like and
+// is said at INFO (closedWithout): a coordinator that sends a forged
+// request and then closes the task does not silence the member's record
+// of it.
+func (c *Client) unverifiedClosed(gaps evidenceGaps, err error, msg string, args ...any) {
+	if !gaps.missing(err) {
+		c.log.Warn(msg, append(args, "err", err)...)
+	}
+}
+
 // evidence fetches what this member checks req against: every
 // contributor's signed submission, a way to fetch each contributor's c1
 // (called once per block by VerifyAggregate), and the round's influence
 // multiplier vector when the task has one (kept by digest, so the round's
-// many influence requests fetch it once).
-func (c *Client) evidence(ctx context.Context, taskID string, req aggregation.DecryptRequest, cts [][]byte) (aggregation.Evidence, error) {
-	ev := aggregation.Evidence{Ciphertexts: cts, Submissions: make(map[string][]byte, len(req.Contributors))}
+// many influence requests fetch it once). gaps says which of these the
+// coordinator refused as absent.
+func (c *Client) evidence(ctx context.Context, taskID string, req aggregation.DecryptRequest, cts [][]byte) (ev aggregation.Evidence, gaps evidenceGaps, err error) {
+	ev = aggregation.Evidence{Ciphertexts: cts, Submissions: make(map[string][]byte, len(req.Contributors))}
 	for _, id := range req.Contributors {
 		raw, err := c.fetch(ctx, taskID, "submission/"+id)
 		if status.Code(err) == codes.NotFound || status.Code(err) == codes.FailedPrecondition {
 			// VerifyAggregate names the contributor without one.
+			gaps.submission = true
 			continue
 		}
 		if err != nil {
-			return ev, err
+			return ev, gaps, err
 		}
 		ev.Submissions[id] = raw
 	}
@@ -492,23 +535,24 @@ func (c *Client) evidence(ctx context.Context, taskID string, req aggregation.De
 	}
 	if req.Gradient != ([32]byte{}) && req.Gradient == c.gradDigest {
 		ev.Gradient = c.grad
-		return ev, nil
+		return ev, gaps, nil
 	}
 	raw, err := c.fetch(ctx, taskID, "gradient")
 	switch {
 	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
 		// No multiplier vector in this task: VerifyAggregate refuses an
 		// influence request without it.
-		return ev, nil
+		gaps.gradient = true
+		return ev, gaps, nil
 	case err != nil:
-		return ev, err
+		return ev, gaps, err
 	}
 	grad, err := aggregation.UnmarshalGradient(raw)
 	if err != nil {
-		return ev, fmt.Errorf("client: decryption task %s: gradient: %w", taskID, err)
+		return ev, gaps, fmt.Errorf("client: decryption task %s: gradient: %w", taskID, err)
 	}
 	ev.Gradient, c.grad, c.gradDigest = grad, grad, aggregation.GradientDigest(grad)
-	return ev, nil
+	return ev, gaps, nil
 }
 
 // refuse tells the coordinator that this member's policy refused a
