@@ -105,6 +105,10 @@ proto: tools
 # Kubernetes modules are pinned in deploy/tools and deploy/validate, their
 # own modules, so the main go.mod has none of them.
 CHART := deploy/helm/tally
+# Mutual TLS for the rehearsals: the clients' CA and the demo clients' one
+# certificate, the Secrets TestRehearseMTLS creates.
+MTLS  := --set tls.clientCASecret=tally-client-ca --set clients.tlsClientSecret=tally-clients-tls
+
 chart-tools:
 	cd deploy/tools && GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm
 
@@ -117,17 +121,25 @@ chart: chart-tools
 	$(BIN)/helm template tally $(CHART) --set clients.enabled=true > out/chart/rehearse.yaml
 	$(BIN)/helm template tally $(CHART) --set clients.enabled=true --set edge.enabled=true --set edge.tlsSecret=tally-edge-tls > out/chart/rehearse-edge.yaml
 	$(BIN)/helm template tally $(CHART) --set edge.enabled=true --set edge.autoscaling.enabled=false > out/chart/edge-fixed.yaml
+	$(BIN)/helm template tally $(CHART) --set clients.enabled=true $(MTLS) > out/chart/rehearse-mtls.yaml
+	$(BIN)/helm template tally $(CHART) --set clients.enabled=true --set edge.enabled=true --set edge.tlsSecret=tally-edge-tls $(MTLS) \
+		--set edge.tlsClientSecret=tally-edge-client-tls > out/chart/rehearse-edge-mtls.yaml
 	@if $(BIN)/helm template tally $(CHART) --set coordinator.port=grpc >/dev/null 2>out/chart/schema.err; then \
 		echo "coordinator.port=grpc rendered; values.schema.json must refuse it"; exit 1; fi; \
 	grep -q "/coordinator/port" out/chart/schema.err && echo "coordinator.port=grpc refused by values.schema.json, as it must be"
 	@if $(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml --set edge.tlsClientSecret= >/dev/null 2>out/chart/schema-edge.err; then \
 		echo "edges under mutual TLS without edge.tlsClientSecret rendered; values.schema.json must refuse it"; exit 1; fi; \
-	grep -q "tlsClientSecret" out/chart/schema-edge.err && echo "edges under mutual TLS without edge.tlsClientSecret refused by values.schema.json, as it must be"
-	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml $(CURDIR)/out/chart/edge-fixed.yaml $(CURDIR)/out/chart/rehearse-edge.yaml
+	grep -q "/edge/tlsClientSecret" out/chart/schema-edge.err && echo "edges under mutual TLS without edge.tlsClientSecret refused by values.schema.json, as it must be"
+	@if $(BIN)/helm template tally $(CHART) --values $(CHART)/ci/all-on-values.yaml --set clients.tlsClientSecret= >/dev/null 2>out/chart/schema-clients.err; then \
+		echo "demo clients under mutual TLS without clients.tlsClientSecret rendered; values.schema.json must refuse it"; exit 1; fi; \
+	grep -q "/clients/tlsClientSecret" out/chart/schema-clients.err && echo "demo clients under mutual TLS without clients.tlsClientSecret refused by values.schema.json, as it must be"
+	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . $(CURDIR)/out/chart/default.yaml $(CURDIR)/out/chart/all-on.yaml $(CURDIR)/out/chart/edge-fixed.yaml $(CURDIR)/out/chart/rehearse-edge.yaml \
+		$(CURDIR)/out/chart/rehearse-mtls.yaml $(CURDIR)/out/chart/rehearse-edge-mtls.yaml
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/tally-static ./cmd/tally
 	cd deploy/validate && TALLY_STATIC_BINARY=$(BIN)/tally-static TALLY_BINARY=$(BIN)/tally-static TALLY_REHEARSE=$(CURDIR)/out/chart/rehearse.yaml \
 		TALLY_REHEARSE_EDGE=$(CURDIR)/out/chart/rehearse-edge.yaml \
-		$(GO) test -count=1 -run 'TestStaticBinary|TestDockerfileShape|TestRehearse|TestRehearseEdge' ./...
+		TALLY_REHEARSE_MTLS=$(CURDIR)/out/chart/rehearse-mtls.yaml TALLY_REHEARSE_EDGE_MTLS=$(CURDIR)/out/chart/rehearse-edge-mtls.yaml \
+		$(GO) test -count=1 -timeout 30m -run 'TestStaticBinary|TestDockerfileShape|TestRehearse' ./...
 
 # Each fuzz target runs for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

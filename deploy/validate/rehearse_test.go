@@ -42,13 +42,7 @@ import (
 //
 // make chart sets TALLY_BINARY (the static build) and TALLY_REHEARSE (a
 // rendering with clients.enabled=true).
-func TestRehearse(t *testing.T) {
-	bin, rendered := os.Getenv("TALLY_BINARY"), os.Getenv("TALLY_REHEARSE")
-	if bin == "" || rendered == "" {
-		t.Skip("TALLY_BINARY and TALLY_REHEARSE not set (make chart sets them)")
-	}
-	rehearse(t, bin, rendered, false)
-}
+func TestRehearse(t *testing.T) { rehearseFrom(t, "TALLY_REHEARSE", false, false) }
 
 // TestRehearseEdge is TestRehearse for the edge layout: the job file lists
 // edge-0 with a key from `tally edge keygen`, as the README says, the edge
@@ -67,13 +61,28 @@ func TestRehearse(t *testing.T) {
 //
 // make chart sets TALLY_REHEARSE_EDGE (a rendering with clients.enabled=true
 // and edge.enabled=true).
-func TestRehearseEdge(t *testing.T) {
-	bin, rendered := os.Getenv("TALLY_BINARY"), os.Getenv("TALLY_REHEARSE_EDGE")
-	if bin == "" || rendered == "" {
-		t.Skip("TALLY_BINARY and TALLY_REHEARSE_EDGE not set (make chart sets them)")
-	}
-	rehearse(t, bin, rendered, true)
-}
+func TestRehearseEdge(t *testing.T) { rehearseFrom(t, "TALLY_REHEARSE_EDGE", true, false) }
+
+// TestRehearseMTLS is TestRehearse under mutual TLS: the clients' CA goes
+// into the Secret tally-client-ca (key ca.crt) and one certificate it
+// signed, for every demo client, into the kubernetes.io/tls Secret
+// tally-clients-tls. The coordinator must run with --client-ca (the
+// rendering sets tls.clientCASecret), so it refuses a client that shows
+// no certificate of that CA: a chart whose demo clients are given none
+// fails here, each client's handshake refused.
+//
+// make chart sets TALLY_REHEARSE_MTLS (a rendering with clients.enabled=true,
+// tls.clientCASecret and clients.tlsClientSecret).
+func TestRehearseMTLS(t *testing.T) { rehearseFrom(t, "TALLY_REHEARSE_MTLS", false, true) }
+
+// TestRehearseEdgeMTLS is TestRehearseEdge under mutual TLS, with
+// TestRehearseMTLS's Secrets and, for the edge, a certificate of the
+// clients' CA of its own in tally-edge-client-tls, which it shows the
+// coordinator; the edge must hold its clients to that CA (--client-ca).
+//
+// make chart sets TALLY_REHEARSE_EDGE_MTLS (TALLY_REHEARSE_EDGE's rendering
+// with tls.clientCASecret, clients.tlsClientSecret and edge.tlsClientSecret).
+func TestRehearseEdgeMTLS(t *testing.T) { rehearseFrom(t, "TALLY_REHEARSE_EDGE_MTLS", true, true) }
 
 // The edge id, key file and TLS Secret the README's edge commands use.
 const (
@@ -82,7 +91,29 @@ const (
 	readmeEdgeTLSSecret = "tally-edge-tls"
 )
 
-func rehearse(t *testing.T, bin, rendered string, edges bool) {
+// The Secrets of mutual TLS: the clients' CA (tls.clientCASecret), the
+// demo clients' one certificate (clients.tlsClientSecret) and the edges'
+// (edge.tlsClientSecret).
+const (
+	readmeClientCASecret      = "tally-client-ca"
+	readmeClientsTLSSecret    = "tally-clients-tls"
+	readmeEdgeClientTLSSecret = "tally-edge-client-tls"
+)
+
+// rehearseFrom rehearses the rendering the environment variable env names
+// with the binary TALLY_BINARY names, and skips without them.
+func rehearseFrom(t *testing.T, env string, edges, mutual bool) {
+	bin, rendered := os.Getenv("TALLY_BINARY"), os.Getenv(env)
+	if bin == "" || rendered == "" {
+		t.Skipf("TALLY_BINARY and %s not set (make chart sets them)", env)
+	}
+	rehearse(t, bin, rendered, edges, mutual)
+}
+
+// rehearse runs rendered's pods: with edges, the edge layout; with mutual,
+// under mutual TLS, which the rendering's coordinator (and edge) must ask
+// for.
+func rehearse(t *testing.T, bin, rendered string, edges, mutual bool) {
 	const rounds, nClients = 3, 3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -146,6 +177,22 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 	if edges {
 		secrets["tally-edge-key"] = map[string]string{readmeEdgeKey: file(readmeEdgeKey)}
 		secrets[readmeEdgeTLSSecret] = map[string]string{"tls.crt": file("edge-tls.pem"), "tls.key": file("edge-tls.key")}
+	}
+	if mutual {
+		// openssl req -x509 … for the CA, then a certificate it signs for
+		// the demo clients, one for all of them, and one for the edges.
+		ca, caKey := writeCert(t, file("clients-ca.pem"), "", &x509.Certificate{Subject: pkix.Name{CommonName: "tally demo clients' CA"},
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
+		secrets[readmeClientCASecret] = map[string]string{"ca.crt": file("clients-ca.pem")}
+		clientCert := func(secret, name string) {
+			writeCert(t, file(name+".pem"), file(name+".key"), &x509.Certificate{Subject: pkix.Name{CommonName: name},
+				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, caKey)
+			secrets[secret] = map[string]string{"tls.crt": file(name + ".pem"), "tls.key": file(name + ".key")}
+		}
+		clientCert(readmeClientsTLSSecret, "clients-tls")
+		if edges {
+			clientCert(readmeEdgeClientTLSSecret, "edge-client-tls")
+		}
 	}
 	literals := map[string]string{} // "secret/key" → value
 	for id, tok := range tokens {
@@ -363,6 +410,10 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 		}
 		p := &proc{name: w.where, cmd: command(root, i, w.spec.Containers[0]), out: &syncBuffer{}, done: make(chan error, 1)}
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if component := w.labels["app.kubernetes.io/component"]; mutual && component != "client" &&
+			!slices.ContainsFunc(p.cmd.Args, func(a string) bool { return strings.HasPrefix(a, "--client-ca=") }) {
+			t.Fatalf("%s: %s runs without --client-ca; this rehearsal wants a rendering under mutual TLS (tls.clientCASecret)", w.where, component)
+		}
 		switch w.labels["app.kubernetes.io/component"] {
 		case "coordinator":
 			coordinator = p
@@ -534,28 +585,50 @@ func rehearse(t *testing.T, bin, rendered string, edges bool) {
 // key (PEM), as openssl req -x509 makes one.
 func writeEdgeCert(t *testing.T, certFile, keyFile string) {
 	t.Helper()
+	writeCert(t, certFile, keyFile, &x509.Certificate{Subject: pkix.Name{CommonName: readmeEdgeID},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}, nil, nil)
+}
+
+// writeCert writes the certificate tmpl describes (valid from an hour ago
+// for a day), signed by parent's key, or self-signed where parent is nil,
+// to certFile and its new key to keyFile, both PEM; with keyFile empty the
+// key is only returned (a CA's, that signs in this process alone).
+func writeCert(t *testing.T, certFile, keyFile string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: readmeEdgeID},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
+	if keyFile != "" {
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return cert, key
 }
 
 // noFileHolds fails the test if a file under root (a pod's mounts) holds
