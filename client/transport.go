@@ -25,6 +25,9 @@ var (
 	// ErrCertPin: the server's certificate (the coordinator's, or an
 	// edge's) is none the manifest pins.
 	ErrCertPin = errors.New("client: the server's TLS certificate is not one the manifest pins (the coordinator's or a listed edge's)")
+	// ErrClientCertRefused: the server (mutual TLS) refused this
+	// client's certificate, or that it showed none.
+	ErrClientCertRefused = errors.New("client: the server refused this client's TLS certificate (mutual TLS): check --tls-cert and --tls-key against the CA the coordinator (or edge) was given with --client-ca")
 )
 
 // PinnedTLS returns transport credentials that accept exactly the server
@@ -36,9 +39,10 @@ var (
 // certs, if set, are presented for mutual TLS. When a handshake fails
 // because the peer speaks plaintext or shows another certificate, fatal
 // is called with ErrPlaintextCoordinator or ErrCertPin (wrapped, naming the
-// address and the fingerprint seen): gRPC would otherwise retry such a
-// connection for ever as "unavailable", and the operator would never learn
-// why.
+// address and the fingerprint seen), and when the peer refuses this
+// client's certificate (mutual TLS), with ErrClientCertRefused: gRPC
+// would otherwise retry such a connection for ever as "unavailable", and
+// the operator would never learn why.
 func PinnedTLS(pins [][]byte, certs []tls.Certificate, fatal func(error)) credentials.TransportCredentials {
 	pins = slices.Clone(pins)
 	cfg := &tls.Config{
@@ -85,9 +89,52 @@ func (p *pinned) ClientHandshake(ctx context.Context, addr string, conn net.Conn
 			p.fatal(fmt.Errorf("%w: %s: %v", ErrPlaintextCoordinator, addr, err))
 		case errors.Is(err, ErrCertPin):
 			p.fatal(fmt.Errorf("%s: %w", addr, err))
+		case certificateRefused(err):
+			// TLS 1.2: the server's alert ends the handshake.
+			p.fatal(fmt.Errorf("%w: %s: %v", ErrClientCertRefused, addr, err))
 		}
 	}
+	if err == nil && p.fatal != nil {
+		// TLS 1.3: the client's side of the handshake is over before the
+		// server checks its certificate, so the server's refusal comes as
+		// an alert on the first read.
+		c = &refusalConn{Conn: c, addr: addr, fatal: p.fatal}
+	}
 	return c, info, err
+}
+
+// certificateRefused reports whether err is a TLS alert from the peer that
+// refuses this side's certificate. crypto/tls reports a received alert as
+// a *net.OpError "remote error" around an unexported alert type, so the
+// alert is known by its text (crypto/tls's alert names).
+func certificateRefused(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	switch op.Err.Error() {
+	case "tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority",
+		"tls: unsupported certificate", "tls: revoked certificate", "tls: expired certificate",
+		"tls: unknown certificate":
+		return true
+	}
+	return false
+}
+
+// refusalConn reports, through fatal, a read that fails with the server's
+// refusal of this client's certificate (certificateRefused).
+type refusalConn struct {
+	net.Conn
+	addr  string
+	fatal func(error)
+}
+
+func (c *refusalConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && certificateRefused(err) {
+		c.fatal(fmt.Errorf("%w: %s: %v", ErrClientCertRefused, c.addr, err))
+	}
+	return n, err
 }
 
 func (p *pinned) Clone() credentials.TransportCredentials {

@@ -104,3 +104,59 @@ func TestPinnedTLS(t *testing.T) {
 		})
 	}
 }
+
+// A coordinator with mutual TLS that refuses this client's certificate
+// (none, or one its CA did not sign) is a misconfiguration no retry cures:
+// the client stops with ErrClientCertRefused, naming the address, instead
+// of retrying "unavailable" for ever. Under TLS 1.3 the refusal arrives
+// after the client's side of the handshake, on the first read. Before,
+// the chart's demo clients under mutual TLS retried until they were
+// killed (deploy/validate TestRehearseMTLS), logging only WARN lines.
+func TestPinnedTLSClientCertificateRefused(t *testing.T) {
+	cert, pin := selfSigned(t)
+	ca, _ := selfSigned(t)
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	mine, _ := selfSigned(t) // signed by nobody the coordinator trusts
+	for _, tc := range []struct {
+		name  string
+		certs []tls.Certificate
+	}{{"no-certificate", nil}, {"another-CA", []tls.Certificate{mine}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCoord(t, 1)
+			srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12})))
+			tallyv1.RegisterCoordinatorServiceServer(srv, f)
+			lis := listen(t, "")
+			go srv.Serve(lis)
+			t.Cleanup(srv.Stop)
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			ctx, stop := context.WithTimeout(ctx, time.Minute)
+			defer stop()
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS([][]byte{pin}, tc.certs, cancel)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c, err := New(Config{Conn: conn, Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Run(ctx)
+			cause := context.Cause(ctx)
+			if !errors.Is(cause, ErrClientCertRefused) {
+				t.Fatalf("Run: %v, cause %v; want ErrClientCertRefused", err, cause)
+			}
+			if !strings.Contains(cause.Error(), lis.Addr().String()) {
+				t.Errorf("the refusal %q does not name %s", cause, lis.Addr())
+			}
+			if n := f.counts().enrolls; n != 0 {
+				t.Errorf("%d enrolments reached the coordinator, want 0", n)
+			}
+		})
+	}
+}
