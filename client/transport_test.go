@@ -61,26 +61,7 @@ func TestPinnedTLS(t *testing.T) {
 		{"other-certificate", []grpc.ServerOption{grpc.Creds(credentials.NewServerTLSFromCert(&other))}, ErrCertPin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeCoord(t, 1)
-			srv := grpc.NewServer(tc.opts...)
-			tallyv1.RegisterCoordinatorServiceServer(srv, f)
-			lis := listen(t, "")
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
-			ctx, cancel := context.WithCancelCause(context.Background())
-			defer cancel(nil)
-			ctx, stop := context.WithTimeout(ctx, time.Minute)
-			defer stop()
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS([][]byte{pin, edgePin}, nil, cancel)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			c, err := New(Config{Conn: conn, Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = c.Run(ctx)
+			f, addr, err, cause := runPinned(t, tc.opts, [][]byte{pin, edgePin}, nil)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("Run over the pinned certificate: %v", err)
@@ -90,12 +71,11 @@ func TestPinnedTLS(t *testing.T) {
 			if n := f.counts().enrolls; n != 0 {
 				t.Errorf("%d enrolments reached the coordinator, want 0", n)
 			}
-			cause := context.Cause(ctx)
 			if !errors.Is(cause, tc.want) {
 				t.Fatalf("Run: %v, cause %v; want %v", err, cause, tc.want)
 			}
 			if tc.want == ErrCertPin {
-				for _, want := range []string{lis.Addr().String(), hex.EncodeToString(otherPin)} {
+				for _, want := range []string{addr, hex.EncodeToString(otherPin)} {
 					if !strings.Contains(cause.Error(), want) {
 						t.Errorf("the refusal %q does not name %s", cause, want)
 					}
@@ -127,36 +107,45 @@ func TestPinnedTLSClientCertificateRefused(t *testing.T) {
 		certs []tls.Certificate
 	}{{"no-certificate", nil}, {"another-CA", []tls.Certificate{mine}}} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeCoord(t, 1)
-			srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12})))
-			tallyv1.RegisterCoordinatorServiceServer(srv, f)
-			lis := listen(t, "")
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
-			ctx, cancel := context.WithCancelCause(context.Background())
-			defer cancel(nil)
-			ctx, stop := context.WithTimeout(ctx, time.Minute)
-			defer stop()
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS([][]byte{pin}, tc.certs, cancel)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			c, err := New(Config{Conn: conn, Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = c.Run(ctx)
-			cause := context.Cause(ctx)
+			mtls := grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12}))
+			f, addr, err, cause := runPinned(t, []grpc.ServerOption{mtls}, [][]byte{pin}, tc.certs)
 			if !errors.Is(cause, ErrClientCertRefused) {
 				t.Fatalf("Run: %v, cause %v; want ErrClientCertRefused", err, cause)
 			}
-			if !strings.Contains(cause.Error(), lis.Addr().String()) {
-				t.Errorf("the refusal %q does not name %s", cause, lis.Addr())
+			if !strings.Contains(cause.Error(), addr) {
+				t.Errorf("the refusal %q does not name %s", cause, addr)
 			}
 			if n := f.counts().enrolls; n != 0 {
 				t.Errorf("%d enrolments reached the coordinator, want 0", n)
 			}
 		})
 	}
+}
+
+// runPinned runs a client over PinnedTLS(pins, certs) against a fake
+// coordinator served with opts, for at most a minute, and returns the
+// fake, its address, Run's error and the cause PinnedTLS's fatal gave.
+func runPinned(t *testing.T, opts []grpc.ServerOption, pins [][]byte, certs []tls.Certificate) (f *fakeCoord, addr string, err, cause error) {
+	t.Helper()
+	f = newFakeCoord(t, 1)
+	srv := grpc.NewServer(opts...)
+	tallyv1.RegisterCoordinatorServiceServer(srv, f)
+	lis := listen(t, "")
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	ctx, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(PinnedTLS(pins, certs, cancel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := New(Config{Conn: conn, Token: f.token, Data: testData(), PollWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(ctx)
+	return f, lis.Addr().String(), err, context.Cause(ctx)
 }
