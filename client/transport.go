@@ -74,6 +74,21 @@ func PinnedTLS(pins [][]byte, certs []tls.Certificate, fatal func(error)) creden
 	return &pinned{TransportCredentials: credentials.NewTLS(cfg), fatal: fatal}
 }
 
+// ReportRefusals wraps TLS transport credentials creds (credentials.NewTLS,
+// verifying by a CA) so that fatal hears of the failures no retry cures,
+// as PinnedTLS reports them: the peer answering in plaintext
+// (ErrPlaintextCoordinator) and the peer refusing this side's certificate
+// (ErrClientCertRefused), each naming the address. A caller holding no
+// manifest (tally client --insecure-no-manifest --tls-ca, tally edge)
+// would otherwise have gRPC retry such a connection for ever as
+// "unavailable". A nil fatal leaves creds as they are.
+func ReportRefusals(creds credentials.TransportCredentials, fatal func(error)) credentials.TransportCredentials {
+	if fatal == nil {
+		return creds
+	}
+	return &pinned{TransportCredentials: creds, fatal: fatal}
+}
+
 // pinned reports the handshake failures that no retry will cure.
 type pinned struct {
 	credentials.TransportCredentials

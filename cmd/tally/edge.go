@@ -83,6 +83,13 @@ Flags:
 		return err
 	}
 	log := newLogger(stderr, *verbose)
+	// A coordinator that refuses the edge's client certificate, shows
+	// another certificate than --tls-pin's or answers in plaintext will do
+	// so at every retry: the edge stops, naming why (fatal's cause), where
+	// it used to retry until the minute's wait for the job ran out, or,
+	// mid-job, for ever, relaying nothing.
+	ctx, fatal := context.WithCancelCause(ctx)
+	defer fatal(nil)
 	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
 	var serverOpts []grpc.ServerOption
 	var shown []byte // the certificate (DER) the clients are shown
@@ -105,9 +112,9 @@ Flags:
 			if err != nil {
 				return err
 			}
-			dial = grpc.WithTransportCredentials(client.PinnedTLS([][]byte{pin}, certs, nil))
+			dial = grpc.WithTransportCredentials(client.PinnedTLS([][]byte{pin}, certs, fatal))
 		case up.ca != "":
-			if dial, err = up.dialOption(); err != nil {
+			if dial, err = up.dialReporting(fatal); err != nil {
 				return err
 			}
 		default:
@@ -134,6 +141,9 @@ Flags:
 	schema, err := tallyv1.NewCoordinatorServiceClient(conn).Schema(sctx, &tallyv1.SchemaRequest{}, grpc.WaitForReady(true))
 	cancel()
 	if err != nil {
+		if cause := refusedCause(ctx); cause != nil {
+			return fmt.Errorf("edge %s: %w", *id, cause)
+		}
 		return fmt.Errorf("ask the coordinator at %s for its job: %w", *coord, err)
 	}
 	if shown != nil && len(schema.GetManifest()) > 0 {
@@ -178,6 +188,10 @@ Flags:
 	go func() {
 		select {
 		case <-ctx.Done():
+			if refusedCause(ctx) != nil {
+				gs.Stop()
+				return
+			}
 			gs.GracefulStop()
 		case <-e.NotListed():
 			gs.Stop()
@@ -189,6 +203,20 @@ Flags:
 	log.Info("edge stopped", "partials", e.Partials.Load(), "summed", e.Summed.Load(), "relayed", e.Relayed.Load())
 	if err := e.NotListedErr(); err != nil {
 		return notListed(*id, *coord, err)
+	}
+	if cause := refusedCause(ctx); cause != nil {
+		log.Error("edge stopped: the coordinator's TLS refuses it", "edge", *id, "coordinator", *coord, "err", cause)
+		return fmt.Errorf("edge %s: %w", *id, cause)
+	}
+	return nil
+}
+
+// refusedCause is the TLS failure that stopped ctx (an edge's fatal), or
+// nil when ctx was not stopped by one.
+func refusedCause(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, client.ErrPlaintextCoordinator) || errors.Is(cause, client.ErrCertPin) || errors.Is(cause, client.ErrClientCertRefused) {
+		return cause
 	}
 	return nil
 }

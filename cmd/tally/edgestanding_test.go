@@ -237,3 +237,66 @@ func TestEdgeMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+// A coordinator with mutual TLS that refuses the certificate an edge (or
+// a client without a manifest, verifying the coordinator by a CA) shows
+// refuses it at every retry: tally edge and tally client stop at once
+// with client.ErrClientCertRefused, naming the coordinator's address.
+// Before, the edge retried until its minute's wait for the job ran out
+// ("context deadline exceeded", the cause unsaid) and, refused mid-job,
+// for ever; the client retried for ever.
+func TestEdgeClientCertificateRefused(t *testing.T) {
+	pki := t.TempDir()
+	_, clientCAFile, _ := issue(t, pki, "client-ca", nil, nil, 0)
+	_, stranger, strangerKey := issue(t, pki, "stranger", nil, nil, 0)
+	dir, addr, keyFile := edgeJob(t, "--client-ca", clientCAFile)
+	tlsDir := filepath.Join(dir, "tls")
+	serve := []string{"--tls-cert", filepath.Join(tlsDir, "coordinator.pem"), "--tls-key", filepath.Join(tlsDir, "coordinator.key")}
+	shown := []string{"--tls-client-cert", stranger, "--tls-client-key", strangerKey}
+	for name, verify := range map[string][]string{
+		"--tls-ca":  {"--tls-ca", filepath.Join(tlsDir, "ca.pem")},
+		"--tls-pin": {"--tls-pin", filepath.Join(tlsDir, "coordinator.pem")},
+	} {
+		var stderr lockedBuffer
+		args := append([]string{"--coordinator", addr, "--id", "edge-0", "--key", keyFile, "--listen", freePort(t)}, verify...)
+		args = append(append(args, serve...), shown...)
+		start := time.Now()
+		err := runEdgeFor(45*time.Second, args, &stderr)
+		if !errors.Is(err, client.ErrClientCertRefused) {
+			t.Errorf("edge with %s and a certificate of another CA: tally edge = %v after %v, want ErrClientCertRefused\nstderr:\n%s", name, err, time.Since(start).Round(time.Millisecond), stderr.String())
+			continue
+		}
+		for _, want := range []string{"edge-0", addr} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("edge with %s: error %q does not name %q", name, err, want)
+			}
+		}
+		t.Logf("edge with %s: stopped after %v: %v", name, time.Since(start).Round(time.Millisecond), err)
+	}
+
+	f, err := os.ReadFile(filepath.Join(dir, "tokens.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := strings.Fields(strings.SplitN(string(f), "\n", 2)[0])
+	// The data file away from the job's manifest, which tally client
+	// would otherwise pick up beside it and pin the coordinator by.
+	csv, err := os.ReadFile(filepath.Join(dir, first[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "client-0.csv")
+	if err := os.WriteFile(data, csv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	start := time.Now()
+	var stderr lockedBuffer
+	err = runClient(ctx, []string{"--join", addr, "--token", first[1], "--data", data, "--insecure-no-manifest",
+		"--tls-ca", filepath.Join(tlsDir, "ca.pem"), "--tls-cert", stranger, "--tls-key", strangerKey}, io.Discard, &stderr)
+	if !errors.Is(err, client.ErrClientCertRefused) || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("client without a manifest, --tls-ca and a certificate of another CA: tally client = %v after %v, want ErrClientCertRefused naming %s\nstderr:\n%s", err, time.Since(start).Round(time.Millisecond), addr, stderr.String())
+	}
+	t.Logf("client: stopped after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tallyfl/tally/client"
 	"github.com/tallyfl/tally/coordinator"
 )
 
@@ -190,6 +191,13 @@ func (t tlsFiles) serverTLS() (*tls.Config, error) {
 // given; --tls-ca verifies the coordinator against that CA instead of the
 // system's roots, --tls-cert/--tls-key present a client certificate.
 func (t tlsFiles) dialOption() (grpc.DialOption, error) {
+	return t.dialReporting(nil)
+}
+
+// dialReporting is dialOption whose TLS reports to fatal the handshake
+// failures no retry cures (client.ReportRefusals): a server in plaintext,
+// or one that refuses the certificate shown.
+func (t tlsFiles) dialReporting(fatal func(error)) (grpc.DialOption, error) {
 	certs, err := t.keyPair()
 	if err != nil {
 		return nil, err
@@ -203,5 +211,5 @@ func (t tlsFiles) dialOption() (grpc.DialOption, error) {
 			return nil, err
 		}
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(cfg)), nil
+	return grpc.WithTransportCredentials(client.ReportRefusals(credentials.NewTLS(cfg), fatal)), nil
 }

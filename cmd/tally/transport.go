@@ -104,7 +104,7 @@ func clientTransport(ctx context.Context, addr string, tf tlsFiles, file, sha st
 	case tf.ca == "" && tf.cert == "" && tf.serverName == "":
 		return nil, nil, errors.New("no way to verify the coordinator: without a manifest give --tls-ca (or --insecure-plaintext)")
 	}
-	opt, err := tf.dialOption()
+	opt, err := tf.dialReporting(fatal)
 	return nil, opt, err
 }
 
