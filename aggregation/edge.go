@@ -114,7 +114,10 @@ func (st *SubmissionStore) AddC1(p Parameters, client string, block int, c1 []by
 
 // AddProduct takes client's finished influence ciphertext as an edge
 // computed it ([Influence.Finalize] on the edge, c₀ already lifted), so
-// that [Influence.Finalize] returns it unchanged, with its digest. It is
+// that [Influence.Finalize] returns it unchanged, with its digest. With
+// [Influence.SpillTo] a spilling store, it goes to the store's spill file
+// at once, as a client's own finished ciphertext does, and the heap keeps
+// none of it (ct stays the caller's); otherwise a copy is kept. It is
 // validated as members parse it (key instance, gradient scale, block
 // count); a client that already has ciphertexts or a product here fails
 // with [ErrDuplicate]. Whether it is the product of the client's signed
@@ -136,11 +139,34 @@ func (f *Influence) AddProduct(client string, ct []byte) error {
 		return fmt.Errorf("%w: influence product of %q at gradient scale 2^%d, the round's is 2^%d", ErrGradientMismatch, client, info.logScale, f.logScale)
 	}
 	f.mu.Lock()
+	_, dup := f.clients[client]
+	store, parks := f.store, f.parks
+	f.mu.Unlock()
+	if dup {
+		return fmt.Errorf("%w: influence of client %q", ErrDuplicate, client)
+	}
+	st := &influenceClient{n: f.blocks, fromEdge: true}
+	if parks {
+		// Written before the client is recorded, so that f.mu is not held
+		// over the write; a duplicate racing this one leaves its bytes
+		// unused in the file.
+		ref, ok, err := store.keepProduct(ct)
+		if err != nil {
+			return fmt.Errorf("influence product of %q: %w", client, err)
+		}
+		if ok {
+			st.fin = &Product{Client: client, Digest: sha256.Sum256(ct), Size: len(ct), store: store, ref: ref}
+		}
+	}
+	if st.fin == nil {
+		st.product = bytes.Clone(ct)
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.clients[client]; ok {
 		return fmt.Errorf("%w: influence of client %q", ErrDuplicate, client)
 	}
-	f.clients[client] = &influenceClient{product: bytes.Clone(ct), n: f.blocks}
+	f.clients[client] = st
 	return nil
 }
 

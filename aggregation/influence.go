@@ -121,8 +121,11 @@ type influenceClient struct {
 	n      int
 	done   bool
 	// product is a finished influence ciphertext an edge computed
-	// (AddProduct); Finalize returns it as it is.
-	product []byte
+	// (AddProduct) and kept in memory; Finalize returns it as it is. One
+	// kept in the spill file is fin from the start. fromEdge marks either:
+	// the client delivers no blocks here.
+	product  []byte
+	fromEdge bool
 	// fin is the client's own ciphertext once its last block is in (seal),
 	// in memory or in the spill file; nil before.
 	fin *Product
@@ -211,7 +214,7 @@ func (f *Influence) Add(client string, ct []byte) error {
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.done || st.product != nil {
+	if st.done || st.fromEdge {
 		return fmt.Errorf("%w: influence of client %q already finalised", ErrState, client)
 	}
 	if st.broken != nil {
