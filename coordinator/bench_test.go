@@ -713,6 +713,9 @@ func BenchmarkScale(b *testing.B) {
 	}
 	small, large := *scaleSmall, *scaleLarge
 	cases := []struct{ n, edges int }{{small, 0}, {large, 0}, {large, *scaleEdges}}
+	if !*scaleDirect {
+		cases = cases[2:]
+	}
 	for _, c := range cases {
 		name := fmt.Sprintf("clients=%d/params=1e5/committee=16/t=11", c.n)
 		if c.edges > 0 {
@@ -779,7 +782,8 @@ var (
 	// Below 64 clients a job's default valuation is projection with a
 	// coalition game (engine's sampledBound), not influence: a much
 	// heavier coordinator (at 50 clients it ran for over 10 minutes).
-	scaleSmall = flag.Int("scale.small", 100, "BenchmarkScale: clients of the small job (below 64 the default valuation is projection, not influence: another benchmark)")
-	scaleLarge = flag.Int("scale.large", 1000, "BenchmarkScale: clients of the large job, direct and through edges (below 64 the default valuation is projection, not influence)")
-	scaleEdges = flag.Int("scale.edges", 4, "BenchmarkScale: edges of the large job's edge variant")
+	scaleSmall  = flag.Int("scale.small", 100, "BenchmarkScale: clients of the small job (below 64 the default valuation is projection, not influence: another benchmark)")
+	scaleLarge  = flag.Int("scale.large", 1000, "BenchmarkScale: clients of the large job, direct and through edges (below 64 the default valuation is projection, not influence)")
+	scaleEdges  = flag.Int("scale.edges", 4, "BenchmarkScale: edges of the large job's edge variant")
+	scaleDirect = flag.Bool("scale.direct", true, "BenchmarkScale: run the direct jobs too (false: the edge variant alone, for a quick look at an edge change; no ratios then)")
 )
