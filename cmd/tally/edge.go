@@ -211,8 +211,9 @@ Flags:
 	return nil
 }
 
-// refusedCause is the TLS failure that stopped ctx (an edge's fatal), or
-// nil when ctx was not stopped by one.
+// refusedCause is the TLS failure that stopped ctx (the fatal of tally
+// edge's or tally client's transport), or nil when ctx was not stopped by
+// one.
 func refusedCause(ctx context.Context) error {
 	cause := context.Cause(ctx)
 	if errors.Is(cause, client.ErrPlaintextCoordinator) || errors.Is(cause, client.ErrCertPin) || errors.Is(cause, client.ErrClientCertRefused) {

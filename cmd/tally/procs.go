@@ -460,7 +460,7 @@ Flags:
 		log.Info("holding the coordinator to the manifest", "job", m.Job, "sha256", m.FingerprintHex(), "participants", len(m.Participants))
 	}
 	if err := c.Run(ctx); err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, client.ErrPlaintextCoordinator) || errors.Is(cause, client.ErrCertPin) || errors.Is(cause, client.ErrClientCertRefused) {
+		if cause := refusedCause(ctx); cause != nil {
 			return cause
 		}
 		return err
